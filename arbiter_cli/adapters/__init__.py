@@ -1,0 +1,1 @@
+"""Side effects: storage (memory, SQL), migrations, and their wiring helpers."""

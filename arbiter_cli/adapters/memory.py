@@ -1,0 +1,289 @@
+"""The in-memory store: the test fake of our ports, and the backend of benchmarks and soak runs.
+
+A write unit of work holds the store's lock from enter to exit (like SQLite's BEGIN IMMEDIATE)
+and keeps an undo log, so an exit without ``commit`` restores what it changed. Each tenant has a
+columnar index (numpy arrays in id order, with task types and languages as bit masks) that
+queries narrow on; updates that keep an agent's capabilities refresh one row in place.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from arbiter_cli.domain.agents import Agent, FleetStats
+from arbiter_cli.domain.query import STATUS_CODES, Columns, Query, Ranking, fit_column, rank
+from arbiter_cli.errors import ArbiterError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+
+class _Bits:
+    """Interns labels (case-insensitive) as bit positions of a uint64 mask."""
+
+    def __init__(self) -> None:
+        self._bit: dict[str, int] = {}
+
+    def mask(self, labels: tuple[str, ...], *, grow: bool) -> int | None:
+        value = 0
+        for label in labels:
+            key = label.lower()
+            if key not in self._bit:
+                if not grow:
+                    return None
+                if len(self._bit) == 64:
+                    raise ArbiterError("more than 64 distinct labels in one memory store")
+                self._bit[key] = len(self._bit)
+            value |= 1 << self._bit[key]
+        return value
+
+
+@dataclass
+class _Index:
+    ids: list[str]
+    agents: list[Agent]
+    success: npt.NDArray[np.float64]
+    quality: npt.NDArray[np.float64]
+    utilization: npt.NDArray[np.float64]
+    status: npt.NDArray[np.int8]
+    task_bits: npt.NDArray[np.uint64]
+    language_bits: npt.NDArray[np.uint64]
+    position: dict[str, int] = field(default_factory=dict)
+
+    def refresh(self, agent: Agent) -> None:
+        row = self.position[agent.id]
+        self.agents[row] = agent
+        self.success[row] = agent.performance.success_rate
+        self.quality[row] = agent.performance.average_quality
+        self.utilization[row] = agent.utilization
+        self.status[row] = STATUS_CODES[agent.status]
+
+
+class MemoryStore:
+    """State shared by every unit of work of one process."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.tenants: dict[str, datetime] = {}
+        self.agents: dict[str, dict[str, Agent]] = {}
+        self.indexes: dict[str, _Index] = {}
+        self.task_bits = _Bits()
+        self.language_bits = _Bits()
+
+    def index(self, tenant: str) -> _Index:
+        index = self.indexes.get(tenant)
+        if index is None:
+            index = self._build(sorted(self.agents.get(tenant, {}).values(), key=lambda a: a.id))
+            self.indexes[tenant] = index
+        return index
+
+    def _build(self, agents: list[Agent]) -> _Index:
+        import numpy as np
+
+        n = len(agents)
+        columns = Columns.from_agents(agents)
+        index = _Index(
+            ids=[a.id for a in agents], agents=agents, success=columns.success,
+            quality=columns.quality, utilization=columns.utilization, status=columns.status,
+            task_bits=np.fromiter(
+                (self.task_bits.mask(a.task_types, grow=True) or 0 for a in agents), np.uint64, n),
+            language_bits=np.fromiter(
+                (self.language_bits.mask(a.languages, grow=True) or 0 for a in agents),
+                np.uint64, n),
+        )
+        index.position = {agent_id: row for row, agent_id in enumerate(index.ids)}
+        return index
+
+    def put(self, tenant: str, agent_id: str, agent: Agent | None) -> None:
+        """Store or delete one agent, keeping the tenant's index current."""
+        bucket = self.agents.setdefault(tenant, {})
+        old = bucket.get(agent_id)
+        if agent is None:
+            bucket.pop(agent_id, None)
+        else:
+            bucket[agent_id] = agent
+        index = self.indexes.get(tenant)
+        if index is None:
+            return
+        if old is not None and agent is not None and _same_shape(old, agent):
+            index.refresh(agent)
+        else:
+            del self.indexes[tenant]
+
+
+def _same_shape(old: Agent, new: Agent) -> bool:
+    return old.task_types == new.task_types and old.languages == new.languages and (
+        old.specializations == new.specializations
+    )
+
+
+class MemoryAgents:
+    def __init__(self, uow: MemoryUnitOfWork) -> None:
+        self._uow = uow
+        self._store = uow.store
+
+    def add_many(self, agents: Sequence[Agent]) -> None:
+        for agent in agents:
+            self._uow.change(agent.tenant, agent.id, agent)
+
+    def get(self, tenant: str, agent_id: str, *, for_update: bool = False) -> Agent | None:
+        return self._store.agents.get(tenant, {}).get(agent_id)
+
+    def update(self, agent: Agent, *, expect_version: int) -> bool:
+        current = self.get(agent.tenant, agent.id)
+        if current is None or current.uid != agent.uid or current.version != expect_version:
+            return False
+        self._uow.change(agent.tenant, agent.id, agent)
+        return True
+
+    def remove(self, tenant: str, agent_id: str) -> bool:
+        if self.get(tenant, agent_id) is None:
+            return False
+        self._uow.change(tenant, agent_id, None)
+        return True
+
+    def count(self, tenant: str) -> int:
+        return len(self._store.agents.get(tenant, {}))
+
+    def list(
+        self, tenant: str, *, status: str | None = None, task_type: str | None = None,
+        after: str | None = None, limit: int = 100,
+    ) -> list[Agent]:
+        index = self._store.index(tenant)
+        start = 0 if after is None else bisect.bisect_right(index.ids, after)
+        found: list[Agent] = []
+        for agent in index.agents[start:]:
+            if status is not None and agent.status != status:
+                continue
+            if task_type is not None and task_type not in agent.task_types:
+                continue
+            found.append(agent)
+            if limit and len(found) >= limit:
+                break
+        return found
+
+    def search(
+        self, tenant: str, query: Query, weights: Mapping[str, float]
+    ) -> tuple[list[Agent], Ranking]:
+        index = self._store.index(tenant)
+        capable = self._capable_rows(index, query)
+        if capable is None:  # every agent is capable: use the columns as they are
+            columns = Columns(index.success, index.quality, index.utilization, index.status,
+                              fit_column(index.agents, query.prefer))
+        else:
+            columns = Columns(
+                success=index.success[capable], quality=index.quality[capable],
+                utilization=index.utilization[capable], status=index.status[capable],
+                fit=fit_column([index.agents[r] for r in capable], query.prefer),
+            )
+        ranking = rank(columns, query, weights)
+        rows = ranking.rows if capable is None else capable[ranking.rows].tolist()
+        return [index.agents[row] for row in rows], ranking
+
+    def _capable_rows(self, index: _Index, query: Query) -> npt.NDArray[np.intp] | None:
+        """Rows of capable agents, or None when every row is."""
+        import numpy as np
+
+        task_mask = self._store.task_bits.mask((query.task_type,), grow=False)
+        language_mask = self._store.language_bits.mask(query.languages, grow=False)
+        if task_mask is None or language_mask is None:
+            return np.empty(0, dtype=np.intp)
+        keep = (index.task_bits & np.uint64(task_mask)) != 0
+        if language_mask:
+            keep &= (index.language_bits & np.uint64(language_mask)) == np.uint64(language_mask)
+        if not query.specializations and keep.all():
+            return None
+        rows = np.flatnonzero(keep)
+        if query.specializations:
+            rows = np.array(
+                [r for r in rows if index.agents[r].has_specializations(query.specializations)],
+                dtype=np.intp,
+            )
+        return rows
+
+    def stats(self, tenant: str) -> FleetStats:
+        agents = list(self._store.agents.get(tenant, {}).values())
+        n = len(agents)
+        return FleetStats(
+            tenant=tenant, total=n,
+            by_status=Counter(a.status.value for a in agents),
+            busy=sum(1 for a in agents if a.active_tasks > 0),
+            idle=sum(1 for a in agents if a.active_tasks == 0),
+            mean_utilization=sum(a.utilization for a in agents) / n if n else 0.0,
+            mean_success=sum(a.performance.success_rate for a in agents) / n if n else 0.0,
+            total_capacity=sum(a.capacity for a in agents),
+            total_active_tasks=sum(a.active_tasks for a in agents),
+        )
+
+    def silent_since(self, tenant: str, cutoff: datetime) -> list[Agent]:
+        agents = self._store.agents.get(tenant, {}).values()
+        return sorted((a for a in agents if a.last_active_at < cutoff), key=lambda a: a.id)
+
+
+class MemoryTenants:
+    def __init__(self, uow: MemoryUnitOfWork) -> None:
+        self._uow = uow
+
+    def add(self, name: str, now: datetime) -> bool:
+        if name in self._uow.store.tenants:
+            return False
+        self._uow.store.tenants[name] = now
+        self._uow.undo.append(lambda: self._uow.store.tenants.pop(name, None))
+        return True
+
+    def exists(self, name: str) -> bool:
+        return name in self._uow.store.tenants
+
+    def list(self) -> list[str]:
+        return sorted(self._uow.store.tenants)
+
+
+class MemoryUnitOfWork:
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.undo: list[Any] = []
+        self.agents = MemoryAgents(self)
+        self.tenants = MemoryTenants(self)
+
+    def __enter__(self) -> Self:
+        self.store.lock.acquire()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.rollback()
+        finally:
+            self.store.lock.release()
+
+    def change(self, tenant: str, agent_id: str, agent: Agent | None) -> None:
+        previous = self.store.agents.get(tenant, {}).get(agent_id)
+        self.store.put(tenant, agent_id, agent)
+        self.undo.append(lambda: self.store.put(tenant, agent_id, previous))
+
+    def commit(self) -> None:
+        self.undo.clear()
+
+    def rollback(self) -> None:
+        while self.undo:
+            self.undo.pop()()
+
+
+class MemoryUnitOfWorkFactory:
+    """``factory(write=...)`` → a unit of work over one shared ``MemoryStore``."""
+
+    def __init__(self, store: MemoryStore | None = None) -> None:
+        self.store = store or MemoryStore()
+
+    def __call__(self, *, write: bool = False) -> MemoryUnitOfWork:
+        return MemoryUnitOfWork(self.store)

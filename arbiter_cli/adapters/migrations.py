@@ -1,0 +1,138 @@
+"""Alembic, driven from code: ``db upgrade|downgrade|current|history|check`` (SPEC §6).
+
+No ``alembic.ini``: the script location is the package's ``migrations`` folder. Every command
+runs inside one transaction on a connection we open, so PostgreSQL's advisory lock in
+``env.py`` serialises concurrent upgrades and SQLite's ``BEGIN IMMEDIATE`` does the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import IO, Any
+
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
+from arbiter_cli.adapters.sql.schema_version import HEAD
+from arbiter_cli.errors import InvalidInput, SchemaOutdated
+
+
+def _config(connection: Connection | None, stdout: IO[str]) -> Any:
+    from alembic.config import Config
+
+    config = Config(stdout=stdout)
+    config.set_main_option("script_location", "arbiter_cli:migrations")
+    config.attributes["connection"] = connection
+    return config
+
+
+def _run(engine: Engine, action: Any, stdout: IO[str]) -> None:
+    from alembic.util.exc import CommandError
+
+    try:
+        with engine.connect() as conn:
+            conn = conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                action(_config(conn, stdout))
+    except CommandError as exc:
+        raise InvalidInput(f"alembic: {exc}", field="revision", rule="known_revision") from None
+    except DBAPIError as exc:
+        raise unavailable(engine, exc) from None
+
+
+def current(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except DBAPIError as exc:
+        raise unavailable(engine, exc) from None
+
+
+def upgrade(engine: Engine, revision: str, stdout: IO[str]) -> tuple[str | None, str | None]:
+    from alembic import command
+
+    before = current(engine)
+    _run(engine, lambda cfg: command.upgrade(cfg, revision), stdout)
+    return before, current(engine)
+
+
+def downgrade(engine: Engine, revision: str, stdout: IO[str]) -> tuple[str | None, str | None]:
+    from alembic import command
+
+    before = current(engine)
+    _run(engine, lambda cfg: command.downgrade(cfg, revision), stdout)
+    return before, current(engine)
+
+
+@dataclass(frozen=True)
+class Revision:
+    revision: str
+    down_revision: str | None
+    message: str
+    is_head: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"revision": self.revision, "down_revision": self.down_revision,
+                "message": self.message, "is_head": self.is_head}
+
+
+def history(stdout: IO[str]) -> list[Revision]:
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(_config(None, stdout))
+    heads = set(scripts.get_heads())
+    found = []
+    for script in scripts.walk_revisions():
+        down = script.down_revision
+        found.append(Revision(
+            revision=script.revision,
+            down_revision=down if isinstance(down, str) or down is None else ",".join(down),
+            message=(script.doc or "").strip(),
+            is_head=script.revision in heads,
+        ))
+    return found
+
+
+def head(stdout: IO[str]) -> str:
+    from alembic.script import ScriptDirectory
+
+    return str(ScriptDirectory.from_config(_config(None, stdout)).get_current_head())
+
+
+def check(engine: Engine) -> list[str]:
+    """Differences between the database and the models; ``SchemaOutdated`` if not at head."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from arbiter_cli.adapters.sql.tables import metadata
+
+    revision = current(engine)
+    if revision != HEAD:
+        raise SchemaOutdated(
+            f"database schema is at {revision or 'base'}, not at head {HEAD}: "
+            "run `arbiter db upgrade`"
+        )
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            diffs = compare_metadata(context, metadata)
+    except DBAPIError as exc:
+        raise unavailable(engine, exc) from None
+    return [_describe(diff) for diff in diffs]
+
+
+def _describe(diff: Any) -> str:
+    if isinstance(diff, list):  # column modifications come grouped
+        return "; ".join(_describe(item) for item in diff)
+    kind, *rest = diff
+    named = [part for part in rest if getattr(part, "name", None)]
+    if not named:
+        return f"{kind} {' '.join(str(p) for p in rest if isinstance(p, str))}".strip()
+    names = []
+    for part in named:
+        table = getattr(getattr(part, "table", None), "name", None)
+        names.append(f"{table}.{part.name}" if table and table != part.name else str(part.name))
+    return f"{kind} {' '.join(names)}"

@@ -1,0 +1,111 @@
+"""Scratch stores for benchmarks and soak runs: never a live database or tenant.
+
+- ``memory``: a fresh in-memory store;
+- ``sqlite``: a temporary file, migrated;
+- ``postgres``: a new database ``<db>_<purpose>_<timestamp>`` on the server that the given URL
+  names, migrated, and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from arbiter_cli.bootstrap import App, build, build_memory, sql_engine, utc_now
+from arbiter_cli.config import Settings
+from arbiter_cli.errors import InvalidInput
+
+BACKENDS = ("memory", "sqlite", "postgres")
+
+
+@contextmanager
+def scratch_app(
+    settings: Settings, backend: str, *, purpose: str, database_url: str | None = None,
+    keep: bool = False,
+) -> Iterator[tuple[App, str]]:
+    """Yield an initialized app on a scratch store and a description of where it lives."""
+    if backend not in BACKENDS:
+        raise InvalidInput(f"backend: must be one of {', '.join(BACKENDS)}", field="backend",
+                           rule="allowed")
+    if backend == "memory":
+        app = build_memory(settings)
+        _create_default_tenant(app)
+        yield app, "memory"
+        return
+    if backend == "sqlite":
+        with _sqlite(settings, purpose, keep) as (app, where):
+            yield app, where
+        return
+    with _postgres(settings, purpose, database_url, keep) as (app, where):
+        yield app, where
+
+
+def _create_default_tenant(app: App) -> None:
+    from arbiter_cli.services.setup import initialize
+
+    initialize(app.uow, lambda: None, utc_now)
+
+
+@contextmanager
+def _sqlite(settings: Settings, purpose: str, keep: bool) -> Iterator[tuple[App, str]]:
+    folder = Path(tempfile.mkdtemp(prefix=f"arbiter-{purpose}-"))
+    url = f"sqlite:///{folder / 'scratch.db'}"
+    try:
+        _migrate(settings, url)
+        app = build(settings, url=url)
+        try:
+            _create_default_tenant(app)
+            yield app, str(folder / "scratch.db")
+        finally:
+            app.close()
+    finally:
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def _postgres(
+    settings: Settings, purpose: str, database_url: str | None, keep: bool
+) -> Iterator[tuple[App, str]]:
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    server = make_url(database_url or settings.database_url)
+    if not server.drivername.startswith("postgresql"):
+        raise InvalidInput("the postgres backend needs a PostgreSQL --database-url or "
+                           "database.url", field="database_url", rule="postgresql")
+    name = f"{server.database or 'arbiter'}_{purpose}_{time.strftime('%Y%m%d%H%M%S')}"
+    admin = sql_engine(settings, server.render_as_string(hide_password=False))
+    admin = admin.execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = server.set(database=name).render_as_string(hide_password=False)
+    try:
+        _migrate(settings, url)
+        app = build(settings, url=url)
+        try:
+            _create_default_tenant(app)
+            yield app, f"{server.host}:{server.port or 5432}/{name}"
+        finally:
+            app.close()
+    finally:
+        if not keep:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.engine.dispose()
+
+
+def _migrate(settings: Settings, url: str) -> None:
+    import io
+
+    from arbiter_cli.adapters import migrations
+
+    engine = sql_engine(settings, url, create=True)
+    try:
+        migrations.upgrade(engine, "head", io.StringIO())
+    finally:
+        engine.dispose()

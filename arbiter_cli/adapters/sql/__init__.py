@@ -1,0 +1,1 @@
+"""SQLite and PostgreSQL storage: SQLModel tables, engines, and the unit of work."""

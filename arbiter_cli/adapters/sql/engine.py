@@ -1,0 +1,122 @@
+"""Engines for both backends (SPEC §6), and the cheap schema-revision check.
+
+SQLite: WAL, ``synchronous=FULL``, ``busy_timeout`` and foreign keys on every connection.
+pysqlite's own transaction handling is switched off so that a write unit of work can start with
+``BEGIN IMMEDIATE`` (take the write lock first: two read-modify-write transactions never
+interleave), while reads start with a plain ``BEGIN``.
+
+PostgreSQL: psycopg2 with a pool, ``application_name=arbiter``, ``connect_timeout`` and
+``statement_timeout``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError
+
+from arbiter_cli.adapters.sql.schema_version import HEAD, KNOWN
+from arbiter_cli.config import mask_url
+from arbiter_cli.errors import SchemaOutdated, StorageUnavailable
+
+WRITE_OPTION = "arbiter_write"
+
+
+def backend_of(url: str) -> str:
+    return "sqlite" if url.startswith("sqlite") else "postgres"
+
+
+def sqlite_path(url: str) -> Path | None:
+    database = make_url(url).database
+    return None if not database or database == ":memory:" else Path(database)
+
+
+def make_engine(
+    url: str, *, pool_size: int = 5, max_overflow: int = 5, connect_timeout_s: float = 5,
+    statement_timeout_s: float = 30, busy_timeout_s: float = 30, create: bool = False,
+) -> Engine:
+    """An engine for ``url``; with ``create`` a missing SQLite file's directory is made."""
+    if backend_of(url) == "sqlite":
+        return _sqlite_engine(url, busy_timeout_s, create)
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        connect_args={
+            "connect_timeout": max(1, int(connect_timeout_s)),
+            "application_name": "arbiter",
+            "options": f"-c statement_timeout={int(statement_timeout_s * 1000)}",
+        },
+    )
+
+
+def _sqlite_engine(url: str, busy_timeout_s: float, create: bool) -> Engine:
+    path = sqlite_path(url)
+    if path is not None:
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.exists():
+            raise StorageUnavailable(f"no database at {path}: run `arbiter init`")
+    engine = create_engine(url, connect_args={"timeout": busy_timeout_s})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def check_revision(engine: Engine) -> str:
+    """Read ``alembic_version`` and compare it with the head this package knows.
+
+    Raises ``SchemaOutdated`` (exit 10) when the schema is missing, behind or ahead. No alembic
+    import: this runs before every data command.
+    """
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT version_num FROM alembic_version")).fetchall()
+    except DBAPIError as exc:
+        if _missing_table(exc):
+            raise SchemaOutdated(
+                f"database {mask_url(str(engine.url))} has no arbiter schema: run `arbiter init` "
+                "or `arbiter db upgrade`"
+            ) from None
+        raise unavailable(engine, exc) from None
+    current = rows[0][0] if rows else None
+    if current == HEAD:
+        return current
+    if current is None or current in KNOWN:
+        raise SchemaOutdated(
+            f"database schema is at {current or 'base'}, this arbiter needs {HEAD}: "
+            "run `arbiter db upgrade`"
+        )
+    raise SchemaOutdated(
+        f"database schema {current} is newer than this arbiter knows ({HEAD}): upgrade arbiter"
+    )
+
+
+def _missing_table(exc: DBAPIError) -> bool:
+    message = str(exc.orig).lower()
+    return "no such table" in message or getattr(exc.orig, "pgcode", None) == "42P01"
+
+
+def unavailable(engine: Engine, exc: DBAPIError) -> StorageUnavailable:
+    """A one-line, password-free description of a database failure."""
+    first_line = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc).__name__
+    return StorageUnavailable(f"database {mask_url(str(engine.url.render_as_string(hide_password=True)))} "
+                              f"unavailable: {first_line}")

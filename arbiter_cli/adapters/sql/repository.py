@@ -1,0 +1,325 @@
+"""The SQL unit of work and repositories: Core statements over the SQLModel tables."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import and_, case, delete, exists, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from arbiter_cli.adapters.sql import tables as t
+from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
+from arbiter_cli.domain.agents import Agent, FleetStats, Performance, Status
+from arbiter_cli.domain.query import STATUS_CODES, Columns, Query, Ranking, fit_share, rank
+from arbiter_cli.errors import Conflict
+
+AGENT_COLUMNS = [c for c in t.agents.c]
+
+
+def _row_to_agent(row: Row[Any], children: Mapping[str, tuple[Any, Any, Any]]) -> Agent:
+    task_types, languages, labels = children.get(row.uid, ((), (), ()))
+    return Agent(
+        uid=row.uid, tenant=row.tenant, id=row.id, name=row.name, model_family=row.model_family,
+        task_types=tuple(sorted(task_types)), languages=tuple(sorted(languages)),
+        specializations=tuple(sorted(labels, key=str.lower)), capacity=row.capacity,
+        active_tasks=row.active_tasks, status=Status(row.status), status_reason=row.status_reason,
+        performance=Performance(row.success_rate, row.average_quality, row.average_latency_ms,
+                                row.task_count),
+        metadata=row.metadata or {}, registered_at=row.registered_at,
+        last_active_at=row.last_active_at, updated_at=row.updated_at, version=row.version,
+    )
+
+
+def _agent_values(agent: Agent) -> dict[str, Any]:
+    perf = agent.performance
+    return {
+        "uid": agent.uid, "tenant": agent.tenant, "id": agent.id, "name": agent.name,
+        "model_family": agent.model_family, "capacity": agent.capacity,
+        "active_tasks": agent.active_tasks, "status": agent.status.value,
+        "status_reason": agent.status_reason, "success_rate": perf.success_rate,
+        "average_quality": perf.average_quality, "average_latency_ms": perf.average_latency_ms,
+        "task_count": perf.task_count, "metadata": dict(agent.metadata),
+        "registered_at": agent.registered_at, "last_active_at": agent.last_active_at,
+        "updated_at": agent.updated_at, "version": agent.version,
+    }
+
+
+class SqlAgents:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._postgres = conn.dialect.name == "postgresql"
+        self._seen: dict[str, Agent] = {}
+
+    # ------------------------------------------------------------------ writes
+
+    def add_many(self, agents: Sequence[Agent]) -> None:
+        if not agents:
+            return
+        self._conn.execute(insert(t.agents), [_agent_values(a) for a in agents])
+        self._insert_children(agents)
+
+    def _insert_children(self, agents: Sequence[Agent]) -> None:
+        task_rows = [{"agent_uid": a.uid, "task_type": tt, "tenant": a.tenant}
+                     for a in agents for tt in a.task_types]
+        language_rows = [{"agent_uid": a.uid, "language_key": lang.lower(), "language": lang,
+                          "tenant": a.tenant} for a in agents for lang in a.languages]
+        label_rows = [{"agent_uid": a.uid, "label_key": label.lower(), "label": label,
+                       "tenant": a.tenant} for a in agents for label in a.specializations]
+        for table, rows in ((t.task_types, task_rows), (t.languages, language_rows),
+                            (t.specializations, label_rows)):
+            if rows:
+                self._conn.execute(insert(table), rows)
+
+    def update(self, agent: Agent, *, expect_version: int) -> bool:
+        values = _agent_values(agent)
+        del values["uid"], values["tenant"], values["id"], values["registered_at"]
+        result = self._conn.execute(
+            update(t.agents)
+            .where(t.agents.c.uid == agent.uid, t.agents.c.version == expect_version)
+            .values(**values)
+        )
+        if result.rowcount != 1:
+            return False
+        before = self._seen.get(agent.uid)
+        if before is None or (before.task_types, before.languages, before.specializations) != (
+            agent.task_types, agent.languages, agent.specializations
+        ):
+            for table in (t.task_types, t.languages, t.specializations):
+                self._conn.execute(delete(table).where(table.c.agent_uid == agent.uid))
+            self._insert_children([agent])
+        self._seen[agent.uid] = agent
+        return True
+
+    def remove(self, tenant: str, agent_id: str) -> bool:
+        result = self._conn.execute(
+            delete(t.agents).where(t.agents.c.tenant == tenant, t.agents.c.id == agent_id)
+        )
+        return bool(result.rowcount)
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, tenant: str, agent_id: str, *, for_update: bool = False) -> Agent | None:
+        stmt = select(*AGENT_COLUMNS).where(t.agents.c.tenant == tenant, t.agents.c.id == agent_id)
+        if for_update and self._postgres:
+            stmt = stmt.with_for_update()
+        found = self._load(stmt)
+        return found[0] if found else None
+
+    def count(self, tenant: str) -> int:
+        stmt = select(func.count()).select_from(t.agents).where(t.agents.c.tenant == tenant)
+        return int(self._conn.execute(stmt).scalar_one())
+
+    def list(
+        self, tenant: str, *, status: str | None = None, task_type: str | None = None,
+        after: str | None = None, limit: int = 100,
+    ) -> list[Agent]:
+        stmt = select(*AGENT_COLUMNS).where(t.agents.c.tenant == tenant).order_by(t.agents.c.id)
+        if status is not None:
+            stmt = stmt.where(t.agents.c.status == status)
+        if task_type is not None:
+            stmt = stmt.where(self._has(t.task_types, t.task_types.c.task_type, task_type))
+        if after is not None:
+            stmt = stmt.where(t.agents.c.id > after)
+        if limit:
+            stmt = stmt.limit(limit)
+        return self._load(stmt)
+
+    def search(
+        self, tenant: str, query: Query, weights: Mapping[str, float]
+    ) -> tuple[list[Agent], Ranking]:
+        import numpy as np
+
+        a = t.agents.c
+        stmt = (
+            select(a.uid, a.success_rate, a.average_quality, a.active_tasks, a.capacity, a.status)
+            .where(a.tenant == tenant, self._has(t.task_types, t.task_types.c.task_type,
+                                                  query.task_type))
+            .order_by(a.id)
+        )
+        for language in query.languages:
+            stmt = stmt.where(self._has(t.languages, t.languages.c.language_key, language.lower()))
+        for label in query.specializations:
+            stmt = stmt.where(
+                self._has(t.specializations, t.specializations.c.label_key, label.lower())
+            )
+        rows = self._conn.execute(stmt).fetchall()
+        uids = [r.uid for r in rows]
+        columns = Columns(
+            success=np.array([r.success_rate for r in rows], dtype=np.float64),
+            quality=np.array([r.average_quality for r in rows], dtype=np.float64),
+            utilization=np.array([r.active_tasks / r.capacity for r in rows], dtype=np.float64),
+            status=np.array([STATUS_CODES[r.status] for r in rows], dtype=np.int8),
+            fit=self._fit(uids, query.prefer),
+        )
+        ranking = rank(columns, query, weights)
+        chosen = [uids[i] for i in ranking.rows]
+        by_uid = {agent.uid: agent for agent in self._load(
+            select(*AGENT_COLUMNS).where(t.agents.c.uid.in_(chosen)))} if chosen else {}
+        return [by_uid[uid] for uid in chosen], ranking
+
+    def _fit(self, uids: list[str], prefer: tuple[str, ...]) -> Any:
+        import numpy as np
+
+        if not prefer:
+            return None
+        labels: dict[str, list[str]] = defaultdict(list)
+        keys = [p.lower() for p in prefer]
+        for chunk in _chunks(uids, 900):
+            stmt = select(t.specializations.c.agent_uid, t.specializations.c.label).where(
+                t.specializations.c.agent_uid.in_(chunk), t.specializations.c.label_key.in_(keys)
+            )
+            for uid, label in self._conn.execute(stmt):
+                labels[uid].append(label)
+        return np.array([fit_share(labels.get(uid, []), prefer) for uid in uids], dtype=np.float64)
+
+    def stats(self, tenant: str) -> FleetStats:
+        a = t.agents.c
+        totals = self._conn.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(case((a.active_tasks > 0, 1), else_=0)), 0),
+                func.coalesce(func.avg(a.active_tasks * 1.0 / a.capacity), 0.0),
+                func.coalesce(func.avg(a.success_rate), 0.0),
+                func.coalesce(func.sum(a.capacity), 0),
+                func.coalesce(func.sum(a.active_tasks), 0),
+            ).where(a.tenant == tenant)
+        ).one()
+        by_status = dict(
+            self._conn.execute(
+                select(a.status, func.count()).where(a.tenant == tenant).group_by(a.status)
+            ).all()
+        )
+        total, busy = int(totals[0]), int(totals[1])
+        return FleetStats(
+            tenant=tenant, total=total, by_status={k: int(n) for k, n in by_status.items()},
+            busy=busy, idle=total - busy, mean_utilization=float(totals[2]),
+            mean_success=float(totals[3]), total_capacity=int(totals[4]),
+            total_active_tasks=int(totals[5]),
+        )
+
+    def silent_since(self, tenant: str, cutoff: datetime) -> list[Agent]:
+        stmt = (
+            select(*AGENT_COLUMNS)
+            .where(t.agents.c.tenant == tenant, t.agents.c.last_active_at < cutoff)
+            .order_by(t.agents.c.id)
+        )
+        return self._load(stmt)
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _has(table: Any, column: Any, value: str) -> Any:
+        return exists().where(and_(table.c.agent_uid == t.agents.c.uid, column == value))
+
+    def _load(self, stmt: Any) -> list[Agent]:
+        rows = self._conn.execute(stmt).fetchall()
+        if not rows:
+            return []
+        children = self._children([r.uid for r in rows])
+        agents = [_row_to_agent(r, children) for r in rows]
+        self._seen.update((a.uid, a) for a in agents)
+        return agents
+
+    def _children(self, uids: list[str]) -> dict[str, tuple[Any, Any, Any]]:
+        found: dict[str, tuple[list[str], list[str], list[str]]] = defaultdict(
+            lambda: ([], [], []))
+        for chunk in _chunks(uids, 900):
+            for position, (table, column) in enumerate(
+                ((t.task_types, t.task_types.c.task_type), (t.languages, t.languages.c.language),
+                 (t.specializations, t.specializations.c.label))
+            ):
+                stmt = select(table.c.agent_uid, column).where(table.c.agent_uid.in_(chunk))
+                for uid, value in self._conn.execute(stmt):
+                    found[uid][position].append(value)
+        return dict(found)
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+class SqlTenants:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def add(self, name: str, now: datetime) -> bool:
+        if self.exists(name):
+            return False
+        self._conn.execute(insert(t.tenants).values(name=name, created_at=now))
+        return True
+
+    def exists(self, name: str) -> bool:
+        stmt = select(t.tenants.c.name).where(t.tenants.c.name == name)
+        return self._conn.execute(stmt).first() is not None
+
+    def list(self) -> list[str]:
+        return list(self._conn.execute(select(t.tenants.c.name).order_by(t.tenants.c.name)).scalars())
+
+
+class SqlUnitOfWork:
+    """One connection and one transaction; rolls back unless committed.
+
+    Database failures leave as ``StorageUnavailable`` (exit 10) and unique violations as
+    ``Conflict`` (exit 5), each one line and without the password.
+    """
+
+    agents: SqlAgents
+    tenants: SqlTenants
+
+    def __init__(self, engine: Engine, *, write: bool = False) -> None:
+        self._engine = engine
+        self._write = write
+
+    def __enter__(self) -> Self:
+        try:
+            conn = self._engine.connect()
+        except DBAPIError as exc:
+            raise unavailable(self._engine, exc) from None
+        self._conn = conn.execution_options(**{WRITE_OPTION: self._write})
+        try:
+            self._tx = self._conn.begin()
+        except DBAPIError as exc:
+            self._conn.close()
+            raise unavailable(self._engine, exc) from None
+        self.agents = SqlAgents(self._conn)
+        self.tenants = SqlTenants(self._conn)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._tx.is_active:
+                self._tx.rollback()
+        except DBAPIError:
+            pass  # the connection is already gone; closing below discards it
+        finally:
+            self._conn.close()
+        if isinstance(exc, IntegrityError):
+            raise Conflict(f"conflicting write: {_first_line(exc)}") from None
+        if isinstance(exc, DBAPIError):
+            raise unavailable(self._engine, exc) from None
+
+    def commit(self) -> None:
+        self._tx.commit()
+
+    def rollback(self) -> None:
+        self._tx.rollback()
+
+
+def _first_line(exc: DBAPIError) -> str:
+    return str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc).__name__
+
+
+class SqlUnitOfWorkFactory:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def __call__(self, *, write: bool = False) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine, write=write)

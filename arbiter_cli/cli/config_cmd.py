@@ -1,0 +1,69 @@
+"""``arbiter config …``: the effective settings and their validation (SPEC §10)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import typer
+
+from arbiter_cli.cli import render
+from arbiter_cli.cli.app import JsonOpt, command, state_of
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+app = typer.Typer(help="Show and validate the layered configuration.", no_args_is_help=True)
+
+
+@command(app, "show")
+def show(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Print every effective setting with the layer it came from; secrets masked.
+
+    Example: ARBITER_ROUTING__STRATEGY=ucb arbiter config show --json
+    """
+    from arbiter_cli.config import KEYS
+
+    state = state_of(ctx)
+    settings = state.settings
+    values = {k.name: {"value": settings.display(k.name),
+                       "source": settings.sources.get(k.name, "default")} for k in KEYS}
+    document = {
+        "env": settings.env,
+        "config_dir": str(settings.paths.config_dir),
+        "data_dir": str(settings.paths.data_dir),
+        "files": list(settings.files),
+        "database_url": _masked(settings.database_url),
+        "settings": values,
+    }
+
+    def human(console: Console) -> None:
+        console.print(f"env {settings.env}; config dir {settings.paths.config_dir}; "
+                      f"data dir {settings.paths.data_dir}")
+        console.print(render.table(None, ("key", "value", "source"), [
+            (name, _short(entry["value"]), entry["source"]) for name, entry in values.items()]))
+
+    render.emit(state, document, human)
+
+
+def _masked(url: str) -> str:
+    from arbiter_cli.config import mask_url
+
+    return mask_url(url)
+
+
+def _short(value: object) -> str:
+    text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@command(app, "validate")
+def validate(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Exit 0 when the configuration is valid, or 3 listing every problem.
+
+    Example: arbiter config validate
+    """
+    state = state_of(ctx)
+    settings = state.settings
+    render.emit(state, {"valid": True, "env": settings.env, "files": list(settings.files)},
+                lambda c: c.print(f"configuration valid (env {settings.env}, "
+                                  f"{len(settings.files)} file(s))"))

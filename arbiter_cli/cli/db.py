@@ -1,0 +1,137 @@
+"""``arbiter db …``: schema migrations and drift (SPEC §6). Direct database authority; no token."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from arbiter_cli.cli import render
+from arbiter_cli.cli.app import JsonOpt, command, state_of
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from arbiter_cli.cli.state import State
+
+app = typer.Typer(help="Migrate the database and check it for drift.", no_args_is_help=True)
+
+UrlOpt = Annotated[str | None, typer.Option(
+    "--database-url", help="Database to act on (default: database.url).", show_default=False)]
+
+
+def _engine(state: State, url: str | None, *, create: bool = False):  # type: ignore[no-untyped-def]
+    from arbiter_cli.bootstrap import sql_engine
+
+    engine = sql_engine(state.settings, url, create=create)
+    state._apps.append(_Disposer(engine))  # noqa: SLF001
+    return engine
+
+
+class _Disposer:
+    def __init__(self, engine) -> None:  # type: ignore[no-untyped-def]
+        self._engine = engine
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+def _alembic_out(state: State):  # type: ignore[no-untyped-def]
+    """Alembic's own messages: never on stdout, which holds only the result."""
+    return sys.stderr
+
+
+@command(app, "upgrade")
+def upgrade(
+    ctx: typer.Context,
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    database_url: UrlOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Upgrade the schema (creates a SQLite file if needed). Safe to run concurrently.
+
+    Example: arbiter db upgrade
+    """
+    from arbiter_cli.adapters import migrations
+
+    state = state_of(ctx)
+    engine = _engine(state, database_url, create=True)
+    before, after = migrations.upgrade(engine, revision, _alembic_out(state))
+    render.emit(state, {"from": before, "to": after},
+                lambda c: c.print(f"schema at {after} (was {before or 'empty'})"))
+
+
+@command(app, "downgrade")
+def downgrade(
+    ctx: typer.Context,
+    revision: Annotated[str, typer.Argument(help="Target revision, e.g. base or -1.",
+                                            show_default=False)],
+    database_url: UrlOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Downgrade the schema to REVISION ('base' removes every table).
+
+    Example: arbiter db downgrade base
+    """
+    from arbiter_cli.adapters import migrations
+
+    state = state_of(ctx)
+    engine = _engine(state, database_url)
+    before, after = migrations.downgrade(engine, revision, _alembic_out(state))
+    render.emit(state, {"from": before, "to": after},
+                lambda c: c.print(f"schema at {after or 'base'} (was {before or 'base'})"))
+
+
+@command(app, "current")
+def current(ctx: typer.Context, database_url: UrlOpt = None, json_out: JsonOpt = False) -> None:
+    """Print the database's schema revision and whether it is the head.
+
+    Example: arbiter db current --json
+    """
+    from arbiter_cli.adapters import migrations
+    from arbiter_cli.adapters.sql.schema_version import HEAD
+
+    state = state_of(ctx)
+    revision = migrations.current(_engine(state, database_url))
+    render.emit(state, {"revision": revision, "head": HEAD, "at_head": revision == HEAD},
+                lambda c: c.print(f"{revision or 'base'}" + (" (head)" if revision == HEAD
+                                                              else f" (head is {HEAD})")))
+
+
+@command(app, "history")
+def history(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """List the migrations this arbiter ships, newest first.
+
+    Example: arbiter db history
+    """
+    from arbiter_cli.adapters import migrations
+
+    state = state_of(ctx)
+    revisions = migrations.history(sys.stderr)
+
+    def human(console: Console) -> None:
+        console.print(render.table(None, ("revision", "down", "message"), [
+            (r.revision + (" (head)" if r.is_head else ""), r.down_revision or "base", r.message)
+            for r in revisions]))
+
+    render.emit_list(state, [r.to_dict() for r in revisions], None, human)
+
+
+@command(app, "check")
+def check(ctx: typer.Context, database_url: UrlOpt = None, json_out: JsonOpt = False) -> None:
+    """Compare the database with the models: 0 no drift, 1 drift, 10 not at head.
+
+    Example: arbiter db check
+    """
+    from arbiter_cli.adapters import migrations
+    from arbiter_cli.errors import CheckFailed
+
+    state = state_of(ctx)
+    differences = migrations.check(_engine(state, database_url))
+    if differences:
+        raise CheckFailed(
+            f"schema drift: {len(differences)} difference(s): " + "; ".join(differences),
+        )
+    render.emit(state, {"drift": False, "differences": []},
+                lambda c: c.print("schema matches the models: no drift"))

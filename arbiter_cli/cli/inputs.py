@@ -1,0 +1,48 @@
+"""Reading structured input (``--file PATH|-``, ``--metadata JSON``) into plain dicts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from arbiter_cli.domain.validation import fail
+
+
+def read_documents(source: str, field: str = "file") -> list[dict[str, Any]]:
+    """One JSON object, a JSON array of objects, or JSON lines; ``-`` reads stdin."""
+    if source == "-":
+        text = sys.stdin.read()
+    else:
+        path = Path(source)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise fail(field, "exists", f"{source} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise fail(field, "readable", f"cannot read {source}: {exc}") from None
+    stripped = text.strip()
+    if not stripped:
+        raise fail(field, "json", "is empty: expected a JSON object or JSON lines")
+    try:
+        whole = json.loads(stripped)
+    except json.JSONDecodeError:
+        return [_line(line, number, field) for number, line in enumerate(stripped.splitlines(), 1)
+                if line.strip()]
+    documents = whole if isinstance(whole, list) else [whole]
+    for index, document in enumerate(documents):
+        if not isinstance(document, dict):
+            raise fail(f"{field}[{index}]", "object", "must be a JSON object")
+    return documents
+
+
+def _line(line: str, number: int, field: str) -> dict[str, Any]:
+    try:
+        document = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise fail(field, "json", f"line {number}: invalid JSON ({exc.msg} at column {exc.colno})"
+                   ) from None
+    if not isinstance(document, dict):
+        raise fail(field, "object", f"line {number}: must be a JSON object")
+    return document

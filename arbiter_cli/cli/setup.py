@@ -1,0 +1,216 @@
+"""Top-level commands: ``init``, ``demo`` and ``bench``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from arbiter_cli.cli import render
+from arbiter_cli.cli.app import JsonOpt, command, state_of
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def register(app: typer.Typer) -> None:
+    command(app, "init")(init)
+    command(app, "demo")(demo)
+    command(app, "bench")(bench)
+
+
+def init(
+    ctx: typer.Context,
+    database_url: Annotated[str | None, typer.Option(
+        "--database-url", help="Store to initialize (default: database.url).",
+        show_default=False)] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create and migrate the database and create tenant 'default'. Safe to run again.
+
+    Example: arbiter init
+    """
+    from arbiter_cli.adapters import migrations
+    from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
+    from arbiter_cli.bootstrap import sql_engine, utc_now
+    from arbiter_cli.services.setup import initialize
+
+    state = state_of(ctx)
+    engine = sql_engine(state.settings, database_url, create=True)
+    try:
+        result = initialize(
+            SqlUnitOfWorkFactory(engine),
+            lambda: migrations.upgrade(engine, "head", sys.stderr)[1],
+            utc_now,
+        )
+    finally:
+        engine.dispose()
+    state.tenant = result.tenant
+    verb = "initialized" if result.created else "already initialized"
+    render.emit(state, result.to_dict(), lambda c: c.print(
+        f"{verb}: tenant [bold]{result.tenant}[/], schema {result.revision}, "
+        f"database {_masked(database_url or state.settings.database_url)}"))
+
+
+def _masked(url: str) -> str:
+    from arbiter_cli.config import mask_url
+
+    return mask_url(url)
+
+
+def demo(
+    ctx: typer.Context,
+    database: Annotated[Path | None, typer.Option(
+        "--database", help="SQLite file to (re)create (default: <data_dir>/demo.db).",
+        dir_okay=False, show_default=False)] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the demo database afterwards.")] = False,
+    tasks: Annotated[int, typer.Option("--tasks", help="Simulated tasks.", min=10,
+                                       max=100_000)] = 300,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the simulation.")] = 7,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show the registry at work on its own SQLite file: a sample fleet learns from outcomes.
+
+    It never touches database.url or your credentials.
+
+    Example: arbiter demo --tasks 500
+    """
+    from arbiter_cli.adapters import migrations
+    from arbiter_cli.bootstrap import build, sql_engine, utc_now
+    from arbiter_cli.domain.principal import Principal
+    from arbiter_cli.services import demo as scenario
+    from arbiter_cli.services.setup import initialize
+
+    state = state_of(ctx)
+    settings = state.settings
+    path = database or settings.paths.data_dir / "demo.db"
+    _remove_sqlite(path)
+    url = f"sqlite:///{path}"
+    engine = sql_engine(settings, url, create=True)
+    try:
+        initialize(_uow(engine), lambda: migrations.upgrade(engine, "head", _quiet())[1], utc_now)
+    finally:
+        engine.dispose()
+    app = build(settings, url=url)
+    principal = Principal.local_admin()
+    state.tenant = principal.tenant
+    try:
+        scenario.register_fleet(app.agents, principal)
+        with _bar(tasks, state.json) as advance:
+            report = scenario.simulate(app.agents, principal, tasks=tasks, seed=seed,
+                                       progress=advance)
+        fleet = app.agents.list(principal, limit=0).items
+    finally:
+        app.close()
+        if not keep:
+            _remove_sqlite(path)
+    document = {**report.to_dict(), "database": str(path) if keep else None,
+                "agents": [a.to_dict() for a in fleet]}
+    render.emit(state, document, lambda c: _demo_human(c, report, fleet, path if keep else None))
+
+
+def _uow(engine):  # type: ignore[no-untyped-def]
+    from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
+
+    return SqlUnitOfWorkFactory(engine)
+
+
+def _quiet():  # type: ignore[no-untyped-def]
+    import io
+
+    return io.StringIO()
+
+
+def _remove_sqlite(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+class _bar:
+    """A progress bar on stderr when it is a terminal and the output is not JSON."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total, self.quiet, self._progress = total, quiet, None
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        if self.quiet or not sys.stderr.isatty():
+            return None
+        from rich.progress import Progress
+
+        self._progress = Progress(console=render.stderr_console(), transient=True)
+        self._progress.start()
+        task = self._progress.add_task("simulating tasks", total=self.total)
+        return lambda n: self._progress.advance(task, n)  # type: ignore[union-attr]
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _demo_human(console: Console, report, fleet, kept: Path | None) -> None:  # type: ignore[no-untyped-def]
+    console.print(f"[bold]arbiter demo[/]: {len(fleet)} agents registered on SQLite; "
+                  f"{report.tasks} simulated Python code-editing tasks picked by "
+                  "`agents query`, outcomes folded by `agents record`.\n")
+    rows = []
+    for agent in sorted(fleet, key=lambda a: -a.performance.success_rate):
+        n = report.counts.get(agent.id, 0)
+        rows.append((agent.id, agent.model_family, n,
+                     render.percent(report.successes.get(agent.id, 0) / n) if n else "-",
+                     render.percent(agent.performance.success_rate),
+                     f"{agent.performance.average_quality:.2f}",
+                     agent.performance.task_count))
+    console.print(render.table("what the registry learned", (
+        "agent", "model", "tasks", "observed success", "success estimate", "quality",
+        "task count"), rows))
+    console.print(f"\nshare of traffic to the best agent ([bold]{report.best_agent}[/]), "
+                  "per window of tasks:")
+    for window in report.windows:
+        share = window["best_agent_share"]
+        console.print(f"  through task {window['through_task']:>5}  "
+                      f"{'█' * int(share * 40):<40} {share * 100:5.1f}%")
+    if kept:
+        console.print(f"\nkept the demo database at {kept}")
+
+
+def bench(
+    ctx: typer.Context,
+    workload: Annotated[str, typer.Option(
+        "--workload", help="registry-v1 or registry-v2.")] = "registry-v1",
+    agents: Annotated[int, typer.Option("--agents", help="Agents (registry-v1).", min=1,
+                                        max=100_000)] = 1000,
+    backend: Annotated[str, typer.Option(
+        "--backend", help="memory, sqlite or postgres.")] = "memory",
+    database_url: Annotated[str | None, typer.Option(
+        "--database-url", help="PostgreSQL server for the scratch database "
+        "(default: database.url).", show_default=False)] = None,
+    queries: Annotated[int, typer.Option("--queries", help="Timed queries (registry-v1).",
+                                         min=10)] = 1000,
+    seconds: Annotated[float, typer.Option("--seconds", help="Length of the throughput loop.",
+                                           min=0.5)] = 5.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Benchmark the registry through the services on a scratch store (SPEC §13).
+
+    Example: arbiter bench --workload registry-v1 --agents 10000 --backend memory --json
+    """
+    from arbiter_cli.services import bench as benchmarks
+
+    state = state_of(ctx)
+    result = benchmarks.run(state.settings, workload=workload, agents=agents, backend=backend,
+                            database_url=database_url, queries=queries, seconds=seconds,
+                            log=lambda message: render.stderr_console().print(message)
+                            if not state.json else None)
+    render.emit(state, result, lambda c: _bench_human(c, result))
+
+
+def _bench_human(console: Console, result) -> None:  # type: ignore[no-untyped-def]
+    rows = [(op, s["samples"], f"{s['p50_ms']:.3f}", f"{s['p95_ms']:.3f}", f"{s['p99_ms']:.3f}",
+             f"{s['mean_ms']:.3f}", f"{result['throughput'].get(op, 0):,.0f}")
+            for op, s in result["operations"].items()]
+    console.print(render.table(
+        f"{result['workload']} on {result['backend']}, {result['agents']} agents",
+        ("operation", "samples", "p50 ms", "p95 ms", "p99 ms", "mean ms", "ops/s"), rows))
+    if result.get("memory"):
+        console.print(f"memory: {result['memory']}")

@@ -1,0 +1,455 @@
+"""Layered, validated configuration (SPEC §10): the only module that imports dynaconf.
+
+Layers, lowest first; nested tables merge and lists or scalars replace:
+
+1. packaged defaults (``KEYS`` below);
+2. ``settings.toml`` ``[default]``;
+3. ``settings.toml`` ``[<env>]``;
+4. ``.secrets.toml`` (``[default]`` then ``[<env>]``);
+5. the ``--config`` file (same sections);
+6. ``ARBITER_*`` environment variables, nested with ``__``, values parsed as TOML by dynaconf;
+7. command-line flags.
+
+The files are looked up in ``ARBITER_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/arbiter``, else
+``~/.config/arbiter``; never in the working directory. ``load_settings`` merges the layers,
+remembers which layer set each key, runs every dynaconf validator with ``validate_all`` and
+returns one frozen ``Settings``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arbiter_cli.errors import ConfigInvalid
+
+RESERVED_ENV = frozenset(
+    {
+        "ARBITER_TOKEN",
+        "ARBITER_ENV",
+        "ARBITER_PROFILE",
+        "ARBITER_CONFIG_DIR",
+        "ARBITER_DATA_DIR",
+        "ARBITER_CORRELATION_ID",
+    }
+)
+RESERVED_PREFIXES = ("ARBITER_TEST_",)
+
+DEFAULT_TASK_TYPES = [
+    "code-editing", "file_editing", "research", "code-review", "documentation", "testing",
+    "debugging", "refactoring", "api-design", "analysis", "validation", "general",
+    "script-execution",
+]  # fmt: skip
+DEFAULT_LANGUAGES = ["TypeScript", "JavaScript", "Python", "Rust", "Go", "Java", "C++", "C#"]
+
+DURATION_RE = re.compile(r"^(\d+)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One settings key: its type, packaged default, allowed values and meaning."""
+
+    name: str
+    kind: str  # int | float | bool | str | duration | list | choice
+    default: Any
+    doc: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    secret: bool = False
+
+    @property
+    def env_var(self) -> str:
+        return "ARBITER_" + self.name.upper().replace(".", "__").replace("-", "_")
+
+
+KEYS: tuple[Key, ...] = (
+    Key("database.url", "str", "", "SQLAlchemy URL of the primary store; empty means "
+        "sqlite:///<data_dir>/arbiter.db. PostgreSQL: postgresql+psycopg2://user@host/db.",
+        secret=True),
+    Key("database.password", "str", "", "Password added to a PostgreSQL URL that has none "
+        "(keep it in .secrets.toml or the environment).", secret=True),
+    Key("database.pool_size", "int", 5, "PostgreSQL connection pool size.", 1, 100),
+    Key("database.max_overflow", "int", 5, "Extra PostgreSQL connections above the pool.", 0, 100),
+    Key("database.connect_timeout", "duration", "5s", "PostgreSQL connect timeout.", 1, 600),
+    Key("database.statement_timeout", "duration", "30s", "PostgreSQL statement_timeout per "
+        "statement.", 1, 86400),
+    Key("database.command_timeout", "duration", "5s", "Database budget of one command, shared "
+        "by all its calls.", 1, 3600),
+    Key("database.busy_timeout", "duration", "30s", "SQLite busy_timeout while another process "
+        "writes.", 1, 3600),
+    Key("registry.task_types", "list", DEFAULT_TASK_TYPES, "Task types agents may declare "
+        "(slugs, at most 64).", 1, 64),
+    Key("registry.languages", "list", DEFAULT_LANGUAGES, "Languages agents may declare (at most "
+        "64); matching ignores case.", 1, 64),
+    Key("registry.default_capacity", "int", 10, "Capacity of an agent registered without "
+        "--capacity.", 1, 1000),
+    Key("registry.max_agents", "int", 10_000, "Most agents per tenant.", 1, 1_000_000),
+    Key("performance.window", "int", 100, "Tasks folded by cumulative mean before the EMA "
+        "(alpha = 1/window) takes over.", 1, 1_000_000),
+    Key("query.weights.fit", "float", 0.3, "Query score weight of preferred specializations.",
+        0, 1),
+    Key("query.weights.success", "float", 0.3, "Query score weight of the success rate.", 0, 1),
+    Key("query.weights.quality", "float", 0.2, "Query score weight of average quality.", 0, 1),
+    Key("query.weights.load", "float", 0.2, "Query score weight of free capacity.", 0, 1),
+    Key("routing.strategy", "choice", "thompson", "Default routing strategy.",
+        choices=("thompson", "ucb", "epsilon-greedy", "weighted")),
+    Key("routing.half_life", "float", 200.0, "Outcomes after which an arm's evidence weighs "
+        "half.", 1, 1_000_000),
+    Key("routing.latency_ref_ms", "float", 5000.0, "Latency at which latency_score is 0.5.",
+        1, 3_600_000),
+    Key("routing.weights.performance", "float", 0.6, "Routing score weight of the bandit "
+        "value.", 0, 1),
+    Key("routing.weights.load", "float", 0.2, "Routing score weight of free capacity.", 0, 1),
+    Key("routing.weights.fit", "float", 0.1, "Routing score weight of preferred "
+        "specializations.", 0, 1),
+    Key("routing.weights.latency", "float", 0.1, "Routing score weight of latency.", 0, 1),
+    Key("routing.epsilon.initial", "float", 0.2, "epsilon-greedy: starting epsilon.", 0, 1),
+    Key("routing.epsilon.min", "float", 0.05, "epsilon-greedy: floor of epsilon.", 0, 1),
+    Key("routing.epsilon.decay", "float", 0.995, "epsilon-greedy: decay per outcome.", 0, 1),
+    Key("routing.assignment_ttl", "duration", "2h", "Open decisions older than this are "
+        "expired.", 1, 365 * 86400),
+    Key("routing.max_claim_attempts", "int", 5, "Candidates tried when a claim loses a race.",
+        1, 100),
+    Key("routing.record_candidates", "int", 20, "Candidates stored with each decision.", 1, 1000),
+    Key("security.enabled", "bool", True, "Require tokens; false makes every command admin of "
+        "'default' (local experiments only)."),
+    Key("security.rate_limit.rate", "float", 50.0, "Token bucket refill per second, per token.",
+        0.001, 1_000_000),
+    Key("security.rate_limit.burst", "int", 200, "Token bucket size, per token.", 1, 10_000_000),
+    Key("logging.level", "choice", "warning", "Log level on stderr.",
+        choices=("debug", "info", "warning", "error")),
+    Key("logging.format", "choice", "auto", "auto (console on a TTY, JSON otherwise), console "
+        "or json.", choices=("auto", "console", "json")),
+)
+KEYS_BY_NAME = {k.name: k for k in KEYS}
+WEIGHT_GROUPS = ("query.weights", "routing.weights")
+
+
+def parse_duration(text: str) -> float:
+    """``"90s"`` → 90.0, ``"2h"`` → 7200.0; raises ``ValueError`` otherwise."""
+    match = DURATION_RE.match(str(text).strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 30s, 5m, 2h or 1d")
+    return float(int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a DSN: ``postgresql://u:***@host/db``."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+# ---------------------------------------------------------------------------- paths
+
+
+@dataclass(frozen=True)
+class Paths:
+    config_dir: Path
+    data_dir: Path
+
+
+def resolve_paths(environ: Mapping[str, str]) -> Paths:
+    """Where settings and data live (reserved variables, XDG, then home)."""
+    home = Path(environ.get("HOME") or Path.home())
+    if environ.get("ARBITER_CONFIG_DIR"):
+        config_dir = Path(environ["ARBITER_CONFIG_DIR"])
+    else:
+        xdg = environ.get("XDG_CONFIG_HOME") or str(home / ".config")
+        config_dir = Path(xdg) / "arbiter"
+    if environ.get("ARBITER_DATA_DIR"):
+        data_dir = Path(environ["ARBITER_DATA_DIR"])
+    else:
+        xdg_data = environ.get("XDG_DATA_HOME") or str(home / ".local" / "share")
+        data_dir = Path(xdg_data) / "arbiter"
+    return Paths(config_dir=config_dir.expanduser(), data_dir=data_dir.expanduser())
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective, validated configuration. Build it with ``load_settings``."""
+
+    values: Mapping[str, Any]
+    sources: Mapping[str, str]
+    env: str
+    paths: Paths
+    files: tuple[str, ...] = field(default=())
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def seconds(self, name: str) -> float:
+        return parse_duration(self.values[name])
+
+    def weights(self, group: str) -> dict[str, float]:
+        prefix = group + "."
+        return {k[len(prefix):]: float(v) for k, v in self.values.items() if k.startswith(prefix)}
+
+    @property
+    def database_url(self) -> str:
+        url = str(self.values["database.url"])
+        if not url:
+            return f"sqlite:///{self.paths.data_dir / 'arbiter.db'}"
+        password = str(self.values["database.password"])
+        if password and url.startswith("postgresql") and "@" in url:
+            scheme, rest = url.split("://", 1)
+            userinfo, host = rest.split("@", 1)
+            if ":" not in userinfo:
+                from urllib.parse import quote
+
+                url = f"{scheme}://{userinfo}:{quote(password, safe='')}@{host}"
+        return url
+
+    def display(self, name: str) -> Any:
+        """A value as ``config show`` prints it: secrets masked."""
+        value = self.values[name]
+        key = KEYS_BY_NAME[name]
+        if name == "database.url":
+            return mask_url(str(value))
+        if key.secret and value:
+            return "***"
+        return value
+
+    def secret_values(self) -> list[str]:
+        """Secret strings that must never appear in output (for redaction)."""
+        found = [str(self.values[k.name]) for k in KEYS if k.secret and k.name != "database.url"]
+        url_pw = re.search(r"://[^:/@]+:([^@]*)@", str(self.values["database.url"]))
+        if url_pw:
+            found.append(url_pw.group(1))
+        return [s for s in found if s]
+
+
+def load_settings(
+    *,
+    environ: Mapping[str, str] | None = None,
+    env: str | None = None,
+    config_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge the layers, validate everything at once, and return frozen ``Settings``.
+
+    Raises ``ConfigInvalid`` (exit 3) listing every problem.
+    """
+    environ = os.environ if environ is None else environ
+    env_name = (env or environ.get("ARBITER_ENV") or "development").lower()
+    paths = resolve_paths(environ)
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    _merge(merged, sources, _defaults(), "default")
+    files: list[str] = []
+    for label, path in (
+        ("settings.toml", paths.config_dir / "settings.toml"),
+        (".secrets.toml", paths.config_dir / ".secrets.toml"),
+        ("--config", config_file),
+    ):
+        if path is None:
+            continue
+        if label == "--config" and not path.is_file():
+            raise ConfigInvalid(f"config file {path} does not exist")
+        if not path.is_file():
+            continue
+        files.append(str(path))
+        document = _read_toml(path)
+        _merge(merged, sources, document.get("default", {}), f"{label} [default]")
+        _merge(merged, sources, document.get(env_name, {}), f"{label} [{env_name}]")
+    _merge(merged, sources, _environment(environ), "environment")
+    _merge(merged, sources, _unflatten(overrides or {}), "flag")
+    flat = _flatten(merged)
+    unknown = sorted(k for k in flat if k not in KEYS_BY_NAME)
+    problems = [f"{k}: unknown setting (from {sources.get(k, '?')})" for k in unknown]
+    if set(sources.values()) != {"default"}:
+        # The packaged defaults alone are validated by the test suite; anything a user
+        # supplied goes through every dynaconf validator.
+        problems += _validate(merged)
+    if problems:
+        raise ConfigInvalid("invalid configuration: " + "; ".join(problems), problems=problems)
+    values = {k.name: flat[k.name] for k in KEYS}
+    return Settings(values=values, sources=sources, env=env_name, paths=paths, files=tuple(files))
+
+
+def _defaults() -> dict[str, Any]:
+    return _unflatten({k.name: k.default for k in KEYS})
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigInvalid(f"cannot read {path}: {exc}") from None
+    for section, body in document.items():
+        if not isinstance(body, dict):
+            raise ConfigInvalid(
+                f"{path}: top-level key {section!r} must be an environment table such as "
+                "[default] or [production]"
+            )
+    return document
+
+
+def _environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith("ARBITER_") or name in RESERVED_ENV:
+            continue
+        if name.startswith(RESERVED_PREFIXES):
+            continue
+        from dynaconf.utils.parse_conf import parse_conf_data
+
+        dotted = name[len("ARBITER_"):].lower().replace("__", ".")
+        found[dotted] = parse_conf_data(raw, tomlfy=True, box_settings={})
+    return _unflatten(found)
+
+
+def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        node = tree
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigInvalid(f"{dotted}: {part} is a value, not a table")
+        node[leaf] = value
+    return tree
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and dotted not in KEYS_BY_NAME:
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _merge(
+    target: dict[str, Any], sources: dict[str, str], layer: Mapping[str, Any], label: str,
+    prefix: str = "",
+) -> None:
+    """Deep-merge ``layer`` into ``target``: tables merge, everything else replaces."""
+    for key, value in layer.items():
+        if key == "dynaconf_merge":
+            continue
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and dotted not in KEYS_BY_NAME:
+            existing = target.get(key)
+            node = existing if isinstance(existing, dict) else {}
+            target[key] = node
+            _merge(node, sources, value, label, dotted + ".")
+        else:
+            target[key] = value
+            sources[dotted] = label
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def _validate(tree: dict[str, Any]) -> list[str]:
+    from dynaconf import Dynaconf, ValidationError
+
+    holder = Dynaconf(settings_files=[], environments=False, loaders=[], envvar_prefix="ARBITER_NONE")
+    holder.update(tree)
+    holder.validators.register(*_validators())
+    problems: list[str] = []
+    try:
+        holder.validators.validate_all()
+    except ValidationError as exc:
+        problems = [message for _validator, message in exc.details]
+    return problems
+
+
+def _validators() -> list[Any]:
+    from dynaconf import Validator
+
+    validators = [_validator_for(Validator, key) for key in KEYS]
+    for group in WEIGHT_GROUPS:
+        names = [k.name for k in KEYS if k.name.startswith(group + ".")]
+        validators.append(
+            Validator(
+                group,
+                condition=lambda table, names=names: _weights_sum_to_one(table, names),
+                messages={"condition": f"{group}: the weights must be numbers that sum to 1 "
+                          "(got {value})"},
+            )
+        )
+    return validators
+
+
+def _validator_for(validator_cls: Any, key: Key) -> Any:
+    checks = {
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool) and _in_range(v, key),
+        "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool)
+        and math.isfinite(v) and _in_range(v, key),
+        "bool": lambda v: isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "choice": lambda v: v in key.choices,
+        "duration": lambda v: _valid_duration(v, key),
+        "list": lambda v: _valid_list(v, key),
+    }
+    return validator_cls(
+        key.name,
+        must_exist=True,
+        condition=checks[key.kind],
+        messages={"condition": f"{key.name}: must be {_describe(key)} (got {{value!r}})"},
+    )
+
+
+def _describe(key: Key) -> str:
+    if key.kind == "choice":
+        return "one of " + ", ".join(key.choices)
+    if key.kind == "duration":
+        return "a duration like 30s, 5m, 2h or 1d"
+    if key.kind == "list":
+        return f"a list of 1 to {key.maximum:g} unique non-empty strings"
+    if key.kind in ("int", "float") and key.minimum is not None:
+        return f"{'an integer' if key.kind == 'int' else 'a number'} from {key.minimum:g} " \
+            f"to {key.maximum:g}"
+    return {"bool": "true or false", "str": "a string"}.get(key.kind, key.kind)
+
+
+def _in_range(value: float, key: Key) -> bool:
+    low = -math.inf if key.minimum is None else key.minimum
+    high = math.inf if key.maximum is None else key.maximum
+    return low <= value <= high
+
+
+def _valid_duration(value: Any, key: Key) -> bool:
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        return False
+    return _in_range(seconds, key)
+
+
+def _valid_list(value: Any, key: Key) -> bool:
+    if not isinstance(value, list) or not _in_range(len(value), key):
+        return False
+    if not all(isinstance(item, str) and item.strip() for item in value):
+        return False
+    lowered = [item.lower() for item in value]
+    if len(set(lowered)) != len(lowered):
+        return False
+    if key.name == "registry.task_types":
+        return all(SLUG_RE.match(item) for item in value)
+    return True
+
+
+def _weights_sum_to_one(table: Any, names: list[str]) -> bool:
+    if not isinstance(table, Mapping):
+        return False
+    values = [table.get(name.rsplit(".", 1)[1]) for name in names]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return False
+    return abs(sum(values) - 1.0) <= 1e-6

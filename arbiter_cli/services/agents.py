@@ -1,0 +1,214 @@
+"""Agent registry use cases (SPEC §2)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from arbiter_cli.domain import agents as rules
+from arbiter_cli.domain import validation as v
+from arbiter_cli.domain.agents import (
+    Agent,
+    FleetStats,
+    Patch,
+    Registration,
+    RegistryPolicy,
+    TaskResult,
+)
+from arbiter_cli.domain.principal import Principal
+from arbiter_cli.domain.query import Query, match_item
+from arbiter_cli.errors import Conflict, InvalidInput, NotFound
+from arbiter_cli.ports import Clock, IdFactory, UnitOfWork, UnitOfWorkFactory
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Agent]
+    next_cursor: str | None
+
+
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    try:
+        decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise v.fail("cursor", "format", "is not a cursor returned by a previous page") from None
+    return v.pattern(decoded, v.AGENT_ID_RE, "cursor", "cursor")
+
+
+class AgentService:
+    def __init__(
+        self, uow: UnitOfWorkFactory, policy: RegistryPolicy, query_weights: Mapping[str, float],
+        clock: Clock, new_uid: IdFactory,
+    ) -> None:
+        self._uow = uow
+        self.policy = policy
+        self._weights = dict(query_weights)
+        self._clock = clock
+        self._new_uid = new_uid
+
+    # ------------------------------------------------------------------ writes
+
+    def register(
+        self, principal: Principal, raws: Sequence[Mapping[str, Any]],
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Agent]:
+        """Register all of ``raws`` or none: every input is validated before anything is written."""
+        many = len(raws) > 1
+        specs = [
+            Registration.parse(raw, self.policy, where=f"[{i}]." if many else "")
+            for i, raw in enumerate(raws)
+        ]
+        _reject_repeated_ids(specs)
+        now = self._clock()
+        with self._uow(write=True) as uow:
+            if uow.agents.count(principal.tenant) + len(specs) > self.policy.max_agents:
+                raise Conflict(
+                    f"registry full: tenant {principal.tenant!r} may hold at most "
+                    f"{self.policy.max_agents} agents (registry.max_agents)"
+                )
+            created = []
+            for done, spec in enumerate(specs, start=1):
+                if uow.agents.get(principal.tenant, spec.id) is not None:
+                    raise Conflict(f"agent {spec.id!r} already exists")
+                created.append(spec.new_agent(uid=self._new_uid(), tenant=principal.tenant, now=now))
+                if progress and done % 100 == 0:
+                    progress(100)
+            uow.agents.add_many(created)
+            uow.commit()
+        if progress:
+            progress(len(specs) % 100)
+        return created
+
+    def update(self, principal: Principal, agent_id: str, raw: Mapping[str, Any]) -> Agent:
+        patch = Patch.parse(raw, self.policy)
+        if not patch.changes():
+            raise InvalidInput("nothing to update: give at least one field", field="", rule="required")
+        return self._change(principal, agent_id, lambda a: patch.apply(a, self._clock()),
+                            expect_version=patch.expect_version)
+
+    def set_status(
+        self, principal: Principal, agent_id: str, status: str, reason: str | None = None
+    ) -> Agent:
+        return self._change(
+            principal, agent_id, lambda a: rules.set_status(a, status, reason, self._clock())
+        )
+
+    def heartbeat(self, principal: Principal, agent_id: str) -> Agent:
+        return self._change(principal, agent_id, lambda a: rules.heartbeat(a, self._clock()))
+
+    def record(self, principal: Principal, agent_id: str, result: TaskResult) -> Agent:
+        window = self.policy.window
+        return self._change(
+            principal, agent_id, lambda a: rules.record(a, result, window, self._clock())
+        )
+
+    def remove(self, principal: Principal, agent_id: str) -> Agent:
+        _check_id(agent_id)
+        with self._uow(write=True) as uow:
+            agent = _require(uow, principal, agent_id)
+            uow.agents.remove(principal.tenant, agent_id)
+            uow.commit()
+        return agent
+
+    def cleanup(self, principal: Principal, older_than_s: float, *, dry_run: bool) -> list[Agent]:
+        """Mark agents silent for ``older_than_s`` with no active tasks offline; never delete."""
+        now = self._clock()
+        cutoff = now - timedelta(seconds=older_than_s)
+        with self._uow(write=not dry_run) as uow:
+            stale = [a for a in uow.agents.silent_since(principal.tenant, cutoff)
+                     if rules.is_stale(a, cutoff)]
+            if dry_run:
+                return stale
+            marked = []
+            for agent in stale:
+                offline = rules.set_status(agent, "offline", "cleanup: silent", now)
+                if uow.agents.update(offline, expect_version=agent.version):
+                    marked.append(offline)
+            uow.commit()
+        return marked
+
+    def _change(
+        self, principal: Principal, agent_id: str, change: Callable[[Agent], Agent],
+        expect_version: int | None = None,
+    ) -> Agent:
+        """Read the agent under a row lock, apply ``change``, and store it atomically."""
+        _check_id(agent_id)
+        with self._uow(write=True) as uow:
+            agent = _require(uow, principal, agent_id, for_update=True)
+            if expect_version is not None and agent.version != expect_version:
+                raise Conflict(
+                    f"agent {agent_id!r} is at version {agent.version}, not {expect_version}"
+                )
+            changed = change(agent)
+            if not uow.agents.update(changed, expect_version=agent.version):
+                raise Conflict(f"agent {agent_id!r} changed meanwhile; retry")
+            uow.commit()
+        return changed
+
+    # ------------------------------------------------------------------ reads
+
+    def show(self, principal: Principal, agent_id: str) -> Agent:
+        _check_id(agent_id)
+        with self._uow() as uow:
+            return _require(uow, principal, agent_id)
+
+    def list(
+        self, principal: Principal, *, status: str | None = None, task_type: str | None = None,
+        cursor: str | None = None, limit: int = 100,
+    ) -> Page:
+        if status is not None and status not in rules.STATUSES:
+            raise v.fail("status", "allowed", f"must be one of {', '.join(rules.STATUSES)}")
+        if task_type is not None:
+            task_type = v.choose([task_type], self.policy.task_types, "task_type")[0]
+        limit = v.integer(limit, "limit", low=0, high=1_000_000)
+        after = decode_cursor(cursor)
+        with self._uow() as uow:
+            found = uow.agents.list(
+                principal.tenant, status=status, task_type=task_type, after=after,
+                limit=limit + 1 if limit else 0,
+            )
+        if limit and len(found) > limit:
+            return Page(found[:limit], encode_cursor(found[limit - 1].id))
+        return Page(found, None)
+
+    def query(self, principal: Principal, raw: Mapping[str, Any]) -> list[dict[str, Any]]:
+        query = Query.parse(raw, self.policy)
+        with self._uow() as uow:
+            agents, ranking = uow.agents.search(principal.tenant, query, self._weights)
+        return [
+            match_item(agent, score, parts, query)
+            for agent, score, parts in zip(agents, ranking.scores, ranking.components, strict=True)
+        ]
+
+    def stats(self, principal: Principal) -> FleetStats:
+        with self._uow() as uow:
+            return uow.agents.stats(principal.tenant)
+
+
+def _check_id(agent_id: str) -> None:
+    v.pattern(agent_id, v.AGENT_ID_RE, "id", "agent id")
+
+
+def _require(uow: UnitOfWork, principal: Principal, agent_id: str, for_update: bool = False) -> Agent:
+    agent = uow.agents.get(principal.tenant, agent_id, for_update=for_update)
+    if agent is None:
+        raise NotFound(f"agent {agent_id!r} not found")
+    return agent
+
+
+def _reject_repeated_ids(specs: Sequence[Registration]) -> None:
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.id in seen:
+            raise Conflict(f"agent {spec.id!r} appears more than once in the input")
+        seen.add(spec.id)

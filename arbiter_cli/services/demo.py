@@ -1,0 +1,100 @@
+"""The demo fleet: agents with a hidden true skill, and simulated work that teaches the registry.
+
+Each simulated task goes through the real services: a capability query picks the best-ranked
+agent (with a little random exploration), the task succeeds with the agent's hidden
+probability, and ``record`` folds the outcome into its performance.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from arbiter_cli.domain.agents import TaskResult
+from arbiter_cli.domain.principal import Principal
+from arbiter_cli.services.agents import AgentService
+
+FLEET: tuple[dict[str, Any], ...] = (
+    {"id": "atlas", "model_family": "claude-3.5", "skill": 0.62,
+     "task_types": ["code-editing", "code-review", "refactoring"], "languages": ["Python", "Go"],
+     "specializations": ["backend"]},
+    {"id": "beacon", "model_family": "gpt-4", "skill": 0.78,
+     "task_types": ["code-editing", "testing", "debugging"], "languages": ["Python", "TypeScript"],
+     "specializations": ["testing"]},
+    {"id": "cobalt", "model_family": "claude-3", "skill": 0.64,
+     "task_types": ["code-editing", "documentation"], "languages": ["Python", "Rust"],
+     "specializations": ["docs"]},
+    {"id": "delta", "model_family": "gpt-4o", "skill": 0.85,
+     "task_types": ["code-review", "analysis", "research"], "languages": ["Python", "Java"],
+     "specializations": ["security"]},
+    {"id": "ember", "model_family": "llama-3", "skill": 0.55,
+     "task_types": ["code-editing", "script-execution"], "languages": ["Python", "Go"],
+     "specializations": ["devops"]},
+    {"id": "fjord", "model_family": "claude-3.5", "skill": 0.88,
+     "task_types": ["code-editing", "api-design"], "languages": ["TypeScript", "JavaScript"],
+     "specializations": ["frontend"]},
+    {"id": "garnet", "model_family": "gemini-1.5", "skill": 0.93,
+     "task_types": ["code-editing", "debugging", "testing"], "languages": ["Python", "C++"],
+     "specializations": ["performance"]},
+    {"id": "harbor", "model_family": "mistral-large", "skill": 0.60,
+     "task_types": ["code-editing", "general"], "languages": ["Python", "Rust", "Go"],
+     "specializations": ["cli"]},
+)
+
+
+@dataclass
+class DemoReport:
+    tasks: int
+    best_agent: str
+    windows: list[dict[str, Any]] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    successes: Counter[str] = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tasks": self.tasks, "best_agent": self.best_agent, "windows": self.windows,
+                "counts": dict(self.counts), "successes": dict(self.successes)}
+
+
+def register_fleet(agents: AgentService, principal: Principal) -> None:
+    raws = [{**{k: v for k, v in spec.items() if k != "skill"}, "name": spec["id"].title(),
+             "capacity": 4} for spec in FLEET]
+    agents.register(principal, raws)
+
+
+def simulate(
+    agents: AgentService, principal: Principal, *, tasks: int, seed: int, window: int = 50,
+    explore: float = 0.1, progress: Callable[[int], None] | None = None,
+) -> DemoReport:
+    """Route ``tasks`` Python code-editing tasks by query rank and record simulated outcomes."""
+    rng = random.Random(seed)
+    skill = {spec["id"]: float(spec["skill"]) for spec in FLEET}
+    capable = [s["id"] for s in FLEET if "code-editing" in s["task_types"]
+               and "Python" in s["languages"]]
+    report = DemoReport(tasks=tasks, best_agent=max(capable, key=skill.__getitem__))
+    window_counts: Counter[str] = Counter()
+    query = {"task_type": "code-editing", "languages": ["Python"], "limit": 1}
+    for n in range(1, tasks + 1):
+        if rng.random() < explore:
+            chosen = rng.choice(capable)
+        else:
+            chosen = agents.query(principal, query)[0]["agent"]["id"]
+        success = rng.random() < skill[chosen]
+        quality = min(1.0, max(0.0, rng.gauss(skill[chosen], 0.08))) if success else 0.0
+        agents.record(principal, chosen, TaskResult(success=success, quality=quality,
+                                                   latency_ms=rng.uniform(800, 9000)))
+        report.counts[chosen] += 1
+        report.successes[chosen] += int(success)
+        window_counts[chosen] += 1
+        if n % window == 0 or n == tasks:
+            size = sum(window_counts.values())
+            report.windows.append({
+                "through_task": n,
+                "best_agent_share": round(window_counts[report.best_agent] / size, 4),
+            })
+            window_counts.clear()
+        if progress:
+            progress(1)
+    return report
