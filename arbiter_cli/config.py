@@ -106,6 +106,11 @@ KEYS: tuple[Key, ...] = (
         "half.", 1, 1_000_000),
     Key("routing.latency_ref_ms", "float", 5000.0, "Latency at which latency_score is 0.5.",
         1, 3_600_000),
+    Key("routing.assignment_ttl", "duration", "2h", "Open decisions older than this are "
+        "expired.", 1, 365 * 86400),
+    Key("routing.max_claim_attempts", "int", 5, "Candidates tried when a claim loses a race.",
+        1, 100),
+    Key("routing.record_candidates", "int", 20, "Candidates stored with each decision.", 1, 1000),
     Key("routing.weights.performance", "float", 0.6, "Routing score weight of the bandit "
         "value.", 0, 1),
     Key("routing.weights.load", "float", 0.2, "Routing score weight of free capacity.", 0, 1),
@@ -115,11 +120,6 @@ KEYS: tuple[Key, ...] = (
     Key("routing.epsilon.initial", "float", 0.2, "epsilon-greedy: starting epsilon.", 0, 1),
     Key("routing.epsilon.min", "float", 0.05, "epsilon-greedy: floor of epsilon.", 0, 1),
     Key("routing.epsilon.decay", "float", 0.995, "epsilon-greedy: decay per outcome.", 0, 1),
-    Key("routing.assignment_ttl", "duration", "2h", "Open decisions older than this are "
-        "expired.", 1, 365 * 86400),
-    Key("routing.max_claim_attempts", "int", 5, "Candidates tried when a claim loses a race.",
-        1, 100),
-    Key("routing.record_candidates", "int", 20, "Candidates stored with each decision.", 1, 1000),
     Key("security.enabled", "bool", True, "Require tokens; false makes every command admin of "
         "'default' (local experiments only)."),
     Key("security.rate_limit.rate", "float", 50.0, "Token bucket refill per second, per token.",

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import tempfile
 import time
@@ -78,7 +79,8 @@ def _postgres(
     if not server.drivername.startswith("postgresql"):
         raise InvalidInput("the postgres backend needs a PostgreSQL --database-url or "
                            "database.url", field="database_url", rule="postgresql")
-    name = f"{server.database or 'arbiter'}_{purpose}_{time.strftime('%Y%m%d%H%M%S')}"
+    stamp = f"{time.strftime('%Y%m%d%H%M%S')}_{secrets.token_hex(3)}"
+    name = f"{server.database or 'arbiter'}_{purpose}_{stamp}"
     admin = sql_engine(settings, server.render_as_string(hide_password=False))
     admin = admin.execution_options(isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

@@ -1,0 +1,94 @@
+"""Helpers for tests of every tier (importable as ``tests.helpers``)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+PG_ENV = "ARBITER_TEST_DATABASE_URL"
+
+
+def postgres_url() -> str:
+    """The server for PostgreSQL tests, or a skip (a failure when CI requires PostgreSQL)."""
+    url = os.environ.get(PG_ENV)
+    if not url:
+        reason = f"PostgreSQL tests need {PG_ENV} (e.g. postgresql+psycopg2://postgres@127.0.0.1/test)"
+        if os.environ.get("ARBITER_TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail(reason + ", and ARBITER_TEST_REQUIRE_POSTGRES=1 forbids skipping")
+        pytest.skip(reason)
+    return url
+
+
+@contextmanager
+def fresh_postgres_database(purpose: str = "t") -> Iterator[str]:
+    """A new, empty database on the test server; dropped afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    server = make_url(postgres_url())
+    name = f"arbiter_{purpose}_{secrets.token_hex(5)}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+class CliResult:
+    def __init__(self, exit_code: int, stdout: str, stderr: str) -> None:
+        self.exit_code = exit_code
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def json(self) -> dict:  # type: ignore[type-arg]
+        import json
+
+        return json.loads(self.stdout)  # type: ignore[no-any-return]
+
+    def error(self) -> dict:  # type: ignore[type-arg]
+        import json
+
+        return json.loads(self.stderr)["error"]  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"CliResult(exit={self.exit_code}, stdout={self.stdout!r}, stderr={self.stderr!r})"
+
+
+def cli(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> CliResult:
+    """Run ``main()`` — the real entry point — with captured stdin/stdout/stderr."""
+    from typer.testing import CliRunner
+
+    from arbiter_cli.cli.app import main
+
+    runner = CliRunner()
+    with runner.isolation(input=input, env=env) as (out, err, _mixed):
+        code = main(list(args))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+    return CliResult(code, stdout, stderr)

@@ -1,0 +1,38 @@
+"""Every repository test runs on memory, SQLite and PostgreSQL (SPEC §2.2 parity)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import FakeClock, postgres_url
+
+BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_app(request: pytest.FixtureRequest, test_settings, clock):  # type: ignore[no-untyped-def]
+    """An initialized app on a scratch store of each backend, with the fake clock."""
+    from arbiter_cli.adapters.scratch import scratch_app
+
+    url = postgres_url() if request.param == "postgres" else None
+    with scratch_app(test_settings, request.param, purpose="t", database_url=url) as (app, _):
+        app.clock = clock
+        yield app
+
+
+@pytest.fixture
+def agents(backend_app):  # type: ignore[no-untyped-def]
+    return backend_app.agents
+
+
+@pytest.fixture
+def admin():  # type: ignore[no-untyped-def]
+    from arbiter_cli.domain.principal import Principal
+
+    return Principal.local_admin()
+
