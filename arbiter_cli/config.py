@@ -450,6 +450,5 @@ def _weights_sum_to_one(table: Any, names: list[str]) -> bool:
     if not isinstance(table, Mapping):
         return False
     values = [table.get(name.rsplit(".", 1)[1]) for name in names]
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        return False
-    return abs(sum(values) - 1.0) <= 1e-6
+    numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    return len(numbers) == len(values) and abs(sum(numbers) - 1.0) <= 1e-6

@@ -7,6 +7,7 @@ called.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -32,17 +33,17 @@ class AgentRepository(Protocol):
     def list(
         self, tenant: str, *, status: str | None = None, task_type: str | None = None,
         after: str | None = None, limit: int = 100,
-    ) -> list[Agent]: ...
+    ) -> builtins.list[Agent]: ...
 
     def search(
         self, tenant: str, query: Query, weights: Mapping[str, float]
-    ) -> tuple[list[Agent], Ranking]:
+    ) -> tuple[builtins.list[Agent], Ranking]:
         """Capable agents ranked by the domain scorer: the agents of ``ranking.rows``."""
         ...
 
     def stats(self, tenant: str) -> FleetStats: ...
 
-    def silent_since(self, tenant: str, cutoff: datetime) -> list[Agent]: ...
+    def silent_since(self, tenant: str, cutoff: datetime) -> builtins.list[Agent]: ...
 
 
 class TenantRepository(Protocol):
@@ -50,12 +51,15 @@ class TenantRepository(Protocol):
 
     def exists(self, name: str) -> bool: ...
 
-    def list(self) -> list[str]: ...
+    def list(self) -> builtins.list[str]: ...
 
 
 class UnitOfWork(Protocol):
-    agents: AgentRepository
-    tenants: TenantRepository
+    @property
+    def agents(self) -> AgentRepository: ...
+
+    @property
+    def tenants(self) -> TenantRepository: ...
 
     def __enter__(self) -> Self: ...
 

@@ -9,6 +9,7 @@ queries narrow on; updates that keep an agent's capabilities refresh one row in 
 from __future__ import annotations
 
 import bisect
+import builtins
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -48,8 +49,8 @@ class _Bits:
 
 @dataclass
 class _Index:
-    ids: list[str]
-    agents: list[Agent]
+    ids: builtins.list[str]
+    agents: builtins.list[Agent]
     success: npt.NDArray[np.float64]
     quality: npt.NDArray[np.float64]
     utilization: npt.NDArray[np.float64]
@@ -85,7 +86,7 @@ class MemoryStore:
             self.indexes[tenant] = index
         return index
 
-    def _build(self, agents: list[Agent]) -> _Index:
+    def _build(self, agents: builtins.list[Agent]) -> _Index:
         import numpy as np
 
         n = len(agents)
@@ -156,10 +157,10 @@ class MemoryAgents:
     def list(
         self, tenant: str, *, status: str | None = None, task_type: str | None = None,
         after: str | None = None, limit: int = 100,
-    ) -> list[Agent]:
+    ) -> builtins.list[Agent]:
         index = self._store.index(tenant)
         start = 0 if after is None else bisect.bisect_right(index.ids, after)
-        found: list[Agent] = []
+        found: builtins.list[Agent] = []
         for agent in index.agents[start:]:
             if status is not None and agent.status != status:
                 continue
@@ -172,7 +173,7 @@ class MemoryAgents:
 
     def search(
         self, tenant: str, query: Query, weights: Mapping[str, float]
-    ) -> tuple[list[Agent], Ranking]:
+    ) -> tuple[builtins.list[Agent], Ranking]:
         index = self._store.index(tenant)
         capable = self._capable_rows(index, query)
         if capable is None:  # every agent is capable: use the columns as they are
@@ -223,7 +224,7 @@ class MemoryAgents:
             total_active_tasks=sum(a.active_tasks for a in agents),
         )
 
-    def silent_since(self, tenant: str, cutoff: datetime) -> list[Agent]:
+    def silent_since(self, tenant: str, cutoff: datetime) -> builtins.list[Agent]:
         agents = self._store.agents.get(tenant, {}).values()
         return sorted((a for a in agents if a.last_active_at < cutoff), key=lambda a: a.id)
 
@@ -242,14 +243,14 @@ class MemoryTenants:
     def exists(self, name: str) -> bool:
         return name in self._uow.store.tenants
 
-    def list(self) -> list[str]:
+    def list(self) -> builtins.list[str]:
         return sorted(self._uow.store.tenants)
 
 
 class MemoryUnitOfWork:
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
-        self.undo: list[Any] = []
+        self.undo: builtins.list[Any] = []
         self.agents = MemoryAgents(self)
         self.tenants = MemoryTenants(self)
 

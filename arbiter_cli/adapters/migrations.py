@@ -8,7 +8,7 @@ runs inside one transaction on a connection we open, so PostgreSQL's advisory lo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any, TextIO
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -18,7 +18,7 @@ from arbiter_cli.adapters.sql.schema_version import HEAD
 from arbiter_cli.errors import InvalidInput, SchemaOutdated
 
 
-def _config(connection: Connection | None, stdout: IO[str]) -> Any:
+def _config(connection: Connection | None, stdout: TextIO) -> Any:
     from alembic.config import Config
 
     config = Config(stdout=stdout)
@@ -27,7 +27,7 @@ def _config(connection: Connection | None, stdout: IO[str]) -> Any:
     return config
 
 
-def _run(engine: Engine, action: Any, stdout: IO[str]) -> None:
+def _run(engine: Engine, action: Any, stdout: TextIO) -> None:
     from alembic.util.exc import CommandError
 
     try:
@@ -51,7 +51,7 @@ def current(engine: Engine) -> str | None:
         raise unavailable(engine, exc) from None
 
 
-def upgrade(engine: Engine, revision: str, stdout: IO[str]) -> tuple[str | None, str | None]:
+def upgrade(engine: Engine, revision: str, stdout: TextIO) -> tuple[str | None, str | None]:
     from alembic import command
 
     before = current(engine)
@@ -59,7 +59,7 @@ def upgrade(engine: Engine, revision: str, stdout: IO[str]) -> tuple[str | None,
     return before, current(engine)
 
 
-def downgrade(engine: Engine, revision: str, stdout: IO[str]) -> tuple[str | None, str | None]:
+def downgrade(engine: Engine, revision: str, stdout: TextIO) -> tuple[str | None, str | None]:
     from alembic import command
 
     before = current(engine)
@@ -79,7 +79,7 @@ class Revision:
                 "message": self.message, "is_head": self.is_head}
 
 
-def history(stdout: IO[str]) -> list[Revision]:
+def history(stdout: TextIO) -> list[Revision]:
     from alembic.script import ScriptDirectory
 
     scripts = ScriptDirectory.from_config(_config(None, stdout))
@@ -96,7 +96,7 @@ def history(stdout: IO[str]) -> list[Revision]:
     return found
 
 
-def head(stdout: IO[str]) -> str:
+def head(stdout: TextIO) -> str:
     from alembic.script import ScriptDirectory
 
     return str(ScriptDirectory.from_config(_config(None, stdout)).get_current_head())

@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         return _usage_error(args, exc.format_message() + hint)
     except click_exc.ClickException as exc:
         return _usage_error(args, exc.format_message())
-    except click_exc.Abort:
+    except typer.Abort:
         sys.stderr.write("error: interrupted\n")
         return 130
     except KeyboardInterrupt:

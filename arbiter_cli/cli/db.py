@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
@@ -12,6 +12,7 @@ from arbiter_cli.cli.app import JsonOpt, command, state_of
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from sqlalchemy.engine import Engine
 
     from arbiter_cli.cli.state import State
 
@@ -21,23 +22,15 @@ UrlOpt = Annotated[str | None, typer.Option(
     "--database-url", help="Database to act on (default: database.url).", show_default=False)]
 
 
-def _engine(state: State, url: str | None, *, create: bool = False):  # type: ignore[no-untyped-def]
+def _engine(state: State, url: str | None, *, create: bool = False) -> Engine:
     from arbiter_cli.bootstrap import sql_engine
 
     engine = sql_engine(state.settings, url, create=create)
-    state._apps.append(_Disposer(engine))  # noqa: SLF001
+    state.on_close(engine.dispose)
     return engine
 
 
-class _Disposer:
-    def __init__(self, engine) -> None:  # type: ignore[no-untyped-def]
-        self._engine = engine
-
-    def close(self) -> None:
-        self._engine.dispose()
-
-
-def _alembic_out(state: State):  # type: ignore[no-untyped-def]
+def _alembic_out(state: State) -> TextIO:
     """Alembic's own messages: never on stdout, which holds only the result."""
     return sys.stderr
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -12,7 +12,13 @@ from arbiter_cli.cli import render
 from arbiter_cli.cli.app import JsonOpt, command, state_of
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.console import Console
+    from rich.progress import Progress
+
+    from arbiter_cli.domain.agents import Agent
+    from arbiter_cli.services.demo import DemoReport
 
 
 def register(app: typer.Typer) -> None:
@@ -77,7 +83,10 @@ def demo(
 
     Example: arbiter demo --tasks 500
     """
+    import io
+
     from arbiter_cli.adapters import migrations
+    from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
     from arbiter_cli.bootstrap import build, sql_engine, utc_now
     from arbiter_cli.domain.principal import Principal
     from arbiter_cli.services import demo as scenario
@@ -90,7 +99,8 @@ def demo(
     url = f"sqlite:///{path}"
     engine = sql_engine(settings, url, create=True)
     try:
-        initialize(_uow(engine), lambda: migrations.upgrade(engine, "head", _quiet())[1], utc_now)
+        initialize(SqlUnitOfWorkFactory(engine),
+                   lambda: migrations.upgrade(engine, "head", io.StringIO())[1], utc_now)
     finally:
         engine.dispose()
     app = build(settings, url=url)
@@ -111,18 +121,6 @@ def demo(
     render.emit(state, document, lambda c: _demo_human(c, report, fleet, path if keep else None))
 
 
-def _uow(engine):  # type: ignore[no-untyped-def]
-    from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
-
-    return SqlUnitOfWorkFactory(engine)
-
-
-def _quiet():  # type: ignore[no-untyped-def]
-    import io
-
-    return io.StringIO()
-
-
 def _remove_sqlite(path: Path) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -132,24 +130,28 @@ class _bar:
     """A progress bar on stderr when it is a terminal and the output is not JSON."""
 
     def __init__(self, total: int, quiet: bool) -> None:
-        self.total, self.quiet, self._progress = total, quiet, None
+        self.total, self.quiet = total, quiet
+        self._progress: Progress | None = None
 
-    def __enter__(self):  # type: ignore[no-untyped-def]
+    def __enter__(self) -> Callable[[int], None] | None:
         if self.quiet or not sys.stderr.isatty():
             return None
         from rich.progress import Progress
 
-        self._progress = Progress(console=render.stderr_console(), transient=True)
-        self._progress.start()
-        task = self._progress.add_task("simulating tasks", total=self.total)
-        return lambda n: self._progress.advance(task, n)  # type: ignore[union-attr]
+        progress = Progress(console=render.stderr_console(), transient=True)
+        self._progress = progress
+        progress.start()
+        task = progress.add_task("simulating tasks", total=self.total)
+        return lambda n: progress.advance(task, n)
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.stop()
 
 
-def _demo_human(console: Console, report, fleet, kept: Path | None) -> None:  # type: ignore[no-untyped-def]
+def _demo_human(
+    console: Console, report: DemoReport, fleet: list[Agent], kept: Path | None
+) -> None:
     console.print(f"[bold]arbiter demo[/]: {len(fleet)} agents registered on SQLite; "
                   f"{report.tasks} simulated Python code-editing tasks picked by "
                   "`agents query`, outcomes folded by `agents record`.\n")
@@ -205,7 +207,7 @@ def bench(
     render.emit(state, result, lambda c: _bench_human(c, result))
 
 
-def _bench_human(console: Console, result) -> None:  # type: ignore[no-untyped-def]
+def _bench_human(console: Console, result: dict[str, Any]) -> None:
     rows = [(op, s["samples"], f"{s['p50_ms']:.3f}", f"{s['p95_ms']:.3f}", f"{s['p99_ms']:.3f}",
              f"{s['mean_ms']:.3f}", f"{result['throughput'].get(op, 0):,.0f}")
             for op, s in result["operations"].items()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ class State:
     command: str = ""
     tenant: str | None = None
     _settings: Settings | None = field(default=None, repr=False)
-    _apps: list[App] = field(default_factory=list, repr=False)
+    _closers: list[Callable[[], object]] = field(default_factory=list, repr=False)
 
     @property
     def settings(self) -> Settings:
@@ -51,8 +52,12 @@ class State:
         from arbiter_cli.bootstrap import build
 
         app = build(self.settings, url=url, check_schema=check_schema)
-        self._apps.append(app)
+        self.on_close(app.close)
         return app
+
+    def on_close(self, closer: Callable[[], object]) -> None:
+        """Run ``closer`` when the command ends, whatever happens."""
+        self._closers.append(closer)
 
     def principal(self) -> Principal:
         """The caller. Until tokens exist, local access acts as admin of tenant ``default``."""
@@ -72,5 +77,5 @@ class State:
         return meta
 
     def close(self) -> None:
-        while self._apps:
-            self._apps.pop().close()
+        while self._closers:
+            self._closers.pop()()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,7 +28,7 @@ from arbiter_cli.ports import Clock, IdFactory, UnitOfWork, UnitOfWorkFactory
 
 @dataclass(frozen=True)
 class Page:
-    items: list[Agent]
+    items: builtins.list[Agent]
     next_cursor: str | None
 
 
@@ -61,7 +62,7 @@ class AgentService:
     def register(
         self, principal: Principal, raws: Sequence[Mapping[str, Any]],
         progress: Callable[[int], None] | None = None,
-    ) -> list[Agent]:
+    ) -> builtins.list[Agent]:
         """Register all of ``raws`` or none: every input is validated before anything is written."""
         many = len(raws) > 1
         specs = [
@@ -120,7 +121,7 @@ class AgentService:
             uow.commit()
         return agent
 
-    def cleanup(self, principal: Principal, older_than_s: float, *, dry_run: bool) -> list[Agent]:
+    def cleanup(self, principal: Principal, older_than_s: float, *, dry_run: bool) -> builtins.list[Agent]:
         """Mark agents silent for ``older_than_s`` with no active tasks offline; never delete."""
         now = self._clock()
         cutoff = now - timedelta(seconds=older_than_s)
@@ -181,7 +182,7 @@ class AgentService:
             return Page(found[:limit], encode_cursor(found[limit - 1].id))
         return Page(found, None)
 
-    def query(self, principal: Principal, raw: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def query(self, principal: Principal, raw: Mapping[str, Any]) -> builtins.list[dict[str, Any]]:
         query = Query.parse(raw, self.policy)
         with self._uow() as uow:
             agents, ranking = uow.agents.search(principal.tenant, query, self._weights)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from arbiter_cli.adapters.scratch import scratch_app
@@ -28,7 +29,7 @@ class Timer:
     def __init__(self) -> None:
         self.samples: dict[str, list[int]] = {}
 
-    def time(self, op: str, call: Callable[[], Any]) -> Any:
+    def time(self, op: str, call: Callable[[], object]) -> object:
         start = time.perf_counter_ns()
         result = call()
         self.samples.setdefault(op, []).append(time.perf_counter_ns() - start)
@@ -100,14 +101,14 @@ def _registry_v1(
     query = {"task_type": "code-editing", "languages": ["TypeScript"], "max_utilization": 0.8}
     everything = {**query, "limit": 0}
     for _ in range(queries):
-        timer.time("query", lambda: service.query(principal, query))
+        timer.time("query", partial(service.query, principal, query))
     all_samples = queries if agents <= 1000 else max(10, queries // 10)
     for _ in range(all_samples):
-        timer.time("query_all", lambda: service.query(principal, everything))
+        timer.time("query_all", partial(service.query, principal, everything))
     for _ in range(queries):
         result = TaskResult(success=rng.random() > 0.2, quality=rng.random(),
                             latency_ms=rng.uniform(0, 5000))
-        timer.time("update", lambda r=result: service.record(principal, "benchmark-agent-0", r))
+        timer.time("update", partial(service.record, principal, "benchmark-agent-0", result))
     say(f"timed {queries} queries and updates; running the {seconds:g} s query loop")
     throughput = timer.throughput()
     done, deadline = 0, time.perf_counter() + seconds
@@ -130,22 +131,22 @@ def _registry_v2(
     for i in range(100):
         raw = {"id": f"agent-{i}", "name": f"Agent {i}", "model_family": families[i % 2],
                "task_types": ["code-editing"], "languages": ["TypeScript"]}
-        timer.time("register", lambda raw=raw: service.register(principal, [raw]))
+        timer.time("register", partial(service.register, principal, [raw]))
     for i in range(500):
-        timer.time("show", lambda i=i: service.show(principal, f"agent-{i % 100}"))
+        timer.time("show", partial(service.show, principal, f"agent-{i % 100}"))
     for i in range(200):
         task_type = ("code-editing", "debugging")[i % 2]
-        timer.time("query", lambda t=task_type: service.query(principal, {"task_type": t}))
+        timer.time("query", partial(service.query, principal, {"task_type": task_type}))
     for i in range(300):
         result = TaskResult(success=rng.random() > 0.2, quality=rng.random(),
                             latency_ms=rng.uniform(0, 5000))
-        timer.time("update", lambda i=i, r=result: service.record(principal, f"agent-{i % 100}", r))
+        timer.time("update", partial(service.record, principal, f"agent-{i % 100}", result))
     kinds = ("code-editing", "debugging", "testing")
     languages = ("TypeScript", "Python")
     for i in range(100, 500):
         raw = {"id": f"agent-{i}", "name": f"Agent {i}", "model_family": families[i % 2],
                "task_types": [kinds[i % 3]], "languages": [languages[i % 2]]}
-        timer.time("register_more", lambda raw=raw: service.register(principal, [raw]))
+        timer.time("register_more", partial(service.register, principal, [raw]))
     rss = psutil.Process().memory_info().rss
     say(f"registry-v2 done; RSS {rss / 2**20:.1f} MiB")
     return timer, timer.throughput(), {"memory": {"rss_bytes": rss}}

@@ -97,7 +97,7 @@ def check_revision(engine: Engine) -> str:
                 "or `arbiter db upgrade`"
             ) from None
         raise unavailable(engine, exc) from None
-    current = rows[0][0] if rows else None
+    current: str | None = str(rows[0][0]) if rows else None
     if current == HEAD:
         return current
     if current is None or current in KNOWN:

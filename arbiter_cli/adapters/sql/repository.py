@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -117,7 +118,7 @@ class SqlAgents:
     def list(
         self, tenant: str, *, status: str | None = None, task_type: str | None = None,
         after: str | None = None, limit: int = 100,
-    ) -> list[Agent]:
+    ) -> builtins.list[Agent]:
         stmt = select(*AGENT_COLUMNS).where(t.agents.c.tenant == tenant).order_by(t.agents.c.id)
         if status is not None:
             stmt = stmt.where(t.agents.c.status == status)
@@ -131,7 +132,7 @@ class SqlAgents:
 
     def search(
         self, tenant: str, query: Query, weights: Mapping[str, float]
-    ) -> tuple[list[Agent], Ranking]:
+    ) -> tuple[builtins.list[Agent], Ranking]:
         import numpy as np
 
         a = t.agents.c
@@ -162,12 +163,12 @@ class SqlAgents:
             select(*AGENT_COLUMNS).where(t.agents.c.uid.in_(chosen)))} if chosen else {}
         return [by_uid[uid] for uid in chosen], ranking
 
-    def _fit(self, uids: list[str], prefer: tuple[str, ...]) -> Any:
+    def _fit(self, uids: builtins.list[str], prefer: tuple[str, ...]) -> Any:
         import numpy as np
 
         if not prefer:
             return None
-        labels: dict[str, list[str]] = defaultdict(list)
+        labels: dict[str, builtins.list[str]] = defaultdict(list)
         keys = [p.lower() for p in prefer]
         for chunk in _chunks(uids, 900):
             stmt = select(t.specializations.c.agent_uid, t.specializations.c.label).where(
@@ -189,7 +190,7 @@ class SqlAgents:
                 func.coalesce(func.sum(a.active_tasks), 0),
             ).where(a.tenant == tenant)
         ).one()
-        by_status = dict(
+        by_status: dict[str, int] = dict(
             self._conn.execute(
                 select(a.status, func.count()).where(a.tenant == tenant).group_by(a.status)
             ).all()
@@ -202,7 +203,7 @@ class SqlAgents:
             total_active_tasks=int(totals[5]),
         )
 
-    def silent_since(self, tenant: str, cutoff: datetime) -> list[Agent]:
+    def silent_since(self, tenant: str, cutoff: datetime) -> builtins.list[Agent]:
         stmt = (
             select(*AGENT_COLUMNS)
             .where(t.agents.c.tenant == tenant, t.agents.c.last_active_at < cutoff)
@@ -216,7 +217,7 @@ class SqlAgents:
     def _has(table: Any, column: Any, value: str) -> Any:
         return exists().where(and_(table.c.agent_uid == t.agents.c.uid, column == value))
 
-    def _load(self, stmt: Any) -> list[Agent]:
+    def _load(self, stmt: Any) -> builtins.list[Agent]:
         rows = self._conn.execute(stmt).fetchall()
         if not rows:
             return []
@@ -225,8 +226,8 @@ class SqlAgents:
         self._seen.update((a.uid, a) for a in agents)
         return agents
 
-    def _children(self, uids: list[str]) -> dict[str, tuple[Any, Any, Any]]:
-        found: dict[str, tuple[list[str], list[str], list[str]]] = defaultdict(
+    def _children(self, uids: builtins.list[str]) -> dict[str, tuple[Any, Any, Any]]:
+        found: dict[str, tuple[builtins.list[str], builtins.list[str], builtins.list[str]]] = defaultdict(
             lambda: ([], [], []))
         for chunk in _chunks(uids, 900):
             for position, (table, column) in enumerate(
@@ -239,7 +240,7 @@ class SqlAgents:
         return dict(found)
 
 
-def _chunks(items: list[str], size: int) -> list[list[str]]:
+def _chunks(items: builtins.list[str], size: int) -> builtins.list[builtins.list[str]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
@@ -257,7 +258,7 @@ class SqlTenants:
         stmt = select(t.tenants.c.name).where(t.tenants.c.name == name)
         return self._conn.execute(stmt).first() is not None
 
-    def list(self) -> list[str]:
+    def list(self) -> builtins.list[str]:
         return list(self._conn.execute(select(t.tenants.c.name).order_by(t.tenants.c.name)).scalars())
 
 
