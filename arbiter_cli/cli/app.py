@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,22 +44,41 @@ def state_of(ctx: typer.Context) -> State:
 @contextmanager
 def boundary(state: State) -> Iterator[None]:
     """Turn any failure into one stderr line (or JSON) and its exit code."""
+    started = time.monotonic()
+    exit_code = 0
     try:
         yield
     except ArbiterError as exc:
         _report(state, exc, exc)
+        exit_code = exc.exit_code
         raise typer.Exit(exc.exit_code) from None
-    except typer.Exit:
+    except typer.Exit as exc:
+        exit_code = exc.exit_code
         raise
     except KeyboardInterrupt:
         _report(state, Interrupted("interrupted"), None)
+        exit_code = 130
         raise typer.Exit(130) from None
     except Exception as exc:  # noqa: BLE001 - the boundary reports bugs as exit 70
         hint = "" if state.verbose else " (run with --verbose for the traceback)"
         _report(state, ArbiterError(f"internal error: {type(exc).__name__}: {exc}{hint}"), exc)
+        exit_code = 70
         raise typer.Exit(70) from None
     finally:
         state.close()
+        if state.metrics_file is not None:
+            _write_metrics(state, exit_code, time.monotonic() - started)
+
+
+def _write_metrics(state: State, exit_code: int, duration_s: float) -> None:
+    from arbiter_cli.adapters.metrics import write_run_metrics
+
+    assert state.metrics_file is not None
+    try:
+        write_run_metrics(state.metrics_file, command=state.command, exit_code=exit_code,
+                          duration_s=duration_s)
+    except OSError as exc:
+        sys.stderr.write(f"warning: cannot write --metrics-file {state.metrics_file}: {exc}\n")
 
 
 def _report(state: State, error: ArbiterError, original: BaseException | None) -> None:

@@ -212,3 +212,23 @@ def test_demo_runs_as_a_real_process_and_leaves_no_state(clean_env):
     human = subprocess.run([*command, "demo", "--tasks", "100"], capture_output=True, text=True,
                            timeout=300, env=os.environ)
     assert human.returncode == 0 and "what the registry learned" in human.stdout
+
+
+def test_metrics_file_is_written_for_node_exporter(initialized, tmp_path: Path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    path = tmp_path / "metrics" / "arbiter.prom"
+    assert cli("--metrics-file", str(path), "agents", "list").exit_code == 0
+    samples = {(s.name, s.labels.get("command"), s.labels.get("result")): s.value
+               for family in text_string_to_metric_families(path.read_text())
+               for s in family.samples}
+    assert samples[("arbiter_commands_total", "agents list", "ok")] == 1
+    assert ("arbiter_last_success_timestamp_seconds", "agents list", None) in samples
+    succeeded_at = samples[("arbiter_last_success_timestamp_seconds", "agents list", None)]
+    assert cli("--metrics-file", str(path), "agents", "list", "--status", "bad").exit_code == 2
+    after = {(s.name, s.labels.get("result")): s.value
+             for family in text_string_to_metric_families(path.read_text())
+             for s in family.samples}
+    assert after[("arbiter_commands_total", "exit_2")] == 1
+    assert after[("arbiter_last_success_timestamp_seconds", None)] == succeeded_at
+    assert after[("arbiter_last_run_timestamp_seconds", None)] >= succeeded_at
