@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from arbiter_cli.config import Settings
 from arbiter_cli.domain.agents import RegistryPolicy
+from arbiter_cli.domain.routing import RoutingPolicy
 from arbiter_cli.ids import uuid7
 from arbiter_cli.ports import Clock, UnitOfWorkFactory
 
@@ -19,10 +20,26 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from arbiter_cli.services.agents import AgentService
+    from arbiter_cli.services.routing import RoutingService
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def routing_policy(settings: Settings) -> RoutingPolicy:
+    return RoutingPolicy(
+        strategy=str(settings["routing.strategy"]),
+        half_life=float(settings["routing.half_life"]),
+        weights=settings.weights("routing.weights"),
+        latency_ref_ms=float(settings["routing.latency_ref_ms"]),
+        epsilon_initial=float(settings["routing.epsilon.initial"]),
+        epsilon_min=float(settings["routing.epsilon.min"]),
+        epsilon_decay=float(settings["routing.epsilon.decay"]),
+        record_candidates=int(settings["routing.record_candidates"]),
+        max_claim_attempts=int(settings["routing.max_claim_attempts"]),
+        assignment_ttl_s=settings.seconds("routing.assignment_ttl"),
+    )
 
 
 def registry_policy(settings: Settings) -> RegistryPolicy:
@@ -53,6 +70,13 @@ class App:
             self.uow, registry_policy(self.settings), self.settings.weights("query.weights"),
             self.clock, uuid7,
         )
+
+    @property
+    def routing(self) -> RoutingService:
+        from arbiter_cli.services.routing import RoutingService
+
+        return RoutingService(self.uow, registry_policy(self.settings),
+                              routing_policy(self.settings), self.clock)
 
     def close(self) -> None:
         while self._closers:

@@ -15,6 +15,7 @@ from typing import Protocol, Self
 
 from arbiter_cli.domain.agents import Agent, FleetStats
 from arbiter_cli.domain.query import Query, Ranking
+from arbiter_cli.domain.routing import Arm, Decision, Pool, Task
 
 
 class AgentRepository(Protocol):
@@ -46,6 +47,53 @@ class AgentRepository(Protocol):
     def silent_since(self, tenant: str, cutoff: datetime) -> builtins.list[Agent]: ...
 
 
+class RoutingRepository(Protocol):
+    """What routing needs of the agents: candidate pools, slot claims, and arms."""
+
+    def pool(self, tenant: str, task: Task) -> Pool: ...
+
+    def claim(self, tenant: str, agent_uid: str) -> bool:
+        """Take one slot if ``active_tasks < capacity`` and the agent is available (atomic)."""
+        ...
+
+    def release(self, tenant: str, agent_uid: str) -> bool:
+        """Give one slot back, never below 0; False if the agent is gone."""
+        ...
+
+    def arm(self, tenant: str, agent_uid: str, task_type: str) -> Arm | None: ...
+
+    def save_arm(self, tenant: str, agent_uid: str, task_type: str, arm: Arm, now: datetime
+                 ) -> None: ...
+
+
+class DecisionRepository(Protocol):
+    def add(self, decision: Decision) -> None: ...
+
+    def save(self, decision: Decision) -> None:
+        """Store a decision's status, outcome, closing time and flags."""
+        ...
+
+    def get(self, decision_id: str) -> Decision | None:
+        """By globally unique id, whatever the tenant: callers check it."""
+        ...
+
+    def for_task(self, tenant: str, task_id: str) -> Decision | None:
+        """The open decision of ``task_id``, else its most recent one."""
+        ...
+
+    def expired(self, tenant: str, cutoff: datetime, limit: int) -> builtins.list[Decision]:
+        """Open decisions created before ``cutoff``, oldest first."""
+        ...
+
+    def history(
+        self, tenant: str, *, agent_id: str | None = None, task_type: str | None = None,
+        status: str | None = None, since: datetime | None = None, before: str | None = None,
+        limit: int = 100,
+    ) -> builtins.list[Decision]:
+        """Newest first; ``before`` is a decision id (UUIDv7 ids sort by time)."""
+        ...
+
+
 class TenantRepository(Protocol):
     def add(self, name: str, now: datetime) -> bool: ...
 
@@ -60,6 +108,12 @@ class UnitOfWork(Protocol):
 
     @property
     def tenants(self) -> TenantRepository: ...
+
+    @property
+    def routing(self) -> RoutingRepository: ...
+
+    @property
+    def decisions(self) -> DecisionRepository: ...
 
     def __enter__(self) -> Self: ...
 

@@ -13,13 +13,14 @@ import builtins
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from arbiter_cli.domain.agents import Agent, FleetStats
+from arbiter_cli.domain.agents import Agent, FleetStats, Status
 from arbiter_cli.domain.query import STATUS_CODES, Columns, Query, Ranking, fit_column, rank
+from arbiter_cli.domain.routing import EXAMPLES_PER_REASON, OPEN, Arm, Decision, Pool, Task
 from arbiter_cli.errors import ArbiterError
 
 if TYPE_CHECKING:
@@ -57,6 +58,9 @@ class _Index:
     status: npt.NDArray[np.int8]
     task_bits: npt.NDArray[np.uint64]
     language_bits: npt.NDArray[np.uint64]
+    active: npt.NDArray[np.int64]
+    capacity: npt.NDArray[np.int64]
+    latency: npt.NDArray[np.float64]
     position: dict[str, int] = field(default_factory=dict)
 
     def refresh(self, agent: Agent) -> None:
@@ -66,6 +70,9 @@ class _Index:
         self.quality[row] = agent.performance.average_quality
         self.utilization[row] = agent.utilization
         self.status[row] = STATUS_CODES[agent.status]
+        self.active[row] = agent.active_tasks
+        self.capacity[row] = agent.capacity
+        self.latency[row] = agent.performance.average_latency_ms
 
 
 class MemoryStore:
@@ -78,6 +85,10 @@ class MemoryStore:
         self.indexes: dict[str, _Index] = {}
         self.task_bits = _Bits()
         self.language_bits = _Bits()
+        self.by_uid: dict[str, Agent] = {}
+        self.arms: dict[tuple[str, str], dict[str, Arm]] = {}  # (tenant, task type) → uid → arm
+        self.decisions: dict[str, Decision] = {}
+        self.open_tasks: dict[tuple[str, str], str] = {}  # (tenant, task id) → decision id
 
     def index(self, tenant: str) -> _Index:
         index = self.indexes.get(tenant)
@@ -99,6 +110,9 @@ class MemoryStore:
             language_bits=np.fromiter(
                 (self.language_bits.mask(a.languages, grow=True) or 0 for a in agents),
                 np.uint64, n),
+            active=np.fromiter((a.active_tasks for a in agents), np.int64, n),
+            capacity=np.fromiter((a.capacity for a in agents), np.int64, n),
+            latency=np.fromiter((a.performance.average_latency_ms for a in agents), np.float64, n),
         )
         index.position = {agent_id: row for row, agent_id in enumerate(index.ids)}
         return index
@@ -107,10 +121,13 @@ class MemoryStore:
         """Store or delete one agent, keeping the tenant's index current."""
         bucket = self.agents.setdefault(tenant, {})
         old = bucket.get(agent_id)
+        if old is not None:
+            self.by_uid.pop(old.uid, None)
         if agent is None:
             bucket.pop(agent_id, None)
         else:
             bucket[agent_id] = agent
+            self.by_uid[agent.uid] = agent
         index = self.indexes.get(tenant)
         if index is None:
             return
@@ -229,6 +246,161 @@ class MemoryAgents:
         return sorted((a for a in agents if a.last_active_at < cutoff), key=lambda a: a.id)
 
 
+class MemoryRouting:
+    def __init__(self, uow: MemoryUnitOfWork) -> None:
+        self._uow = uow
+        self._store = uow.store
+
+    def pool(self, tenant: str, task: Task) -> Pool:
+        import numpy as np
+
+        index = self._store.index(tenant)
+        n = len(index.ids)
+        task_mask = self._store.task_bits.mask((task.task_type,), grow=False)
+        language_mask = self._store.language_bits.mask(task.languages, grow=False)
+        has_type = np.zeros(n, dtype=bool) if task_mask is None else (
+            index.task_bits & np.uint64(task_mask)) != 0
+        has_languages = has_type.copy() if language_mask is None or not language_mask else (
+            has_type & ((index.language_bits & np.uint64(language_mask))
+                        == np.uint64(language_mask)))
+        if language_mask is None:
+            has_languages[:] = False
+        rows = np.flatnonzero(has_languages)
+        if task.specializations:
+            rows = np.array([r for r in rows if index.agents[r].has_specializations(
+                task.specializations)], dtype=np.intp)
+        examples = {
+            "task_type": _first_ids(index, ~has_type),
+            "language": _first_ids(index, has_type & ~has_languages),
+            "specialization": [index.ids[r] for r in np.setdiff1d(
+                np.flatnonzero(has_languages), rows)[:EXAMPLES_PER_REASON]],
+        }
+        arms = self._store.arms.get((tenant, task.task_type), {})
+        uids = [index.agents[r].uid for r in rows]
+        found = [arms.get(uid) for uid in uids]
+        return Pool(
+            ids=[index.ids[r] for r in rows], uids=uids,
+            active=index.active[rows], capacity=index.capacity[rows],
+            available=index.status[rows] == STATUS_CODES[Status.AVAILABLE],
+            latency_ms=index.latency[rows], mean_reward=index.quality[rows],
+            fit=np.ones(rows.size) if not task.prefer else fit_column(
+                [index.agents[r] for r in rows], task.prefer),  # type: ignore[arg-type]
+            arm_alpha=np.fromiter((a.alpha if a else 0.0 for a in found), np.float64, rows.size),
+            arm_beta=np.fromiter((a.beta if a else 0.0 for a in found), np.float64, rows.size),
+            arm_outcomes=np.fromiter((a.outcomes if a else 0 for a in found), np.int64, rows.size),
+            excluded={"task_type": int(n - has_type.sum()),
+                      "language": int(has_type.sum() - has_languages.sum()),
+                      "specialization": int(has_languages.sum() - rows.size)},
+            examples={k: v for k, v in examples.items() if v},
+        )
+
+    def _slot(self, tenant: str, agent_uid: str, delta: int) -> bool:
+        agent = self._store.by_uid.get(agent_uid)
+        if agent is None or agent.tenant != tenant:
+            return False
+        if delta > 0 and (agent.active_tasks >= agent.capacity or agent.status != Status.AVAILABLE):
+            return False
+        active = max(0, agent.active_tasks + delta)
+        self._uow.change(tenant, agent.id, replace(agent, active_tasks=active,
+                                                   version=agent.version + 1))
+        return True
+
+    def claim(self, tenant: str, agent_uid: str) -> bool:
+        return self._slot(tenant, agent_uid, +1)
+
+    def release(self, tenant: str, agent_uid: str) -> bool:
+        return self._slot(tenant, agent_uid, -1)
+
+    def arm(self, tenant: str, agent_uid: str, task_type: str) -> Arm | None:
+        return self._store.arms.get((tenant, task_type), {}).get(agent_uid)
+
+    def save_arm(self, tenant: str, agent_uid: str, task_type: str, arm: Arm, now: datetime
+                 ) -> None:
+        table = self._store.arms.setdefault((tenant, task_type), {})
+        previous = table.get(agent_uid)
+        table[agent_uid] = arm
+
+        def undo() -> None:
+            if previous is None:
+                table.pop(agent_uid, None)
+            else:
+                table[agent_uid] = previous
+
+        self._uow.undo.append(undo)
+
+
+def _first_ids(index: _Index, mask: npt.NDArray[np.bool_]) -> builtins.list[str]:
+    import numpy as np
+
+    return [index.ids[r] for r in np.flatnonzero(mask)[:EXAMPLES_PER_REASON]]
+
+
+class MemoryDecisions:
+    def __init__(self, uow: MemoryUnitOfWork) -> None:
+        self._uow = uow
+        self._store = uow.store
+
+    def add(self, decision: Decision) -> None:
+        self.save(decision)
+
+    def save(self, decision: Decision) -> None:
+        assert decision.decision_id is not None
+        store, key = self._store, (decision.tenant, decision.task_id)
+        previous = store.decisions.get(decision.decision_id)
+        previous_open = store.open_tasks.get(key)
+        store.decisions[decision.decision_id] = decision
+        if decision.status == OPEN:
+            store.open_tasks[key] = decision.decision_id
+        elif previous_open == decision.decision_id:
+            del store.open_tasks[key]
+
+        def undo() -> None:
+            if previous is None:
+                store.decisions.pop(decision.decision_id or "", None)
+            else:
+                store.decisions[decision.decision_id or ""] = previous
+            if previous_open is None:
+                store.open_tasks.pop(key, None)
+            else:
+                store.open_tasks[key] = previous_open
+
+        self._uow.undo.append(undo)
+
+    def get(self, decision_id: str) -> Decision | None:
+        return self._store.decisions.get(decision_id)
+
+    def for_task(self, tenant: str, task_id: str) -> Decision | None:
+        open_id = self._store.open_tasks.get((tenant, task_id))
+        if open_id is not None:
+            return self._store.decisions[open_id]
+        found = [d for d in self._store.decisions.values()
+                 if d.tenant == tenant and d.task_id == task_id]
+        return max(found, key=lambda d: d.decision_id or "", default=None)
+
+    def expired(self, tenant: str, cutoff: datetime, limit: int) -> builtins.list[Decision]:
+        found = sorted((self._store.decisions[i] for (t, _), i in self._store.open_tasks.items()
+                        if t == tenant and self._store.decisions[i].created_at < cutoff),
+                       key=lambda d: d.decision_id or "")
+        return found[:limit]
+
+    def history(
+        self, tenant: str, *, agent_id: str | None = None, task_type: str | None = None,
+        status: str | None = None, since: datetime | None = None, before: str | None = None,
+        limit: int = 100,
+    ) -> builtins.list[Decision]:
+        found = [
+            d for d in self._store.decisions.values()
+            if d.tenant == tenant
+            and (agent_id is None or d.agent_id == agent_id)
+            and (task_type is None or d.task_type == task_type)
+            and (status is None or d.status == status)
+            and (since is None or d.created_at >= since)
+            and (before is None or (d.decision_id or "") < before)
+        ]
+        found.sort(key=lambda d: d.decision_id or "", reverse=True)
+        return found[:limit] if limit else found
+
+
 class MemoryTenants:
     def __init__(self, uow: MemoryUnitOfWork) -> None:
         self._uow = uow
@@ -253,6 +425,8 @@ class MemoryUnitOfWork:
         self.undo: builtins.list[Any] = []
         self.agents = MemoryAgents(self)
         self.tenants = MemoryTenants(self)
+        self.routing = MemoryRouting(self)
+        self.decisions = MemoryDecisions(self)
 
     def __enter__(self) -> Self:
         self.store.lock.acquire()

@@ -131,10 +131,11 @@ def build_app() -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(root)
-    from arbiter_cli.cli import agents, config_cmd, db, setup
+    from arbiter_cli.cli import agents, config_cmd, db, route, setup
 
     setup.register(app)
     app.add_typer(agents.app, name="agents")
+    app.add_typer(route.app, name="route")
     app.add_typer(db.app, name="db")
     app.add_typer(config_cmd.app, name="config")
     return app

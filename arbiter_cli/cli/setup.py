@@ -75,9 +75,12 @@ def demo(
     tasks: Annotated[int, typer.Option("--tasks", help="Simulated tasks.", min=10,
                                        max=100_000)] = 300,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the simulation.")] = 7,
+    strategy: Annotated[str | None, typer.Option(
+        "--strategy", help="Routing strategy (default: routing.strategy).",
+        show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Show the registry at work on its own SQLite file: a sample fleet learns from outcomes.
+    """Show the router learning on its own SQLite file: a sample fleet, simulated outcomes.
 
     It never touches database.url or your credentials.
 
@@ -109,8 +112,8 @@ def demo(
     try:
         scenario.register_fleet(app.agents, principal)
         with _bar(tasks, state.json) as advance:
-            report = scenario.simulate(app.agents, principal, tasks=tasks, seed=seed,
-                                       progress=advance)
+            report = scenario.simulate(app.routing, principal, tasks=tasks, seed=seed,
+                                       strategy=strategy, progress=advance)
         fleet = app.agents.list(principal, limit=0).items
     finally:
         app.close()
@@ -153,8 +156,8 @@ def _demo_human(
     console: Console, report: DemoReport, fleet: list[Agent], kept: Path | None
 ) -> None:
     console.print(f"[bold]arbiter demo[/]: {len(fleet)} agents registered on SQLite; "
-                  f"{report.tasks} simulated Python code-editing tasks picked by "
-                  "`agents query`, outcomes folded by `agents record`.\n")
+                  f"{report.tasks} simulated Python code-editing tasks routed by "
+                  "`route task`, outcomes reported by `route outcome`.\n")
     rows = []
     for agent in sorted(fleet, key=lambda a: -a.performance.success_rate):
         n = report.counts.get(agent.id, 0)
@@ -163,7 +166,7 @@ def _demo_human(
                      render.percent(agent.performance.success_rate),
                      f"{agent.performance.average_quality:.2f}",
                      agent.performance.task_count))
-    console.print(render.table("what the registry learned", (
+    console.print(render.table("what the router learned", (
         "agent", "model", "tasks", "observed success", "success estimate", "quality",
         "task count"), rows))
     console.print(f"\nshare of traffic to the best agent ([bold]{report.best_agent}[/]), "

@@ -1,8 +1,8 @@
-"""The demo fleet: agents with a hidden true skill, and simulated work that teaches the registry.
+"""The demo fleet: agents with a hidden true skill, and simulated work that teaches the router.
 
-Each simulated task goes through the real services: a capability query picks the best-ranked
-agent (with a little random exploration), the task succeeds with the agent's hidden
-probability, and ``record`` folds the outcome into its performance.
+Each simulated task goes through the real services: ``route task`` picks an agent with the
+configured bandit strategy and claims a slot, the task succeeds with the agent's hidden
+probability, and ``route outcome`` releases the slot, folds performance and updates the arm.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from arbiter_cli.domain.agents import TaskResult
 from arbiter_cli.domain.principal import Principal
+from arbiter_cli.domain.routing import Outcome
 from arbiter_cli.services.agents import AgentService
+from arbiter_cli.services.routing import RoutingService
 
 FLEET: tuple[dict[str, Any], ...] = (
     {"id": "atlas", "model_family": "claude-3.5", "skill": 0.62,
@@ -65,26 +66,26 @@ def register_fleet(agents: AgentService, principal: Principal) -> None:
 
 
 def simulate(
-    agents: AgentService, principal: Principal, *, tasks: int, seed: int, window: int = 50,
-    explore: float = 0.1, progress: Callable[[int], None] | None = None,
+    routing: RoutingService, principal: Principal, *, tasks: int, seed: int, window: int = 50,
+    strategy: str | None = None, progress: Callable[[int], None] | None = None,
 ) -> DemoReport:
-    """Route ``tasks`` Python code-editing tasks by query rank and record simulated outcomes."""
+    """Route ``tasks`` Python code-editing tasks and report simulated outcomes back."""
     rng = random.Random(seed)
     skill = {spec["id"]: float(spec["skill"]) for spec in FLEET}
     capable = [s["id"] for s in FLEET if "code-editing" in s["task_types"]
                and "Python" in s["languages"]]
     report = DemoReport(tasks=tasks, best_agent=max(capable, key=skill.__getitem__))
     window_counts: Counter[str] = Counter()
-    query = {"task_type": "code-editing", "languages": ["Python"], "limit": 1}
+    task = {"task_type": "code-editing", "languages": ["Python"]}
     for n in range(1, tasks + 1):
-        if rng.random() < explore:
-            chosen = rng.choice(capable)
-        else:
-            chosen = agents.query(principal, query)[0]["agent"]["id"]
+        decision = routing.route(principal, {**task, "task_id": f"demo-{n}"}, strategy=strategy,
+                                 seed=rng.getrandbits(63)).decision
+        chosen = decision.agent_id
         success = rng.random() < skill[chosen]
         quality = min(1.0, max(0.0, rng.gauss(skill[chosen], 0.08))) if success else 0.0
-        agents.record(principal, chosen, TaskResult(success=success, quality=quality,
-                                                   latency_ms=rng.uniform(800, 9000)))
+        routing.outcome(principal, Outcome(success=success, quality=round(quality, 4),
+                                           latency_ms=round(rng.uniform(800, 9000), 1)),
+                        decision_id=decision.decision_id)
         report.counts[chosen] += 1
         report.successes[chosen] += int(success)
         window_counts[chosen] += 1

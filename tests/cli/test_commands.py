@@ -211,7 +211,7 @@ def test_demo_runs_as_a_real_process_and_leaves_no_state(clean_env):
     assert not (data_dir / "demo.db").exists()
     human = subprocess.run([*command, "demo", "--tasks", "100"], capture_output=True, text=True,
                            timeout=300, env=os.environ)
-    assert human.returncode == 0 and "what the registry learned" in human.stdout
+    assert human.returncode == 0 and "what the router learned" in human.stdout
 
 
 def test_metrics_file_is_written_for_node_exporter(initialized, tmp_path: Path):

@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
+from arbiter_cli.adapters.sql.routing import SqlDecisions, SqlRouting
 from arbiter_cli.domain.agents import Agent, FleetStats, Performance, Status
 from arbiter_cli.domain.query import STATUS_CODES, Columns, Query, Ranking, fit_share, rank
 from arbiter_cli.errors import Conflict
@@ -271,6 +272,8 @@ class SqlUnitOfWork:
 
     agents: SqlAgents
     tenants: SqlTenants
+    routing: SqlRouting
+    decisions: SqlDecisions
 
     def __init__(self, engine: Engine, *, write: bool = False) -> None:
         self._engine = engine
@@ -289,6 +292,8 @@ class SqlUnitOfWork:
             raise unavailable(self._engine, exc) from None
         self.agents = SqlAgents(self._conn)
         self.tenants = SqlTenants(self._conn)
+        self.routing = SqlRouting(self._conn)
+        self.decisions = SqlDecisions(self._conn)
         return self
 
     def __exit__(

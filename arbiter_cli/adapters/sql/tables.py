@@ -138,6 +138,7 @@ decisions = Table(
     Column("confidence", Float),
     Column("candidates", Json(), nullable=False),
     Column("excluded", Json(), nullable=False),
+    Column("excluded_examples", Json()),
     Column("config_hash", String(64), nullable=False),
     Column("latency_us", Integer, nullable=False),
     Column("status", String(16), nullable=False),

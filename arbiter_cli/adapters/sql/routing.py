@@ -1,0 +1,231 @@
+"""SQL storage of routing: candidate pools, atomic slot claims, arms and decisions."""
+
+from __future__ import annotations
+
+import builtins
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, case, func, insert, select, update
+from sqlalchemy.engine import Connection, Row
+
+from arbiter_cli.adapters.sql import tables as t
+from arbiter_cli.domain.agents import Status
+from arbiter_cli.domain.query import fit_share
+from arbiter_cli.domain.routing import EXAMPLES_PER_REASON, OPEN, Arm, Decision, Pool, Task
+
+a = t.agents.c
+
+
+def _has(table: Any, column: Any, value: str) -> Any:
+    from sqlalchemy import exists
+
+    return exists().where(and_(table.c.agent_uid == t.agents.c.uid, column == value))
+
+
+def _capability(task: Task) -> tuple[Any, Any, Any]:
+    """SQL conditions: supports the type; also has the languages; also the specializations."""
+    has_type = _has(t.task_types, t.task_types.c.task_type, task.task_type)
+    languages = [_has(t.languages, t.languages.c.language_key, lang.lower())
+                 for lang in task.languages]
+    labels = [_has(t.specializations, t.specializations.c.label_key, s.lower())
+              for s in task.specializations]
+    with_languages = and_(has_type, *languages)
+    return has_type, with_languages, and_(with_languages, *labels)
+
+
+class SqlRouting:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def pool(self, tenant: str, task: Task) -> Pool:
+        import numpy as np
+
+        has_type, with_languages, capable = _capability(task)
+        arms = t.arms.c
+        rows = self._conn.execute(
+            select(a.uid, a.id, a.active_tasks, a.capacity, a.status, a.average_latency_ms,
+                   a.average_quality, arms.alpha, arms.beta, arms.outcomes)
+            .select_from(t.agents.outerjoin(t.arms, and_(arms.agent_uid == a.uid,
+                                                         arms.task_type == task.task_type)))
+            .where(a.tenant == tenant, capable)
+            .order_by(a.id)
+        ).fetchall()
+        excluded, examples = self._exclusions(tenant, has_type, with_languages, capable, len(rows))
+        uids = [r.uid for r in rows]
+        return Pool(
+            ids=[r.id for r in rows], uids=uids,
+            active=np.array([r.active_tasks for r in rows], dtype=np.int64),
+            capacity=np.array([r.capacity for r in rows], dtype=np.int64),
+            available=np.array([r.status == Status.AVAILABLE for r in rows], dtype=bool),
+            latency_ms=np.array([r.average_latency_ms for r in rows], dtype=np.float64),
+            mean_reward=np.array([r.average_quality for r in rows], dtype=np.float64),
+            fit=self._fit(uids, task.prefer),
+            arm_alpha=np.array([r.alpha or 0.0 for r in rows], dtype=np.float64),
+            arm_beta=np.array([r.beta or 0.0 for r in rows], dtype=np.float64),
+            arm_outcomes=np.array([r.outcomes or 0 for r in rows], dtype=np.int64),
+            excluded=excluded, examples=examples,
+        )
+
+    def _exclusions(self, tenant: str, has_type: Any, with_languages: Any, capable: Any,
+                    n_capable: int) -> tuple[dict[str, int], dict[str, list[str]]]:
+        counts = self._conn.execute(
+            select(func.count(),
+                   func.coalesce(func.sum(case((has_type, 1), else_=0)), 0),
+                   func.coalesce(func.sum(case((with_languages, 1), else_=0)), 0))
+            .where(a.tenant == tenant)
+        ).one()
+        total, typed, languaged = (int(x) for x in counts)
+        excluded = {"task_type": total - typed, "language": typed - languaged,
+                    "specialization": languaged - n_capable}
+        conditions = {"task_type": ~has_type, "language": and_(has_type, ~with_languages),
+                      "specialization": and_(with_languages, ~capable)}
+        examples = {
+            reason: list(self._conn.execute(
+                select(a.id).where(a.tenant == tenant, conditions[reason])
+                .order_by(a.id).limit(EXAMPLES_PER_REASON)).scalars())
+            for reason, n in excluded.items() if n
+        }
+        return excluded, examples
+
+    def _fit(self, uids: list[str], prefer: tuple[str, ...]) -> Any:
+        import numpy as np
+
+        if not prefer:
+            return np.ones(len(uids))
+        labels: dict[str, list[str]] = {}
+        keys = [p.lower() for p in prefer]
+        sp = t.specializations.c
+        for start in range(0, len(uids), 900):
+            stmt = select(sp.agent_uid, sp.label).where(sp.agent_uid.in_(uids[start:start + 900]),
+                                                        sp.label_key.in_(keys))
+            for uid, label in self._conn.execute(stmt):
+                labels.setdefault(uid, []).append(label)
+        return np.array([fit_share(labels.get(uid, []), prefer) for uid in uids])
+
+    def claim(self, tenant: str, agent_uid: str) -> bool:
+        result = self._conn.execute(
+            update(t.agents)
+            .where(a.uid == agent_uid, a.tenant == tenant, a.active_tasks < a.capacity,
+                   a.status == Status.AVAILABLE.value)
+            .values(active_tasks=a.active_tasks + 1, version=a.version + 1)
+        )
+        return result.rowcount == 1
+
+    def release(self, tenant: str, agent_uid: str) -> bool:
+        result = self._conn.execute(
+            update(t.agents)
+            .where(a.uid == agent_uid, a.tenant == tenant)
+            .values(active_tasks=case((a.active_tasks > 0, a.active_tasks - 1), else_=0),
+                    version=a.version + 1)
+        )
+        return result.rowcount == 1
+
+    def arm(self, tenant: str, agent_uid: str, task_type: str) -> Arm | None:
+        arms = t.arms.c
+        row = self._conn.execute(
+            select(arms.alpha, arms.beta, arms.outcomes)
+            .where(arms.agent_uid == agent_uid, arms.task_type == task_type,
+                   arms.tenant == tenant)
+        ).first()
+        return None if row is None else Arm(row.alpha, row.beta, row.outcomes)
+
+    def save_arm(self, tenant: str, agent_uid: str, task_type: str, arm: Arm, now: datetime
+                 ) -> None:
+        """Update, else insert: callers hold the agent's row lock, so no two race here."""
+        arms = t.arms.c
+        values = {"alpha": arm.alpha, "beta": arm.beta, "outcomes": arm.outcomes,
+                  "updated_at": now}
+        result = self._conn.execute(
+            update(t.arms).where(arms.agent_uid == agent_uid, arms.task_type == task_type)
+            .values(**values))
+        if result.rowcount == 0:
+            self._conn.execute(insert(t.arms).values(agent_uid=agent_uid, task_type=task_type,
+                                                     tenant=tenant, **values))
+
+
+d = t.decisions.c
+
+
+def _decision_values(decision: Decision) -> dict[str, Any]:
+    return {
+        "decision_id": decision.decision_id, "tenant": decision.tenant,
+        "task_id": decision.task_id, "task_type": decision.task_type,
+        "priority": decision.priority, "requirements": dict(decision.requirements),
+        "metadata": dict(decision.metadata), "agent_id": decision.agent_id,
+        "agent_uid": decision.agent_uid, "strategy": decision.strategy, "seed": decision.seed,
+        "explored": decision.explored, "confidence": decision.confidence,
+        "candidates": list(decision.candidates), "excluded": dict(decision.excluded),
+        "excluded_examples": {k: list(v) for k, v in decision.examples.items()},
+        "config_hash": decision.config_hash, "latency_us": decision.latency_us,
+        "status": decision.status, "correlation_id": decision.correlation_id,
+        "created_at": decision.created_at, "closed_at": decision.closed_at,
+        "outcome": None if decision.outcome is None else dict(decision.outcome),
+        "over_capacity": decision.over_capacity,
+    }
+
+
+def _row_to_decision(row: Row[Any]) -> Decision:
+    return Decision(
+        decision_id=row.decision_id, tenant=row.tenant, task_id=row.task_id,
+        task_type=row.task_type, requirements=row.requirements, metadata=row.metadata,
+        priority=row.priority, agent_id=row.agent_id, agent_uid=row.agent_uid,
+        strategy=row.strategy, seed=row.seed, explored=row.explored,
+        confidence=row.confidence, candidates=row.candidates, excluded=row.excluded,
+        examples=row.excluded_examples or {}, config_hash=row.config_hash,
+        latency_us=row.latency_us, created_at=row.created_at, status=row.status,
+        correlation_id=row.correlation_id, closed_at=row.closed_at, outcome=row.outcome,
+        over_capacity=row.over_capacity,
+    )
+
+
+class SqlDecisions:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def add(self, decision: Decision) -> None:
+        self._conn.execute(insert(t.decisions).values(**_decision_values(decision)))
+
+    def save(self, decision: Decision) -> None:
+        self._conn.execute(
+            update(t.decisions).where(d.decision_id == decision.decision_id)
+            .values(status=decision.status, closed_at=decision.closed_at,
+                    outcome=None if decision.outcome is None else dict(decision.outcome),
+                    over_capacity=decision.over_capacity)
+        )
+
+    def _one(self, stmt: Any) -> Decision | None:
+        row = self._conn.execute(stmt).first()
+        return None if row is None else _row_to_decision(row)
+
+    def get(self, decision_id: str) -> Decision | None:
+        return self._one(select(t.decisions).where(d.decision_id == decision_id))
+
+    def for_task(self, tenant: str, task_id: str) -> Decision | None:
+        return self._one(
+            select(t.decisions).where(d.tenant == tenant, d.task_id == task_id)
+            .order_by((d.status == OPEN).desc(), d.decision_id.desc()).limit(1))
+
+    def expired(self, tenant: str, cutoff: datetime, limit: int) -> builtins.list[Decision]:
+        rows = self._conn.execute(
+            select(t.decisions).where(d.tenant == tenant, d.status == OPEN, d.created_at < cutoff)
+            .order_by(d.created_at, d.decision_id).limit(limit)).fetchall()
+        return [_row_to_decision(r) for r in rows]
+
+    def history(
+        self, tenant: str, *, agent_id: str | None = None, task_type: str | None = None,
+        status: str | None = None, since: datetime | None = None, before: str | None = None,
+        limit: int = 100,
+    ) -> builtins.list[Decision]:
+        stmt = select(t.decisions).where(d.tenant == tenant).order_by(d.decision_id.desc())
+        for column, value in ((d.agent_id, agent_id), (d.task_type, task_type),
+                              (d.status, status)):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        if since is not None:
+            stmt = stmt.where(d.created_at >= since)
+        if before is not None:
+            stmt = stmt.where(d.decision_id < before)
+        if limit:
+            stmt = stmt.limit(limit)
+        return [_row_to_decision(r) for r in self._conn.execute(stmt).fetchall()]

@@ -1,0 +1,403 @@
+"""Routing rules (SPEC §3): tasks, eligibility, arms, the four strategies, and decisions.
+
+``choose`` is pure: it takes the capable candidates as numpy columns (``Pool``), the policy,
+the strategy and a seeded ``numpy.random.Generator``, and returns the candidates in claim
+order with every score component, so the same state, seed and strategy give the same choice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from arbiter_cli.domain import validation as v
+from arbiter_cli.domain.agents import RegistryPolicy, rfc3339
+from arbiter_cli.errors import AtCapacity, NoCapableAgent
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+STRATEGIES = ("thompson", "ucb", "epsilon-greedy", "weighted")
+BANDITS = frozenset({"thompson", "ucb", "epsilon-greedy"})
+CAPABILITY_REASONS = ("task_type", "language", "specialization")
+REASONS = (*CAPABILITY_REASONS, "status", "capacity")
+PRIOR_WEIGHT = 2.0  # pseudo-outcomes taken from the agent's global performance
+CONFIDENCE_DRAWS = 200
+CONFIDENCE_TOP = 10
+EXAMPLES_PER_REASON = 3
+SEED_LIMIT = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class RoutingPolicy:
+    strategy: str = "thompson"
+    half_life: float = 200.0
+    weights: Mapping[str, float] = field(default_factory=lambda: {
+        "performance": 0.6, "load": 0.2, "fit": 0.1, "latency": 0.1})
+    latency_ref_ms: float = 5000.0
+    epsilon_initial: float = 0.2
+    epsilon_min: float = 0.05
+    epsilon_decay: float = 0.995
+    record_candidates: int = 20
+    max_claim_attempts: int = 5
+    assignment_ttl_s: float = 7200.0
+
+    @property
+    def gamma(self) -> float:
+        """Per-outcome decay of arm evidence: 2^(−1/half_life)."""
+        return float(2.0 ** (-1.0 / self.half_life))
+
+    def epsilon(self, outcomes: int) -> float:
+        return max(self.epsilon_min, self.epsilon_initial * self.epsilon_decay ** outcomes)
+
+    def config_hash(self) -> str:
+        """SHA-256 of the settings that shape a decision, stored with it."""
+        body = {"strategy": self.strategy, "half_life": self.half_life,
+                "weights": dict(sorted(self.weights.items())),
+                "latency_ref_ms": self.latency_ref_ms,
+                "epsilon": [self.epsilon_initial, self.epsilon_min, self.epsilon_decay],
+                "record_candidates": self.record_candidates}
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------- task input
+
+TASK_FIELDS = frozenset({"task_id", "task_type", "languages", "specializations", "prefer",
+                         "prefer_specializations", "priority", "metadata"})
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: str
+    task_type: str
+    languages: tuple[str, ...] = ()
+    specializations: tuple[str, ...] = ()
+    prefer: tuple[str, ...] = ()
+    priority: int = 5
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], policy: RegistryPolicy, new_task_id: str) -> Task:
+        unknown = sorted(k for k, value in raw.items() if k not in TASK_FIELDS and value is not None)
+        if unknown:
+            raise v.fail(unknown[0], "unknown_field", "is not a task field")
+        if not raw.get("task_type"):
+            raise v.fail("task_type", "required", "is required")
+        task_id = raw.get("task_id")
+        prefer = raw.get("prefer") or raw.get("prefer_specializations") or []
+        return cls(
+            task_id=new_task_id if task_id is None else v.pattern(task_id, v.TASK_ID_RE,
+                                                                  "task_id", "task id"),
+            task_type=v.choose([raw["task_type"]], policy.task_types, "task_type")[0],
+            languages=v.choose(v.string_list(raw.get("languages") or [], "languages"),
+                               policy.languages, "languages"),
+            specializations=v.labels(v.string_list(raw.get("specializations") or [],
+                                                   "specializations"), "specializations"),
+            prefer=v.labels(v.string_list(prefer, "prefer_specializations"),
+                            "prefer_specializations"),
+            priority=5 if raw.get("priority") is None
+            else v.integer(raw["priority"], "priority", low=1, high=10),
+            metadata=v.metadata(raw.get("metadata") or {}),
+        )
+
+    def requirements(self) -> dict[str, Any]:
+        return {"task_type": self.task_type, "languages": list(self.languages),
+                "specializations": list(self.specializations),
+                "prefer_specializations": list(self.prefer), "priority": self.priority}
+
+
+def parse_strategy(value: str | None, default: str) -> str:
+    strategy = value or default
+    if strategy not in STRATEGIES:
+        raise v.fail("strategy", "allowed", f"must be one of {', '.join(STRATEGIES)}")
+    return strategy
+
+
+def parse_seed(value: Any) -> int:
+    return v.integer(value, "seed", low=0, high=SEED_LIMIT)
+
+
+# ---------------------------------------------------------------------------- arms
+
+
+@dataclass(frozen=True)
+class Arm:
+    """Decayed evidence of one (agent uid, task type): pseudo-counts and outcomes seen."""
+
+    alpha: float = 0.0
+    beta: float = 0.0
+    outcomes: int = 0
+
+
+def reward(success: bool, quality: float) -> float:
+    return quality if success else 0.0
+
+
+def update_arm(arm: Arm, r: float, gamma: float) -> Arm:
+    """α ← γα + r and β ← γβ + (1 − r)."""
+    return Arm(alpha=gamma * arm.alpha + r, beta=gamma * arm.beta + (1.0 - r),
+               outcomes=arm.outcomes + 1)
+
+
+def prior(mean_reward: float) -> tuple[float, float]:
+    """Beta(1, 1) plus 2 pseudo-outcomes at the agent's global mean reward."""
+    return 1.0 + PRIOR_WEIGHT * mean_reward, 1.0 + PRIOR_WEIGHT * (1.0 - mean_reward)
+
+
+# ---------------------------------------------------------------------------- choosing
+
+
+@dataclass
+class Pool:
+    """Capable agents for one task, in ascending id order, plus capability exclusions."""
+
+    ids: list[str]
+    uids: list[str]
+    active: npt.NDArray[np.int64]
+    capacity: npt.NDArray[np.int64]
+    available: npt.NDArray[np.bool_]
+    latency_ms: npt.NDArray[np.float64]
+    mean_reward: npt.NDArray[np.float64]  # global average quality: the prior's centre
+    fit: npt.NDArray[np.float64]
+    arm_alpha: npt.NDArray[np.float64]
+    arm_beta: npt.NDArray[np.float64]
+    arm_outcomes: npt.NDArray[np.int64]
+    excluded: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Eligible candidates in claim order, with their scores and components.
+
+    Only the first max(record_candidates, max_claim_attempts) candidates are kept.
+    """
+
+    order: list[int]  # pool rows, best first
+    scores: dict[int, float]
+    components: dict[int, dict[str, float]]
+    explored: bool
+    confidence: float | None
+    excluded: dict[str, int]
+    examples: dict[str, list[str]]
+
+    def candidates(self, pool: Pool, limit: int) -> list[dict[str, Any]]:
+        return [{"agent_id": pool.ids[row], "score": self.scores[row],
+                 "components": self.components[row]} for row in self.order[:limit]]
+
+
+def choose(pool: Pool, policy: RoutingPolicy, strategy: str, rng: np.random.Generator) -> Choice:
+    """Eligibility, then the strategy's value, then the score; raises 8 or 9 when nobody fits."""
+    import numpy as np
+
+    excluded = {reason: int(pool.excluded.get(reason, 0)) for reason in REASONS}
+    examples = {k: list(v_) for k, v_ in pool.examples.items()}
+    if pool.size == 0:
+        raise NoCapableAgent("no capable agent for this task", excluded=_nonzero(excluded))
+    free = pool.active < pool.capacity
+    _exclude(excluded, examples, pool, ~pool.available, "status")
+    _exclude(excluded, examples, pool, pool.available & ~free, "capacity")
+    rows = np.flatnonzero(pool.available & free)
+    if rows.size == 0:
+        raise AtCapacity("capable agents exist, but none is available with a free slot",
+                         excluded=_nonzero(excluded))
+    centre = pool.mean_reward[rows]
+    a = 1.0 + PRIOR_WEIGHT * centre + pool.arm_alpha[rows]
+    b = 1.0 + PRIOR_WEIGHT * (1.0 - centre) + pool.arm_beta[rows]
+    mean = a / (a + b)
+    outcomes = pool.arm_outcomes[rows]
+    utilization = pool.active[rows] / pool.capacity[rows]
+    fixed = _fixed_parts(pool, rows, utilization, policy)
+    value = _value(strategy, mean, a, b, outcomes, rng)
+    parts = {**fixed, "performance": policy.weights["performance"] * value}
+    score = np.round(parts["performance"] + parts["load"] + parts["fit"] + parts["latency"], 6)
+    greedy = _ranked(np.round(policy.weights["performance"] * mean + fixed["load"] + fixed["fit"]
+                              + fixed["latency"], 6), utilization, rows)
+    untried = outcomes == 0
+    if strategy in BANDITS and untried.any():  # untried arms first: no starvation
+        ranked = _ranked(score + 2.0 * untried, utilization, rows)
+    else:
+        ranked = _ranked(score, utilization, rows)
+        if strategy == "epsilon-greedy" and rng.random() < policy.epsilon(int(outcomes.sum())):
+            pick = int(rng.integers(rows.size))
+            ranked = [pick] + [i for i in ranked if i != pick]
+    ranked = ranked[: max(policy.record_candidates, policy.max_claim_attempts)]
+    confidence = None
+    if strategy == "thompson":
+        confidence = _confidence(ranked, a, b, fixed, policy, rng)
+    components = {
+        int(rows[i]): {
+            "value": round(float(value[i]), 6),
+            "posterior_mean": round(float(mean[i]), 6),
+            "performance": round(float(parts["performance"][i]), 6),
+            "load": round(float(parts["load"][i]), 6),
+            "fit": round(float(parts["fit"][i]), 6),
+            "latency": round(float(parts["latency"][i]), 6),
+            "outcomes": int(outcomes[i]),
+        }
+        for i in ranked
+    }
+    return Choice(
+        order=[int(rows[i]) for i in ranked],
+        scores={int(rows[i]): float(score[i]) for i in ranked},
+        components=components,
+        explored=ranked[0] != greedy[0],
+        confidence=confidence,
+        excluded=_nonzero(excluded),
+        examples={k: v_ for k, v_ in examples.items() if v_},
+    )
+
+
+def _nonzero(counts: Mapping[str, int]) -> dict[str, int]:
+    return {reason: n for reason, n in counts.items() if n}
+
+
+def _exclude(excluded: dict[str, int], examples: dict[str, list[str]], pool: Pool,
+             mask: npt.NDArray[np.bool_], reason: str) -> None:
+    import numpy as np
+
+    hits = np.flatnonzero(mask)
+    excluded[reason] += int(hits.size)
+    examples.setdefault(reason, []).extend(pool.ids[i] for i in hits[:EXAMPLES_PER_REASON])
+    examples[reason] = examples[reason][:EXAMPLES_PER_REASON]
+
+
+def _fixed_parts(pool: Pool, rows: npt.NDArray[np.intp], utilization: npt.NDArray[np.float64],
+                 policy: RoutingPolicy) -> dict[str, npt.NDArray[np.float64]]:
+    import numpy as np
+
+    weights = policy.weights
+    latency_score = 1.0 / (1.0 + pool.latency_ms[rows] / policy.latency_ref_ms)
+    return {
+        "load": weights["load"] * (1.0 - np.minimum(utilization, 1.0)),
+        "fit": weights["fit"] * pool.fit[rows],
+        "latency": weights["latency"] * latency_score,
+    }
+
+
+def _value(strategy: str, mean: npt.NDArray[np.float64], a: npt.NDArray[np.float64],
+           b: npt.NDArray[np.float64], outcomes: npt.NDArray[np.int64],
+           rng: np.random.Generator) -> npt.NDArray[np.float64]:
+    import numpy as np
+
+    if strategy == "thompson":
+        return rng.beta(a, b)
+    if strategy == "ucb":
+        total = max(int(outcomes.sum()), 1)
+        bonus = np.sqrt(2.0 * math.log(total) / np.maximum(outcomes, 1))
+        return np.where(outcomes > 0, mean + bonus, mean)
+    return mean
+
+
+def _ranked(score: npt.NDArray[np.float64], utilization: npt.NDArray[np.float64],
+            rows: npt.NDArray[np.intp]) -> list[int]:
+    """Positions by score descending, then lower utilization, then id (rows are in id order)."""
+    import numpy as np
+
+    ranked: list[int] = np.lexsort((rows, utilization, -score)).tolist()
+    return ranked
+
+
+def _confidence(ranked: Sequence[int], a: npt.NDArray[np.float64], b: npt.NDArray[np.float64],
+                fixed: Mapping[str, npt.NDArray[np.float64]], policy: RoutingPolicy,
+                rng: np.random.Generator) -> float:
+    """Share of 200 posterior draws over the top 10 candidates won by the chosen one."""
+    import numpy as np
+
+    top = np.asarray(ranked[:CONFIDENCE_TOP])
+    draws = rng.beta(a[top], b[top], size=(CONFIDENCE_DRAWS, top.size))
+    base = fixed["load"][top] + fixed["fit"][top] + fixed["latency"][top]
+    scores = policy.weights["performance"] * draws + base
+    return round(float((scores.argmax(axis=1) == 0).mean()), 4)
+
+
+# ---------------------------------------------------------------------------- decisions
+
+OPEN, SUCCEEDED, FAILED, EXPIRED = "open", "succeeded", "failed", "expired"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    success: bool
+    quality: float
+    latency_ms: float | None = None
+    tokens: int | None = None
+    error: str | None = None
+
+    @classmethod
+    def parse(cls, *, success: Any, quality: Any = None, latency_ms: Any = None,
+              tokens: Any = None, error: Any = None) -> Outcome:
+        if not isinstance(success, bool):
+            raise v.fail("success", "required", "give --success or --failure")
+        return cls(
+            success=success,
+            quality=(1.0 if success else 0.0) if quality is None else v.fraction(quality, "quality"),
+            latency_ms=None if latency_ms is None else v.finite(latency_ms, "latency_ms", low=0.0),
+            tokens=None if tokens is None else v.integer(tokens, "tokens", low=0, high=2**62),
+            error=None if error is None else v.text(error, "error", max_len=2000),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"success": self.success, "quality": self.quality, "latency_ms": self.latency_ms,
+                "tokens": self.tokens, "error": self.error}
+
+
+@dataclass(frozen=True)
+class Decision:
+    decision_id: str | None
+    tenant: str
+    task_id: str
+    task_type: str
+    requirements: Mapping[str, Any]
+    metadata: Mapping[str, Any]
+    priority: int
+    agent_id: str
+    agent_uid: str
+    strategy: str
+    seed: int
+    explored: bool
+    confidence: float | None
+    candidates: list[dict[str, Any]]
+    excluded: Mapping[str, int]
+    examples: Mapping[str, list[str]]
+    config_hash: str
+    latency_us: int
+    created_at: datetime
+    status: str = OPEN
+    correlation_id: str | None = None
+    closed_at: datetime | None = None
+    outcome: Mapping[str, Any] | None = None
+    over_capacity: bool = False
+
+    def close(self, outcome: Outcome, now: datetime) -> Decision:
+        status = SUCCEEDED if outcome.success else FAILED
+        return replace(self, status=status, outcome=outcome.to_dict(), closed_at=now)
+
+    def expire(self, now: datetime) -> Decision:
+        return replace(self, status=EXPIRED, closed_at=now)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decision_id": self.decision_id, "task_id": self.task_id,
+            "task_type": self.task_type, "requirements": dict(self.requirements),
+            "agent_id": self.agent_id, "strategy": self.strategy, "seed": self.seed,
+            "explored": self.explored, "confidence": self.confidence,
+            "candidates": list(self.candidates), "excluded": dict(self.excluded),
+            "excluded_examples": {k: list(x) for k, x in self.examples.items()},
+            "config_hash": self.config_hash, "latency_us": self.latency_us,
+            "created_at": rfc3339(self.created_at), "status": self.status,
+            "priority": self.priority, "metadata": dict(self.metadata),
+            "correlation_id": self.correlation_id,
+            "closed_at": None if self.closed_at is None else rfc3339(self.closed_at),
+            "outcome": None if self.outcome is None else dict(self.outcome),
+        }

@@ -1,0 +1,276 @@
+"""Routing use cases (SPEC §3): route, outcome, reap, explain, history, stats."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from arbiter_cli.domain import agents as rules
+from arbiter_cli.domain import validation as v
+from arbiter_cli.domain.agents import RegistryPolicy, TaskResult
+from arbiter_cli.domain.principal import Principal
+from arbiter_cli.domain.routing import (
+    EXPIRED,
+    OPEN,
+    Arm,
+    Decision,
+    Outcome,
+    RoutingPolicy,
+    Task,
+    choose,
+    parse_seed,
+    parse_strategy,
+    reward,
+    update_arm,
+)
+from arbiter_cli.errors import AtCapacity, Conflict, NotFound
+from arbiter_cli.ids import uuid7
+from arbiter_cli.ports import Clock, UnitOfWork, UnitOfWorkFactory
+
+REAP_BATCH = 100
+
+
+@dataclass(frozen=True)
+class Routed:
+    decision: Decision
+    already_routed: bool = False
+
+
+@dataclass(frozen=True)
+class Recorded:
+    decision: Decision
+    already_recorded: bool = False
+
+
+def not_found(decision_ref: str) -> NotFound:
+    """The same message whether the decision is missing or another tenant's (SPEC §4)."""
+    return NotFound(f"decision {decision_ref!r} not found")
+
+
+class RoutingService:
+    def __init__(self, uow: UnitOfWorkFactory, registry: RegistryPolicy, policy: RoutingPolicy,
+                 clock: Clock) -> None:
+        self._uow = uow
+        self.registry = registry
+        self.policy = policy
+        self._clock = clock
+
+    # ------------------------------------------------------------------ route
+
+    def route(
+        self, principal: Principal, raw: Mapping[str, Any], *, strategy: str | None = None,
+        seed: Any = None, dry_run: bool = False, correlation_id: str | None = None,
+    ) -> Routed:
+        """Reap, check idempotency, choose, claim (falling back on lost races), record."""
+        import numpy as np
+
+        task = Task.parse(raw, self.registry, new_task_id=f"task-{uuid7()}")
+        chosen_strategy = parse_strategy(strategy, self.policy.strategy)
+        seed_value = secrets.randbits(63) if seed is None else parse_seed(seed)
+        try:
+            with self._uow(write=not dry_run) as uow:
+                if not dry_run:
+                    self._reap(uow, principal.tenant, REAP_BATCH)
+                    existing = uow.decisions.for_task(principal.tenant, task.task_id)
+                    if existing is not None and existing.status == OPEN:
+                        return Routed(existing, already_routed=True)
+                started = time.perf_counter_ns()
+                pool = uow.routing.pool(principal.tenant, task)
+                choice = choose(pool, self.policy, chosen_strategy,
+                                np.random.default_rng(seed_value))
+                row = choice.order[0] if dry_run else self._claim(uow, principal, pool.uids,
+                                                                  choice.order, choice.excluded)
+                decision = Decision(
+                    decision_id=None if dry_run else uuid7(), tenant=principal.tenant,
+                    task_id=task.task_id, task_type=task.task_type,
+                    requirements=task.requirements(), metadata=task.metadata,
+                    priority=task.priority, agent_id=pool.ids[row], agent_uid=pool.uids[row],
+                    strategy=chosen_strategy, seed=seed_value,
+                    explored=choice.explored or row != choice.order[0],
+                    confidence=choice.confidence,
+                    candidates=choice.candidates(pool, self.policy.record_candidates),
+                    excluded=choice.excluded, examples=choice.examples,
+                    config_hash=self.policy.config_hash(),
+                    latency_us=(time.perf_counter_ns() - started) // 1000,
+                    created_at=self._clock(), correlation_id=correlation_id,
+                )
+                if dry_run:
+                    return Routed(decision)
+                uow.decisions.add(decision)
+                uow.commit()
+        except Conflict:
+            return self._concurrent_duplicate(principal, task)
+        return Routed(decision)
+
+    def _claim(self, uow: UnitOfWork, principal: Principal, uids: list[str], order: list[int],
+               excluded: dict[str, int]) -> int:
+        for row in order[: self.policy.max_claim_attempts]:
+            if uow.routing.claim(principal.tenant, uids[row]):
+                return row
+        raise AtCapacity("every candidate's last slot was taken meanwhile; retry",
+                         excluded={**excluded, "capacity": excluded.get("capacity", 0)
+                                   + min(len(order), self.policy.max_claim_attempts)})
+
+    def _concurrent_duplicate(self, principal: Principal, task: Task) -> Routed:
+        """Another process opened a decision for this task id at the same moment."""
+        with self._uow() as uow:
+            existing = uow.decisions.for_task(principal.tenant, task.task_id)
+        if existing is None or existing.status != OPEN:
+            raise Conflict(f"task {task.task_id!r} was routed concurrently; retry")
+        return Routed(existing, already_routed=True)
+
+    # ------------------------------------------------------------------ outcome
+
+    def outcome(
+        self, principal: Principal, outcome: Outcome, *, decision_id: str | None = None,
+        task_id: str | None = None,
+    ) -> Recorded:
+        """Close the decision, release the slot, fold performance, update the arm: one transaction."""
+        with self._uow(write=True) as uow:
+            decision = self._find(uow, principal, decision_id, task_id)
+            if decision.status not in (OPEN, EXPIRED):
+                if dict(decision.outcome or {}) == outcome.to_dict():
+                    return Recorded(decision, already_recorded=True)
+                raise Conflict(f"decision {decision.decision_id} already has a different "
+                               f"outcome ({decision.status})")
+            now = self._clock()
+            self._learn(uow, decision, outcome, now, release=decision.status == OPEN)
+            closed = decision.close(outcome, now)
+            uow.decisions.save(closed)
+            uow.commit()
+        return Recorded(closed)
+
+    def _find(self, uow: UnitOfWork, principal: Principal, decision_id: str | None,
+              task_id: str | None) -> Decision:
+        if (decision_id is None) == (task_id is None):
+            raise v.fail("decision_id", "required", "give a DECISION_ID or --task-id, not both")
+        if decision_id is not None:
+            found = uow.decisions.get(v.pattern(decision_id, v.TASK_ID_RE, "decision_id",
+                                                "decision id"))
+            if found is None or found.tenant != principal.tenant:
+                raise not_found(decision_id)
+            return found
+        assert task_id is not None
+        found = uow.decisions.for_task(principal.tenant,
+                                       v.pattern(task_id, v.TASK_ID_RE, "task_id", "task id"))
+        if found is None:
+            raise NotFound(f"no decision for task {task_id!r}")
+        return found
+
+    def _learn(self, uow: UnitOfWork, decision: Decision, outcome: Outcome, now: datetime,
+               *, release: bool) -> None:
+        agent = uow.agents.get(decision.tenant, decision.agent_id, for_update=True)
+        if agent is None or agent.uid != decision.agent_uid:
+            return  # removed meanwhile: the outcome only closes the decision
+        result = TaskResult(success=outcome.success, quality=outcome.quality,
+                            latency_ms=outcome.latency_ms, task_type=decision.task_type)
+        learned = rules.record(agent, result, self.registry.window, now)
+        if release:
+            learned = replace(learned, active_tasks=max(0, agent.active_tasks - 1))
+        if not uow.agents.update(learned, expect_version=agent.version):
+            raise Conflict(f"agent {agent.id!r} changed meanwhile; retry")
+        arm = uow.routing.arm(decision.tenant, agent.uid, decision.task_type) or Arm()
+        uow.routing.save_arm(decision.tenant, agent.uid, decision.task_type,
+                             update_arm(arm, reward(outcome.success, outcome.quality),
+                                        self.policy.gamma), now)
+
+    # ------------------------------------------------------------------ expiry
+
+    def reap(self, principal: Principal, limit: int = 0) -> list[Decision]:
+        """Expire open decisions older than routing.assignment_ttl, releasing their slots."""
+        with self._uow(write=True) as uow:
+            expired = self._reap(uow, principal.tenant, limit)
+            uow.commit()
+        return expired
+
+    def _reap(self, uow: UnitOfWork, tenant: str, limit: int) -> list[Decision]:
+        now = self._clock()
+        cutoff = now - timedelta(seconds=self.policy.assignment_ttl_s)
+        expired = []
+        for decision in uow.decisions.expired(tenant, cutoff, limit or 1_000_000):
+            uow.routing.release(tenant, decision.agent_uid)
+            closed = decision.expire(now)
+            uow.decisions.save(closed)
+            expired.append(closed)
+        return expired
+
+    # ------------------------------------------------------------------ views
+
+    def explain(self, principal: Principal, decision_id: str) -> Decision:
+        with self._uow() as uow:
+            found = uow.decisions.get(decision_id)
+        if found is None or found.tenant != principal.tenant:
+            raise not_found(decision_id)
+        return found
+
+    def history(
+        self, principal: Principal, *, agent_id: str | None = None,
+        task_type: str | None = None, status: str | None = None, since: datetime | None = None,
+        cursor: str | None = None, limit: int = 100,
+    ) -> tuple[list[Decision], str | None]:
+        if status is not None and status not in ("open", "succeeded", "failed", "expired"):
+            raise v.fail("status", "allowed", "must be open, succeeded, failed or expired")
+        limit = v.integer(limit, "limit", low=0, high=1_000_000)
+        with self._uow() as uow:
+            found = uow.decisions.history(principal.tenant, agent_id=agent_id,
+                                          task_type=task_type, status=status, since=since,
+                                          before=cursor, limit=limit + 1 if limit else 0)
+        if limit and len(found) > limit:
+            return found[:limit], found[limit - 1].decision_id
+        return found, None
+
+    def stats(self, principal: Principal, *, since: datetime | None = None,
+              by: str = "agent") -> dict[str, Any]:
+        if by not in ("agent", "task-type", "strategy"):
+            raise v.fail("by", "allowed", "must be agent, task-type or strategy")
+        with self._uow() as uow:
+            decisions = uow.decisions.history(principal.tenant, since=since, limit=0)
+        return summarize(decisions, by)
+
+
+def summarize(decisions: list[Decision], by: str) -> dict[str, Any]:
+    """`route stats`: counts, explore share, per-group and per-arm results, latency, starvation."""
+    import numpy as np
+
+    keys: dict[str, Callable[[Decision], str]] = {
+        "agent": lambda d: d.agent_id, "task-type": lambda d: d.task_type,
+        "strategy": lambda d: d.strategy}
+    key = keys[by]
+    groups: dict[str, Counter[str]] = defaultdict(Counter)
+    arms: dict[tuple[str, str], list[tuple[bool, float]]] = defaultdict(list)
+    eligible: set[str] = set()
+    chosen: set[str] = set()
+    for decision in decisions:
+        group = groups[key(decision)]
+        group["decisions"] += 1
+        group[decision.status] += 1
+        group["explored"] += int(decision.explored)
+        chosen.add(decision.agent_id)
+        eligible.update(c["agent_id"] for c in decision.candidates)
+        if decision.outcome is not None:
+            arms[(decision.agent_id, decision.task_type)].append(
+                (bool(decision.outcome["success"]), float(decision.outcome["quality"])))
+            group["successes"] += int(bool(decision.outcome["success"]))
+    latencies = np.array([d.latency_us for d in decisions], dtype=np.float64) / 1000.0
+    total = len(decisions)
+    return {
+        "decisions": total,
+        "explored_share": round(sum(d.explored for d in decisions) / total, 4) if total else 0.0,
+        "without_outcome": sum(1 for d in decisions if d.outcome is None),
+        "open": sum(1 for d in decisions if d.status == OPEN),
+        "expired": sum(1 for d in decisions if d.status == EXPIRED),
+        "latency_ms": {f"p{q}": round(float(np.percentile(latencies, q)), 4) if total else None
+                       for q in (50, 95, 99)},
+        "by": by,
+        "groups": {name: dict(counts) for name, counts in sorted(groups.items())},
+        "arms": [{"agent_id": agent, "task_type": task_type, "outcomes": len(values),
+                  "success_rate": round(sum(s for s, _ in values) / len(values), 4),
+                  "mean_quality": round(sum(q for _, q in values) / len(values), 4)}
+                 for (agent, task_type), values in sorted(arms.items())],
+        "starved": sorted(eligible - chosen),
+    }
