@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from arbiter_cli.adapters.sql.schema_version import HEAD
 from tests.cli.conftest import AGENT
 from tests.helpers import cli
 
@@ -112,7 +113,7 @@ def test_cleanup_dry_run_lists_without_changing(initialized):
 
 def test_init_is_idempotent(clean_env):
     first = cli("--json", "init").json()
-    assert first["tenant"] == "default" and first["revision"] == "0001_initial"
+    assert first["tenant"] == "default" and first["revision"] == HEAD
     assert first["admin_token"] is None
     again = cli("--json", "init").json()
     assert again["created"] is False and again["revision"] == first["revision"]
