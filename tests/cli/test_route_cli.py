@@ -48,7 +48,7 @@ def test_exit_8_and_9_are_kept_apart(fleet):
     none = cli("--json", "route", "task", "--task-type", "code-review", "--language", "Rust")
     assert none.exit_code == 8 and none.error()["code"] == "no_capable_agent"
     assert none.error()["details"]["excluded"] == {"language": 2}
-    for i in range(2):
+    for _ in range(2):
         assert cli("route", "task", "--task-type", "code-review").exit_code == 0
     full = cli("--json", "route", "task", "--task-type", "code-review")
     assert full.exit_code == 9 and full.error()["details"]["excluded"] == {"capacity": 2}
