@@ -61,11 +61,13 @@ class _Index:
     active: npt.NDArray[np.int64]
     capacity: npt.NDArray[np.int64]
     latency: npt.NDArray[np.float64]
+    uids: list[str] = field(default_factory=list)
     position: dict[str, int] = field(default_factory=dict)
 
     def refresh(self, agent: Agent) -> None:
         row = self.position[agent.id]
         self.agents[row] = agent
+        self.uids[row] = agent.uid
         self.success[row] = agent.performance.success_rate
         self.quality[row] = agent.performance.average_quality
         self.utilization[row] = agent.utilization
@@ -87,6 +89,7 @@ class MemoryStore:
         self.language_bits = _Bits()
         self.by_uid: dict[str, Agent] = {}
         self.arms: dict[tuple[str, str], dict[str, Arm]] = {}  # (tenant, task type) → uid → arm
+        self.arm_cache: dict[tuple[str, str], tuple[_Index, Any, Any, Any]] = {}
         self.decisions: dict[str, Decision] = {}
         self.open_tasks: dict[tuple[str, str], str] = {}  # (tenant, task id) → decision id
 
@@ -115,7 +118,37 @@ class MemoryStore:
             latency=np.fromiter((a.performance.average_latency_ms for a in agents), np.float64, n),
         )
         index.position = {agent_id: row for row, agent_id in enumerate(index.ids)}
+        index.uids = [a.uid for a in agents]
         return index
+
+    def arm_columns(self, tenant: str, task_type: str, index: _Index) -> tuple[Any, Any, Any]:
+        """Arm evidence aligned with the index rows, rebuilt when the index is."""
+        import numpy as np
+
+        cached = self.arm_cache.get((tenant, task_type))
+        if cached is not None and cached[0] is index:
+            return cached[1], cached[2], cached[3]
+        table = self.arms.get((tenant, task_type), {})
+        found = [table.get(uid) for uid in index.uids]
+        n = len(found)
+        columns = (
+            np.fromiter((a.alpha if a else 0.0 for a in found), np.float64, n),
+            np.fromiter((a.beta if a else 0.0 for a in found), np.float64, n),
+            np.fromiter((a.outcomes if a else 0 for a in found), np.int64, n),
+        )
+        self.arm_cache[(tenant, task_type)] = (index, *columns)
+        return columns
+
+    def refresh_arm(self, tenant: str, task_type: str, agent_uid: str, arm: Arm) -> None:
+        cached = self.arm_cache.get((tenant, task_type))
+        agent = self.by_uid.get(agent_uid)
+        if cached is None or agent is None or cached[0] is not self.indexes.get(tenant):
+            return
+        row = cached[0].position.get(agent.id)
+        if row is None:
+            self.arm_cache.pop((tenant, task_type), None)
+            return
+        cached[1][row], cached[2][row], cached[3][row] = arm.alpha, arm.beta, arm.outcomes
 
     def put(self, tenant: str, agent_id: str, agent: Agent | None) -> None:
         """Store or delete one agent, keeping the tenant's index current."""
@@ -269,29 +302,29 @@ class MemoryRouting:
         if task.specializations:
             rows = np.array([r for r in rows if index.agents[r].has_specializations(
                 task.specializations)], dtype=np.intp)
-        examples = {
-            "task_type": _first_ids(index, ~has_type),
-            "language": _first_ids(index, has_type & ~has_languages),
-            "specialization": [index.ids[r] for r in np.setdiff1d(
-                np.flatnonzero(has_languages), rows)[:EXAMPLES_PER_REASON]],
-        }
-        arms = self._store.arms.get((tenant, task.task_type), {})
-        uids = [index.agents[r].uid for r in rows]
-        found = [arms.get(uid) for uid in uids]
+        typed, languaged = int(has_type.sum()), int(has_languages.sum())
+        excluded = {"task_type": n - typed, "language": typed - languaged,
+                    "specialization": languaged - int(rows.size)}
+        examples = {}
+        if excluded["task_type"]:
+            examples["task_type"] = _first_ids(index, ~has_type)
+        if excluded["language"]:
+            examples["language"] = _first_ids(index, has_type & ~has_languages)
+        if excluded["specialization"]:
+            examples["specialization"] = [index.ids[r] for r in np.setdiff1d(
+                np.flatnonzero(has_languages), rows)[:EXAMPLES_PER_REASON]]
+        alpha, beta, outcomes = self._store.arm_columns(tenant, task.task_type, index)
+        everyone = rows.size == n
         return Pool(
-            ids=[index.ids[r] for r in rows], uids=uids,
+            ids=index.ids if everyone else [index.ids[r] for r in rows],
+            uids=index.uids if everyone else [index.uids[r] for r in rows],
             active=index.active[rows], capacity=index.capacity[rows],
             available=index.status[rows] == STATUS_CODES[Status.AVAILABLE],
             latency_ms=index.latency[rows], mean_reward=index.quality[rows],
             fit=np.ones(rows.size) if not task.prefer else fit_column(
                 [index.agents[r] for r in rows], task.prefer),  # type: ignore[arg-type]
-            arm_alpha=np.fromiter((a.alpha if a else 0.0 for a in found), np.float64, rows.size),
-            arm_beta=np.fromiter((a.beta if a else 0.0 for a in found), np.float64, rows.size),
-            arm_outcomes=np.fromiter((a.outcomes if a else 0 for a in found), np.int64, rows.size),
-            excluded={"task_type": int(n - has_type.sum()),
-                      "language": int(has_type.sum() - has_languages.sum()),
-                      "specialization": int(has_languages.sum() - rows.size)},
-            examples={k: v for k, v in examples.items() if v},
+            arm_alpha=alpha[rows], arm_beta=beta[rows], arm_outcomes=outcomes[rows],
+            excluded=excluded, examples=examples,
         )
 
     def _slot(self, tenant: str, agent_uid: str, delta: int) -> bool:
@@ -316,15 +349,18 @@ class MemoryRouting:
 
     def save_arm(self, tenant: str, agent_uid: str, task_type: str, arm: Arm, now: datetime
                  ) -> None:
-        table = self._store.arms.setdefault((tenant, task_type), {})
+        store = self._store
+        table = store.arms.setdefault((tenant, task_type), {})
         previous = table.get(agent_uid)
         table[agent_uid] = arm
+        store.refresh_arm(tenant, task_type, agent_uid, arm)
 
         def undo() -> None:
             if previous is None:
                 table.pop(agent_uid, None)
             else:
                 table[agent_uid] = previous
+            store.arm_cache.pop((tenant, task_type), None)
 
         self._uow.undo.append(undo)
 

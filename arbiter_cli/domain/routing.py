@@ -7,6 +7,7 @@ order with every score component, so the same state, seed and strategy give the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -56,6 +57,7 @@ class RoutingPolicy:
     def epsilon(self, outcomes: int) -> float:
         return max(self.epsilon_min, self.epsilon_initial * self.epsilon_decay ** outcomes)
 
+    @functools.cached_property
     def config_hash(self) -> str:
         """SHA-256 of the settings that shape a decision, stored with it."""
         body = {"strategy": self.strategy, "half_life": self.half_life,
@@ -221,35 +223,33 @@ def choose(pool: Pool, policy: RoutingPolicy, strategy: str, rng: np.random.Gene
     value = _value(strategy, mean, a, b, outcomes, rng)
     parts = {**fixed, "performance": policy.weights["performance"] * value}
     score = np.round(parts["performance"] + parts["load"] + parts["fit"] + parts["latency"], 6)
+    keep = max(policy.record_candidates, policy.max_claim_attempts)
     greedy = _ranked(np.round(policy.weights["performance"] * mean + fixed["load"] + fixed["fit"]
-                              + fixed["latency"], 6), utilization, rows)
+                              + fixed["latency"], 6), utilization, rows, 1)
     untried = outcomes == 0
     if strategy in BANDITS and untried.any():  # untried arms first: no starvation
-        ranked = _ranked(score + 2.0 * untried, utilization, rows)
+        ranked = _ranked(score + 2.0 * untried, utilization, rows, keep)
     else:
-        ranked = _ranked(score, utilization, rows)
+        ranked = _ranked(score, utilization, rows, keep)
         if strategy == "epsilon-greedy" and rng.random() < policy.epsilon(int(outcomes.sum())):
             pick = int(rng.integers(rows.size))
-            ranked = [pick] + [i for i in ranked if i != pick]
-    ranked = ranked[: max(policy.record_candidates, policy.max_claim_attempts)]
+            ranked = [pick] + [i for i in ranked if i != pick][: keep - 1]
     confidence = None
     if strategy == "thompson":
         confidence = _confidence(ranked, a, b, fixed, policy, rng)
+    top = np.asarray(ranked)
+    chosen_rows = rows[top].tolist()
+    columns = {name: np.round(array[top], 6).tolist() for name, array in (
+        ("value", value), ("posterior_mean", mean), ("performance", parts["performance"]),
+        ("load", parts["load"]), ("fit", parts["fit"]), ("latency", parts["latency"]))}
+    counts = outcomes[top].tolist()
     components = {
-        int(rows[i]): {
-            "value": round(float(value[i]), 6),
-            "posterior_mean": round(float(mean[i]), 6),
-            "performance": round(float(parts["performance"][i]), 6),
-            "load": round(float(parts["load"][i]), 6),
-            "fit": round(float(parts["fit"][i]), 6),
-            "latency": round(float(parts["latency"][i]), 6),
-            "outcomes": int(outcomes[i]),
-        }
-        for i in ranked
+        row: {**{name: column[k] for name, column in columns.items()}, "outcomes": counts[k]}
+        for k, row in enumerate(chosen_rows)
     }
     return Choice(
-        order=[int(rows[i]) for i in ranked],
-        scores={int(rows[i]): float(score[i]) for i in ranked},
+        order=chosen_rows,
+        scores=dict(zip(chosen_rows, score[top].tolist(), strict=True)),
         components=components,
         explored=ranked[0] != greedy[0],
         confidence=confidence,
@@ -300,11 +300,24 @@ def _value(strategy: str, mean: npt.NDArray[np.float64], a: npt.NDArray[np.float
 
 
 def _ranked(score: npt.NDArray[np.float64], utilization: npt.NDArray[np.float64],
-            rows: npt.NDArray[np.intp]) -> list[int]:
-    """Positions by score descending, then lower utilization, then id (rows are in id order)."""
+            rows: npt.NDArray[np.intp], keep: int) -> list[int]:
+    """The best ``keep`` positions by score descending, then lower utilization, then id.
+
+    The three keys pack into one unique int64 (score·10⁶ < 2²², utilization floored to 10⁻⁶ of
+    an eligible agent < 2²⁰, row < 2²⁰ since rows are in id order), so a linear
+    ``argpartition`` finds the best even when a cold fleet ties everywhere. Two utilizations of
+    capacities ≤ 1000 differ by more than 10⁻⁶, so flooring never merges them.
+    """
     import numpy as np
 
-    ranked: list[int] = np.lexsort((rows, utilization, -score)).tolist()
+    score_key = np.rint(score * 1e6).astype(np.int64)
+    load_key = 999_999 - np.minimum(np.floor(utilization * 1e6), 999_999).astype(np.int64)
+    keys = (score_key << 40) | (load_key << 20) | ((1 << 20) - 1 - rows.astype(np.int64))
+    if keys.size > keep:
+        top = np.argpartition(keys, keys.size - keep)[keys.size - keep:]
+    else:
+        top = np.arange(keys.size)
+    ranked: list[int] = top[np.argsort(-keys[top])].tolist()
     return ranked
 
 

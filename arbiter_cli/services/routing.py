@@ -95,7 +95,7 @@ class RoutingService:
                     confidence=choice.confidence,
                     candidates=choice.candidates(pool, self.policy.record_candidates),
                     excluded=choice.excluded, examples=choice.examples,
-                    config_hash=self.policy.config_hash(),
+                    config_hash=self.policy.config_hash,
                     latency_us=(time.perf_counter_ns() - started) // 1000,
                     created_at=self._clock(), correlation_id=correlation_id,
                 )
