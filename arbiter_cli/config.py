@@ -359,8 +359,9 @@ def _merge(
 def _validate(tree: dict[str, Any]) -> list[str]:
     from dynaconf import Dynaconf, ValidationError
 
-    holder = Dynaconf(settings_files=[], environments=False, loaders=[], envvar_prefix="ARBITER_NONE")
-    holder.update(tree)
+    holder = Dynaconf(settings_files=[], environments=False, loaders=[],
+                      envvar_prefix="ARBITER_NONE")
+    holder.update(_literal(tree))  # validate exactly the values we store
     holder.validators.register(*_validators())
     problems: list[str] = []
     try:
@@ -368,6 +369,21 @@ def _validate(tree: dict[str, Any]) -> list[str]:
     except ValidationError as exc:
         problems = [message for _validator, message in exc.details]
     return problems
+
+
+def _literal(node: Any) -> Any:
+    """Protect strings from dynaconf's ``@`` tokens (``@format``, ``@int``…) while validating.
+
+    Environment values were already parsed once (so ``@int 5`` works there); anything still
+    starting with ``@`` is a literal string, such as a password.
+    """
+    if isinstance(node, dict):
+        return {key: _literal(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_literal(value) for value in node]
+    if isinstance(node, str) and node.startswith("@"):
+        return "@str " + node
+    return node
 
 
 def _validators() -> list[Any]:
@@ -442,7 +458,7 @@ def _valid_list(value: Any, key: Key) -> bool:
     if len(set(lowered)) != len(lowered):
         return False
     if key.name == "registry.task_types":
-        return all(SLUG_RE.match(item) for item in value)
+        return all(SLUG_RE.fullmatch(item) for item in value)
     return True
 
 

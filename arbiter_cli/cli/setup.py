@@ -182,7 +182,7 @@ def _demo_human(
 def bench(
     ctx: typer.Context,
     workload: Annotated[str, typer.Option(
-        "--workload", help="registry-v1 or registry-v2.")] = "registry-v1",
+        "--workload", help="registry-v1, registry-v2, route or e2e.")] = "registry-v1",
     agents: Annotated[int, typer.Option("--agents", help="Agents (registry-v1).", min=1,
                                         max=100_000)] = 1000,
     backend: Annotated[str, typer.Option(
@@ -192,19 +192,25 @@ def bench(
         "(default: database.url).", show_default=False)] = None,
     queries: Annotated[int, typer.Option("--queries", help="Timed queries (registry-v1).",
                                          min=10)] = 1000,
-    seconds: Annotated[float, typer.Option("--seconds", help="Length of the throughput loop.",
-                                           min=0.5)] = 5.0,
+    seconds: Annotated[float, typer.Option("--seconds", help="Length of the throughput loop "
+                                           "(e2e: of the run).", min=0.5)] = 5.0,
+    processes: Annotated[int, typer.Option("--processes", help="Worker processes (e2e on "
+                                           "sqlite or postgres).", min=1, max=64)] = 1,
+    warm_outcomes: Annotated[int | None, typer.Option(
+        "--warm-outcomes", help="Outcomes before the warm route run (default 10 x agents).",
+        min=0, show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Benchmark the registry through the services on a scratch store (SPEC §13).
+    """Benchmark through the services on a scratch store (SPEC §13); never touches your data.
 
-    Example: arbiter bench --workload registry-v1 --agents 10000 --backend memory --json
+    Example: arbiter bench --workload e2e --backend postgres --processes 4 --seconds 10
     """
     from arbiter_cli.services import bench as benchmarks
 
     state = state_of(ctx)
     result = benchmarks.run(state.settings, workload=workload, agents=agents, backend=backend,
                             database_url=database_url, queries=queries, seconds=seconds,
+                            processes=processes, warm_outcomes=warm_outcomes,
                             log=lambda message: render.stderr_console().print(message)
                             if not state.json else None)
     render.emit(state, result, lambda c: _bench_human(c, result))

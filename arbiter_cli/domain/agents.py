@@ -188,7 +188,8 @@ class Registration:
             ),
             capacity=policy.default_capacity if capacity is None
             else v.integer(capacity, where + "capacity", low=1, high=1000),
-            metadata=v.metadata(raw.get("metadata") or {}, where + "metadata"),
+            metadata=v.metadata({} if raw.get("metadata") is None else raw["metadata"],
+                                where + "metadata"),
             performance=Performance() if raw.get("performance") is None
             else parse_performance(raw["performance"], where + "performance"),
         )
@@ -309,11 +310,15 @@ def record(agent: Agent, result: TaskResult, window: int, now: datetime) -> Agen
     )
 
 
-def set_status(agent: Agent, status: str, reason: str | None, now: datetime) -> Agent:
+def check_status(status: str, reason: str | None) -> None:
     if status not in STATUSES:
         raise v.fail("status", "allowed", f"must be one of {', '.join(STATUSES)}")
     if reason is not None:
         v.text(reason, "reason", max_len=500)
+
+
+def set_status(agent: Agent, status: str, reason: str | None, now: datetime) -> Agent:
+    check_status(status, reason)
     return replace(
         agent, status=Status(status), status_reason=reason, updated_at=now,
         version=agent.version + 1,

@@ -45,9 +45,12 @@ class Query:
         min_success = raw.get("min_success_rate")
         return cls(
             task_type=v.choose([raw["task_type"]], policy.task_types, "task_type")[0],
-            languages=v.choose(raw.get("languages") or [], policy.languages, "languages"),
-            specializations=v.labels(raw.get("specializations") or [], "specializations"),
-            prefer=v.labels(raw.get("prefer") or [], "prefer_specializations"),
+            languages=v.choose(v.string_list(raw.get("languages") or [], "languages"),
+                               policy.languages, "languages"),
+            specializations=v.labels(v.string_list(raw.get("specializations") or [],
+                                                   "specializations"), "specializations"),
+            prefer=v.labels(v.string_list(raw.get("prefer") or [], "prefer_specializations"),
+                            "prefer_specializations"),
             max_utilization=1.0 if max_util is None else v.fraction(max_util, "max_utilization"),
             min_success_rate=0.0 if min_success is None
             else v.fraction(min_success, "min_success_rate"),

@@ -105,7 +105,7 @@ class Task:
                             "prefer_specializations"),
             priority=5 if raw.get("priority") is None
             else v.integer(raw["priority"], "priority", low=1, high=10),
-            metadata=v.metadata(raw.get("metadata") or {}),
+            metadata=v.metadata({} if raw.get("metadata") is None else raw["metadata"]),
         )
 
     def requirements(self) -> dict[str, Any]:

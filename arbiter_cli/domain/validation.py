@@ -23,7 +23,7 @@ def fail(field: str, rule: str, message: str) -> InvalidInput:
 
 
 def pattern(value: Any, regex: re.Pattern[str], field: str, what: str) -> str:
-    if not isinstance(value, str) or not regex.match(value):
+    if not isinstance(value, str) or not regex.fullmatch(value):
         raise fail(field, "pattern", f"{_show(value)} is not a valid {what} ({regex.pattern})")
     return value
 
@@ -63,6 +63,8 @@ def finite(value: Any, field: str, *, low: float = -math.inf) -> float:
         number = float(value)
     except ValueError:
         raise fail(field, "type", "must be a number") from None
+    except OverflowError:
+        raise fail(field, "finite", "must be a finite number (too large)") from None
     if not math.isfinite(number):
         raise fail(field, "finite", "must be a finite number (NaN and infinity are rejected)")
     if number < low:

@@ -100,6 +100,7 @@ class AgentService:
     def set_status(
         self, principal: Principal, agent_id: str, status: str, reason: str | None = None
     ) -> Agent:
+        rules.check_status(status, reason)  # input (exit 2) before lookup (exit 4), SPEC §0
         return self._change(
             principal, agent_id, lambda a: rules.set_status(a, status, reason, self._clock())
         )

@@ -19,7 +19,7 @@ from arbiter_cli.domain.principal import Principal
 from arbiter_cli.errors import InvalidInput
 from arbiter_cli.services.agents import AgentService
 
-WORKLOADS = ("registry-v1", "registry-v2")
+WORKLOADS = ("registry-v1", "registry-v2", "route", "e2e")
 Log = Callable[[str], None]
 
 
@@ -57,22 +57,32 @@ class Timer:
 def run(
     settings: Settings, *, workload: str, agents: int, backend: str,
     database_url: str | None = None, queries: int = 1000, seconds: float = 5.0,
-    log: Log | None = None,
+    processes: int = 1, warm_outcomes: int | None = None, log: Log | None = None,
 ) -> dict[str, Any]:
     if workload not in WORKLOADS:
         raise InvalidInput(f"workload: must be one of {', '.join(WORKLOADS)}",
                            field="workload", rule="allowed")
+    if processes > 1 and (workload != "e2e" or backend == "memory"):
+        raise InvalidInput("--processes > 1 needs --workload e2e on sqlite or postgres (a "
+                           "memory store lives in one process)", field="processes", rule="backend")
     say = log or (lambda _message: None)
     principal = Principal.local_admin()
     with scratch_app(settings, backend, purpose="bench", database_url=database_url) as (app, where):
         say(f"bench {workload} on {backend} ({where})")
         service = app.agents
+        extra: dict[str, Any]
         if workload == "registry-v1":
             timer, throughput, extra = _registry_v1(service, principal, agents, queries, seconds,
                                                     say)
-        else:
+        elif workload == "registry-v2":
             timer, throughput, extra = _registry_v2(service, principal, say)
             agents = 500
+        elif workload == "route":
+            timer, throughput, extra = _route(app, principal, agents, queries,
+                                              10 * agents if warm_outcomes is None
+                                              else warm_outcomes, say)
+        else:
+            timer, throughput, extra = _e2e(app, principal, agents, seconds, processes, say)
     return {
         "workload": workload, "backend": backend, "agents": agents,
         "operations": timer.summary(), "throughput": throughput, **extra,
@@ -150,3 +160,113 @@ def _registry_v2(
     rss = psutil.Process().memory_info().rss
     say(f"registry-v2 done; RSS {rss / 2**20:.1f} MiB")
     return timer, timer.throughput(), {"memory": {"rss_bytes": rss}}
+
+
+def _route_agents(agents: int, capacity: int) -> list[dict[str, Any]]:
+    return [{"id": f"route-agent-{i}", "name": f"Route agent {i}", "model_family": "claude-3.5",
+             "task_types": ["code-editing"], "languages": ["TypeScript"], "capacity": capacity}
+            for i in range(agents)]
+
+
+TASK = {"task_type": "code-editing", "languages": ["TypeScript"]}
+
+
+def _route(app: Any, principal: Principal, agents: int, decisions: int, warm_outcomes: int,
+           say: Log) -> tuple[Timer, dict[str, float], dict[str, Any]]:
+    """Decisions only (a dry run: choose, no claim, no commit), cold and after outcomes."""
+    from arbiter_cli.domain.routing import Outcome
+
+    rng = random.Random(3)
+    timer = Timer()
+    for first in range(0, agents, 1000):
+        app.agents.register(principal, _route_agents(min(1000, agents - first), 1000)
+                            if first == 0 else [
+                                {**a, "id": f"route-agent-{first + i}"}
+                                for i, a in enumerate(_route_agents(min(1000, agents - first),
+                                                                    1000))])
+    routing = app.routing
+    for i in range(decisions):
+        timer.time("route_cold", partial(routing.route, principal, TASK, seed=i, dry_run=True))
+    say(f"warming up with {warm_outcomes} routed tasks and outcomes")
+    for i in range(warm_outcomes):
+        decision = routing.route(principal, TASK, seed=i).decision
+        routing.outcome(principal, Outcome(success=rng.random() < 0.8, quality=rng.random()),
+                        decision_id=decision.decision_id)
+    for i in range(decisions):
+        timer.time("route_warm", partial(routing.route, principal, TASK, seed=10**6 + i,
+                                         dry_run=True))
+    return timer, timer.throughput(), {"warm_outcomes": warm_outcomes}
+
+
+E2E_WORKER = """
+import json, random, sys, time
+from arbiter_cli.bootstrap import build
+from arbiter_cli.config import load_settings
+from arbiter_cli.domain.principal import Principal
+from arbiter_cli.domain.routing import Outcome
+url, worker, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+app = build(load_settings(), url=url)
+routing, admin, rng = app.routing, Principal.local_admin(), random.Random(worker)
+task = {"task_type": "code-editing", "languages": ["TypeScript"]}
+routes, outcomes, both = [], [], []
+deadline = time.perf_counter() + seconds
+n = 0
+while time.perf_counter() < deadline:
+    t0 = time.perf_counter_ns()
+    decision = routing.route(admin, {**task, "task_id": f"w{worker}-{n}"}).decision
+    t1 = time.perf_counter_ns()
+    routing.outcome(admin, Outcome(success=rng.random() < 0.8, quality=rng.random()),
+                    decision_id=decision.decision_id)
+    t2 = time.perf_counter_ns()
+    routes.append(t1 - t0); outcomes.append(t2 - t1); both.append(t2 - t0)
+    n += 1
+app.close()
+print(json.dumps({"route": routes, "outcome": outcomes, "e2e": both}))
+"""
+
+
+def _e2e(app: Any, principal: Principal, agents: int, seconds: float, processes: int,
+         say: Log) -> tuple[Timer, dict[str, float], dict[str, Any]]:
+    """Route + outcome, committed, from ``processes`` OS processes on one store."""
+    import json
+    import subprocess
+    import sys
+
+    from arbiter_cli.domain.routing import Outcome
+
+    app.agents.register(principal, _route_agents(agents, 1000))
+    timer = Timer()
+    if app.engine is None:  # memory: one process, in this one
+        deadline = time.perf_counter() + seconds
+        n = 0
+        started = time.perf_counter()
+        while time.perf_counter() < deadline:
+            routed: Any = timer.time("route", partial(app.routing.route, principal,
+                                                      {**TASK, "task_id": f"t-{n}"}))
+            decision = routed.decision
+            timer.time("outcome", partial(app.routing.outcome, principal,
+                                          Outcome(success=True, quality=0.9),
+                                          decision_id=decision.decision_id))
+            timer.samples.setdefault("e2e", []).append(
+                timer.samples["route"][-1] + timer.samples["outcome"][-1])
+            n += 1
+        wall = time.perf_counter() - started
+    else:
+        url = app.engine.url.render_as_string(hide_password=False)
+        say(f"{processes} processes routing and reporting for {seconds:g} s")
+        started = time.perf_counter()
+        workers = [subprocess.Popen([sys.executable, "-c", E2E_WORKER, url, str(w), str(seconds)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                   for w in range(processes)]
+        for worker in workers:
+            out, err = worker.communicate(timeout=seconds * 10 + 120)
+            if worker.returncode != 0:
+                raise RuntimeError(f"bench worker failed: {err.strip().splitlines()[-1:]}")
+            for op, values in json.loads(out.strip().splitlines()[-1]).items():
+                timer.samples.setdefault(op, []).extend(values)
+        wall = time.perf_counter() - started
+    decisions = len(timer.samples.get("route", []))
+    throughput = {op: round(len(values) / wall, 1) for op, values in timer.samples.items()}
+    throughput["decisions"] = round(decisions / wall, 1)
+    return timer, throughput, {"processes": processes, "wall_s": round(wall, 2),
+                               "decisions": decisions}

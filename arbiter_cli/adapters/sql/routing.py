@@ -51,7 +51,8 @@ class SqlRouting:
             .where(a.tenant == tenant, capable)
             .order_by(a.id)
         ).fetchall()
-        excluded, examples = self._exclusions(tenant, has_type, with_languages, capable, len(rows))
+        excluded, examples = self._exclusions(tenant, task, (has_type, with_languages, capable),
+                                              len(rows))
         uids = [r.uid for r in rows]
         return Pool(
             ids=[r.id for r in rows], uids=uids,
@@ -67,22 +68,28 @@ class SqlRouting:
             excluded=excluded, examples=examples,
         )
 
-    def _exclusions(self, tenant: str, has_type: Any, with_languages: Any, capable: Any,
+    def _exclusions(self, tenant: str, task: Task, conditions: tuple[Any, Any, Any],
                     n_capable: int) -> tuple[dict[str, int], dict[str, list[str]]]:
-        counts = self._conn.execute(
-            select(func.count(),
-                   func.coalesce(func.sum(case((has_type, 1), else_=0)), 0),
-                   func.coalesce(func.sum(case((with_languages, 1), else_=0)), 0))
-            .where(a.tenant == tenant)
+        """Counts per capability reason from index-backed counts; examples only when needed."""
+        has_type, with_languages, capable = conditions
+        tt = t.task_types.c
+        total, typed = self._conn.execute(
+            select(select(func.count()).where(a.tenant == tenant).scalar_subquery(),
+                   select(func.count()).select_from(t.task_types)
+                   .where(tt.tenant == tenant, tt.task_type == task.task_type).scalar_subquery())
         ).one()
-        total, typed, languaged = (int(x) for x in counts)
+        languaged = typed
+        if task.languages:
+            languaged = self._conn.execute(
+                select(func.count()).where(a.tenant == tenant, with_languages)).scalar_one()
+        total, typed, languaged = int(total), int(typed), int(languaged)
         excluded = {"task_type": total - typed, "language": typed - languaged,
                     "specialization": languaged - n_capable}
-        conditions = {"task_type": ~has_type, "language": and_(has_type, ~with_languages),
-                      "specialization": and_(with_languages, ~capable)}
+        failing = {"task_type": ~has_type, "language": and_(has_type, ~with_languages),
+                   "specialization": and_(with_languages, ~capable)}
         examples = {
             reason: list(self._conn.execute(
-                select(a.id).where(a.tenant == tenant, conditions[reason])
+                select(a.id).where(a.tenant == tenant, failing[reason])
                 .order_by(a.id).limit(EXAMPLES_PER_REASON)).scalars())
             for reason, n in excluded.items() if n
         }
