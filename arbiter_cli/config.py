@@ -262,11 +262,13 @@ def load_settings(
         document = _read_toml(path)
         _merge(merged, sources, document.get("default", {}), f"{label} [default]")
         _merge(merged, sources, document.get(env_name, {}), f"{label} [{env_name}]")
-    _merge(merged, sources, _environment(environ), "environment")
+    from_environment, environment_problems = _environment(environ)
+    _merge(merged, sources, from_environment, "environment")
     _merge(merged, sources, _unflatten(overrides or {}), "flag")
     flat = _flatten(merged)
     unknown = sorted(k for k in flat if k not in KEYS_BY_NAME)
-    problems = [f"{k}: unknown setting (from {sources.get(k, '?')})" for k in unknown]
+    problems = environment_problems + [
+        f"{k}: unknown setting (from {sources.get(k, '?')})" for k in unknown]
     if set(sources.values()) != {"default"}:
         # The packaged defaults alone are validated by the test suite; anything a user
         # supplied goes through every dynaconf validator.
@@ -287,17 +289,28 @@ def _read_toml(path: Path) -> dict[str, Any]:
             document = tomllib.load(handle)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigInvalid(f"cannot read {path}: {exc}") from None
+    groups = {k.name.split(".", 1)[0] for k in KEYS}
     for section, body in document.items():
         if not isinstance(body, dict):
             raise ConfigInvalid(
                 f"{path}: top-level key {section!r} must be an environment table such as "
                 "[default] or [production]"
             )
+        if section in groups:
+            raise ConfigInvalid(
+                f"{path}: [{section}] is a settings group, not an environment: write "
+                f"[default.{section}] (or [<env>.{section}])"
+            )
     return document
 
 
-def _environment(environ: Mapping[str, str]) -> dict[str, Any]:
+PLAIN = (str, int, float, bool, list, dict)
+
+
+def _environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """``ARBITER_*`` variables parsed by dynaconf (TOML values, ``@int``-style casts)."""
     found: dict[str, Any] = {}
+    problems: list[str] = []
     for name, raw in environ.items():
         if not name.startswith("ARBITER_") or name in RESERVED_ENV:
             continue
@@ -306,8 +319,16 @@ def _environment(environ: Mapping[str, str]) -> dict[str, Any]:
         from dynaconf.utils.parse_conf import parse_conf_data
 
         dotted = name[len("ARBITER_"):].lower().replace("__", ".")
-        found[dotted] = parse_conf_data(raw, tomlfy=True, box_settings={})
-    return _unflatten(found)
+        try:
+            value = parse_conf_data(raw, tomlfy=True, box_settings={})
+        except Exception as exc:  # noqa: BLE001 - dynaconf's casts raise many kinds
+            problems.append(f"{dotted}: cannot parse {name} ({type(exc).__name__})")
+            continue
+        if not isinstance(value, PLAIN):  # lazy tokens such as @format, @jinja
+            problems.append(f"{dotted}: {name} uses an unsupported dynaconf token")
+            continue
+        found[dotted] = value
+    return _unflatten(found), problems
 
 
 def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -357,33 +378,27 @@ def _merge(
 
 
 def _validate(tree: dict[str, Any]) -> list[str]:
-    from dynaconf import Dynaconf, ValidationError
+    """Run every dynaconf validator and collect every problem.
 
-    holder = Dynaconf(settings_files=[], environments=False, loaders=[],
-                      envvar_prefix="ARBITER_NONE")
-    holder.update(_literal(tree))  # validate exactly the values we store
-    holder.validators.register(*_validators())
-    problems: list[str] = []
-    try:
-        holder.validators.validate_all()
-    except ValidationError as exc:
-        problems = [message for _validator, message in exc.details]
-    return problems
-
-
-def _literal(node: Any) -> Any:
-    """Protect strings from dynaconf's ``@`` tokens (``@format``, ``@int``…) while validating.
-
-    Environment values were already parsed once (so ``@int 5`` works there); anything still
-    starting with ``@`` is a literal string, such as a password.
+    The validators check a flat mapping of the merged values rather than a ``Dynaconf``
+    object: storing into one would evaluate ``@`` tokens a second time (a password such as
+    ``@format {x}`` would crash), so this checks exactly the values arbiter will use.
     """
-    if isinstance(node, dict):
-        return {key: _literal(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_literal(value) for value in node]
-    if isinstance(node, str) and node.startswith("@"):
-        return "@str " + node
-    return node
+    from dynaconf import ValidationError
+
+    flat: dict[str, Any] = _flatten(tree)
+    for group in WEIGHT_GROUPS:
+        node: Any = tree
+        for part in group.split("."):
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        flat[group] = node
+    problems: list[str] = []
+    for validator in _validators():
+        try:
+            validator.validate(flat)
+        except ValidationError as exc:
+            problems += [message for _validator, message in exc.details] or [str(exc)]
+    return problems
 
 
 def _validators() -> list[Any]:

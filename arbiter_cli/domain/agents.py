@@ -204,6 +204,12 @@ class Registration:
         )
 
 
+PATCH_FIELDS = frozenset(
+    {"name", "task_types", "languages", "specializations", "capacity", "metadata",
+     "active_tasks", "expect_version"}
+)
+
+
 @dataclass(frozen=True)
 class Patch:
     """A validated ``agents update`` input: ``None`` means unchanged; a list replaces."""
@@ -219,6 +225,10 @@ class Patch:
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], policy: RegistryPolicy) -> Patch:
+        unknown = sorted(k for k, value in raw.items() if k not in PATCH_FIELDS and value is not None)
+        if unknown:
+            raise v.fail(unknown[0], "unknown_field", "is not a field agents update changes")
+
         def get(name: str) -> Any:
             return raw.get(name)
 

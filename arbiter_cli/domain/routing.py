@@ -64,7 +64,8 @@ class RoutingPolicy:
                 "weights": dict(sorted(self.weights.items())),
                 "latency_ref_ms": self.latency_ref_ms,
                 "epsilon": [self.epsilon_initial, self.epsilon_min, self.epsilon_decay],
-                "record_candidates": self.record_candidates}
+                "record_candidates": self.record_candidates,
+                "max_claim_attempts": self.max_claim_attempts}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -228,7 +229,7 @@ def choose(pool: Pool, policy: RoutingPolicy, strategy: str, rng: np.random.Gene
                               + fixed["latency"], 6), utilization, rows, 1)
     untried = outcomes == 0
     if strategy in BANDITS and untried.any():  # untried arms first: no starvation
-        ranked = _ranked(score + 2.0 * untried, utilization, rows, keep)
+        ranked = _ranked(score, utilization, rows, keep, first=untried)
     else:
         ranked = _ranked(score, utilization, rows, keep)
         if strategy == "epsilon-greedy" and rng.random() < policy.epsilon(int(outcomes.sum())):
@@ -300,19 +301,24 @@ def _value(strategy: str, mean: npt.NDArray[np.float64], a: npt.NDArray[np.float
 
 
 def _ranked(score: npt.NDArray[np.float64], utilization: npt.NDArray[np.float64],
-            rows: npt.NDArray[np.intp], keep: int) -> list[int]:
-    """The best ``keep`` positions by score descending, then lower utilization, then id.
+            rows: npt.NDArray[np.intp], keep: int,
+            first: npt.NDArray[np.bool_] | None = None) -> list[int]:
+    """The best ``keep`` positions: ``first`` ones before all others (forced exploration),
+    then by score descending, then lower utilization, then id.
 
-    The three keys pack into one unique int64 (score·10⁶ < 2²², utilization floored to 10⁻⁶ of
-    an eligible agent < 2²⁰, row < 2²⁰ since rows are in id order), so a linear
-    ``argpartition`` finds the best even when a cold fleet ties everywhere. Two utilizations of
-    capacities ≤ 1000 differ by more than 10⁻⁶, so flooring never merges them.
+    The keys pack into one unique int64 (the ``first`` bit at 2⁶², score·10⁶ capped below 2²²,
+    utilization floored to 10⁻⁶ of an eligible agent < 2²⁰, row < 2²⁰ since rows are in id
+    order), so a linear ``argpartition`` finds the best even when a cold fleet ties everywhere.
+    Two utilizations of capacities ≤ 1000 differ by more than 10⁻⁶, so flooring never merges
+    them; only UCB indexes above 4.19 share the cap, and then utilization and id decide.
     """
     import numpy as np
 
-    score_key = np.rint(score * 1e6).astype(np.int64)
+    score_key = np.minimum(np.rint(score * 1e6), (1 << 22) - 1).astype(np.int64)
     load_key = 999_999 - np.minimum(np.floor(utilization * 1e6), 999_999).astype(np.int64)
     keys = (score_key << 40) | (load_key << 20) | ((1 << 20) - 1 - rows.astype(np.int64))
+    if first is not None:
+        keys |= first.astype(np.int64) << 62
     if keys.size > keep:
         top = np.argpartition(keys, keys.size - keep)[keys.size - keep:]
     else:

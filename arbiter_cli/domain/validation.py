@@ -59,6 +59,8 @@ def fraction(value: Any, field: str) -> float:
 def finite(value: Any, field: str, *, low: float = -math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise fail(field, "type", "must be a number")
+    if isinstance(value, str) and "_" in value:  # float() accepts Python's 1_000
+        raise fail(field, "type", "must be a number")
     try:
         number = float(value)
     except ValueError:

@@ -41,8 +41,8 @@ def simulate(
     best = max(names, key=lambda name: (truth[name], name))
     return {
         "seed": seed, "tasks": tasks, "best_agent": best, "truth": dict(truth),
-        "strategies": [_run(policy, names, truth, best, tasks, strategy, seed, index, window)
-                       for index, strategy in enumerate(strategies)],
+        "strategies": [_run(policy, names, truth, best, tasks, strategy, seed,
+                            STRATEGIES.index(strategy), window) for strategy in strategies],
     }
 
 
@@ -50,7 +50,7 @@ def _run(policy: RoutingPolicy, names: list[str], truth: Mapping[str, float], be
          tasks: int, strategy: str, seed: int, index: int, window: int) -> dict[str, Any]:
     import numpy as np
 
-    rng = np.random.default_rng([seed, index])
+    rng = np.random.default_rng([seed, index])  # index: the strategy's place in STRATEGIES
     n = len(names)
     p = np.array([truth[name] for name in names])
     pool = Pool(

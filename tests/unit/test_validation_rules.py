@@ -1,0 +1,395 @@
+"""Field validators: each accepts what SPEC §2.1 allows and raises InvalidInput(field, rule)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+
+from arbiter_cli.domain import validation as v
+from arbiter_cli.errors import InvalidInput
+
+LANGS = ("TypeScript", "JavaScript", "Python", "Rust", "Go", "Java", "C++", "C#")
+
+
+def rejects(call: Any, *args: Any, field: str, rule: str, **kwargs: Any) -> InvalidInput:
+    """Call and return the InvalidInput it raises, checking its field, rule and exit code."""
+    with pytest.raises(InvalidInput) as caught:
+        call(*args, **kwargs)
+    error = caught.value
+    assert (error.field, error.rule, error.exit_code) == (field, rule, 2)
+    assert error.details == {"field": field, "rule": rule}
+    return error
+
+
+# ---------------------------------------------------------------------------- fail / pattern
+
+
+def test_fail_builds_an_invalid_input_prefixed_with_its_field():
+    """fail() returns (not raises) an InvalidInput whose message starts with the field."""
+    error = v.fail("agents.id", "pattern", "is bad")
+    assert isinstance(error, InvalidInput)
+    assert error.message == "agents.id: is bad"
+    assert error.to_dict() == {"error": {
+        "code": "invalid_input", "message": "agents.id: is bad", "exit_code": 2,
+        "details": {"field": "agents.id", "rule": "pattern"}}}
+
+
+@pytest.mark.parametrize("agent_id", ["a", "A", "0", "a.b:c-d_e", "Z" + "x" * 127])
+def test_agent_id_pattern_accepts_valid_ids_unchanged(agent_id):
+    """Valid agent ids, up to 128 characters, come back as given."""
+    assert v.pattern(agent_id, v.AGENT_ID_RE, "id", "agent id") == agent_id
+
+
+@pytest.mark.parametrize("agent_id", ["", ".a", "-a", "_a", ":a", "a b", "a/b", "\na", "a\nb",
+                                      "é", "a" * 129])
+def test_agent_id_pattern_rejects_invalid_ids(agent_id):
+    """Empty, leading punctuation, spaces, slashes and 129 characters are rejected, not rewritten."""
+    rejects(v.pattern, agent_id, v.AGENT_ID_RE, "id", "agent id", field="id", rule="pattern")
+
+
+def test_agent_id_of_exactly_128_characters_is_accepted_and_129_rejected():
+    """The id length limit is exactly 128."""
+    assert v.pattern("a" * 128, v.AGENT_ID_RE, "id", "agent id") == "a" * 128
+    rejects(v.pattern, "a" * 129, v.AGENT_ID_RE, "id", "agent id", field="id", rule="pattern")
+
+
+@pytest.mark.parametrize(("regex", "value"), [(v.AGENT_ID_RE, "coder-1\n"), (v.SLUG_RE, "review\n"),
+                                              (v.MODEL_FAMILY_RE, "claude\n"), (v.TASK_ID_RE, "t-1\n")],
+                         ids=["agent_id", "slug", "model_family", "task_id"])
+def test_patterns_reject_a_trailing_newline(regex, value):
+    """Regression: '$' also matches before a final newline, so patterns must match in full."""
+    rejects(v.pattern, value, regex, "id", "id", field="id", rule="pattern")
+
+
+@pytest.mark.parametrize("value", [None, 5, ["a"], b"a"])
+def test_pattern_rejects_non_strings_as_a_pattern_failure(value):
+    """A value that is not a string never matches."""
+    rejects(v.pattern, value, v.AGENT_ID_RE, "x.id", "agent id", field="x.id", rule="pattern")
+
+
+def test_pattern_message_names_the_value_what_and_regex():
+    """The message shows the offending value, what was expected and the regex."""
+    error = rejects(v.pattern, "Bad", v.SLUG_RE, "task_types", "task type",
+                    field="task_types", rule="pattern")
+    assert error.message == (
+        f"task_types: 'Bad' is not a valid task type ({v.SLUG_RE.pattern})"
+    )
+
+
+def test_long_values_are_shown_truncated_to_80_characters():
+    """A repr over 80 characters is cut to 77 plus '...'; one of exactly 80 is shown whole."""
+    whole = rejects(v.pattern, "X" * 78, v.SLUG_RE, "f", "slug", field="f", rule="pattern")
+    assert f"'{'X' * 78}' is not" in whole.message
+    cut = rejects(v.pattern, "X" * 79, v.SLUG_RE, "f", "slug", field="f", rule="pattern")
+    assert f"'{'X' * 76}... is not" in cut.message
+
+
+@pytest.mark.parametrize(("regex", "good", "bad"), [
+    (v.SLUG_RE, ["code-review", "file_editing", "a", "0" + "a" * 63], ["Code", "-a", "a.b", "a" * 65]),
+    (v.MODEL_FAMILY_RE, ["gpt-4.1", "claude", "a" * 64], ["Claude", ".a", "a b", "a" * 65]),
+    (v.TASK_ID_RE, ["-a", "a", "x" * 128], ["", "a b", "x" * 129]),
+])
+def test_slug_model_family_and_task_id_patterns(regex, good, bad):
+    """Each pattern has its own alphabet and a 64 (or 128) character limit."""
+    for value in good:
+        assert v.pattern(value, regex, "f", "thing") == value
+    for value in bad:
+        rejects(v.pattern, value, regex, "f", "thing", field="f", rule="pattern")
+
+
+# ---------------------------------------------------------------------------- text
+
+
+@pytest.mark.parametrize("value", ["a", "x" * 200, "Zoë the 🤖 reviewer", "  spaced  "])
+def test_text_accepts_1_to_200_characters(value):
+    """Names of 1 to 200 characters, Unicode included, are accepted as given."""
+    assert v.text(value, "name") == value
+
+
+@pytest.mark.parametrize("value", ["", "x" * 201])
+def test_text_rejects_empty_and_201_characters(value):
+    """Length is checked against [1, 200] inclusive."""
+    error = rejects(v.text, value, "name", field="name", rule="length")
+    assert error.message == "name: must be 1 to 200 characters"
+
+
+def test_text_honours_custom_length_bounds():
+    """min_len and max_len are inclusive bounds."""
+    assert v.text("abc", "f", min_len=3, max_len=3) == "abc"
+    rejects(v.text, "ab", "f", min_len=3, max_len=5, field="f", rule="length")
+    rejects(v.text, "abcdef", "f", min_len=3, max_len=5, field="f", rule="length")
+
+
+@pytest.mark.parametrize("value", ["a\nb", "tab\there", "nul\x00", "del\x7f", "nel\x85", "\x1b[31m"])
+def test_text_rejects_control_characters(value):
+    """Newlines, tabs, NUL, DEL, C1 controls and escape sequences are rejected."""
+    rejects(v.text, value, "name", field="name", rule="no_control_characters")
+
+
+@pytest.mark.parametrize("value", [None, 5, ["a"]])
+def test_text_rejects_non_strings(value):
+    """Only strings are text."""
+    rejects(v.text, value, "name", field="name", rule="type")
+
+
+# ---------------------------------------------------------------------------- integer
+
+
+@pytest.mark.parametrize(("value", "expected"), [(1, 1), (1000, 1000), (500, 500), ("42", 42),
+                                                 (" 7 ", 7), ("0001", 1)])
+def test_integer_accepts_ints_and_numeric_strings_within_range(value, expected):
+    """Bounds are inclusive and numeric strings are converted to int."""
+    result = v.integer(value, "capacity", low=1, high=1000)
+    assert result == expected
+    assert type(result) is int
+
+
+def test_integer_accepts_negative_numeric_strings():
+    """A leading minus sign is allowed in numeric strings."""
+    assert v.integer("-3", "n", low=-5, high=5) == -3
+
+
+@pytest.mark.parametrize("value", [0, 1001, "0", "1001", -1])
+def test_integer_rejects_values_outside_the_range(value):
+    """One below low and one above high are out of range."""
+    rejects(v.integer, value, "capacity", low=1, high=1000, field="capacity", rule="range")
+
+
+def test_integer_range_message_shows_bounds_and_value():
+    """The range message says what is allowed and what was given."""
+    error = rejects(v.integer, 1001, "capacity", low=1, high=1000, field="capacity", rule="range")
+    assert error.message == "capacity: must be from 1 to 1000 (got 1001)"
+
+
+@pytest.mark.parametrize("value", [True, False, 5.0, "5.0", "1e3", "", "abc", "+5", None, [5]])
+def test_integer_rejects_bools_floats_and_other_strings(value):
+    """Booleans are not integers, and neither are floats or non-numeric strings."""
+    rejects(v.integer, value, "n", low=0, high=10, field="n", rule="type")
+
+
+def test_integer_strings_are_limited_to_12_digits():
+    """A 12-digit string converts; a 13-digit string is not a number here."""
+    assert v.integer("999999999999", "n", low=0, high=10**13) == 999_999_999_999
+    rejects(v.integer, "1000000000000", "n", low=0, high=10**13, field="n", rule="type")
+
+
+# ---------------------------------------------------------------------------- fraction / finite
+
+
+@pytest.mark.parametrize(("value", "expected"), [(0, 0.0), (1, 1.0), (0.0, 0.0), (1.0, 1.0),
+                                                 (0.5, 0.5), ("0.25", 0.25)])
+def test_fraction_accepts_0_and_1_inclusive(value, expected):
+    """Fractions live in [0, 1], both ends included, returned as float."""
+    result = v.fraction(value, "quality")
+    assert result == expected
+    assert type(result) is float
+
+
+@pytest.mark.parametrize("value", [-0.000001, 1.000001, -1, 2, "1.5"])
+def test_fraction_rejects_values_outside_0_1(value):
+    """Just below 0 or just above 1 is out of range."""
+    rejects(v.fraction, value, "quality", field="quality", rule="range")
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, "nan", "NaN", "inf", "-Infinity"])
+def test_fraction_rejects_nan_and_infinity(value):
+    """NaN and infinity, as numbers or strings, fail the finite rule."""
+    rejects(v.fraction, value, "quality", field="quality", rule="finite")
+
+
+@pytest.mark.parametrize("value", [True, False, None, "abc", "", [0.5], {"a": 1}])
+def test_finite_rejects_non_numbers(value):
+    """Booleans, None, non-numeric strings and containers are not numbers."""
+    error = rejects(v.finite, value, "latency_ms", field="latency_ms", rule="type")
+    assert error.message == "latency_ms: must be a number"
+
+
+@pytest.mark.parametrize(("value", "expected"), [(5, 5.0), (2.5, 2.5), ("3.5", 3.5), (-1e300, -1e300)])
+def test_finite_returns_a_float_without_a_lower_bound_by_default(value, expected):
+    """Without ``low`` any finite number passes, converted to float."""
+    result = v.finite(value, "x")
+    assert result == expected
+    assert type(result) is float
+
+
+def test_finite_lower_bound_is_inclusive():
+    """low=0 accepts 0 and rejects the smallest negative step."""
+    assert v.finite(0, "latency_ms", low=0.0) == 0.0
+    error = rejects(v.finite, -0.5, "latency_ms", low=0.0, field="latency_ms", rule="range")
+    assert error.message == "latency_ms: must be >= 0 (got -0.5)"
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_finite_rejects_nan_and_infinity_with_the_finite_rule(value):
+    """Infinite and NaN values fail as 'finite', not as 'range'."""
+    error = rejects(v.finite, value, "x", low=0.0, field="x", rule="finite")
+    assert error.message == "x: must be a finite number (NaN and infinity are rejected)"
+
+
+def test_finite_rejects_an_integer_too_large_for_a_float():
+    """Regression: a JSON integer with 400 digits is invalid input (exit 2), not an internal error."""
+    error = rejects(v.finite, 10**400, "latency_ms", low=0.0, field="latency_ms", rule="finite")
+    assert error.message == "latency_ms: must be a finite number (too large)"
+
+
+# ---------------------------------------------------------------------------- string_list
+
+
+@pytest.mark.parametrize(("value", "expected"), [("a", ["a"]), (["a", "b"], ["a", "b"]),
+                                                 (("a", "b"), ["a", "b"]), ([], [])])
+def test_string_list_accepts_a_string_a_list_or_a_tuple(value, expected):
+    """A single string becomes a one-item list; lists and tuples become lists."""
+    assert v.string_list(value, "languages") == expected
+
+
+def test_string_list_returns_a_new_list():
+    """The caller's list is copied, not returned."""
+    given = ["a"]
+    result = v.string_list(given, "f")
+    assert result == given
+    assert result is not given
+
+
+@pytest.mark.parametrize("value", [None, 5, {"a": "b"}, ["a", 1], [None]])
+def test_string_list_rejects_anything_else(value):
+    """Non-lists and lists with non-strings fail the type rule."""
+    error = rejects(v.string_list, value, "languages", field="languages", rule="type")
+    assert error.message == "languages: must be a list of strings"
+
+
+# ---------------------------------------------------------------------------- choose
+
+
+def test_choose_maps_values_to_their_canonical_spelling():
+    """Matching ignores case; the allowed spelling is stored."""
+    assert v.choose(["python", "RUST", "c#"], LANGS, "languages") == ("C#", "Python", "Rust")
+
+
+def test_choose_deduplicates_case_insensitively():
+    """The same value in several spellings is kept once."""
+    assert v.choose(["Go", "go", "GO"], LANGS, "languages") == ("Go",)
+
+
+def test_choose_returns_a_sorted_tuple():
+    """The result is sorted by canonical spelling, whatever the input order."""
+    assert v.choose(["TypeScript", "C++", "Java", "Go"], LANGS, "l") == ("C++", "Go", "Java", "TypeScript")
+
+
+def test_choose_of_nothing_is_empty():
+    """No values give an empty tuple."""
+    assert v.choose([], LANGS, "languages") == ()
+
+
+def test_choose_rejects_an_unknown_value_listing_the_allowed_ones():
+    """The error names the bad value and every allowed value, sorted."""
+    error = rejects(v.choose, ["Python", "Cobol"], LANGS, "[2].languages",
+                    field="[2].languages", rule="allowed")
+    assert error.message == ("[2].languages: unknown value 'Cobol' (allowed: C#, C++, Go, Java, "
+                             "JavaScript, Python, Rust, TypeScript)")
+
+
+def test_choose_rejects_non_string_values():
+    """A non-string can never be an allowed value."""
+    rejects(v.choose, [3], LANGS, "languages", field="languages", rule="allowed")
+
+
+# ---------------------------------------------------------------------------- labels
+
+
+def test_labels_keep_the_first_spelling_of_a_repeated_label():
+    """Duplicates that differ only in case collapse to the first spelling seen."""
+    assert v.labels(["GPU", "gpu", "Gpu"], "specializations") == ("GPU",)
+    assert v.labels(["gpu", "GPU"], "specializations") == ("gpu",)
+
+
+def test_labels_are_sorted_ignoring_case():
+    """Labels are ordered case-insensitively."""
+    assert v.labels(["beta", "Alpha", "gamma"], "s") == ("Alpha", "beta", "gamma")
+
+
+def test_labels_accept_64_characters_and_reject_65():
+    """A label is 1 to 64 characters."""
+    assert v.labels(["x" * 64], "s") == ("x" * 64,)
+    rejects(v.labels, ["x" * 65], "s", field="s", rule="length")
+    rejects(v.labels, [""], "s", field="s", rule="length")
+
+
+def test_labels_reject_control_characters_and_non_strings():
+    """Labels are text: no control characters, strings only."""
+    rejects(v.labels, ["ok", "bad\n"], "s", field="s", rule="no_control_characters")
+    rejects(v.labels, [7], "s", field="s", rule="type")
+
+
+# ---------------------------------------------------------------------------- metadata
+
+
+def test_metadata_accepts_a_dict_and_returns_a_copy():
+    """A dict comes back equal but as a new object."""
+    given = {"team": "infra", "tier": 2}
+    result = v.metadata(given)
+    assert result == given
+    assert result is not given
+
+
+def test_metadata_parses_a_json_object_string():
+    """A JSON string holding an object is parsed."""
+    assert v.metadata('{"a": [1, 2], "b": null}') == {"a": [1, 2], "b": None}
+
+
+def test_metadata_rejects_invalid_json():
+    """Text that is not JSON fails the json rule, with the decoder's reason."""
+    error = rejects(v.metadata, "{not json", field="metadata", rule="json")
+    assert error.message.startswith("metadata: is not valid JSON (")
+
+
+@pytest.mark.parametrize("value", ["[1, 2]", '"text"', "3", "null", [1], 3, None])
+def test_metadata_must_be_an_object(value):
+    """Arrays, strings, numbers and null are not objects."""
+    error = rejects(v.metadata, value, "[1].metadata", field="[1].metadata", rule="object")
+    assert error.message == "[1].metadata: must be a JSON object"
+
+
+@pytest.mark.parametrize("value", ['{"a": NaN}', '{"a": Infinity}', {"a": math.inf}, {"a": [math.nan]}])
+def test_metadata_rejects_nan_and_infinity(value):
+    """NaN and infinity are not JSON and fail the finite rule."""
+    rejects(v.metadata, value, field="metadata", rule="finite")
+
+
+def _metadata_of_size(size: int) -> dict[str, Any]:
+    """An object whose compact JSON encoding is exactly ``size`` bytes."""
+    document = {"a": "", "b": 1}
+    base = len(json.dumps(document, separators=(",", ":")).encode())
+    document["a"] = "x" * (size - base)
+    assert len(json.dumps(document, separators=(",", ":")).encode()) == size
+    return document
+
+
+def test_metadata_of_exactly_16_kib_is_accepted():
+    """16384 bytes of compact JSON is the largest accepted object."""
+    document = _metadata_of_size(16 * 1024)
+    assert v.metadata(document) == document
+    assert v.metadata(json.dumps(document)) == document
+
+
+def test_metadata_of_16_kib_plus_one_byte_is_rejected():
+    """16385 bytes is over the limit."""
+    error = rejects(v.metadata, _metadata_of_size(16 * 1024 + 1), field="metadata", rule="size")
+    assert error.message == "metadata: must be at most 16384 bytes of JSON"
+
+
+@pytest.mark.parametrize(("call", "args", "message"), [
+    (v.text, (5, "name"), "name: must be a string"),
+    (v.text, ("a\nb", "name"), "name: must not contain control characters"),
+    (v.integer, ("x", "n"), "n: must be an integer"),
+    (v.fraction, (1.5, "quality"), "quality: must be in [0, 1] (got 1.5)"),
+    (v.metadata, ({"a": math.nan},), "metadata: must not contain NaN or infinity"),
+])
+def test_error_messages_say_what_is_expected(call, args, message):
+    """Each rule's message tells the operator what a valid value looks like."""
+    kwargs = {"low": 0, "high": 10} if call is v.integer else {}
+    with pytest.raises(InvalidInput) as caught:
+        call(*args, **kwargs)
+    assert caught.value.message == message
