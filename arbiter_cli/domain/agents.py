@@ -39,10 +39,18 @@ class RegistryPolicy:
 
 @dataclass(frozen=True)
 class Performance:
+    """Folded task results. ``latency_count`` is how many tasks carried a latency, or None
+    when every task did (the common case), so the latency average has its own count."""
+
     success_rate: float = PRIOR_SUCCESS
     average_quality: float = PRIOR_QUALITY
     average_latency_ms: float = PRIOR_LATENCY_MS
     task_count: int = 0
+    latency_count: int | None = None
+
+    @property
+    def latencies(self) -> int:
+        return self.task_count if self.latency_count is None else self.latency_count
 
 
 @dataclass(frozen=True)
@@ -293,19 +301,19 @@ def fold(perf: Performance, result: TaskResult, window: int) -> Performance:
     The first task replaces the prior, because x + (v - x)/1 = v.
     """
     n = perf.task_count
-    divisor = n + 1 if n < window else window
 
-    def step(current: float, value: float) -> float:
-        return current + (value - current) / divisor
+    def step(current: float, value: float, count: int) -> float:
+        return current + (value - current) / (count + 1 if count < window else window)
 
-    latency = perf.average_latency_ms
-    if result.latency_ms is not None:
-        latency = step(latency, result.latency_ms)
+    latency, latencies = perf.average_latency_ms, perf.latencies
+    if result.latency_ms is not None:  # latency has its own count: a missing one is no sample
+        latency, latencies = step(latency, result.latency_ms, latencies), latencies + 1
     return Performance(
-        success_rate=step(perf.success_rate, 1.0 if result.success else 0.0),
-        average_quality=step(perf.average_quality, result.quality),
+        success_rate=step(perf.success_rate, 1.0 if result.success else 0.0, n),
+        average_quality=step(perf.average_quality, result.quality, n),
         average_latency_ms=latency,
         task_count=n + 1,
+        latency_count=None if latencies == n + 1 else latencies,
     )
 
 

@@ -70,12 +70,14 @@ class RoutingService:
         import numpy as np
 
         task = Task.parse(raw, self.registry, new_task_id=f"task-{uuid7()}")
+        caller_named_it = raw.get("task_id") is not None
         chosen_strategy = parse_strategy(strategy, self.policy.strategy)
         seed_value = secrets.randbits(63) if seed is None else parse_seed(seed)
         try:
             with self._uow(write=not dry_run) as uow:
                 if not dry_run:
                     self._reap(uow, principal.tenant, REAP_BATCH)
+                if not dry_run and caller_named_it:  # a generated id cannot have a decision
                     existing = uow.decisions.for_task(principal.tenant, task.task_id)
                     if existing is not None and existing.status == OPEN:
                         return Routed(existing, already_routed=True)

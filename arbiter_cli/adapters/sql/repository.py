@@ -31,7 +31,7 @@ def _row_to_agent(row: Row[Any], children: Mapping[str, tuple[Any, Any, Any]]) -
         specializations=tuple(sorted(labels, key=str.lower)), capacity=row.capacity,
         active_tasks=row.active_tasks, status=Status(row.status), status_reason=row.status_reason,
         performance=Performance(row.success_rate, row.average_quality, row.average_latency_ms,
-                                row.task_count),
+                                row.task_count, row.latency_count),
         metadata=row.metadata or {}, registered_at=row.registered_at,
         last_active_at=row.last_active_at, updated_at=row.updated_at, version=row.version,
     )
@@ -45,7 +45,8 @@ def _agent_values(agent: Agent) -> dict[str, Any]:
         "active_tasks": agent.active_tasks, "status": agent.status.value,
         "status_reason": agent.status_reason, "success_rate": perf.success_rate,
         "average_quality": perf.average_quality, "average_latency_ms": perf.average_latency_ms,
-        "task_count": perf.task_count, "metadata": dict(agent.metadata),
+        "task_count": perf.task_count, "latency_count": perf.latency_count,
+        "metadata": dict(agent.metadata),
         "registered_at": agent.registered_at, "last_active_at": agent.last_active_at,
         "updated_at": agent.updated_at, "version": agent.version,
     }

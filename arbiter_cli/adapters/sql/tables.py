@@ -72,6 +72,7 @@ agents = Table(
     Column("average_quality", Float, nullable=False),
     Column("average_latency_ms", Float, nullable=False),
     Column("task_count", Integer, nullable=False),
+    Column("latency_count", Integer),  # NULL: every task carried a latency
     Column("metadata", Json(), nullable=False),
     _when("registered_at"),
     _when("last_active_at"),

@@ -1,4 +1,4 @@
-"""decisions.excluded_examples: a few agent ids per exclusion reason, for `route explain`
+"""decisions.excluded_examples (ids per exclusion reason) and agents.latency_count
 
 Revision ID: 0002_decision_examples
 Revises: 0001_initial
@@ -22,8 +22,12 @@ def upgrade() -> None:
     json_type = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
     with op.batch_alter_table("decisions", schema=None) as batch_op:
         batch_op.add_column(sa.Column("excluded_examples", json_type, nullable=True))
+    with op.batch_alter_table("agents", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("latency_count", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("agents", schema=None) as batch_op:
+        batch_op.drop_column("latency_count")
     with op.batch_alter_table("decisions", schema=None) as batch_op:
         batch_op.drop_column("excluded_examples")
