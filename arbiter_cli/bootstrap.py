@@ -15,12 +15,14 @@ from arbiter_cli.domain.agents import RegistryPolicy
 from arbiter_cli.domain.routing import RoutingPolicy
 from arbiter_cli.ids import uuid7
 from arbiter_cli.ports import Clock, UnitOfWorkFactory
+from arbiter_cli.services.audit import Auditor
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from arbiter_cli.services.agents import AgentService
     from arbiter_cli.services.routing import RoutingService
+    from arbiter_cli.services.security import SecurityService
 
 
 def utc_now() -> datetime:
@@ -60,6 +62,7 @@ class App:
     uow: UnitOfWorkFactory
     clock: Clock
     engine: Engine | None = None
+    correlation_id: str | None = None
     _closers: list[Callable[[], Any]] = field(default_factory=list)
 
     @property
@@ -68,7 +71,7 @@ class App:
 
         return AgentService(
             self.uow, registry_policy(self.settings), self.settings.weights("query.weights"),
-            self.clock, uuid7,
+            self.clock, uuid7, Auditor(self.clock, self.correlation_id),
         )
 
     @property
@@ -76,7 +79,16 @@ class App:
         from arbiter_cli.services.routing import RoutingService
 
         return RoutingService(self.uow, registry_policy(self.settings),
-                              routing_policy(self.settings), self.clock)
+                              routing_policy(self.settings), self.clock,
+                              Auditor(self.clock, self.correlation_id))
+
+    @property
+    def security(self) -> SecurityService:
+        from arbiter_cli.services.security import RatePolicy, SecurityService
+
+        rates = RatePolicy(rate=float(self.settings["security.rate_limit.rate"]),
+                           burst=int(self.settings["security.rate_limit.burst"]))
+        return SecurityService(self.uow, rates, self.clock, self.correlation_id)
 
     def close(self) -> None:
         while self._closers:

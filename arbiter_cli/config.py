@@ -49,6 +49,8 @@ DEFAULT_TASK_TYPES = [
 DEFAULT_LANGUAGES = ["TypeScript", "JavaScript", "Python", "Rust", "Go", "Java", "C++", "C#"]
 
 DURATION_RE = re.compile(r"^(\d+)([smhd])$")
+MAX_DURATION_S = 100 * 365 * 86400
+URL_RE = re.compile(r"^(sqlite:///.*|postgresql(\+psycopg2)?://.+)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -136,10 +138,13 @@ WEIGHT_GROUPS = ("query.weights", "routing.weights")
 
 def parse_duration(text: str) -> float:
     """``"90s"`` → 90.0, ``"2h"`` → 7200.0; raises ``ValueError`` otherwise."""
-    match = DURATION_RE.match(str(text).strip())
+    match = DURATION_RE.fullmatch(str(text).strip())
     if not match:
         raise ValueError(f"{text!r} is not a duration like 30s, 5m, 2h or 1d")
-    return float(int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"{text!r} is longer than 100 years")
+    return float(seconds)
 
 
 def mask_url(url: str) -> str:
@@ -154,6 +159,10 @@ def mask_url(url: str) -> str:
 class Paths:
     config_dir: Path
     data_dir: Path
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.config_dir / "credentials.toml"
 
 
 def resolve_paths(environ: Mapping[str, str]) -> Paths:
@@ -184,6 +193,8 @@ class Settings:
     env: str
     paths: Paths
     files: tuple[str, ...] = field(default=())
+    token: str | None = field(default=None, repr=False)  # ARBITER_TOKEN
+    profile: str = "default"  # ARBITER_PROFILE
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
@@ -226,6 +237,8 @@ class Settings:
         url_pw = re.search(r"://[^:/@]+:([^@]*)@", str(self.values["database.url"]))
         if url_pw:
             found.append(url_pw.group(1))
+        if self.token:
+            found.append(self.token)
         return [s for s in found if s]
 
 
@@ -276,7 +289,9 @@ def load_settings(
     if problems:
         raise ConfigInvalid("invalid configuration: " + "; ".join(problems), problems=problems)
     values = {k.name: flat[k.name] for k in KEYS}
-    return Settings(values=values, sources=sources, env=env_name, paths=paths, files=tuple(files))
+    return Settings(values=values, sources=sources, env=env_name, paths=paths, files=tuple(files),
+                    token=environ.get("ARBITER_TOKEN") or None,
+                    profile=environ.get("ARBITER_PROFILE") or "default")
 
 
 def _defaults() -> dict[str, Any]:
@@ -287,7 +302,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             document = tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigInvalid(f"cannot read {path}: {exc}") from None
     groups = {k.name.split(".", 1)[0] for k in KEYS}
     for section, body in document.items():
@@ -424,7 +439,8 @@ def _validator_for(validator_cls: Any, key: Key) -> Any:
         "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool)
         and math.isfinite(v) and _in_range(v, key),
         "bool": lambda v: isinstance(v, bool),
-        "str": lambda v: isinstance(v, str),
+        "str": lambda v: isinstance(v, str) and (
+            key.name != "database.url" or v == "" or bool(URL_RE.match(v))),
         "choice": lambda v: v in key.choices,
         "duration": lambda v: _valid_duration(v, key),
         "list": lambda v: _valid_list(v, key),
@@ -447,6 +463,8 @@ def _describe(key: Key) -> str:
     if key.kind in ("int", "float") and key.minimum is not None:
         return f"{'an integer' if key.kind == 'int' else 'a number'} from {key.minimum:g} " \
             f"to {key.maximum:g}"
+    if key.name == "database.url":
+        return "empty, sqlite:///PATH or postgresql+psycopg2://USER@HOST/DB"
     return {"bool": "true or false", "str": "a string"}.get(key.kind, key.kind)
 
 

@@ -16,6 +16,7 @@ from typing import Protocol, Self
 from arbiter_cli.domain.agents import Agent, FleetStats
 from arbiter_cli.domain.query import Query, Ranking
 from arbiter_cli.domain.routing import Arm, Decision, Pool, Task
+from arbiter_cli.domain.security import AuditEvent, Bucket, TokenRecord
 
 
 class AgentRepository(Protocol):
@@ -69,20 +70,25 @@ class RoutingRepository(Protocol):
 class DecisionRepository(Protocol):
     def add(self, decision: Decision) -> None: ...
 
-    def save(self, decision: Decision) -> None:
-        """Store a decision's status, outcome, closing time and flags."""
+    def save(self, decision: Decision, *, was: str) -> bool:
+        """Store status, outcome, closing time and flags if the stored status is still ``was``.
+
+        False when another transaction changed the decision first (nothing is written).
+        """
         ...
 
-    def get(self, decision_id: str) -> Decision | None:
+    def get(self, decision_id: str, *, for_update: bool = False) -> Decision | None:
         """By globally unique id, whatever the tenant: callers check it."""
         ...
 
-    def for_task(self, tenant: str, task_id: str) -> Decision | None:
+    def for_task(self, tenant: str, task_id: str, *, for_update: bool = False
+                 ) -> Decision | None:
         """The open decision of ``task_id``, else its most recent one."""
         ...
 
     def expired(self, tenant: str, cutoff: datetime, limit: int) -> builtins.list[Decision]:
-        """Open decisions created before ``cutoff``, oldest first."""
+        """Open decisions created before ``cutoff``, oldest first, locked for this
+        transaction; rows another reaper holds are skipped."""
         ...
 
     def history(
@@ -94,8 +100,49 @@ class DecisionRepository(Protocol):
         ...
 
 
+class TokenRepository(Protocol):
+    def add(self, token: TokenRecord) -> None: ...
+
+    def get(self, token_id: str) -> TokenRecord | None:
+        """By globally unique id, whatever the tenant: callers check it."""
+        ...
+
+    def list(self, tenant: str, *, after: str | None = None, limit: int = 100
+             ) -> builtins.list[TokenRecord]: ...
+
+    def save(self, token: TokenRecord) -> None:
+        """Store revocation and last use."""
+        ...
+
+    def count(self) -> int: ...
+
+
+class RateLimiter(Protocol):
+    def spend(self, token_id: str, tenant: str, now: float, rate: float, burst: int) -> Bucket:
+        """Refill and spend one token in one atomic step; the bucket after the spend."""
+        ...
+
+
+class AuditLog(Protocol):
+    def append(self, tenant: str, at: datetime, *, actor: str | None, action: str,
+               target: str | None, result: str, correlation_id: str | None,
+               details: Mapping[str, object]) -> AuditEvent:
+        """Chain one event at the tenant's head; appends are serialised per tenant."""
+        ...
+
+    def events(self, tenant: str, *, since: datetime | None = None, action: str | None = None,
+               actor: str | None = None, before: int | None = None, limit: int = 0,
+               ascending: bool = False) -> builtins.list[AuditEvent]: ...
+
+    def last(self, tenant: str, action: str, actor: str | None) -> AuditEvent | None: ...
+
+
 class TenantRepository(Protocol):
     def add(self, name: str, now: datetime) -> bool: ...
+
+    def lock(self, name: str) -> None:
+        """Serialise tenant-wide checks (e.g. registry.max_agents) until the commit."""
+        ...
 
     def exists(self, name: str) -> bool: ...
 
@@ -114,6 +161,15 @@ class UnitOfWork(Protocol):
 
     @property
     def decisions(self) -> DecisionRepository: ...
+
+    @property
+    def tokens(self) -> TokenRepository: ...
+
+    @property
+    def rate(self) -> RateLimiter: ...
+
+    @property
+    def audit(self) -> AuditLog: ...
 
     def __enter__(self) -> Self: ...
 

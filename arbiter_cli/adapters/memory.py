@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Self
 from arbiter_cli.domain.agents import Agent, FleetStats, Status
 from arbiter_cli.domain.query import STATUS_CODES, Columns, Query, Ranking, fit_column, rank
 from arbiter_cli.domain.routing import EXAMPLES_PER_REASON, OPEN, Arm, Decision, Pool, Task
+from arbiter_cli.domain.security import GENESIS, AuditEvent, Bucket, TokenRecord, seal, spend
 from arbiter_cli.errors import ArbiterError
 
 if TYPE_CHECKING:
@@ -91,6 +92,9 @@ class MemoryStore:
         self.arms: dict[tuple[str, str], dict[str, Arm]] = {}  # (tenant, task type) → uid → arm
         self.arm_cache: dict[tuple[str, str], tuple[_Index, Any, Any, Any]] = {}
         self.decisions: dict[str, Decision] = {}
+        self.tokens: dict[str, TokenRecord] = {}
+        self.buckets: dict[str, Bucket] = {}
+        self.audit: dict[str, list[AuditEvent]] = {}
         self.open_tasks: dict[tuple[str, str], str] = {}  # (tenant, task id) → decision id
 
     def index(self, tenant: str) -> _Index:
@@ -377,9 +381,16 @@ class MemoryDecisions:
         self._store = uow.store
 
     def add(self, decision: Decision) -> None:
-        self.save(decision)
+        self._put(decision)
 
-    def save(self, decision: Decision) -> None:
+    def save(self, decision: Decision, *, was: str) -> bool:
+        stored = self._store.decisions.get(decision.decision_id or "")
+        if stored is None or stored.status != was or stored.tenant != decision.tenant:
+            return False
+        self._put(decision)
+        return True
+
+    def _put(self, decision: Decision) -> None:
         assert decision.decision_id is not None
         store, key = self._store, (decision.tenant, decision.task_id)
         previous = store.decisions.get(decision.decision_id)
@@ -402,10 +413,11 @@ class MemoryDecisions:
 
         self._uow.undo.append(undo)
 
-    def get(self, decision_id: str) -> Decision | None:
+    def get(self, decision_id: str, *, for_update: bool = False) -> Decision | None:
         return self._store.decisions.get(decision_id)
 
-    def for_task(self, tenant: str, task_id: str) -> Decision | None:
+    def for_task(self, tenant: str, task_id: str, *, for_update: bool = False
+                 ) -> Decision | None:
         open_id = self._store.open_tasks.get((tenant, task_id))
         if open_id is not None:
             return self._store.decisions[open_id]
@@ -437,6 +449,81 @@ class MemoryDecisions:
         return found[:limit] if limit else found
 
 
+class MemoryTokens:
+    def __init__(self, uow: MemoryUnitOfWork) -> None:
+        self._uow = uow
+        self._tokens = uow.store.tokens
+
+    def add(self, token: TokenRecord) -> None:
+        self.save(token)
+
+    def save(self, token: TokenRecord) -> None:
+        previous = self._tokens.get(token.id)
+        self._tokens[token.id] = token
+
+        def undo() -> None:
+            if previous is None:
+                self._tokens.pop(token.id, None)
+            else:
+                self._tokens[token.id] = previous
+
+        self._uow.undo.append(undo)
+
+    def get(self, token_id: str) -> TokenRecord | None:
+        return self._tokens.get(token_id)
+
+    def list(self, tenant: str, *, after: str | None = None, limit: int = 100
+             ) -> builtins.list[TokenRecord]:
+        found = sorted((t for t in self._tokens.values()
+                        if t.tenant == tenant and (after is None or t.id > after)),
+                       key=lambda t: t.id)
+        return found[:limit] if limit else found
+
+    def count(self) -> int:
+        return len(self._tokens)
+
+
+class MemoryRate:
+    def __init__(self, uow: MemoryUnitOfWork) -> None:
+        self._buckets = uow.store.buckets
+
+    def spend(self, token_id: str, tenant: str, now: float, rate: float, burst: int) -> Bucket:
+        bucket = spend(self._buckets.get(token_id), now, rate, burst)
+        self._buckets[token_id] = bucket  # spent even if the caller's work rolls back
+        return bucket
+
+
+class MemoryAudit:
+    def __init__(self, uow: MemoryUnitOfWork) -> None:
+        self._uow = uow
+        self._chains = uow.store.audit
+
+    def append(self, tenant: str, at: datetime, *, actor: str | None, action: str,
+               target: str | None, result: str, correlation_id: str | None,
+               details: Mapping[str, object]) -> AuditEvent:
+        chain = self._chains.setdefault(tenant, [])
+        head = chain[-1].hash if chain else GENESIS
+        event = seal(tenant, len(chain) + 1, at, head, actor=actor, action=action, target=target,
+                     result=result, correlation_id=correlation_id, details=details)
+        chain.append(event)
+        self._uow.undo.append(chain.pop)
+        return event
+
+    def events(self, tenant: str, *, since: datetime | None = None, action: str | None = None,
+               actor: str | None = None, before: int | None = None, limit: int = 0,
+               ascending: bool = False) -> builtins.list[AuditEvent]:
+        found = [e for e in self._chains.get(tenant, [])
+                 if (since is None or e.at >= since) and (action is None or e.action == action)
+                 and (actor is None or e.actor == actor) and (before is None or e.seq < before)]
+        if not ascending:
+            found.reverse()
+        return found[:limit] if limit else found
+
+    def last(self, tenant: str, action: str, actor: str | None) -> AuditEvent | None:
+        found = self.events(tenant, action=action, actor=actor, limit=1)
+        return found[0] if found else None
+
+
 class MemoryTenants:
     def __init__(self, uow: MemoryUnitOfWork) -> None:
         self._uow = uow
@@ -451,6 +538,9 @@ class MemoryTenants:
     def exists(self, name: str) -> bool:
         return name in self._uow.store.tenants
 
+    def lock(self, name: str) -> None:
+        """The store's lock is already held by this unit of work."""
+
     def list(self) -> builtins.list[str]:
         return sorted(self._uow.store.tenants)
 
@@ -463,6 +553,9 @@ class MemoryUnitOfWork:
         self.tenants = MemoryTenants(self)
         self.routing = MemoryRouting(self)
         self.decisions = MemoryDecisions(self)
+        self.tokens = MemoryTokens(self)
+        self.rate = MemoryRate(self)
+        self.audit = MemoryAudit(self)
 
     def __enter__(self) -> Self:
         self.store.lock.acquire()

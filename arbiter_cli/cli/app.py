@@ -106,12 +106,24 @@ def command(group: typer.Typer, name: str | None = None, **options: Any) -> Call
             state.token = kwargs.get("token") or state.token
             state.command = ctx.command_path.partition(" ")[2] or ctx.command_path
             with boundary(state):
+                _gate(state)
                 return fn(*args, **kwargs)
 
         group.command(name, **options)(wrapper)
         return fn
 
     return decorate
+
+
+def _gate(state: State) -> None:
+    """Token-checked commands are admitted before their body runs; deny by default."""
+    from arbiter_cli.domain.security import NO_TOKEN, PERMISSIONS
+    from arbiter_cli.errors import Forbidden
+
+    if state.command in PERMISSIONS:
+        state.admit()
+    elif state.command not in NO_TOKEN:
+        raise Forbidden(f"`{state.command}` has no permission entry: denied by default")
 
 
 def _version(value: bool) -> None:
@@ -131,9 +143,10 @@ def build_app() -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(root)
-    from arbiter_cli.cli import agents, config_cmd, db, route, setup
+    from arbiter_cli.cli import agents, config_cmd, db, route, security, setup
 
     setup.register(app)
+    security.register(app)
     app.add_typer(agents.app, name="agents")
     app.add_typer(route.app, name="route")
     app.add_typer(db.app, name="db")

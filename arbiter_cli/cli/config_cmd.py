@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from arbiter_cli.cli import render
-from arbiter_cli.cli.app import JsonOpt, command, state_of
+from arbiter_cli.cli.app import JsonOpt, TokenOpt, command, state_of
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -16,7 +16,8 @@ app = typer.Typer(help="Show and validate the layered configuration.", no_args_i
 
 
 @command(app, "show")
-def show(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+def show(ctx: typer.Context, json_out: JsonOpt = False,
+        token: TokenOpt = None) -> None:
     """Print every effective setting with the layer it came from; secrets masked.
 
     Example: ARBITER_ROUTING__STRATEGY=ucb arbiter config show --json
@@ -57,7 +58,8 @@ def _short(value: object) -> str:
 
 
 @command(app, "validate")
-def validate(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+def validate(ctx: typer.Context, json_out: JsonOpt = False,
+        token: TokenOpt = None) -> None:
     """Exit 0 when the configuration is valid, or 3 listing every problem.
 
     Example: arbiter config validate

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, TextIO
 import typer
 
 from arbiter_cli.cli import render
-from arbiter_cli.cli.app import JsonOpt, command, state_of
+from arbiter_cli.cli.app import JsonOpt, TokenOpt, command, state_of
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -41,6 +41,7 @@ def upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
     database_url: UrlOpt = None,
     json_out: JsonOpt = False,
+    token: TokenOpt = None,
 ) -> None:
     """Upgrade the schema (creates a SQLite file if needed). Safe to run concurrently.
 
@@ -62,6 +63,7 @@ def downgrade(
                                             show_default=False)],
     database_url: UrlOpt = None,
     json_out: JsonOpt = False,
+    token: TokenOpt = None,
 ) -> None:
     """Downgrade the schema to REVISION ('base' removes every table).
 
@@ -77,7 +79,8 @@ def downgrade(
 
 
 @command(app, "current")
-def current(ctx: typer.Context, database_url: UrlOpt = None, json_out: JsonOpt = False) -> None:
+def current(ctx: typer.Context, database_url: UrlOpt = None, json_out: JsonOpt = False,
+        token: TokenOpt = None) -> None:
     """Print the database's schema revision and whether it is the head.
 
     Example: arbiter db current --json
@@ -93,7 +96,8 @@ def current(ctx: typer.Context, database_url: UrlOpt = None, json_out: JsonOpt =
 
 
 @command(app, "history")
-def history(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+def history(ctx: typer.Context, json_out: JsonOpt = False,
+        token: TokenOpt = None) -> None:
     """List the migrations this arbiter ships, newest first.
 
     Example: arbiter db history
@@ -112,7 +116,8 @@ def history(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
 
 @command(app, "check")
-def check(ctx: typer.Context, database_url: UrlOpt = None, json_out: JsonOpt = False) -> None:
+def check(ctx: typer.Context, database_url: UrlOpt = None, json_out: JsonOpt = False,
+        token: TokenOpt = None) -> None:
     """Compare the database with the models: 0 no drift, 1 drift, 10 not at head.
 
     Example: arbiter db check

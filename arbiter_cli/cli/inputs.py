@@ -27,10 +27,14 @@ def read_documents(source: str, field: str = "file") -> list[dict[str, Any]]:
         raise fail(field, "json", "is empty: expected a JSON object or JSON lines")
     try:
         whole = json.loads(stripped)
+    except RecursionError:
+        raise fail(field, "json", "is nested too deeply") from None
     except json.JSONDecodeError:
         return [_line(line, number, field) for number, line in enumerate(stripped.splitlines(), 1)
                 if line.strip()]
     documents = whole if isinstance(whole, list) else [whole]
+    if not documents:
+        raise fail(field, "json", "holds no JSON object")
     for index, document in enumerate(documents):
         if not isinstance(document, dict):
             raise fail(f"{field}[{index}]", "object", "must be a JSON object")
@@ -40,6 +44,8 @@ def read_documents(source: str, field: str = "file") -> list[dict[str, Any]]:
 def _line(line: str, number: int, field: str) -> dict[str, Any]:
     try:
         document = json.loads(line)
+    except RecursionError:
+        raise fail(field, "json", f"line {number}: nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise fail(field, "json", f"line {number}: invalid JSON ({exc.msg} at column {exc.colno})"
                    ) from None

@@ -312,11 +312,13 @@ def simulate(
     tasks: Annotated[int, typer.Option("--tasks", help="Simulated tasks.", min=1,
                                        max=1_000_000)] = 3000,
     strategy: Annotated[str, typer.Option("--strategy", help="A strategy, or all.")] = "all",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the whole simulation.")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the whole simulation.", min=0,
+                                      max=2**63 - 1)] = 1,
     truth: Annotated[str | None, typer.Option(
         "--truth", help='JSON file {"agent_id": success_probability}.',
         show_default=False)] = None,
     json_out: JsonOpt = False,
+    token: TokenOpt = None,
 ) -> None:
     """Compare strategies offline on agents with known success probabilities (deterministic).
 
@@ -328,7 +330,12 @@ def simulate(
     from arbiter_cli.services import simulate as sim
 
     state = state_of(ctx)
-    table = sim.truth_table(read_documents(truth, "truth")[0] if truth else None, agents, seed)
+    documents = read_documents(truth, "truth") if truth else None
+    if documents is not None and len(documents) != 1:
+        from arbiter_cli.domain.validation import fail
+
+        raise fail("truth", "single", "must hold exactly one JSON object")
+    table = sim.truth_table(documents[0] if documents else None, agents, seed)
     strategies = list(STRATEGIES) if strategy == "all" else [strategy]
     result = sim.simulate(routing_policy(state.settings), truth=table, tasks=tasks,
                           strategies=strategies, seed=seed)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from arbiter_cli.cli import render
-from arbiter_cli.cli.app import JsonOpt, command, state_of
+from arbiter_cli.cli.app import JsonOpt, TokenOpt, command, state_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,14 +33,20 @@ def init(
         "--database-url", help="Store to initialize (default: database.url).",
         show_default=False)] = None,
     json_out: JsonOpt = False,
+    token: TokenOpt = None,
 ) -> None:
-    """Create and migrate the database and create tenant 'default'. Safe to run again.
+    """Create and migrate the database, create tenant 'default' and, on an empty database, its
+    admin token (printed once, saved as profile 'default' in the credentials file). Safe to run
+    again.
 
     Example: arbiter init
     """
+    from dataclasses import replace
+
     from arbiter_cli.adapters import migrations
+    from arbiter_cli.adapters.credentials import save_token
     from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
-    from arbiter_cli.bootstrap import sql_engine, utc_now
+    from arbiter_cli.bootstrap import build, sql_engine, utc_now
     from arbiter_cli.services.setup import initialize
 
     state = state_of(ctx)
@@ -53,11 +59,25 @@ def init(
         )
     finally:
         engine.dispose()
+    app = build(state.settings, url=database_url)
+    state.on_close(app.close)
+    issued = app.security.bootstrap(result.tenant)
+    if issued is not None:
+        path = state.settings.paths.credentials_file
+        if save_token(path, "default", issued.token, force=True):
+            render.warn(f"replaced profile 'default' in {path} with the new admin token")
+        result = replace(result, admin_token=issued.token, credentials_file=str(path))
     state.tenant = result.tenant
     verb = "initialized" if result.created else "already initialized"
-    render.emit(state, result.to_dict(), lambda c: c.print(
-        f"{verb}: tenant [bold]{result.tenant}[/], schema {result.revision}, "
-        f"database {_masked(database_url or state.settings.database_url)}"))
+
+    def human(console: Console) -> None:
+        console.print(f"{verb}: tenant [bold]{result.tenant}[/], schema {result.revision}, "
+                      f"database {_masked(database_url or state.settings.database_url)}")
+        if result.admin_token:
+            console.print(f"admin token (shown once; saved as profile 'default' in "
+                          f"{result.credentials_file}):\n{result.admin_token}")
+
+    render.emit(state, result.to_dict(), human)
 
 
 def _masked(url: str) -> str:
@@ -79,6 +99,7 @@ def demo(
         "--strategy", help="Routing strategy (default: routing.strategy).",
         show_default=False)] = None,
     json_out: JsonOpt = False,
+    token: TokenOpt = None,
 ) -> None:
     """Show the router learning on its own SQLite file: a sample fleet, simulated outcomes.
 
@@ -200,6 +221,7 @@ def bench(
         "--warm-outcomes", help="Outcomes before the warm route run (default 10 x agents).",
         min=0, show_default=False)] = None,
     json_out: JsonOpt = False,
+    token: TokenOpt = None,
 ) -> None:
     """Benchmark through the services on a scratch store (SPEC §13); never touches your data.
 

@@ -30,6 +30,8 @@ class State:
     tenant: str | None = None
     _settings: Settings | None = field(default=None, repr=False)
     _closers: list[Callable[[], object]] = field(default_factory=list, repr=False)
+    _app: App | None = field(default=None, repr=False)
+    _principal: Principal | None = field(default=None, repr=False)
 
     @property
     def settings(self) -> Settings:
@@ -48,24 +50,55 @@ class State:
             )
         return self._settings
 
-    def app(self, *, url: str | None = None, check_schema: bool = True) -> App:
+    def app(self) -> App:
+        """The application on ``database.url``, schema checked (exit 10), built once."""
         from arbiter_cli.bootstrap import build
 
-        app = build(self.settings, url=url, check_schema=check_schema)
-        self.on_close(app.close)
-        return app
+        if self._app is None:
+            self._app = build(self.settings)
+            self._app.correlation_id = self.correlation_id
+            self.on_close(self._app.close)
+        return self._app
+
+    def admit(self) -> None:
+        """Authenticate, authorize and rate-limit this command (SPEC §0 order: after 3 and 10)."""
+        import sys
+
+        from arbiter_cli.domain.principal import Principal
+
+        settings = self.settings
+        app = self.app()
+        if not settings["security.enabled"]:
+            sys.stderr.write("warning: security.enabled = false: every command acts as admin "
+                             "of tenant 'default'\n")
+            self._principal = Principal.local_admin()
+        else:
+            self._principal = app.security.admit(self.resolve_token(), self.command)
+        self.tenant = self._principal.tenant
+
+    def resolve_token(self) -> str | None:
+        """--token, then ARBITER_TOKEN, then the credentials file's profile."""
+        from arbiter_cli.adapters.credentials import load_token
+
+        settings = self.settings
+        if self.token:
+            return self.token
+        if settings.token:
+            return settings.token
+        return load_token(settings.paths.credentials_file, self.profile or settings.profile)
 
     def on_close(self, closer: Callable[[], object]) -> None:
         """Run ``closer`` when the command ends, whatever happens."""
         self._closers.append(closer)
 
     def principal(self) -> Principal:
-        """The caller. Until tokens exist, local access acts as admin of tenant ``default``."""
+        """The admitted caller; commands of the no-token list act as admin of ``default``."""
         from arbiter_cli.domain.principal import Principal
 
-        principal = Principal.local_admin()
-        self.tenant = principal.tenant
-        return principal
+        if self._principal is None:
+            self._principal = Principal.local_admin()
+            self.tenant = self._principal.tenant
+        return self._principal
 
     def meta(self, **extra: Any) -> dict[str, Any]:
         meta: dict[str, Any] = {

@@ -40,7 +40,7 @@ def text(value: Any, field: str, *, min_len: int = 1, max_len: int = 200) -> str
 
 def integer(value: Any, field: str, *, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and re.fullmatch(r"-?\d{1,12}", value.strip()):
+        if isinstance(value, str) and re.fullmatch(r"-?\d{1,19}", value.strip()):
             value = int(value)
         else:
             raise fail(field, "type", "must be an integer")
@@ -108,6 +108,8 @@ def metadata(value: Any, field: str = "metadata") -> dict[str, Any]:
     if isinstance(value, str):
         try:
             value = json.loads(value)
+        except RecursionError:
+            raise fail(field, "json", "is nested too deeply") from None
         except json.JSONDecodeError as exc:
             raise fail(field, "json", f"is not valid JSON ({exc.msg})") from None
     if not isinstance(value, dict):
@@ -116,9 +118,23 @@ def metadata(value: Any, field: str = "metadata") -> dict[str, Any]:
         encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
     except ValueError:
         raise fail(field, "finite", "must not contain NaN or infinity") from None
+    except RecursionError:
+        raise fail(field, "json", "is nested too deeply") from None
+    if _has_nul(value):  # PostgreSQL's jsonb cannot store NUL: reject it on every backend
+        raise fail(field, "no_nul", "must not contain NUL characters")
     if len(encoded.encode()) > METADATA_MAX_BYTES:
         raise fail(field, "size", f"must be at most {METADATA_MAX_BYTES} bytes of JSON")
     return dict(value)
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def _show(value: Any) -> str:

@@ -24,6 +24,7 @@ from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.query import Query, match_item
 from arbiter_cli.errors import Conflict, InvalidInput, NotFound
 from arbiter_cli.ports import Clock, IdFactory, UnitOfWork, UnitOfWorkFactory
+from arbiter_cli.services.audit import Auditor
 
 
 @dataclass(frozen=True)
@@ -49,13 +50,14 @@ def decode_cursor(cursor: str | None) -> str | None:
 class AgentService:
     def __init__(
         self, uow: UnitOfWorkFactory, policy: RegistryPolicy, query_weights: Mapping[str, float],
-        clock: Clock, new_uid: IdFactory,
+        clock: Clock, new_uid: IdFactory, auditor: Auditor | None = None,
     ) -> None:
         self._uow = uow
         self.policy = policy
         self._weights = dict(query_weights)
         self._clock = clock
         self._new_uid = new_uid
+        self._audit = auditor or Auditor(clock)
 
     # ------------------------------------------------------------------ writes
 
@@ -72,6 +74,7 @@ class AgentService:
         _reject_repeated_ids(specs)
         now = self._clock()
         with self._uow(write=True) as uow:
+            uow.tenants.lock(principal.tenant)  # two registrations cannot both pass the cap
             if uow.agents.count(principal.tenant) + len(specs) > self.policy.max_agents:
                 raise Conflict(
                     f"registry full: tenant {principal.tenant!r} may hold at most "
@@ -85,6 +88,10 @@ class AgentService:
                 if progress and done % 100 == 0:
                     progress(100)
             uow.agents.add_many(created)
+            ids = [a.id for a in created]
+            self._audit.record(uow, principal, "agent.register", ids[0] if len(ids) == 1 else None,
+                               {"count": len(ids), "ids": ids[:100],
+                                "truncated": len(ids) > 100})
             uow.commit()
         if progress:
             progress(len(specs) % 100)
@@ -95,6 +102,7 @@ class AgentService:
         if not patch.changes():
             raise InvalidInput("nothing to update: give at least one field", field="", rule="required")
         return self._change(principal, agent_id, lambda a: patch.apply(a, self._clock()),
+                            "agent.update", {"fields": sorted(patch.changes())},
                             expect_version=patch.expect_version)
 
     def set_status(
@@ -102,16 +110,20 @@ class AgentService:
     ) -> Agent:
         rules.check_status(status, reason)  # input (exit 2) before lookup (exit 4), SPEC §0
         return self._change(
-            principal, agent_id, lambda a: rules.set_status(a, status, reason, self._clock())
+            principal, agent_id, lambda a: rules.set_status(a, status, reason, self._clock()),
+            "agent.status", {"status": status, "reason": reason},
         )
 
     def heartbeat(self, principal: Principal, agent_id: str) -> Agent:
-        return self._change(principal, agent_id, lambda a: rules.heartbeat(a, self._clock()))
+        return self._change(principal, agent_id, lambda a: rules.heartbeat(a, self._clock()),
+                            "agent.heartbeat", {})
 
     def record(self, principal: Principal, agent_id: str, result: TaskResult) -> Agent:
         window = self.policy.window
         return self._change(
-            principal, agent_id, lambda a: rules.record(a, result, window, self._clock())
+            principal, agent_id, lambda a: rules.record(a, result, window, self._clock()),
+            "agent.record", {"success": result.success, "quality": result.quality,
+                             "latency_ms": result.latency_ms, "task_type": result.task_type},
         )
 
     def remove(self, principal: Principal, agent_id: str) -> Agent:
@@ -119,6 +131,7 @@ class AgentService:
         with self._uow(write=True) as uow:
             agent = _require(uow, principal, agent_id)
             uow.agents.remove(principal.tenant, agent_id)
+            self._audit.record(uow, principal, "agent.remove", agent_id, {"uid": agent.uid})
             uow.commit()
         return agent
 
@@ -136,12 +149,16 @@ class AgentService:
                 offline = rules.set_status(agent, "offline", "cleanup: silent", now)
                 if uow.agents.update(offline, expect_version=agent.version):
                     marked.append(offline)
+            if marked:
+                self._audit.record(uow, principal, "agent.cleanup", None, {
+                    "older_than_s": older_than_s, "ids": [a.id for a in marked][:100],
+                    "count": len(marked)})
             uow.commit()
         return marked
 
     def _change(
         self, principal: Principal, agent_id: str, change: Callable[[Agent], Agent],
-        expect_version: int | None = None,
+        action: str, details: Mapping[str, Any], expect_version: int | None = None,
     ) -> Agent:
         """Read the agent under a row lock, apply ``change``, and store it atomically."""
         _check_id(agent_id)
@@ -154,6 +171,7 @@ class AgentService:
             changed = change(agent)
             if not uow.agents.update(changed, expect_version=agent.version):
                 raise Conflict(f"agent {agent_id!r} changed meanwhile; retry")
+            self._audit.record(uow, principal, action, agent_id, details)
             uow.commit()
         return changed
 

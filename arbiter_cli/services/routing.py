@@ -31,6 +31,7 @@ from arbiter_cli.domain.routing import (
 from arbiter_cli.errors import AtCapacity, Conflict, NotFound
 from arbiter_cli.ids import uuid7
 from arbiter_cli.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from arbiter_cli.services.audit import Auditor
 
 REAP_BATCH = 100
 
@@ -54,11 +55,12 @@ def not_found(decision_ref: str) -> NotFound:
 
 class RoutingService:
     def __init__(self, uow: UnitOfWorkFactory, registry: RegistryPolicy, policy: RoutingPolicy,
-                 clock: Clock) -> None:
+                 clock: Clock, auditor: Auditor | None = None) -> None:
         self._uow = uow
         self.registry = registry
         self.policy = policy
         self._clock = clock
+        self._audit = auditor or Auditor(clock)
 
     # ------------------------------------------------------------------ route
 
@@ -104,6 +106,9 @@ class RoutingService:
                 if dry_run:
                     return Routed(decision)
                 uow.decisions.add(decision)
+                self._audit.record(uow, principal, "route.task", decision.decision_id, {
+                    "task_id": task.task_id, "agent_id": decision.agent_id,
+                    "strategy": chosen_strategy, "seed": seed_value})
                 uow.commit()
         except Conflict:
             return self._concurrent_duplicate(principal, task)
@@ -134,7 +139,7 @@ class RoutingService:
     ) -> Recorded:
         """Close the decision, release the slot, fold performance, update the arm: one transaction."""
         with self._uow(write=True) as uow:
-            decision = self._find(uow, principal, decision_id, task_id)
+            decision = self._find(uow, principal, decision_id, task_id)  # row locked
             if decision.status not in (OPEN, EXPIRED):
                 if dict(decision.outcome or {}) == outcome.to_dict():
                     return Recorded(decision, already_recorded=True)
@@ -143,7 +148,11 @@ class RoutingService:
             now = self._clock()
             self._learn(uow, decision, outcome, now, release=decision.status == OPEN)
             closed = decision.close(outcome, now)
-            uow.decisions.save(closed)
+            if not uow.decisions.save(closed, was=decision.status):
+                raise Conflict(f"decision {decision.decision_id} changed meanwhile; retry")
+            self._audit.record(uow, principal, "route.outcome", decision.decision_id, {
+                "task_id": decision.task_id, "agent_id": decision.agent_id,
+                "status": closed.status, "quality": outcome.quality})
             uow.commit()
         return Recorded(closed)
 
@@ -153,13 +162,18 @@ class RoutingService:
             raise v.fail("decision_id", "required", "give a DECISION_ID or --task-id, not both")
         if decision_id is not None:
             found = uow.decisions.get(v.pattern(decision_id, v.TASK_ID_RE, "decision_id",
-                                                "decision id"))
+                                                "decision id"), for_update=True)
             if found is None or found.tenant != principal.tenant:
+                if found is not None:
+                    self._audit.record(uow, principal, "route.outcome", decision_id,
+                                       {"reason": "cross-tenant"}, result="denied")
+                    uow.commit()
                 raise not_found(decision_id)
             return found
         assert task_id is not None
         found = uow.decisions.for_task(principal.tenant,
-                                       v.pattern(task_id, v.TASK_ID_RE, "task_id", "task id"))
+                                       v.pattern(task_id, v.TASK_ID_RE, "task_id", "task id"),
+                                       for_update=True)
         if found is None:
             raise NotFound(f"no decision for task {task_id!r}")
         return found
@@ -187,6 +201,9 @@ class RoutingService:
         """Expire open decisions older than routing.assignment_ttl, releasing their slots."""
         with self._uow(write=True) as uow:
             expired = self._reap(uow, principal.tenant, limit)
+            if expired:
+                self._audit.record(uow, principal, "route.reap", None, {
+                    "count": len(expired), "decision_ids": [d.decision_id for d in expired][:100]})
             uow.commit()
         return expired
 
@@ -195,18 +212,22 @@ class RoutingService:
         cutoff = now - timedelta(seconds=self.policy.assignment_ttl_s)
         expired = []
         for decision in uow.decisions.expired(tenant, cutoff, limit or 1_000_000):
-            uow.routing.release(tenant, decision.agent_uid)
             closed = decision.expire(now)
-            uow.decisions.save(closed)
-            expired.append(closed)
+            if uow.decisions.save(closed, was=OPEN):  # only one reaper wins each decision
+                uow.routing.release(tenant, decision.agent_uid)
+                expired.append(closed)
         return expired
 
     # ------------------------------------------------------------------ views
 
     def explain(self, principal: Principal, decision_id: str) -> Decision:
+        v.pattern(decision_id, v.TASK_ID_RE, "decision_id", "decision id")
         with self._uow() as uow:
             found = uow.decisions.get(decision_id)
         if found is None or found.tenant != principal.tenant:
+            if found is not None:
+                self._audit.deny(self._uow, principal, "route.explain", decision_id,
+                                 {"reason": "cross-tenant"})
             raise not_found(decision_id)
         return found
 

@@ -111,12 +111,20 @@ def test_cleanup_dry_run_lists_without_changing(initialized):
     assert cli("agents", "cleanup", "--older-than", "soon").exit_code == 2
 
 
-def test_init_is_idempotent(clean_env):
+def test_init_is_idempotent_and_prints_the_admin_token_once(clean_env):
+    import os
+    import stat
+
     first = cli("--json", "init").json()
     assert first["tenant"] == "default" and first["revision"] == HEAD
-    assert first["admin_token"] is None
+    assert first["admin_token"].startswith("arb_")
+    credentials = Path(first["credentials_file"])
+    assert stat.S_IMODE(os.stat(credentials).st_mode) == 0o600
+    assert first["admin_token"] in credentials.read_text()
     again = cli("--json", "init").json()
     assert again["created"] is False and again["revision"] == first["revision"]
+    assert again["admin_token"] is None and again["credentials_file"] is None
+    assert cli("--json", "whoami").json()["role"] == "admin"
 
 
 @pytest.mark.postgres

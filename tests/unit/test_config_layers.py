@@ -347,7 +347,9 @@ def test_values_at_the_edges_of_their_range_are_accepted(environ, key, value):
      "(got 'random')"),
     ("security.enabled", "yes", "must be true or false (got 'yes')"),
     ("security.enabled", 1, "must be true or false (got 1)"),
-    ("database.url", 5, "must be a string (got 5)"),
+    ("database.url", 5, "must be empty, sqlite:///PATH or postgresql+psycopg2://USER@HOST/DB (got 5)"),
+    ("database.url", "mysql://bob@db/arb",
+     "must be empty, sqlite:///PATH or postgresql+psycopg2://USER@HOST/DB (got 'mysql://bob@db/arb')"),
     ("database.connect_timeout", "0s", "must be a duration like 30s, 5m, 2h or 1d (got '0s')"),
     ("database.connect_timeout", "601s", "must be a duration like 30s, 5m, 2h or 1d (got '601s')"),
     ("database.connect_timeout", 30, "must be a duration like 30s, 5m, 2h or 1d (got 30)"),
@@ -609,7 +611,6 @@ def test_default_database_is_sqlite_in_the_data_dir(environ, tmp_path):
     ("postgresql://bob:kept@db/arb", "other", "postgresql://bob:kept@db/arb"),
     ("postgresql://db/arb", "secret", "postgresql://db/arb"),
     ("postgresql://bob@db/arb", "", "postgresql://bob@db/arb"),
-    ("mysql://bob@db/arb", "secret", "mysql://bob@db/arb"),
     ("sqlite:////tmp/a.db", "secret", "sqlite:////tmp/a.db"),
 ])
 def test_database_password_is_added_to_a_postgres_url_without_one(environ, url, password, expected):

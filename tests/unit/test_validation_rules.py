@@ -170,10 +170,10 @@ def test_integer_rejects_bools_floats_and_other_strings(value):
     rejects(v.integer, value, "n", low=0, high=10, field="n", rule="type")
 
 
-def test_integer_strings_are_limited_to_12_digits():
-    """A 12-digit string converts; a 13-digit string is not a number here."""
-    assert v.integer("999999999999", "n", low=0, high=10**13) == 999_999_999_999
-    rejects(v.integer, "1000000000000", "n", low=0, high=10**13, field="n", rule="type")
+def test_integer_strings_are_limited_to_19_digits():
+    """A 19-digit string converts (int64 range); a 20-digit string is not a number here."""
+    assert v.integer("9" * 19, "n", low=0, high=10**20) == 10**19 - 1
+    rejects(v.integer, "1" + "0" * 19, "n", low=0, high=10**20, field="n", rule="type")
 
 
 # ---------------------------------------------------------------------------- fraction / finite

@@ -58,7 +58,10 @@ def _sqlite_engine(url: str, busy_timeout_s: float, create: bool) -> Engine:
     path = sqlite_path(url)
     if path is not None:
         if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageUnavailable(f"cannot create {path.parent}: {exc.strerror}") from None
         elif not path.exists():
             raise StorageUnavailable(f"no database at {path}: run `arbiter init`")
     engine = create_engine(url, connect_args={"timeout": busy_timeout_s})

@@ -11,11 +11,12 @@ from typing import Any, Self
 
 from sqlalchemy import and_, case, delete, exists, func, insert, literal, select, union_all, update
 from sqlalchemy.engine import Connection, Engine, Row
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
 from arbiter_cli.adapters.sql.routing import SqlDecisions, SqlRouting
+from arbiter_cli.adapters.sql.security import SqlAudit, SqlRate, SqlTokens
 from arbiter_cli.domain.agents import Agent, FleetStats, Performance, Status
 from arbiter_cli.domain.query import STATUS_CODES, Columns, Query, Ranking, fit_share, rank
 from arbiter_cli.errors import Conflict
@@ -260,6 +261,11 @@ class SqlTenants:
         self._conn.execute(insert(t.tenants).values(name=name, created_at=now))
         return True
 
+    def lock(self, name: str) -> None:
+        if self._conn.dialect.name == "postgresql":  # SQLite: BEGIN IMMEDIATE already did
+            self._conn.execute(select(t.tenants.c.name).where(t.tenants.c.name == name)
+                               .with_for_update(key_share=True))
+
     def exists(self, name: str) -> bool:
         stmt = select(t.tenants.c.name).where(t.tenants.c.name == name)
         return self._conn.execute(stmt).first() is not None
@@ -279,6 +285,9 @@ class SqlUnitOfWork:
     tenants: SqlTenants
     routing: SqlRouting
     decisions: SqlDecisions
+    tokens: SqlTokens
+    rate: SqlRate
+    audit: SqlAudit
 
     def __init__(self, engine: Engine, *, write: bool = False) -> None:
         self._engine = engine
@@ -299,6 +308,9 @@ class SqlUnitOfWork:
         self.tenants = SqlTenants(self._conn)
         self.routing = SqlRouting(self._conn)
         self.decisions = SqlDecisions(self._conn)
+        self.tokens = SqlTokens(self._conn)
+        self.rate = SqlRate(self._conn)
+        self.audit = SqlAudit(self._conn)
         return self
 
     def __exit__(
@@ -314,7 +326,7 @@ class SqlUnitOfWork:
             self._conn.close()
         if isinstance(exc, IntegrityError):
             raise Conflict(f"conflicting write: {_first_line(exc)}") from None
-        if isinstance(exc, DBAPIError):
+        if isinstance(exc, OperationalError | InterfaceError):  # the database, not the data
             raise unavailable(self._engine, exc) from None
 
     def commit(self) -> None:

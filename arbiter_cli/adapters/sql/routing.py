@@ -193,30 +193,41 @@ class SqlDecisions:
     def add(self, decision: Decision) -> None:
         self._conn.execute(insert(t.decisions).values(**_decision_values(decision)))
 
-    def save(self, decision: Decision) -> None:
-        self._conn.execute(
-            update(t.decisions).where(d.decision_id == decision.decision_id)
+    def save(self, decision: Decision, *, was: str) -> bool:
+        result = self._conn.execute(
+            update(t.decisions)
+            .where(d.decision_id == decision.decision_id, d.tenant == decision.tenant,
+                   d.status == was)
             .values(status=decision.status, closed_at=decision.closed_at,
                     outcome=None if decision.outcome is None else dict(decision.outcome),
                     over_capacity=decision.over_capacity)
         )
+        return result.rowcount == 1
 
     def _one(self, stmt: Any) -> Decision | None:
         row = self._conn.execute(stmt).first()
         return None if row is None else _row_to_decision(row)
 
-    def get(self, decision_id: str) -> Decision | None:
-        return self._one(select(t.decisions).where(d.decision_id == decision_id))
+    def _locked(self, stmt: Any, for_update: bool, **options: bool) -> Any:
+        if for_update and self._conn.dialect.name == "postgresql":
+            return stmt.with_for_update(**options)
+        return stmt  # SQLite: the write transaction began with BEGIN IMMEDIATE
 
-    def for_task(self, tenant: str, task_id: str) -> Decision | None:
-        return self._one(
+    def get(self, decision_id: str, *, for_update: bool = False) -> Decision | None:
+        return self._one(self._locked(select(t.decisions).where(d.decision_id == decision_id),
+                                      for_update))
+
+    def for_task(self, tenant: str, task_id: str, *, for_update: bool = False
+                 ) -> Decision | None:
+        return self._one(self._locked(
             select(t.decisions).where(d.tenant == tenant, d.task_id == task_id)
-            .order_by((d.status == OPEN).desc(), d.decision_id.desc()).limit(1))
+            .order_by((d.status == OPEN).desc(), d.decision_id.desc()).limit(1), for_update))
 
     def expired(self, tenant: str, cutoff: datetime, limit: int) -> builtins.list[Decision]:
-        rows = self._conn.execute(
-            select(t.decisions).where(d.tenant == tenant, d.status == OPEN, d.created_at < cutoff)
-            .order_by(d.created_at, d.decision_id).limit(limit)).fetchall()
+        stmt = (select(t.decisions)
+                .where(d.tenant == tenant, d.status == OPEN, d.created_at < cutoff)
+                .order_by(d.created_at, d.decision_id).limit(limit))
+        rows = self._conn.execute(self._locked(stmt, True, skip_locked=True)).fetchall()
         return [_row_to_decision(r) for r in rows]
 
     def history(

@@ -1,0 +1,255 @@
+"""``arbiter tokens|tenants|audit …``, ``whoami`` and ``login`` (SPEC §4)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from arbiter_cli.cli import render
+from arbiter_cli.cli.app import JsonOpt, TokenOpt, command, state_of
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+tokens_app = typer.Typer(help="Create, list and revoke API tokens of your tenant (admin).",
+                         no_args_is_help=True)
+tenants_app = typer.Typer(help="Create and list tenants (direct database authority).",
+                          no_args_is_help=True)
+audit_app = typer.Typer(help="Read and verify the tamper-evident audit log (admin).",
+                        no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(tokens_app, name="tokens")
+    app.add_typer(tenants_app, name="tenants")
+    app.add_typer(audit_app, name="audit")
+    command(app, "whoami")(whoami)
+    command(app, "login")(login)
+
+
+def whoami(ctx: typer.Context, json_out: JsonOpt = False, token: TokenOpt = None) -> None:
+    """Show the tenant, role and token id you act as.
+
+    Example: arbiter whoami --json
+    """
+    state = state_of(ctx)
+    principal = state.principal()
+    document = {"tenant": principal.tenant, "role": principal.role,
+                "token_id": principal.token_id}
+    render.emit(state, document, lambda c: c.print(
+        f"tenant [bold]{principal.tenant}[/], role {principal.role}, "
+        f"token {principal.token_id}"))
+
+
+def login(
+    ctx: typer.Context,
+    token: Annotated[str, typer.Option("--token", help="The token to check and save.",
+                                       show_default=False)],
+    profile: Annotated[str | None, typer.Option(
+        "--profile", help="Profile to save it as (default: ARBITER_PROFILE or default).",
+        show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a token saved under that "
+                                        "profile.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check a token against the database and save it in the credentials file (0600).
+
+    Example: arbiter login --token arb_abcd1234efgh_... --profile ci
+    """
+    from arbiter_cli.adapters.credentials import save_token
+
+    state = state_of(ctx)
+    principal = state.app().security.login(token)
+    name = profile or state.profile or state.settings.profile
+    path = state.settings.paths.credentials_file
+    replaced = save_token(path, name, token, force=force)
+    state.tenant = principal.tenant
+    render.emit(state, {"profile": name, "credentials_file": str(path), "tenant":
+                        principal.tenant, "role": principal.role,
+                        "token_id": principal.token_id, "replaced": replaced},
+                lambda c: c.print(f"saved token {principal.token_id} ({principal.role} of "
+                                  f"{principal.tenant}) as profile [bold]{name}[/] in {path}"))
+
+
+@command(tokens_app, "create")
+def tokens_create(
+    ctx: typer.Context,
+    role: Annotated[str, typer.Option("--role", help="viewer, orchestrator, manager or admin.",
+                                      show_default=False)],
+    name: Annotated[str, typer.Option("--name", help="What the token is for.",
+                                      show_default=False)],
+    expires_in: Annotated[str | None, typer.Option(
+        "--expires-in", help="Lifetime, e.g. 30d (default: never).", show_default=False)] = None,
+    rate: Annotated[float | None, typer.Option(
+        "--rate", help="Calls per second for this token (default security.rate_limit.rate).",
+        show_default=False)] = None,
+    burst: Annotated[int | None, typer.Option(
+        "--burst", help="Bucket size for this token (default security.rate_limit.burst).",
+        show_default=False)] = None,
+    json_out: JsonOpt = False,
+    token: TokenOpt = None,
+) -> None:
+    """Create a token in your tenant; the full token is shown once.
+
+    Example: arbiter tokens create --role orchestrator --name ci-router --expires-in 90d
+    """
+    from arbiter_cli.config import parse_duration
+    from arbiter_cli.domain.validation import fail
+
+    state = state_of(ctx)
+    seconds = None
+    if expires_in is not None:
+        try:
+            seconds = parse_duration(expires_in)
+        except ValueError as exc:
+            raise fail("expires_in", "duration", str(exc)) from None
+    issued = state.app().security.issue(state.principal(), role=role, name=name,
+                                        expires_in_s=seconds, rate=rate, burst=burst)
+    render.emit(state, issued.to_dict(), lambda c: c.print(
+        f"created {issued.record.role} token [bold]{issued.record.id}[/] "
+        f"(shown once):\n{issued.token}"), durability="committed")
+
+
+@command(tokens_app, "list")
+def tokens_list(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", help="Page size; 0 means all.")] = 100,
+    cursor: Annotated[str | None, typer.Option("--cursor", help="next_cursor of the last page.",
+                                               show_default=False)] = None,
+    json_out: JsonOpt = False,
+    token: TokenOpt = None,
+) -> None:
+    """List your tenant's tokens (never their secrets).
+
+    Example: arbiter tokens list
+    """
+    state = state_of(ctx)
+    found, next_cursor = state.app().security.tokens(state.principal(), cursor=cursor,
+                                                     limit=limit)
+
+    def human(console: Console) -> None:
+        console.print(render.table(f"{len(found)} tokens", (
+            "id", "name", "role", "expires", "revoked", "last used"), [
+            (t.id, t.name, t.role, t.to_dict()["expires_at"] or "never",
+             t.to_dict()["revoked_at"] or "", t.to_dict()["last_used_at"] or "")
+            for t in found]))
+
+    render.emit_list(state, [t.to_dict() for t in found], next_cursor, human)
+
+
+@command(tokens_app, "revoke")
+def tokens_revoke(ctx: typer.Context, token_id: Annotated[str, typer.Argument(
+        help="Token id (the part after arb_).", show_default=False)],
+        json_out: JsonOpt = False, token: TokenOpt = None) -> None:
+    """Revoke a token of your tenant; it stops working at once.
+
+    Example: arbiter tokens revoke abcd1234efgh
+    """
+    state = state_of(ctx)
+    record = state.app().security.revoke(state.principal(), token_id)
+    render.emit(state, record.to_dict(), lambda c: c.print(f"revoked token {record.id}"),
+                durability="committed")
+
+
+@command(tenants_app, "create")
+def tenants_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Tenant name (lower-case slug).",
+                                        show_default=False)],
+    save: Annotated[bool, typer.Option("--save", help="Save its admin token as profile NAME.")
+                    ] = False,
+    json_out: JsonOpt = False,
+    token: TokenOpt = None,
+) -> None:
+    """Create a tenant and its first admin token (shown once).
+
+    Example: arbiter tenants create team-b --save
+    """
+    from arbiter_cli.adapters.credentials import save_token
+
+    state = state_of(ctx)
+    issued = state.app().security.create_tenant(name)
+    state.tenant = name
+    if save:
+        save_token(state.settings.paths.credentials_file, name, issued.token, force=False)
+    render.emit(state, {"tenant": name, "admin_token": issued.token, "saved": save},
+                lambda c: c.print(f"created tenant [bold]{name}[/]; admin token (shown once):"
+                                  f"\n{issued.token}"), durability="committed")
+
+
+@command(tenants_app, "list")
+def tenants_list(ctx: typer.Context, json_out: JsonOpt = False,
+        token: TokenOpt = None) -> None:
+    """List tenants.
+
+    Example: arbiter tenants list --json
+    """
+    state = state_of(ctx)
+    names = state.app().security.tenants()
+    render.emit_list(state, [{"tenant": n} for n in names], None,
+                     lambda c: c.print("\n".join(names)))
+
+
+@command(audit_app, "list")
+def audit_list(
+    ctx: typer.Context,
+    since: Annotated[str | None, typer.Option("--since", help="A duration (24h) or RFC 3339.",
+                                              show_default=False)] = None,
+    action: Annotated[str | None, typer.Option("--action", help="e.g. agent.register.",
+                                               show_default=False)] = None,
+    actor: Annotated[str | None, typer.Option("--actor", help="A token id.",
+                                              show_default=False)] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Page size; 0 means all.")] = 100,
+    cursor: Annotated[str | None, typer.Option("--cursor", help="next_cursor of the last page.",
+                                               show_default=False)] = None,
+    json_out: JsonOpt = False,
+    token: TokenOpt = None,
+) -> None:
+    """List your tenant's audit events, newest first.
+
+    Example: arbiter audit list --since 1h --action route.task
+    """
+    from arbiter_cli.cli.route import _since
+    from arbiter_cli.domain.validation import integer
+
+    state = state_of(ctx)
+    app = state.app()
+    before = None if cursor is None else integer(cursor, "cursor", low=1, high=2**62)
+    events, next_cursor = app.security.events(state.principal(), since=_since(since, app.clock()),
+                                              action=action, actor=actor, cursor=before,
+                                              limit=limit)
+
+    def human(console: Console) -> None:
+        console.print(render.table(f"{len(events)} events", (
+            "seq", "at", "actor", "action", "target", "result"), [
+            (e.seq, e.body()["at"], e.actor or "-", e.action, e.target or "", e.result)
+            for e in events]))
+
+    render.emit_list(state, [e.to_dict() for e in events], next_cursor, human)
+
+
+@command(audit_app, "verify")
+def audit_verify(
+    ctx: typer.Context,
+    expect_head: Annotated[str | None, typer.Option(
+        "--expect-head", help="The head hash you anchored earlier (catches truncation).",
+        show_default=False)] = None,
+    json_out: JsonOpt = False,
+    token: TokenOpt = None,
+) -> None:
+    """Walk the hash chain: exit 1 naming the first bad seq; prints the head to anchor.
+
+    Example: arbiter audit verify --expect-head 3f5a...
+    """
+    from arbiter_cli.errors import CheckFailed
+
+    state = state_of(ctx)
+    verdict = state.app().security.verify(state.principal(), expect_head)
+    document = {"ok": verdict.ok, "events": verdict.events, "head": verdict.head,
+                "first_bad_seq": verdict.first_bad_seq, "reason": verdict.reason}
+    if not verdict.ok:
+        raise CheckFailed(f"audit chain broken at seq {verdict.first_bad_seq}: {verdict.reason} "
+                          f"(head {verdict.head})", details=document)
+    render.emit(state, document, lambda c: c.print(
+        f"audit chain intact: {verdict.events} events, head {verdict.head}"))

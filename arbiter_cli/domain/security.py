@@ -1,0 +1,245 @@
+"""Security rules (SPEC §4): token format and checks, roles, the token bucket, the audit chain.
+
+Pure functions: secrets come from the caller's random source, time from the caller's clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from arbiter_cli.domain.principal import ROLES, Principal
+from arbiter_cli.errors import Forbidden, Unauthenticated
+
+TOKEN_RE = re.compile(r"arb_([a-z0-9]{12})_([A-Za-z0-9_-]{43,})")
+SECRET_BYTES = 32  # 256 bits; SPEC §4 asks for at least 192
+GENESIS = "0" * 64
+
+# ---------------------------------------------------------------------------- roles
+
+VIEWER, ORCHESTRATOR, MANAGER, ADMIN = ROLES
+RANK = {role: rank for rank, role in enumerate(ROLES)}
+
+#: The least role each token-checked command needs (SPEC §4); absent means denied.
+PERMISSIONS: Mapping[str, str] = {
+    "whoami": VIEWER,
+    "agents show": VIEWER, "agents list": VIEWER, "agents query": VIEWER,
+    "agents stats": VIEWER,
+    "route explain": VIEWER, "route history": VIEWER, "route stats": VIEWER,
+    "route task": ORCHESTRATOR, "route outcome": ORCHESTRATOR, "route reap": ORCHESTRATOR,
+    "agents heartbeat": ORCHESTRATOR, "agents status": ORCHESTRATOR,
+    "agents register": MANAGER, "agents update": MANAGER, "agents remove": MANAGER,
+    "agents record": MANAGER, "agents cleanup": MANAGER,
+    "tokens create": ADMIN, "tokens list": ADMIN, "tokens revoke": ADMIN,
+    "audit list": ADMIN, "audit verify": ADMIN,
+}
+
+#: Commands whose authority is local or direct database access (SPEC §4): no token.
+NO_TOKEN = frozenset({
+    "init", "demo", "login", "bench", "health", "serve", "soak", "mutate", "route simulate",
+    "tenants create", "tenants list", "config show", "config validate", "db upgrade",
+    "db downgrade", "db current", "db history", "db check", "journal status",
+    "journal replay", "journal list",
+})
+
+
+def authorize(principal: Principal, command: str) -> None:
+    """Deny by default: a command without a permission entry is refused to everyone."""
+    needed = PERMISSIONS.get(command)
+    if needed is None or RANK.get(principal.role, -1) < RANK[needed]:
+        raise Forbidden(f"role {principal.role!r} may not run `{command}`"
+                        + (f" (needs {needed})" if needed else ""))
+
+
+def check_role(role: str) -> str:
+    from arbiter_cli.domain.validation import fail
+
+    if role not in RANK:
+        raise fail("role", "allowed", f"must be one of {', '.join(ROLES)}")
+    return role
+
+
+# ---------------------------------------------------------------------------- tokens
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    id: str
+    tenant: str
+    name: str
+    role: str
+    secret_hash: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+    rate: float | None = None
+    burst: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        from arbiter_cli.domain.agents import rfc3339
+
+        def when(moment: datetime | None) -> str | None:
+            return None if moment is None else rfc3339(moment)
+
+        return {"id": self.id, "tenant": self.tenant, "name": self.name, "role": self.role,
+                "created_at": when(self.created_at), "expires_at": when(self.expires_at),
+                "revoked_at": when(self.revoked_at), "last_used_at": when(self.last_used_at),
+                "rate": self.rate, "burst": self.burst}
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def format_token(token_id: str, secret: str) -> str:
+    return f"arb_{token_id}_{secret}"
+
+
+def parse_token(token: str) -> tuple[str, str]:
+    """``arb_<id>_<secret>`` → (id, secret); anything else is not a token (exit 6)."""
+    match = TOKEN_RE.fullmatch(token.strip()) if isinstance(token, str) else None
+    if match is None:
+        raise Unauthenticated("malformed token: expected arb_<id>_<secret>")
+    return match.group(1), match.group(2)
+
+
+def check_token(record: TokenRecord | None, secret: str, now: datetime) -> Principal:
+    """The principal of a valid token; every failure is exit 6 with one message per cause."""
+    if record is None:
+        hmac.compare_digest(hash_secret(secret), GENESIS)  # same work for unknown ids
+        raise Unauthenticated("invalid token")
+    if not hmac.compare_digest(hash_secret(secret), record.secret_hash):
+        raise Unauthenticated("invalid token")
+    if record.revoked_at is not None:
+        raise Unauthenticated("token revoked")
+    if record.expires_at is not None and now >= record.expires_at:
+        raise Unauthenticated("token expired")
+    return Principal(tenant=record.tenant, role=record.role, token_id=record.id)
+
+
+# ---------------------------------------------------------------------------- rate limits
+
+
+@dataclass(frozen=True)
+class Bucket:
+    tokens: float
+    updated_at: float  # seconds since the epoch
+
+
+def spend(bucket: Bucket | None, now: float, rate: float, burst: int) -> Bucket:
+    """Refill at ``rate``/s up to ``burst``, then spend one token, even on a refusal.
+
+    A refusal leaves the bucket below zero (a debt), floored at −burst so that a client
+    hammering in a loop is slowed, not locked out for ever. The SQL adapters compute the same
+    thing in one atomic statement.
+    """
+    if bucket is None:
+        bucket = Bucket(tokens=float(burst), updated_at=now)
+    elapsed = max(0.0, now - bucket.updated_at)
+    tokens = min(float(burst), bucket.tokens + elapsed * rate) - 1.0
+    return Bucket(tokens=max(tokens, -float(burst)), updated_at=max(now, bucket.updated_at))
+
+
+def allowed(bucket: Bucket) -> bool:
+    return bucket.tokens >= 0.0
+
+
+def retry_after(bucket: Bucket, rate: float) -> float:
+    """Seconds until the next call would be admitted."""
+    return round(max(0.0, -bucket.tokens) / rate, 3)
+
+
+# ---------------------------------------------------------------------------- audit chain
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    tenant: str
+    seq: int
+    at: datetime
+    actor: str | None
+    action: str
+    target: str | None
+    result: str
+    correlation_id: str | None
+    details: Mapping[str, Any]
+    prev_hash: str
+    hash: str
+
+    def body(self) -> dict[str, Any]:
+        from arbiter_cli.domain.agents import rfc3339
+
+        return {"tenant": self.tenant, "seq": self.seq, "at": rfc3339(self.at),
+                "actor": self.actor, "action": self.action, "target": self.target,
+                "result": self.result, "correlation_id": self.correlation_id,
+                "details": dict(self.details)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.body(), "prev_hash": self.prev_hash, "hash": self.hash}
+
+
+def canonical(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=str).encode()
+
+
+def chain_hash(body: Mapping[str, Any], prev_hash: str) -> str:
+    """SHA-256(canonical JSON of the entry ‖ prev_hash)."""
+    return hashlib.sha256(canonical(body) + prev_hash.encode()).hexdigest()
+
+
+def seal(tenant: str, seq: int, at: datetime, prev_hash: str, *, actor: str | None,
+         action: str, target: str | None, result: str, correlation_id: str | None,
+         details: Mapping[str, Any]) -> AuditEvent:
+    draft = AuditEvent(tenant, seq, at, actor, action, target, result, correlation_id,
+                       dict(details), prev_hash, "")
+    return AuditEvent(**{**draft.__dict__, "hash": chain_hash(draft.body(), prev_hash)})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    events: int
+    head: str
+    first_bad_seq: int | None = None
+    reason: str | None = None
+
+
+def verify(events: Iterable[AuditEvent], expect_head: str | None = None) -> Verdict:
+    """Walk the chain in seq order from 1; name the first event that breaks it."""
+    prev, expected_seq, count = GENESIS, 1, 0
+    for event in events:
+        count += 1
+        if event.seq != expected_seq:
+            return Verdict(False, count, prev, expected_seq,
+                           f"seq {expected_seq} missing (found {event.seq})")
+        if event.prev_hash != prev:
+            return Verdict(False, count, prev, event.seq, "prev_hash does not link")
+        if chain_hash(event.body(), prev) != event.hash:
+            return Verdict(False, count, prev, event.seq, "hash does not match the entry")
+        prev, expected_seq = event.hash, expected_seq + 1
+    if expect_head is not None and expect_head != prev:
+        return Verdict(False, count, prev, expected_seq,
+                       "head differs from the expected (anchored) head: entries were "
+                       "removed from the tail or the chain was rewritten")
+    return Verdict(True, count, prev)
+
+
+def redact(details: Mapping[str, Any], secrets_: Sequence[str] = ()) -> dict[str, Any]:
+    """Details for audit and logs: never a secret."""
+    hidden = {"token", "secret", "password", "secret_hash", "admin_token"}
+    cleaned = {}
+    for key, value in details.items():
+        if key in hidden:
+            continue
+        if isinstance(value, str) and any(s and s in value for s in secrets_):
+            value = "***"
+        cleaned[key] = value
+    return cleaned

@@ -1,0 +1,34 @@
+"""Appending to the audit chain from a use case, in the transaction of its effect."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from arbiter_cli.domain.principal import Principal
+from arbiter_cli.domain.security import redact
+from arbiter_cli.ports import Clock, UnitOfWork
+
+
+@dataclass(frozen=True)
+class Auditor:
+    """Who is acting, under which correlation id, on which clock."""
+
+    clock: Clock
+    correlation_id: str | None = None
+
+    def record(self, uow: UnitOfWork, principal: Principal, action: str, target: str | None,
+               details: Mapping[str, Any] | None = None, *, result: str = "ok") -> None:
+        """Append last, just before the commit: the chain head is held only for the insert."""
+        uow.audit.append(principal.tenant, self.clock(), actor=principal.token_id,
+                         action=action, target=target, result=result,
+                         correlation_id=self.correlation_id, details=redact(details or {}))
+
+    def deny(self, uow_factory: Any, principal: Principal, action: str, target: str | None,
+             details: Mapping[str, Any] | None = None) -> None:
+        """Audit a refused attempt in its own committed transaction."""
+        with uow_factory(write=True) as uow:
+            if uow.tenants.exists(principal.tenant):
+                self.record(uow, principal, action, target, details, result="denied")
+                uow.commit()

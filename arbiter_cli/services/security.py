@@ -1,0 +1,221 @@
+"""Security use cases (SPEC §4): admission (authenticate, authorize, rate-limit), tokens,
+tenants, whoami and the audit log."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from arbiter_cli.domain import validation as v
+from arbiter_cli.domain.principal import DEFAULT_TENANT, Principal
+from arbiter_cli.domain.security import (
+    ADMIN,
+    AuditEvent,
+    TokenRecord,
+    Verdict,
+    allowed,
+    authorize,
+    check_role,
+    check_token,
+    format_token,
+    hash_secret,
+    parse_token,
+    retry_after,
+    verify,
+)
+from arbiter_cli.errors import Conflict, Forbidden, NotFound, RateLimited, Unauthenticated
+from arbiter_cli.ports import Clock, UnitOfWorkFactory
+from arbiter_cli.services.audit import Auditor
+
+TENANT_RE_TEXT = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+ID_ALPHABET = string.ascii_lowercase + string.digits
+WallClock = Clock
+
+
+@dataclass(frozen=True)
+class RatePolicy:
+    rate: float = 50.0
+    burst: int = 200
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    record: TokenRecord
+    token: str  # shown once
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.record.to_dict()
+        return {"id": data["id"], "token": self.token, "role": data["role"],
+                "tenant": data["tenant"], "expires_at": data["expires_at"],
+                "name": data["name"], "rate": data["rate"], "burst": data["burst"]}
+
+
+def new_token_id() -> str:
+    return "".join(secrets.choice(ID_ALPHABET) for _ in range(12))
+
+
+class SecurityService:
+    def __init__(self, uow: UnitOfWorkFactory, rates: RatePolicy, clock: Clock,
+                 correlation_id: str | None = None) -> None:
+        self._uow = uow
+        self._rates = rates
+        self._clock = clock
+        self._audit = Auditor(clock, correlation_id)
+
+    # ------------------------------------------------------------------ admission
+
+    def admit(self, token: str | None, command: str) -> Principal:
+        """Authenticate (6), authorize (6), then rate-limit (7); every refusal is audited."""
+        nobody = Principal(tenant=DEFAULT_TENANT, role="none")
+        if not token:
+            self._audit.deny(self._uow, nobody, "auth.denied", None,
+                             {"reason": "missing token", "command": command})
+            raise Unauthenticated("no token: pass --token, set ARBITER_TOKEN, or run "
+                                  "`arbiter login`")
+        try:
+            token_id, secret = parse_token(token)
+        except Unauthenticated:
+            self._audit.deny(self._uow, nobody, "auth.denied", None,
+                             {"reason": "malformed token", "command": command})
+            raise
+        with self._uow(write=True) as uow:
+            record = uow.tokens.get(token_id)
+            now = self._clock()
+            try:
+                principal = check_token(record, secret, now)
+                authorize(principal, command)
+            except (Unauthenticated, Forbidden) as exc:
+                who = nobody if record is None else Principal(record.tenant, record.role,
+                                                               record.id)
+                action = "authz.denied" if isinstance(exc, Forbidden) else "auth.denied"
+                if uow.tenants.exists(who.tenant):
+                    self._audit.record(uow, who, action, None, {
+                        "reason": exc.message, "command": command,
+                        **({"token_id": token_id} if record is None else {})}, result="denied")
+                    uow.commit()
+                raise
+            assert record is not None
+            rate = record.rate if record.rate is not None else self._rates.rate
+            burst = record.burst if record.burst is not None else self._rates.burst
+            bucket = uow.rate.spend(record.id, record.tenant, now.timestamp(), rate, burst)
+            if not allowed(bucket):
+                self._audit_refusal(uow, principal, now, command)
+                uow.commit()
+                raise RateLimited(f"rate limited: token {record.id} may make {rate:g} calls/s "
+                                  f"(burst {burst})", retry_after_s=retry_after(bucket, rate))
+            uow.tokens.save(replace(record, last_used_at=now))
+            uow.commit()
+        return principal
+
+    def _audit_refusal(self, uow: Any, principal: Principal, now: datetime, command: str) -> None:
+        """One aggregated event per token per second, so refusals cannot flood the chain."""
+        last = uow.audit.last(principal.tenant, "rate_limit.denied", principal.token_id)
+        if last is not None and int(last.at.timestamp()) == int(now.timestamp()):
+            return
+        self._audit.record(uow, principal, "rate_limit.denied", None,
+                           {"command": command, "window_start": int(now.timestamp())},
+                           result="denied")
+
+    # ------------------------------------------------------------------ tokens
+
+    def issue(self, principal: Principal, *, role: str, name: str, expires_in_s: float | None,
+              rate: float | None = None, burst: int | None = None) -> IssuedToken:
+        check_role(role)
+        v.text(name, "name")
+        if rate is not None:
+            rate = v.finite(rate, "rate", low=0.001)
+        if burst is not None:
+            burst = v.integer(burst, "burst", low=1, high=10_000_000)
+        now = self._clock()
+        secret = secrets.token_urlsafe(32)
+        record = TokenRecord(
+            id=new_token_id(), tenant=principal.tenant, name=name, role=role,
+            secret_hash=hash_secret(secret), created_at=now,
+            expires_at=None if expires_in_s is None else now + timedelta(seconds=expires_in_s),
+            rate=rate, burst=burst)
+        with self._uow(write=True) as uow:
+            uow.tokens.add(record)
+            self._audit.record(uow, principal, "token.create", record.id,
+                               {"role": role, "name": name, "expires_at":
+                                record.to_dict()["expires_at"], "rate": rate, "burst": burst})
+            uow.commit()
+        return IssuedToken(record, format_token(record.id, secret))
+
+    def tokens(self, principal: Principal, *, cursor: str | None = None, limit: int = 100
+               ) -> tuple[list[TokenRecord], str | None]:
+        limit = v.integer(limit, "limit", low=0, high=1_000_000)
+        with self._uow() as uow:
+            found = uow.tokens.list(principal.tenant, after=cursor, limit=limit + 1 if limit else 0)
+        if limit and len(found) > limit:
+            return found[:limit], found[limit - 1].id
+        return found, None
+
+    def revoke(self, principal: Principal, token_id: str) -> TokenRecord:
+        with self._uow(write=True) as uow:
+            record = uow.tokens.get(token_id)
+            if record is None or record.tenant != principal.tenant:
+                if record is not None:  # another tenant's: audited as denied
+                    self._audit.record(uow, principal, "token.revoke", token_id,
+                                       {"reason": "cross-tenant"}, result="denied")
+                    uow.commit()
+                raise NotFound(f"token {token_id!r} not found")
+            if record.revoked_at is None:
+                record = replace(record, revoked_at=self._clock())
+                uow.tokens.save(record)
+                self._audit.record(uow, principal, "token.revoke", token_id)
+                uow.commit()
+        return record
+
+    def login(self, token: str) -> Principal:
+        """Check a token without spending a rate-limit token (used by `arbiter login`)."""
+        token_id, secret = parse_token(token)
+        with self._uow() as uow:
+            record = uow.tokens.get(token_id)
+        return check_token(record, secret, self._clock())
+
+    # ------------------------------------------------------------------ tenants
+
+    def create_tenant(self, name: str) -> IssuedToken:
+        import re
+
+        if not isinstance(name, str) or not re.fullmatch(TENANT_RE_TEXT, name):
+            raise v.fail("name", "pattern", f"{name!r} is not a tenant name ({TENANT_RE_TEXT})")
+        with self._uow(write=True) as uow:
+            if not uow.tenants.add(name, self._clock()):
+                raise Conflict(f"tenant {name!r} already exists")
+            uow.commit()
+        admin = Principal(tenant=name, role=ADMIN, token_id=None)
+        return self.issue(admin, role=ADMIN, name=f"{name} admin", expires_in_s=None)
+
+    def tenants(self) -> list[str]:
+        with self._uow() as uow:
+            return uow.tenants.list()
+
+    def bootstrap(self, tenant: str = DEFAULT_TENANT) -> IssuedToken | None:
+        """The first admin token of an empty database (``arbiter init``); None afterwards."""
+        with self._uow() as uow:
+            if uow.tokens.count() > 0:
+                return None
+        admin = Principal(tenant=tenant, role=ADMIN, token_id=None)
+        return self.issue(admin, role=ADMIN, name="bootstrap admin", expires_in_s=None)
+
+    # ------------------------------------------------------------------ audit
+
+    def events(self, principal: Principal, *, since: datetime | None = None,
+               action: str | None = None, actor: str | None = None, cursor: int | None = None,
+               limit: int = 100) -> tuple[list[AuditEvent], str | None]:
+        limit = v.integer(limit, "limit", low=0, high=1_000_000)
+        with self._uow() as uow:
+            found = uow.audit.events(principal.tenant, since=since, action=action, actor=actor,
+                                     before=cursor, limit=limit + 1 if limit else 0)
+        if limit and len(found) > limit:
+            return found[:limit], str(found[limit - 1].seq)
+        return found, None
+
+    def verify(self, principal: Principal, expect_head: str | None = None) -> Verdict:
+        with self._uow() as uow:
+            events = uow.audit.events(principal.tenant, ascending=True)
+        return verify(events, expect_head)
