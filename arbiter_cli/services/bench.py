@@ -204,17 +204,19 @@ from arbiter_cli.bootstrap import build
 from arbiter_cli.config import load_settings
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.routing import Outcome
-url, worker, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+url, worker, seconds, token = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 app = build(load_settings(), url=url)
-routing, admin, rng = app.routing, Principal.local_admin(), random.Random(worker)
+routing, security, rng = app.routing, app.security, random.Random(worker)
 task = {"task_type": "code-editing", "languages": ["TypeScript"]}
 routes, outcomes, both = [], [], []
 deadline = time.perf_counter() + seconds
 n = 0
 while time.perf_counter() < deadline:
     t0 = time.perf_counter_ns()
+    admin = security.admit(token, "route task")
     decision = routing.route(admin, {**task, "task_id": f"w{worker}-{n}"}).decision
     t1 = time.perf_counter_ns()
+    admin = security.admit(token, "route outcome")
     routing.outcome(admin, Outcome(success=rng.random() < 0.8, quality=rng.random()),
                     decision_id=decision.decision_id)
     t2 = time.perf_counter_ns()
@@ -227,36 +229,28 @@ print(json.dumps({"route": routes, "outcome": outcomes, "e2e": both}))
 
 def _e2e(app: Any, principal: Principal, agents: int, seconds: float, processes: int,
          say: Log) -> tuple[Timer, dict[str, float], dict[str, Any]]:
-    """Route + outcome, committed, from ``processes`` OS processes on one store."""
+    """Route + outcome, committed, from ``processes`` OS processes on one store.
+
+    As a real command would: each call is admitted with a bench token (authenticated,
+    authorized, rate-limited with a bucket too large to refuse) and audited.
+    """
     import json
     import subprocess
     import sys
 
-    from arbiter_cli.domain.routing import Outcome
-
     app.agents.register(principal, _route_agents(agents, 1000))
+    token = app.security.issue(principal, role="orchestrator", name="bench",
+                               expires_in_s=None, rate=1e6, burst=10**7).token
     timer = Timer()
+    started = time.perf_counter()
     if app.engine is None:  # memory: one process, in this one
-        deadline = time.perf_counter() + seconds
-        n = 0
-        started = time.perf_counter()
-        while time.perf_counter() < deadline:
-            routed: Any = timer.time("route", partial(app.routing.route, principal,
-                                                      {**TASK, "task_id": f"t-{n}"}))
-            decision = routed.decision
-            timer.time("outcome", partial(app.routing.outcome, principal,
-                                          Outcome(success=True, quality=0.9),
-                                          decision_id=decision.decision_id))
-            timer.samples.setdefault("e2e", []).append(
-                timer.samples["route"][-1] + timer.samples["outcome"][-1])
-            n += 1
-        wall = time.perf_counter() - started
+        _e2e_loop(app, token, timer, seconds)
     else:
         url = app.engine.url.render_as_string(hide_password=False)
         say(f"{processes} processes routing and reporting for {seconds:g} s")
-        started = time.perf_counter()
-        workers = [subprocess.Popen([sys.executable, "-c", E2E_WORKER, url, str(w), str(seconds)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        workers = [subprocess.Popen([sys.executable, "-c", E2E_WORKER, url, str(w), str(seconds),
+                                     token], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
                    for w in range(processes)]
         for worker in workers:
             out, err = worker.communicate(timeout=seconds * 10 + 120)
@@ -264,9 +258,27 @@ def _e2e(app: Any, principal: Principal, agents: int, seconds: float, processes:
                 raise RuntimeError(f"bench worker failed: {err.strip().splitlines()[-1:]}")
             for op, values in json.loads(out.strip().splitlines()[-1]).items():
                 timer.samples.setdefault(op, []).extend(values)
-        wall = time.perf_counter() - started
+    wall = time.perf_counter() - started
     decisions = len(timer.samples.get("route", []))
     throughput = {op: round(len(values) / wall, 1) for op, values in timer.samples.items()}
     throughput["decisions"] = round(decisions / wall, 1)
     return timer, throughput, {"processes": processes, "wall_s": round(wall, 2),
-                               "decisions": decisions}
+                               "decisions": decisions, "security": "on", "audit": "on"}
+
+
+def _e2e_loop(app: Any, token: str, timer: Timer, seconds: float) -> None:
+    from arbiter_cli.domain.routing import Outcome
+
+    security, routing = app.security, app.routing
+    deadline, n = time.perf_counter() + seconds, 0
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter_ns()
+        decision = routing.route(security.admit(token, "route task"),
+                                 {**TASK, "task_id": f"t-{n}"}).decision
+        t1 = time.perf_counter_ns()
+        routing.outcome(security.admit(token, "route outcome"),
+                        Outcome(success=True, quality=0.9), decision_id=decision.decision_id)
+        t2 = time.perf_counter_ns()
+        for op, value in (("route", t1 - t0), ("outcome", t2 - t1), ("e2e", t2 - t0)):
+            timer.samples.setdefault(op, []).append(value)
+        n += 1

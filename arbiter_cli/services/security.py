@@ -32,7 +32,8 @@ from arbiter_cli.services.audit import Auditor
 
 TENANT_RE_TEXT = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 ID_ALPHABET = string.ascii_lowercase + string.digits
-WallClock = Clock
+#: last_used_at is refreshed at most this often: one write per token per minute, not per call.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,8 @@ class SecurityService:
                 uow.commit()
                 raise RateLimited(f"rate limited: token {record.id} may make {rate:g} calls/s "
                                   f"(burst {burst})", retry_after_s=retry_after(bucket, rate))
-            uow.tokens.save(replace(record, last_used_at=now))
+            if record.last_used_at is None or now - record.last_used_at >= LAST_USED_RESOLUTION:
+                uow.tokens.save(replace(record, last_used_at=now))
             uow.commit()
         return principal
 
