@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -152,8 +153,12 @@ def allowed(bucket: Bucket) -> bool:
 
 
 def retry_after(bucket: Bucket, rate: float) -> float:
-    """Seconds until the next call would be admitted."""
-    return round(max(0.0, -bucket.tokens) / rate, 3)
+    """Seconds until the next call would be admitted: a call needs one whole token.
+
+    Rounded up to the millisecond, so waiting exactly this long is always enough.
+    """
+    missing = max(0.0, 1.0 - bucket.tokens)
+    return math.ceil(round(missing / rate * 1000, 6)) / 1000
 
 
 # ---------------------------------------------------------------------------- audit chain
@@ -235,11 +240,13 @@ def verify(events: Iterable[AuditEvent], expect_head: str | None = None) -> Verd
 def redact(details: Mapping[str, Any], secrets_: Sequence[str] = ()) -> dict[str, Any]:
     """Details for audit and logs: never a secret."""
     hidden = {"token", "secret", "password", "secret_hash", "admin_token"}
-    cleaned = {}
+    cleaned: dict[str, Any] = {}
     for key, value in details.items():
         if key in hidden:
             continue
-        if isinstance(value, str) and any(s and s in value for s in secrets_):
+        if isinstance(value, Mapping):
+            value = redact(value, secrets_)
+        elif isinstance(value, str) and any(s and s in value for s in secrets_):
             value = "***"
         cleaned[key] = value
     return cleaned
