@@ -101,12 +101,15 @@ class SqlAudit:
                details: Mapping[str, object]) -> AuditEvent:
         if self._conn.dialect.name == "postgresql":
             # Serialise appends per tenant. NO KEY UPDATE, not UPDATE: the foreign keys to
-            # tenants take KEY SHARE locks, which FOR UPDATE would wait on (a deadlock).
+            # tenants take KEY SHARE locks, which FOR UPDATE would wait on (a deadlock). The
+            # head is read by a second statement: under READ COMMITTED only a new statement
+            # sees what the previous lock holder committed.
             self._conn.execute(select(t.tenants.c.name).where(t.tenants.c.name == tenant)
                                .with_for_update(key_share=True))
-        head = self._conn.execute(select(a.seq, a.hash).where(a.tenant == tenant)
-                                  .order_by(a.seq.desc()).limit(1)).first()
-        seq, prev = (head.seq + 1, head.hash) if head else (1, GENESIS)
+        found = self._conn.execute(select(a.seq, a.hash).where(a.tenant == tenant)
+                                   .order_by(a.seq.desc()).limit(1)).first()
+        head = None if found is None else (found[0], found[1])
+        seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
         event = seal(tenant, seq, at, prev, actor=actor, action=action, target=target,
                      result=result, correlation_id=correlation_id, details=details)
         self._conn.execute(insert(t.audit_events).values(
