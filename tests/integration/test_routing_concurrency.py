@@ -125,6 +125,14 @@ def _run(url: str, settings, processes: int = 4, tasks: int = 200) -> dict[str, 
     assert active[1] == tasks
     assert statuses.get("open", 0) == 0
     assert sum(statuses.values()) == tasks
+    from arbiter_cli.bootstrap import build
+    from arbiter_cli.domain.principal import Principal
+
+    app = build(settings, url=url)
+    verdict = app.security.verify(Principal.local_admin())  # appends from 4 processes
+    app.close()
+    assert verdict.ok, verdict
+    assert verdict.events == 1 + 2 * tasks  # the registration, then route + outcome each
     return {"refused": sum(r["refused"] for r in results), "samples": len(samples)}
 
 
