@@ -61,7 +61,8 @@ def boundary(state: State) -> Iterator[None]:
         raise typer.Exit(130) from None
     except Exception as exc:  # noqa: BLE001 - the boundary reports bugs as exit 70
         hint = "" if state.verbose else " (run with --verbose for the traceback)"
-        _report(state, ArbiterError(f"internal error: {type(exc).__name__}: {exc}{hint}"), exc)
+        first = (str(exc).strip().splitlines() or [""])[0][:300]  # never the SQL or its values
+        _report(state, ArbiterError(f"internal error: {type(exc).__name__}: {first}{hint}"), exc)
         exit_code = 70
         raise typer.Exit(70) from None
     finally:
@@ -193,12 +194,22 @@ def root(
     """
     from arbiter_cli.ids import uuid7
 
+    correlation_id = correlation_id or os.environ.get("ARBITER_CORRELATION_ID")
+    if correlation_id is not None and not _printable(correlation_id, 200):
+        from typer._click.exceptions import BadParameter
+
+        raise BadParameter("must be 1 to 200 printable characters",
+                           param_hint="--correlation-id / ARBITER_CORRELATION_ID")
     ctx.obj = State(
         json=json_out, token=token, config_file=config, env=env, profile=profile,
         log_level=log_level, log_format=log_format,
-        correlation_id=correlation_id or os.environ.get("ARBITER_CORRELATION_ID") or uuid7(),
+        correlation_id=correlation_id or uuid7(),
         metrics_file=metrics_file, verbose=verbose,
     )
+
+
+def _printable(value: str, limit: int) -> bool:
+    return 0 < len(value) <= limit and value.isprintable()
 
 
 def _usage_error(args: list[str], message: str) -> int:

@@ -32,6 +32,8 @@ def read_documents(source: str, field: str = "file") -> list[dict[str, Any]]:
     except json.JSONDecodeError:
         return [_line(line, number, field) for number, line in enumerate(stripped.splitlines(), 1)
                 if line.strip()]
+    except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+        raise fail(field, "json", f"is not acceptable JSON ({exc})") from None
     documents = whole if isinstance(whole, list) else [whole]
     if not documents:
         raise fail(field, "json", "holds no JSON object")
@@ -49,6 +51,8 @@ def _line(line: str, number: int, field: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise fail(field, "json", f"line {number}: invalid JSON ({exc.msg} at column {exc.colno})"
                    ) from None
+    except ValueError as exc:
+        raise fail(field, "json", f"line {number}: not acceptable JSON ({exc})") from None
     if not isinstance(document, dict):
         raise fail(field, "object", f"line {number}: must be a JSON object")
     return document

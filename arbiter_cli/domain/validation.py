@@ -33,8 +33,9 @@ def text(value: Any, field: str, *, min_len: int = 1, max_len: int = 200) -> str
         raise fail(field, "type", "must be a string")
     if not min_len <= len(value) <= max_len:
         raise fail(field, "length", f"must be {min_len} to {max_len} characters")
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise fail(field, "no_control_characters", "must not contain control characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        raise fail(field, "no_control_characters",
+                   "must not contain control characters or lone surrogates")
     return value
 
 
@@ -100,6 +101,8 @@ def labels(values: Iterable[str], field: str) -> tuple[str, ...]:
     seen: dict[str, str] = {}
     for value in values:
         text(value, field, max_len=64)
+        if len(value.lower()) > 64:  # stored lower-cased for matching
+            raise fail(field, "length", "must be 1 to 64 characters, also when lower-cased")
         seen.setdefault(value.lower(), value)
     return tuple(sorted(seen.values(), key=str.lower))
 
@@ -112,6 +115,8 @@ def metadata(value: Any, field: str = "metadata") -> dict[str, Any]:
             raise fail(field, "json", "is nested too deeply") from None
         except json.JSONDecodeError as exc:
             raise fail(field, "json", f"is not valid JSON ({exc.msg})") from None
+        except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+            raise fail(field, "json", f"is not acceptable JSON ({exc})") from None
     if not isinstance(value, dict):
         raise fail(field, "object", "must be a JSON object")
     try:
@@ -121,7 +126,7 @@ def metadata(value: Any, field: str = "metadata") -> dict[str, Any]:
     except RecursionError:
         raise fail(field, "json", "is nested too deeply") from None
     if _has_nul(value):  # PostgreSQL's jsonb cannot store NUL: reject it on every backend
-        raise fail(field, "no_nul", "must not contain NUL characters")
+        raise fail(field, "no_nul", "must not contain NUL characters or lone surrogates")
     if len(encoded.encode()) > METADATA_MAX_BYTES:
         raise fail(field, "size", f"must be at most {METADATA_MAX_BYTES} bytes of JSON")
     return dict(value)
@@ -129,7 +134,7 @@ def metadata(value: Any, field: str = "metadata") -> dict[str, Any]:
 
 def _has_nul(value: Any) -> bool:
     if isinstance(value, str):
-        return "\x00" in value
+        return "\x00" in value or any("\ud800" <= ch <= "\udfff" for ch in value)
     if isinstance(value, dict):
         return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
     if isinstance(value, list):

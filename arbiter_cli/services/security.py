@@ -172,11 +172,27 @@ class SecurityService:
         return record
 
     def login(self, token: str) -> Principal:
-        """Check a token without spending a rate-limit token (used by `arbiter login`)."""
-        token_id, secret = parse_token(token)
+        """Check a token without spending a rate-limit token (used by `arbiter login`).
+
+        A refused token is audited like any authentication failure.
+        """
+        nobody = Principal(tenant=DEFAULT_TENANT, role="none")
+        try:
+            token_id, secret = parse_token(token)
+        except Unauthenticated:
+            self._audit.deny(self._uow, nobody, "auth.denied", None,
+                             {"reason": "malformed token", "command": "login"})
+            raise
         with self._uow() as uow:
             record = uow.tokens.get(token_id)
-        return check_token(record, secret, self._clock())
+        try:
+            return check_token(record, secret, self._clock())
+        except Unauthenticated as exc:
+            who = nobody if record is None else Principal(record.tenant, record.role, record.id)
+            self._audit.deny(self._uow, who, "auth.denied", None, {
+                "reason": exc.message, "command": "login",
+                **({"token_id": token_id} if record is None else {})})
+            raise
 
     # ------------------------------------------------------------------ tenants
 

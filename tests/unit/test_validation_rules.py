@@ -382,7 +382,7 @@ def test_metadata_of_16_kib_plus_one_byte_is_rejected():
 
 @pytest.mark.parametrize(("call", "args", "message"), [
     (v.text, (5, "name"), "name: must be a string"),
-    (v.text, ("a\nb", "name"), "name: must not contain control characters"),
+    (v.text, ("a\nb", "name"), "name: must not contain control characters or lone surrogates"),
     (v.integer, ("x", "n"), "n: must be an integer"),
     (v.fraction, (1.5, "quality"), "quality: must be in [0, 1] (got 1.5)"),
     (v.metadata, ({"a": math.nan},), "metadata: must not contain NaN or infinity"),
