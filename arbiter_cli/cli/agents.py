@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from arbiter_cli.cli import render
-from arbiter_cli.cli.app import JsonOpt, TokenOpt, command, state_of
+from arbiter_cli.cli.app import CursorOpt, JsonOpt, LimitOpt, TokenOpt, command, state_of
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -192,9 +192,8 @@ def list_agents(
         "--status", help="available, draining, offline or maintenance.", show_default=False)] = None,
     task_type: Annotated[str | None, typer.Option(
         "--task-type", help="Only agents that handle this task type.", show_default=False)] = None,
-    limit: Annotated[int, typer.Option("--limit", help="Page size; 0 means all.")] = 100,
-    cursor: Annotated[str | None, typer.Option(
-        "--cursor", help="next_cursor of the previous page.", show_default=False)] = None,
+    limit: LimitOpt = 100,
+    cursor: CursorOpt = None,
     json_out: JsonOpt = False,
     token: TokenOpt = None,
 ) -> None:

@@ -27,6 +27,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON object on stdout (also before the command).")
 ]
+LimitOpt = Annotated[int, typer.Option("--limit", help="Page size; 0 means all.")]
+CursorOpt = Annotated[str | None, typer.Option(
+    "--cursor", help="next_cursor of the previous page.", show_default=False)]
+SinceOpt = Annotated[str | None, typer.Option(
+    "--since", help="A duration (24h) or an RFC 3339 timestamp.", show_default=False)]
 TokenOpt = Annotated[
     str | None,
     typer.Option("--token", help="API token (default: ARBITER_TOKEN, then the credentials file).",

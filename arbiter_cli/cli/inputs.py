@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +57,26 @@ def _line(line: str, number: int, field: str) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise fail(field, "object", f"line {number}: must be a JSON object")
     return document
+
+
+def parse_since(value: str | None, now: datetime) -> datetime | None:
+    """``--since``: a duration (meaning now minus it) or an RFC 3339 timestamp with a zone."""
+    from datetime import datetime as dt
+    from datetime import timedelta
+
+    from arbiter_cli.config import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return now - timedelta(seconds=parse_duration(value))
+    except ValueError:
+        pass
+    try:
+        moment = dt.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise fail("since", "format", "must be a duration like 24h or an RFC 3339 timestamp"
+                   ) from None
+    if moment.tzinfo is None:
+        raise fail("since", "format", "an RFC 3339 timestamp needs a time zone (e.g. Z)")
+    return moment

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from arbiter_cli.cli import render
-from arbiter_cli.cli.app import JsonOpt, TokenOpt, command, state_of
+from arbiter_cli.cli.app import CursorOpt, JsonOpt, LimitOpt, SinceOpt, TokenOpt, command, state_of
+from arbiter_cli.cli.inputs import parse_since
 
 if TYPE_CHECKING:
-    from datetime import datetime
 
     from rich.console import Console
 
@@ -23,8 +23,6 @@ LanguagesOpt = Annotated[list[str] | None, typer.Option(
     "--language", help="Required language (repeat for more).", show_default=False)]
 SpecsOpt = Annotated[list[str] | None, typer.Option(
     "--specialization", help="Required label (repeat for more).", show_default=False)]
-SinceOpt = Annotated[str | None, typer.Option(
-    "--since", help="A duration (24h) or an RFC 3339 timestamp.", show_default=False)]
 
 
 def _decision_table(console: Console, decision: Decision) -> None:
@@ -190,29 +188,6 @@ def explain(ctx: typer.Context, decision_id: Annotated[str, typer.Argument(
     render.emit(state, decision.to_dict(), human)
 
 
-def _since(value: str | None, now: datetime) -> datetime | None:
-    from datetime import datetime as dt
-    from datetime import timedelta
-
-    from arbiter_cli.config import parse_duration
-    from arbiter_cli.domain.validation import fail
-
-    if value is None:
-        return None
-    try:
-        return now - timedelta(seconds=parse_duration(value))
-    except ValueError:
-        pass
-    try:
-        moment = dt.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise fail("since", "format", "must be a duration like 24h or an RFC 3339 timestamp"
-                   ) from None
-    if moment.tzinfo is None:
-        raise fail("since", "format", "an RFC 3339 timestamp needs a time zone (e.g. Z)")
-    return moment
-
-
 @command(app, "history")
 def history(
     ctx: typer.Context,
@@ -223,9 +198,8 @@ def history(
     status: Annotated[str | None, typer.Option(
         "--status", help="open, succeeded, failed or expired.", show_default=False)] = None,
     since: SinceOpt = None,
-    limit: Annotated[int, typer.Option("--limit", help="Page size; 0 means all.")] = 100,
-    cursor: Annotated[str | None, typer.Option("--cursor", help="next_cursor of the last page.",
-                                               show_default=False)] = None,
+    limit: LimitOpt = 100,
+    cursor: CursorOpt = None,
     json_out: JsonOpt = False,
     token: TokenOpt = None,
 ) -> None:
@@ -237,7 +211,7 @@ def history(
     app_ = state.app()
     decisions, next_cursor = app_.routing.history(
         state.principal(), agent_id=agent, task_type=task_type, status=status,
-        since=_since(since, app_.clock()), cursor=cursor, limit=limit)
+        since=parse_since(since, app_.clock()), cursor=cursor, limit=limit)
 
     def human(console: Console) -> None:
         rows = [(d.to_dict()["created_at"], d.task_id, d.task_type, d.agent_id, d.strategy,
@@ -264,7 +238,7 @@ def stats(
     """
     state = state_of(ctx)
     app_ = state.app()
-    result = app_.routing.stats(state.principal(), since=_since(since, app_.clock()), by=by)
+    result = app_.routing.stats(state.principal(), since=parse_since(since, app_.clock()), by=by)
 
     def human(console: Console) -> None:
         latency = result["latency_ms"]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from arbiter_cli.cli import render
-from arbiter_cli.cli.app import JsonOpt, TokenOpt, command, state_of
+from arbiter_cli.cli.app import CursorOpt, JsonOpt, LimitOpt, SinceOpt, TokenOpt, command, state_of
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -114,9 +114,8 @@ def tokens_create(
 @command(tokens_app, "list")
 def tokens_list(
     ctx: typer.Context,
-    limit: Annotated[int, typer.Option("--limit", help="Page size; 0 means all.")] = 100,
-    cursor: Annotated[str | None, typer.Option("--cursor", help="next_cursor of the last page.",
-                                               show_default=False)] = None,
+    limit: LimitOpt = 100,
+    cursor: CursorOpt = None,
     json_out: JsonOpt = False,
     token: TokenOpt = None,
 ) -> None:
@@ -194,15 +193,13 @@ def tenants_list(ctx: typer.Context, json_out: JsonOpt = False,
 @command(audit_app, "list")
 def audit_list(
     ctx: typer.Context,
-    since: Annotated[str | None, typer.Option("--since", help="A duration (24h) or RFC 3339.",
-                                              show_default=False)] = None,
+    since: SinceOpt = None,
     action: Annotated[str | None, typer.Option("--action", help="e.g. agent.register.",
                                                show_default=False)] = None,
     actor: Annotated[str | None, typer.Option("--actor", help="A token id.",
                                               show_default=False)] = None,
-    limit: Annotated[int, typer.Option("--limit", help="Page size; 0 means all.")] = 100,
-    cursor: Annotated[str | None, typer.Option("--cursor", help="next_cursor of the last page.",
-                                               show_default=False)] = None,
+    limit: LimitOpt = 100,
+    cursor: CursorOpt = None,
     json_out: JsonOpt = False,
     token: TokenOpt = None,
 ) -> None:
@@ -210,13 +207,13 @@ def audit_list(
 
     Example: arbiter audit list --since 1h --action route.task
     """
-    from arbiter_cli.cli.route import _since
+    from arbiter_cli.cli.inputs import parse_since
     from arbiter_cli.domain.validation import integer
 
     state = state_of(ctx)
     app = state.app()
     before = None if cursor is None else integer(cursor, "cursor", low=1, high=2**62)
-    events, next_cursor = app.security.events(state.principal(), since=_since(since, app.clock()),
+    events, next_cursor = app.security.events(state.principal(), since=parse_since(since, app.clock()),
                                               action=action, actor=actor, cursor=before,
                                               limit=limit)
 
