@@ -59,14 +59,6 @@ class Query:
             else v.integer(raw["limit"], "limit", low=0, high=1_000_000),
         )
 
-    def is_capable(self, agent: Agent) -> bool:
-        """The capability part of the hard filters (backends may do this in SQL)."""
-        return (
-            self.task_type in agent.task_types
-            and agent.has_languages(self.languages)
-            and agent.has_specializations(self.specializations)
-        )
-
 
 @dataclass(frozen=True)
 class Columns:

@@ -11,8 +11,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from arbiter_cli.domain import validation as v
-from arbiter_cli.domain.agents import PRIOR_QUALITY
-from arbiter_cli.domain.routing import STRATEGIES, Pool, RoutingPolicy, choose
+from arbiter_cli.domain.agents import PRIOR_QUALITY, Performance, TaskResult, fold
+from arbiter_cli.domain.routing import (
+    STRATEGIES,
+    Arm,
+    Pool,
+    RoutingPolicy,
+    choose,
+    reward,
+    update_arm,
+)
 
 
 def truth_table(truth: Mapping[str, Any] | None, agents: int, seed: int) -> dict[str, float]:
@@ -68,13 +76,17 @@ def _run(policy: RoutingPolicy, names: list[str], truth: Mapping[str, float], be
     gamma = policy.gamma
     for step in range(tasks):
         row = choose(pool, policy, strategy, rng).order[0]
-        r = 1.0 if rng.random() < p[row] else 0.0
-        pool.arm_alpha[row] = gamma * pool.arm_alpha[row] + r
-        pool.arm_beta[row] = gamma * pool.arm_beta[row] + (1.0 - r)
-        pool.arm_outcomes[row] += 1
-        divisor = tasks_done[row] + 1 if tasks_done[row] < window else window
-        pool.mean_reward[row] += (r - pool.mean_reward[row]) / divisor
-        tasks_done[row] += 1
+        success = bool(rng.random() < p[row])
+        r = reward(success, 1.0)  # quality 1.0 on success, as the outcome default
+        arm = update_arm(Arm(float(pool.arm_alpha[row]), float(pool.arm_beta[row]),
+                             int(pool.arm_outcomes[row])), r, gamma)
+        pool.arm_alpha[row], pool.arm_beta[row], pool.arm_outcomes[row] = (
+            arm.alpha, arm.beta, arm.outcomes)
+        folded = fold(Performance(average_quality=float(pool.mean_reward[row]),
+                                  task_count=int(tasks_done[row])),
+                      TaskResult(success=success, quality=r), window)
+        pool.mean_reward[row] = folded.average_quality
+        tasks_done[row] = folded.task_count
         counts[row] += 1
         chosen_rows[step] = row
         regret += p[best_row] - p[row]

@@ -154,16 +154,6 @@ def test_query_list_options_must_be_lists_of_strings(option, field):
     assert (error.field, error.rule) == (field, "type")
 
 
-def test_is_capable_needs_the_task_type_every_language_and_every_label():
-    """Capability: the task type, all languages (any case) and all required labels."""
-    candidate = agent(task_types=("general", "testing"), languages=("Go", "Python"),
-                      specializations=("GPU", "api"))
-    assert query(languages=("go",), specializations=("gpu",)).is_capable(candidate)
-    assert not query(languages=("Go", "C#")).is_capable(candidate)
-    assert not query(specializations=("web",)).is_capable(candidate)
-    assert not Query(task_type="code-review").is_capable(candidate)
-
-
 # ---------------------------------------------------------------------------- fit
 
 

@@ -9,16 +9,17 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import and_, case, delete, exists, func, insert, literal, select, union_all, update
+from sqlalchemy import case, delete, func, insert, literal, select, union_all, update
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from arbiter_cli.adapters.sql import tables as t
+from arbiter_cli.adapters.sql.capability import conditions, fit_shares, has
 from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
 from arbiter_cli.adapters.sql.routing import SqlDecisions, SqlRouting
 from arbiter_cli.adapters.sql.security import SqlAudit, SqlRate, SqlTokens
 from arbiter_cli.domain.agents import Agent, FleetStats, Performance, Status
-from arbiter_cli.domain.query import STATUS_CODES, Columns, Query, Ranking, fit_share, rank
+from arbiter_cli.domain.query import STATUS_CODES, Columns, Query, Ranking, rank
 from arbiter_cli.errors import Conflict
 
 AGENT_COLUMNS = [c for c in t.agents.c]
@@ -126,7 +127,7 @@ class SqlAgents:
         if status is not None:
             stmt = stmt.where(t.agents.c.status == status)
         if task_type is not None:
-            stmt = stmt.where(self._has(t.task_types, t.task_types.c.task_type, task_type))
+            stmt = stmt.where(has(t.task_types, t.task_types.c.task_type, task_type))
         if after is not None:
             stmt = stmt.where(t.agents.c.id > after)
         if limit:
@@ -139,47 +140,24 @@ class SqlAgents:
         import numpy as np
 
         a = t.agents.c
-        stmt = (
+        capable = conditions(query.task_type, query.languages, query.specializations)[2]
+        rows = self._conn.execute(
             select(a.uid, a.success_rate, a.average_quality, a.active_tasks, a.capacity, a.status)
-            .where(a.tenant == tenant, self._has(t.task_types, t.task_types.c.task_type,
-                                                  query.task_type))
-            .order_by(a.id)
-        )
-        for language in query.languages:
-            stmt = stmt.where(self._has(t.languages, t.languages.c.language_key, language.lower()))
-        for label in query.specializations:
-            stmt = stmt.where(
-                self._has(t.specializations, t.specializations.c.label_key, label.lower())
-            )
-        rows = self._conn.execute(stmt).fetchall()
+            .where(a.tenant == tenant, capable).order_by(a.id)
+        ).fetchall()
         uids = [r.uid for r in rows]
         columns = Columns(
             success=np.array([r.success_rate for r in rows], dtype=np.float64),
             quality=np.array([r.average_quality for r in rows], dtype=np.float64),
             utilization=np.array([r.active_tasks / r.capacity for r in rows], dtype=np.float64),
             status=np.array([STATUS_CODES[r.status] for r in rows], dtype=np.int8),
-            fit=self._fit(uids, query.prefer),
+            fit=np.array(fit_shares(self._conn, uids, query.prefer)) if query.prefer else None,
         )
         ranking = rank(columns, query, weights)
         chosen = [uids[i] for i in ranking.rows]
         by_uid = {agent.uid: agent for agent in self._load(
             select(*AGENT_COLUMNS).where(t.agents.c.uid.in_(chosen)))} if chosen else {}
         return [by_uid[uid] for uid in chosen], ranking
-
-    def _fit(self, uids: builtins.list[str], prefer: tuple[str, ...]) -> Any:
-        import numpy as np
-
-        if not prefer:
-            return None
-        labels: dict[str, builtins.list[str]] = defaultdict(list)
-        keys = [p.lower() for p in prefer]
-        for chunk in _chunks(uids, 900):
-            stmt = select(t.specializations.c.agent_uid, t.specializations.c.label).where(
-                t.specializations.c.agent_uid.in_(chunk), t.specializations.c.label_key.in_(keys)
-            )
-            for uid, label in self._conn.execute(stmt):
-                labels[uid].append(label)
-        return np.array([fit_share(labels.get(uid, []), prefer) for uid in uids], dtype=np.float64)
 
     def stats(self, tenant: str) -> FleetStats:
         a = t.agents.c
@@ -215,10 +193,6 @@ class SqlAgents:
         return self._load(stmt)
 
     # ------------------------------------------------------------------ helpers
-
-    @staticmethod
-    def _has(table: Any, column: Any, value: str) -> Any:
-        return exists().where(and_(table.c.agent_uid == t.agents.c.uid, column == value))
 
     def _load(self, stmt: Any) -> builtins.list[Agent]:
         rows = self._conn.execute(stmt).fetchall()

@@ -10,28 +10,11 @@ from sqlalchemy import and_, case, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
 from arbiter_cli.adapters.sql import tables as t
+from arbiter_cli.adapters.sql.capability import conditions, fit_shares
 from arbiter_cli.domain.agents import Status
-from arbiter_cli.domain.query import fit_share
 from arbiter_cli.domain.routing import EXAMPLES_PER_REASON, OPEN, Arm, Decision, Pool, Task
 
 a = t.agents.c
-
-
-def _has(table: Any, column: Any, value: str) -> Any:
-    from sqlalchemy import exists
-
-    return exists().where(and_(table.c.agent_uid == t.agents.c.uid, column == value))
-
-
-def _capability(task: Task) -> tuple[Any, Any, Any]:
-    """SQL conditions: supports the type; also has the languages; also the specializations."""
-    has_type = _has(t.task_types, t.task_types.c.task_type, task.task_type)
-    languages = [_has(t.languages, t.languages.c.language_key, lang.lower())
-                 for lang in task.languages]
-    labels = [_has(t.specializations, t.specializations.c.label_key, s.lower())
-              for s in task.specializations]
-    with_languages = and_(has_type, *languages)
-    return has_type, with_languages, and_(with_languages, *labels)
 
 
 class SqlRouting:
@@ -41,7 +24,8 @@ class SqlRouting:
     def pool(self, tenant: str, task: Task) -> Pool:
         import numpy as np
 
-        has_type, with_languages, capable = _capability(task)
+        has_type, with_languages, capable = conditions(task.task_type, task.languages,
+                                                       task.specializations)
         arms = t.arms.c
         rows = self._conn.execute(
             select(a.uid, a.id, a.active_tasks, a.capacity, a.status, a.average_latency_ms,
@@ -61,7 +45,7 @@ class SqlRouting:
             available=np.array([r.status == Status.AVAILABLE for r in rows], dtype=bool),
             latency_ms=np.array([r.average_latency_ms for r in rows], dtype=np.float64),
             mean_reward=np.array([r.average_quality for r in rows], dtype=np.float64),
-            fit=self._fit(uids, task.prefer),
+            fit=np.array(fit_shares(self._conn, uids, task.prefer)),
             arm_alpha=np.array([r.alpha or 0.0 for r in rows], dtype=np.float64),
             arm_beta=np.array([r.beta or 0.0 for r in rows], dtype=np.float64),
             arm_outcomes=np.array([r.outcomes or 0 for r in rows], dtype=np.int64),
@@ -94,21 +78,6 @@ class SqlRouting:
             for reason, n in excluded.items() if n
         }
         return excluded, examples
-
-    def _fit(self, uids: list[str], prefer: tuple[str, ...]) -> Any:
-        import numpy as np
-
-        if not prefer:
-            return np.ones(len(uids))
-        labels: dict[str, list[str]] = {}
-        keys = [p.lower() for p in prefer]
-        sp = t.specializations.c
-        for start in range(0, len(uids), 900):
-            stmt = select(sp.agent_uid, sp.label).where(sp.agent_uid.in_(uids[start:start + 900]),
-                                                        sp.label_key.in_(keys))
-            for uid, label in self._conn.execute(stmt):
-                labels.setdefault(uid, []).append(label)
-        return np.array([fit_share(labels.get(uid, []), prefer) for uid in uids])
 
     def claim(self, tenant: str, agent_uid: str) -> bool:
         result = self._conn.execute(
