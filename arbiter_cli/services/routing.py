@@ -69,11 +69,9 @@ class RoutingService:
         seed: Any = None, dry_run: bool = False, correlation_id: str | None = None,
     ) -> Routed:
         """Reap, check idempotency, choose, claim (falling back on lost races), record."""
-        import numpy as np
-
         task = Task.parse(raw, self.registry, new_task_id=f"task-{uuid7()}")
         caller_named_it = raw.get("task_id") is not None
-        chosen_strategy = parse_strategy(strategy, self.policy.strategy)
+        chosen = parse_strategy(strategy, self.policy.strategy)
         seed_value = secrets.randbits(63) if seed is None else parse_seed(seed)
         try:
             with self._uow(write=not dry_run) as uow:
@@ -83,36 +81,40 @@ class RoutingService:
                     existing = uow.decisions.for_task(principal.tenant, task.task_id)
                     if existing is not None and existing.status == OPEN:
                         return Routed(existing, already_routed=True)
-                started = time.perf_counter_ns()
-                pool = uow.routing.pool(principal.tenant, task)
-                choice = choose(pool, self.policy, chosen_strategy,
-                                np.random.default_rng(seed_value))
-                row = choice.order[0] if dry_run else self._claim(uow, principal, pool.uids,
-                                                                  choice.order, choice.excluded)
-                decision = Decision(
-                    decision_id=None if dry_run else uuid7(), tenant=principal.tenant,
-                    task_id=task.task_id, task_type=task.task_type,
-                    requirements=task.requirements(), metadata=task.metadata,
-                    priority=task.priority, agent_id=pool.ids[row], agent_uid=pool.uids[row],
-                    strategy=chosen_strategy, seed=seed_value,
-                    explored=choice.explored or row != choice.order[0],
-                    confidence=choice.confidence,
-                    candidates=choice.candidates(pool, self.policy.record_candidates),
-                    excluded=choice.excluded, examples=choice.examples,
-                    config_hash=self.policy.config_hash,
-                    latency_us=(time.perf_counter_ns() - started) // 1000,
-                    created_at=self._clock(), correlation_id=correlation_id,
-                )
+                decision = self._decide(uow, principal, task, chosen, seed_value, dry_run)
+                decision = replace(decision, correlation_id=correlation_id)
                 if dry_run:
                     return Routed(decision)
                 uow.decisions.add(decision)
                 self._audit.record(uow, principal, "route.task", decision.decision_id, {
                     "task_id": task.task_id, "agent_id": decision.agent_id,
-                    "strategy": chosen_strategy, "seed": seed_value})
+                    "strategy": chosen, "seed": seed_value})
                 uow.commit()
         except Conflict:
             return self._concurrent_duplicate(principal, task)
         return Routed(decision)
+
+    def _decide(self, uow: UnitOfWork, principal: Principal, task: Task, strategy: str,
+                seed: int, dry_run: bool) -> Decision:
+        """Pool, choose and (unless a dry run) claim: the decision, not yet stored."""
+        import numpy as np
+
+        started = time.perf_counter_ns()
+        pool = uow.routing.pool(principal.tenant, task)
+        choice = choose(pool, self.policy, strategy, np.random.default_rng(seed))
+        row = choice.order[0] if dry_run else self._claim(uow, principal, pool.uids,
+                                                          choice.order, choice.excluded)
+        return Decision(
+            decision_id=None if dry_run else uuid7(), tenant=principal.tenant,
+            task_id=task.task_id, task_type=task.task_type, requirements=task.requirements(),
+            metadata=task.metadata, priority=task.priority, agent_id=pool.ids[row],
+            agent_uid=pool.uids[row], strategy=strategy, seed=seed,
+            explored=choice.explored or row != choice.order[0], confidence=choice.confidence,
+            candidates=choice.candidates(pool, self.policy.record_candidates),
+            excluded=choice.excluded, examples=choice.examples,
+            config_hash=self.policy.config_hash,
+            latency_us=(time.perf_counter_ns() - started) // 1000, created_at=self._clock(),
+        )
 
     def _claim(self, uow: UnitOfWork, principal: Principal, uids: list[str], order: list[int],
                excluded: dict[str, int]) -> int:
