@@ -12,7 +12,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from arbiter_cli.adapters.scratch import scratch_app
+from arbiter_cli.adapters.scratch import refresh_statistics, scratch_app
 from arbiter_cli.config import Settings
 from arbiter_cli.domain.agents import TaskResult
 from arbiter_cli.domain.principal import Principal
@@ -73,7 +73,7 @@ def run(
         extra: dict[str, Any]
         if workload == "registry-v1":
             timer, throughput, extra = _registry_v1(service, principal, agents, queries, seconds,
-                                                    say)
+                                                    say, partial(refresh_statistics, app))
         elif workload == "registry-v2":
             timer, throughput, extra = _registry_v2(service, principal, say)
             agents = 500
@@ -100,7 +100,7 @@ def _v1_agent(i: int) -> dict[str, Any]:
 
 def _registry_v1(
     service: AgentService, principal: Principal, agents: int, queries: int, seconds: float,
-    say: Log,
+    say: Log, after_load: Callable[[], None],
 ) -> tuple[Timer, dict[str, float], dict[str, Any]]:
     rng = random.Random(1)
     timer = Timer()
@@ -108,6 +108,7 @@ def _registry_v1(
     for first in range(0, agents, 1000):
         service.register(principal, [_v1_agent(i) for i in range(first, min(agents, first + 1000))])
     say(f"registered {agents} agents in {time.perf_counter() - start:.2f} s")
+    after_load()
     query = {"task_type": "code-editing", "languages": ["TypeScript"], "max_utilization": 0.8}
     everything = {**query, "limit": 0}
     for _ in range(queries):
@@ -184,6 +185,7 @@ def _route(app: Any, principal: Principal, agents: int, decisions: int, warm_out
                                 {**a, "id": f"route-agent-{first + i}"}
                                 for i, a in enumerate(_route_agents(min(1000, agents - first),
                                                                     1000))])
+    refresh_statistics(app)
     routing = app.routing
     for i in range(decisions):
         timer.time("route_cold", partial(routing.route, principal, TASK, seed=i, dry_run=True))
@@ -239,6 +241,7 @@ def _e2e(app: Any, principal: Principal, agents: int, seconds: float, processes:
     import sys
 
     app.agents.register(principal, _route_agents(agents, 1000))
+    refresh_statistics(app)
     token = app.security.issue(principal, role="orchestrator", name="bench",
                                expires_in_s=None, rate=1e6, burst=10**7).token
     timer = Timer()
