@@ -49,8 +49,8 @@ def fresh_postgres_database(purpose: str = "t") -> Iterator[str]:
 class FakeClock:
     """A clock the test moves by hand."""
 
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    def __init__(self, now: datetime = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)) -> None:
+        self.now = now
 
     def __call__(self) -> datetime:
         return self.now

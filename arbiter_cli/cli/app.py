@@ -7,7 +7,6 @@ the command that needs it, so ``arbiter --help`` and ``--version`` stay fast.
 from __future__ import annotations
 
 import functools
-import os
 import sys
 import time
 import traceback
@@ -179,8 +178,8 @@ def root(
         "--log-format", help="console or json (default: console on a TTY).",
         show_default=False)] = None,
     correlation_id: Annotated[str | None, typer.Option(
-        "--correlation-id", help="Id carried through logs, decisions and audit "
-        "(default: ARBITER_CORRELATION_ID or generated).", show_default=False)] = None,
+        "--correlation-id", envvar="ARBITER_CORRELATION_ID", help="Id carried through logs, "
+        "decisions and audit (default: generated).", show_default=False)] = None,
     metrics_file: Annotated[Path | None, typer.Option(
         "--metrics-file", help="Write this run's metrics in node-exporter textfile format.",
         dir_okay=False, show_default=False)] = None,
@@ -199,12 +198,11 @@ def root(
     """
     from arbiter_cli.ids import uuid7
 
-    correlation_id = correlation_id or os.environ.get("ARBITER_CORRELATION_ID")
     if correlation_id is not None and not _printable(correlation_id, 200):
         from typer._click.exceptions import BadParameter
 
         raise BadParameter("must be 1 to 200 printable characters",
-                           param_hint="--correlation-id / ARBITER_CORRELATION_ID")
+                           param_hint="--correlation-id")
     ctx.obj = State(
         json=json_out, token=token, config_file=config, env=env, profile=profile,
         log_level=log_level, log_format=log_format,

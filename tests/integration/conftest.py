@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import FakeClock, postgres_url
+from tests.helpers import FakeClock, fresh_postgres_database, postgres_url
 
 BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -36,3 +36,12 @@ def admin():  # type: ignore[no-untyped-def]
 
     return Principal.local_admin()
 
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def sql_url(request: pytest.FixtureRequest, tmp_path):  # type: ignore[no-untyped-def]
+    """A new, empty database of each SQL backend: a SQLite file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'scratch.db'}"
+    else:
+        with fresh_postgres_database("sql") as url:
+            yield url

@@ -19,14 +19,6 @@ TABLES = {"tenants", "agents", "agent_task_types", "agent_languages", "agent_spe
           "arms", "decisions", "tokens", "rate_buckets", "audit_events", "applied_ops"}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'm.db'}"
-    else:
-        with fresh_postgres_database("mig") as url:
-            yield url
-
 
 def _engine(url: str, settings):  # type: ignore[no-untyped-def]
     from arbiter_cli.bootstrap import sql_engine
@@ -47,9 +39,9 @@ def test_models_define_every_table_of_the_spec():
             assert "tenant" in table.c, name
 
 
-def test_upgrade_downgrade_upgrade_round_trips(database_url: str, test_settings):
+def test_upgrade_downgrade_upgrade_round_trips(sql_url: str, test_settings):
     """Every migration reverses: head → base → head leaves the same schema, without drift."""
-    engine = _engine(database_url, test_settings)
+    engine = _engine(sql_url, test_settings)
     try:
         assert migrations.upgrade(engine, "head", io.StringIO()) == (None, HEAD)
         assert set(inspect(engine).get_table_names()) >= TABLES
@@ -61,41 +53,41 @@ def test_upgrade_downgrade_upgrade_round_trips(database_url: str, test_settings)
         engine.dispose()
 
 
-def test_db_check_passes_fresh_and_fails_after_a_dropped_column(database_url: str, clean_env):
+def test_db_check_passes_fresh_and_fails_after_a_dropped_column(sql_url: str, clean_env):
     """`db check`: 0 on a fresh upgrade, 1 naming the column after it is dropped by hand."""
-    assert cli("db", "upgrade", "--database-url", database_url).exit_code == 0
-    ok = cli("--json", "db", "check", "--database-url", database_url)
+    assert cli("db", "upgrade", "--database-url", sql_url).exit_code == 0
+    ok = cli("--json", "db", "check", "--database-url", sql_url)
     assert ok.exit_code == 0, ok
     assert ok.json()["drift"] is False
     from sqlalchemy import create_engine
 
-    engine = create_engine(database_url)
+    engine = create_engine(sql_url)
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE agents DROP COLUMN status_reason"))
     engine.dispose()
-    drift = cli("db", "check", "--database-url", database_url)
+    drift = cli("db", "check", "--database-url", sql_url)
     assert drift.exit_code == 1, drift
     assert "agents.status_reason" in drift.stderr
     assert drift.stderr.count("\n") == 1
 
 
-def test_db_check_is_10_when_not_at_head(database_url: str, clean_env):
-    engine_result = cli("db", "upgrade", "--database-url", database_url)
+def test_db_check_is_10_when_not_at_head(sql_url: str, clean_env):
+    engine_result = cli("db", "upgrade", "--database-url", sql_url)
     assert engine_result.exit_code == 0
-    assert cli("db", "downgrade", "base", "--database-url", database_url).exit_code == 0
-    result = cli("--json", "db", "check", "--database-url", database_url)
+    assert cli("db", "downgrade", "base", "--database-url", sql_url).exit_code == 0
+    result = cli("--json", "db", "check", "--database-url", sql_url)
     assert result.exit_code == 10
     assert result.error()["code"] == "schema_outdated"
 
 
-def test_data_commands_refuse_a_schema_behind_or_ahead(database_url: str, clean_env):
+def test_data_commands_refuse_a_schema_behind_or_ahead(sql_url: str, clean_env):
     """Behind: run `arbiter db upgrade`; ahead: upgrade arbiter. Both exit 10."""
-    assert cli("init", "--database-url", database_url).exit_code == 0
-    env = {"ARBITER_DATABASE__URL": database_url}
+    assert cli("init", "--database-url", sql_url).exit_code == 0
+    env = {"ARBITER_DATABASE__URL": sql_url}
     assert cli("agents", "list", env=env).exit_code == 0
     from sqlalchemy import create_engine
 
-    engine = create_engine(database_url)
+    engine = create_engine(sql_url)
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
     ahead = cli("agents", "list", env=env)
@@ -114,9 +106,9 @@ def test_data_command_before_init_exits_10(clean_env):
     assert not (Path(clean_env["ARBITER_DATA_DIR"]) / "arbiter.db").exists()
 
 
-def test_downgrade_to_an_unknown_revision_is_invalid_input(database_url: str, clean_env):
-    assert cli("db", "upgrade", "--database-url", database_url).exit_code == 0
-    result = cli("db", "downgrade", "nonsense", "--database-url", database_url)
+def test_downgrade_to_an_unknown_revision_is_invalid_input(sql_url: str, clean_env):
+    assert cli("db", "upgrade", "--database-url", sql_url).exit_code == 0
+    result = cli("db", "downgrade", "nonsense", "--database-url", sql_url)
     assert result.exit_code == 2, result
 
 

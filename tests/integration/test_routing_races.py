@@ -10,14 +10,10 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.routing import Outcome
 from arbiter_cli.errors import Conflict
-from tests.helpers import fresh_postgres_database
 
 
 class SlowClock:
@@ -36,7 +32,7 @@ class SlowClock:
         return self.now
 
 
-def _apps(url: str, settings, clock, n: int = 2):  # type: ignore[no-untyped-def]
+def _apps(sql_url: str, settings, clock, n: int = 2):  # type: ignore[no-untyped-def]
     import io
 
     from arbiter_cli.adapters import migrations
@@ -44,20 +40,12 @@ def _apps(url: str, settings, clock, n: int = 2):  # type: ignore[no-untyped-def
     from arbiter_cli.bootstrap import build, sql_engine
     from arbiter_cli.services.setup import initialize
 
-    engine = sql_engine(settings, url, create=True)
+    engine = sql_engine(settings, sql_url, create=True)
     initialize(SqlUnitOfWorkFactory(engine),
                lambda: migrations.upgrade(engine, "head", io.StringIO())[1], clock)
     engine.dispose()
-    return [build(settings, url=url, clock=clock) for _ in range(n)]
+    return [build(settings, url=sql_url, clock=clock) for _ in range(n)]
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'race.db'}"
-    else:
-        with fresh_postgres_database("races") as database:
-            yield database
 
 
 def _run(*targets) -> list[object]:  # type: ignore[no-untyped-def]
@@ -79,9 +67,9 @@ def _run(*targets) -> list[object]:  # type: ignore[no-untyped-def]
     return results
 
 
-def test_two_concurrent_reaps_release_each_slot_once(url: str, test_settings):
+def test_two_concurrent_reaps_release_each_slot_once(sql_url: str, test_settings):
     clock = SlowClock()
-    first, second = _apps(url, test_settings, clock)
+    first, second = _apps(sql_url, test_settings, clock)
     admin = Principal.local_admin()
     first.agents.register(admin, [{"id": f"a{i}", "name": "A", "model_family": "x",
                                    "task_types": ["testing"], "capacity": 100} for i in range(3)])
@@ -101,9 +89,9 @@ def test_two_concurrent_reaps_release_each_slot_once(url: str, test_settings):
         app.close()
 
 
-def test_two_concurrent_different_outcomes_fold_once(url: str, test_settings):
+def test_two_concurrent_different_outcomes_fold_once(sql_url: str, test_settings):
     clock = SlowClock()
-    first, second = _apps(url, test_settings, clock)
+    first, second = _apps(sql_url, test_settings, clock)
     admin = Principal.local_admin()
     first.agents.register(admin, [{"id": "solo", "name": "S", "model_family": "x",
                                    "task_types": ["testing"], "capacity": 2}])

@@ -4,7 +4,7 @@ agent service wired to the in-memory store (our own fake of the ports; no databa
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,22 +14,11 @@ from arbiter_cli.config import DEFAULT_LANGUAGES, DEFAULT_TASK_TYPES
 from arbiter_cli.domain.agents import Agent, RegistryPolicy
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.services.agents import AgentService
+from tests.helpers import FakeClock
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 DEFAULT_WEIGHTS = {"fit": 0.3, "success": 0.3, "quality": 0.2, "load": 0.2}
 
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 class SequentialUids:
@@ -51,7 +40,7 @@ def policy() -> RegistryPolicy:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture

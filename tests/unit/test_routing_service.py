@@ -22,6 +22,7 @@ from arbiter_cli.errors import AtCapacity, Conflict, InvalidInput, NoCapableAgen
 from arbiter_cli.services.agents import AgentService
 from arbiter_cli.services.routing import REAP_BATCH, RoutingService, summarize
 from arbiter_cli.services.setup import initialize
+from tests.helpers import FakeClock
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 ADMIN = Principal.local_admin()
@@ -30,18 +31,6 @@ TASK = {"task_type": "code-review"}
 TTL = timedelta(hours=2)
 WEIGHTS = {"fit": 0.3, "success": 0.3, "quality": 0.2, "load": 0.2}
 
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 class SequentialUids:
@@ -98,7 +87,7 @@ class World:
 
 def build(**policy: Any) -> World:
     uow = MemoryUnitOfWorkFactory()
-    clock = FakeClock()
+    clock = FakeClock(T0)
     registry = RegistryPolicy(task_types=tuple(DEFAULT_TASK_TYPES), languages=tuple(DEFAULT_LANGUAGES))
     initialize(uow, lambda: None, clock)
     initialize(uow, lambda: None, clock, tenant="other")
