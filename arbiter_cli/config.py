@@ -131,6 +131,21 @@ KEYS: tuple[Key, ...] = (
         choices=("debug", "info", "warning", "error")),
     Key("logging.format", "choice", "auto", "auto (console on a TTY, JSON otherwise), console "
         "or json.", choices=("auto", "console", "json")),
+    Key("breaker.fail_max", "int", 5, "Consecutive counted database failures that open the "
+        "circuit breaker.", 1, 1000),
+    Key("breaker.reset_timeout", "duration", "10s", "How long the breaker stays open before one "
+        "probe per host is let through.", 0.01, 3600),
+    Key("resilience.snapshot_interval", "duration", "10s", "Least time between two refreshes of "
+        "the local snapshot that serves reads and token checks during an outage.", 0, 86400),
+    Key("resilience.replay_budget", "duration", "1s", "Time a command spends replaying the "
+        "journal before its own work.", 0, 3600),
+    Key("resilience.journal.max_entries", "int", 100_000, "Journal cap: past it, writes during "
+        "an outage exit 10.", 1, 100_000_000),
+    Key("observability.tracing.exporter", "choice", "none", "OpenTelemetry span exporter: none, "
+        "console (stderr) or otlp (needs arbiter[otel]; OTEL_EXPORTER_OTLP_ENDPOINT).",
+        choices=("none", "console", "otlp")),
+    Key("serve.replay_interval", "duration", "1s", "How often `arbiter serve` drains the "
+        "journal in the background.", 0.05, 3600),
 )
 KEYS_BY_NAME = {k.name: k for k in KEYS}
 WEIGHT_GROUPS = ("query.weights", "routing.weights")
