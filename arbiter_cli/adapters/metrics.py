@@ -7,10 +7,23 @@ One-shot processes cannot be scraped, so a run writes its own figures atomically
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
-def write_run_metrics(path: Path, *, command: str, exit_code: int, duration_s: float) -> None:
+@dataclass(frozen=True)
+class RunGauge:
+    """A figure a command adds to its ``--metrics-file`` (e.g. soak's RSS)."""
+
+    name: str
+    help: str
+    value: float
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def write_run_metrics(path: Path, *, command: str, exit_code: int, duration_s: float,
+                      gauges: Sequence[RunGauge] = ()) -> None:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, write_to_textfile
 
     registry = CollectorRegistry()
@@ -26,6 +39,12 @@ def write_run_metrics(path: Path, *, command: str, exit_code: int, duration_s: f
     if last_success is not None:
         Gauge("arbiter_last_success_timestamp_seconds", "When the command last succeeded.",
               ["command"], registry=registry).labels(command).set(last_success)
+    families: dict[str, Gauge] = {}
+    for g in gauges:
+        if g.name not in families:
+            families[g.name] = Gauge(g.name, g.help, sorted(g.labels), registry=registry)
+        family = families[g.name]
+        (family.labels(**g.labels) if g.labels else family).set(g.value)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(path), registry)
 

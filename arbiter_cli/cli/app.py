@@ -81,7 +81,7 @@ def _write_metrics(state: State, exit_code: int, duration_s: float) -> None:
     assert state.metrics_file is not None
     try:
         write_run_metrics(state.metrics_file, command=state.command, exit_code=exit_code,
-                          duration_s=duration_s)
+                          duration_s=duration_s, gauges=state.gauges)
     except OSError as exc:
         sys.stderr.write(f"warning: cannot write --metrics-file {state.metrics_file}: {exc}\n")
 

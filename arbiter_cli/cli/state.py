@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from arbiter_cli.adapters.metrics import RunGauge
     from arbiter_cli.bootstrap import App
     from arbiter_cli.config import Settings
     from arbiter_cli.domain.principal import Principal
@@ -28,6 +29,7 @@ class State:
     verbose: bool = False
     command: str = ""
     tenant: str | None = None
+    gauges: list[RunGauge] = field(default_factory=list, repr=False)
     _settings: Settings | None = field(default=None, repr=False)
     _closers: list[Callable[[], object]] = field(default_factory=list, repr=False)
     _app: App | None = field(default=None, repr=False)
@@ -86,6 +88,12 @@ class State:
         if settings.token:
             return settings.token
         return load_token(settings.paths.credentials_file, self.profile or settings.profile)
+
+    def gauge(self, name: str, help: str, value: float, **labels: str) -> None:
+        """Add a figure to this run's ``--metrics-file`` (written when the command ends)."""
+        from arbiter_cli.adapters.metrics import RunGauge
+
+        self.gauges.append(RunGauge(name, help, value, labels))
 
     def on_close(self, closer: Callable[[], object]) -> None:
         """Run ``closer`` when the command ends, whatever happens."""
