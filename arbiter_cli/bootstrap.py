@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from arbiter_cli.config import Settings
 from arbiter_cli.domain.agents import RegistryPolicy
@@ -20,9 +20,14 @@ from arbiter_cli.services.audit import Auditor
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from arbiter_cli.observability.runtime import Telemetry
+    from arbiter_cli.resilience.gateway import Resilience
     from arbiter_cli.services.agents import AgentService
     from arbiter_cli.services.routing import RoutingService
     from arbiter_cli.services.security import SecurityService
+
+
+S = TypeVar("S")
 
 
 def utc_now() -> datetime:
@@ -63,42 +68,83 @@ class App:
     clock: Clock
     engine: Engine | None = None
     correlation_id: str | None = None
+    resilience: Resilience | None = None
+    telemetry: Telemetry | None = None  # spans, metrics and logs of the command (SPEC §9)
     _closers: list[Callable[[], Any]] = field(default_factory=list)
 
     @property
-    def agents(self) -> AgentService:
-        from arbiter_cli.services.agents import AgentService
+    def tracer(self) -> Any:
+        """The run's OpenTelemetry tracer, or None when tracing is off."""
+        return None if self.telemetry is None else self.telemetry.tracer
 
-        return AgentService(
-            self.uow, registry_policy(self.settings), self.settings.weights("query.weights"),
-            self.clock, uuid7, Auditor(self.clock, self.correlation_id),
-        )
+    @property
+    def agents(self) -> AgentService:
+        return self._observed("agents", self._resilient("agents", self._agent_service))
 
     @property
     def routing(self) -> RoutingService:
-        from arbiter_cli.services.routing import RoutingService
-
-        return RoutingService(self.uow, registry_policy(self.settings),
-                              routing_policy(self.settings), self.clock,
-                              Auditor(self.clock, self.correlation_id))
+        return self._observed("routing", self._resilient("routing", self._routing_service))
 
     @property
     def security(self) -> SecurityService:
+        return self._observed("security", self._resilient("security", self._security_service))
+
+    def _observed(self, name: str, service: S) -> S:
+        """A span per operation, and routing metrics, when the run is observed."""
+        if self.telemetry is None:
+            return service
+        from arbiter_cli.observability.instrument import instrument
+
+        return instrument(service, self.telemetry, name)
+
+    def _agent_service(self, uow: UnitOfWorkFactory) -> AgentService:
+        from arbiter_cli.services.agents import AgentService
+
+        return AgentService(
+            uow, registry_policy(self.settings), self.settings.weights("query.weights"),
+            self.clock, uuid7, Auditor(self.clock, self.correlation_id),
+        )
+
+    def _routing_service(self, uow: UnitOfWorkFactory) -> RoutingService:
+        from arbiter_cli.services.routing import RoutingService
+
+        return RoutingService(uow, registry_policy(self.settings),
+                              routing_policy(self.settings), self.clock,
+                              Auditor(self.clock, self.correlation_id))
+
+    def _security_service(self, uow: UnitOfWorkFactory) -> SecurityService:
         from arbiter_cli.services.security import RatePolicy, SecurityService
 
         rates = RatePolicy(rate=float(self.settings["security.rate_limit.rate"]),
                            burst=int(self.settings["security.rate_limit.burst"]))
-        return SecurityService(self.uow, rates, self.clock, self.correlation_id)
+        return SecurityService(uow, rates, self.clock, self.correlation_id)
+
+    def _resilient(self, domain: str, make: Callable[[UnitOfWorkFactory], S]) -> S:
+        """The service on the primary; on a network primary, wrapped by the resilience layer."""
+        service = make(self.uow)
+        res = self.resilience
+        if res is None:
+            return service
+        from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
+        from arbiter_cli.resilience.services import ResilientService
+
+        res.correlation_id = self.correlation_id
+
+        def local() -> S:
+            return make(SqlUnitOfWorkFactory(res.local_engine()))
+
+        return cast(S, ResilientService(domain, res, service, local))
 
     def close(self) -> None:
         while self._closers:
             self._closers.pop()()
 
 
-def sql_engine(settings: Settings, url: str | None = None, *, create: bool = False) -> Engine:
+def sql_engine(settings: Settings, url: str | None = None, *, create: bool = False,
+               telemetry: Telemetry | None = None) -> Engine:
     from arbiter_cli.adapters.sql.engine import make_engine
 
-    return make_engine(
+    engine = make_engine(
         url or settings.database_url,
         pool_size=int(settings["database.pool_size"]),
         max_overflow=int(settings["database.max_overflow"]),
@@ -107,30 +153,69 @@ def sql_engine(settings: Settings, url: str | None = None, *, create: bool = Fal
         busy_timeout_s=settings.seconds("database.busy_timeout"),
         create=create,
     )
+    if telemetry is not None and telemetry.watches_database:
+        from arbiter_cli.observability.instrument import instrument_engine
+
+        instrument_engine(engine, tracer=telemetry.tracer, metrics=telemetry.metrics,
+                          attributes=telemetry.attributes(), redact=telemetry.redact)
+    return engine
 
 
 def build(
     settings: Settings, *, url: str | None = None, check_schema: bool = True,
-    clock: Clock = utc_now,
+    clock: Clock = utc_now, resilient: bool = False, telemetry: Telemetry | None = None,
 ) -> App:
-    """An app on the SQL store at ``url`` (default ``database.url``), schema checked at head."""
-    from arbiter_cli.adapters.sql.engine import check_revision
+    """An app on the SQL store at ``url`` (default ``database.url``), schema checked at head.
+
+    With ``resilient`` (the CLI's commands) a PostgreSQL primary gets the resilience layer of
+    SPEC §7: deadline, retries, breaker, snapshot and journal. During an outage the schema
+    check is skipped: the snapshot was taken from a database at head.
+    """
+    from arbiter_cli.adapters.sql.engine import backend_of, check_revision
     from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
 
-    engine = sql_engine(settings, url)
-    if check_schema:
-        try:
-            check_revision(engine)
-        except BaseException:
-            engine.dispose()
-            raise
-    app = App(settings=settings, uow=SqlUnitOfWorkFactory(engine), clock=clock, engine=engine)
+    target = url or settings.database_url
+    engine = sql_engine(settings, target, telemetry=telemetry)
+    app = App(settings=settings, uow=SqlUnitOfWorkFactory(engine), clock=clock, engine=engine,
+              telemetry=telemetry,
+              correlation_id=telemetry.correlation_id if telemetry is not None else None)
     app._closers.append(engine.dispose)
+    if resilient and backend_of(target) == "postgres":
+        from arbiter_cli.resilience.gateway import Resilience
+
+        app.resilience = Resilience(settings=settings, url=target, primary=engine, clock=clock)
+        app._closers.append(app.resilience.close)
+    try:
+        if check_schema:
+            if app.resilience is None:
+                check_revision(engine)
+            else:
+                _check_revision_resilient(app.resilience, engine)
+    except BaseException:
+        app.close()
+        raise
     return app
 
 
-def build_memory(settings: Settings, *, clock: Clock = utc_now) -> App:
+def _check_revision_resilient(res: Resilience, engine: Engine) -> None:
+    from arbiter_cli.adapters.sql.engine import check_revision
+    from arbiter_cli.errors import SchemaOutdated, StorageUnavailable
+
+    try:
+        res.guarded(lambda: check_revision(engine))
+    except SchemaOutdated:
+        raise
+    except StorageUnavailable as exc:
+        if not res.local.exists():
+            raise
+        res.unavailable(exc.message)
+
+
+def build_memory(settings: Settings, *, clock: Clock = utc_now,
+                 telemetry: Telemetry | None = None) -> App:
     """An app on a fresh in-memory store (benchmarks, soak runs, tests)."""
     from arbiter_cli.adapters.memory import MemoryUnitOfWorkFactory
 
-    return App(settings=settings, uow=MemoryUnitOfWorkFactory(), clock=clock)
+    return App(settings=settings, uow=MemoryUnitOfWorkFactory(), clock=clock,
+               telemetry=telemetry,
+               correlation_id=telemetry.correlation_id if telemetry is not None else None)

@@ -128,6 +128,11 @@ class StorageUnavailable(ArbiterError):
     exit_code = 10
     code = "storage_unavailable"
 
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None,
+                 driver: BaseException | None = None) -> None:
+        super().__init__(message, details=details)
+        self.driver = driver  # the driver's exception, for retry classification (never printed)
+
 
 class SchemaOutdated(StorageUnavailable):
     code = "schema_outdated"

@@ -61,6 +61,10 @@ class RoutingRepository(Protocol):
         """Give one slot back, never below 0; False if the agent is gone."""
         ...
 
+    def force_claim(self, tenant: str, agent_uid: str) -> bool:
+        """Take one slot whatever the capacity (a replayed, already acknowledged assignment)."""
+        ...
+
     def arm(self, tenant: str, agent_uid: str, task_type: str) -> Arm | None: ...
 
     def save_arm(self, tenant: str, agent_uid: str, task_type: str, arm: Arm, now: datetime

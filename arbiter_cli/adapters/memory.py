@@ -331,11 +331,12 @@ class MemoryRouting:
             excluded=excluded, examples=examples,
         )
 
-    def _slot(self, tenant: str, agent_uid: str, delta: int) -> bool:
+    def _slot(self, tenant: str, agent_uid: str, delta: int, force: bool = False) -> bool:
         agent = self._store.by_uid.get(agent_uid)
         if agent is None or agent.tenant != tenant:
             return False
-        if delta > 0 and (agent.active_tasks >= agent.capacity or agent.status != Status.AVAILABLE):
+        if delta > 0 and not force and (agent.active_tasks >= agent.capacity
+                                        or agent.status != Status.AVAILABLE):
             return False
         active = max(0, agent.active_tasks + delta)
         self._uow.change(tenant, agent.id, replace(agent, active_tasks=active,
@@ -344,6 +345,9 @@ class MemoryRouting:
 
     def claim(self, tenant: str, agent_uid: str) -> bool:
         return self._slot(tenant, agent_uid, +1)
+
+    def force_claim(self, tenant: str, agent_uid: str) -> bool:
+        return self._slot(tenant, agent_uid, +1, force=True)
 
     def release(self, tenant: str, agent_uid: str) -> bool:
         return self._slot(tenant, agent_uid, -1)

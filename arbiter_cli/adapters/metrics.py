@@ -1,7 +1,8 @@
 """Per-run metrics for node-exporter's textfile collector (``--metrics-file``, SPEC §9).
 
 One-shot processes cannot be scraped, so a run writes its own figures atomically
-(prometheus-client writes a temporary file and renames it).
+(prometheus-client writes a temporary file and renames it). The metric names, types and labels
+live in ``arbiter_cli/observability/metrics.py``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from arbiter_cli.observability.metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -23,30 +28,34 @@ class RunGauge:
 
 
 def write_run_metrics(path: Path, *, command: str, exit_code: int, duration_s: float,
-                      gauges: Sequence[RunGauge] = ()) -> None:
-    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, write_to_textfile
+                      gauges: Sequence[RunGauge] = (), metrics: Metrics | None = None) -> None:
+    """Write the run's registry (``metrics``, or a new one) with the command's own figures.
 
-    registry = CollectorRegistry()
+    The registry already holds what the run observed (routing decisions, outcomes, database
+    calls, breaker and journal); this adds ``arbiter_commands_total``, the duration, the
+    last-run and last-success timestamps and the ``State.gauge`` figures, then writes the file
+    atomically (prometheus-client writes a temporary file and renames it).
+    """
+    from prometheus_client import write_to_textfile
+
+    from arbiter_cli.observability.metrics import BY_NAME, Metrics
+
+    run = metrics if metrics is not None else Metrics()
     result = "ok" if exit_code == 0 else f"exit_{exit_code}"
-    Counter("arbiter_commands", "Commands run, by result.", ["command", "result"],
-            registry=registry).labels(command, result).inc()
-    Histogram("arbiter_command_duration_seconds", "Wall time of the command.", ["command"],
-              registry=registry).labels(command).observe(duration_s)
+    run.inc("arbiter_commands_total", command=command, result=result)
+    run.observe("arbiter_command_duration_seconds", duration_s, command=command)
     now = time.time()
-    Gauge("arbiter_last_run_timestamp_seconds", "When the command last ran.", ["command"],
-          registry=registry).labels(command).set(now)
+    run.set("arbiter_last_run_timestamp_seconds", now, command=command)
     last_success = now if exit_code == 0 else _previous_success(path, command)
     if last_success is not None:
-        Gauge("arbiter_last_success_timestamp_seconds", "When the command last succeeded.",
-              ["command"], registry=registry).labels(command).set(last_success)
-    families: dict[str, Gauge] = {}
+        run.set("arbiter_last_success_timestamp_seconds", last_success, command=command)
     for g in gauges:
-        if g.name not in families:
-            families[g.name] = Gauge(g.name, g.help, sorted(g.labels), registry=registry)
-        family = families[g.name]
+        spec = BY_NAME.get(g.name)
+        names = spec.labels if spec is not None else tuple(sorted(g.labels))
+        family = run.free_gauge(g.name, g.help, names)
         (family.labels(**g.labels) if g.labels else family).set(g.value)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_to_textfile(str(path), registry)
+    write_to_textfile(str(path), run.registry)
 
 
 def _previous_success(path: Path, command: str) -> float | None:

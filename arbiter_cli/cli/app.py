@@ -71,19 +71,18 @@ def boundary(state: State) -> Iterator[None]:
         raise typer.Exit(70) from None
     finally:
         state.close()
-        if state.metrics_file is not None:
-            _write_metrics(state, exit_code, time.monotonic() - started)
+        from arbiter_cli.observability.runtime import finish
+
+        finish(state, exit_code, time.monotonic() - started)  # logs, --metrics-file, spans
 
 
-def _write_metrics(state: State, exit_code: int, duration_s: float) -> None:
-    from arbiter_cli.adapters.metrics import write_run_metrics
+@contextmanager
+def observed(state: State) -> Iterator[None]:
+    """Logs, the command's span and its metrics (arbiter_cli/observability/runtime.py)."""
+    from arbiter_cli.observability.runtime import observe
 
-    assert state.metrics_file is not None
-    try:
-        write_run_metrics(state.metrics_file, command=state.command, exit_code=exit_code,
-                          duration_s=duration_s, gauges=state.gauges)
-    except OSError as exc:
-        sys.stderr.write(f"warning: cannot write --metrics-file {state.metrics_file}: {exc}\n")
+    with observe(state):
+        yield
 
 
 def _report(state: State, error: ArbiterError, original: BaseException | None) -> None:
@@ -110,7 +109,7 @@ def command(group: typer.Typer, name: str | None = None, **options: Any) -> Call
             state.json = state.json or bool(kwargs.get("json_out"))
             state.token = kwargs.get("token") or state.token
             state.command = ctx.command_path.partition(" ")[2] or ctx.command_path
-            with boundary(state):
+            with boundary(state), observed(state):
                 _gate(state)
                 return fn(*args, **kwargs)
 
@@ -152,10 +151,20 @@ def build_app() -> typer.Typer:
 
     setup.register(app)
     security.register(app)
+    from arbiter_cli.cli import soak as soak_cli  # noqa: I001 - one line per helper, no merge conflicts
+    soak_cli.register(app)
+    from arbiter_cli.cli import health as health_cli  # noqa: I001 - one line per helper
+    health_cli.register(app)
+    from arbiter_cli.cli import mutate as mutate_cli  # noqa: I001 - one line per helper
+    mutate_cli.register(app)
+    from arbiter_cli.cli import serve as serve_cli  # noqa: I001 - one line per helper
+    serve_cli.register(app)
     app.add_typer(agents.app, name="agents")
     app.add_typer(route.app, name="route")
     app.add_typer(db.app, name="db")
     app.add_typer(config_cmd.app, name="config")
+    from arbiter_cli.cli import journal as journal_cli  # noqa: I001 - one line per group
+    app.add_typer(journal_cli.app, name="journal")
     return app
 
 

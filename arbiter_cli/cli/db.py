@@ -25,7 +25,7 @@ UrlOpt = Annotated[str | None, typer.Option(
 def _engine(state: State, url: str | None, *, create: bool = False) -> Engine:
     from arbiter_cli.bootstrap import sql_engine
 
-    engine = sql_engine(state.settings, url, create=create)
+    engine = sql_engine(state.settings, url, create=create, telemetry=state.telemetry)
     state.on_close(engine.dispose)
     return engine
 

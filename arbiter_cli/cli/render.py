@@ -65,7 +65,10 @@ def error(state: State | None, exc: ArbiterError) -> None:
 
 
 def warn(message: str) -> None:
-    sys.stderr.write(f"warning: {message}\n")
+    """A warning on stderr, as a log event: JSON or console like every other log line."""
+    from arbiter_cli.observability import logging as log
+
+    log.get_logger().warning(message)
 
 
 def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> Table:

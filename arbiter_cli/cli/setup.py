@@ -50,7 +50,7 @@ def init(
     from arbiter_cli.services.setup import initialize
 
     state = state_of(ctx)
-    engine = sql_engine(state.settings, database_url, create=True)
+    engine = sql_engine(state.settings, database_url, create=True, telemetry=state.telemetry)
     try:
         result = initialize(
             SqlUnitOfWorkFactory(engine),
@@ -59,7 +59,7 @@ def init(
         )
     finally:
         engine.dispose()
-    app = build(state.settings, url=database_url)
+    app = build(state.settings, url=database_url, telemetry=state.telemetry)
     state.on_close(app.close)
     issued = app.security.bootstrap(result.tenant)
     if issued is not None:
@@ -127,7 +127,7 @@ def demo(
                    lambda: migrations.upgrade(engine, "head", io.StringIO())[1], utc_now)
     finally:
         engine.dispose()
-    app = build(settings, url=url)
+    app = build(settings, url=url, telemetry=state.telemetry)
     principal = Principal.local_admin()
     state.tenant = principal.tenant
     try:

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from arbiter_cli.bootstrap import App
     from arbiter_cli.config import Settings
     from arbiter_cli.domain.principal import Principal
+    from arbiter_cli.observability.runtime import Telemetry
+    from arbiter_cli.resilience.gateway import Resilience
 
 
 @dataclass
@@ -30,6 +32,7 @@ class State:
     command: str = ""
     tenant: str | None = None
     gauges: list[RunGauge] = field(default_factory=list, repr=False)
+    telemetry: Telemetry | None = field(default=None, repr=False)  # set by the boundary
     _settings: Settings | None = field(default=None, repr=False)
     _closers: list[Callable[[], object]] = field(default_factory=list, repr=False)
     _app: App | None = field(default=None, repr=False)
@@ -57,26 +60,44 @@ class State:
         from arbiter_cli.bootstrap import build
 
         if self._app is None:
-            self._app = build(self.settings)
+            self._app = build(self.settings, resilient=True, telemetry=self.telemetry)
             self._app.correlation_id = self.correlation_id
             self.on_close(self._app.close)
+            res = self._app.resilience
+            if res is not None:
+                res.correlation_id = self.correlation_id
+                self.on_close(res.flush_warnings)
+                self.on_close(res.maybe_refresh)
+                self._replay_first(res)
         return self._app
+
+    def _replay_first(self, res: Resilience) -> None:
+        """Journaled writes go first, for at most ``resilience.replay_budget`` (SPEC §7)."""
+        if res.journal.pending() == 0:
+            return
+        from arbiter_cli.resilience.replay import replay
+
+        report = replay(res, budget_s=self.settings.seconds("resilience.replay_budget"))
+        if report["conflicts"]:
+            res.warn(f"{report['conflicts']} journaled write(s) conflicted at replay: "
+                     "see `arbiter journal list --conflicts`")
 
     def admit(self) -> None:
         """Authenticate, authorize and rate-limit this command (SPEC §0 order: after 3 and 10)."""
-        import sys
-
         from arbiter_cli.domain.principal import Principal
+        from arbiter_cli.observability import logging as log
+        from arbiter_cli.observability.runtime import bind_tenant
 
         settings = self.settings
         app = self.app()
         if not settings["security.enabled"]:
-            sys.stderr.write("warning: security.enabled = false: every command acts as admin "
-                             "of tenant 'default'\n")
+            log.get_logger().warning("security.enabled = false: every command acts as admin "
+                                     "of tenant 'default'")
             self._principal = Principal.local_admin()
         else:
             self._principal = app.security.admit(self.resolve_token(), self.command)
         self.tenant = self._principal.tenant
+        bind_tenant(self)
 
     def resolve_token(self) -> str | None:
         """--token, then ARBITER_TOKEN, then the credentials file's profile."""
@@ -104,8 +125,11 @@ class State:
         from arbiter_cli.domain.principal import Principal
 
         if self._principal is None:
+            from arbiter_cli.observability.runtime import bind_tenant
+
             self._principal = Principal.local_admin()
             self.tenant = self._principal.tenant
+            bind_tenant(self)
         return self._principal
 
     def meta(self, **extra: Any) -> dict[str, Any]:
@@ -114,6 +138,13 @@ class State:
             "command": self.command,
             "tenant": self.tenant,
         }
+        res = self._app.resilience if self._app is not None else None
+        if res is not None:
+            if res.durability is not None:
+                meta["durability"] = res.durability
+            if res.stale_age_s is not None:
+                meta["stale"] = True
+                meta["stale_age_s"] = res.stale_age_s
         meta.update(extra)
         return meta
 

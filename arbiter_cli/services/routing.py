@@ -28,7 +28,7 @@ from arbiter_cli.domain.routing import (
     reward,
     update_arm,
 )
-from arbiter_cli.errors import AtCapacity, Conflict, NotFound
+from arbiter_cli.errors import AtCapacity, Conflict, InvalidInput, NotFound
 from arbiter_cli.ids import uuid7
 from arbiter_cli.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from arbiter_cli.services.audit import Auditor
@@ -82,7 +82,8 @@ class RoutingService:
                     if existing is not None and existing.status == OPEN:
                         return Routed(existing, already_routed=True)
                 decision = self._decide(uow, principal, task, chosen, seed_value, dry_run)
-                decision = replace(decision, correlation_id=correlation_id)
+                decision = replace(decision, correlation_id=correlation_id
+                                   or self._audit.correlation_id)  # the command's, by default
                 if dry_run:
                     return Routed(decision)
                 uow.decisions.add(decision)
@@ -132,6 +133,35 @@ class RoutingService:
         if existing is None or existing.status != OPEN:
             raise Conflict(f"task {task.task_id!r} was routed concurrently; retry")
         return Routed(existing, already_routed=True)
+
+    def apply_decision(self, principal: Principal, decision: Decision) -> Routed:
+        """Store a decision acknowledged while the primary was down (journal replay, SPEC §7).
+
+        The assignment was promised, so it is never dropped: a claim over capacity is applied,
+        flagged ``over_capacity`` and audited. An agent removed meanwhile, or a task routed
+        meanwhile, is a conflict (exit 5) that stays in the journal.
+        """
+        if decision.decision_id is None or decision.tenant != principal.tenant:
+            raise InvalidInput("a journaled decision needs its id and its caller's tenant")
+        with self._uow(write=True) as uow:
+            existing = uow.decisions.get(decision.decision_id)
+            if existing is not None:
+                return Routed(existing, already_routed=True)
+            agent = uow.agents.get(principal.tenant, decision.agent_id, for_update=True)
+            if agent is None:
+                raise Conflict(f"agent {decision.agent_id!r} was removed before the journaled "
+                               f"decision {decision.decision_id} reached the database")
+            over = not uow.routing.claim(principal.tenant, agent.uid)
+            if over:
+                uow.routing.force_claim(principal.tenant, agent.uid)
+            applied = replace(decision, agent_uid=agent.uid, over_capacity=over)
+            uow.decisions.add(applied)
+            self._audit.record(uow, principal, "route.task", applied.decision_id, {
+                "task_id": applied.task_id, "agent_id": applied.agent_id,
+                "strategy": applied.strategy, "seed": applied.seed, "journaled": True,
+                "over_capacity": over})
+            uow.commit()
+        return Routed(applied)
 
     # ------------------------------------------------------------------ outcome
 

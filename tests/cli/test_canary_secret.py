@@ -3,9 +3,11 @@
 Three canaries: a random ``database.password`` in ``.secrets.toml``, another in
 ``ARBITER_DATABASE__PASSWORD`` (which overrides it), and every token the session creates. The
 session covers init, register, query, route task/outcome/explain, tokens, audit, config, db and
-errors with ``--verbose`` and debug logs. No password canary may appear in any stdout or stderr,
-in the audit log, in ``config show`` or in the SQLite file. A token may appear only in the one
-output that issues it (``init``, ``tokens create``, ``tenants create``), exactly once.
+errors with ``--verbose``, JSON logs at debug level and spans on the console exporter. No
+password canary may appear in any stdout or stderr, in the audit log, in ``config show``, in the
+SQLite file or in any exported span (an in-memory exporter sees every span of the session). A
+token may appear only in the one output that issues it (``init``, ``tokens create``,
+``tenants create``), exactly once, and in no span.
 
 On PostgreSQL the password really is spliced into the DSN, so masking is exercised for real.
 """
@@ -123,13 +125,39 @@ def run_session(s: Session, tmp_path: Path) -> dict[str, Any]:
         s.run(*verbose, "--token", admin, "agents", "list", code=10,
               env={"ARBITER_DATABASE__URL": "postgresql+psycopg2://arbiter@127.0.0.1:1/none",
                    "ARBITER_DATABASE__CONNECT_TIMEOUT": "1s"})
+    # Observability (SPEC §9): JSON logs at debug level, spans on stderr, failures included.
+    debug = ("--log-level", "debug", "--log-format", "json")
+    console_spans = {"ARBITER_OBSERVABILITY__TRACING__EXPORTER": "console"}
+    s.run(*debug, "--token", admin, "agents", "list", env=console_spans)
+    s.run(*debug, "--json", "--token", orchestrator, "route", "outcome", "--task-id", "PR-2",
+          "--failure", "--error", "flaky", env=console_spans)
+    s.issue(*debug, "--token", admin, "tokens", "create", "--role", "viewer", "--name", "dbg",
+            key="token")
+    s.run(*debug, "--token", wrong, "agents", "list", code=6, env=console_spans)
+    s.run(*debug, "--token", admin, "agents", "list", code=10,
+          env={**console_spans, "ARBITER_DATABASE__URL":
+               "postgresql+psycopg2://arbiter@127.0.0.1:1/none",
+               "ARBITER_DATABASE__CONNECT_TIMEOUT": "1s"})
     audit = s.run("--json", "--token", admin, "audit", "list", "--limit", "0").json()
     config = s.run("--json", "config", "show").json()
     return {"admin": admin, "audit": audit, "config": config}
 
 
+@pytest.fixture
+def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Every span of the session, whatever exporter the configuration chose."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from arbiter_cli.observability import tracing
+
+    exporter = InMemorySpanExporter()
+    monkeypatch.setattr(tracing, "INJECTED_EXPORTER", exporter)
+    yield exporter
+    exporter.shutdown()
+
+
 def test_no_secret_appears_anywhere(canaries: dict[str, str], clean_env: dict[str, str],
-                                    tmp_path: Path):
+                                    tmp_path: Path, spans: Any):
     session = Session()
     seen = run_session(session, tmp_path)
     passwords = {canaries["file"], canaries["env"], quote(canaries["env"], safe="")}
@@ -145,6 +173,19 @@ def test_no_secret_appears_anywhere(canaries: dict[str, str], clean_env: dict[st
                 elif count or secret_of(token)[:20] in stream:
                     leaks.append(f"{argv} {stream_name}: token secret of output {allowed}")
     assert not leaks, "\n".join(leaks)
+
+    exported = [span.to_json() for span in spans.get_finished_spans()]
+    assert len(exported) > 100 and any('"db.statement"' in span for span in exported)
+    assert any('"exception.message"' in span for span in exported)  # failures were traced
+    traced = "\n".join(exported)
+    assert not any(p in traced for p in passwords), "a password canary is in a span"
+    assert not [t for t in session.issued if secret_of(t)[:20] in traced], "a token is in a span"
+    debug_logs = [line for argv, result in session.outputs if "debug" in argv
+                  and "json" in argv for line in result.stderr.splitlines()
+                  if not line.startswith("error:")]
+    assert len(debug_logs) > 20
+    assert all(isinstance(json.loads(line), dict) for line in debug_logs
+               if line.startswith("{\"timestamp\""))
 
     audit_text = json.dumps(seen["audit"])
     assert seen["audit"]["count"] >= 5

@@ -122,4 +122,4 @@ def unavailable(engine: Engine, exc: DBAPIError) -> StorageUnavailable:
     """A one-line, password-free description of a database failure."""
     first_line = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc).__name__
     return StorageUnavailable(f"database {mask_url(str(engine.url.render_as_string(hide_password=True)))} "
-                              f"unavailable: {first_line}")
+                              f"unavailable: {first_line}", driver=exc.orig)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import builtins
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
@@ -248,6 +250,27 @@ class SqlTenants:
         return list(self._conn.execute(select(t.tenants.c.name).order_by(t.tenants.c.name)).scalars())
 
 
+@dataclass
+class OpContext:
+    """The journaled operation a write belongs to (SPEC §7): its id is stored with its effect."""
+
+    op_id: str
+    tenant: str
+    kind: str
+    now: Callable[[], datetime]
+    recorded: bool = False
+    ambiguous: bool = False
+
+
+current_op: ContextVar[OpContext | None] = ContextVar("arbiter_current_op", default=None)
+
+
+def already_applied(engine: Engine, op_id: str) -> bool:
+    with engine.connect() as conn:
+        found = conn.execute(select(t.applied_ops.c.op_id).where(t.applied_ops.c.op_id == op_id))
+        return found.first() is not None
+
+
 class SqlUnitOfWork:
     """One connection and one transaction; rolls back unless committed.
 
@@ -304,7 +327,19 @@ class SqlUnitOfWork:
             raise unavailable(self._engine, exc) from None
 
     def commit(self) -> None:
-        self._tx.commit()
+        op = current_op.get()
+        if op is not None and self._write and not op.recorded:
+            # The op's id goes in with its effect: a replay after an ambiguous commit sees it.
+            self._conn.execute(insert(t.applied_ops).values(
+                op_id=op.op_id, tenant=op.tenant, kind=op.kind, applied_at=op.now()))
+            op.recorded = True
+        try:
+            self._tx.commit()
+        except DBAPIError as exc:
+            if op is not None:
+                op.recorded = False
+                op.ambiguous = True  # it may have committed: only the op id can tell
+            raise unavailable(self._engine, exc) from None
 
     def rollback(self) -> None:
         self._tx.rollback()

@@ -88,6 +88,14 @@ class SqlRouting:
         )
         return result.rowcount == 1
 
+    def force_claim(self, tenant: str, agent_uid: str) -> bool:
+        result = self._conn.execute(
+            update(t.agents)
+            .where(a.uid == agent_uid, a.tenant == tenant)
+            .values(active_tasks=a.active_tasks + 1, version=a.version + 1)
+        )
+        return result.rowcount == 1
+
     def release(self, tenant: str, agent_uid: str) -> bool:
         result = self._conn.execute(
             update(t.agents)

@@ -1,0 +1,138 @@
+"""``arbiter journal …``: the local journal of writes made during an outage (SPEC §7)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from arbiter_cli.cli import render
+from arbiter_cli.cli.app import JsonOpt, LimitOpt, TokenOpt, command, state_of
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from arbiter_cli.cli.state import State
+    from arbiter_cli.resilience.gateway import Resilience
+
+app = typer.Typer(help="Inspect and replay the journal of writes made while the database was "
+                  "unavailable.", no_args_is_help=True)
+
+
+def _resilience(state: State) -> Resilience | None:
+    from arbiter_cli.bootstrap import build
+
+    app_ = build(state.settings, check_schema=False, resilient=True)
+    state.on_close(app_.close)
+    return app_.resilience
+
+
+@command(app, "status")
+def status(ctx: typer.Context, json_out: JsonOpt = False, token: TokenOpt = None) -> None:
+    """Backlog, conflicts, age of the oldest entry, and the circuit breaker. No database I/O.
+
+    Example: arbiter journal status --json
+    """
+    from arbiter_cli.resilience.journal import resilience_status
+
+    state = state_of(ctx)
+    found = resilience_status(state.settings)
+    doc = {k: found[k] for k in ("backlog", "conflicts", "oldest_age_s", "breaker")}
+
+    def human(c: Console) -> None:
+        if state.settings.database_url.startswith("sqlite"):
+            c.print("no journal: the primary is a local SQLite file (writes either commit or "
+                    "exit 10)")
+            return
+        age = "" if doc["oldest_age_s"] is None else f", oldest {doc['oldest_age_s']:.1f}s old"
+        c.print(f"backlog {doc['backlog']}{age}; conflicts {doc['conflicts']}; breaker "
+                f"{doc['breaker']['state']}")
+
+    render.emit(state, doc, human)
+
+
+@command(app, "replay")
+def replay_cmd(ctx: typer.Context, json_out: JsonOpt = False, token: TokenOpt = None) -> None:
+    """Replay every journaled write into the database, in order; stops if it fails again.
+
+    Exit 0 when the journal is empty afterwards (conflicts are kept and listed), 10 when the
+    database is still unavailable.
+
+    Example: arbiter journal replay --json
+    """
+    from arbiter_cli.errors import StorageUnavailable
+    from arbiter_cli.resilience.replay import replay
+
+    state = state_of(ctx)
+    res = _resilience(state)
+    if res is None:
+        render.emit(state, {"applied": 0, "conflicts": 0, "remaining": 0},
+                    lambda c: c.print("no journal: the primary is a local SQLite file"))
+        return
+    total = res.journal.pending()
+    report = _with_progress(state, total, lambda tick: replay(
+        res, budget_s=None, blocking=True, progress=tick))
+    if report["remaining"]:
+        raise StorageUnavailable(
+            f"replay stopped with {report['remaining']} entries left "
+            f"({report['applied']} applied, {report['conflicts']} conflicts): "
+            f"{report['stopped']}")
+    if report["applied"] or report["conflicts"]:
+        res.maybe_refresh()
+    doc = {"applied": report["applied"], "conflicts": report["conflicts"], "remaining": 0}
+    render.emit(state, doc, lambda c: c.print(
+        f"replayed {doc['applied']} entries; {doc['conflicts']} conflicts "
+        f"{'(see `arbiter journal list --conflicts`)' if doc['conflicts'] else ''}".rstrip()))
+
+
+def _with_progress(state: State, total: int, run: Any) -> dict[str, Any]:
+    import sys
+
+    if state.json or not sys.stderr.isatty() or total == 0:
+        return run(None)  # type: ignore[no-any-return]
+    from rich.progress import Progress
+
+    with Progress(console=render.stderr_console(), transient=True) as bar:
+        task = bar.add_task("replaying", total=total)
+        return run(lambda n: bar.advance(task, n))  # type: ignore[no-any-return]
+
+
+@command(app, "list")
+def list_cmd(
+    ctx: typer.Context,
+    conflicts: Annotated[bool, typer.Option(
+        "--conflicts", help="Only entries that conflicted at replay.")] = False,
+    limit: LimitOpt = 100,
+    json_out: JsonOpt = False,
+    token: TokenOpt = None,
+) -> None:
+    """List journaled writes in replay order (kind, tenant, age, state, error).
+
+    Example: arbiter journal list --conflicts
+    """
+    import time
+
+    from arbiter_cli.errors import InvalidInput
+    from arbiter_cli.resilience.journal import open_for
+
+    state = state_of(ctx)
+    if limit < 0:
+        raise InvalidInput("--limit must be 0 or more")
+    journal = open_for(state.settings)
+    if journal is None:
+        render.emit_list(state, [], None, lambda c: c.print("no journal: the primary is a local "
+                                                            "SQLite file"))
+        return
+    state.on_close(journal.close)
+    now = time.time()
+    items = [e.to_dict(now) for e in journal.entries(conflicts_only=conflicts, limit=limit)]
+
+    def human(c: Console) -> None:
+        if not items:
+            c.print("the journal holds no conflicts" if conflicts else "the journal is empty")
+            return
+        c.print(render.table(None, ["seq", "kind", "tenant", "age", "state", "error"], [
+            [str(i["seq"]), i["kind"], i["tenant"], f"{i['age_s']:.0f}s", i["state"],
+             i["error"] or ""] for i in items]))
+
+    render.emit_list(state, items, None, human)

@@ -1,0 +1,108 @@
+"""Which database failures are worth retrying, and which count against the breaker (SPEC §7).
+
+Classification looks at the *driver* exception (psycopg2's class and ``pgcode``), never at
+SQLAlchemy's wrapper class: SQLAlchemy wraps a lost connection and a unique violation alike.
+The table behind it is measured in ``RELIABILITY.md`` §3.2.
+"""
+
+from __future__ import annotations
+
+import functools
+from enum import Enum
+
+
+class Fault(Enum):
+    TRANSIENT = "transient"  # retried, and counted by the breaker
+    COUNTED = "counted"  # not retried, but counted by the breaker
+    CALLER = "caller"  # never retried, never counted: the request itself is at fault
+
+
+# SQLSTATE codes (PostgreSQL appendix A).
+RETRIED_CODES = frozenset({
+    "40001",  # serialization_failure
+    "40P01",  # deadlock_detected
+    "53300",  # too_many_connections
+    "57P01",  # admin_shutdown
+    "57P02",  # crash_shutdown
+    "57P03",  # cannot_connect_now
+})
+COUNTED_CODES = frozenset({
+    "57014",  # query_canceled (statement_timeout)
+    "53100",  # disk_full
+    "53200",  # out_of_memory
+    "55P03",  # lock_not_available (lock_timeout)
+    "58030",  # io_error
+    "XX000",  # internal_error ("could not extend file … File too large")
+})
+RETRIED_CLASSES = ("08",)  # connection_exception
+
+
+def driver_error(exc: BaseException) -> BaseException:
+    """The driver's exception behind ``exc``: SQLAlchemy's ``.orig``, our ``.driver``, or itself."""
+    seen = 0
+    while seen < 5:
+        seen += 1
+        inner = getattr(exc, "orig", None) or getattr(exc, "driver", None)
+        if not isinstance(inner, BaseException) or inner is exc:
+            return exc
+        exc = inner
+    return exc
+
+
+def sqlstate(err: BaseException) -> str | None:
+    """The SQLSTATE of a driver error: its ``pgcode``, else the one its psycopg2 class stands for.
+
+    A server error raised by libpq carries its ``pgcode``; the same class built in Python (a
+    test double, a wrapper re-raising it) has ``pgcode`` None but still names one SQLSTATE.
+    """
+    code = getattr(err, "pgcode", None)
+    if isinstance(code, str) and code:
+        return code
+    return _class_codes().get(type(err))
+
+
+@functools.cache
+def _class_codes() -> dict[type, str]:
+    """``psycopg2.errors`` class → SQLSTATE, for every code psycopg2 has a class for."""
+    try:
+        import psycopg2.errorcodes
+        import psycopg2.errors
+    except ImportError:  # pragma: no cover - psycopg2 is a dependency
+        return {}
+    found: dict[type, str] = {}
+    for name, value in vars(psycopg2.errorcodes).items():
+        if name.isupper() and isinstance(value, str) and len(value) == 5:
+            try:
+                found[psycopg2.errors.lookup(value)] = value
+            except KeyError:  # success and warning codes have no exception class
+                continue
+    return found
+
+
+def classify(exc: BaseException) -> Fault:
+    """TRANSIENT, COUNTED or CALLER for any exception a database call can raise."""
+    from arbiter_cli.resilience.deadline import is_exceeded
+
+    err = driver_error(exc)
+    if is_exceeded(err):
+        return Fault.COUNTED  # the budget is spent: retrying cannot help, the breaker must know
+    code = sqlstate(err)
+    if code is not None:
+        if code in RETRIED_CODES or code.startswith(RETRIED_CLASSES):
+            return Fault.TRANSIENT
+        if code in COUNTED_CODES or code.startswith(("53", "58")):
+            return Fault.COUNTED
+        return Fault.CALLER  # integrity (23), data (22), syntax/access (42), …
+    module = type(err).__module__.split(".")[0]
+    name = type(err).__name__
+    if module == "psycopg2":
+        if name in ("OperationalError", "InterfaceError"):
+            return Fault.TRANSIENT  # lost, refused, reset, "too many clients", dead handle
+        if name in ("DatabaseError", "InternalError"):
+            return Fault.COUNTED
+        return Fault.CALLER
+    if module == "sqlalchemy" and name == "TimeoutError":  # pool exhausted while waiting
+        return Fault.COUNTED
+    if isinstance(err, ConnectionError | TimeoutError):
+        return Fault.TRANSIENT
+    return Fault.CALLER

@@ -1,0 +1,202 @@
+"""Every call of a command on a network primary goes through here (SPEC §7).
+
+- Writes run on the primary with retries, the breaker and the command's deadline, and store
+  their op id in ``applied_ops`` in the same transaction. When the primary cannot take them (or
+  the tenant already has journaled writes waiting, to keep order), the same service runs on the
+  local snapshot, and the op is appended to the journal before the command answers
+  ``durability: journaled``.
+- Reads fall back to the snapshot, marked stale with its age.
+- Token checks fall back to the snapshot too, and fail closed without one.
+
+A commit that fails may still have happened: such an op is never retried, only journaled, and
+replay skips it if its op id is already in ``applied_ops``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from arbiter_cli.errors import SchemaOutdated, StorageUnavailable
+from arbiter_cli.ids import uuid7
+from arbiter_cli.resilience.deadline import Deadline
+from arbiter_cli.resilience.journal import Journal, resilience_dir
+from arbiter_cli.resilience.snapshot import LocalStore
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from arbiter_cli.config import Settings
+    from arbiter_cli.domain.principal import Principal
+    from arbiter_cli.ports import Clock
+    from arbiter_cli.resilience.breaker import FileBreaker
+
+T = TypeVar("T")
+COMMITTED = "committed"
+JOURNALED = "journaled"
+
+
+@dataclass
+class Resilience:
+    """The resilience state of one command against one PostgreSQL primary."""
+
+    settings: Settings
+    url: str
+    primary: Engine
+    clock: Clock
+    correlation_id: str | None = None
+    durability: str | None = None
+    stale_age_s: float | None = None
+    primary_ok: bool = False
+    outage: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    _journal: Journal | None = None
+    _local_engine: Engine | None = None
+    _breaker: FileBreaker | None = None
+
+    def __post_init__(self) -> None:
+        from arbiter_cli.resilience import deadline
+
+        deadline.install()
+        self.directory = resilience_dir(self.settings.paths.data_dir, self.url)
+        self.local = LocalStore(self.directory)
+        self.deadline = Deadline(self.settings.seconds("database.command_timeout"))
+
+    # ------------------------------------------------------------------ parts
+
+    @property
+    def journal(self) -> Journal:
+        if self._journal is None:
+            try:
+                self._journal = Journal(
+                    self.directory / "journal.db",
+                    max_entries=int(self.settings["resilience.journal.max_entries"]))
+            except OSError as exc:
+                raise StorageUnavailable(f"cannot open the journal in {self.directory}: "
+                                         f"{exc.strerror}") from None
+        return self._journal
+
+    @property
+    def breaker(self) -> FileBreaker:
+        if self._breaker is None:
+            from arbiter_cli.resilience.breaker import breaker_for
+
+            self._breaker = breaker_for(self.settings, self.url)
+        return self._breaker
+
+    def local_engine(self) -> Engine:
+        if not self.local.exists():
+            raise StorageUnavailable(
+                "database unavailable and no local snapshot yet (it is taken after the first "
+                "successful command): the request was not accepted")
+        if self._local_engine is None:
+            from arbiter_cli.bootstrap import sql_engine
+
+            self._local_engine = sql_engine(self.settings, self.local.url())
+        return self._local_engine
+
+    def close(self) -> None:
+        if self._local_engine is not None:
+            self._local_engine.dispose()
+            self._local_engine = None
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    # ------------------------------------------------------------------ calls
+
+    def guarded(self, fn: Callable[[], T], may_retry: Callable[[], bool] | None = None,
+                deadline: Deadline | None = None) -> T:
+        from arbiter_cli.resilience.retry import guarded
+
+        result = guarded(fn, breaker=self.breaker, deadline=deadline or self.deadline,
+                         may_retry=may_retry)
+        self.primary_ok = True
+        return result
+
+    def read(self, primary: Callable[[], T], local: Callable[[], T]) -> T:
+        try:
+            return self.guarded(primary)
+        except SchemaOutdated:
+            raise
+        except StorageUnavailable as exc:
+            result = local_call(self, local)
+            if self.stale_age_s is None:  # one age (and one warning) per command
+                self.stale_age_s = self.local.age_s()
+            self.unavailable(exc.message)
+            self.warn(f"served from the local snapshot, {self.stale_age_s}s old")
+            return result
+
+    def write(self, kind: str, principal: Principal, primary: Callable[[], T],
+              local: Callable[[], T], args_of: Callable[[T], dict[str, Any] | None]) -> T:
+        from arbiter_cli.adapters.sql.repository import OpContext, current_op
+        from arbiter_cli.resilience.records import principal_record
+
+        op = OpContext(op_id=uuid7(), tenant=principal.tenant, kind=kind, now=self.clock)
+        waiting = self.journal.pending(principal.tenant)
+        if waiting == 0:
+            token = current_op.set(op)
+            try:
+                result = self.guarded(primary, may_retry=lambda: not op.ambiguous)
+                self.durability = COMMITTED
+                return result
+            except SchemaOutdated:
+                raise
+            except StorageUnavailable as exc:
+                self.unavailable(exc.message)
+                reason = "database unavailable"
+            finally:
+                current_op.reset(token)
+        else:
+            reason = f"{waiting} earlier write(s) of tenant {principal.tenant!r} wait in the journal"
+        self.journal.check_room()  # past the cap the write is refused before it touches anything
+        result = local_call(self, local)
+        args = args_of(result)
+        if args is None:  # nothing changed (an idempotent repeat): nothing to replay
+            return result
+        self.journal.append(op_id=op.op_id, tenant=principal.tenant, kind=kind,
+                            principal=principal_record(principal), args=args,
+                            correlation_id=self.correlation_id)
+        self.durability = JOURNALED
+        self.warn(f"{reason}: the write was journaled as op {op.op_id} and will be replayed "
+                  "(`arbiter journal status`)")
+        return result
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    def unavailable(self, reason: str) -> None:
+        """Remember why the primary was not used (reported once, first reason kept)."""
+        if self.outage is None:
+            self.outage = reason
+
+    def flush_warnings(self) -> None:
+        if self.outage is not None:
+            sys.stderr.write(f"warning: {self.outage}\n")
+        for message in self.warnings:
+            sys.stderr.write(f"warning: {message}\n")
+        self.warnings.clear()
+        self.outage = None
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def maybe_refresh(self) -> None:
+        """After a command that reached the primary: refresh the snapshot if it is due."""
+        if not self.primary_ok or self.journal.pending() > 0:
+            return
+        interval = self.settings.seconds("resilience.snapshot_interval")
+        refresh_deadline = Deadline(max(1.0, self.settings.seconds("database.command_timeout")))
+        try:
+            with refresh_deadline.active():
+                self.local.refresh(self.primary, interval_s=interval)
+        except Exception as exc:  # noqa: BLE001 - best effort: the command already succeeded
+            self.warn(f"local snapshot not refreshed: {type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0][:200] if str(exc) else ''}")
+
+
+def local_call(res: Resilience, fn: Callable[[], T]) -> T:
+    res.local_engine()  # no snapshot: StorageUnavailable before anything runs
+    return fn()

@@ -1,0 +1,65 @@
+"""What a journal entry carries: the op's arguments as JSON, and back (pure).
+
+Each kind names the service call that replays it; ``routing.route`` carries the decision made
+while the primary was down, so replay stores that decision instead of routing again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+from datetime import datetime
+from typing import Any
+
+from arbiter_cli.domain.agents import TaskResult
+from arbiter_cli.domain.principal import Principal
+from arbiter_cli.domain.routing import Decision, Outcome
+
+KINDS = (
+    "agents.register", "agents.update", "agents.set_status", "agents.heartbeat",
+    "agents.record", "agents.remove", "routing.route", "routing.outcome",
+)
+_DATES = ("created_at", "closed_at")
+
+
+def principal_record(principal: Principal) -> dict[str, Any]:
+    return asdict(principal)
+
+
+def principal_from(record: dict[str, Any]) -> Principal:
+    return Principal(tenant=str(record["tenant"]), role=str(record["role"]),
+                     token_id=record.get("token_id"))
+
+
+def decision_record(decision: Decision) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(Decision):
+        value = getattr(decision, f.name)
+        if f.name in _DATES:
+            value = None if value is None else value.isoformat()
+        elif f.name in ("requirements", "metadata", "excluded", "outcome") and value is not None:
+            value = dict(value)
+        elif f.name == "examples":
+            value = {k: list(v) for k, v in value.items()}
+        out[f.name] = value
+    return out
+
+
+def decision_from(record: dict[str, Any]) -> Decision:
+    values = dict(record)
+    for name in _DATES:
+        if values.get(name) is not None:
+            values[name] = datetime.fromisoformat(values[name])
+    known = {f.name for f in fields(Decision)}
+    return Decision(**{k: v for k, v in values.items() if k in known})
+
+
+def task_result_record(result: TaskResult) -> dict[str, Any]:
+    return asdict(result)
+
+
+def task_result_from(record: dict[str, Any]) -> TaskResult:
+    return TaskResult(**record)
+
+
+def outcome_from(record: dict[str, Any]) -> Outcome:
+    return Outcome(**record)

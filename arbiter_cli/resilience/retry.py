@@ -1,0 +1,95 @@
+"""Retries for transient database failures, outside the circuit breaker (SPEC §7).
+
+tenacity drives the attempts: ``wait_random_exponential(multiplier=0.1, max=2)``, at most four
+attempts, and never past the command's deadline. Each attempt first asks the breaker for a
+permit, so an open breaker fails fast and is not retried. What is retried, counted or passed
+through is decided by :func:`arbiter_cli.resilience.faults.classify`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from arbiter_cli.errors import StorageUnavailable
+from arbiter_cli.resilience.deadline import Deadline
+from arbiter_cli.resilience.faults import Fault, classify
+
+if TYPE_CHECKING:
+    from arbiter_cli.resilience.breaker import FileBreaker
+
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 4
+
+
+def guarded(
+    fn: Callable[[], T], *, breaker: FileBreaker | None, deadline: Deadline,
+    sleep: Callable[[float], None] = time.sleep, attempts: int = MAX_ATTEMPTS,
+    may_retry: Callable[[], bool] | None = None,
+) -> T:
+    """Run ``fn`` with retries, breaker and deadline; give up as ``StorageUnavailable`` (exit 10).
+
+    Caller errors (integrity, data, our own ``ArbiterError``s) leave unchanged after one attempt.
+    ``may_retry`` can veto a retry (an op whose commit may have happened is never re-run).
+    """
+    from tenacity import (
+        RetryCallState,
+        Retrying,
+        retry_if_exception,
+        stop_after_attempt,
+        stop_any,
+        wait_random_exponential,
+    )
+    from tenacity.stop import stop_base
+
+    def attempt() -> T:
+        permit = breaker.allow() if breaker is not None else None  # BreakerOpen: exit 10, no retry
+        try:
+            with deadline.active():
+                result = fn()
+        except BaseException as exc:
+            if permit is not None and breaker is not None:
+                if isinstance(exc, Exception) and classify(exc) is not Fault.CALLER:
+                    breaker.failure(permit)
+                else:
+                    breaker.release(permit)
+            raise
+        if permit is not None and breaker is not None:
+            breaker.success(permit)
+        return result
+
+    class out_of_time(stop_base):  # noqa: N801 - reads like tenacity's
+        def __call__(self, retry_state: RetryCallState) -> bool:
+            return deadline.expired()
+
+    def nap(seconds: float) -> None:
+        sleep(min(seconds, deadline.remaining()))
+
+    retrying = Retrying(
+        retry=retry_if_exception(lambda e: classify(e) is Fault.TRANSIENT
+                                 and (may_retry is None or may_retry())),
+        stop=stop_any(stop_after_attempt(attempts), out_of_time()),
+        wait=wait_random_exponential(multiplier=0.1, max=2),
+        sleep=nap,
+        reraise=True,
+    )
+    try:
+        return retrying(attempt)
+    except StorageUnavailable:
+        raise
+    except Exception as exc:
+        if classify(exc) is Fault.CALLER:
+            raise
+        raise unavailable_from(exc) from exc
+
+
+def unavailable_from(exc: BaseException) -> StorageUnavailable:
+    """A one-line, password-free StorageUnavailable describing a driver failure."""
+    from arbiter_cli.resilience.faults import driver_error
+
+    err = driver_error(exc)
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else type(err).__name__
+    return StorageUnavailable(f"database unavailable: {first[:300]}", driver=err)

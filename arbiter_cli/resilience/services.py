@@ -1,0 +1,84 @@
+"""The services of a command on a network primary, routed through :class:`Resilience`.
+
+Each proxy has the same methods as the service it wraps. Writes listed in ``KINDS`` are
+journaled when the primary cannot take them; reads fall back to the snapshot; anything else
+(tokens, tenants, cleanup, reap) needs the primary and exits 10 without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from arbiter_cli.resilience.gateway import Resilience
+from arbiter_cli.resilience.records import KINDS, decision_record
+
+READS = frozenset({
+    "agents.show", "agents.list", "agents.query", "agents.stats",
+    "routing.explain", "routing.history", "routing.stats", "security.admit",
+})
+
+
+class ResilientService:
+    def __init__(self, domain: str, resilience: Resilience, primary: Any,
+                 local: Callable[[], Any]) -> None:
+        self._domain = domain
+        self._res = resilience
+        self._primary = primary
+        self._local = local
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._primary, name)
+        if not callable(method):
+            return method  # policies and settings the CLI reads from a service
+        kind = f"{self._domain}.{name}"
+        res = self._res
+
+        def on_local(*args: Any, **kwargs: Any) -> Any:
+            return getattr(self._local(), name)(*args, **kwargs)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            primary = lambda: method(*args, **kwargs)  # noqa: E731
+            local = lambda: on_local(*args, **kwargs)  # noqa: E731
+            if kind == "routing.route" and kwargs.get("dry_run"):
+                return res.read(primary, local)
+            if kind in READS:
+                return res.read(primary, local)
+            if kind in KINDS:
+                bound = inspect.signature(method).bind(*args, **kwargs)
+                principal = bound.arguments.pop("principal")
+                bound.arguments.pop("progress", None)
+
+                def args_of(result: Any) -> dict[str, Any] | None:
+                    return journal_args(kind, bound.arguments, result)
+
+                return res.write(kind, principal, primary, local, args_of)
+            return res.guarded(primary)
+
+        return call
+
+
+def journal_args(kind: str, arguments: Mapping[str, Any], result: Any) -> dict[str, Any] | None:
+    """What replay needs for ``kind``; None when the local call changed nothing."""
+    if kind == "routing.route":
+        if result.already_routed:
+            return None
+        return {"decision": decision_record(result.decision)}
+    if kind == "routing.outcome":
+        if result.already_recorded:
+            return None
+        return {"outcome": arguments["outcome"].to_dict(),
+                "decision_id": result.decision.decision_id}
+    return {name: _plain(value) for name, value in arguments.items()}
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,207 @@
+"""The local snapshot of a network primary (SPEC §7): reads, token checks and degraded writes.
+
+``<data_dir>/resilience/<key>/snapshot.db`` is a SQLite database with arbiter's own schema,
+holding a copy of every tenant's agents (with capabilities), arms, open decisions, tokens
+(hashes only) and tenants. While the primary is unavailable the real services run against it,
+so a degraded command validates, ranks, routes and checks tokens exactly as usual; its writes
+are then journaled for replay.
+
+A refresh is incremental (agents whose version changed, arms updated since the last refresh,
+rows gone from the primary deleted), is taken under a file lock, and is published by an atomic
+rename of a fully written copy, so a reader never sees half a snapshot.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+SNAPSHOT = "snapshot.db"
+
+
+class LocalStore:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / SNAPSHOT
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def url(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    def meta(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {}
+        try:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+            try:
+                row = db.execute("SELECT value FROM arbiter_snapshot_meta WHERE name = 'meta'").fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return {}
+        return {} if row is None else dict(json.loads(row[0]))
+
+    def age_s(self, now: float | None = None) -> float | None:
+        refreshed = self.meta().get("refreshed_at")
+        if refreshed is None:
+            return None
+        return round(max(0.0, (time.time() if now is None else now) - float(refreshed)), 3)
+
+    @contextmanager
+    def _lock(self, blocking: bool) -> Iterator[bool]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / "snapshot.lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def refresh(self, primary: Engine, *, interval_s: float, force: bool = False,
+                blocking: bool = False) -> bool:
+        """Bring the snapshot up to date if it is older than ``interval_s``; True if it ran."""
+        with self._lock(blocking) as locked:
+            if not locked:
+                return False  # another process is refreshing right now
+            meta = self.meta()
+            now = time.time()
+            if not force and meta and now - float(meta.get("refreshed_at", 0)) < interval_s:
+                return False
+            self._rebuild(primary, meta, now)
+            return True
+
+    def _rebuild(self, primary: Engine, meta: dict[str, Any], now: float) -> None:
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool
+
+        from arbiter_cli.adapters.sql import tables as t
+
+        tmp = self.directory / (SNAPSHOT + ".tmp")
+        tmp.unlink(missing_ok=True)
+        if self.path.exists() and meta:
+            _copy(self.path, tmp)
+        local = create_engine(f"sqlite:///{tmp}", poolclass=NullPool)
+        try:
+            t.metadata.create_all(local)
+            with local.begin() as dst, primary.connect() as src:
+                dst.exec_driver_sql("CREATE TABLE IF NOT EXISTS arbiter_snapshot_meta "
+                                    "(name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                arms_since = _sync(src, dst, meta.get("arms_watermark"))
+                record = {"refreshed_at": now, "arms_watermark": arms_since,
+                          "primary_dialect": primary.dialect.name}
+                dst.exec_driver_sql("INSERT OR REPLACE INTO arbiter_snapshot_meta VALUES ('meta', ?)",
+                                    (json.dumps(record),))
+        finally:
+            local.dispose()
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+        _fsync_dir(self.directory)
+
+
+def _sync(src: Connection, dst: Connection, arms_watermark: str | None) -> str | None:
+    from sqlalchemy import delete, insert, select
+
+    from arbiter_cli.adapters.sql import tables as t
+
+    # Small tables: replaced whole.
+    for table in (t.tenants, t.tokens):
+        rows = [dict(r._mapping) for r in src.execute(select(table))]
+        dst.execute(delete(table))
+        if rows:
+            dst.execute(insert(table), rows)
+    # Agents: only those whose version changed; those gone from the primary are deleted
+    # (their capabilities and arms go with them).
+    a = t.agents.c
+    remote = {r.uid: r.version for r in src.execute(select(a.uid, a.version))}
+    local = {r.uid: r.version for r in dst.execute(select(a.uid, a.version))}
+    gone = [uid for uid in local if remote.get(uid) != local[uid]]
+    changed = [uid for uid, version in remote.items() if local.get(uid) != version]
+    for chunk in _chunks(gone, 500):
+        for child in (t.task_types, t.languages, t.specializations, t.arms):
+            dst.execute(delete(child).where(child.c.agent_uid.in_(chunk)))
+        dst.execute(delete(t.agents).where(a.uid.in_(chunk)))
+    for chunk in _chunks(changed, 500):
+        rows = [dict(r._mapping) for r in src.execute(select(t.agents).where(a.uid.in_(chunk)))]
+        if rows:
+            dst.execute(insert(t.agents), rows)
+        for child in (t.task_types, t.languages, t.specializations):
+            kids = [dict(r._mapping) for r in
+                    src.execute(select(child).where(child.c.agent_uid.in_(chunk)))]
+            if kids:
+                dst.execute(insert(child), kids)
+    # Arms: those updated since the last refresh, plus every arm of a re-copied agent.
+    arms = select(t.arms)
+    if arms_watermark is not None:
+        since = datetime.fromisoformat(arms_watermark)
+        arms = arms.where(t.arms.c.updated_at >= since)
+    newest: datetime | None = None if arms_watermark is None else datetime.fromisoformat(
+        arms_watermark)
+    arm_rows = [dict(r._mapping) for r in src.execute(arms)]
+    if changed and arms_watermark is not None:
+        seen = {(r["agent_uid"], r["task_type"]) for r in arm_rows}
+        for chunk in _chunks(changed, 500):
+            for r in src.execute(select(t.arms).where(t.arms.c.agent_uid.in_(chunk))):
+                if (r.agent_uid, r.task_type) not in seen:
+                    arm_rows.append(dict(r._mapping))
+    present = set(remote)
+    arm_rows = [r for r in arm_rows if r["agent_uid"] in present]
+    for chunk in _chunks(arm_rows, 500):
+        for arm in chunk:
+            dst.execute(delete(t.arms).where(t.arms.c.agent_uid == arm["agent_uid"],
+                                             t.arms.c.task_type == arm["task_type"]))
+        dst.execute(insert(t.arms), chunk)
+    for arm in arm_rows:
+        stamp = arm["updated_at"]
+        if newest is None or stamp > newest:
+            newest = stamp
+    # Open decisions: an outcome during an outage can be checked against them.
+    d = t.decisions.c
+    dst.execute(delete(t.decisions))
+    open_rows = [dict(r._mapping) for r in src.execute(select(t.decisions).where(d.status == "open"))]
+    for chunk in _chunks(open_rows, 500):
+        dst.execute(insert(t.decisions), chunk)
+    if newest is None:
+        return None
+    return (newest if newest.tzinfo else newest.replace(tzinfo=UTC)).isoformat()
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _copy(source: Path, target: Path) -> None:
+    """A consistent copy of a live SQLite file (WAL included), via SQLite's backup API."""
+    src = sqlite3.connect(source, timeout=30)
+    dst = sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

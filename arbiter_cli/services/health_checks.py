@@ -1,0 +1,276 @@
+"""The checks of ``arbiter health`` that do I/O: database, breaker, journal, disk, soak.
+
+Each returns ``Check`` values and never raises for a failing component: a failure is a check
+with status ``fail`` (or ``warn`` while degraded). The status rules live in
+``arbiter_cli.services.health``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from arbiter_cli.errors import ArbiterError, SchemaOutdated, StorageUnavailable
+from arbiter_cli.services.health import (
+    FAIL,
+    GIB,
+    MIB,
+    PASS,
+    WARN,
+    Check,
+    JournalStatus,
+    Probe,
+    backlog_status,
+    breaker_status,
+    conflicts_status,
+    data_dir_usage,
+    disk_status,
+    latency_status,
+    soak_status,
+    unreachable_status,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+UNAVAILABLE = "journal status unavailable"
+
+
+def resilience(probe: Probe, source: JournalStatus | None = None) -> dict[str, Any] | None:
+    """``resilience_status(settings)`` of the journal module, or None (noted in ``problems``)."""
+    resilience_status = source or _journal_status_function()
+    if resilience_status is None:
+        probe.problems.append(UNAVAILABLE)
+        return None
+    try:
+        return dict(resilience_status(probe.settings))
+    except (ArbiterError, OSError) as exc:
+        probe.problems.append(f"{UNAVAILABLE}: {getattr(exc, 'message', exc)}")
+        return None
+
+
+def _journal_status_function() -> JournalStatus | None:
+    import importlib
+
+    try:
+        module = importlib.import_module("arbiter_cli.resilience.journal")
+    except ImportError:
+        return None
+    found: JournalStatus | None = getattr(module, "resilience_status", None)
+    return found
+
+
+# ---------------------------------------------------------------------------- database
+
+
+def database(probe: Probe) -> list[Check]:
+    """``database:responseTime`` (connect + SELECT 1, through the breaker) and ``schema:revision``."""
+    from arbiter_cli.resilience.breaker import BreakerOpen, breaker_for
+
+    breaker = breaker_for(probe.settings) if probe.postgres else None
+    try:
+        permit = breaker.allow() if breaker is not None else None
+    except BreakerOpen as exc:
+        return _unreachable(probe, f"circuit breaker open: not connecting (retry in "
+                                   f"{exc.retry_after_s:.1f}s)")
+    except StorageUnavailable as exc:
+        return _unreachable(probe, exc.message)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = None
+    try:
+        engine = _engine(probe)
+        ms = _select_one(probe, engine)
+    except (SQLAlchemyError, StorageUnavailable, OSError) as exc:
+        if breaker is not None and permit is not None:
+            _record_failure(breaker, permit, exc)
+        return _unreachable(probe, _describe(exc))
+    else:
+        if breaker is not None and permit is not None:
+            breaker.success(permit)
+        return [_response_time(probe, ms), _schema(probe, engine)]
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
+def _engine(probe: Probe) -> Engine:
+    from arbiter_cli.bootstrap import sql_engine
+
+    return sql_engine(probe.settings)  # a missing SQLite file: StorageUnavailable
+
+
+def _select_one(probe: Probe, engine: Engine) -> float:
+    from sqlalchemy import text
+
+    with _deadline(probe):
+        started = probe.timer()
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1")).scalar_one()
+        return round((probe.timer() - started) * 1000, 2)
+
+
+def _deadline(probe: Probe) -> Any:
+    """The command's budget around the probe; psycopg2 gets the wait callback that enforces it."""
+    from contextlib import nullcontext
+
+    if not probe.postgres:
+        return nullcontext()
+    from arbiter_cli.resilience import deadline
+
+    deadline.install()
+    return deadline.Deadline(probe.settings.seconds("database.command_timeout")).active()
+
+
+def _record_failure(breaker: Any, permit: Any, exc: BaseException) -> None:
+    from arbiter_cli.resilience.faults import Fault, classify
+
+    if classify(exc) is Fault.CALLER:
+        breaker.release(permit)
+    else:
+        breaker.failure(permit)
+
+
+def _describe(exc: BaseException) -> str:
+    """One password-free line: our message, or the driver's first line."""
+    if isinstance(exc, ArbiterError):
+        return exc.message
+    from arbiter_cli.resilience.faults import driver_error
+
+    err = driver_error(exc)
+    text = str(err).strip()
+    return f"{type(err).__name__}: {(text.splitlines() or [''])[0][:300]}"
+
+
+def _backend(probe: Probe) -> str:
+    return "postgres" if probe.postgres else "sqlite"
+
+
+def _response_time(probe: Probe, ms: float) -> Check:
+    status = latency_status(ms, probe.thresholds)
+    note = "" if status == PASS else f" (slower than {probe.thresholds.slow_ms:g} ms)"
+    return Check("database:responseTime", status, ms, "ms", f"SELECT 1 in {ms:g} ms{note}",
+                 "datastore", component_id=_backend(probe))
+
+
+def _unreachable(probe: Probe, why: str) -> list[Check]:
+    status = unreachable_status(probe.journal_writable)
+    if probe.postgres:
+        why += ("; writes go to the local journal" if probe.journal_writable
+                else "; the local journal cannot take writes either")
+    return [Check("database:responseTime", status, None, "ms", why, "datastore",
+                  component_id=_backend(probe)),
+            Check("schema:revision", status, None, None, "not checked: database unreachable",
+                  "datastore", component_id=_backend(probe))]
+
+
+def _schema(probe: Probe, engine: Engine) -> Check:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from arbiter_cli.adapters.sql.engine import check_revision
+    from arbiter_cli.adapters.sql.schema_version import HEAD
+
+    try:
+        with _deadline(probe):
+            revision = check_revision(engine)
+    except SchemaOutdated as exc:
+        return Check("schema:revision", FAIL, None, None, exc.message, "datastore",
+                     component_id=_backend(probe))
+    except (SQLAlchemyError, StorageUnavailable, OSError) as exc:
+        return Check("schema:revision", FAIL, None, None, _describe(exc), "datastore",
+                     component_id=_backend(probe))
+    return Check("schema:revision", PASS, revision, None, f"at head ({HEAD})", "datastore",
+                 component_id=_backend(probe))
+
+
+# ---------------------------------------------------------------------------- breaker, journal
+
+
+def breaker(probe: Probe) -> Check:
+    if not probe.postgres:
+        return Check("breaker:state", PASS, "closed", None, "no breaker: SQLite primary",
+                     "component")
+    from arbiter_cli.resilience.breaker import breaker_for
+
+    try:
+        state = breaker_for(probe.settings).snapshot()
+    except StorageUnavailable as exc:
+        return Check("breaker:state", WARN, None, None, exc.message, "component")
+    if state.state == "closed":
+        output = f"closed; {state.failures} consecutive counted failure(s)"
+    else:
+        output = f"{state.state.replace('_', '-')} since {state.opened_at_rfc3339() or '?'}"
+    return Check("breaker:state", breaker_status(state.state), state.state, None, output,
+                 "component")
+
+
+def journal(probe: Probe, *, with_conflicts: bool) -> list[Check]:
+    if not probe.postgres:
+        checks = [Check("journal:backlog", PASS, 0, "entries", "no journal: SQLite primary",
+                        "datastore")]
+        if with_conflicts:
+            checks.append(Check("journal:conflicts", PASS, 0, "entries",
+                                "no journal: SQLite primary", "datastore"))
+        return checks
+    status = probe.resilience
+    if status is None:
+        why = "; ".join(probe.problems) or UNAVAILABLE
+        checks = [Check("journal:backlog", WARN, None, "entries", why, "datastore")]
+        if with_conflicts:
+            checks.append(Check("journal:conflicts", WARN, None, "entries", why, "datastore"))
+        return checks
+    return [_backlog(status)] + ([_conflicts(status)] if with_conflicts else [])
+
+
+def _backlog(status: dict[str, Any]) -> Check:
+    backlog = int(status.get("backlog") or 0)
+    degraded = bool(status.get("degraded"))
+    oldest = status.get("oldest_age_s")
+    if backlog:
+        output = f"{backlog} pending, oldest {oldest}s: `arbiter journal replay` drains them"
+    else:
+        output = "empty" + ("; running degraded" if degraded else "")
+    if not status.get("journal_writable"):
+        output += "; the journal cannot take writes"
+    return Check("journal:backlog", backlog_status(backlog, degraded), backlog, "entries",
+                 output, "datastore")
+
+
+def _conflicts(status: dict[str, Any]) -> Check:
+    conflicts = int(status.get("conflicts") or 0)
+    output = (f"{conflicts} conflict(s): see `arbiter journal list --conflicts`" if conflicts
+              else "none")
+    return Check("journal:conflicts", conflicts_status(conflicts), conflicts, "entries", output,
+                 "datastore")
+
+
+# ---------------------------------------------------------------------------- host
+
+
+def disk(probe: Probe) -> Check:
+    try:
+        path, free, total = data_dir_usage(probe.settings.paths.data_dir)
+    except OSError as exc:
+        return Check("disk:free", WARN, None, "bytes", f"cannot read disk usage: {exc.strerror}",
+                     "system")
+    share = free / total if total else 0.0
+    return Check("disk:free", disk_status(free, total, probe.thresholds), free, "bytes",
+                 f"{free / GIB:.2f} GiB free ({share:.0%}) at {path}", "system")
+
+
+def soak(probe: Probe) -> list[Check]:
+    """One ``soak:rss`` entry per live soak run; none when no run is alive."""
+    try:
+        from arbiter_cli.services.soak_state import live_states
+    except ImportError:
+        return []
+    checks = []
+    for state in live_states(probe.settings.paths.data_dir):
+        rss = int(state.get("rss_bytes") or 0)
+        limits = ", ".join(f"{label} {int(state[key]) / MIB:.0f} MiB"
+                           for label, key in (("soft limit", "soft_limit_bytes"),
+                                              ("max", "max_rss_bytes")) if state.get(key))
+        checks.append(Check("soak:rss", soak_status(state), rss, "bytes",
+                            f"soak pid {state.get('pid')}: rss {rss / MIB:.0f} MiB"
+                            + (f" ({limits})" if limits else ""), "component",
+                            component_id=f"soak-{state.get('pid')}"))
+    return checks

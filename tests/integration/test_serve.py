@@ -1,0 +1,220 @@
+"""``arbiter serve`` as a real process (SPEC §8, §9): health codes, the fleet's metrics after
+routing done by *other* CLI processes, and a graceful SIGTERM that lets a request finish."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import fresh_postgres_database
+
+ARBITER = [sys.executable, "-m", "arbiter_cli"]
+LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+
+
+def run(env: dict[str, str], *argv: str) -> dict[str, Any]:
+    """One CLI process, to completion; its JSON result."""
+    done = subprocess.run([*ARBITER, "--json", *argv], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, (argv, done.stdout, done.stderr)
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+class Served:
+    """A running ``arbiter serve --port 0`` and the lines it wrote on stderr."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen([*ARBITER, "--json", "serve", "--port", "0"], env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+        self.port = self._port()
+
+    def _pump(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.put(line)
+
+    def _port(self) -> int:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=1)
+            except queue.Empty:
+                assert self.process.poll() is None, "serve exited before listening"
+                continue
+            found = LISTENING.search(line)
+            if found:
+                return int(found.group(1))
+        raise AssertionError("serve never printed its address")
+
+    def get(self, path: str, method: str = "GET") -> tuple[int, str, bytes]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.headers["Content-Type"], response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers["Content-Type"], error.read()
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        code, content_type, body = self.get("/metrics")
+        assert code == 200 and content_type.startswith("text/plain")
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(body.decode())
+                for s in family.samples}
+
+    def stop(self) -> tuple[int, str]:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        out, _ = self.process.communicate(timeout=30)
+        return self.process.returncode, out
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def environment(request: pytest.FixtureRequest, clean_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    env = {**os.environ, **clean_env}
+    if request.param == "sqlite":
+        yield env
+        return
+    with fresh_postgres_database("serve") as url:
+        yield {**env, "ARBITER_DATABASE__URL": url}
+
+
+@pytest.fixture
+def served(environment: dict[str, str]) -> Iterator[Served]:
+    run(environment, "init")
+    server = Served(environment)
+    yield server
+    server.stop()
+
+
+def total(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return sum(value for (found, pairs), value in samples.items()
+               if found == name and set(labels.items()) <= set(pairs))
+
+
+@pytest.mark.slow
+def test_the_fleet_series_move_with_routing_done_by_other_processes(
+        served: Served, environment: dict[str, str]):
+    before = served.metrics()
+    assert total(before, "arbiter_fleet_up") == 1
+    assert total(before, "arbiter_routing_decisions_total") == 0
+    for agent in ("coder-1", "coder-2"):
+        run(environment, "agents", "register", "--id", agent, "--name", agent,
+            "--model-family", "claude-3.5", "--task-type", "code-review", "--capacity", "2")
+    for task in ("T-1", "T-2", "T-3"):
+        run(environment, "route", "task", "--task-type", "code-review", "--task-id", task,
+            "--strategy", "ucb")
+    run(environment, "route", "outcome", "--task-id", "T-1", "--success")
+    run(environment, "route", "outcome", "--task-id", "T-2", "--failure")
+
+    after = served.metrics()
+    assert total(after, "arbiter_routing_decisions_total", strategy="ucb", result="routed") == 3
+    assert total(after, "arbiter_outcomes_total", result="succeeded") == 1
+    assert total(after, "arbiter_outcomes_total", result="failed") == 1
+    assert total(after, "arbiter_outcomes_total", result="expired") == 0
+    assert total(after, "arbiter_decisions_open") == 1
+    assert total(after, "arbiter_routing_decision_seconds_count") == 3
+    assert total(after, "arbiter_routing_decision_seconds_bucket", le="+Inf") == 3
+    assert total(after, "arbiter_agents", status="available") == 2
+    assert total(after, "arbiter_agents", status="offline") == 0
+    assert total(after, "arbiter_fleet_capacity") == 4
+    assert total(after, "arbiter_fleet_active_tasks") == 1
+    assert total(after, "arbiter_fleet_utilization") == pytest.approx(0.25)
+    assert total(after, "arbiter_breaker_state") == 0
+    assert total(after, "arbiter_journal_backlog") == 0
+    assert total(after, "process_resident_memory_bytes") > 0
+    assert total(after, "arbiter_serve_requests_total", path="/metrics", code="200") >= 1
+    assert total(after, "arbiter_db_call_seconds_count", operation="select") >= 1  # serve's own
+
+    code, out = served.stop()
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["stopped_by"] == "SIGTERM" and summary["requests"] >= 2
+    assert summary["meta"]["command"] == "serve"
+
+
+@pytest.mark.slow
+def test_health_endpoints_answer_with_health_json(served: Served):
+    for path in ("/livez", "/readyz", "/health"):
+        code, content_type, body = served.get(path)
+        assert code == 200, (path, body)
+        assert content_type == "application/health+json"
+        document = json.loads(body)
+        assert document["status"] in ("pass", "warn") and "checks" in document
+    code, _, body = served.get("/nowhere")
+    assert code == 404 and "/metrics" in json.loads(body)["endpoints"]
+    assert served.get("/livez", method="HEAD")[::2] == (200, b"")
+    assert served.get("/health", method="POST")[0] == 405
+
+
+@pytest.mark.slow
+def test_a_request_carries_its_correlation_id(served: Served):
+    request = urllib.request.Request(f"http://127.0.0.1:{served.port}/livez",
+                                     headers={"X-Correlation-Id": "probe-7"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["X-Correlation-Id"] == "probe-7"
+    with urllib.request.urlopen(f"http://127.0.0.1:{served.port}/livez", timeout=30) as response:
+        assert len(response.headers["X-Correlation-Id"]) == 36  # generated: a UUID
+
+
+@pytest.mark.slow
+def test_sigterm_lets_an_in_flight_request_finish_then_exits_0(served: Served):
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        sock.sendall(b"GET /livez HTTP/1.0\r\n")  # the request is not complete yet
+        time.sleep(0.3)
+        served.process.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        assert served.process.poll() is None  # waiting for the request in flight
+        sock.sendall(b"Host: test\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.0 200")
+    started = time.monotonic()
+    code, _out = served.stop()
+    assert code == 0 and time.monotonic() - started < 10
+
+
+@pytest.mark.slow
+def test_without_a_database_readiness_fails_but_liveness_and_metrics_answer(clean_env):
+    server = Served({**os.environ, **clean_env})  # no `arbiter init`: no database
+    try:
+        assert server.get("/livez")[0] == 200
+        for path in ("/readyz", "/health"):
+            code, content_type, body = server.get(path)
+            assert (code, content_type) == (503, "application/health+json")
+            assert json.loads(body)["status"] == "fail"
+        assert total(server.metrics(), "arbiter_fleet_up") == 0
+    finally:
+        code, _ = server.stop()
+    assert code == 0
+
+
+def test_a_port_in_use_exits_2_with_one_line(clean_env, tmp_path: Path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run([*ARBITER, "serve", "--port", str(port)], capture_output=True,
+                              text=True, env={**os.environ, **clean_env}, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: cannot listen on 127.0.0.1:") and done.stdout == ""

@@ -1,0 +1,1148 @@
+"""The resilience layer's pure parts (SPEC §7): journal, records, journal args, fault
+classification and retries.
+
+Nothing here touches a database server: the journal is a SQLite file in ``tmp_path``, services
+run on the in-memory store, driver errors are constructed (``psycopg2.errors.lookup(code)``
+classes and plain ``OperationalError``s), and ``guarded`` gets a fake breaker, a fake clock
+and a recording ``sleep``, so no test waits for a backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import pytest
+import sqlalchemy.exc
+from hypothesis import given
+from hypothesis import strategies as st
+
+from arbiter_cli.adapters.memory import MemoryUnitOfWorkFactory
+from arbiter_cli.config import DEFAULT_LANGUAGES, DEFAULT_TASK_TYPES, load_settings
+from arbiter_cli.domain.agents import RegistryPolicy, TaskResult
+from arbiter_cli.domain.principal import Principal
+from arbiter_cli.domain.routing import Decision, Outcome, RoutingPolicy
+from arbiter_cli.errors import (
+    ArbiterError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    StorageUnavailable,
+)
+from arbiter_cli.resilience import deadline as deadline_module
+from arbiter_cli.resilience.breaker import BreakerOpen
+from arbiter_cli.resilience.deadline import Deadline
+from arbiter_cli.resilience.faults import Fault, classify, driver_error
+from arbiter_cli.resilience.journal import (
+    CONFLICT,
+    PENDING,
+    Journal,
+    JournalFull,
+    open_for,
+    resilience_dir,
+    resilience_status,
+    store_key,
+)
+from arbiter_cli.resilience.records import (
+    KINDS,
+    decision_from,
+    decision_record,
+    outcome_from,
+    principal_from,
+    principal_record,
+    task_result_from,
+    task_result_record,
+)
+from arbiter_cli.resilience.retry import MAX_ATTEMPTS, guarded, unavailable_from
+from arbiter_cli.resilience.services import READS, ResilientService, journal_args
+from arbiter_cli.services.agents import AgentService
+from arbiter_cli.services.routing import Recorded, Routed, RoutingService
+from arbiter_cli.services.setup import initialize
+from tests.helpers import FakeClock
+
+T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+ADMIN = Principal.local_admin()
+ORCH = Principal(tenant="team-b", role="orchestrator", token_id="tok-1")
+PG_URL = "postgresql+psycopg2://arbiter:s3cret@db.example:5432/arbiter"
+
+
+class Ticks:
+    """A float clock (seconds) the test moves by hand."""
+
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def ticks() -> Ticks:
+    return Ticks()
+
+
+@pytest.fixture
+def journal(tmp_path: Path, ticks: Ticks) -> Iterator[Journal]:
+    opened = Journal(tmp_path / "j" / "journal.db", max_entries=5, clock=ticks)
+    yield opened
+    opened.close()
+
+
+def append(journal: Journal, n: int, tenant: str = "default", kind: str = "agents.heartbeat",
+           **args: Any) -> int:
+    return journal.append(op_id=f"op-{n}", tenant=tenant, kind=kind,
+                          principal=principal_record(Principal.local_admin(tenant)),
+                          args={"agent_id": f"a{n}", **args}, correlation_id=f"c-{n}")
+
+
+# ============================================================================ journal
+
+
+def test_append_returns_increasing_sequence_numbers_and_counts_pending(journal: Journal) -> None:
+    """Each append is one pending entry with the next seq."""
+    seqs = [append(journal, n) for n in range(3)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    assert journal.pending() == 3
+    assert journal.conflicts() == 0
+
+
+def test_pending_counts_per_tenant(journal: Journal) -> None:
+    """pending(tenant) counts only that tenant's entries; pending() counts all of them."""
+    append(journal, 1, tenant="default")
+    append(journal, 2, tenant="team-b")
+    append(journal, 3, tenant="team-b")
+    assert journal.pending("default") == 1
+    assert journal.pending("team-b") == 2
+    assert journal.pending("nobody") == 0
+    assert journal.pending() == 3
+
+
+def test_next_pending_walks_in_append_order(journal: Journal) -> None:
+    """Replay order is append order, whatever the tenant."""
+    for n, tenant in enumerate(["b", "a", "b", "c"]):
+        append(journal, n, tenant=tenant)
+    seen: list[str] = []
+    after = 0
+    while (entry := journal.next_pending(after)) is not None:
+        seen.append(entry.op_id)
+        after = entry.seq
+    assert seen == ["op-0", "op-1", "op-2", "op-3"]
+
+
+def test_an_entry_keeps_its_principal_args_and_correlation_id(journal: Journal) -> None:
+    """What replay needs comes back exactly as appended (JSON round trip)."""
+    principal = Principal(tenant="team-b", role="orchestrator", token_id="tok-9")
+    journal.append(op_id="op-x", tenant="team-b", kind="agents.update",
+                   principal=principal_record(principal),
+                   args={"agent_id": "a1", "raw": {"capacity": 3, "languages": ["Go", "Python"],
+                                                   "name": None}},
+                   correlation_id="corr-1")
+    entry = journal.next_pending()
+    assert entry is not None
+    assert (entry.op_id, entry.tenant, entry.kind) == ("op-x", "team-b", "agents.update")
+    assert principal_from(entry.principal) == principal
+    assert entry.args == {"agent_id": "a1", "raw": {"capacity": 3, "languages": ["Go", "Python"],
+                                                    "name": None}}
+    assert entry.correlation_id == "corr-1"
+    assert (entry.state, entry.error, entry.attempts) == (PENDING, None, 0)
+    assert entry.created_at == 1_000.0
+
+
+def test_applied_removes_the_entry(journal: Journal) -> None:
+    """An applied entry is gone: neither pending nor listed."""
+    first = append(journal, 1)
+    append(journal, 2)
+    journal.applied(first)
+    assert journal.pending() == 1
+    assert [e.op_id for e in journal.entries()] == ["op-2"]
+    assert journal.has_op("op-1") is False
+    assert journal.has_op("op-2") is True
+
+
+def test_a_conflict_stays_listed_but_no_longer_pends(journal: Journal) -> None:
+    """A conflict is kept with its error, skipped by replay and counted apart."""
+    first = append(journal, 1)
+    second = append(journal, 2)
+    journal.conflict(first, "conflict: agent 'a1' already exists")
+    assert journal.pending() == 1
+    assert journal.conflicts() == 1
+    entry = journal.next_pending()
+    assert entry is not None and entry.seq == second
+    kept = journal.entries(conflicts_only=True)
+    assert [(e.seq, e.state, e.error, e.attempts) for e in kept] == [
+        (first, CONFLICT, "conflict: agent 'a1' already exists", 1)]
+
+
+def test_a_conflict_error_is_truncated_to_1000_characters(journal: Journal) -> None:
+    seq = append(journal, 1)
+    journal.conflict(seq, "x" * 5000)
+    (entry,) = journal.entries(conflicts_only=True)
+    assert entry.error == "x" * 1000
+
+
+def test_attempted_counts_an_attempt_and_keeps_the_entry_pending(journal: Journal) -> None:
+    """A failed attempt is remembered (attempts, last error); the entry still pends."""
+    seq = append(journal, 1)
+    journal.attempted(seq, "database unavailable")
+    journal.attempted(seq, "database unavailable again")
+    (entry,) = journal.entries()
+    assert (entry.state, entry.attempts, entry.error) == (PENDING, 2,
+                                                          "database unavailable again")
+    assert journal.pending() == 1
+
+
+def test_the_cap_refuses_with_exit_10_and_writes_nothing(journal: Journal) -> None:
+    """Past resilience.journal.max_entries an append is JournalFull (exit 10), nothing stored."""
+    for n in range(5):
+        append(journal, n)
+    with pytest.raises(JournalFull) as caught:
+        append(journal, 99)
+    assert isinstance(caught.value, StorageUnavailable)
+    assert caught.value.exit_code == 10
+    assert caught.value.code == "storage_unavailable"
+    assert "max_entries" in caught.value.message
+    assert journal.pending() == 5
+    assert journal.has_op("op-99") is False
+
+
+def test_check_room_refuses_at_the_cap_without_writing(journal: Journal) -> None:
+    """Asked before a degraded write runs: room for one more, or JournalFull (exit 10)."""
+    for n in range(4):
+        append(journal, n)
+    journal.check_room()  # the fifth still fits
+    append(journal, 4)
+    with pytest.raises(JournalFull) as caught:
+        journal.check_room()
+    assert caught.value.exit_code == 10
+    assert journal.pending() == 5
+
+
+def test_conflicts_count_against_the_cap(journal: Journal) -> None:
+    """Kept conflicts still occupy the journal: nothing is dropped to make room."""
+    seqs = [append(journal, n) for n in range(5)]
+    journal.conflict(seqs[0], "conflict")
+    with pytest.raises(JournalFull):
+        append(journal, 99)
+    journal.applied(seqs[1])
+    assert append(journal, 100) > seqs[-1]
+
+
+def test_a_cap_of_one_holds_exactly_one_entry(tmp_path: Path) -> None:
+    """The boundary: max_entries entries fit, one more does not."""
+    small = Journal(tmp_path / "one.db", max_entries=1)
+    try:
+        append(small, 1)
+        with pytest.raises(JournalFull):
+            append(small, 2)
+    finally:
+        small.close()
+
+
+def test_an_unencodable_value_is_refused_before_anything_is_written(journal: Journal) -> None:
+    """NaN is not JSON: the append fails and leaves no half entry."""
+    with pytest.raises(ValueError):
+        journal.append(op_id="op-nan", tenant="default", kind="agents.record",
+                       principal=principal_record(ADMIN), args={"quality": math.nan})
+    assert journal.pending() == 0
+    assert journal.has_op("op-nan") is False
+    append(journal, 1)  # the connection is usable afterwards (the transaction was rolled back)
+    assert journal.pending() == 1
+
+
+def test_oldest_age_uses_the_injected_clock_and_only_pending_entries(journal: Journal,
+                                                                    ticks: Ticks) -> None:
+    """The age of the oldest *pending* entry; None when nothing pends."""
+    assert journal.oldest_age_s() is None
+    first = append(journal, 1)
+    ticks.now += 5
+    second = append(journal, 2)
+    ticks.now += 7.25
+    assert journal.oldest_age_s() == 12.25
+    journal.applied(first)
+    assert journal.oldest_age_s() == 7.25
+    journal.conflict(second, "conflict")
+    assert journal.oldest_age_s() is None
+
+
+def test_oldest_age_is_never_negative(journal: Journal, ticks: Ticks) -> None:
+    """A clock that stepped back reports 0, not a negative age."""
+    append(journal, 1)
+    ticks.now -= 30
+    assert journal.oldest_age_s() == 0.0
+
+
+def test_entries_lists_in_replay_order_with_limit_and_filter(journal: Journal, ticks: Ticks) -> None:
+    """entries(): seq order; limit 0 means all; conflicts_only filters."""
+    seqs = []
+    for n in range(4):
+        seqs.append(append(journal, n, tenant="default" if n % 2 else "team-b"))
+        ticks.now += 1
+    journal.conflict(seqs[2], "conflict: boom")
+    assert [e.seq for e in journal.entries()] == seqs
+    assert [e.seq for e in journal.entries(limit=2)] == seqs[:2]
+    assert [e.seq for e in journal.entries(limit=0)] == seqs
+    assert [e.seq for e in journal.entries(conflicts_only=True)] == [seqs[2]]
+    assert journal.entries(conflicts_only=True, limit=1)[0].seq == seqs[2]
+
+
+def test_entry_to_dict_shape_and_age(journal: Journal, ticks: Ticks) -> None:
+    """The listing row: seq, op id, kind, tenant, state, error, attempts, age and correlation."""
+    append(journal, 1, tenant="team-b", kind="agents.remove")
+    (entry,) = journal.entries()
+    row = entry.to_dict(now=ticks.now + 3.14159)
+    assert row == {"seq": entry.seq, "op_id": "op-1", "tenant": "team-b",
+                   "kind": "agents.remove", "state": PENDING, "error": None, "attempts": 0,
+                   "age_s": 3.142, "correlation_id": "c-1"}
+    assert entry.to_dict(now=ticks.now - 10)["age_s"] == 0.0
+
+
+def test_entries_survive_reopening_the_file(tmp_path: Path) -> None:
+    """Durable: a new Journal on the same file sees what an earlier one appended."""
+    path = tmp_path / "journal.db"
+    first = Journal(path)
+    append(first, 1)
+    first.close()
+    again = Journal(path)
+    try:
+        assert [e.op_id for e in again.entries()] == ["op-1"]
+    finally:
+        again.close()
+
+
+def test_the_journal_file_is_synchronous_full(journal: Journal) -> None:
+    """synchronous=FULL (2): an acknowledged entry is on disk (SPEC §7)."""
+    level = journal._db.execute("PRAGMA synchronous").fetchone()[0]
+    assert level == 2
+
+
+def test_an_op_id_is_stored_once(journal: Journal) -> None:
+    """op_id is unique: a second append of the same op fails and adds nothing."""
+    append(journal, 1)
+    with pytest.raises(sqlite3.IntegrityError):
+        append(journal, 1)
+    assert journal.pending() == 1
+
+
+def test_store_key_ignores_the_password_and_tells_databases_apart() -> None:
+    """One key per primary: a 16-hex name that never depends on (or shows) the password."""
+    key = store_key(PG_URL)
+    assert len(key) == 16 and int(key, 16) >= 0
+    assert store_key(PG_URL.replace("s3cret", "other")) == key
+    assert store_key(PG_URL.replace("/arbiter", "/other")) != key
+    assert store_key(PG_URL.replace("db.example", "db2.example")) != key
+    assert "s3cret" not in str(resilience_dir(Path("/data"), PG_URL))
+    assert resilience_dir(Path("/data"), PG_URL) == Path("/data") / "resilience" / key
+
+
+# ---------------------------------------------------------------------------- status
+
+
+def settings_for(tmp_path: Path, url: str, **extra: str) -> Any:
+    environ = {"ARBITER_DATA_DIR": str(tmp_path / "data"),
+               "ARBITER_CONFIG_DIR": str(tmp_path / "config"),
+               "ARBITER_DATABASE__URL": url, "HOME": str(tmp_path / "home"), **extra}
+    return load_settings(environ=environ)
+
+
+def test_a_sqlite_primary_has_no_journal(tmp_path: Path) -> None:
+    """SPEC §7: a local SQLite primary has no journal and reports zeros."""
+    settings = settings_for(tmp_path, f"sqlite:///{tmp_path / 'a.db'}")
+    assert open_for(settings) is None
+    assert resilience_status(settings) == {
+        "backlog": 0, "conflicts": 0, "oldest_age_s": None, "journal_writable": False,
+        "degraded": False, "breaker": {"state": "closed", "opened_at": None}}
+
+
+def test_status_of_an_empty_journal_on_a_network_primary(tmp_path: Path) -> None:
+    """No entries, breaker closed: writable, not degraded, and no database I/O needed."""
+    settings = settings_for(tmp_path, "postgresql+psycopg2://u:pw@127.0.0.1:1/none")
+    status = resilience_status(settings)
+    assert status == {"backlog": 0, "conflicts": 0, "oldest_age_s": None,
+                      "journal_writable": True, "degraded": False,
+                      "breaker": {"state": "closed", "opened_at": None}}
+
+
+def test_status_counts_backlog_and_conflicts_and_reports_degraded(tmp_path: Path) -> None:
+    """A backlog makes the primary degraded; at the cap the journal is no longer writable."""
+    settings = settings_for(tmp_path, "postgresql+psycopg2://u:pw@127.0.0.1:1/none",
+                            ARBITER_RESILIENCE__JOURNAL__MAX_ENTRIES="3")
+    journal = open_for(settings)
+    assert journal is not None
+    try:
+        assert journal.max_entries == 3
+        append(journal, 1)
+        seq = append(journal, 2)
+        journal.conflict(seq, "conflict")
+        status = resilience_status(settings)
+        assert (status["backlog"], status["conflicts"]) == (1, 1)
+        assert status["oldest_age_s"] is not None and status["oldest_age_s"] >= 0
+        assert status["degraded"] is True and status["journal_writable"] is True
+        append(journal, 3)
+        assert resilience_status(settings)["journal_writable"] is False
+    finally:
+        journal.close()
+
+
+def test_only_conflicts_do_not_make_the_primary_degraded(tmp_path: Path) -> None:
+    """Conflicts wait for an operator; they do not mean the primary is unavailable."""
+    settings = settings_for(tmp_path, "postgresql+psycopg2://u:pw@127.0.0.1:1/none")
+    journal = open_for(settings)
+    assert journal is not None
+    try:
+        journal.conflict(append(journal, 1), "conflict")
+    finally:
+        journal.close()
+    status = resilience_status(settings)
+    assert (status["backlog"], status["conflicts"], status["degraded"]) == (0, 1, False)
+
+
+# ============================================================================ records
+
+
+tenants = st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True)
+texts = st.text(st.characters(exclude_categories=["Cs"]), max_size=30)
+finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
+moments = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
+                       timezones=st.just(UTC))
+json_scalars = st.none() | st.booleans() | st.integers(-2**53, 2**53) | finite | texts
+json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(texts, inner, max_size=3), max_leaves=8)
+
+
+def through_json(record: dict[str, Any]) -> dict[str, Any]:
+    """What a journal entry stores and gives back (sorted keys, no NaN)."""
+    loaded: dict[str, Any] = json.loads(json.dumps(record, sort_keys=True, allow_nan=False))
+    return loaded
+
+
+@given(tenant=tenants, role=st.sampled_from(["viewer", "orchestrator", "manager", "admin"]),
+       token_id=st.none() | texts)
+def test_a_principal_round_trips(tenant: str, role: str, token_id: str | None) -> None:
+    principal = Principal(tenant=tenant, role=role, token_id=token_id)
+    assert principal_from(through_json(principal_record(principal))) == principal
+
+
+def test_a_principal_record_without_token_id_is_a_local_principal() -> None:
+    assert principal_from({"tenant": "t", "role": "admin"}) == Principal("t", "admin", None)
+
+
+decisions = st.builds(
+    Decision,
+    decision_id=st.none() | texts, tenant=tenants, task_id=texts, task_type=texts,
+    requirements=st.dictionaries(texts, json_values, max_size=4),
+    metadata=st.dictionaries(texts, json_values, max_size=4),
+    priority=st.integers(1, 10), agent_id=texts, agent_uid=texts, strategy=texts,
+    seed=st.integers(0, 2**63 - 1), explored=st.booleans(), confidence=st.none() | finite,
+    candidates=st.lists(st.dictionaries(texts, json_values, max_size=3), max_size=3),
+    excluded=st.dictionaries(texts, st.integers(0, 1000), max_size=3),
+    examples=st.dictionaries(texts, st.lists(texts, max_size=3), max_size=3),
+    config_hash=texts, latency_us=st.integers(0, 10**9), created_at=moments,
+    status=st.sampled_from(["open", "succeeded", "failed", "expired"]),
+    correlation_id=st.none() | texts, closed_at=st.none() | moments,
+    outcome=st.none() | st.fixed_dictionaries({"success": st.booleans(), "quality": finite}),
+    over_capacity=st.booleans(),
+)
+
+
+@given(decisions)
+def test_a_decision_round_trips_through_a_journal_entry(decision: Decision) -> None:
+    """decision_record → JSON → decision_from gives back an equal decision."""
+    back = decision_from(through_json(decision_record(decision)))
+    assert back == decision
+    assert back.created_at.tzinfo is not None
+
+
+def test_a_decision_record_holds_plain_json_values() -> None:
+    """Datetimes become ISO strings, mappings plain dicts, example tuples lists."""
+    decision = Decision(
+        decision_id="d-1", tenant="default", task_id="T-1", task_type="testing",
+        requirements={"task_type": "testing"}, metadata={}, priority=5, agent_id="a1",
+        agent_uid="u1", strategy="thompson", seed=7, explored=False, confidence=0.5,
+        candidates=[], excluded={"capacity": 1}, examples={"capacity": ["a2"]},
+        config_hash="h", latency_us=10, created_at=T0, closed_at=T0 + timedelta(seconds=1),
+        outcome={"success": True, "quality": 1.0})
+    record = decision_record(decision)
+    assert record["created_at"] == T0.isoformat()
+    assert record["closed_at"] == (T0 + timedelta(seconds=1)).isoformat()
+    assert record["examples"] == {"capacity": ["a2"]}
+    assert record["over_capacity"] is False
+    json.dumps(record, allow_nan=False)  # no datetime or tuple left
+
+
+def test_decision_from_ignores_fields_it_does_not_know() -> None:
+    """An entry written by a newer arbiter with an extra field still replays."""
+    decision = Decision(
+        decision_id="d-1", tenant="default", task_id="T-1", task_type="testing",
+        requirements={}, metadata={}, priority=5, agent_id="a1", agent_uid="u1",
+        strategy="thompson", seed=7, explored=False, confidence=None, candidates=[],
+        excluded={}, examples={}, config_hash="h", latency_us=10, created_at=T0)
+    record = {**decision_record(decision), "from_the_future": 1}
+    assert decision_from(record) == decision
+
+
+@given(success=st.booleans(), quality=st.floats(0, 1),
+       latency_ms=st.none() | st.floats(0, 1e9), task_type=st.none() | texts)
+def test_a_task_result_round_trips(success: bool, quality: float, latency_ms: float | None,
+                                   task_type: str | None) -> None:
+    result = TaskResult(success=success, quality=quality, latency_ms=latency_ms,
+                        task_type=task_type)
+    assert task_result_from(through_json(task_result_record(result))) == result
+
+
+@given(success=st.booleans(), quality=st.floats(0, 1), latency_ms=st.none() | st.floats(0, 1e9),
+       tokens=st.none() | st.integers(0, 2**62), error=st.none() | texts)
+def test_an_outcome_round_trips(success: bool, quality: float, latency_ms: float | None,
+                                tokens: int | None, error: str | None) -> None:
+    outcome = Outcome(success=success, quality=quality, latency_ms=latency_ms, tokens=tokens,
+                      error=error)
+    assert outcome_from(through_json(outcome.to_dict())) == outcome
+
+
+# ============================================================================ journal_args
+
+
+def _decision(**fields: Any) -> Decision:
+    values: dict[str, Any] = {
+        "decision_id": "d-1", "tenant": "default", "task_id": "T-1", "task_type": "testing",
+        "requirements": {"task_type": "testing"}, "metadata": {}, "priority": 5,
+        "agent_id": "a1", "agent_uid": "u1", "strategy": "thompson", "seed": 3,
+        "explored": False, "confidence": None, "candidates": [], "excluded": {},
+        "examples": {}, "config_hash": "h", "latency_us": 1, "created_at": T0}
+    values.update(fields)
+    return Decision(**values)
+
+
+def test_journal_args_of_a_route_carry_the_decision_made() -> None:
+    """routing.route replays the stored decision, not a new routing."""
+    decision = _decision()
+    args = journal_args("routing.route", {"raw": {"task_type": "testing"}}, Routed(decision))
+    assert args == {"decision": decision_record(decision)}
+
+
+def test_journal_args_of_an_idempotent_repeat_are_none() -> None:
+    """already_routed / already_recorded changed nothing: nothing to replay."""
+    decision = _decision()
+    assert journal_args("routing.route", {}, Routed(decision, already_routed=True)) is None
+    closed = decision.close(Outcome(success=True, quality=1.0), T0)
+    assert journal_args("routing.outcome", {"outcome": Outcome(True, 1.0)},
+                        Recorded(closed, already_recorded=True)) is None
+
+
+def test_journal_args_of_an_outcome_name_the_decision_even_when_given_a_task_id() -> None:
+    """An outcome given by --task-id replays by decision id (the id cannot be reused)."""
+    outcome = Outcome(success=False, quality=0.25, latency_ms=12.0, tokens=99, error="boom")
+    closed = _decision(decision_id="d-9").close(outcome, T0)
+    args = journal_args("routing.outcome",
+                        {"outcome": outcome, "decision_id": None, "task_id": "T-1"},
+                        Recorded(closed))
+    assert args == {"outcome": outcome.to_dict(), "decision_id": "d-9"}
+
+
+@pytest.mark.parametrize(("kind", "arguments", "expected"), [
+    ("agents.register", {"raws": ({"id": "a1", "task_types": ("testing",)},)},
+     {"raws": [{"id": "a1", "task_types": ["testing"]}]}),
+    ("agents.update", {"agent_id": "a1", "raw": {"capacity": 3, "languages": ["Go"]}},
+     {"agent_id": "a1", "raw": {"capacity": 3, "languages": ["Go"]}}),
+    ("agents.set_status", {"agent_id": "a1", "status": "draining", "reason": "deploy"},
+     {"agent_id": "a1", "status": "draining", "reason": "deploy"}),
+    ("agents.heartbeat", {"agent_id": "a1"}, {"agent_id": "a1"}),
+    ("agents.record", {"agent_id": "a1", "result": TaskResult(True, 0.5, 10.0, "testing")},
+     {"agent_id": "a1", "result": {"success": True, "quality": 0.5, "latency_ms": 10.0,
+                                   "task_type": "testing"}}),
+    ("agents.remove", {"agent_id": "a1"}, {"agent_id": "a1"}),
+])
+def test_journal_args_of_agent_writes_are_their_plain_arguments(
+        kind: str, arguments: dict[str, Any], expected: dict[str, Any]) -> None:
+    """Dataclasses become dicts, tuples lists: every value is JSON."""
+    args = journal_args(kind, arguments, result=object())
+    assert args == expected
+    assert through_json(args or {}) == expected
+
+
+def test_every_journaled_kind_is_covered_here() -> None:
+    """A new kind must get a journal_args case above and a dispatch in replay."""
+    assert set(KINDS) == {"agents.register", "agents.update", "agents.set_status",
+                          "agents.heartbeat", "agents.record", "agents.remove",
+                          "routing.route", "routing.outcome"}
+    assert not set(KINDS) & READS
+
+
+# ---------------------------------------------------------------------------- proxy and replay
+
+
+@dataclass
+class Side:
+    """Services on one in-memory store: the snapshot (local) or the primary."""
+
+    uow: MemoryUnitOfWorkFactory
+    agents: AgentService
+    routing: RoutingService
+
+
+class Uids:
+    def __init__(self, prefix: str) -> None:
+        self.prefix, self.count = prefix, 0
+
+    def __call__(self) -> str:
+        self.count += 1
+        return f"{self.prefix}-{self.count:04d}"
+
+
+def side(clock: FakeClock, prefix: str) -> Side:
+    uow = MemoryUnitOfWorkFactory()
+    registry = RegistryPolicy(task_types=tuple(DEFAULT_TASK_TYPES),
+                              languages=tuple(DEFAULT_LANGUAGES))
+    initialize(uow, lambda: None, clock)
+    return Side(uow, AgentService(uow, registry, {"fit": 0.3, "success": 0.3, "quality": 0.2,
+                                                  "load": 0.2}, clock, Uids(prefix)),
+                RoutingService(uow, registry, RoutingPolicy(), clock))
+
+
+@dataclass
+class Journaling:
+    """A stand-in for ``Resilience`` that journals every write (the primary is "down")."""
+
+    entries: list[tuple[str, Principal, dict[str, Any]]] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+
+    def write(self, kind: str, principal: Principal, primary: Callable[[], Any],
+              local: Callable[[], Any], args_of: Callable[[Any], dict[str, Any] | None]) -> Any:
+        self.calls.append(f"write {kind}")
+        result = local()
+        args = args_of(result)
+        if args is not None:
+            self.entries.append((kind, principal, through_json(args)))
+        return result
+
+    def read(self, primary: Callable[[], Any], local: Callable[[], Any]) -> Any:
+        self.calls.append("read")
+        return local()
+
+    def guarded(self, fn: Callable[[], Any]) -> Any:
+        self.calls.append("guarded")
+        return fn()
+
+
+def proxied(journaling: Journaling, on: Side) -> tuple[Any, Any]:
+    res: Any = journaling
+    agents = ResilientService("agents", res, on.agents, lambda: on.agents)
+    routing = ResilientService("routing", res, on.routing, lambda: on.routing)
+    return agents, routing
+
+
+def state_of(on: Side) -> dict[str, Any]:
+    """Everything the journaled writes change, without the store-specific uids."""
+    agents = on.agents.list(ADMIN, limit=0).items
+    decisions, _ = on.routing.history(ADMIN, limit=0)
+    arms = {}
+    with on.uow() as uow:
+        for a in agents:
+            for task_type in a.task_types:
+                arm = uow.routing.arm(ADMIN.tenant, a.uid, task_type)
+                arms[(a.id, task_type)] = None if arm is None else repr(arm)
+    return {"agents": [a.to_dict() for a in agents],
+            "decisions": sorted((d.to_dict() for d in decisions), key=lambda d: d["task_id"]),
+            "arms": arms}
+
+
+def test_journaled_writes_replay_to_the_same_state() -> None:
+    """Every kind, journaled through the service proxy, replays on another store to the same
+    agents, decisions and arms (SPEC §7: the journal carries what replay needs)."""
+    from arbiter_cli.resilience.journal import Entry
+    from arbiter_cli.resilience.replay import dispatch
+
+    clock = FakeClock(T0)
+    local, primary = side(clock, "local"), side(clock, "primary")
+    journaling = Journaling()
+    agents, routing = proxied(journaling, local)
+    reg = {"name": "A", "model_family": "claude", "task_types": ["testing", "code-review"],
+           "languages": ["Python"]}
+    agents.register(ADMIN, [{"id": "a1", **reg, "capacity": 2}, {"id": "a2", **reg}])
+    agents.register(ADMIN, [{"id": "a3", **reg}], progress=lambda n: None)
+    agents.update(ADMIN, "a2", {"capacity": 1, "languages": ["Python", "Go"]})
+    agents.set_status(ADMIN, "a3", "maintenance", "patching")
+    clock.advance(seconds=5)
+    agents.heartbeat(ADMIN, "a1")
+    agents.record(ADMIN, "a1", TaskResult(True, 0.75, 120.0, "testing"))
+    first = routing.route(ADMIN, {"task_type": "testing", "task_id": "T-1"}, seed=1).decision
+    again = routing.route(ADMIN, {"task_type": "testing", "task_id": "T-1"}, seed=1)
+    assert again.already_routed  # an idempotent repeat is not journaled
+    second = routing.route(ADMIN, {"task_type": "testing", "task_id": "T-2"}, seed=2).decision
+    clock.advance(seconds=5)
+    routing.outcome(ADMIN, Outcome(True, 0.9, 300.0, 10, None), decision_id=first.decision_id)
+    routing.outcome(ADMIN, Outcome(False, 0.1), task_id="T-2")
+    repeat = routing.outcome(ADMIN, Outcome(False, 0.1), task_id="T-2")
+    assert repeat.already_recorded
+    agents.remove(ADMIN, "a3")
+
+    kinds = [kind for kind, _, _ in journaling.entries]
+    assert kinds == ["agents.register", "agents.register", "agents.update", "agents.set_status",
+                     "agents.heartbeat", "agents.record", "routing.route", "routing.route",
+                     "routing.outcome", "routing.outcome", "agents.remove"]
+    assert {second.decision_id, first.decision_id} == {
+        args["decision"]["decision_id"] for kind, _, args in journaling.entries
+        if kind == "routing.route"}
+
+    clock.now = T0  # replay at the same moments: the effect, not the clock, is compared
+    for seq, (kind, principal, args) in enumerate(journaling.entries, start=1):
+        if kind in ("agents.heartbeat", "agents.record"):
+            clock.now = T0 + timedelta(seconds=5)
+        if kind == "routing.outcome":
+            clock.now = T0 + timedelta(seconds=10)
+        dispatch(primary, Entry(seq=seq, op_id=f"op-{seq}", tenant=principal.tenant,  # type: ignore[arg-type]
+                                kind=kind, principal=principal_record(principal), args=args,
+                                correlation_id=None, created_at=0.0, state=PENDING, error=None,
+                                attempts=0), principal)
+    assert state_of(primary) == state_of(local)
+
+
+def test_the_proxy_sends_reads_writes_and_the_rest_their_own_way() -> None:
+    """READS fall back, KINDS journal, dry runs read, anything else is only guarded."""
+    clock = FakeClock(T0)
+    local = side(clock, "local")
+    journaling = Journaling()
+    agents, routing = proxied(journaling, local)
+    agents.register(ADMIN, [{"id": "a1", "name": "A", "model_family": "claude",
+                             "task_types": ["testing"]}])
+    agents.list(ADMIN, limit=0)
+    agents.show(ADMIN, "a1")
+    routing.route(ADMIN, {"task_type": "testing"}, dry_run=True)
+    agents.cleanup(ADMIN, 3600.0, dry_run=True)
+    assert journaling.calls == ["write agents.register", "read", "read", "read", "guarded"]
+    assert agents.policy is local.agents.policy  # attributes pass through untouched
+    assert [kind for kind, _, _ in journaling.entries] == ["agents.register"]
+
+
+def test_the_proxy_journals_the_callers_principal_without_progress() -> None:
+    """principal and progress are not arguments to replay; the principal is kept apart."""
+    clock = FakeClock(T0)
+    local = side(clock, "local")
+    initialize(local.uow, lambda: None, clock, tenant="team-b")
+    journaling = Journaling()
+    agents, _ = proxied(journaling, local)
+    agents.register(ORCH, [{"id": "a1", "name": "A", "model_family": "claude",
+                            "task_types": ["testing"]}], progress=lambda n: None)
+    ((kind, principal, args),) = journaling.entries
+    assert (kind, principal) == ("agents.register", ORCH)
+    assert set(args) == {"raws"}
+
+
+def test_dispatch_refuses_an_unknown_kind() -> None:
+    """A corrupt or foreign entry is an error, never a call of an arbitrary method."""
+    from arbiter_cli.resilience.journal import Entry
+    from arbiter_cli.resilience.replay import dispatch
+
+    primary = side(FakeClock(T0), "p")
+    for kind in ("agents.cleanup", "tokens.create", "agents.__init__"):
+        entry = Entry(seq=1, op_id="op", tenant="default", kind=kind,
+                      principal=principal_record(ADMIN), args={}, correlation_id=None,
+                      created_at=0.0, state=PENDING, error=None, attempts=0)
+        with pytest.raises(ArbiterError, match="unknown kind"):
+            dispatch(primary, entry, ADMIN)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("kind", "args"), [
+    ("agents.heartbeat", {"agent": "a1"}),
+    ("agents.heartbeat", {}),
+    ("agents.record", {"agent_id": "a1", "result": {"success": True}}),
+    ("agents.record", {"agent_id": "a1"}),
+    ("agents.update", {"agent_id": "a1", "raw": {}, "extra": 1}),
+    ("routing.route", {}),
+    ("routing.route", {"decision": {"decision_id": "d-1"}}),
+    ("routing.route", {"decision": {**decision_record(_decision()), "created_at": "never"}}),
+    ("routing.outcome", {"outcome": {"success": True, "quality": 1.0}}),
+    ("routing.outcome", {"outcome": {"success": True}, "decision_id": "d-1"}),
+])
+def test_dispatch_refuses_a_malformed_entry_as_invalid_input(kind: str,
+                                                             args: dict[str, Any]) -> None:
+    """An entry that does not fit its kind is InvalidInput (replay keeps it as a conflict),
+    never a TypeError or KeyError that would fail every command replaying first."""
+    from arbiter_cli.resilience.journal import Entry
+    from arbiter_cli.resilience.replay import dispatch
+
+    primary = side(FakeClock(T0), "p")
+    entry = Entry(seq=7, op_id="op", tenant="default", kind=kind,
+                  principal=principal_record(ADMIN), args=args, correlation_id=None,
+                  created_at=0.0, state=PENDING, error=None, attempts=0)
+    with pytest.raises(InvalidInput, match="journal entry 7 .* is malformed"):
+        dispatch(primary, entry, ADMIN)  # type: ignore[arg-type]
+
+
+# ============================================================================ classify
+
+
+RETRIED = ["40001", "40P01", "53300", "57P01", "57P02", "57P03", "08006", "08001", "08000"]
+COUNTED = ["57014", "53100", "53200", "55P03", "58030", "XX000", "53400"]
+CALLER = ["23505", "23503", "23502", "22001", "22P02", "42P01", "42501", "42601", "P0001"]
+
+
+def driver(code: str) -> BaseException:
+    """A psycopg2 error of the class the server's SQLSTATE maps to (pgcode is read-only)."""
+    cls = psycopg2.errors.lookup(code)
+    return cls(f"fault {code}")  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("code", RETRIED)
+def test_transient_sqlstates_are_retried(code: str) -> None:
+    assert classify(driver(code)) is Fault.TRANSIENT
+
+
+@pytest.mark.parametrize("code", COUNTED)
+def test_timeout_and_resource_sqlstates_are_counted_not_retried(code: str) -> None:
+    assert classify(driver(code)) is Fault.COUNTED
+
+
+@pytest.mark.parametrize("code", CALLER)
+def test_caller_sqlstates_are_neither_retried_nor_counted(code: str) -> None:
+    assert classify(driver(code)) is Fault.CALLER
+
+
+@pytest.mark.parametrize(("exc", "fault"), [
+    (psycopg2.OperationalError("server closed the connection unexpectedly"), Fault.TRANSIENT),
+    (psycopg2.OperationalError(), Fault.TRANSIENT),
+    (psycopg2.InterfaceError("connection already closed"), Fault.TRANSIENT),
+    (psycopg2.DatabaseError("?"), Fault.COUNTED),
+    (psycopg2.InternalError("?"), Fault.COUNTED),
+    (psycopg2.IntegrityError("dup"), Fault.CALLER),
+    (psycopg2.DataError("bad"), Fault.CALLER),
+    (psycopg2.ProgrammingError("syntax"), Fault.CALLER),
+    (psycopg2.NotSupportedError("no"), Fault.CALLER),
+    (ConnectionRefusedError(), Fault.TRANSIENT),
+    (ConnectionResetError(), Fault.TRANSIENT),
+    (TimeoutError(), Fault.TRANSIENT),
+    (ValueError("ours"), Fault.CALLER),
+    (KeyError("ours"), Fault.CALLER),
+])
+def test_driver_errors_without_a_pgcode_are_classified_by_class(exc: BaseException,
+                                                                fault: Fault) -> None:
+    """Connect-phase errors carry no pgcode (RELIABILITY.md §3.2): the class decides."""
+    assert classify(exc) is fault
+
+
+def test_sqlalchemys_wrapper_class_does_not_decide() -> None:
+    """The same SQLAlchemy class wraps a lost connection and a unique violation."""
+    lost = sqlalchemy.exc.OperationalError("SELECT 1", {}, psycopg2.OperationalError("lost"))
+    dup = sqlalchemy.exc.OperationalError("INSERT", {}, driver("23505"))
+    busy = sqlalchemy.exc.IntegrityError("UPDATE", {}, driver("40001"))
+    full = sqlalchemy.exc.DBAPIError("INSERT", {}, driver("53100"))
+    assert classify(lost) is Fault.TRANSIENT
+    assert classify(dup) is Fault.CALLER
+    assert classify(busy) is Fault.TRANSIENT
+    assert classify(full) is Fault.COUNTED
+
+
+def test_sqlalchemys_pool_timeout_is_counted() -> None:
+    """Waiting for a pooled connection in vain says the database is in trouble."""
+    assert classify(sqlalchemy.exc.TimeoutError("QueuePool limit")) is Fault.COUNTED
+
+
+def test_our_storage_unavailable_is_classified_by_its_driver_error() -> None:
+    """StorageUnavailable(driver=…) from the unit of work is judged by the driver error."""
+    assert classify(StorageUnavailable("x", driver=psycopg2.OperationalError())) is Fault.TRANSIENT
+    assert classify(StorageUnavailable("x", driver=driver("57014"))) is Fault.COUNTED
+    assert classify(StorageUnavailable("x", driver=driver("23505"))) is Fault.CALLER
+    assert classify(StorageUnavailable("no driver")) is Fault.CALLER
+
+
+def test_our_own_errors_are_caller_errors() -> None:
+    for exc in (Conflict("exists"), NotFound("gone"), InvalidInput("bad"),
+                BreakerOpen("open", retry_after_s=1.0, opened_at=None)):
+        assert classify(exc) is Fault.CALLER
+
+
+def test_a_spent_deadline_is_counted_not_retried() -> None:
+    """Retrying cannot help once the budget is spent; the breaker must hear of it."""
+    exceeded = deadline_module.exceeded_type()("budget spent")
+    assert isinstance(exceeded, psycopg2.OperationalError)
+    assert classify(exceeded) is Fault.COUNTED
+    wrapped = sqlalchemy.exc.OperationalError("SELECT 1", {}, exceeded)
+    assert classify(StorageUnavailable("x", driver=wrapped)) is Fault.COUNTED
+
+
+def test_driver_error_unwraps_orig_and_driver_chains() -> None:
+    inner = psycopg2.OperationalError("lost")
+    wrapped = sqlalchemy.exc.OperationalError("SELECT 1", {}, inner)
+    assert driver_error(wrapped) is inner
+    assert driver_error(StorageUnavailable("x", driver=wrapped)) is inner
+    assert driver_error(inner) is inner
+    plain = ValueError("x")
+    assert driver_error(plain) is plain
+
+
+def test_driver_error_stops_on_a_cycle() -> None:
+    """A self-referencing chain cannot loop forever."""
+    a = StorageUnavailable("a")
+    b = StorageUnavailable("b", driver=a)
+    a.driver = b
+    assert driver_error(a) in (a, b)
+
+
+# ============================================================================ guarded
+
+
+@dataclass
+class FakeBreaker:
+    """Records what guarded() tells the breaker; refuses when ``open``."""
+
+    open: bool = False
+    events: list[str] = field(default_factory=list)
+
+    def allow(self) -> object:
+        if self.open:
+            self.events.append("refused")
+            raise BreakerOpen("circuit open", retry_after_s=3.0, opened_at=None)
+        self.events.append("allow")
+        return object()
+
+    def success(self, permit: object) -> None:
+        self.events.append("success")
+
+    def failure(self, permit: object) -> None:
+        self.events.append("failure")
+
+    def release(self, permit: object) -> None:
+        self.events.append("release")
+
+
+class Calls:
+    """``fn`` for guarded(): raises the given errors in turn, then returns ``value``."""
+
+    def __init__(self, *errors: BaseException, value: Any = "ok",
+                 clock: Ticks | None = None, each_s: float = 0.0) -> None:
+        self.errors = list(errors)
+        self.value = value
+        self.count = 0
+        self.clock = clock
+        self.each_s = each_s
+        self.deadlines: list[Deadline | None] = []
+
+    def __call__(self) -> Any:
+        self.count += 1
+        self.deadlines.append(deadline_module.current())
+        if self.clock is not None:
+            self.clock.now += self.each_s
+        if self.errors:
+            raise self.errors.pop(0)
+        return self.value
+
+
+@pytest.fixture
+def breaker() -> FakeBreaker:
+    return FakeBreaker()
+
+
+@pytest.fixture
+def naps() -> list[float]:
+    return []
+
+
+def run(fn: Callable[[], Any], breaker: FakeBreaker | None, naps: list[float], *,
+        budget_s: float = 5.0, clock: Ticks | None = None, **kwargs: Any) -> Any:
+    deadline = Deadline(budget_s, clock=clock or Ticks())
+    return guarded(fn, breaker=breaker, deadline=deadline,  # type: ignore[arg-type]
+                   sleep=naps.append, **kwargs)
+
+
+def lost() -> psycopg2.OperationalError:
+    return psycopg2.OperationalError("server closed the connection unexpectedly")
+
+
+def test_success_takes_one_attempt_and_tells_the_breaker(breaker: FakeBreaker,
+                                                         naps: list[float]) -> None:
+    fn = Calls(value=42)
+    assert run(fn, breaker, naps) == 42
+    assert fn.count == 1
+    assert breaker.events == ["allow", "success"]
+    assert naps == []
+
+
+def test_every_attempt_runs_under_the_commands_deadline(breaker: FakeBreaker,
+                                                        naps: list[float]) -> None:
+    """The deadline is active inside fn (psycopg2's wait callback reads it), and not after."""
+    fn = Calls(lost())
+    run(fn, breaker, naps)
+    assert len(fn.deadlines) == 2 and all(d is not None for d in fn.deadlines)
+    assert deadline_module.current() is None
+
+
+def test_a_transient_failure_is_retried_up_to_four_attempts(breaker: FakeBreaker,
+                                                            naps: list[float]) -> None:
+    """Four attempts, each counted; then StorageUnavailable (exit 10) chained to the error."""
+    errors = [lost() for _ in range(10)]
+    fn = Calls(*errors)
+    with pytest.raises(StorageUnavailable) as caught:
+        run(fn, breaker, naps)
+    assert fn.count == MAX_ATTEMPTS == 4
+    assert breaker.events == ["allow", "failure"] * 4
+    assert len(naps) == 3
+    assert all(0 <= s <= 2 for s in naps)
+    assert caught.value.exit_code == 10
+    assert caught.value.__cause__ is errors[3]
+    assert caught.value.driver is errors[3]
+    assert "server closed the connection unexpectedly" in caught.value.message
+
+
+def test_a_transient_failure_then_success_returns_the_value(breaker: FakeBreaker,
+                                                            naps: list[float]) -> None:
+    fn = Calls(lost(), driver("40001"), value="done")
+    assert run(fn, breaker, naps) == "done"
+    assert fn.count == 3
+    assert breaker.events == ["allow", "failure", "allow", "failure", "allow", "success"]
+    assert len(naps) == 2
+
+
+def test_attempts_can_be_lowered(breaker: FakeBreaker, naps: list[float]) -> None:
+    fn = Calls(*[lost() for _ in range(5)])
+    with pytest.raises(StorageUnavailable):
+        run(fn, breaker, naps, attempts=2)
+    assert fn.count == 2
+
+
+@pytest.mark.parametrize("code", ["57014", "53100"])
+def test_a_counted_failure_is_attempted_once_and_counted(breaker: FakeBreaker,
+                                                         naps: list[float], code: str) -> None:
+    """Statement timeout and disk full: no retry, one breaker failure, exit 10."""
+    error = driver(code)
+    fn = Calls(error)
+    with pytest.raises(StorageUnavailable) as caught:
+        run(fn, breaker, naps)
+    assert fn.count == 1
+    assert breaker.events == ["allow", "failure"]
+    assert naps == []
+    assert caught.value.__cause__ is error
+
+
+@pytest.mark.parametrize("error", [
+    driver("23505"), driver("22001"), psycopg2.ProgrammingError("syntax"),
+    Conflict("agent 'a1' already exists"), NotFound("gone"), ValueError("a bug"),
+], ids=["unique", "data", "programming", "conflict", "not-found", "bug"])
+def test_a_caller_error_is_attempted_once_released_and_raised_unchanged(
+        breaker: FakeBreaker, naps: list[float], error: BaseException) -> None:
+    """Caller errors neither count nor reset the breaker, and leave as they came."""
+    fn = Calls(error)
+    with pytest.raises(type(error)) as caught:
+        run(fn, breaker, naps)
+    assert caught.value is error
+    assert fn.count == 1
+    assert breaker.events == ["allow", "release"]
+    assert naps == []
+
+
+def test_a_wrapped_unit_of_work_failure_is_retried_and_re_raised_as_is(
+        breaker: FakeBreaker, naps: list[float]) -> None:
+    """The unit of work raises StorageUnavailable(driver=…): judged by the driver error,
+    and the last one leaves unchanged (its message already names the database)."""
+    errors = [StorageUnavailable(f"database x unavailable: {n}", driver=lost())
+              for n in range(4)]
+    fn = Calls(*errors)
+    with pytest.raises(StorageUnavailable) as caught:
+        run(fn, breaker, naps)
+    assert fn.count == 4
+    assert caught.value is errors[3]
+
+
+def test_may_retry_vetoes_a_retry(breaker: FakeBreaker, naps: list[float]) -> None:
+    """An op whose commit may have happened is never re-run."""
+    fn = Calls(lost(), lost())
+    with pytest.raises(StorageUnavailable):
+        run(fn, breaker, naps, may_retry=lambda: False)
+    assert fn.count == 1
+    assert breaker.events == ["allow", "failure"]
+
+
+def test_may_retry_is_asked_after_each_failure(breaker: FakeBreaker, naps: list[float]) -> None:
+    answers = iter([True, False])
+    fn = Calls(lost(), lost(), lost())
+    with pytest.raises(StorageUnavailable):
+        run(fn, breaker, naps, may_retry=lambda: next(answers))
+    assert fn.count == 2
+
+
+def test_the_deadline_stops_retries(breaker: FakeBreaker, naps: list[float]) -> None:
+    """Past the command's budget, no further attempt is made, even if attempts remain."""
+    clock = Ticks()
+    fn = Calls(*[lost() for _ in range(4)], clock=clock, each_s=3.0)
+    with pytest.raises(StorageUnavailable):
+        run(fn, breaker, naps, budget_s=5.0, clock=clock)
+    assert fn.count == 2  # 3 s, then 6 s > 5 s: stop
+    assert len(naps) == 1
+
+
+def test_a_nap_never_outlasts_the_budget(breaker: FakeBreaker, naps: list[float]) -> None:
+    """The backoff is cut to what remains of the budget."""
+    clock = Ticks()
+    fn = Calls(lost(), clock=clock, each_s=4.99)
+    run(fn, breaker, naps, budget_s=5.0, clock=clock)
+    assert len(naps) == 1
+    assert naps[0] <= 0.01 + 1e-9
+
+
+def test_an_expired_deadline_before_the_first_attempt_still_tries_once(
+        breaker: FakeBreaker, naps: list[float]) -> None:
+    """One attempt always happens (its own calls then fail fast on the spent deadline)."""
+    fn = Calls(lost(), lost())
+    with pytest.raises(StorageUnavailable):
+        run(fn, breaker, naps, budget_s=0.0)
+    assert fn.count == 1
+
+
+def test_an_open_breaker_is_not_retried_and_nothing_runs(naps: list[float]) -> None:
+    """BreakerOpen (exit 10) leaves at once: fn is never called, nothing sleeps."""
+    breaker = FakeBreaker(open=True)
+    fn = Calls()
+    with pytest.raises(BreakerOpen) as caught:
+        run(fn, breaker, naps)
+    assert fn.count == 0
+    assert breaker.events == ["refused"]
+    assert caught.value.exit_code == 10
+    assert caught.value.details["retry_after_s"] == 3.0
+    assert naps == []
+
+
+def test_a_breaker_opening_between_attempts_stops_the_retries(naps: list[float]) -> None:
+    """The second attempt asks the breaker again, and its refusal ends the call."""
+    breaker = FakeBreaker()
+
+    class Opening(Calls):
+        def __call__(self) -> Any:
+            breaker.open = True
+            return super().__call__()
+
+    fn = Opening(lost(), lost())
+    with pytest.raises(BreakerOpen):
+        run(fn, breaker, naps)
+    assert fn.count == 1
+    assert breaker.events == ["allow", "failure", "refused"]
+
+
+def test_without_a_breaker_retries_still_happen(naps: list[float]) -> None:
+    fn = Calls(lost(), value=1)
+    assert run(fn, None, naps) == 1
+    assert fn.count == 2
+
+
+def test_an_interrupt_is_released_and_not_retried(breaker: FakeBreaker, naps: list[float]) -> None:
+    """Ctrl-C is not a database failure: not counted, not retried, not converted."""
+    fn = Calls(KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        run(fn, breaker, naps)
+    assert fn.count == 1
+    assert breaker.events == ["allow", "release"]
+
+
+def test_unavailable_from_is_one_line_and_keeps_the_driver() -> None:
+    err = psycopg2.OperationalError("connection refused\n\tIs the server running?")
+    found = unavailable_from(sqlalchemy.exc.OperationalError("SELECT", {}, err))
+    assert found.message == "database unavailable: connection refused"
+    assert found.driver is err
+    assert unavailable_from(psycopg2.OperationalError()).message == (
+        "database unavailable: OperationalError")
+    assert len(unavailable_from(psycopg2.OperationalError("x" * 1000)).message) < 330

@@ -1,0 +1,75 @@
+"""Security and agent-input rules the mutation run showed weakly tested (docs/mutation.md):
+the local principal, token views, the anchored-head verdict, nested redaction, and the
+unknown-field rule of ``agents update``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from arbiter_cli.config import DEFAULT_LANGUAGES, DEFAULT_TASK_TYPES
+from arbiter_cli.domain.agents import Patch, RegistryPolicy
+from arbiter_cli.domain.principal import Principal
+from arbiter_cli.domain.security import AuditEvent, TokenRecord, redact, seal, verify
+from arbiter_cli.errors import InvalidInput
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+POLICY = RegistryPolicy(task_types=tuple(DEFAULT_TASK_TYPES), languages=tuple(DEFAULT_LANGUAGES))
+
+
+def test_the_local_principal_is_the_admin_of_default_without_a_token():
+    assert Principal.local_admin() == Principal(tenant="default", role="admin", token_id=None)
+    assert Principal.local_admin("acme") == Principal("acme", "admin", None)
+
+
+def test_a_token_view_renders_revocation_and_last_use_times():
+    record = TokenRecord(id="abcdefghijkl", tenant="acme", name="ci", role="viewer",
+                         secret_hash="0" * 64, created_at=T0,
+                         revoked_at=T0 + timedelta(hours=2),
+                         last_used_at=T0 + timedelta(hours=1, milliseconds=5))
+    view = record.to_dict()
+    assert view["revoked_at"] == "2026-03-01T14:00:00.000Z"
+    assert view["last_used_at"] == "2026-03-01T13:00:00.005Z"
+
+
+def chain(n: int) -> list[AuditEvent]:
+    events, prev = [], "0" * 64
+    for seq in range(1, n + 1):
+        event = seal("acme", seq, T0 + timedelta(seconds=seq), prev, actor="tok", action="a",
+                     target=None, result="ok", correlation_id=None, details={})
+        events.append(event)
+        prev = event.hash
+    return events
+
+
+def test_a_head_mismatch_explains_truncation_in_full():
+    events = chain(3)
+    verdict = verify(events[:2], expect_head=events[-1].hash)
+    assert verdict.reason == ("head differs from the expected (anchored) head: entries were "
+                              "removed from the tail or the chain was rewritten")
+
+
+def test_redaction_reaches_into_nested_details_with_the_same_secrets():
+    details = {
+        "outer": {"token": "arb_x", "note": "contains s3cret here", "keep": 1,
+                  "inner": {"password": "p", "id": "a1"}},
+        "top": "s3cret",
+    }
+    assert redact(details, ["s3cret"]) == {
+        "outer": {"note": "***", "keep": 1, "inner": {"id": "a1"}},
+        "top": "***",
+    }
+
+
+def test_agents_update_names_the_first_unknown_field():
+    with pytest.raises(InvalidInput) as caught:
+        Patch.parse({"zeta": 1, "bogus": 2, "name": "x"}, POLICY)
+    error = caught.value
+    assert (error.field, error.rule) == ("bogus", "unknown_field")
+    assert error.message == "bogus: is not a field agents update changes"
+
+
+def test_agents_update_ignores_unknown_options_left_unset():
+    """The CLI passes every option; one left at None is no change, known or not."""
+    assert Patch.parse({"bogus": None, "name": "New"}, POLICY) == Patch(name="New")
