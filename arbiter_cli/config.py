@@ -464,7 +464,9 @@ def _validator_for(validator_cls: Any, key: Key) -> Any:
         key.name,
         must_exist=True,
         condition=checks[key.kind],
-        messages={"condition": f"{key.name}: must be {_describe(key)} (got {{value!r}})"},
+        # A URL or a secret is never echoed: it can hold a password.
+        messages={"condition": f"{key.name}: must be {_describe(key)}" + (
+            "" if key.secret or key.name == "database.url" else " (got {value!r})")},
     )
 
 

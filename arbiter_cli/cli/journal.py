@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from arbiter_cli.cli import render
-from arbiter_cli.cli.app import JsonOpt, LimitOpt, TokenOpt, command, state_of
+from arbiter_cli.cli.app import CursorOpt, JsonOpt, LimitOpt, TokenOpt, command, state_of
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -22,7 +22,8 @@ app = typer.Typer(help="Inspect and replay the journal of writes made while the 
 def _resilience(state: State) -> Resilience | None:
     from arbiter_cli.bootstrap import build
 
-    app_ = build(state.settings, check_schema=False, resilient=True)
+    app_ = build(state.settings, check_schema=False, resilient=True,
+                 telemetry=state.telemetry)
     state.on_close(app_.close)
     return app_.resilience
 
@@ -103,10 +104,13 @@ def list_cmd(
     conflicts: Annotated[bool, typer.Option(
         "--conflicts", help="Only entries that conflicted at replay.")] = False,
     limit: LimitOpt = 100,
+    cursor: CursorOpt = None,
     json_out: JsonOpt = False,
     token: TokenOpt = None,
 ) -> None:
-    """List journaled writes in replay order (kind, tenant, age, state, error).
+    """List journaled writes, newest first (seq, kind, tenant, age, state, error).
+
+    Replay applies them oldest first (the smallest seq).
 
     Example: arbiter journal list --conflicts
     """
@@ -118,6 +122,11 @@ def list_cmd(
     state = state_of(ctx)
     if limit < 0:
         raise InvalidInput("--limit must be 0 or more")
+    before: int | None = None
+    if cursor is not None:
+        if not cursor.isdigit() or len(cursor) > 18:
+            raise InvalidInput("--cursor: not a cursor of `journal list`")
+        before = int(cursor)
     journal = open_for(state.settings)
     if journal is None:
         render.emit_list(state, [], None, lambda c: c.print("no journal: the primary is a local "
@@ -125,7 +134,9 @@ def list_cmd(
         return
     state.on_close(journal.close)
     now = time.time()
-    items = [e.to_dict(now) for e in journal.entries(conflicts_only=conflicts, limit=limit)]
+    found = journal.entries(conflicts_only=conflicts, limit=limit, before=before)
+    items = [e.to_dict(now) for e in found]
+    next_cursor = str(found[-1].seq) if limit and len(found) == limit else None
 
     def human(c: Console) -> None:
         if not items:
@@ -135,4 +146,4 @@ def list_cmd(
             [str(i["seq"]), i["kind"], i["tenant"], f"{i['age_s']:.0f}s", i["state"],
              i["error"] or ""] for i in items]))
 
-    render.emit_list(state, items, None, human)
+    render.emit_list(state, items, next_cursor, human)

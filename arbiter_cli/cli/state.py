@@ -73,11 +73,12 @@ class State:
 
     def _replay_first(self, res: Resilience) -> None:
         """Journaled writes go first, for at most ``resilience.replay_budget`` (SPEC §7)."""
-        if res.journal.pending() == 0:
-            return
+        if res.outage is not None or res.journal.pending() == 0:
+            return  # the primary already failed this command: replaying would only wait
         from arbiter_cli.resilience.replay import replay
 
-        report = replay(res, budget_s=self.settings.seconds("resilience.replay_budget"))
+        report = replay(res, budget_s=self.settings.seconds("resilience.replay_budget"),
+                        within=res.deadline)
         if report["conflicts"]:
             res.warn(f"{report['conflicts']} journaled write(s) conflicted at replay: "
                      "see `arbiter journal list --conflicts`")
@@ -138,14 +139,14 @@ class State:
             "command": self.command,
             "tenant": self.tenant,
         }
+        meta.update(extra)
         res = self._app.resilience if self._app is not None else None
-        if res is not None:
-            if res.durability is not None:
+        if res is not None:  # what really happened wins over what the command expected
+            if res.durability is not None and "durability" in extra:
                 meta["durability"] = res.durability
             if res.stale_age_s is not None:
                 meta["stale"] = True
                 meta["stale_age_s"] = res.stale_age_s
-        meta.update(extra)
         return meta
 
     def close(self) -> None:

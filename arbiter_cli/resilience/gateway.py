@@ -14,7 +14,6 @@ replay skips it if its op id is already in ``applied_ops``.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -174,10 +173,14 @@ class Resilience:
             self.outage = reason
 
     def flush_warnings(self) -> None:
+        """Report the outage once, then each note, as warning log events on stderr."""
+        from arbiter_cli.observability.logging import get_logger
+
+        log = get_logger()
         if self.outage is not None:
-            sys.stderr.write(f"warning: {self.outage}\n")
+            log.warning(self.outage)
         for message in self.warnings:
-            sys.stderr.write(f"warning: {message}\n")
+            log.warning(message)
         self.warnings.clear()
         self.outage = None
 

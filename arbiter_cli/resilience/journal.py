@@ -174,17 +174,38 @@ class Journal:
             "LIMIT 1", (PENDING, after)).fetchone()
         return None if row is None else _entry(row)
 
-    def entries(self, *, conflicts_only: bool = False, limit: int = 100) -> list[Entry]:
+    def entries(self, *, conflicts_only: bool = False, limit: int = 100,
+                before: int | None = None) -> list[Entry]:
+        """Newest first (SPEC §0 lists); ``before`` is the last seq of the previous page."""
         sql = ("SELECT seq, op_id, tenant, kind, principal, args, correlation_id, created_at, "
-               "state, error, attempts FROM entries")
-        params: tuple[Any, ...] = ()
+               "state, error, attempts FROM entries WHERE seq < ?")
+        params: list[Any] = [2**62 if before is None else before]
         if conflicts_only:
-            sql += " WHERE state = ?"
-            params = (CONFLICT,)
-        sql += " ORDER BY seq"
+            sql += " AND state = ?"
+            params.append(CONFLICT)
+        sql += " ORDER BY seq DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [_entry(row) for row in self._db.execute(sql, params).fetchall()]
+
+    def conflicting_agent_ids(self, tenant: str, before_seq: int) -> set[str]:
+        """Agent ids whose journaled registration conflicted (earlier than ``before_seq``).
+
+        Later journaled ops on those ids were made to *our* agent, not to the primary's agent
+        of the same id: applying them would overwrite someone else's agent.
+        """
+        rows = self._db.execute(
+            "SELECT args FROM entries WHERE state = ? AND tenant = ? AND kind = ? AND seq < ?",
+            (CONFLICT, tenant, "agents.register", before_seq)).fetchall()
+        ids: set[str] = set()
+        for (raw,) in rows:
+            try:
+                for doc in json.loads(raw).get("raws", []):
+                    if isinstance(doc, dict) and isinstance(doc.get("id"), str):
+                        ids.add(doc["id"])
+            except (ValueError, AttributeError):
+                continue
+        return ids
 
     def has_op(self, op_id: str) -> bool:
         row = self._db.execute("SELECT 1 FROM entries WHERE op_id = ?", (op_id,)).fetchone()

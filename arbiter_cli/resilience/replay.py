@@ -13,12 +13,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import inspect
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from arbiter_cli.errors import ArbiterError, InvalidInput, StorageUnavailable
+from arbiter_cli.errors import ArbiterError, Conflict, InvalidInput, StorageUnavailable
 from arbiter_cli.resilience.deadline import Deadline
 from arbiter_cli.resilience.gateway import Resilience
 from arbiter_cli.resilience.journal import Entry
@@ -54,22 +53,34 @@ def _replay_lock(res: Resilience, blocking: bool) -> Iterator[bool]:
 
 
 def replay(res: Resilience, *, budget_s: float | None, blocking: bool = False,
-           progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Apply pending entries in order for at most ``budget_s`` (None: until empty or failure)."""
+           progress: Callable[[int], None] | None = None,
+           within: Deadline | None = None) -> dict[str, Any]:
+    """Apply pending entries in order for at most ``budget_s`` (None: until empty or failure).
+
+    Every entry's database calls stop at the end of the budget, and within ``within`` (the
+    command's own deadline, when a command replays before its work).
+    """
     report: dict[str, Any] = {"applied": 0, "conflicts": 0, "remaining": 0, "stopped": None}
     with _replay_lock(res, blocking) as locked:
         if not locked:
             report["stopped"] = "another process is replaying"
             report["remaining"] = res.journal.pending()
             return report
-        started = time.monotonic()
+        total = None if budget_s is None else Deadline(budget_s)
         after = 0
-        while budget_s is None or time.monotonic() - started < budget_s:
+        per_entry = res.settings.seconds("database.command_timeout")
+        while total is None or not total.expired():
             entry = res.journal.next_pending(after)
             if entry is None:
                 break
+            limit = per_entry
+            for bound in (total, within):
+                if bound is not None:
+                    limit = min(limit, bound.remaining())
+            if limit <= 0:
+                break
             try:
-                status = apply_entry(res, entry)
+                status = apply_entry(res, entry, Deadline(limit))
             except StorageUnavailable as exc:
                 report["stopped"] = exc.message
                 break
@@ -81,7 +92,7 @@ def replay(res: Resilience, *, budget_s: float | None, blocking: bool = False,
     return report
 
 
-def apply_entry(res: Resilience, entry: Entry) -> str:
+def apply_entry(res: Resilience, entry: Entry, budget: Deadline | None = None) -> str:
     from arbiter_cli.adapters.sql.repository import OpContext, already_applied, current_op
 
     principal = principal_from(entry.principal)
@@ -97,8 +108,10 @@ def apply_entry(res: Resilience, entry: Entry) -> str:
         finally:
             current_op.reset(token)
 
-    budget = Deadline(res.settings.seconds("database.command_timeout"))
+    if budget is None:
+        budget = Deadline(res.settings.seconds("database.command_timeout"))
     try:
+        _check_not_dependent(res, entry)
         res.guarded(run, may_retry=lambda: not op.ambiguous, deadline=budget)
     except StorageUnavailable:
         raise
@@ -108,6 +121,23 @@ def apply_entry(res: Resilience, entry: Entry) -> str:
         return CONFLICT
     res.journal.applied(entry.seq)
     return APPLIED
+
+
+def _check_not_dependent(res: Resilience, entry: Entry) -> None:
+    """An op on an agent whose journaled registration conflicted conflicts too."""
+    if entry.kind == "agents.register":
+        return
+    if entry.kind == "routing.route":
+        decision = entry.args.get("decision")
+        target = decision.get("agent_id") if isinstance(decision, dict) else None
+    elif entry.kind.startswith("agents."):
+        target = entry.args.get("agent_id")
+    else:
+        return
+    if isinstance(target, str) and target in res.journal.conflicting_agent_ids(entry.tenant,
+                                                                               entry.seq):
+        raise Conflict(f"agent {target!r}: its journaled registration conflicted, so this op "
+                       "was made to an agent the database does not hold")
 
 
 AGENT_WRITES = ("register", "update", "set_status", "heartbeat", "record", "remove")

@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from arbiter_cli.errors import NotFound, StorageUnavailable
 from arbiter_cli.resilience.gateway import Resilience
 from arbiter_cli.resilience.records import KINDS, decision_record
 
@@ -37,7 +38,17 @@ class ResilientService:
         res = self._res
 
         def on_local(*args: Any, **kwargs: Any) -> Any:
-            return getattr(self._local(), name)(*args, **kwargs)
+            try:
+                return getattr(self._local(), name)(*args, **kwargs)
+            except NotFound as exc:
+                if kind not in KINDS:
+                    raise
+                # The primary may hold it: the snapshot can be up to an interval behind.
+                # "Not found" would tell the caller to give up; it must retry instead.
+                raise StorageUnavailable(
+                    f"database unavailable, and the local snapshot does not know this yet "
+                    f"({exc.message}; it may be newer than the last refresh): the write was "
+                    "not accepted, retry when the database is back") from None
 
         def call(*args: Any, **kwargs: Any) -> Any:
             primary = lambda: method(*args, **kwargs)  # noqa: E731

@@ -8,7 +8,12 @@ are then journaled for replay.
 
 A refresh is incremental (agents whose version changed, arms updated since the last refresh,
 rows gone from the primary deleted), is taken under a file lock, and is published by an atomic
-rename of a fully written copy, so a reader never sees half a snapshot.
+rename, so a reader never sees half a snapshot. What is renamed is a *symlink*:
+``snapshot.db`` points at a generation ``generations/<n>.db``. Renaming a new SQLite file over
+one that other processes hold open in WAL mode corrupts it (the old ``-wal`` and ``-shm`` files
+are named after the path, and a new opener would pair them with the new file); with
+generations, every file keeps its own WAL, a process that opened the old generation finishes on
+it, and old generations are removed once nobody can still be starting on them.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
 SNAPSHOT = "snapshot.db"
+GENERATIONS = "generations"
+KEEP_GENERATIONS = 3
+KEEP_OLD_FOR_S = 600.0  # a generation replaced this long ago has no process starting on it
 
 
 class LocalStore:
@@ -38,14 +46,18 @@ class LocalStore:
     def exists(self) -> bool:
         return self.path.exists()
 
+    def current(self) -> Path:
+        """The generation ``snapshot.db`` points at now (resolved once per opener)."""
+        return self.path.resolve()
+
     def url(self) -> str:
-        return f"sqlite:///{self.path}"
+        return f"sqlite:///{self.current()}"
 
     def meta(self) -> dict[str, Any]:
         if not self.path.exists():
             return {}
         try:
-            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+            db = sqlite3.connect(f"file:{self.current()}?mode=ro", uri=True, timeout=5)
             try:
                 row = db.execute("SELECT value FROM arbiter_snapshot_meta WHERE name = 'meta'").fetchone()
             finally:
@@ -93,10 +105,11 @@ class LocalStore:
 
         from arbiter_cli.adapters.sql import tables as t
 
-        tmp = self.directory / (SNAPSHOT + ".tmp")
-        tmp.unlink(missing_ok=True)
+        generations = self.directory / GENERATIONS
+        generations.mkdir(parents=True, exist_ok=True)
+        tmp = generations / f"{time.time_ns()}.db"
         if self.path.exists() and meta:
-            _copy(self.path, tmp)
+            _copy(self.current(), tmp)
         local = create_engine(f"sqlite:///{tmp}", poolclass=NullPool)
         try:
             t.metadata.create_all(local)
@@ -112,8 +125,13 @@ class LocalStore:
             local.dispose()
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        _fsync_dir(generations)
+        link = self.directory / (SNAPSHOT + ".link")
+        link.unlink(missing_ok=True)
+        os.symlink(Path(GENERATIONS) / tmp.name, link)
+        os.replace(link, self.path)  # atomic: openers see the old generation or the new one
         _fsync_dir(self.directory)
+        _prune(generations, keep=tmp.name, now=now)
 
 
 def _sync(src: Connection, dst: Connection, arms_watermark: str | None) -> str | None:
@@ -181,6 +199,20 @@ def _sync(src: Connection, dst: Connection, arms_watermark: str | None) -> str |
     if newest is None:
         return None
     return (newest if newest.tzinfo else newest.replace(tzinfo=UTC)).isoformat()
+
+
+def _prune(generations: Path, *, keep: str, now: float) -> None:
+    """Remove old generations: beyond the newest few, and only once long replaced."""
+    files = sorted((p for p in generations.glob("*.db") if p.name != keep),
+                   key=lambda p: p.name, reverse=True)
+    for old in files[KEEP_GENERATIONS - 1:]:
+        try:
+            if now - old.stat().st_mtime < KEEP_OLD_FOR_S:
+                continue
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(old) + suffix).unlink(missing_ok=True)
+        except OSError:
+            continue
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -20,12 +20,15 @@ from typing import Any, Protocol
 from arbiter_cli.domain import validation as v
 from arbiter_cli.errors import InvalidInput
 
-#: The core of SPEC §12, as globs relative to the project root. Globs that match nothing are
-#: skipped (the breaker and journal modules join when they exist).
+#: The core of SPEC §12, as globs relative to the project root: the domain (validation,
+#: agents and performance folding, query scoring, routing strategies, eligibility and arms,
+#: security policy, roles, tokens, rate limiter and audit chain), the breaker's transitions and
+#: the journal (its entry states and what an entry carries). Globs matching nothing are skipped.
 CORE_SCOPE: tuple[str, ...] = (
     "arbiter_cli/domain/*.py",
     "arbiter_cli/resilience/breaker.py",
     "arbiter_cli/resilience/journal.py",
+    "arbiter_cli/resilience/records.py",
 )
 UNIT_TESTS = "tests/unit"
 REPORT_NAME = "mutation.json"

@@ -132,7 +132,7 @@ class Sampler:
         self._rows.writeheader()
         self.stop = threading.Event()  # set by the runner (end) or by us (hard limit)
         self.aborted = threading.Event()
-        self.warned = False
+        self.failure: Exception | None = None  # the sampler thread's, re-raised by finish()
         self.started = time.monotonic()
         self._last = (self.started, 0)
         self._thread = threading.Thread(target=self._loop, name="soak-sampler", daemon=True)
@@ -146,7 +146,12 @@ class Sampler:
     def _loop(self) -> None:
         next_at = self.started + self.interval_s
         while not self.stop.wait(max(0.0, next_at - time.monotonic())):
-            self.take()
+            try:
+                self.take()
+            except Exception as exc:  # noqa: BLE001 - unwatched, the run must not go on
+                self.failure = exc
+                self.stop.set()
+                return
             next_at += self.interval_s
             if next_at < time.monotonic():  # fell behind (a slow sample): skip, don't burst
                 next_at = time.monotonic() + self.interval_s
@@ -159,8 +164,12 @@ class Sampler:
         if self._thread.is_alive():
             self._thread.join()
         gc.collect()
-        self.take()
-        self._csv.close()
+        try:
+            if self.failure is not None:
+                raise self.failure
+            self.take()
+        finally:
+            self._csv.close()
 
     def take(self) -> Sample:
         now = time.monotonic()

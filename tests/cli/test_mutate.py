@@ -7,6 +7,7 @@ The mutmut runs are module-scoped fixtures, so the whole file costs three runs.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,7 +26,8 @@ from arbiter_cli.services.mutate import (
 )
 from tests.helpers import CliResult, cli
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mutate_project"
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = ROOT / "tests" / "fixtures" / "mutate_project"
 SCOPE = "toyrules/*.py"
 MODULE = "toyrules.limits"
 
@@ -305,3 +307,19 @@ def test_the_generated_configuration_is_valid_toml_with_the_project_s_pytest_opt
     options = document["tool"]["pytest"]["ini_options"]
     assert options["filterwarnings"] == ["error", 'ignore:a "quoted" message']
     assert options["testpaths"] == ["tests/unit"] and options["xfail_strict"] is True
+
+
+# ---------------------------------------------------------------------------- CI wiring
+
+
+def test_ci_gates_the_changed_core_modules_and_nightly_runs_the_whole_core():
+    run = (ROOT / ".ci" / "run").read_text()
+    assert ('arbiter mutate --changed-since "$(cat .ci/mutation-baseline)" --threshold 0.8'
+            in run)
+    assert run.index("arbiter mutate") > run.index(".venv/bin/pytest")
+    baseline = (ROOT / ".ci" / "mutation-baseline").read_text()
+    assert re.fullmatch(r"[0-9a-f]{40}\n", baseline)
+    if (ROOT / ".git").exists():  # the recorded commit must exist for git diff to work
+        git(ROOT, "cat-file", "-e", baseline.strip() + "^{commit}")
+    nightly = (ROOT / ".github" / "workflows" / "nightly.yml").read_text()
+    assert "arbiter mutate --threshold 0.8" in nightly

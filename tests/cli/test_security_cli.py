@@ -134,7 +134,7 @@ def test_login_checks_the_token_before_saving_it(admin: str, clean_env: dict[str
     wrong = f"arb_{admin.split('_')[1]}_{'C' * 43}"
     result = cli("login", "--token", wrong, "--profile", "ci")
     assert result.exit_code == 6, result
-    assert "ci" not in credentials_file(clean_env).read_text()
+    assert "[ci]" not in credentials_file(clean_env).read_text()  # no such profile section
 
 
 def test_a_failed_login_is_audited(admin: str):

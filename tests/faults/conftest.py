@@ -92,7 +92,6 @@ def arbiter_env(home: Path, database_url: str, **settings: str) -> dict[str, str
         "XDG_CONFIG_HOME": str(home / "xdg-config"),
         "XDG_DATA_HOME": str(home / "xdg-data"),
         "ARBITER_DATABASE__URL": database_url,
-        "ARBITER_LOGGING__LEVEL": "error",
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
     })
     env.update(settings)

@@ -72,7 +72,7 @@ def outcome_of(run: Run) -> str:
     if "register" in run.argv:
         if meta.get("durability") != "journaled":
             return f"PROBLEM: durability {meta.get('durability')!r}, not 'journaled'"
-        if "warning:" not in run.stderr:
+        if "journaled as op" not in run.stderr:
             return "PROBLEM: journaled without a warning on stderr"
         return "journaled"
     if meta.get("stale") is not True or not isinstance(meta.get("stale_age_s"), int | float):

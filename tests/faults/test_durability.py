@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,7 +33,7 @@ import pytest
 from tests.faults.cluster import PgCluster
 from tests.faults.conftest import arbiter_env, long_run
 from tests.faults.harness import FLEET, ROOT, Arbiter, Run, initialize
-from tests.faults.history import check_set, load
+from tests.faults.history import Event, SetReport, check_set, load
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -177,11 +179,21 @@ def final_read(cluster: PgCluster, dbname: str) -> tuple[dict[str, list[str]], d
             (open_decisions,) = cur.fetchone()
             cur.execute("SELECT count(*), count(DISTINCT op_id) FROM applied_ops")
             ops, distinct_ops = cur.fetchone()
+            # a decision made on the snapshot and replayed still names an agent that declares
+            # the task's type (a damaged snapshot once routed code-review tasks to others)
+            cur.execute("SELECT count(*) FROM decisions d WHERE d.tenant = 'default' AND NOT "
+                        "EXISTS (SELECT 1 FROM agent_task_types t WHERE t.agent_uid = "
+                        "d.agent_uid AND t.task_type = d.task_type)")
+            (ineligible,) = cur.fetchone()
+            cur.execute("SELECT count(*) FROM decisions WHERE tenant = 'default' "
+                        "AND over_capacity")
+            (over_capacity,) = cur.fetchone()
     finally:
         conn.close()
     invariants = {"outcomes_folded_into_agents": int(folded), "outcomes_read": len(outcomes),
                   "active_tasks": int(active), "open_decisions": int(open_decisions),
-                  "applied_ops": int(ops), "distinct_applied_ops": int(distinct_ops)}
+                  "applied_ops": int(ops), "distinct_applied_ops": int(distinct_ops),
+                  "ineligible_decisions": int(ineligible), "over_capacity": int(over_capacity)}
     return {"register": registered, "route": routed, "outcome": outcomes}, invariants
 
 
@@ -219,6 +231,8 @@ def test_no_acknowledged_write_is_lost_duplicated_or_invented(
     ok = [e for e in completions if e.type == "ok"]
     by_durability = {d: sum(1 for e in ok if e.extra.get("durability") == d)
                      for d in ("committed", "journaled")}
+    by_warning = {"journaled": sum(1 for e in ok if e.extra.get("journal_op")),
+                  "committed": sum(1 for e in ok if not e.extra.get("journal_op"))}
     internal = [e for e in completions if e.extra.get("exit") == 70]
     exits: dict[int, int] = {}
     for e in completions:
@@ -229,7 +243,8 @@ def test_no_acknowledged_write_is_lost_duplicated_or_invented(
           f"PostgreSQL crashes (stop -m immediate) and restarts, {faults.kills} worker SIGKILLs "
           f"in {chaos_s:.0f}s; {len(workers.histories())} worker generations")
     print(report.summary())
-    print(f"acknowledged: {by_durability}; exit codes: {dict(sorted(exits.items()))}; "
+    print(f"acknowledged: {by_warning} (by the warning), {by_durability} (by meta.durability); "
+          f"exit codes: {dict(sorted(exits.items()))}; "
           f"replay: {replayed.stdout.strip()[:200]}; journal after: {status}")
     print(f"invariants: {invariants}")
     reasons: dict[tuple[str, int, str], int] = {}
@@ -240,6 +255,23 @@ def test_no_acknowledged_write_is_lost_duplicated_or_invented(
     for (kind, code, why), n in sorted(reasons.items(), key=lambda kv: -kv[1])[:10]:
         print(f"  {n:5d} x {kind} exit {code}: {why}")
 
+    try:
+        verdict(report, replayed, status, faults, plan, internal, invariants, by_warning)
+        mislabelled = [e for e in ok if e.extra.get("journal_op")
+                       and e.extra.get("durability") != "journaled"]
+        assert not mislabelled, (f"{len(mislabelled)} journaled writes said durability "
+                                 f"{mislabelled[0].extra.get('durability')!r} in meta")
+    except AssertionError:
+        kept = keep_artifacts(tmp_path, seed)
+        lost = [(kind, e) for kind, k in report.kinds.items() for e in k.lost]
+        print(f"artifacts kept in {kept}")
+        print("lost writes, followed:", trace_lost(lost, events, pg_cluster, name))
+        raise
+
+
+def verdict(report: SetReport, replayed: Run, status: dict[str, Any], faults: Faults,
+            plan: Plan, internal: list[Event], invariants: dict[str, int],
+            by_warning: dict[str, int]) -> None:
     assert replayed.exit == 0 and status["backlog"] == 0, (replayed, status)
     assert faults.restarts >= plan.restarts and faults.kills >= plan.kills
     assert report.valid, "the set checker found anomalies (see the counts above)"
@@ -251,6 +283,42 @@ def test_no_acknowledged_write_is_lost_duplicated_or_invented(
     assert invariants["outcomes_folded_into_agents"] == invariants["outcomes_read"], invariants
     assert invariants["active_tasks"] == invariants["open_decisions"], invariants
     assert invariants["applied_ops"] == invariants["distinct_applied_ops"], invariants
+    assert invariants["ineligible_decisions"] == 0, invariants
     # the run exercised both paths, or it proved little
-    assert by_durability["committed"] > 0 and by_durability["journaled"] > 0, by_durability
+    assert by_warning["committed"] > 0 and by_warning["journaled"] > 0, by_warning
     assert all(report.kinds[k].ok > 0 for k in ("register", "route", "outcome")), totals
+
+
+def keep_artifacts(tmp_path: Path, seed: int) -> Path:
+    """Histories, worker logs and arbiter's data dir, kept past pytest's tmp_path rotation."""
+    kept = Path(tempfile.gettempdir()) / f"arbiter-faults-durability-{seed}"
+    shutil.rmtree(kept, ignore_errors=True)
+    shutil.copytree(tmp_path, kept, ignore=shutil.ignore_patterns("*.lock"))
+    return kept
+
+
+def trace_lost(lost: list[tuple[str, str]], events: list[Event], cluster: PgCluster,
+               dbname: str) -> list[dict[str, Any]]:
+    """For each lost element: how it was acknowledged, and whether its op id was applied."""
+    import psycopg2
+
+    traced = []
+    conn = psycopg2.connect(cluster.dsn(dbname))
+    try:
+        for kind, element in lost[:20]:
+            acked = [e for e in events if e.type == "ok" and e.kind == kind
+                     and e.element == element]
+            extra = acked[0].extra if acked else {}
+            op = extra.get("journal_op")
+            applied = None
+            if op:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT kind, applied_at FROM applied_ops WHERE op_id = %s",
+                                (op,))
+                    applied = cur.fetchone()
+            traced.append({"kind": kind, "element": element, "ack": extra,
+                           "at": acked[0].time if acked else None,
+                           "journal_op_applied": None if applied is None else str(applied)})
+    finally:
+        conn.close()
+    return traced

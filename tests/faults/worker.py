@@ -21,6 +21,7 @@ import contextlib
 import io
 import json
 import random
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from tests.faults.history import History
 
 FLEET_TASK_TYPE = "code-review"  # the fleet the routes go to
 OWN_TASK_TYPE = "testing"  # agents the workers register: never routed to
+JOURNALED_OP = re.compile(r"journaled as op (\S+)")
 DEFINITE_FAILURES = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 9, 11})  # nothing was written
 
 
@@ -112,6 +114,9 @@ class SetWorker:
         verdict, extra = verdict_of(code, stdout)
         if verdict != "ok" and stderr.strip():
             extra["stderr"] = error_line(stderr)
+        journaled = JOURNALED_OP.search(stderr)
+        if journaled:  # the op id the warning names: lets a checker follow it into replay
+            extra["journal_op"] = journaled.group(1)
         self.history.complete(verdict, op, kind, element, elapsed_s=round(elapsed, 4), **extra)
         return verdict
 

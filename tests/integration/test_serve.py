@@ -81,8 +81,9 @@ class Served:
                 for family in text_string_to_metric_families(body.decode())
                 for s in family.samples}
 
-    def stop(self) -> tuple[int, str]:
-        if self.process.poll() is None:
+    def stop(self, *, signalled: bool = False) -> tuple[int, str]:
+        """SIGTERM (unless the test sent it already), then the exit code and stdout."""
+        if not signalled and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         out, _ = self.process.communicate(timeout=30)
         return self.process.returncode, out
@@ -190,8 +191,9 @@ def test_sigterm_lets_an_in_flight_request_finish_then_exits_0(served: Served):
             answer += chunk
     assert answer.startswith(b"HTTP/1.0 200")
     started = time.monotonic()
-    code, _out = served.stop()
+    code, out = served.stop(signalled=True)
     assert code == 0 and time.monotonic() - started < 10
+    assert json.loads(out)["stopped_by"] == "SIGTERM"
 
 
 @pytest.mark.slow

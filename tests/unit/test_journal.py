@@ -279,16 +279,19 @@ def test_oldest_age_is_never_negative(journal: Journal, ticks: Ticks) -> None:
     assert journal.oldest_age_s() == 0.0
 
 
-def test_entries_lists_in_replay_order_with_limit_and_filter(journal: Journal, ticks: Ticks) -> None:
-    """entries(): seq order; limit 0 means all; conflicts_only filters."""
+def test_entries_lists_newest_first_with_limit_cursor_and_filter(journal: Journal,
+                                                                  ticks: Ticks) -> None:
+    """entries(): newest first (SPEC §0); limit 0 means all; before pages; conflicts_only filters."""
     seqs = []
     for n in range(4):
         seqs.append(append(journal, n, tenant="default" if n % 2 else "team-b"))
         ticks.now += 1
     journal.conflict(seqs[2], "conflict: boom")
-    assert [e.seq for e in journal.entries()] == seqs
-    assert [e.seq for e in journal.entries(limit=2)] == seqs[:2]
-    assert [e.seq for e in journal.entries(limit=0)] == seqs
+    newest_first = seqs[::-1]
+    assert [e.seq for e in journal.entries()] == newest_first
+    assert [e.seq for e in journal.entries(limit=2)] == newest_first[:2]
+    assert [e.seq for e in journal.entries(limit=2, before=newest_first[1])] == newest_first[2:]
+    assert [e.seq for e in journal.entries(limit=0)] == newest_first
     assert [e.seq for e in journal.entries(conflicts_only=True)] == [seqs[2]]
     assert journal.entries(conflicts_only=True, limit=1)[0].seq == seqs[2]
 
@@ -329,6 +332,89 @@ def test_an_op_id_is_stored_once(journal: Journal) -> None:
     with pytest.raises(sqlite3.IntegrityError):
         append(journal, 1)
     assert journal.pending() == 1
+
+
+def test_entries_are_stored_as_canonical_json(journal: Journal) -> None:
+    """Sorted keys, no spaces: the same op always reads back as the same text."""
+    journal.append(op_id="op-1", tenant="default", kind="agents.update",
+                   principal={"tenant": "default", "role": "admin", "token_id": None},
+                   args={"raw": {"b": [1, 2], "a": None}, "agent_id": "a1"})
+    raw = sqlite3.connect(journal.path)
+    try:
+        principal, args = raw.execute("SELECT principal, args FROM entries").fetchone()
+    finally:
+        raw.close()
+    assert args == '{"agent_id":"a1","raw":{"a":null,"b":[1,2]}}'
+    assert principal == '{"role":"admin","tenant":"default","token_id":null}'
+
+
+def test_journal_defaults(tmp_path: Path) -> None:
+    """SPEC §7: a cap of 100 000 entries by default; a listing shows 100 unless asked."""
+    opened = Journal(tmp_path / "d.db")
+    try:
+        assert opened.path == tmp_path / "d.db"
+        assert opened.max_entries == 100_000
+        for n in range(101):
+            append(opened, n)
+        assert len(opened.entries()) == 100
+        assert len(opened.entries(limit=0)) == 101
+    finally:
+        opened.close()
+
+
+def test_a_journal_serves_a_background_thread(journal: Journal) -> None:
+    """`arbiter serve` replays from a background thread on the journal the process opened."""
+    import threading
+
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            journal.applied(append(journal, 1))
+            append(journal, 2)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test thread below
+            failures.append(exc)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join(timeout=10)
+    assert failures == []
+    assert [e.op_id for e in journal.entries()] == ["op-2"]
+
+
+def test_journal_full_says_how_full_and_what_to_do(journal: Journal) -> None:
+    for n in range(5):
+        append(journal, n)
+    for refuse in (lambda: append(journal, 9), journal.check_room):
+        with pytest.raises(JournalFull) as caught:
+            refuse()
+        assert "journal full (5 entries" in caught.value.message
+        assert caught.value.message.endswith("run `arbiter journal replay`")
+
+
+def test_an_attempt_error_is_truncated_to_1000_characters(journal: Journal) -> None:
+    seq = append(journal, 1)
+    journal.attempted(seq, "y" * 1500)
+    (entry,) = journal.entries()
+    assert entry.error == "y" * 1000
+
+
+def test_oldest_age_is_rounded_to_milliseconds(journal: Journal, ticks: Ticks) -> None:
+    append(journal, 1)
+    ticks.now += 12.34567
+    assert journal.oldest_age_s() == 12.346
+
+
+def test_open_for_opens_the_journal_of_the_primary(tmp_path: Path) -> None:
+    """The journal status reads is the one degraded writes append to."""
+    url = "postgresql+psycopg2://u:pw@127.0.0.1:1/none"
+    settings = settings_for(tmp_path, url)
+    journal = open_for(settings)
+    assert journal is not None
+    try:
+        assert journal.path == resilience_dir(settings.paths.data_dir, url) / "journal.db"
+    finally:
+        journal.close()
 
 
 def test_store_key_ignores_the_password_and_tells_databases_apart() -> None:

@@ -10,6 +10,7 @@ over these loops, or a copy of the fleet per call, fails them.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -19,7 +20,12 @@ from arbiter_cli.bootstrap import App
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.soak.workload import QUERY, TASK, agent_spec
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="memray does not run on Windows")
+pytestmark = [
+    pytest.mark.skipif(sys.platform == "win32", reason="memray does not run on Windows"),
+    # Each marked test runs under a memray Tracker (native stacks for limit_leaks): seconds, not
+    # milliseconds, so they stay out of mutmut's per-mutant runs, which kill no mutant with them.
+    pytest.mark.skipif("MUTANT_UNDER_TEST" in os.environ, reason="not part of mutation runs"),
+]
 
 FLEET = 1000
 CALLS = 500

@@ -303,3 +303,24 @@ def test_the_soft_limit_warns_once_and_health_sees_warn(
     sample(102, "abort")
     events = [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()]
     assert events.count("soak.hard_limit") == 1 and run.stopped_by == "max-rss"
+
+
+def test_a_failing_sampler_stops_the_run_and_its_error_surfaces(tmp_path: Path) -> None:
+    from arbiter_cli.soak.sampler import Connections, Sampler
+    from arbiter_cli.soak.workload import Counters
+
+    calls: list[str] = []
+
+    def listener(_sample: object, status: str) -> None:
+        calls.append(status)
+        if len(calls) == 2:
+            raise OSError("disk full")
+
+    sampler = Sampler(Counters(), Connections(None), interval_s=0.01, soft_limit=2**40,
+                      hard_limit=2**41, listener=listener, csv_path=tmp_path / "samples.csv")
+    sampler.start()
+    assert sampler.stop.wait(10)  # the thread stopped the run
+    with pytest.raises(OSError, match="disk full"):
+        sampler.finish()
+    assert len(sampler.series) == 2
+    assert (tmp_path / "samples.csv").read_text().startswith("t_s,time,rss_bytes")
