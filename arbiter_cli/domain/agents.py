@@ -115,7 +115,7 @@ class Agent:
         }
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=2048)  # listings repeat timestamps; 65 536 entries read as a 15 MiB leak in soaks
 def rfc3339(moment: datetime) -> str:
     """UTC with milliseconds and ``Z`` (SPEC §0)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 import time
 from collections.abc import Iterator
@@ -15,9 +16,16 @@ from types import MappingProxyType
 
 import pytest
 
+from arbiter_cli.config import Settings
 from arbiter_cli.domain.routing import Decision
 from arbiter_cli.errors import StorageUnavailable
-from arbiter_cli.resilience.breaker import BreakerConfig, BreakerOpen, FileBreaker, rfc3339
+from arbiter_cli.resilience.breaker import (
+    BreakerConfig,
+    BreakerOpen,
+    FileBreaker,
+    breaker_for,
+    rfc3339,
+)
 from arbiter_cli.resilience.journal import Journal
 from arbiter_cli.resilience.records import decision_from, decision_record
 
@@ -65,7 +73,8 @@ def test_an_open_breaker_names_the_database_when_it_opened_and_when_to_retry(tmp
 
 def test_a_breaker_without_a_label_does_not_name_a_database(tmp_path: Path):
     clock = Ticker()
-    breaker = opened(tmp_path / "b.json", clock)
+    breaker = FileBreaker(tmp_path / "b.json", CONFIG, clock)
+    breaker.failure(breaker.allow())
     clock.now = T0 + 5
     assert refusal(breaker).message.startswith("database circuit breaker is open (opened ")
 
@@ -77,8 +86,9 @@ def test_during_a_probe_others_are_told_a_probe_is_in_flight(tmp_path: Path):
     breaker.allow()  # the probe permit
     clock.now = T0 + 11
     error = refusal(breaker)
-    assert "a probe is in flight" in error.message and " is open " not in error.message
-    assert error.message.endswith("not connecting; retry in 4.0s")
+    state, _, rest = error.message.partition(" (opened ")
+    assert state.endswith(" a probe is in flight") and " is open" not in state
+    assert rest == "2027-01-15T08:00:00.000Z): not connecting; retry in 4.0s"
 
 
 def test_a_state_without_an_opening_time_says_it_opened_earlier(tmp_path: Path):
@@ -89,6 +99,16 @@ def test_a_state_without_an_opening_time_says_it_opened_earlier(tmp_path: Path):
     error = refusal(FileBreaker(path, CONFIG, Ticker()))
     assert "(opened earlier)" in error.message
     assert error.details["breaker"] == {"opened_at": None}
+
+
+def test_the_breaker_of_a_url_names_it_without_password_and_uses_the_given_clock(
+    test_settings: Settings,
+):
+    clock = Ticker(T0 + 42)
+    breaker = breaker_for(test_settings, "postgresql+psycopg2://arb:pw@db.example/arbiter",
+                          clock)
+    assert breaker.label == "postgresql://arb@db.example/arbiter"
+    assert breaker.clock() == T0 + 42
 
 
 # ---------------------------------------------------------------------------- the state files
@@ -178,6 +198,44 @@ def test_the_journal_lists_entries_beyond_the_first_hundred_and_twenty_four(tmp_
         listed = journal.entries(limit=0)
         assert len(listed) == 130
         assert listed[0].op_id == "op-129"
+    finally:
+        journal.close()
+
+
+def register(journal: Journal, n: int, tenant: str, ids: object,
+             kind: str = "agents.register") -> int:
+    return journal.append(op_id=f"op-{n}", tenant=tenant, kind=kind,
+                          principal={"tenant": tenant, "role": "admin", "token_id": None},
+                          args={"raws": ids})
+
+
+def test_conflicting_registrations_name_the_agent_ids_later_ops_must_not_touch(tmp_path: Path):
+    """Only conflicted registrations of this tenant, earlier than the given seq, count; an
+    entry without documents, or one another version wrote differently, is passed over."""
+    journal = Journal(tmp_path / "journal.db", clock=Ticker())
+    with sqlite3.connect(tmp_path / "journal.db") as other:  # a corrupt entry comes first
+        other.execute("INSERT INTO entries (op_id, tenant, kind, principal, args, created_at, "
+                      "state) VALUES ('op-0', 'acme', 'agents.register', '{}', '[1, 2]', 0, "
+                      "'conflict')")
+    other.close()
+    try:
+        conflicted = [
+            journal.append(op_id="op-00", tenant="acme", kind="agents.register",
+                           principal={}, args={}),                       # no documents at all
+            register(journal, 1, "acme", [{"id": "a1"}, {"id": "a2"}, {"no": "id"}, "a9"]),
+            register(journal, 2, "other", [{"id": "b1"}]),                # another tenant
+            register(journal, 3, "acme", [{"id": "u1"}], "agents.update"),  # not a register
+            register(journal, 4, "acme", "not a list of documents"),
+        ]
+        register(journal, 5, "acme", [{"id": "p1"}])                      # pending, no conflict
+        before = register(journal, 6, "acme", [{"id": "x1"}])
+        late = register(journal, 7, "acme", [{"id": "l1"}])                # after before_seq
+        for seq in [*conflicted, before, late]:
+            journal.conflict(seq, "exists")
+        assert journal.conflicting_agent_ids("acme", before) == {"a1", "a2"}
+        assert journal.conflicting_agent_ids("acme", late + 1) == {"a1", "a2", "x1", "l1"}
+        assert journal.conflicting_agent_ids("other", late + 1) == {"b1"}
+        assert journal.conflicting_agent_ids("nobody", late + 1) == set()
     finally:
         journal.close()
 
