@@ -212,7 +212,7 @@ class FileBreaker:
             self._store(current, transition(current))
 
     def _refused(self, refusal: Refusal) -> BreakerOpen:
-        what = "a probe is in flight" if refusal.state.state == "half_open" else "open"
+        what = "half-open: a probe is in flight" if refusal.state.state == "half_open" else "open"
         where = f" for {self.label}" if self.label else ""
         opened = refusal.state.opened_at_rfc3339()
         return BreakerOpen(
