@@ -11,10 +11,8 @@ replay; the rest waits for the next one.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import inspect
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from arbiter_cli.errors import ArbiterError, Conflict, InvalidInput, StorageUnavailable
@@ -27,6 +25,7 @@ from arbiter_cli.resilience.records import (
     principal_from,
     task_result_from,
 )
+from arbiter_cli.resilience.snapshot import file_lock
 
 if TYPE_CHECKING:
     from arbiter_cli.bootstrap import App
@@ -35,21 +34,6 @@ if TYPE_CHECKING:
 
 APPLIED = "applied"
 CONFLICT = "conflict"
-
-
-@contextmanager
-def _replay_lock(res: Resilience, blocking: bool) -> Iterator[bool]:
-    res.directory.mkdir(parents=True, exist_ok=True)
-    with open(res.directory / "replay.lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def replay(res: Resilience, *, budget_s: float | None, blocking: bool = False,
@@ -61,7 +45,7 @@ def replay(res: Resilience, *, budget_s: float | None, blocking: bool = False,
     command's own deadline, when a command replays before its work).
     """
     report: dict[str, Any] = {"applied": 0, "conflicts": 0, "remaining": 0, "stopped": None}
-    with _replay_lock(res, blocking) as locked:
+    with file_lock(res.directory / "replay.lock", blocking=blocking) as locked:
         if not locked:
             report["stopped"] = "another process is replaying"
             report["remaining"] = res.journal.pending()

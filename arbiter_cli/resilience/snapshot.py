@@ -72,24 +72,10 @@ class LocalStore:
             return None
         return round(max(0.0, (time.time() if now is None else now) - float(refreshed)), 3)
 
-    @contextmanager
-    def _lock(self, blocking: bool) -> Iterator[bool]:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / "snapshot.lock", "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
     def refresh(self, primary: Engine, *, interval_s: float, force: bool = False,
                 blocking: bool = False) -> bool:
         """Bring the snapshot up to date if it is older than ``interval_s``; True if it ran."""
-        with self._lock(blocking) as locked:
+        with file_lock(self.directory / "snapshot.lock", blocking=blocking) as locked:
             if not locked:
                 return False  # another process is refreshing right now
             meta = self.meta()
@@ -213,6 +199,26 @@ def _prune(generations: Path, *, keep: str, now: float) -> None:
                 Path(str(old) + suffix).unlink(missing_ok=True)
         except OSError:
             continue
+
+
+@contextmanager
+def file_lock(path: Path, *, blocking: bool) -> Iterator[bool]:
+    """An exclusive ``flock`` on ``path``; yields False at once if busy and not ``blocking``.
+
+    The kernel releases it when the holder dies, so a SIGKILLed replay or refresh never
+    leaves a stale lock behind.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
