@@ -99,12 +99,19 @@ def mutate(
             log_reason=adapter.log_reason, on_progress=on_progress,
         )
     render.emit(state, report.to_dict(), lambda console: _human(console, report, show_survivors))
-    sys.stderr.write(f"info: wrote {report.report_path}\n")
+    announce("mutate.wrote", path=str(report.report_path))
     if not report.passed:
         raise CheckFailed(
             f"mutation score {render.percent(report.score)} is under the threshold "
             f"{render.percent(report.threshold)}",
             details={"score": round(report.score, 4), "threshold": report.threshold})
+
+
+def announce(event: str, **values: object) -> None:
+    """Progress as log events (JSON off a terminal), shown at every --log-level."""
+    from arbiter_cli.observability.logging import announce as log_announce
+
+    log_announce(event, **values)
 
 
 def _checkout() -> Path:
@@ -138,8 +145,7 @@ class _Progress:
         now = time.monotonic()
         if now - self.last_line >= LOG_EVERY_S:
             self.last_line = now
-            sys.stderr.write(f"info: mutate: {message} ({now - self.started:.0f} s)\n")
-            sys.stderr.flush()
+            announce("mutate.progress", status=message, elapsed_s=round(now - self.started))
 
 
 def _human(console: Console, report: MutationReport, show_survivors: bool) -> None:

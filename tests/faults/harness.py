@@ -146,6 +146,16 @@ class Driver:
 FLEET = [f"fleet-{i}" for i in range(4)]
 
 
+def replay_until_empty(arbiter: Arbiter, within_s: float = 90.0) -> Run:
+    """``journal replay`` until it exits 0: the breaker lets one probe through per timeout."""
+    deadline = time.monotonic() + within_s
+    while True:
+        run = arbiter("--json", "journal", "replay", timeout=within_s)
+        if run.exit == 0 or time.monotonic() > deadline:
+            return run
+        time.sleep(1.0)
+
+
 def register_fleet(arbiter: Arbiter, task_type: str = "code-review", capacity: int = 1000) -> None:
     """Agents the routes of a test go to (registered while the database is up)."""
     lines = [json.dumps({"id": agent, "name": agent, "model_family": "fault-test",

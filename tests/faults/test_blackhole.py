@@ -24,7 +24,7 @@ import pytest
 
 from tests.faults.cluster import PgCluster
 from tests.faults.conftest import arbiter_env
-from tests.faults.harness import Arbiter, Driver, Run, initialize
+from tests.faults.harness import Arbiter, Driver, Run, initialize, replay_until_empty
 from tests.faults.proxy import FaultProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -158,22 +158,12 @@ def test_acknowledged_blackhole_writes_reach_the_database_after_healing(
         driver.close()
     assert acknowledged, "no write was journaled under the blackhole"
     proxy.set_mode("pass")
-    drained = replay_until_empty(healed(env))
+    drained = replay_until_empty(healed(env), within_s=60.0)
     assert drained.exit == 0, drained
     name = env["ARBITER_DATABASE__URL"].rsplit("/", 1)[1]
     present = set(pg_cluster.psql("SELECT id FROM agents WHERE id LIKE 'bh-%'",
                                   dbname=name).split())
     assert set(acknowledged) <= present, f"lost: {sorted(set(acknowledged) - present)}"
-
-
-def replay_until_empty(arbiter: Arbiter, within_s: float = 60.0) -> Run:
-    """``journal replay`` until it exits 0 (the breaker may still be open for a while)."""
-    deadline = time.monotonic() + within_s
-    while True:
-        run = arbiter("--json", "journal", "replay", timeout=within_s)
-        if run.exit == 0 or time.monotonic() > deadline:
-            return run
-        time.sleep(1.0)
 
 
 @pytest.mark.parametrize("latency_ms", [150])

@@ -25,7 +25,7 @@ import pytest
 
 from tests.faults.cluster import PgCluster
 from tests.faults.conftest import arbiter_env
-from tests.faults.harness import Arbiter, Run, initialize
+from tests.faults.harness import Arbiter, initialize, replay_until_empty
 from tests.faults.proxy import FaultProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -188,16 +188,6 @@ def test_outage_writes_journal_fast_and_touch_nothing_then_drain(
     assert cli_write.meta().get("durability") == "journaled", cli_write
     assert cli_read.meta().get("stale") is True, cli_read
     assert isinstance(cli_read.meta().get("stale_age_s"), int | float), cli_read
-
-
-def replay_until_empty(arbiter: Arbiter, within_s: float = 90.0) -> Run:
-    """``journal replay`` until it exits 0; the breaker lets one probe through per timeout."""
-    deadline = time.monotonic() + within_s
-    while True:
-        run = arbiter("--json", "journal", "replay", timeout=within_s)
-        if run.exit == 0 or time.monotonic() > deadline:
-            return run
-        time.sleep(1.0)
 
 
 def test_without_a_snapshot_an_outage_write_exits_10(
