@@ -212,12 +212,25 @@ def root(
 
         raise BadParameter("must be 1 to 200 printable characters",
                            param_hint="--correlation-id")
+    _check_paths(profile, metrics_file)
     ctx.obj = State(
         json=json_out, token=token, config_file=config, env=env, profile=profile,
         log_level=log_level, log_format=log_format,
         correlation_id=correlation_id or uuid7(),
         metrics_file=metrics_file, verbose=verbose,
     )
+
+
+def _check_paths(profile: str | None, metrics_file: Path | None) -> None:
+    """Usage errors (exit 2) of the root options that name files, before anything runs."""
+    from typer._click.exceptions import BadParameter
+
+    if profile is not None:
+        from arbiter_cli.adapters.credentials import PROFILE_RE
+
+        if not PROFILE_RE.fullmatch(profile):
+            raise BadParameter("must be 1 to 64 letters, digits, '.', '_' or '-'",
+                               param_hint="--profile")
 
 
 def _printable(value: str, limit: int) -> bool:

@@ -57,12 +57,12 @@ def login(
 
     Example: arbiter login --token arb_abcd1234efgh_... --profile ci
     """
-    from arbiter_cli.adapters.credentials import save_token
+    from arbiter_cli.adapters.credentials import check_profile, save_token
 
     state = state_of(ctx)
-    principal = state.app().security.login(token)
-    name = profile or state.profile or state.settings.profile
+    name = check_profile(profile) if profile is not None else state.profile_name()
     path = state.settings.paths.credentials_file
+    principal = state.app().security.login(token)
     replaced = save_token(path, name, token, force=force)
     state.tenant = principal.tenant
     render.emit(state, {"profile": name, "credentials_file": str(path), "tenant":

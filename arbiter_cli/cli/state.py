@@ -109,7 +109,13 @@ class State:
             return self.token
         if settings.token:
             return settings.token
-        return load_token(settings.paths.credentials_file, self.profile or settings.profile)
+        return load_token(settings.paths.credentials_file, self.profile_name())
+
+    def profile_name(self) -> str:
+        """--profile, then ARBITER_PROFILE, then ``default``; exit 2 if it is not a valid name."""
+        from arbiter_cli.adapters.credentials import check_profile
+
+        return check_profile(self.profile if self.profile is not None else self.settings.profile)
 
     def gauge(self, name: str, help: str, value: float, **labels: str) -> None:
         """Add a figure to this run's ``--metrics-file`` (written when the command ends)."""

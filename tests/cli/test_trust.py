@@ -1,0 +1,107 @@
+"""SPEC §4.1 on SQLite and PostgreSQL: no switch-off from the client, explicit empty tokens,
+admins that cannot be lost, and positive token lifetimes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.dbstate import dump
+from tests.helpers import CliResult, cli, fresh_postgres_database
+
+
+@dataclass
+class Store:
+    url: str
+    admin: str
+    credentials: Path
+    config_dir: Path
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, clean_env: dict[str, str],
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """``arbiter init`` on a SQLite file or a fresh PostgreSQL database."""
+    config = Path(clean_env["ARBITER_CONFIG_DIR"])
+
+    def ready(url: str) -> Store:
+        init = cli("--json", "init")
+        assert init.exit_code == 0, init
+        return Store(url, init.json()["admin_token"], config / "credentials.toml", config)
+
+    if request.param == "sqlite":
+        yield ready(f"sqlite:///{Path(clean_env['ARBITER_DATA_DIR']) / 'arbiter.db'}")
+    else:
+        with fresh_postgres_database("trust") as url:
+            monkeypatch.setenv("ARBITER_DATABASE__URL", url)
+            yield ready(url)
+
+
+def ok(result: CliResult) -> dict[str, Any]:
+    assert result.exit_code == 0, result
+    return result.json()
+
+
+def tokens(store: Store) -> list[dict[str, Any]]:
+    return ok(cli("--json", "--token", store.admin, "tokens", "list", "--limit", "0"))["items"]
+
+
+def one_line(result: CliResult, code: int) -> str:
+    assert result.exit_code == code, result
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result
+    return result.stderr
+
+
+# ---------------------------------------------------------------------------- H4
+
+
+def test_security_cannot_be_switched_off_from_the_environment(store: Store):
+    """The attack of H4: a permanent admin token with no token at all."""
+    before = dump(store.url)
+    result = cli("tokens", "create", "--role", "admin", "--name", "backdoor",
+                 env={"ARBITER_SECURITY__ENABLED": "false"})
+    assert "holds tokens" in one_line(result, 3) and "environment" in result.stderr
+    assert dump(store.url) == before
+    as_json = cli("--json", "agents", "list", env={"ARBITER_SECURITY__ENABLED": "false"})
+    assert as_json.exit_code == 3 and as_json.error()["code"] == "config_invalid"
+
+
+@pytest.mark.parametrize("layer", ["settings.toml", "--config"])
+def test_security_cannot_be_switched_off_from_any_file_either(store: Store, layer: str,
+                                                              tmp_path: Path):
+    body = "[default.security]\nenabled = false\n"
+    if layer == "settings.toml":
+        (store.config_dir / "settings.toml").write_text(body)
+        args: list[str] = []
+    else:
+        (tmp_path / "off.toml").write_text(body)
+        args = ["--config", str(tmp_path / "off.toml")]
+    before = dump(store.url)
+    for command in (["whoami"], ["agents", "register", "--id", "x", "--name", "X",
+                                 "--model-family", "m", "--task-type", "code-editing"]):
+        one_line(cli(*args, *command), 3)
+    assert dump(store.url) == before
+
+
+# ---------------------------------------------------------------------------- M5
+
+
+@pytest.mark.parametrize("how", ["root", "after", "environment"])
+def test_an_explicitly_empty_token_is_exit_6_never_the_profile(store: Store, how: str):
+    args = {"root": ["--token", "", "--json", "whoami"],
+            "after": ["--json", "whoami", "--token", ""],
+            "environment": ["--json", "whoami"]}[how]
+    env = {"ARBITER_TOKEN": ""} if how == "environment" else None
+    assert ok(cli("--json", "whoami"))["role"] == "admin"  # the profile would answer
+    result = cli(*args, env=env)
+    assert result.exit_code == 6, result
+    assert result.error()["code"] == "unauthenticated" and "empty" in result.error()["message"]
+    denied = [e for e in ok(cli("--json", "audit", "list", "--action", "auth.denied"))["items"]
+              if e["details"].get("reason") == "empty token"]
+    assert denied, "the refused call is audited"
+
+
