@@ -231,6 +231,12 @@ def _check_paths(profile: str | None, metrics_file: Path | None) -> None:
         if not PROFILE_RE.fullmatch(profile):
             raise BadParameter("must be 1 to 64 letters, digits, '.', '_' or '-'",
                                param_hint="--profile")
+    if metrics_file is not None:
+        from arbiter_cli.adapters.metrics import metrics_file_problem
+
+        problem = metrics_file_problem(metrics_file)
+        if problem:
+            raise BadParameter(problem, param_hint="--metrics-file")
 
 
 def _printable(value: str, limit: int) -> bool:

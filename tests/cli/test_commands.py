@@ -227,6 +227,7 @@ def test_metrics_file_is_written_for_node_exporter(initialized, tmp_path: Path):
     from prometheus_client.parser import text_string_to_metric_families
 
     path = tmp_path / "metrics" / "arbiter.prom"
+    path.parent.mkdir()  # arbiter never creates it: tests/cli/test_files.py
     assert cli("--metrics-file", str(path), "agents", "list").exit_code == 0
     samples = {(s.name, s.labels.get("command"), s.labels.get("result")): s.value
                for family in text_string_to_metric_families(path.read_text())

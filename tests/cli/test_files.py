@@ -3,6 +3,8 @@ checked, and ``--metrics-file`` never growing folders or replacing someone else'
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import stat
 import tomllib
 from pathlib import Path
@@ -86,6 +88,45 @@ def test_saving_keeps_the_rest_of_the_file(tmp_path: Path):
         "odd name": {"token": "arb_b"}}
 
 
+# ---------------------------------------------------------------------------- L6: modes
+
+
+def test_init_creates_private_folders_database_and_credentials(admin: str,
+                                                               clean_env: dict[str, str]):
+    old = os.umask(0o022)
+    try:
+        data, config = Path(clean_env["ARBITER_DATA_DIR"]), Path(clean_env["ARBITER_CONFIG_DIR"])
+        assert mode(data) == 0o700
+        assert mode(data / "arbiter.db") == 0o600
+        assert mode(credentials(clean_env)) == 0o600
+        assert mode(config) == 0o755, "an existing folder keeps its mode"
+        connection = sqlite3.connect(data / "arbiter.db")  # a writer: -wal and -shm appear
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA wal_autocheckpoint=0")
+        connection.execute("UPDATE tenants SET name = name")
+        connection.commit()
+        try:
+            for sidecar in ("arbiter.db-wal", "arbiter.db-shm"):
+                assert mode(data / sidecar) == 0o600, sidecar
+        finally:
+            connection.close()
+    finally:
+        os.umask(old)
+
+
+def test_missing_folders_are_created_0700_each(clean_env: dict[str, str], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch):
+    database = tmp_path / "a" / "b" / "store.db"
+    assert cli("db", "upgrade", "--database-url", f"sqlite:///{database}").exit_code == 0
+    assert [mode(p) for p in (tmp_path / "a", tmp_path / "a" / "b")] == [0o700, 0o700]
+    assert mode(database) == 0o600
+    config = Path(clean_env["XDG_CONFIG_HOME"]) / "arbiter"
+    monkeypatch.delenv("ARBITER_CONFIG_DIR")  # the XDG default: arbiter creates the folder
+    assert cli("init").exit_code == 0
+    assert mode(config.parent) == 0o700 and mode(config) == 0o700
+    assert mode(config / "credentials.toml") == 0o600
+
+
 @pytest.mark.parametrize("loose", [0o644, 0o640, 0o604, 0o660, 0o666, 0o620], ids=oct)
 def test_a_credentials_file_others_may_access_is_refused_with_the_fix(
         admin: str, clean_env: dict[str, str], loose: int):
@@ -99,3 +140,28 @@ def test_a_credentials_file_others_may_access_is_refused_with_the_fix(
         assert admin not in result.stderr
     path.chmod(0o400)  # stricter than 0600 is fine
     assert cli("whoami").exit_code == 0
+
+
+# ---------------------------------------------------------------------------- --metrics-file
+
+
+def test_metrics_file_never_creates_folders(admin: str, tmp_path: Path):
+    path = tmp_path / "missing" / "deeper" / "arbiter.prom"
+    result = cli("--metrics-file", str(path), "whoami")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result
+    assert "does not exist" in result.stderr
+    assert not (tmp_path / "missing").exists()
+
+
+def test_metrics_file_never_replaces_a_file_arbiter_did_not_write(admin: str, tmp_path: Path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    result = cli("--metrics-file", str(notes), "whoami")
+    assert result.exit_code == 2 and "not a metrics file arbiter wrote" in result.stderr
+    assert notes.read_text() == "mine\n"
+    assert cli("--metrics-file", str(tmp_path), "whoami").exit_code == 2
+    ours = tmp_path / "arbiter.prom"
+    ours.touch()  # an empty file (pre-created by an operator) is fine, and so is our own
+    for _ in range(2):
+        assert cli("--metrics-file", str(ours), "whoami").exit_code == 0
+        assert "arbiter_commands_total" in ours.read_text()
