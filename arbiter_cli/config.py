@@ -305,8 +305,9 @@ def load_settings(
         raise ConfigInvalid("invalid configuration: " + "; ".join(problems), problems=problems)
     values = {k.name: flat[k.name] for k in KEYS}
     return Settings(values=values, sources=sources, env=env_name, paths=paths, files=tuple(files),
-                    # Set but empty stays "": an empty profile name is refused (SPEC §4.1).
-                    token=environ.get("ARBITER_TOKEN") or None,
+                    # Set but empty stays "": an explicitly empty token never falls back to a
+                    # profile, and an empty profile name is refused (SPEC §4.1).
+                    token=environ.get("ARBITER_TOKEN"),
                     profile=environ.get("ARBITER_PROFILE", "default"))
 
 

@@ -107,7 +107,8 @@ def command(group: typer.Typer, name: str | None = None, **options: Any) -> Call
             ctx: typer.Context = kwargs["ctx"]
             state = state_of(ctx)
             state.json = state.json or bool(kwargs.get("json_out"))
-            state.token = kwargs.get("token") or state.token
+            if kwargs.get("token") is not None:  # "" too: an empty token is an answer (6)
+                state.token = kwargs["token"]
             state.command = ctx.command_path.partition(" ")[2] or ctx.command_path
             with boundary(state), observed(state):
                 _gate(state)

@@ -101,13 +101,17 @@ class State:
         bind_tenant(self)
 
     def resolve_token(self) -> str | None:
-        """--token, then ARBITER_TOKEN, then the credentials file's profile."""
+        """--token, then ARBITER_TOKEN, then the credentials file's profile.
+
+        An explicitly empty ``--token ""`` or ``ARBITER_TOKEN=`` is returned as ``""`` (exit 6
+        at admission), never a fall-back to a profile's token (SPEC §4.1).
+        """
         from arbiter_cli.adapters.credentials import load_token
 
         settings = self.settings
-        if self.token:
+        if self.token is not None:
             return self.token
-        if settings.token:
+        if settings.token is not None:
             return settings.token
         return load_token(settings.paths.credentials_file, self.profile_name())
 

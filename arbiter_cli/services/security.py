@@ -72,10 +72,14 @@ class SecurityService:
         """Authenticate (6), authorize (6), then rate-limit (7); every refusal is audited."""
         nobody = Principal(tenant=DEFAULT_TENANT, role="none")
         if not token:
+            empty = token == ""  # given explicitly, but empty: never a fall-back (SPEC §4.1)
             self._audit.deny(self._uow, nobody, "auth.denied", None,
-                             {"reason": "missing token", "command": command})
-            raise Unauthenticated("no token: pass --token, set ARBITER_TOKEN, or run "
-                                  "`arbiter login`")
+                             {"reason": "empty token" if empty else "missing token",
+                              "command": command})
+            raise Unauthenticated(
+                "empty token: --token or ARBITER_TOKEN is set but empty (no profile is used "
+                "instead)" if empty else
+                "no token: pass --token, set ARBITER_TOKEN, or run `arbiter login`")
         try:
             token_id, secret = parse_token(token)
         except Unauthenticated:

@@ -291,7 +291,7 @@ UNKNOWN_ID = "zzzzzzzzzzzz"
 DENIALS: dict[str, tuple[Callable[..., str | None], str, str]] = {
     # case: (token maker, tenant audited, reason)
     "missing": (lambda s, c, a: None, "default", "missing token"),
-    "empty": (lambda s, c, a: "", "default", "missing token"),
+    "empty": (lambda s, c, a: "", "default", "empty token"),
     "malformed": (lambda s, c, a: "arb_short_secret", "default", "malformed token"),
     "unknown id": (lambda s, c, a: format_token(UNKNOWN_ID, "s" * 43), "default",
                    "invalid token"),
