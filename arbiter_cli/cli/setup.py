@@ -61,7 +61,9 @@ def init(
         engine.dispose()
     app = build(state.settings, url=database_url, telemetry=state.telemetry)
     state.on_close(app.close)
-    issued = app.security.bootstrap(result.tenant)
+    # security.enabled = false keeps a throwaway database without tokens (SPEC §4.1)
+    issued = (app.security.bootstrap(result.tenant)
+              if state.settings["security.enabled"] else None)
     if issued is not None:
         path = state.settings.paths.credentials_file
         if save_token(path, "default", issued.token, force=True):

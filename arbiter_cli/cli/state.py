@@ -92,6 +92,7 @@ class State:
         settings = self.settings
         app = self.app()
         if not settings["security.enabled"]:
+            self._refuse_switch_off(app)
             log.get_logger().warning("security.enabled = false: every command acts as admin "
                                      "of tenant 'default'")
             self._principal = Principal.local_admin()
@@ -99,6 +100,20 @@ class State:
             self._principal = app.security.admit(self.resolve_token(), self.command)
         self.tenant = self._principal.tenant
         bind_tenant(self)
+
+    def _refuse_switch_off(self, app: App) -> None:
+        """``security.enabled = false`` only on a database without tokens (SPEC §4.1).
+
+        Whatever layer set it (a file, the environment, ``--config``), a client cannot switch
+        off the security of a database that has tokens: exit 3.
+        """
+        from arbiter_cli.errors import ConfigInvalid
+
+        if app.security.holds_tokens():
+            source = self.settings.sources.get("security.enabled", "?")
+            raise ConfigInvalid(f"security.enabled = false (from {source}) is refused: this "
+                                "database holds tokens, and switching security off is for "
+                                "throwaway databases only")
 
     def resolve_token(self) -> str | None:
         """--token, then ARBITER_TOKEN, then the credentials file's profile.

@@ -216,6 +216,11 @@ class SecurityService:
         with self._uow() as uow:
             return uow.tenants.list()
 
+    def holds_tokens(self) -> bool:
+        """True when any tenant has a token, revoked or not (security may not be switched off)."""
+        with self._uow() as uow:
+            return uow.tokens.count() > 0
+
     def bootstrap(self, tenant: str = DEFAULT_TENANT) -> IssuedToken | None:
         """The first admin token of an empty database (``arbiter init``); None afterwards."""
         with self._uow() as uow:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.dbstate import dump
 from tests.helpers import CliResult, cli, fresh_postgres_database
 
 
@@ -53,6 +54,37 @@ def one_line(result: CliResult, code: int) -> str:
     assert result.exit_code == code, result
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result
     return result.stderr
+
+
+# ---------------------------------------------------------------------------- H4
+
+
+def test_security_cannot_be_switched_off_from_the_environment(store: Store):
+    """The attack of H4: a permanent admin token with no token at all."""
+    before = dump(store.url)
+    result = cli("tokens", "create", "--role", "admin", "--name", "backdoor",
+                 env={"ARBITER_SECURITY__ENABLED": "false"})
+    assert "holds tokens" in one_line(result, 3) and "environment" in result.stderr
+    assert dump(store.url) == before
+    as_json = cli("--json", "agents", "list", env={"ARBITER_SECURITY__ENABLED": "false"})
+    assert as_json.exit_code == 3 and as_json.error()["code"] == "config_invalid"
+
+
+@pytest.mark.parametrize("layer", ["settings.toml", "--config"])
+def test_security_cannot_be_switched_off_from_any_file_either(store: Store, layer: str,
+                                                              tmp_path: Path):
+    body = "[default.security]\nenabled = false\n"
+    if layer == "settings.toml":
+        (store.config_dir / "settings.toml").write_text(body)
+        args: list[str] = []
+    else:
+        (tmp_path / "off.toml").write_text(body)
+        args = ["--config", str(tmp_path / "off.toml")]
+    before = dump(store.url)
+    for command in (["whoami"], ["agents", "register", "--id", "x", "--name", "X",
+                                 "--model-family", "m", "--task-type", "code-editing"]):
+        one_line(cli(*args, *command), 3)
+    assert dump(store.url) == before
 
 
 # ---------------------------------------------------------------------------- M5
