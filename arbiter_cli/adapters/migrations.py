@@ -7,15 +7,22 @@ runs inside one transaction on a connection we open, so PostgreSQL's advisory lo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
 from arbiter_cli.adapters.sql.schema_version import HEAD
 from arbiter_cli.errors import InvalidInput, SchemaOutdated
+
+#: PostgreSQL advisory-lock key shared by every arbiter process: migrations (``env.py``) and
+#: ``init``'s bootstrap of the first admin token (:func:`setup_lock`) take it.
+MIGRATION_LOCK_KEY = 0x61726269746572  # "arbiter"
 
 
 def _config(connection: Connection | None, stdout: TextIO) -> Any:
@@ -65,6 +72,31 @@ def downgrade(engine: Engine, revision: str, stdout: TextIO) -> tuple[str | None
     before = current(engine)
     _run(engine, lambda cfg: command.downgrade(cfg, revision), stdout)
     return before, current(engine)
+
+
+@contextmanager
+def setup_lock(engine: Engine) -> Iterator[None]:
+    """Hold the migration lock while ``init`` bootstraps (SPEC §4.1), on a side connection.
+
+    On PostgreSQL two ``init`` runs would otherwise both count zero tokens and both issue a
+    bootstrap token. On SQLite the bootstrap's own ``BEGIN IMMEDIATE`` serialises it already.
+    Do not migrate inside this block: the migration takes the same lock on another connection.
+    """
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    try:
+        conn = engine.connect()
+    except DBAPIError as exc:
+        raise unavailable(engine, exc) from None
+    try:
+        with conn.begin():  # the transaction-scoped lock is released when this block ends
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            yield
+    except DBAPIError as exc:
+        raise unavailable(engine, exc) from None
+    finally:
+        conn.close()
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -52,6 +53,12 @@ class IssuedToken:
         return {"id": data["id"], "token": self.token, "role": data["role"],
                 "tenant": data["tenant"], "expires_at": data["expires_at"],
                 "name": data["name"], "rate": data["rate"], "burst": data["burst"]}
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    created: bool  # the tenant is new
+    issued: IssuedToken | None  # the first admin token of the database, if this call made it
 
 
 def new_token_id() -> str:
@@ -135,6 +142,16 @@ class SecurityService:
             rate = v.finite(rate, "rate", low=0.001)
         if burst is not None:
             burst = v.integer(burst, "burst", low=1, high=10_000_000)
+        with self._uow(write=True) as uow:
+            issued = self._mint(uow, principal, role=role, name=name, expires_in_s=expires_in_s,
+                                rate=rate, burst=burst)
+            uow.commit()
+        return issued
+
+    def _mint(self, uow: Any, principal: Principal, *, role: str, name: str,
+              expires_in_s: float | None, rate: float | None = None, burst: int | None = None
+              ) -> IssuedToken:
+        """Add a token (and its audit event) in the caller's unit of work; not committed."""
         now = self._clock()
         secret = secrets.token_urlsafe(32)
         record = TokenRecord(
@@ -142,12 +159,10 @@ class SecurityService:
             secret_hash=hash_secret(secret), created_at=now,
             expires_at=None if expires_in_s is None else now + timedelta(seconds=expires_in_s),
             rate=rate, burst=burst)
-        with self._uow(write=True) as uow:
-            uow.tokens.add(record)
-            self._audit.record(uow, principal, "token.create", record.id,
-                               {"role": role, "name": name, "expires_at":
-                                record.to_dict()["expires_at"], "rate": rate, "burst": burst})
-            uow.commit()
+        uow.tokens.add(record)
+        self._audit.record(uow, principal, "token.create", record.id,
+                           {"role": role, "name": name, "expires_at":
+                            record.to_dict()["expires_at"], "rate": rate, "burst": burst})
         return IssuedToken(record, format_token(record.id, secret))
 
     def tokens(self, principal: Principal, *, cursor: str | None = None, limit: int = 100
@@ -221,13 +236,27 @@ class SecurityService:
         with self._uow() as uow:
             return uow.tokens.count() > 0
 
-    def bootstrap(self, tenant: str = DEFAULT_TENANT) -> IssuedToken | None:
-        """The first admin token of an empty database (``arbiter init``); None afterwards."""
-        with self._uow() as uow:
-            if uow.tokens.count() > 0:
-                return None
-        admin = Principal(tenant=tenant, role=ADMIN, token_id=None)
-        return self.issue(admin, role=ADMIN, name="bootstrap admin", expires_in_s=None)
+    def bootstrap(self, tenant: str = DEFAULT_TENANT, *, issue: bool = True,
+                  before_issue: Callable[[], None] | None = None) -> Bootstrap:
+        """``arbiter init``: create ``tenant`` and, on a database without any token, its first
+        admin token, in one write transaction.
+
+        ``before_issue`` runs inside it just before the token is made (e.g. to check where
+        the token will be saved); raising there commits nothing. Counting and adding in one
+        transaction is atomic on SQLite (``BEGIN IMMEDIATE``); on PostgreSQL the caller holds
+        the migration lock around this call, so concurrent inits issue exactly one token.
+        """
+        with self._uow(write=True) as uow:
+            created = uow.tenants.add(tenant, self._clock())
+            issued = None
+            if issue and uow.tokens.count() == 0:
+                if before_issue is not None:
+                    before_issue()
+                admin = Principal(tenant=tenant, role=ADMIN, token_id=None)
+                issued = self._mint(uow, admin, role=ADMIN, name="bootstrap admin",
+                                    expires_in_s=None)
+            uow.commit()
+        return Bootstrap(created=created, issued=issued)
 
     # ------------------------------------------------------------------ audit
 

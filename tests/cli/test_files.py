@@ -142,6 +142,15 @@ def test_a_credentials_file_others_may_access_is_refused_with_the_fix(
     assert cli("whoami").exit_code == 0
 
 
+def test_init_refuses_to_write_into_a_loose_credentials_file(clean_env: dict[str, str]):
+    path = credentials(clean_env)
+    path.write_text("")
+    path.chmod(0o666)
+    result = cli("init")
+    assert result.exit_code == 3 and "chmod 600" in result.stderr
+    assert not (Path(clean_env["ARBITER_DATA_DIR"]) / "arbiter.db").exists()
+
+
 # ---------------------------------------------------------------------------- --metrics-file
 
 

@@ -105,3 +105,28 @@ def test_an_explicitly_empty_token_is_exit_6_never_the_profile(store: Store, how
     assert denied, "the refused call is audited"
 
 
+# ---------------------------------------------------------------------------- M4
+
+
+def test_init_never_replaces_a_profile_that_points_elsewhere(store: Store, tmp_path: Path):
+    """A second database: its first admin token is refused the taken profile, never lost."""
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    before = store.credentials.read_bytes()
+    refused = cli("init", "--database-url", other)
+    assert "--profile NAME" in one_line(refused, 5)
+    assert store.credentials.read_bytes() == before
+    assert dump(other)["tokens"] == [] and dump(other)["tenants"] == []
+    saved = ok(cli("--json", "--profile", "other", "init", "--database-url", other))
+    assert saved["profile"] == "other" and saved["admin_token"].startswith("arb_")
+    assert ok(cli("--json", "whoami"))["token_id"] == store.admin.split("_")[1]
+    again = ok(cli("--json", "init"))  # idempotent: the taken profile is no obstacle
+    assert again["admin_token"] is None
+
+
+def test_init_force_replaces_the_profile(store: Store, tmp_path: Path):
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    replaced = ok(cli("--json", "init", "--database-url", other, "--force"))
+    assert replaced["profile"] == "default"
+    assert replaced["admin_token"] in store.credentials.read_text()
+
+
