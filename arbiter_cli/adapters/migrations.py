@@ -7,12 +7,13 @@ runs inside one transaction on a connection we open, so PostgreSQL's advisory lo
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from sqlalchemy import text
+from sqlalchemy import func, inspect, select, table, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -97,6 +98,85 @@ def setup_lock(engine: Engine) -> Iterator[None]:
         raise unavailable(engine, exc) from None
     finally:
         conn.close()
+
+
+@dataclass(frozen=True)
+class DowngradePlan:
+    """What ``db downgrade REV`` would undo and drop, measured by a rolled-back dry run."""
+
+    before: str | None
+    after: str | None
+    revisions: list[str] = field(default_factory=list)  # undone, newest first
+    tables: dict[str, int] = field(default_factory=dict)  # dropped table → rows it holds
+    columns: list[str] = field(default_factory=list)  # dropped ``table.column``
+
+    @property
+    def empty(self) -> bool:
+        return not self.revisions
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"revisions": self.revisions, "tables": self.tables, "columns": self.columns}
+
+
+def plan_downgrade(engine: Engine, revision: str) -> DowngradePlan:
+    """Run the downgrade in a transaction, look at what it removed, and roll it back.
+
+    Both backends have transactional DDL, so the plan is exact and nothing changes.
+    """
+    from alembic import command
+    from alembic.util.exc import CommandError
+
+    before = current(engine)
+    try:
+        with engine.connect() as conn:
+            conn = conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin() as tx:
+                shape = _shape(conn)
+                command.downgrade(_config(conn, io.StringIO()), revision)
+                after = _revision_on(conn)
+                remaining = _shape(conn)
+                tx.rollback()
+            tables = sorted(set(shape) - set(remaining))
+            rows = {name: _rows(conn, name) for name in tables}
+    except CommandError as exc:
+        raise InvalidInput(f"alembic: {exc}", field="revision", rule="known_revision") from None
+    except DBAPIError as exc:
+        raise unavailable(engine, exc) from None
+    columns = sorted(f"{name}.{column}" for name in remaining
+                     for column in set(shape[name]) - set(remaining[name]))
+    return DowngradePlan(before=before, after=after, revisions=_between(before, after),
+                         tables=rows, columns=columns)
+
+
+def _shape(conn: Connection) -> dict[str, list[str]]:
+    inspector = inspect(conn)
+    return {name: [c["name"] for c in inspector.get_columns(name)]
+            for name in inspector.get_table_names()}
+
+
+def _revision_on(conn: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    revision = MigrationContext.configure(conn).get_current_revision()
+    return None if revision is None else str(revision)
+
+
+def _rows(conn: Connection, name: str) -> int:
+    return int(conn.execute(select(func.count()).select_from(table(name))).scalar_one())
+
+
+def _between(upper: str | None, lower: str | None) -> list[str]:
+    """Revisions from ``upper`` down to, but not including, ``lower`` (a linear history)."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(_config(None, io.StringIO()))
+    found: list[str] = []
+    revision = upper
+    while revision is not None and revision != lower:
+        found.append(revision)
+        down = scripts.get_revision(revision).down_revision
+        revision = down if isinstance(down, str) or down is None else down[0]
+    return found
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import typer
 
 from arbiter_cli.cli import render
 from arbiter_cli.cli.app import CursorOpt, JsonOpt, LimitOpt, SinceOpt, TokenOpt, command, state_of
+from arbiter_cli.cli.consent import YesOpt, require_consent
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -138,15 +139,24 @@ def tokens_list(
 
 
 @command(tokens_app, "revoke")
-def tokens_revoke(ctx: typer.Context, token_id: Annotated[str, typer.Argument(
-        help="Token id (the part after arb_).", show_default=False)],
-        json_out: JsonOpt = False, token: TokenOpt = None) -> None:
-    """Revoke a token of your tenant; it stops working at once.
+def tokens_revoke(
+    ctx: typer.Context,
+    token_id: Annotated[str, typer.Argument(help="Token id (the part after arb_).",
+                                            show_default=False)],
+    yes: YesOpt = False,
+    json_out: JsonOpt = False,
+    token: TokenOpt = None,
+) -> None:
+    """Revoke a token of your tenant; it stops working at once. Asks first on a terminal;
+    needs --yes off one.
 
-    Example: arbiter tokens revoke abcd1234efgh
+    Example: arbiter tokens revoke abcd1234efgh --yes
     """
     state = state_of(ctx)
-    record = state.app().security.revoke(state.principal(), token_id)
+    principal = state.principal()
+    require_consent(f"revoke token {token_id!r} of tenant {principal.tenant!r} (it stops "
+                    "working at once)", yes=yes)
+    record = state.app().security.revoke(principal, token_id)
     render.emit(state, record.to_dict(), lambda c: c.print(f"revoked token {record.id}"),
                 durability="committed")
 

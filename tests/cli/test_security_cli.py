@@ -97,7 +97,7 @@ def _bad_token(kind: str, admin: str) -> tuple[str | None, str | None, str]:
     if kind == "wrong-secret":
         return f"arb_{issued['id']}_{'B' * 43}", issued["id"], "invalid token"
     if kind == "revoked":
-        ok(cli("--json", "--token", admin, "tokens", "revoke", issued["id"]))
+        ok(cli("--json", "--token", admin, "tokens", "revoke", issued["id"], "--yes"))
         return issued["token"], issued["id"], "token revoked"
     assert issued["expires_at"] is not None
     time.sleep(1.1)
