@@ -140,8 +140,8 @@ def _masked(url: str) -> str:
 def demo(
     ctx: typer.Context,
     database: Annotated[Path | None, typer.Option(
-        "--database", help="SQLite file to (re)create (default: <data_dir>/demo.db).",
-        dir_okay=False, show_default=False)] = None,
+        "--database", help="SQLite file of the demo (default: <data_dir>/demo.db); only a "
+        "file the demo created is ever replaced.", dir_okay=False, show_default=False)] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the demo database afterwards.")] = False,
     tasks: Annotated[int, typer.Option("--tasks", help="Simulated tasks.", min=10,
                                        max=100_000)] = 300,
@@ -154,51 +154,48 @@ def demo(
 ) -> None:
     """Show the router learning on its own SQLite file: a sample fleet, simulated outcomes.
 
-    It never touches database.url or your credentials.
+    It never touches database.url or your credentials, and refuses (exit 2) any --database
+    it did not create itself.
 
     Example: arbiter demo --tasks 500
     """
     import io
 
-    from arbiter_cli.adapters import migrations
-    from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
-    from arbiter_cli.bootstrap import build, sql_engine, utc_now
+    from arbiter_cli.adapters import demo_files
+    from arbiter_cli.adapters.sql.engine import backend_of, sqlite_path
+    from arbiter_cli.bootstrap import build
     from arbiter_cli.domain.principal import Principal
     from arbiter_cli.services import demo as scenario
-    from arbiter_cli.services.setup import initialize
+    from arbiter_cli.services.setup import init_database
 
     state = state_of(ctx)
     settings = state.settings
     path = database or settings.paths.data_dir / "demo.db"
-    _remove_sqlite(path)
+    live = (sqlite_path(settings.database_url) if backend_of(settings.database_url) == "sqlite"
+            else None)
+    demo_files.prepare(path, live)
     url = f"sqlite:///{path}"
-    engine = sql_engine(settings, url, create=True)
-    try:
-        initialize(SqlUnitOfWorkFactory(engine),
-                   lambda: migrations.upgrade(engine, "head", io.StringIO())[1], utc_now)
-    finally:
-        engine.dispose()
-    app = build(settings, url=url, telemetry=state.telemetry)
     principal = Principal.local_admin()
     state.tenant = principal.tenant
     try:
-        scenario.register_fleet(app.agents, principal)
-        with _bar(tasks, state.json) as advance:
-            report = scenario.simulate(app.routing, principal, tasks=tasks, seed=seed,
-                                       strategy=strategy, progress=advance)
-        fleet = app.agents.list(principal, limit=0).items
+        init_database(lambda: _migrate(state, url, io.StringIO()),
+                   lambda: _bootstrap(state, url, issue=False))
+        app = build(settings, url=url, telemetry=state.telemetry)
+        try:
+            scenario.register_fleet(app.agents, principal)
+            with _bar(tasks, state.json) as advance:
+                report = scenario.simulate(app.routing, principal, tasks=tasks, seed=seed,
+                                           strategy=strategy, progress=advance)
+            fleet = app.agents.list(principal, limit=0).items
+        finally:
+            app.close()
     finally:
-        app.close()
+        state.close()  # every engine on the demo file is disposed before it is deleted
         if not keep:
-            _remove_sqlite(path)
+            demo_files.discard(path)
     document = {**report.to_dict(), "database": str(path) if keep else None,
                 "agents": [a.to_dict() for a in fleet]}
     render.emit(state, document, lambda c: _demo_human(c, report, fleet, path if keep else None))
-
-
-def _remove_sqlite(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 class _bar:

@@ -305,3 +305,111 @@ def test_on_a_terminal_it_asks_and_only_yes_goes_ahead(store: Store):
     assert code == 0
     assert cli("agents", "show", "coder-1").exit_code == 4
 
+
+# ---------------------------------------------------------------------------- demo's own files
+
+
+def _fingerprint(*paths: Path) -> dict[str, bytes | None]:
+    return {str(p): p.read_bytes() if p.exists() else None for p in paths}
+
+
+def _open_in_wal(path: Path) -> Any:
+    """A live SQLite connection with an uncheckpointed write: its -wal and -shm exist."""
+    import sqlite3
+
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA wal_autocheckpoint=0")
+    connection.execute("CREATE TABLE IF NOT EXISTS mine (x)")
+    connection.execute("INSERT INTO mine VALUES (1)")
+    connection.commit()
+    assert Path(f"{path}-wal").exists() and Path(f"{path}-shm").exists()
+    return connection
+
+
+def _refused(result: CliResult) -> str:
+    assert result.exit_code == 2, result
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: demo: ")
+    return result.stderr
+
+
+def test_demo_refuses_the_live_database_and_leaves_its_wal_alone(initialized, tmp_path: Path):
+    live = Path(initialized["ARBITER_DATA_DIR"]) / "arbiter.db"
+    connection = _open_in_wal(live)
+    try:
+        files = [live, Path(f"{live}-wal"), Path(f"{live}-shm")]
+        before = _fingerprint(*files)
+        spellings = [live, live.parent / ".." / live.parent.name / live.name]
+        link = tmp_path / "link.db"
+        link.symlink_to(live)
+        for spelling in [*spellings, link]:
+            _refused(cli("demo", "--database", str(spelling), "--tasks", "10"))
+        assert "database of database.url" in _refused(cli("demo", "--database", str(live)))
+        assert _fingerprint(*files) == before
+    finally:
+        connection.close()
+
+
+def test_demo_refuses_the_live_database_even_before_init(clean_env, tmp_path: Path):
+    live = Path(clean_env["ARBITER_DATA_DIR"]) / "arbiter.db"
+    _refused(cli("demo", "--database", str(live), "--tasks", "10"))
+    assert not live.exists()
+
+
+def test_demo_refuses_files_it_did_not_create(clean_env, tmp_path: Path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    foreign = tmp_path / "other.db"
+    connection = _open_in_wal(foreign)
+    legacy = Path(clean_env["ARBITER_DATA_DIR"]) / "demo.db"  # an older, unmarked demo.db
+    legacy.parent.mkdir(parents=True)
+    legacy.write_bytes(foreign.read_bytes())
+    try:
+        files = [notes, foreign, Path(f"{foreign}-wal"), Path(f"{foreign}-shm"), legacy]
+        before = _fingerprint(*files)
+        for target in (notes, foreign):
+            assert "was not created by `arbiter demo`" in _refused(
+                cli("demo", "--database", str(target), "--tasks", "10"))
+        _refused(cli("demo", "--tasks", "10"))  # the default path holds a file not marked
+        assert _fingerprint(*files) == before
+    finally:
+        connection.close()
+
+
+def test_demo_refuses_what_is_not_a_regular_file(clean_env, tmp_path: Path):
+    fifo = tmp_path / "pipe.db"
+    os.mkfifo(fifo)
+    kept = tmp_path / "kept.db"
+    assert cli("demo", "--database", str(kept), "--tasks", "10", "--keep").exit_code == 0
+    link = tmp_path / "link-to-demo.db"
+    link.symlink_to(kept)
+    for target in (fifo, link, Path("/dev/null")):
+        assert "not a regular file" in _refused(cli("demo", "--database", str(target)))
+    assert fifo.exists() and link.is_symlink() and kept.exists()
+    folder = tmp_path / "folder.db"
+    folder.mkdir()
+    assert cli("demo", "--database", str(folder)).exit_code == 2 and folder.is_dir()
+
+
+def test_demo_never_deletes_sidecars_of_a_database_it_does_not_have(clean_env, tmp_path: Path):
+    target = tmp_path / "x.db"
+    stray = Path(f"{target}-wal")
+    stray.write_bytes(b"somebody's log")
+    assert "next to no database" in _refused(cli("demo", "--database", str(target)))
+    assert stray.read_bytes() == b"somebody's log" and not target.exists()
+
+
+def test_demo_replaces_its_own_marked_database(clean_env, tmp_path: Path):
+    from arbiter_cli.adapters.demo_files import is_demo_database
+
+    target = tmp_path / "new" / "demo.db"
+    for _ in range(2):
+        run = cli("--json", "demo", "--database", str(target), "--tasks", "10", "--keep")
+        assert run.exit_code == 0, run
+        assert run.json()["database"] == str(target)
+        assert is_demo_database(target)
+        assert target.stat().st_mode & 0o777 == 0o600
+        assert target.parent.stat().st_mode & 0o777 == 0o700
+    gone = cli("--json", "demo", "--database", str(target), "--tasks", "10")
+    assert gone.exit_code == 0 and not target.exists()
+    assert not any(target.parent.iterdir())
