@@ -23,6 +23,7 @@ from arbiter_cli.domain.security import (
     check_token,
     format_token,
     hash_secret,
+    is_last_admin,
     parse_token,
     retry_after,
     verify,
@@ -59,6 +60,14 @@ class IssuedToken:
 class Bootstrap:
     created: bool  # the tenant is new
     issued: IssuedToken | None  # the first admin token of the database, if this call made it
+
+
+def check_tenant_name(name: str) -> str:
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(TENANT_RE_TEXT, name):
+        raise v.fail("name", "pattern", f"{name!r} is not a tenant name ({TENANT_RE_TEXT})")
+    return name
 
 
 def new_token_id() -> str:
@@ -174,7 +183,9 @@ class SecurityService:
             return found[:limit], found[limit - 1].id
         return found, None
 
-    def revoke(self, principal: Principal, token_id: str) -> TokenRecord:
+    def revoke(self, principal: Principal, token_id: str, *, force: bool = False) -> TokenRecord:
+        """Revoke a token of the caller's tenant; the last active admin token only with
+        ``force`` (exit 5 otherwise), so a tenant is never left without an admin by mistake."""
         with self._uow(write=True) as uow:
             record = uow.tokens.get(token_id)
             if record is None or record.tenant != principal.tenant:
@@ -184,7 +195,14 @@ class SecurityService:
                     uow.commit()
                 raise NotFound(f"token {token_id!r} not found")
             if record.revoked_at is None:
-                record = replace(record, revoked_at=self._clock())
+                now = self._clock()
+                uow.tenants.lock(record.tenant)  # two revokes cannot each spare the other
+                if not force and is_last_admin(record, uow.tokens.list(record.tenant, limit=0),
+                                               now):
+                    raise Conflict(f"token {token_id!r} is the last active admin token of tenant "
+                                   f"{record.tenant!r}: create another admin token first, or "
+                                   "pass --force to leave the tenant without one")
+                record = replace(record, revoked_at=now)
                 uow.tokens.save(record)
                 self._audit.record(uow, principal, "token.revoke", token_id)
                 uow.commit()
@@ -216,16 +234,15 @@ class SecurityService:
     # ------------------------------------------------------------------ tenants
 
     def create_tenant(self, name: str) -> IssuedToken:
-        import re
-
-        if not isinstance(name, str) or not re.fullmatch(TENANT_RE_TEXT, name):
-            raise v.fail("name", "pattern", f"{name!r} is not a tenant name ({TENANT_RE_TEXT})")
+        """A tenant and its first admin token, in one transaction: never one without the other."""
+        check_tenant_name(name)
         with self._uow(write=True) as uow:
             if not uow.tenants.add(name, self._clock()):
                 raise Conflict(f"tenant {name!r} already exists")
+            admin = Principal(tenant=name, role=ADMIN, token_id=None)
+            issued = self._mint(uow, admin, role=ADMIN, name=f"{name} admin", expires_in_s=None)
             uow.commit()
-        admin = Principal(tenant=name, role=ADMIN, token_id=None)
-        return self.issue(admin, role=ADMIN, name=f"{name} admin", expires_in_s=None)
+        return issued
 
     def tenants(self) -> list[str]:
         with self._uow() as uow:

@@ -3,6 +3,7 @@ admins that cannot be lost, and positive token lifetimes."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,5 +129,45 @@ def test_init_force_replaces_the_profile(store: Store, tmp_path: Path):
     replaced = ok(cli("--json", "init", "--database-url", other, "--force"))
     assert replaced["profile"] == "default"
     assert replaced["admin_token"] in store.credentials.read_text()
+
+
+def test_tenants_create_save_checks_the_profile_before_creating_anything(store: Store):
+    taken = ok(cli("--json", "tokens", "create", "--role", "viewer", "--name", "v"))["token"]
+    ok(cli("--json", "login", "--token", taken, "--profile", "team-c"))
+    file_before, db_before = store.credentials.read_bytes(), dump(store.url)
+    result = cli("tenants", "create", "team-c", "--save")
+    assert "nothing was created" in one_line(result, 5)
+    assert dump(store.url) == db_before and store.credentials.read_bytes() == file_before
+    assert "team-c" not in [t["tenant"] for t in ok(cli("--json", "tenants", "list"))["items"]]
+    created = ok(cli("--json", "tenants", "create", "team-d", "--save"))
+    assert created["saved"] is True
+    assert ok(cli("--json", "--profile", "team-d", "whoami"))["tenant"] == "team-d"
+
+
+def test_the_last_active_admin_token_is_kept_without_force(store: Store):
+    own = store.admin.split("_")[1]
+    refused = cli("--json", "tokens", "revoke", own, "--yes")
+    assert refused.exit_code == 5 and "last active admin" in refused.error()["message"]
+    expired = ok(cli("--json", "tokens", "create", "--role", "admin", "--name", "short",
+                     "--expires-in", "1s"))
+    viewer = ok(cli("--json", "tokens", "create", "--role", "viewer", "--name", "v"))
+    time.sleep(1.1)  # an expired admin token is no admin
+    assert cli("tokens", "revoke", own, "--yes").exit_code == 5
+    assert ok(cli("--json", "tokens", "revoke", viewer["id"], "--yes"))["revoked_at"]
+    second = ok(cli("--json", "tokens", "create", "--role", "admin", "--name", "second"))
+    assert ok(cli("--json", "tokens", "revoke", own, "--yes"))["revoked_at"]  # one is left
+    last = cli("--json", "--token", second["token"], "tokens", "revoke", second["id"], "--yes")
+    assert last.exit_code == 5
+    forced = cli("--json", "--token", second["token"], "tokens", "revoke", second["id"],
+                 "--yes", "--force")
+    assert forced.exit_code == 0, forced
+    assert expired["id"]
+
+
+def test_a_revoked_only_database_still_holds_tokens(store: Store):
+    """Revoking every token does not turn a real database into a throwaway one."""
+    mine = tokens(store)[0]["id"]
+    ok(cli("--json", "tokens", "revoke", mine, "--yes", "--force"))
+    one_line(cli("whoami", env={"ARBITER_SECURITY__ENABLED": "false"}), 3)
 
 
