@@ -151,6 +151,9 @@ class SecurityService:
             rate = v.finite(rate, "rate", low=0.001)
         if burst is not None:
             burst = v.integer(burst, "burst", low=1, high=10_000_000)
+        if expires_in_s is not None and not expires_in_s > 0:  # a token born expired (L7)
+            raise v.fail("expires_in", "positive", "must be a positive duration, e.g. 30d "
+                         "(leave it out for a token that never expires)")
         with self._uow(write=True) as uow:
             issued = self._mint(uow, principal, role=role, name=name, expires_in_s=expires_in_s,
                                 rate=rate, burst=burst)

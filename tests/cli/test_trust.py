@@ -171,3 +171,14 @@ def test_a_revoked_only_database_still_holds_tokens(store: Store):
     one_line(cli("whoami", env={"ARBITER_SECURITY__ENABLED": "false"}), 3)
 
 
+# ---------------------------------------------------------------------------- L7
+
+
+@pytest.mark.parametrize("duration", ["0s", "0m", "0h", "0d"])
+def test_a_token_lifetime_must_be_positive(store: Store, duration: str):
+    before = len(tokens(store))
+    result = cli("--json", "tokens", "create", "--role", "viewer", "--name", "x",
+                 "--expires-in", duration)
+    assert result.exit_code == 2, result
+    assert result.error()["details"] == {"field": "expires_in", "rule": "positive"}
+    assert len(tokens(store)) == before

@@ -10,7 +10,7 @@ import pytest
 from arbiter_cli.adapters.memory import MemoryUnitOfWorkFactory
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.security import TokenRecord, is_active, is_last_admin
-from arbiter_cli.errors import Conflict
+from arbiter_cli.errors import Conflict, InvalidInput
 from arbiter_cli.services.security import RatePolicy, SecurityService
 from tests.helpers import FakeClock
 
@@ -126,3 +126,14 @@ def test_revoking_the_last_admin_needs_force(service, store):
         service.revoke(me, second.record.id)
     assert service.revoke(me, second.record.id, force=True).revoked_at == NOW
 
+
+# ---------------------------------------------------------------------------- lifetimes
+
+
+@pytest.mark.parametrize("seconds", [0, -1, -0.5, float("-inf"), float("nan")])
+def test_a_lifetime_must_be_positive(service, seconds: float):
+    service.create_tenant("acme")
+    with pytest.raises(InvalidInput) as refused:
+        service.issue(Principal("acme", "admin"), role="viewer", name="v",
+                      expires_in_s=seconds)
+    assert (refused.value.field, refused.value.rule) == ("expires_in", "positive")
