@@ -123,7 +123,8 @@ KEYS: tuple[Key, ...] = (
     Key("routing.epsilon.min", "float", 0.05, "epsilon-greedy: floor of epsilon.", 0, 1),
     Key("routing.epsilon.decay", "float", 0.995, "epsilon-greedy: decay per outcome.", 0, 1),
     Key("security.enabled", "bool", True, "Require tokens; false makes every command admin of "
-        "'default' (local experiments only)."),
+        "'default', on a throwaway database without tokens only (refused, exit 3, on one "
+        "that holds any)."),
     Key("security.rate_limit.rate", "float", 50.0, "Token bucket refill per second, per token.",
         0.001, 1_000_000),
     Key("security.rate_limit.burst", "int", 200, "Token bucket size, per token.", 1, 10_000_000),
@@ -305,8 +306,10 @@ def load_settings(
         raise ConfigInvalid("invalid configuration: " + "; ".join(problems), problems=problems)
     values = {k.name: flat[k.name] for k in KEYS}
     return Settings(values=values, sources=sources, env=env_name, paths=paths, files=tuple(files),
-                    token=environ.get("ARBITER_TOKEN") or None,
-                    profile=environ.get("ARBITER_PROFILE") or "default")
+                    # Set but empty stays "": an explicitly empty token never falls back to a
+                    # profile, and an empty profile name is refused (SPEC §4.1).
+                    token=environ.get("ARBITER_TOKEN"),
+                    profile=environ.get("ARBITER_PROFILE", "default"))
 
 
 def _defaults() -> dict[str, Any]:

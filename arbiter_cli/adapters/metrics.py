@@ -54,8 +54,35 @@ def write_run_metrics(path: Path, *, command: str, exit_code: int, duration_s: f
         names = spec.labels if spec is not None else tuple(sorted(g.labels))
         family = run.free_gauge(g.name, g.help, names)
         (family.labels(**g.labels) if g.labels else family).set(g.value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_to_textfile(str(path), run.registry)
+    write_to_textfile(str(path), run.registry)  # never creates folders: see metrics_file_problem
+
+
+#: How much of an existing file is read to recognise one arbiter wrote.
+_SNIFF_BYTES = 65_536
+
+
+def metrics_file_problem(path: Path) -> str | None:
+    """Why ``--metrics-file PATH`` must be refused before the command runs, or None.
+
+    The parent folder must exist (a typo must not grow a folder tree), and an existing PATH
+    must be a regular file that is empty or was written by arbiter: the option replaces the
+    file, and replacing someone else's file would destroy it without consent.
+    """
+    parent = path.parent
+    if not parent.is_dir():
+        return f"folder {parent} does not exist (create it first; arbiter does not)"
+    if not path.exists():
+        return None
+    if not path.is_file():
+        return f"{path} is not a regular file"
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    if head.strip() and b"# HELP arbiter_" not in head:
+        return f"{path} exists and is not a metrics file arbiter wrote: refusing to replace it"
+    return None
 
 
 def _previous_success(path: Path, command: str) -> float | None:

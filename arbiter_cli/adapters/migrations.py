@@ -7,15 +7,23 @@ runs inside one transaction on a connection we open, so PostgreSQL's advisory lo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from sqlalchemy import func, inspect, select, table, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
 from arbiter_cli.adapters.sql.schema_version import HEAD
 from arbiter_cli.errors import InvalidInput, SchemaOutdated
+
+#: PostgreSQL advisory-lock key shared by every arbiter process: migrations (``env.py``) and
+#: ``init``'s bootstrap of the first admin token (:func:`setup_lock`) take it.
+MIGRATION_LOCK_KEY = 0x61726269746572  # "arbiter"
 
 
 def _config(connection: Connection | None, stdout: TextIO) -> Any:
@@ -65,6 +73,110 @@ def downgrade(engine: Engine, revision: str, stdout: TextIO) -> tuple[str | None
     before = current(engine)
     _run(engine, lambda cfg: command.downgrade(cfg, revision), stdout)
     return before, current(engine)
+
+
+@contextmanager
+def setup_lock(engine: Engine) -> Iterator[None]:
+    """Hold the migration lock while ``init`` bootstraps (SPEC §4.1), on a side connection.
+
+    On PostgreSQL two ``init`` runs would otherwise both count zero tokens and both issue a
+    bootstrap token. On SQLite the bootstrap's own ``BEGIN IMMEDIATE`` serialises it already.
+    Do not migrate inside this block: the migration takes the same lock on another connection.
+    """
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    try:
+        conn = engine.connect()
+    except DBAPIError as exc:
+        raise unavailable(engine, exc) from None
+    try:
+        with conn.begin():  # the transaction-scoped lock is released when this block ends
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            yield
+    except DBAPIError as exc:
+        raise unavailable(engine, exc) from None
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class DowngradePlan:
+    """What ``db downgrade REV`` would undo and drop, measured by a rolled-back dry run."""
+
+    before: str | None
+    after: str | None
+    revisions: list[str] = field(default_factory=list)  # undone, newest first
+    tables: dict[str, int] = field(default_factory=dict)  # dropped table → rows it holds
+    columns: list[str] = field(default_factory=list)  # dropped ``table.column``
+
+    @property
+    def empty(self) -> bool:
+        return not self.revisions
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"revisions": self.revisions, "tables": self.tables, "columns": self.columns}
+
+
+def plan_downgrade(engine: Engine, revision: str) -> DowngradePlan:
+    """Run the downgrade in a transaction, look at what it removed, and roll it back.
+
+    Both backends have transactional DDL, so the plan is exact and nothing changes.
+    """
+    from alembic import command
+    from alembic.util.exc import CommandError
+
+    before = current(engine)
+    try:
+        with engine.connect() as conn:
+            conn = conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin() as tx:
+                shape = _shape(conn)
+                command.downgrade(_config(conn, io.StringIO()), revision)
+                after = _revision_on(conn)
+                remaining = _shape(conn)
+                tx.rollback()
+            tables = sorted(set(shape) - set(remaining))
+            rows = {name: _rows(conn, name) for name in tables}
+    except CommandError as exc:
+        raise InvalidInput(f"alembic: {exc}", field="revision", rule="known_revision") from None
+    except DBAPIError as exc:
+        raise unavailable(engine, exc) from None
+    columns = sorted(f"{name}.{column}" for name in remaining
+                     for column in set(shape[name]) - set(remaining[name]))
+    return DowngradePlan(before=before, after=after, revisions=_between(before, after),
+                         tables=rows, columns=columns)
+
+
+def _shape(conn: Connection) -> dict[str, list[str]]:
+    inspector = inspect(conn)
+    return {name: [c["name"] for c in inspector.get_columns(name)]
+            for name in inspector.get_table_names()}
+
+
+def _revision_on(conn: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    revision = MigrationContext.configure(conn).get_current_revision()
+    return None if revision is None else str(revision)
+
+
+def _rows(conn: Connection, name: str) -> int:
+    return int(conn.execute(select(func.count()).select_from(table(name))).scalar_one())
+
+
+def _between(upper: str | None, lower: str | None) -> list[str]:
+    """Revisions from ``upper`` down to, but not including, ``lower`` (a linear history)."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(_config(None, io.StringIO()))
+    found: list[str] = []
+    revision = upper
+    while revision is not None and revision != lower:
+        found.append(revision)
+        down = scripts.get_revision(revision).down_revision
+        revision = down if isinstance(down, str) or down is None else down[0]
+    return found
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,14 @@ import typer
 
 from arbiter_cli.cli import render
 from arbiter_cli.cli.app import CursorOpt, JsonOpt, LimitOpt, TokenOpt, command, state_of
+from arbiter_cli.cli.consent import YesOpt, require_consent, will_ask
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from arbiter_cli.cli.state import State
     from arbiter_cli.domain.agents import Agent
+    from arbiter_cli.domain.principal import Principal
 
 app = typer.Typer(help="Register, inspect, query and maintain agents.", no_args_is_help=True)
 
@@ -158,14 +161,18 @@ def update(
 
 
 @command(app, "remove")
-def remove(ctx: typer.Context, agent_id: IdArg, json_out: JsonOpt = False,
+def remove(ctx: typer.Context, agent_id: IdArg, yes: YesOpt = False, json_out: JsonOpt = False,
            token: TokenOpt = None) -> None:
-    """Remove an agent; its decisions and audit records stay.
+    """Remove an agent; its decisions and audit records stay. Asks first on a terminal;
+    needs --yes off one.
 
-    Example: arbiter agents remove coder-1
+    Example: arbiter agents remove coder-1 --yes
     """
     state = state_of(ctx)
-    agent = state.app().agents.remove(state.principal(), agent_id)
+    principal = state.principal()
+    require_consent(f"remove agent {agent_id!r} of tenant {principal.tenant!r} (its decisions "
+                    "and audit records stay)", yes=yes)
+    agent = state.app().agents.remove(principal, agent_id)
     render.emit(
         state, {**agent.to_dict(), "removed": True},
         lambda console: console.print(f"removed agent [bold]{agent.id}[/]"),
@@ -364,10 +371,12 @@ def cleanup(
     older_than: Annotated[str, typer.Option(
         "--older-than", help="Silence after which an idle agent goes offline.")] = "24h",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List, change nothing.")] = False,
+    yes: YesOpt = False,
     json_out: JsonOpt = False,
     token: TokenOpt = None,
 ) -> None:
     """Mark agents silent for --older-than with no active tasks offline; never deletes.
+    Without --dry-run it asks first on a terminal and needs --yes off one.
 
     Example: arbiter agents cleanup --older-than 24h --dry-run
     """
@@ -379,7 +388,10 @@ def cleanup(
     except ValueError as exc:
         raise fail("older_than", "duration", str(exc)) from None
     state = state_of(ctx)
-    marked = state.app().agents.cleanup(state.principal(), seconds, dry_run=dry_run)
+    principal = state.principal()
+    if not dry_run:
+        require_consent(_cleanup_action(state, principal, older_than, seconds, yes), yes=yes)
+    marked = state.app().agents.cleanup(principal, seconds, dry_run=dry_run)
     verb = "would mark" if dry_run else "marked"
 
     def human(console: Console) -> None:
@@ -394,3 +406,14 @@ def cleanup(
                            "meta": state.meta(**({} if dry_run else {"durability": "committed"}))})
     else:
         human(render.stdout_console())
+
+
+def _cleanup_action(state: State, principal: Principal, older_than: str, seconds: float,
+                    yes: bool) -> str:
+    """What cleanup will do; on a terminal, with the agents a dry run finds now."""
+    action = f"mark agents of tenant {principal.tenant!r} silent for {older_than} offline"
+    if not will_ask(yes=yes):
+        return action
+    found = [a.id for a in state.app().agents.cleanup(principal, seconds, dry_run=True)]
+    shown = ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+    return f"{action}: {len(found)} now ({shown or 'none'})"

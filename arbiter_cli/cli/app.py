@@ -107,7 +107,8 @@ def command(group: typer.Typer, name: str | None = None, **options: Any) -> Call
             ctx: typer.Context = kwargs["ctx"]
             state = state_of(ctx)
             state.json = state.json or bool(kwargs.get("json_out"))
-            state.token = kwargs.get("token") or state.token
+            if kwargs.get("token") is not None:  # "" too: an empty token is an answer (6)
+                state.token = kwargs["token"]
             state.command = ctx.command_path.partition(" ")[2] or ctx.command_path
             with boundary(state), observed(state):
                 _gate(state)
@@ -212,12 +213,31 @@ def root(
 
         raise BadParameter("must be 1 to 200 printable characters",
                            param_hint="--correlation-id")
+    _check_paths(profile, metrics_file)
     ctx.obj = State(
         json=json_out, token=token, config_file=config, env=env, profile=profile,
         log_level=log_level, log_format=log_format,
         correlation_id=correlation_id or uuid7(),
         metrics_file=metrics_file, verbose=verbose,
     )
+
+
+def _check_paths(profile: str | None, metrics_file: Path | None) -> None:
+    """Usage errors (exit 2) of the root options that name files, before anything runs."""
+    from typer._click.exceptions import BadParameter
+
+    if profile is not None:
+        from arbiter_cli.adapters.credentials import PROFILE_RE
+
+        if not PROFILE_RE.fullmatch(profile):
+            raise BadParameter("must be 1 to 64 letters, digits, '.', '_' or '-'",
+                               param_hint="--profile")
+    if metrics_file is not None:
+        from arbiter_cli.adapters.metrics import metrics_file_problem
+
+        problem = metrics_file_problem(metrics_file)
+        if problem:
+            raise BadParameter(problem, param_hint="--metrics-file")
 
 
 def _printable(value: str, limit: int) -> bool:

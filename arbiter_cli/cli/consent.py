@@ -19,18 +19,35 @@ YesOpt = Annotated[bool, typer.Option(
     "--yes", "-y", help="Do it without asking (needed when stdin is not a terminal).")]
 
 
-def require_consent(action: str, *, yes: bool, flag: str = "--yes") -> None:
+def interactive() -> bool:
+    """True when someone can answer a question: stdin and stderr are terminals."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def will_ask(*, yes: bool) -> bool:
+    """True when :func:`require_consent` is going to ask (so a preview is worth computing)."""
+    return not yes and interactive()
+
+
+def require_consent(action: str, *, yes: bool, flag: str = "--yes",
+                    detail: str | None = None) -> None:
     """Return when the operator agreed to ``action``; raise ``InvalidInput`` (exit 2) if not.
 
     ``action`` is one sentence naming what will be destroyed, e.g.
     "remove agent 'coder-1' (its decisions and audit records stay)".
+
+    Commands call it after admission and input checks and before the first change, so a
+    refusal changes nothing. The order of the other checks (SPEC §0) is unchanged.
+    ``detail`` (lines shown above the question) is for what the command does not print itself.
     """
     if yes:
         return
-    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+    if not interactive():
         raise InvalidInput(f"refusing to {action} without {flag}: stdin is not a terminal, "
                            f"so nobody could confirm (pass {flag} to do it anyway)",
                            field=flag.lstrip("-"), rule="consent")
+    if detail:
+        sys.stderr.write(detail.rstrip("\n") + "\n")
     sys.stderr.write(f"This will {action}.\nContinue? [y/N] ")  # stdout carries results only
     sys.stderr.flush()
     answer = sys.stdin.readline()

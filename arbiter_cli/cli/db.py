@@ -9,11 +9,13 @@ import typer
 
 from arbiter_cli.cli import render
 from arbiter_cli.cli.app import JsonOpt, TokenOpt, command, state_of
+from arbiter_cli.cli.consent import YesOpt, require_consent
 
 if TYPE_CHECKING:
     from rich.console import Console
     from sqlalchemy.engine import Engine
 
+    from arbiter_cli.adapters.migrations import DowngradePlan
     from arbiter_cli.cli.state import State
 
 app = typer.Typer(help="Migrate the database and check it for drift.", no_args_is_help=True)
@@ -59,23 +61,62 @@ def upgrade(
 @command(app, "downgrade")
 def downgrade(
     ctx: typer.Context,
-    revision: Annotated[str, typer.Argument(help="Target revision, e.g. base or -1.",
+    revision: Annotated[str, typer.Argument(help="Target revision, e.g. base or head-1.",
                                             show_default=False)],
     database_url: UrlOpt = None,
+    yes: YesOpt = False,
     json_out: JsonOpt = False,
     token: TokenOpt = None,
 ) -> None:
-    """Downgrade the schema to REVISION ('base' removes every table).
+    """Downgrade the schema to REVISION ('base' drops every table, the audit log included).
 
-    Example: arbiter db downgrade base
+    It first prints the revisions it undoes and the tables (with their row counts) and
+    columns it drops, then asks on a terminal; off one it needs --yes. Direct database
+    authority: a token neither allows nor forbids it.
+
+    Example: arbiter db downgrade head-1 --yes
     """
     from arbiter_cli.adapters import migrations
 
     state = state_of(ctx)
     engine = _engine(state, database_url)
-    before, after = migrations.downgrade(engine, revision, _alembic_out(state))
-    render.emit(state, {"from": before, "to": after},
+    plan = migrations.plan_downgrade(engine, revision)
+    if plan.empty:
+        render.emit(state, {"from": plan.before, "to": plan.after, **plan.to_dict()},
+                    lambda c: c.print(f"schema already at {plan.after or 'base'}: nothing to do"))
+        return
+    where = _masked(str(engine.url.render_as_string(hide_password=True)))
+    described = _describe(plan, where)
+    if not state.json:  # with --json stderr holds only the error object, if any
+        sys.stderr.write(described + "\n")
+    dropped = " and ".join(part for part in (
+        f"{len(plan.tables)} table(s)" if plan.tables else "",
+        f"{len(plan.columns)} column(s)" if plan.columns else "") if part) or "no data"
+    require_consent(f"downgrade {where} to {plan.after or 'base'}, dropping {dropped}",
+                    yes=yes, detail=described if state.json else None)
+    before, after = migrations.downgrade(engine, plan.after or "base", _alembic_out(state))
+    render.emit(state, {"from": before, "to": after, **plan.to_dict()},
                 lambda c: c.print(f"schema at {after or 'base'} (was {before or 'base'})"))
+
+
+def _describe(plan: DowngradePlan, where: str) -> str:
+    """The plan, for stderr: what will be undone and dropped (rows included)."""
+    lines = [f"db downgrade on {where}: {plan.before} -> {plan.after or 'base'}, undoing "
+             f"{len(plan.revisions)} revision(s): {', '.join(plan.revisions)}"]
+    if plan.tables:
+        lines.append(f"  drops {len(plan.tables)} table(s) and every row in them: " + ", ".join(
+            f"{name} ({rows} row{'' if rows == 1 else 's'})"
+            for name, rows in plan.tables.items()))
+    if plan.columns:
+        lines.append(f"  drops {len(plan.columns)} column(s) and their values: "
+                     + ", ".join(plan.columns))
+    return "\n".join(lines)
+
+
+def _masked(url: str) -> str:
+    from arbiter_cli.config import mask_url
+
+    return mask_url(url)
 
 
 @command(app, "current")

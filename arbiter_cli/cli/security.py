@@ -8,8 +8,11 @@ import typer
 
 from arbiter_cli.cli import render
 from arbiter_cli.cli.app import CursorOpt, JsonOpt, LimitOpt, SinceOpt, TokenOpt, command, state_of
+from arbiter_cli.cli.consent import YesOpt, require_consent
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from rich.console import Console
 
 tokens_app = typer.Typer(help="Create, list and revoke API tokens of your tenant (admin).",
@@ -57,12 +60,12 @@ def login(
 
     Example: arbiter login --token arb_abcd1234efgh_... --profile ci
     """
-    from arbiter_cli.adapters.credentials import save_token
+    from arbiter_cli.adapters.credentials import check_profile, save_token
 
     state = state_of(ctx)
-    principal = state.app().security.login(token)
-    name = profile or state.profile or state.settings.profile
+    name = check_profile(profile) if profile is not None else state.profile_name()
     path = state.settings.paths.credentials_file
+    principal = state.app().security.login(token)
     replaced = save_token(path, name, token, force=force)
     state.tenant = principal.tenant
     render.emit(state, {"profile": name, "credentials_file": str(path), "tenant":
@@ -138,15 +141,26 @@ def tokens_list(
 
 
 @command(tokens_app, "revoke")
-def tokens_revoke(ctx: typer.Context, token_id: Annotated[str, typer.Argument(
-        help="Token id (the part after arb_).", show_default=False)],
-        json_out: JsonOpt = False, token: TokenOpt = None) -> None:
-    """Revoke a token of your tenant; it stops working at once.
+def tokens_revoke(
+    ctx: typer.Context,
+    token_id: Annotated[str, typer.Argument(help="Token id (the part after arb_).",
+                                            show_default=False)],
+    force: Annotated[bool, typer.Option(
+        "--force", help="Revoke even the last active admin token of the tenant.")] = False,
+    yes: YesOpt = False,
+    json_out: JsonOpt = False,
+    token: TokenOpt = None,
+) -> None:
+    """Revoke a token of your tenant; it stops working at once. Asks first on a terminal;
+    needs --yes off one. The last active admin token is kept unless --force.
 
-    Example: arbiter tokens revoke abcd1234efgh
+    Example: arbiter tokens revoke abcd1234efgh --yes
     """
     state = state_of(ctx)
-    record = state.app().security.revoke(state.principal(), token_id)
+    principal = state.principal()
+    require_consent(f"revoke token {token_id!r} of tenant {principal.tenant!r} (it stops "
+                    "working at once)", yes=yes)
+    record = state.app().security.revoke(principal, token_id, force=force)
     render.emit(state, record.to_dict(), lambda c: c.print(f"revoked token {record.id}"),
                 durability="committed")
 
@@ -163,18 +177,40 @@ def tenants_create(
 ) -> None:
     """Create a tenant and its first admin token (shown once).
 
+    With --save the profile NAME is checked first: if it already holds a token, nothing is
+    created (exit 5).
+
     Example: arbiter tenants create team-b --save
     """
-    from arbiter_cli.adapters.credentials import save_token
+    from arbiter_cli.adapters.credentials import check_saveable
+    from arbiter_cli.services.security import check_tenant_name
 
     state = state_of(ctx)
+    path = state.settings.paths.credentials_file
+    if save:  # before anything is committed: a tenant never exists with its token unshown
+        check_saveable(path, check_tenant_name(name), force=False, hint=(
+            "nothing was created; run without --save and keep the token yourself, or "
+            "`arbiter login` it under another profile"))
     issued = state.app().security.create_tenant(name)
     state.tenant = name
-    if save:
-        save_token(state.settings.paths.credentials_file, name, issued.token, force=False)
-    render.emit(state, {"tenant": name, "admin_token": issued.token, "saved": save},
-                lambda c: c.print(f"created tenant [bold]{name}[/]; admin token (shown once):"
+    saved = save and _save_new_token(path, name, issued.token)
+    render.emit(state, {"tenant": name, "admin_token": issued.token, "saved": saved},
+                lambda c: c.print(f"created tenant [bold]{name}[/]; admin token (shown once"
+                                  f"{f'; saved as profile {name!r}' if saved else ''}):"
                                   f"\n{issued.token}"), durability="committed")
+
+
+def _save_new_token(path: Path, profile: str, token: str) -> bool:
+    """Save a token that was just created; if that fails now, warn: the output still shows it."""
+    from arbiter_cli.adapters.credentials import save_token
+    from arbiter_cli.errors import ConfigInvalid, Conflict
+
+    try:
+        save_token(path, profile, token, force=False)
+    except (Conflict, ConfigInvalid) as exc:
+        render.warn(f"the admin token was not saved: {exc.message}")
+        return False
+    return True
 
 
 @command(tenants_app, "list")

@@ -13,12 +13,15 @@ from arbiter_cli.cli.app import JsonOpt, TokenOpt, command, state_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import TextIO
 
     from rich.console import Console
     from rich.progress import Progress
 
+    from arbiter_cli.cli.state import State
     from arbiter_cli.domain.agents import Agent
     from arbiter_cli.services.demo import DemoReport
+    from arbiter_cli.services.security import Bootstrap
 
 
 def register(app: typer.Typer) -> None:
@@ -32,52 +35,100 @@ def init(
     database_url: Annotated[str | None, typer.Option(
         "--database-url", help="Store to initialize (default: database.url).",
         show_default=False)] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace a token already saved under the profile.")] = False,
     json_out: JsonOpt = False,
     token: TokenOpt = None,
 ) -> None:
-    """Create and migrate the database, create tenant 'default' and, on an empty database, its
-    admin token (printed once, saved as profile 'default' in the credentials file). Safe to run
-    again.
+    """Create and migrate the database and tenant 'default'; on a database without tokens,
+    print its first admin token once and save it in the credentials file as the profile
+    (--profile before the command, default 'default'). Safe to run again.
 
-    Example: arbiter init
+    A profile that already holds a token (of another database, say) is never replaced without
+    --force: save the new token under another name with `arbiter --profile NAME init`.
+
+    Example: arbiter --profile staging init --database-url postgresql+psycopg2://db/arbiter
     """
     from dataclasses import replace
 
-    from arbiter_cli.adapters import migrations
-    from arbiter_cli.adapters.credentials import save_token
-    from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
-    from arbiter_cli.bootstrap import build, sql_engine, utc_now
-    from arbiter_cli.services.setup import initialize
+    from arbiter_cli.adapters.credentials import read_profiles
+    from arbiter_cli.services.setup import init_database
 
     state = state_of(ctx)
-    engine = sql_engine(state.settings, database_url, create=True, telemetry=state.telemetry)
-    try:
-        result = initialize(
-            SqlUnitOfWorkFactory(engine),
-            lambda: migrations.upgrade(engine, "head", sys.stderr)[1],
-            utc_now,
-        )
-    finally:
-        engine.dispose()
-    app = build(state.settings, url=database_url, telemetry=state.telemetry)
-    state.on_close(app.close)
-    issued = app.security.bootstrap(result.tenant)
-    if issued is not None:
-        path = state.settings.paths.credentials_file
-        if save_token(path, "default", issued.token, force=True):
-            render.warn(f"replaced profile 'default' in {path} with the new admin token")
-        result = replace(result, admin_token=issued.token, credentials_file=str(path))
+    settings = state.settings
+    url = database_url or settings.database_url
+    enabled = bool(settings["security.enabled"])
+    profile = state.profile_name()
+    path = settings.paths.credentials_file
+    read_profiles(path)  # an unreadable or unsafe credentials file stops us before any change
+    result = init_database(
+        lambda: _migrate(state, url, sys.stderr),
+        lambda: _bootstrap(state, url, issue=enabled, before_issue=lambda: _saveable(
+            path, profile, force=force)))
+    if result.admin_token is not None:
+        saved = _save(path, profile, result.admin_token, force=force)
+        result = replace(result, credentials_file=str(path) if saved else None,
+                         profile=profile if saved else None)
     state.tenant = result.tenant
     verb = "initialized" if result.created else "already initialized"
 
     def human(console: Console) -> None:
         console.print(f"{verb}: tenant [bold]{result.tenant}[/], schema {result.revision}, "
-                      f"database {_masked(database_url or state.settings.database_url)}")
+                      f"database {_masked(url)}")
         if result.admin_token:
-            console.print(f"admin token (shown once; saved as profile 'default' in "
-                          f"{result.credentials_file}):\n{result.admin_token}")
+            where = (f"saved as profile '{result.profile}' in {result.credentials_file}"
+                     if result.profile else "NOT saved: keep it now")
+            console.print(f"admin token (shown once; {where}):\n{result.admin_token}")
+        elif not enabled:
+            console.print("security.enabled = false: no admin token was issued; this database "
+                          "stays a throwaway one until `arbiter init` runs with security on")
 
     render.emit(state, result.to_dict(), human)
+
+
+def _migrate(state: State, url: str, out: TextIO) -> str | None:
+    from arbiter_cli.adapters import migrations
+    from arbiter_cli.bootstrap import sql_engine
+
+    engine = sql_engine(state.settings, url, create=True, telemetry=state.telemetry)
+    try:
+        return migrations.upgrade(engine, "head", out)[1]
+    finally:
+        engine.dispose()
+
+
+def _bootstrap(state: State, url: str, *, issue: bool,
+               before_issue: Callable[[], None] | None = None) -> Bootstrap:
+    """Tenant 'default' and, with ``issue``, the first admin token, under the migration lock."""
+    from arbiter_cli.adapters import migrations
+    from arbiter_cli.bootstrap import build
+
+    app = build(state.settings, url=url, telemetry=state.telemetry)
+    state.on_close(app.close)
+    assert app.engine is not None
+    with migrations.setup_lock(app.engine):
+        return app.security.bootstrap(issue=issue, before_issue=before_issue)
+
+
+def _saveable(path: Path, profile: str, *, force: bool) -> None:
+    from arbiter_cli.adapters.credentials import check_saveable
+
+    check_saveable(path, profile, force=force, hint=(
+        "this database has no token yet, and its first admin token will not replace that one: "
+        "save it under another name with `arbiter --profile NAME init`, or pass --force"))
+
+
+def _save(path: Path, profile: str, token: str, *, force: bool) -> bool:
+    """Save the new admin token; if that fails now, warn and still show it (never lost)."""
+    from arbiter_cli.adapters.credentials import save_token
+    from arbiter_cli.errors import ConfigInvalid, Conflict
+
+    try:
+        save_token(path, profile, token, force=force)
+    except (Conflict, ConfigInvalid) as exc:
+        render.warn(f"the new admin token was not saved: {exc.message}")
+        return False
+    return True
 
 
 def _masked(url: str) -> str:
@@ -89,8 +140,8 @@ def _masked(url: str) -> str:
 def demo(
     ctx: typer.Context,
     database: Annotated[Path | None, typer.Option(
-        "--database", help="SQLite file to (re)create (default: <data_dir>/demo.db).",
-        dir_okay=False, show_default=False)] = None,
+        "--database", help="SQLite file of the demo (default: <data_dir>/demo.db); only a "
+        "file the demo created is ever replaced.", dir_okay=False, show_default=False)] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the demo database afterwards.")] = False,
     tasks: Annotated[int, typer.Option("--tasks", help="Simulated tasks.", min=10,
                                        max=100_000)] = 300,
@@ -103,51 +154,48 @@ def demo(
 ) -> None:
     """Show the router learning on its own SQLite file: a sample fleet, simulated outcomes.
 
-    It never touches database.url or your credentials.
+    It never touches database.url or your credentials, and refuses (exit 2) any --database
+    it did not create itself.
 
     Example: arbiter demo --tasks 500
     """
     import io
 
-    from arbiter_cli.adapters import migrations
-    from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
-    from arbiter_cli.bootstrap import build, sql_engine, utc_now
+    from arbiter_cli.adapters import demo_files
+    from arbiter_cli.adapters.sql.engine import backend_of, sqlite_path
+    from arbiter_cli.bootstrap import build
     from arbiter_cli.domain.principal import Principal
     from arbiter_cli.services import demo as scenario
-    from arbiter_cli.services.setup import initialize
+    from arbiter_cli.services.setup import init_database
 
     state = state_of(ctx)
     settings = state.settings
     path = database or settings.paths.data_dir / "demo.db"
-    _remove_sqlite(path)
+    live = (sqlite_path(settings.database_url) if backend_of(settings.database_url) == "sqlite"
+            else None)
+    demo_files.prepare(path, live)
     url = f"sqlite:///{path}"
-    engine = sql_engine(settings, url, create=True)
-    try:
-        initialize(SqlUnitOfWorkFactory(engine),
-                   lambda: migrations.upgrade(engine, "head", io.StringIO())[1], utc_now)
-    finally:
-        engine.dispose()
-    app = build(settings, url=url, telemetry=state.telemetry)
     principal = Principal.local_admin()
     state.tenant = principal.tenant
     try:
-        scenario.register_fleet(app.agents, principal)
-        with _bar(tasks, state.json) as advance:
-            report = scenario.simulate(app.routing, principal, tasks=tasks, seed=seed,
-                                       strategy=strategy, progress=advance)
-        fleet = app.agents.list(principal, limit=0).items
+        init_database(lambda: _migrate(state, url, io.StringIO()),
+                   lambda: _bootstrap(state, url, issue=False))
+        app = build(settings, url=url, telemetry=state.telemetry)
+        try:
+            scenario.register_fleet(app.agents, principal)
+            with _bar(tasks, state.json) as advance:
+                report = scenario.simulate(app.routing, principal, tasks=tasks, seed=seed,
+                                           strategy=strategy, progress=advance)
+            fleet = app.agents.list(principal, limit=0).items
+        finally:
+            app.close()
     finally:
-        app.close()
+        state.close()  # every engine on the demo file is disposed before it is deleted
         if not keep:
-            _remove_sqlite(path)
+            demo_files.discard(path)
     document = {**report.to_dict(), "database": str(path) if keep else None,
                 "agents": [a.to_dict() for a in fleet]}
     render.emit(state, document, lambda c: _demo_human(c, report, fleet, path if keep else None))
-
-
-def _remove_sqlite(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 class _bar:

@@ -92,6 +92,7 @@ class State:
         settings = self.settings
         app = self.app()
         if not settings["security.enabled"]:
+            self._refuse_switch_off(app)
             log.get_logger().warning("security.enabled = false: every command acts as admin "
                                      "of tenant 'default'")
             self._principal = Principal.local_admin()
@@ -100,16 +101,40 @@ class State:
         self.tenant = self._principal.tenant
         bind_tenant(self)
 
+    def _refuse_switch_off(self, app: App) -> None:
+        """``security.enabled = false`` only on a database without tokens (SPEC §4.1).
+
+        Whatever layer set it (a file, the environment, ``--config``), a client cannot switch
+        off the security of a database that has tokens: exit 3.
+        """
+        from arbiter_cli.errors import ConfigInvalid
+
+        if app.security.holds_tokens():
+            source = self.settings.sources.get("security.enabled", "?")
+            raise ConfigInvalid(f"security.enabled = false (from {source}) is refused: this "
+                                "database holds tokens, and switching security off is for "
+                                "throwaway databases only")
+
     def resolve_token(self) -> str | None:
-        """--token, then ARBITER_TOKEN, then the credentials file's profile."""
+        """--token, then ARBITER_TOKEN, then the credentials file's profile.
+
+        An explicitly empty ``--token ""`` or ``ARBITER_TOKEN=`` is returned as ``""`` (exit 6
+        at admission), never a fall-back to a profile's token (SPEC §4.1).
+        """
         from arbiter_cli.adapters.credentials import load_token
 
         settings = self.settings
-        if self.token:
+        if self.token is not None:
             return self.token
-        if settings.token:
+        if settings.token is not None:
             return settings.token
-        return load_token(settings.paths.credentials_file, self.profile or settings.profile)
+        return load_token(settings.paths.credentials_file, self.profile_name())
+
+    def profile_name(self) -> str:
+        """--profile, then ARBITER_PROFILE, then ``default``; exit 2 if it is not a valid name."""
+        from arbiter_cli.adapters.credentials import check_profile
+
+        return check_profile(self.profile if self.profile is not None else self.settings.profile)
 
     def gauge(self, name: str, help: str, value: float, **labels: str) -> None:
         """Add a figure to this run's ``--metrics-file`` (written when the command ends)."""

@@ -250,3 +250,20 @@ def redact(details: Mapping[str, Any], secrets_: Sequence[str] = ()) -> dict[str
             value = "***"
         cleaned[key] = value
     return cleaned
+
+
+# ---------------------------------------------------------------------------- last admin
+
+
+def is_active(record: TokenRecord, now: datetime) -> bool:
+    """Neither revoked nor expired at ``now``."""
+    return record.revoked_at is None and (record.expires_at is None or now < record.expires_at)
+
+
+def is_last_admin(record: TokenRecord, tenant_tokens: Iterable[TokenRecord],
+                  now: datetime) -> bool:
+    """True when revoking ``record`` would leave its tenant without an active admin token."""
+    if record.role != ADMIN or not is_active(record, now):
+        return False
+    return not any(t.id != record.id and t.role == ADMIN and is_active(t, now)
+                   for t in tenant_tokens)

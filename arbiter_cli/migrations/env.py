@@ -9,10 +9,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
+from arbiter_cli.adapters.migrations import MIGRATION_LOCK_KEY
 from arbiter_cli.adapters.sql.tables import metadata
-
-# Any constant shared by every arbiter process: PostgreSQL advisory-lock key for migrations.
-MIGRATION_LOCK_KEY = 0x61726269746572  # "arbiter"
 
 
 def run_migrations_online() -> None:

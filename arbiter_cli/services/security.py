@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,6 +23,7 @@ from arbiter_cli.domain.security import (
     check_token,
     format_token,
     hash_secret,
+    is_last_admin,
     parse_token,
     retry_after,
     verify,
@@ -54,6 +56,20 @@ class IssuedToken:
                 "name": data["name"], "rate": data["rate"], "burst": data["burst"]}
 
 
+@dataclass(frozen=True)
+class Bootstrap:
+    created: bool  # the tenant is new
+    issued: IssuedToken | None  # the first admin token of the database, if this call made it
+
+
+def check_tenant_name(name: str) -> str:
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(TENANT_RE_TEXT, name):
+        raise v.fail("name", "pattern", f"{name!r} is not a tenant name ({TENANT_RE_TEXT})")
+    return name
+
+
 def new_token_id() -> str:
     return "".join(secrets.choice(ID_ALPHABET) for _ in range(12))
 
@@ -72,10 +88,14 @@ class SecurityService:
         """Authenticate (6), authorize (6), then rate-limit (7); every refusal is audited."""
         nobody = Principal(tenant=DEFAULT_TENANT, role="none")
         if not token:
+            empty = token == ""  # given explicitly, but empty: never a fall-back (SPEC §4.1)
             self._audit.deny(self._uow, nobody, "auth.denied", None,
-                             {"reason": "missing token", "command": command})
-            raise Unauthenticated("no token: pass --token, set ARBITER_TOKEN, or run "
-                                  "`arbiter login`")
+                             {"reason": "empty token" if empty else "missing token",
+                              "command": command})
+            raise Unauthenticated(
+                "empty token: --token or ARBITER_TOKEN is set but empty (no profile is used "
+                "instead)" if empty else
+                "no token: pass --token, set ARBITER_TOKEN, or run `arbiter login`")
         try:
             token_id, secret = parse_token(token)
         except Unauthenticated:
@@ -131,6 +151,19 @@ class SecurityService:
             rate = v.finite(rate, "rate", low=0.001)
         if burst is not None:
             burst = v.integer(burst, "burst", low=1, high=10_000_000)
+        if expires_in_s is not None and not expires_in_s > 0:  # a token born expired (L7)
+            raise v.fail("expires_in", "positive", "must be a positive duration, e.g. 30d "
+                         "(leave it out for a token that never expires)")
+        with self._uow(write=True) as uow:
+            issued = self._mint(uow, principal, role=role, name=name, expires_in_s=expires_in_s,
+                                rate=rate, burst=burst)
+            uow.commit()
+        return issued
+
+    def _mint(self, uow: Any, principal: Principal, *, role: str, name: str,
+              expires_in_s: float | None, rate: float | None = None, burst: int | None = None
+              ) -> IssuedToken:
+        """Add a token (and its audit event) in the caller's unit of work; not committed."""
         now = self._clock()
         secret = secrets.token_urlsafe(32)
         record = TokenRecord(
@@ -138,12 +171,10 @@ class SecurityService:
             secret_hash=hash_secret(secret), created_at=now,
             expires_at=None if expires_in_s is None else now + timedelta(seconds=expires_in_s),
             rate=rate, burst=burst)
-        with self._uow(write=True) as uow:
-            uow.tokens.add(record)
-            self._audit.record(uow, principal, "token.create", record.id,
-                               {"role": role, "name": name, "expires_at":
-                                record.to_dict()["expires_at"], "rate": rate, "burst": burst})
-            uow.commit()
+        uow.tokens.add(record)
+        self._audit.record(uow, principal, "token.create", record.id,
+                           {"role": role, "name": name, "expires_at":
+                            record.to_dict()["expires_at"], "rate": rate, "burst": burst})
         return IssuedToken(record, format_token(record.id, secret))
 
     def tokens(self, principal: Principal, *, cursor: str | None = None, limit: int = 100
@@ -155,7 +186,9 @@ class SecurityService:
             return found[:limit], found[limit - 1].id
         return found, None
 
-    def revoke(self, principal: Principal, token_id: str) -> TokenRecord:
+    def revoke(self, principal: Principal, token_id: str, *, force: bool = False) -> TokenRecord:
+        """Revoke a token of the caller's tenant; the last active admin token only with
+        ``force`` (exit 5 otherwise), so a tenant is never left without an admin by mistake."""
         with self._uow(write=True) as uow:
             record = uow.tokens.get(token_id)
             if record is None or record.tenant != principal.tenant:
@@ -165,7 +198,14 @@ class SecurityService:
                     uow.commit()
                 raise NotFound(f"token {token_id!r} not found")
             if record.revoked_at is None:
-                record = replace(record, revoked_at=self._clock())
+                now = self._clock()
+                uow.tenants.lock(record.tenant)  # two revokes cannot each spare the other
+                if not force and is_last_admin(record, uow.tokens.list(record.tenant, limit=0),
+                                               now):
+                    raise Conflict(f"token {token_id!r} is the last active admin token of tenant "
+                                   f"{record.tenant!r}: create another admin token first, or "
+                                   "pass --force to leave the tenant without one")
+                record = replace(record, revoked_at=now)
                 uow.tokens.save(record)
                 self._audit.record(uow, principal, "token.revoke", token_id)
                 uow.commit()
@@ -197,28 +237,46 @@ class SecurityService:
     # ------------------------------------------------------------------ tenants
 
     def create_tenant(self, name: str) -> IssuedToken:
-        import re
-
-        if not isinstance(name, str) or not re.fullmatch(TENANT_RE_TEXT, name):
-            raise v.fail("name", "pattern", f"{name!r} is not a tenant name ({TENANT_RE_TEXT})")
+        """A tenant and its first admin token, in one transaction: never one without the other."""
+        check_tenant_name(name)
         with self._uow(write=True) as uow:
             if not uow.tenants.add(name, self._clock()):
                 raise Conflict(f"tenant {name!r} already exists")
+            admin = Principal(tenant=name, role=ADMIN, token_id=None)
+            issued = self._mint(uow, admin, role=ADMIN, name=f"{name} admin", expires_in_s=None)
             uow.commit()
-        admin = Principal(tenant=name, role=ADMIN, token_id=None)
-        return self.issue(admin, role=ADMIN, name=f"{name} admin", expires_in_s=None)
+        return issued
 
     def tenants(self) -> list[str]:
         with self._uow() as uow:
             return uow.tenants.list()
 
-    def bootstrap(self, tenant: str = DEFAULT_TENANT) -> IssuedToken | None:
-        """The first admin token of an empty database (``arbiter init``); None afterwards."""
+    def holds_tokens(self) -> bool:
+        """True when any tenant has a token, revoked or not (security may not be switched off)."""
         with self._uow() as uow:
-            if uow.tokens.count() > 0:
-                return None
-        admin = Principal(tenant=tenant, role=ADMIN, token_id=None)
-        return self.issue(admin, role=ADMIN, name="bootstrap admin", expires_in_s=None)
+            return uow.tokens.count() > 0
+
+    def bootstrap(self, tenant: str = DEFAULT_TENANT, *, issue: bool = True,
+                  before_issue: Callable[[], None] | None = None) -> Bootstrap:
+        """``arbiter init``: create ``tenant`` and, on a database without any token, its first
+        admin token, in one write transaction.
+
+        ``before_issue`` runs inside it just before the token is made (e.g. to check where
+        the token will be saved); raising there commits nothing. Counting and adding in one
+        transaction is atomic on SQLite (``BEGIN IMMEDIATE``); on PostgreSQL the caller holds
+        the migration lock around this call, so concurrent inits issue exactly one token.
+        """
+        with self._uow(write=True) as uow:
+            created = uow.tenants.add(tenant, self._clock())
+            issued = None
+            if issue and uow.tokens.count() == 0:
+                if before_issue is not None:
+                    before_issue()
+                admin = Principal(tenant=tenant, role=ADMIN, token_id=None)
+                issued = self._mint(uow, admin, role=ADMIN, name="bootstrap admin",
+                                    expires_in_s=None)
+            uow.commit()
+        return Bootstrap(created=created, issued=issued)
 
     # ------------------------------------------------------------------ audit
 

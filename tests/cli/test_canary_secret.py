@@ -80,7 +80,7 @@ def run_session(s: Session, tmp_path: Path) -> dict[str, Any]:
     other = s.issue("tenants", "create", "team-b", key="admin_token")
     revoked = s.issue("--token", admin, "tokens", "create", "--role", "viewer", "--name", "old",
                       key="token")
-    s.run("--token", admin, "tokens", "revoke", revoked.split("_")[1])
+    s.run("--token", admin, "tokens", "revoke", revoked.split("_")[1], "--yes")
     s.run("--token", admin, "agents", "register", "--id", "coder-1", "--name", "Coder",
           "--model-family", "claude-3.5", "--task-type", "code-review", "--language", "Python",
           "--metadata", '{"owner": "ops"}')

@@ -86,7 +86,7 @@ def test_update_status_heartbeat_record_remove(initialized):
                                        "average_latency_ms": 250.0, "task_count": 1}
     stale = cli("--json", "agents", "update", "coder-1", "--name", "x", "--expect-version", "1")
     assert stale.exit_code == 5
-    removed = cli("--json", "agents", "remove", "coder-1").json()
+    removed = cli("--json", "agents", "remove", "coder-1", "--yes").json()
     assert removed["removed"] is True
     assert cli("agents", "show", "coder-1").exit_code == 4
 
@@ -105,7 +105,7 @@ def test_cleanup_dry_run_lists_without_changing(initialized):
     dry = cli("--json", "agents", "cleanup", "--older-than", "0s", "--dry-run").json()
     assert [a["id"] for a in dry["items"]] == ["coder-1"] and dry["dry_run"] is True
     assert cli("--json", "agents", "show", "coder-1").json()["status"] == "available"
-    done = cli("--json", "agents", "cleanup", "--older-than", "0s").json()
+    done = cli("--json", "agents", "cleanup", "--older-than", "0s", "--yes").json()
     assert done["count"] == 1
     assert cli("--json", "agents", "show", "coder-1").json()["status"] == "offline"
     assert cli("agents", "cleanup", "--older-than", "soon").exit_code == 2
@@ -227,6 +227,7 @@ def test_metrics_file_is_written_for_node_exporter(initialized, tmp_path: Path):
     from prometheus_client.parser import text_string_to_metric_families
 
     path = tmp_path / "metrics" / "arbiter.prom"
+    path.parent.mkdir()  # arbiter never creates it: tests/cli/test_files.py
     assert cli("--metrics-file", str(path), "agents", "list").exit_code == 0
     samples = {(s.name, s.labels.get("command"), s.labels.get("result")): s.value
                for family in text_string_to_metric_families(path.read_text())

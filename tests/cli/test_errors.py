@@ -51,7 +51,7 @@ def test_duplicate_id_is_exit_5(initialized):
 def test_unknown_agent_is_exit_4(initialized):
     result = cli("--json", "agents", "show", "ghost")
     assert_json_error(result, 4, "not_found")
-    for command in (["agents", "remove", "ghost"], ["agents", "heartbeat", "ghost"],
+    for command in (["agents", "remove", "ghost", "--yes"], ["agents", "heartbeat", "ghost"],
                     ["agents", "status", "ghost", "offline"],
                     ["agents", "record", "ghost", "--success"],
                     ["agents", "update", "ghost", "--capacity", "3"]):

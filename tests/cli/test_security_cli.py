@@ -97,7 +97,7 @@ def _bad_token(kind: str, admin: str) -> tuple[str | None, str | None, str]:
     if kind == "wrong-secret":
         return f"arb_{issued['id']}_{'B' * 43}", issued["id"], "invalid token"
     if kind == "revoked":
-        ok(cli("--json", "--token", admin, "tokens", "revoke", issued["id"]))
+        ok(cli("--json", "--token", admin, "tokens", "revoke", issued["id"], "--yes"))
         return issued["token"], issued["id"], "token revoked"
     assert issued["expires_at"] is not None
     time.sleep(1.1)
@@ -338,8 +338,15 @@ def test_audit_verify_expect_head_detects_truncation(admin: str, clean_env: dict
 # ---------------------------------------------------------------------------- kill switch
 
 
-def test_security_disabled_works_without_a_token_and_warns_every_run(admin: str):
+def test_security_disabled_works_on_a_throwaway_database_and_warns_every_run(clean_env):
+    """A database without tokens: init issues none, every command acts as admin of default.
+
+    On a database with tokens the switch is refused: tests/cli/test_trust.py.
+    """
     env = {"ARBITER_SECURITY__ENABLED": "false"}
+    init = cli("--json", "init", env=env)
+    assert init.exit_code == 0, init
+    assert init.json()["admin_token"] is None and init.json()["credentials_file"] is None
     for _ in range(2):
         result = cli("--json", "--profile", "nobody", "whoami", env=env)
         assert result.exit_code == 0, result

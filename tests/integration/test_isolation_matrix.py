@@ -68,7 +68,7 @@ SPEC_LEAST_ROLE = {
 DATA_COMMANDS: dict[str, tuple[str, ...]] = {
     "agents show": ("agents", "show", "{id}"),
     "agents update": ("agents", "update", "{id}", "--capacity", "1000"),
-    "agents remove": ("agents", "remove", "{id}"),
+    "agents remove": ("agents", "remove", "{id}", "--yes"),
     "agents status": ("agents", "status", "{id}", "available"),
     "agents heartbeat": ("agents", "heartbeat", "{id}"),
     "agents record": ("agents", "record", "{id}", "--success", "--quality", "0.9"),
@@ -85,7 +85,7 @@ DATA_COMMANDS: dict[str, tuple[str, ...]] = {
     "route history": ("route", "history", "--agent", "{id}", "--limit", "0"),
     "route stats": ("route", "stats", "--by", "agent"),
     "route reap": ("route", "reap"),
-    "tokens revoke": ("tokens", "revoke", "{id}"),
+    "tokens revoke": ("tokens", "revoke", "{id}", "--yes"),
 }
 #: Commands with no object id: each role must see only its own tenant.
 TENANT_VIEW_COMMANDS: dict[str, tuple[str, ...]] = {
@@ -235,7 +235,7 @@ class World:
         for purpose in ("victim", "revoked", *(f"revoke-{role}" for role in ROLES)):
             t.objects[purpose] = ok(cli("--json", "--token", t.admin, "tokens", "create",
                                         "--role", "viewer", "--name", purpose))["id"]
-        ok(cli("--json", "--token", t.admin, "tokens", "revoke", t.objects["revoked"]))
+        ok(cli("--json", "--token", t.admin, "tokens", "revoke", t.objects["revoked"], "--yes"))
 
         def agent(agent_id: str, task_types: list[str], pin: str | None = None,
                   capacity: int = 1000) -> dict[str, Any]:
@@ -269,7 +269,7 @@ class World:
         ok(cli("--json", "--token", t.admin, "route", "outcome", t.decisions["closed"],
                "--success"))
         for gone in (f"{x}-gone", *(f"{x}-gone-reg-{role}" for role in ROLES)):
-            ok(cli("--json", "--token", t.admin, "agents", "remove", gone))
+            ok(cli("--json", "--token", t.admin, "agents", "remove", gone, "--yes"))
 
     def victim_state(self, t: Tenant) -> dict[str, Any]:
         """Everything the other tenant's cases aim at, as this tenant's admin sees it."""

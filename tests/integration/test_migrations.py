@@ -74,7 +74,7 @@ def test_db_check_passes_fresh_and_fails_after_a_dropped_column(sql_url: str, cl
 def test_db_check_is_10_when_not_at_head(sql_url: str, clean_env):
     engine_result = cli("db", "upgrade", "--database-url", sql_url)
     assert engine_result.exit_code == 0
-    assert cli("db", "downgrade", "base", "--database-url", sql_url).exit_code == 0
+    assert cli("db", "downgrade", "base", "--database-url", sql_url, "--yes").exit_code == 0
     result = cli("--json", "db", "check", "--database-url", sql_url)
     assert result.exit_code == 10
     assert result.error()["code"] == "schema_outdated"

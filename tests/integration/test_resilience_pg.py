@@ -245,7 +245,7 @@ def test_every_write_command_succeeds_journaled_during_an_outage(host: Host) -> 
     assert routed["agent_id"] == "a2"  # a1 is draining in the snapshot
     closed = host.journaled("route", "outcome", "--task-id", "T-1", "--success")
     assert closed["status"] == "succeeded"
-    host.journaled("agents", "remove", "gone")
+    host.journaled("agents", "remove", "gone", "--yes")
     assert [e["kind"] for e in host.entries()] == [
         "agents.register", "agents.update", "agents.set_status", "agents.heartbeat",
         "agents.record", "routing.route", "routing.outcome", "agents.remove"]
@@ -293,7 +293,7 @@ def test_tokens_are_checked_against_the_snapshot_during_an_outage(host: Host) ->
     register(host, "a1")
     viewer = host.ok("tokens", "create", "--role", "viewer", "--name", "v")
     revoked = host.ok("tokens", "create", "--role", "viewer", "--name", "r")
-    host.ok("tokens", "revoke", revoked["id"])
+    host.ok("tokens", "revoke", revoked["id"], "--yes")
     host.cut()
     assert host.ok("agents", "list", token=viewer["token"])["meta"]["stale"] is True
     gone = host.run("agents", "list", token=revoked["token"])
@@ -424,7 +424,7 @@ def test_replay_applies_every_journaled_effect_once_in_order(host: Host) -> None
                    "--latency-ms", "100", "--task-type", "testing")
     routed = host.journaled("route", "task", "--task-type", "testing", "--task-id", "T-1")
     host.journaled("route", "outcome", "--task-id", "T-1", "--success", "--quality", "0.9")
-    host.journaled("agents", "remove", "gone")
+    host.journaled("agents", "remove", "gone", "--yes")
     degraded_view = host.ok("agents", "list")["items"]
     op_ids = [e["op_id"] for e in host.entries()]
     assert len(op_ids) == 8
@@ -733,7 +733,7 @@ def test_an_update_of_an_agent_removed_meanwhile_conflicts_instead_of_resurrecti
     register(host, "a1")
     host.cut()
     host.journaled("agents", "update", "a1", "--capacity", "9")
-    host.other("agents", "remove", "a1")
+    host.other("agents", "remove", "a1", "--yes")
     host.heal()
     report = host.ok("journal", "replay")
     assert (report["applied"], report["conflicts"]) == (0, 1)

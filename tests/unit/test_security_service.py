@@ -140,7 +140,7 @@ def viewer(service: SecurityService, principal: Principal = LOCAL_ADMIN, **optio
 
 def test_bootstrap_issues_an_admin_token_of_default_on_an_empty_store(service, store):
     """The first admin token: tenant default, role admin, no expiry, usable at once."""
-    issued = service.bootstrap()
+    issued = service.bootstrap().issued
     assert issued is not None
     record = issued.record
     assert (record.tenant, record.role, record.name, record.expires_at) == (
@@ -152,13 +152,13 @@ def test_bootstrap_issues_an_admin_token_of_default_on_an_empty_store(service, s
 def test_bootstrap_returns_none_once_a_token_exists(service, store):
     """A second bootstrap issues nothing."""
     service.bootstrap()
-    assert service.bootstrap() is None
+    assert service.bootstrap().issued is None
     assert token_count(store) == 1
 
 
 def test_bootstrap_returns_none_when_only_another_tenant_has_a_token(service, store, acme):
     """Any token in the store, whatever its tenant, ends the bootstrap."""
-    assert service.bootstrap() is None
+    assert service.bootstrap().issued is None
     assert token_count(store) == 1
 
 
@@ -291,7 +291,7 @@ UNKNOWN_ID = "zzzzzzzzzzzz"
 DENIALS: dict[str, tuple[Callable[..., str | None], str, str]] = {
     # case: (token maker, tenant audited, reason)
     "missing": (lambda s, c, a: None, "default", "missing token"),
-    "empty": (lambda s, c, a: "", "default", "missing token"),
+    "empty": (lambda s, c, a: "", "default", "empty token"),
     "malformed": (lambda s, c, a: "arb_short_secret", "default", "malformed token"),
     "unknown id": (lambda s, c, a: format_token(UNKNOWN_ID, "s" * 43), "default",
                    "invalid token"),

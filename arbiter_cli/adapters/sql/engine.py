@@ -38,7 +38,7 @@ def make_engine(
     url: str, *, pool_size: int = 5, max_overflow: int = 5, connect_timeout_s: float = 5,
     statement_timeout_s: float = 30, busy_timeout_s: float = 30, create: bool = False,
 ) -> Engine:
-    """An engine for ``url``; with ``create`` a missing SQLite file's directory is made."""
+    """An engine for ``url``; with ``create`` a missing SQLite file is made, 0600 in 0700 folders."""
     if backend_of(url) == "sqlite":
         return _sqlite_engine(url, busy_timeout_s, create)
     return create_engine(
@@ -58,10 +58,7 @@ def _sqlite_engine(url: str, busy_timeout_s: float, create: bool) -> Engine:
     path = sqlite_path(url)
     if path is not None:
         if create:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StorageUnavailable(f"cannot create {path.parent}: {exc.strerror}") from None
+            _create_private(path)
         elif not path.exists():
             raise StorageUnavailable(f"no database at {path}: run `arbiter init`")
     engine = create_engine(url, connect_args={"timeout": busy_timeout_s})
@@ -82,6 +79,21 @@ def _sqlite_engine(url: str, busy_timeout_s: float, create: bool) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+def _create_private(path: Path) -> None:
+    """The database file and the folders arbiter creates for it are private (SPEC §4.1).
+
+    SQLite gives its ``-wal`` and ``-shm`` files the mode of the database file, so creating
+    the (empty, hence valid) database file ourselves with 0600 covers all three.
+    """
+    from arbiter_cli.adapters.files import create_private_file, private_dir
+
+    try:
+        private_dir(path.parent)
+        create_private_file(path)
+    except OSError as exc:
+        raise StorageUnavailable(f"cannot create {exc.filename or path}: {exc.strerror}") from None
 
 
 def check_revision(engine: Engine) -> str:
