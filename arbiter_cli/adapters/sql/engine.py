@@ -19,7 +19,8 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 
 from arbiter_cli.adapters.sql.schema_version import HEAD, KNOWN
-from arbiter_cli.config import mask_url
+from arbiter_cli.dburl import mask_url
+from arbiter_cli.dburl import parse as parse_url
 from arbiter_cli.errors import SchemaOutdated, StorageUnavailable
 
 WRITE_OPTION = "arbiter_write"
@@ -38,7 +39,12 @@ def make_engine(
     url: str, *, pool_size: int = 5, max_overflow: int = 5, connect_timeout_s: float = 5,
     statement_timeout_s: float = 30, busy_timeout_s: float = 30, create: bool = False,
 ) -> Engine:
-    """An engine for ``url``; with ``create`` a missing SQLite file's directory is made."""
+    """An engine for ``url``; with ``create`` a missing SQLite file's directory is made.
+
+    Every URL (``database.url`` or a ``--database-url`` flag) is checked first: one that does
+    not parse, or whose password cannot be isolated, is ``ConfigInvalid`` (exit 3), unechoed.
+    """
+    parse_url(url)
     if backend_of(url) == "sqlite":
         return _sqlite_engine(url, busy_timeout_s, create)
     return create_engine(
@@ -96,7 +102,7 @@ def check_revision(engine: Engine) -> str:
     except DBAPIError as exc:
         if _missing_table(exc):
             raise SchemaOutdated(
-                f"database {mask_url(str(engine.url))} has no arbiter schema: run `arbiter init` "
+                f"database {describe(engine)} has no arbiter schema: run `arbiter init` "
                 "or `arbiter db upgrade`"
             ) from None
         raise unavailable(engine, exc) from None
@@ -121,5 +127,10 @@ def _missing_table(exc: DBAPIError) -> bool:
 def unavailable(engine: Engine, exc: DBAPIError) -> StorageUnavailable:
     """A one-line, password-free description of a database failure."""
     first_line = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc).__name__
-    return StorageUnavailable(f"database {mask_url(str(engine.url.render_as_string(hide_password=True)))} "
-                              f"unavailable: {first_line}", driver=exc.orig)
+    return StorageUnavailable(f"database {describe(engine)} unavailable: {first_line}",
+                              driver=exc.orig)
+
+
+def describe(engine: Engine) -> str:
+    """The engine's URL for a message: no password, neither in the user info nor the query."""
+    return mask_url(engine.url.render_as_string(hide_password=True))
