@@ -34,9 +34,11 @@ class Session:
         self.outputs: list[tuple[tuple[str, ...], CliResult]] = []
         self.issued: dict[str, int] = {}  # token → index of the output allowed to show it
 
-    def run(self, *argv: str, code: int = 0, env: dict[str, str] | None = None) -> CliResult:
+    def run(self, *argv: str, code: int | None = 0,
+            env: dict[str, str] | None = None) -> CliResult:
         result = cli(*argv, env=env)
-        assert result.exit_code == code, (argv, result)
+        assert code is None or result.exit_code == code, (argv, result)
+        assert result.exit_code != 70, (argv, result)  # never an internal error
         self.outputs.append((argv, result))
         return result
 
@@ -217,3 +219,133 @@ def test_the_session_would_see_a_leak(canaries: dict[str, str], clean_env: dict[
     assert canaries["env"] in settings.secret_values()
     if canaries["backend"] == "postgres":
         assert canaries["env"] in settings.database_url
+
+
+# ---------------------------------------------------------------------------- URL forms (M6)
+
+def _form(kind: str, canary: str, port: int, database: str) -> tuple[str, list[str]]:
+    """A database URL carrying ``canary`` as written in ``kind``, and the strings that must
+    never show (the password in every spelling a leak could take)."""
+    host = f"127.0.0.1:{port}/{database}"
+    head, tail = canary[:len(canary) // 2], canary[len(canary) // 2:]
+    forms = {
+        "userinfo": (f"postgresql+psycopg2://postgres:{canary}@{host}", [canary]),
+        "userinfo with ':'": (f"postgresql+psycopg2://postgres:{head}:{tail}@{host}",
+                              [f"{head}:{tail}", tail]),
+        "userinfo with encoded '@'": (f"postgresql+psycopg2://postgres:{head}%40{tail}@{host}",
+                                      [f"{head}@{tail}", f"{head}%40{tail}", tail]),
+        "query": (f"postgresql+psycopg2://postgres@{host}?sslmode=disable&password={canary}"
+                  "&application_name=arbiter", [canary]),
+        "unencoded '@' (refused)": (f"postgresql+psycopg2://postgres:{head}@{tail}@{host}",
+                                    [head, tail]),
+        "upper-case query key (refused)": (f"postgresql+psycopg2://postgres@{host}"
+                                           f"?PASSWORD={canary}", [canary]),
+    }
+    return forms[kind]
+
+
+URL_FORMS = ["userinfo", "userinfo with ':'", "userinfo with encoded '@'", "query",
+             "unencoded '@' (refused)", "upper-case query key (refused)"]
+
+
+@pytest.fixture
+def proxied_database(clean_env: dict[str, str]) -> Iterator[tuple[Any, str]]:
+    """A fresh database on the test server, reached through a fault proxy (for an outage)."""
+    from sqlalchemy.engine import make_url
+
+    from tests.faults.proxy import FaultProxy
+
+    with fresh_postgres_database("urlcanary") as url:
+        server = make_url(url)
+        with FaultProxy((server.host or "127.0.0.1", server.port or 5432)) as proxy:
+            yield proxy, str(server.database)
+
+
+def _files(root: Path) -> Iterator[tuple[str, bytes]]:
+    for path in sorted(root.rglob("*")):
+        yield str(path.relative_to(root)), path.read_bytes() if path.is_file() else b""
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("kind", URL_FORMS)
+def test_a_password_in_any_url_form_never_shows(kind: str, proxied_database: tuple[Any, str],
+                                                clean_env: dict[str, str], tmp_path: Path,
+                                                spans: Any,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """config show, health, failed connects (wrong host, wrong port), --verbose tracebacks,
+    debug JSON logs, spans, --metrics-file, and every file in data_dir (breaker, journal,
+    snapshot: names and contents) are free of the password, whatever URL form carries it."""
+    proxy, database = proxied_database
+    canary = f"CANARYurl{secrets.token_hex(10)}"
+    url, forbidden = _form(kind, canary, proxy.port, database)
+    forbidden = [*forbidden, quote(forbidden[0], safe="")]
+    monkeypatch.setenv("ARBITER_DATABASE__URL", url)
+    monkeypatch.setenv("ARBITER_DATABASE__COMMAND_TIMEOUT", "3s")
+    monkeypatch.setenv("ARBITER_DATABASE__CONNECT_TIMEOUT", "2s")
+    refused = "refused" in kind
+    s = Session()
+    metrics = tmp_path / "run.prom"
+    debug = ("--verbose", "--log-level", "debug", "--log-format", "json")
+    spans_env = {"ARBITER_OBSERVABILITY__TRACING__EXPORTER": "console"}
+    wrong_host = url.replace("127.0.0.1", "no-such-host.invalid")
+    wrong_port = url.replace(f":{proxy.port}/", ":1/")
+    for fmt in ((), ("--json",)):
+        s.run(*fmt, "config", "show", code=3 if refused else 0)
+        s.run(*fmt, "config", "validate", code=3 if refused else 0)
+    if refused:
+        for argv in (("agents", "list"), ("health",), ("--json", "health", "--ready"),
+                     ("db", "current"), ("init",)):
+            result = s.run(*debug, *argv, code=3)
+            assert "unencoded '@'" in result.stderr or "password=" in result.stderr
+        s.run("--json", "db", "current", "--database-url", url, code=3)
+        s.run("bench", "--backend", "postgres", "--database-url", url, code=3)
+    else:
+        admin = s.issue("init", key="admin_token")
+        s.run("--token", admin, "agents", "register", "--id", "a1", "--name", "A",
+              "--model-family", "m", "--task-type", "testing")
+        s.run("health")
+        s.run("--json", "health", "--ready")
+        s.run(*debug, "--token", admin, "agents", "list", env=spans_env)
+        s.run("--metrics-file", str(metrics), "--token", admin, "agents", "list")
+        s.run(*debug, "db", "current", "--database-url", url)
+        for bad in (wrong_host, wrong_port):  # failed connects: one line, no password
+            for verbose in ((), debug):
+                result = s.run(*verbose, "--token", admin, "agents", "list", code=None,
+                               env={**spans_env, "ARBITER_DATABASE__URL": bad})
+                assert result.exit_code in (3, 10), result
+            s.run("--json", "health", code=None, env={"ARBITER_DATABASE__URL": bad})
+            s.run(*debug, "db", "current", "--database-url", bad, code=None)
+        proxy.set_mode("reset")  # an outage: the write goes to the journal
+        journaled = s.run("--json", "--token", admin, "agents", "register", "--id", "a2",
+                          "--name", "B", "--model-family", "m", "--task-type", "testing").json()
+        assert journaled["meta"]["durability"] == "journaled"
+        s.run("--json", "journal", "status")
+        s.run("--json", "journal", "list")
+        s.run(*debug, "--metrics-file", str(metrics), "--json", "health", code=None)
+        proxy.set_mode("pass")
+        s.run("--verbose", "journal", "replay", code=None)  # the breaker may still be open
+    leaks = [f"{argv} {name}" for argv, result in s.outputs
+             for name, stream in (("stdout", result.stdout), ("stderr", result.stderr))
+             for secret in forbidden if secret in stream]
+    assert not leaks, leaks
+    traced = "\n".join(span.to_json() for span in spans.get_finished_spans())
+    assert not [p for p in forbidden if p in traced], "a password is in a span"
+    data = Path(clean_env["ARBITER_DATA_DIR"])
+    found = list(_files(data)) + list(_files(tmp_path / "home"))
+    if metrics.exists():
+        found.append(("metrics", metrics.read_bytes()))
+    assert not [name for name, body in found for p in forbidden
+                if p in name or p.encode() in body], "a password is in a file"
+    if not refused:  # control: the run really wrote the files this test reads
+        names = {name for name, _body in found}
+        assert any(n.startswith("breaker/") and n.endswith(".json") for n in names), names
+        assert any(n.endswith("journal.db") for n in names), names
+        assert metrics.exists() and b"arbiter_command" in metrics.read_bytes()
+        assert forbidden[0] in _loaded_url()
+
+
+def _loaded_url() -> str:
+    from arbiter_cli.config import load_settings
+
+    settings = load_settings(environ=dict(os.environ))
+    return settings.database_url + " " + " ".join(settings.secret_values())
