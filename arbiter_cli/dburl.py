@@ -42,7 +42,8 @@ from arbiter_cli.errors import ConfigInvalid
 MASK = "***"
 SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2")
 PASSWORD_ARGUMENTS = ("password", "sslpassword")  # libpq's connection keywords holding one
-SHAPE = "empty, sqlite:///PATH or postgresql+psycopg2://USER[:PASSWORD]@HOST[:PORT]/DB"
+SHAPE = ("empty, sqlite:///PATH or postgresql+psycopg2://USER@HOST[:PORT]/DB (a password "
+         "goes after USER and a colon, percent-encoded)")
 
 # SQLAlchemy 2.1, sqlalchemy/engine/url.py, _parse_url (MIT licence): the same groups, so the
 # password arbiter masks is the password SQLAlchemy connects with.

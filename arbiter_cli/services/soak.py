@@ -78,7 +78,6 @@ def run(settings: Settings, options: SoakOptions, *, context: dict[str, Any],
     _check_fleet(settings, options.agents)
     if options.memray:
         profiling.require_memray()
-    options.output.mkdir(parents=True, exist_ok=True)
     capture = options.output / profiling.CAPTURE if options.memray else None
     title = f"soak {options.workload} on {options.backend}"
     log = log or monitor(context, title=title, duration_s=options.duration_s)
@@ -86,6 +85,7 @@ def run(settings: Settings, options: SoakOptions, *, context: dict[str, Any],
     try:
         with scratch_app(settings, options.backend, purpose="soak",
                          database_url=options.database_url, keep=options.keep) as (app, where):
+            options.output.mkdir(parents=True, exist_ok=True)  # once the store is there
             workload = Workload(app, agents=options.agents, mix=options.mix,
                                 leaky=options.workload == "leaky", counters=current.counters)
             workload.setup()
