@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.helpers import CliResult, cli, fresh_postgres_database
+from tests.helpers import CliResult, cli, fresh_postgres_database, postgres_url
 
 
 class Session:
@@ -349,3 +349,71 @@ def _loaded_url() -> str:
 
     settings = load_settings(environ=dict(os.environ))
     return settings.database_url + " " + " ".join(settings.secret_values())
+
+
+def _subprocess_env(clean_env: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")
+           or k.startswith("ARBITER_TEST_")}
+    return {**env, **clean_env}
+
+
+@pytest.mark.postgres
+def test_bench_workers_get_no_password_in_their_command_line(clean_env: dict[str, str]) -> None:
+    """argv is readable by every user of the host (ps, /proc): the scratch URL and the bench
+    token reach the e2e worker processes on stdin."""
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy.engine import make_url
+
+    canary = f"CANARYargv{secrets.token_hex(8)}"
+    url = make_url(postgres_url()).set(password=canary).render_as_string(hide_password=False)
+    env = {**_subprocess_env(clean_env), "ARBITER_DATABASE__URL": url}
+    bench = subprocess.Popen([sys.executable, "-m", "arbiter_cli", "--json", "bench",
+                              "--workload", "e2e", "--backend", "postgres", "--agents", "10",
+                              "--processes", "2", "--seconds", "3"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    seen: dict[int, bytes] = {}
+    while bench.poll() is None:
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(stat[1]) == bench.pid:  # a child of bench
+                    seen[int(proc.name)] = (proc / "cmdline").read_bytes()
+            except (OSError, IndexError, ValueError):
+                continue
+        time.sleep(0.05)
+    out, err = bench.communicate()
+    assert bench.returncode == 0, err.decode()[-2000:]
+    assert json.loads(out)["processes"] == 2
+    assert len(seen) >= 2, "the workers were not observed"
+    assert not [cmd for cmd in seen.values() if canary.encode() in cmd or b"arb_" in cmd]
+    assert canary.encode() not in out + err
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_the_memray_capture_of_a_soak_holds_no_password(clean_env: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    """memray records the command line in its capture and flame graph: --database-url is
+    masked there."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("memray")
+    from sqlalchemy.engine import make_url
+
+    canary = f"CANARYmemray{secrets.token_hex(8)}"
+    url = make_url(postgres_url()).set(password=canary).render_as_string(hide_password=False)
+    out = tmp_path / "soak"
+    done = subprocess.run([sys.executable, "-m", "arbiter_cli", "--json", "soak", "--duration",
+                           "3s", "--sample-interval", "1s", "--agents", "10", "--backend",
+                           "postgres", "--database-url", url, "--output", str(out)],
+                          capture_output=True, timeout=300, env=_subprocess_env(clean_env))
+    assert done.returncode in (0, 1), done.stderr.decode()[-2000:]
+    files = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    assert {"memray.bin", "summary.json"} <= set(files), sorted(files)
+    assert not [name for name, body in files.items() if canary.encode() in body]
+    assert b"--database-url" in files["memray.bin"]  # control: the command line is recorded
+    assert canary.encode() not in done.stdout + done.stderr
