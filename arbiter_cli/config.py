@@ -147,6 +147,12 @@ KEYS: tuple[Key, ...] = (
         choices=("none", "console", "otlp")),
     Key("serve.replay_interval", "duration", "1s", "How often `arbiter serve` drains the "
         "journal in the background.", 0.05, 3600),
+    Key("serve.shutdown_timeout", "duration", "10s", "How long SIGTERM lets `arbiter serve` "
+        "finish the requests in flight before it closes their connections and exits.", 1, 3600),
+    Key("serve.read_timeout", "duration", "10s", "Time a client has to send its whole request "
+        "(idle and slow clients are cut off), and to take each write of the answer.", 1, 3600),
+    Key("serve.max_connections", "int", 64, "Connections `arbiter serve` handles at once; "
+        "more are answered 503 at once.", 1, 10_000),
 )
 KEYS_BY_NAME = {k.name: k for k in KEYS}
 WEIGHT_GROUPS = ("query.weights", "routing.weights")
