@@ -12,8 +12,9 @@ carries one too). Everything that shows, logs or stores a URL goes through this 
   * an unencoded ``@`` in the user name or password (``user:p@ss@host``): the parser would
     take ``ss@host`` for the host, and every message naming the host would show the
     password's tail;
-  * spaces, quotes, ``<``, ``>``, backslashes or control characters (a password containing
-    one would be cut in two wherever a URL is found in free text);
+  * control characters anywhere, and spaces, quotes, ``<``, ``>`` or backslashes in the user
+    info, host or port (a password containing one would be cut in two wherever a URL is found
+    in free text);
   * a ``dsn=`` query argument (a whole libpq connection string, password included, that the
     URL's parts no longer describe) and password arguments other than ``password=`` and
     ``sslpassword=`` (libpq knows no other, and would fail at connect time).
@@ -25,7 +26,9 @@ carries one too). Everything that shows, logs or stores a URL goes through this 
   same primary with or without one; for every other URL the form is the one arbiter has always
   used (existing data folders keep their keys);
 - ``passwords(url)``: every password of a URL in the forms it can take, for redaction;
-- ``with_password(url, password)``: ``database.password`` spliced into a URL that has none.
+- ``with_password(url, password)``: ``database.password`` spliced into a URL that has none;
+- ``render(url)``: a SQLAlchemy ``URL`` (a derived one: the scratch database of bench and
+  soak) back to text that ``parse`` accepts.
 
 This module imports only the standard library (no SQLAlchemy at start-up).
 """
@@ -35,6 +38,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, unquote, unquote_plus
 
 from arbiter_cli.errors import ConfigInvalid
@@ -66,6 +70,7 @@ _PATTERN = re.compile(
     """,
     re.X,
 )
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _UNSAFE = re.compile(r"[\s\"'<>\\`\x00-\x1f\x7f]")
 _URL_IN_TEXT = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^\s\"<>`]*)")
 _PASSWORD_PAIR = re.compile(r"(?i)(password\s*(?:=|%3D)\s*)('[^']*'|\"[^\"]*\"|[^\s&'\",;)\]}]*)")
@@ -152,11 +157,14 @@ def parse(url: str) -> DatabaseUrl:
         if match is None or match.end() != len(url) or "\n" in url:
             raise ConfigInvalid(f"database URL must be {SHAPE}")
         return _parsed(url, match, scheme)
-    if _UNSAFE.search(url):
-        raise ConfigInvalid("database URL holds a space, a quote, a backslash or a control "
-                            "character: percent-encode it (a space is %20, a quote %27)")
+    if _CONTROL.search(url):
+        raise ConfigInvalid("database URL holds a control character: percent-encode it")
     if match is None or match.end() != len(url):
         raise ConfigInvalid(f"database URL must be {SHAPE}")
+    if _UNSAFE.search(url[:_authority_end(match)]):
+        raise ConfigInvalid("database URL holds a space, a quote or a backslash in its user "
+                            "name, password or host: percent-encode it (a space is %20, a "
+                            "quote %27)")
     parts = match.groupdict()
     if any("@" in (parts[name] or "") for name in ("username", "ipv4host", "port")):
         raise ConfigInvalid("database URL has an unencoded '@' in its user name or password: "
@@ -174,6 +182,14 @@ def parse(url: str) -> DatabaseUrl:
             raise ConfigInvalid("database URL has a password argument that libpq does not "
                                 "know: write password= or sslpassword= (lower case)")
     return parsed
+
+
+def _authority_end(match: re.Match[str]) -> int:
+    """Where the user info, host and port end: at the database path or the query."""
+    for group in ("database", "query"):
+        if match.group(group) is not None:
+            return match.start(group) - 1
+    return match.end()
 
 
 def _parsed(url: str, match: re.Match[str], scheme: str) -> DatabaseUrl:
@@ -212,6 +228,20 @@ def with_password(url: str, password: str) -> str:
         return url
     at = parsed.username_end
     return f"{url[:at]}:{quote(password, safe='')}{url[at:]}"
+
+
+def render(url: Any) -> str:
+    """A SQLAlchemy ``URL`` as text that ``parse`` accepts: like ``render_as_string(
+    hide_password=False)``, with the user name and password percent-encoded in full (SQLAlchemy
+    leaves spaces and ``+`` in them as they are)."""
+    text: str = url._replace(username=None, password=None).render_as_string(hide_password=False)
+    if url.username is None:
+        return text
+    userinfo = quote(url.username, safe="")
+    if url.password is not None:
+        userinfo += ":" + quote(str(url.password), safe="")
+    scheme, _, rest = text.partition("://")
+    return f"{scheme}://{userinfo}@{rest}"
 
 
 def mask_url(text: str) -> str:

@@ -80,18 +80,19 @@ def _postgres(
     from sqlalchemy.exc import DBAPIError
 
     from arbiter_cli.adapters.sql.engine import unavailable
+    from arbiter_cli.dburl import render
 
     server = _server(database_url or settings.database_url)
     stamp = f"{time.strftime('%Y%m%d%H%M%S')}_{secrets.token_hex(3)}"
     name = f"{server.database or 'arbiter'}_{purpose}_{stamp}"
-    admin = sql_engine(settings, server.render_as_string(hide_password=False))
+    admin = sql_engine(settings, render(server))
     admin = admin.execution_options(isolation_level="AUTOCOMMIT")
     try:
         _create_database(admin, name)
     except DBAPIError as exc:
         admin.engine.dispose()
         raise _refused_scratch(exc) or unavailable(admin.engine, exc) from None
-    url = server.set(database=name).render_as_string(hide_password=False)
+    url = render(server.set(database=name))
     try:
         _migrate(settings, url)
         app = build(settings, url=url)

@@ -250,7 +250,9 @@ def _e2e(app: Any, principal: Principal, agents: int, seconds: float, processes:
     if app.engine is None:  # memory: one process, in this one
         _e2e_loop(app, token, timer, seconds)
     else:
-        url = app.engine.url.render_as_string(hide_password=False)
+        from arbiter_cli.dburl import render
+
+        url = render(app.engine.url)
         say(f"{processes} processes routing and reporting for {seconds:g} s")
         workers = [subprocess.Popen([sys.executable, "-c", E2E_WORKER], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

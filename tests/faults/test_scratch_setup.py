@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -20,6 +21,7 @@ from tests.helpers import CliResult, cli
 
 RIGHT = "right-Pw-7Qx2"
 WRONG = "CANARYwrongPw9Zt4"
+ODD = "odd Pw+@:/%?&=#x"  # every character that needs percent-encoding in a URL
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +38,7 @@ def password_cluster() -> Iterator[PgCluster]:
         cluster.start()
         cluster.psql(f"CREATE ROLE arbiter_pw LOGIN CREATEDB PASSWORD '{RIGHT}'")
         cluster.psql(f"CREATE ROLE arbiter_nocreate LOGIN PASSWORD '{RIGHT}'")
+        cluster.psql(f"CREATE ROLE arbiter_odd LOGIN CREATEDB PASSWORD '{ODD}'")
         yield cluster
     finally:
         cluster.cleanup()
@@ -93,4 +96,17 @@ def test_the_right_password_runs_and_drops_the_scratch_database(
     assert result.exit_code == 0, result
     assert result.json()["operations"]["query"]["samples"] == 10
     assert RIGHT not in result.stdout + result.stderr
+    assert _scratch(password_cluster) == []
+
+
+def test_a_password_that_needs_encoding_reaches_the_scratch_database_and_the_workers(
+        password_cluster: PgCluster, clean_env: dict[str, str]) -> None:
+    """The scratch URLs arbiter derives (admin, scratch database, e2e workers) keep the password
+    percent-encoded, so they pass the same URL check as the user's."""
+    url = _url(password_cluster, "arbiter_odd", quote(ODD, safe=""))
+    result = cli("--json", "bench", "--workload", "e2e", "--backend", "postgres",
+                 "--database-url", url, "--agents", "10", "--processes", "2", "--seconds", "1")
+    assert result.exit_code == 0, result
+    assert result.json()["decisions"] > 0
+    assert quote(ODD, safe="") not in result.stdout + result.stderr
     assert _scratch(password_cluster) == []

@@ -259,10 +259,18 @@ class SlowClient(threading.Thread):
             self.sock.close()
 
 
-def _served(env: dict[str, str], **settings: str) -> Served:
+@contextlib.contextmanager
+def _served(env: dict[str, str], **settings: str) -> Iterator[Served]:
+    """``arbiter init`` then ``serve`` with ``serve.*`` settings; killed if a test fails."""
     env = {**env, **{f"ARBITER_SERVE__{k.upper()}": v for k, v in settings.items()}}
     run(env, "init")
-    return Served(env)
+    server = Served(env)
+    try:
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.communicate()
 
 
 def _stop_within(server: Served, limit_s: float) -> tuple[float, dict[str, Any]]:
@@ -284,13 +292,13 @@ def _stop_within(server: Served, limit_s: float) -> tuple[float, dict[str, Any]]
 def test_slow_clients_cannot_hold_serve_open_after_sigterm(clean_env):
     """Five clients trickling a header line a second (the attack) delay the exit by at most
     serve.shutdown_timeout; their connections are closed."""
-    server = _served({**os.environ, **clean_env}, shutdown_timeout="3s")
-    clients = [SlowClient(server.port) for _ in range(5)]
-    for client in clients:
-        client.start()
-    time.sleep(2.5)
-    assert server.get("/livez")[0] == 200  # they do not starve other callers
-    took, summary = _stop_within(server, 3 + 2)
+    with _served({**os.environ, **clean_env}, shutdown_timeout="3s") as server:
+        clients = [SlowClient(server.port) for _ in range(5)]
+        for client in clients:
+            client.start()
+        time.sleep(2.5)
+        assert server.get("/livez")[0] == 200  # they do not starve other callers
+        took, summary = _stop_within(server, 3 + 2)
     assert took < 3 + 2, f"serve took {took:.1f} s to exit after SIGTERM"
     assert summary["stopped_by"] == "SIGTERM"
     assert all(client.closed_by_server() for client in clients)
@@ -309,20 +317,21 @@ def test_a_request_in_flight_completes_during_the_drain(clean_env):
         server_url = make_url(url)
         with FaultProxy((server_url.host or "127.0.0.1", server_url.port or 5432)) as proxy:
             proxied = server_url.set(port=proxy.port).render_as_string(hide_password=False)
-            server = _served({**os.environ, **clean_env, "ARBITER_DATABASE__URL": proxied},
-                             shutdown_timeout="6s")
-            clients = [SlowClient(server.port) for _ in range(5)]
-            for client in clients:
-                client.start()
-            proxy.set_mode("latency", latency_ms=250)
-            answer: dict[str, Any] = {}
-            asking = threading.Thread(target=lambda: answer.update(health=server.get("/health")))
-            started = time.monotonic()
-            asking.start()
-            time.sleep(0.4)
-            assert asking.is_alive(), "the request finished before SIGTERM: nothing in flight"
-            took, summary = _stop_within(server, 6 + 2)
-            asking.join(timeout=5)
+            with _served({**os.environ, **clean_env, "ARBITER_DATABASE__URL": proxied},
+                         shutdown_timeout="6s") as server:
+                clients = [SlowClient(server.port) for _ in range(5)]
+                for client in clients:
+                    client.start()
+                proxy.set_mode("latency", latency_ms=250)
+                answer: dict[str, Any] = {}
+                asking = threading.Thread(
+                    target=lambda: answer.update(health=server.get("/health")))
+                started = time.monotonic()
+                asking.start()
+                time.sleep(0.4)
+                assert asking.is_alive(), "the request finished before SIGTERM: nothing in flight"
+                took, summary = _stop_within(server, 6 + 2)
+                asking.join(timeout=5)
     code, content_type, body = answer["health"]
     assert code in (200, 503) and content_type == "application/health+json"
     assert "database:responseTime" in json.loads(body)["checks"]
@@ -356,36 +365,36 @@ def _closed_after(sock: socket.socket, trickle_s: float | None, limit_s: float) 
 
 @pytest.mark.slow
 def test_idle_and_trickling_clients_are_cut_off_at_the_read_timeout(clean_env):
-    server = _served({**os.environ, **clean_env}, read_timeout="2s")
-    try:
+    with _served({**os.environ, **clean_env}, read_timeout="2s") as server:
         for trickle_s in (0.5, None):
             with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
                 closed = _closed_after(sock, trickle_s, limit_s=8)
             assert closed is not None and 1.5 <= closed <= 4, (trickle_s, closed)
         assert server.get("/livez")[0] == 200
-    finally:
-        server.stop()
+        assert server.stop()[0] == 0
 
 
 @pytest.mark.slow
 def test_connections_over_the_cap_are_answered_503_at_once(clean_env):
-    server = _served({**os.environ, **clean_env}, max_connections="3", read_timeout="30s")
-    held = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(3)]
-    try:
-        time.sleep(0.3)
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as extra:
-            extra.sendall(b"GET /livez HTTP/1.0\r\n\r\n")
-            answer = b""
-            with contextlib.suppress(ConnectionResetError):
-                while chunk := extra.recv(65536):
-                    answer += chunk
-        assert answer.startswith(b"HTTP/1.0 503") and b"Retry-After: 1" in answer
-    finally:
-        for sock in held:
-            sock.close()
-    deadline = time.monotonic() + 5
-    while server.get("/livez")[0] != 200 and time.monotonic() < deadline:
-        time.sleep(0.1)  # the held connections end once their sockets are closed
-    assert server.get("/livez")[0] == 200
-    took, summary = _stop_within(server, 10)
+    with _served({**os.environ, **clean_env}, max_connections="3",
+                 read_timeout="30s") as server:
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                for _ in range(3)]
+        try:
+            time.sleep(0.3)
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as extra:
+                extra.sendall(b"GET /livez HTTP/1.0\r\n\r\n")
+                answer = b""
+                with contextlib.suppress(ConnectionResetError):
+                    while chunk := extra.recv(65536):
+                        answer += chunk
+            assert answer.startswith(b"HTTP/1.0 503") and b"Retry-After: 1" in answer
+        finally:
+            for sock in held:
+                sock.close()
+        deadline = time.monotonic() + 5
+        while server.get("/livez")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the held connections end once their sockets are closed
+        assert server.get("/livez")[0] == 200
+        _took, summary = _stop_within(server, 10)
     assert summary["refused_connections"] >= 1

@@ -167,3 +167,27 @@ def test_passwords_come_raw_and_decoded() -> None:
     url = "postgresql://bob:p%40ss@db/arb?password=a%2Bb&sslpassword=c+d"
     assert dburl.passwords(url) == ["p%40ss", "p@ss", "a%2Bb", "a+b", "c+d", "c d"]
     assert dburl.passwords("postgresql://bob:x@y@db/arb") == []  # refused: none known
+
+
+@given(st.text(min_size=1, max_size=10).filter(lambda t: t.isprintable()),
+       st.text(max_size=12).filter(lambda t: t.isprintable()),
+       st.text(PLAIN + " ", min_size=1, max_size=10),
+       st.dictionaries(st.sampled_from(["sslmode", "password", "application_name"]),
+                       st.text(PLAIN + " +&=", min_size=1, max_size=6), max_size=2))
+def test_a_derived_url_renders_to_text_that_parses_back(user: str, password: str,
+                                                         database: str,
+                                                         query: dict[str, str]) -> None:
+    """bench and soak derive URLs (the scratch database): their text keeps every part, and
+    passes the same check as the user's."""
+    from sqlalchemy.engine import URL
+
+    url = URL.create("postgresql+psycopg2", username=user, password=password, host="db",
+                     port=5432, database=database, query=query)
+    text = dburl.render(url)
+    assert dburl.problem(text) is None, text
+    back = make_url(text)
+    assert (back.username, back.password, back.host, back.port, back.database, dict(back.query)
+            ) == (user, password, "db", 5432, database, query)
+    elsewhere = f"postgresql+psycopg2 {user} db 5432 {database} {sorted(query.items())}"
+    if len(password) >= 4 and password not in elsewhere:
+        assert password not in dburl.mask_url(text)
