@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arbiter_cli import dburl
+from arbiter_cli.dburl import mask_url as mask_url  # re-exported: config.mask_url
 from arbiter_cli.errors import ConfigInvalid
 
 RESERVED_ENV = frozenset(
@@ -50,7 +52,6 @@ DEFAULT_LANGUAGES = ["TypeScript", "JavaScript", "Python", "Rust", "Go", "Java",
 
 DURATION_RE = re.compile(r"^(\d+)([smhd])$")
 MAX_DURATION_S = 100 * 365 * 86400
-URL_RE = re.compile(r"^(sqlite:///.*|postgresql(\+psycopg2)?://.+)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -147,6 +148,12 @@ KEYS: tuple[Key, ...] = (
         choices=("none", "console", "otlp")),
     Key("serve.replay_interval", "duration", "1s", "How often `arbiter serve` drains the "
         "journal in the background.", 0.05, 3600),
+    Key("serve.shutdown_timeout", "duration", "10s", "How long SIGTERM lets `arbiter serve` "
+        "finish the requests in flight before it closes their connections and exits.", 1, 3600),
+    Key("serve.read_timeout", "duration", "10s", "Time a client has to send its whole request "
+        "(idle and slow clients are cut off), and to take each write of the answer.", 1, 3600),
+    Key("serve.max_connections", "int", 64, "Connections `arbiter serve` handles at once; "
+        "more are answered 503 at once.", 1, 10_000),
 )
 KEYS_BY_NAME = {k.name: k for k in KEYS}
 WEIGHT_GROUPS = ("query.weights", "routing.weights")
@@ -161,11 +168,6 @@ def parse_duration(text: str) -> float:
     if seconds > MAX_DURATION_S:
         raise ValueError(f"{text!r} is longer than 100 years")
     return float(seconds)
-
-
-def mask_url(url: str) -> str:
-    """Hide the password of a DSN: ``postgresql://u:***@host/db``."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 # ---------------------------------------------------------------------------- paths
@@ -227,15 +229,7 @@ class Settings:
         url = str(self.values["database.url"])
         if not url:
             return f"sqlite:///{self.paths.data_dir / 'arbiter.db'}"
-        password = str(self.values["database.password"])
-        if password and url.startswith("postgresql") and "@" in url:
-            scheme, rest = url.split("://", 1)
-            userinfo, host = rest.split("@", 1)
-            if ":" not in userinfo:
-                from urllib.parse import quote
-
-                url = f"{scheme}://{userinfo}:{quote(password, safe='')}@{host}"
-        return url
+        return dburl.with_password(url, str(self.values["database.password"]))
 
     def display(self, name: str) -> Any:
         """A value as ``config show`` prints it: secrets masked."""
@@ -250,12 +244,10 @@ class Settings:
     def secret_values(self) -> list[str]:
         """Secret strings that must never appear in output (for redaction)."""
         found = [str(self.values[k.name]) for k in KEYS if k.secret and k.name != "database.url"]
-        url_pw = re.search(r"://[^:/@]+:([^@]*)@", str(self.values["database.url"]))
-        if url_pw:
-            found.append(url_pw.group(1))
+        found += dburl.passwords(str(self.values["database.url"]))
         if self.token:
             found.append(self.token)
-        return [s for s in found if s]
+        return list(dict.fromkeys(s for s in found if s))
 
 
 def load_settings(
@@ -431,6 +423,10 @@ def _validate(tree: dict[str, Any]) -> list[str]:
             validator.validate(flat)
         except ValidationError as exc:
             problems += [message for _validator, message in exc.details] or [str(exc)]
+    url = flat.get("database.url")
+    reason = dburl.problem(url) if isinstance(url, str) and url else None
+    if reason is not None:  # why, in one line that never echoes the URL or its password
+        problems.append(f"database.url: {reason}")
     return problems
 
 
@@ -457,8 +453,7 @@ def _validator_for(validator_cls: Any, key: Key) -> Any:
         "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool)
         and math.isfinite(v) and _in_range(v, key),
         "bool": lambda v: isinstance(v, bool),
-        "str": lambda v: isinstance(v, str) and (
-            key.name != "database.url" or v == "" or bool(URL_RE.match(v))),
+        "str": lambda v: isinstance(v, str),
         "choice": lambda v: v in key.choices,
         "duration": lambda v: _valid_duration(v, key),
         "list": lambda v: _valid_list(v, key),
@@ -484,7 +479,7 @@ def _describe(key: Key) -> str:
         return f"{'an integer' if key.kind == 'int' else 'a number'} from {key.minimum:g} " \
             f"to {key.maximum:g}"
     if key.name == "database.url":
-        return "empty, sqlite:///PATH or postgresql+psycopg2://USER@HOST/DB"
+        return dburl.SHAPE
     return {"bool": "true or false", "str": "a string"}.get(key.kind, key.kind)
 
 

@@ -15,10 +15,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from arbiter_cli.bootstrap import App, build, build_memory, sql_engine, utc_now
 from arbiter_cli.config import Settings
-from arbiter_cli.errors import InvalidInput
+from arbiter_cli.errors import ConfigInvalid, InvalidInput
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL, Engine
+    from sqlalchemy.exc import DBAPIError
 
 BACKENDS = ("memory", "sqlite", "postgres")
 
@@ -72,20 +77,22 @@ def _sqlite(settings: Settings, purpose: str, keep: bool) -> Iterator[tuple[App,
 def _postgres(
     settings: Settings, purpose: str, database_url: str | None, keep: bool
 ) -> Iterator[tuple[App, str]]:
-    from sqlalchemy import text
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
 
-    server = make_url(database_url or settings.database_url)
-    if not server.drivername.startswith("postgresql"):
-        raise InvalidInput("the postgres backend needs a PostgreSQL --database-url or "
-                           "database.url", field="database_url", rule="postgresql")
+    from arbiter_cli.adapters.sql.engine import unavailable
+    from arbiter_cli.dburl import render
+
+    server = _server(database_url or settings.database_url)
     stamp = f"{time.strftime('%Y%m%d%H%M%S')}_{secrets.token_hex(3)}"
     name = f"{server.database or 'arbiter'}_{purpose}_{stamp}"
-    admin = sql_engine(settings, server.render_as_string(hide_password=False))
+    admin = sql_engine(settings, render(server))
     admin = admin.execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = server.set(database=name).render_as_string(hide_password=False)
+    try:
+        _create_database(admin, name)
+    except DBAPIError as exc:
+        admin.engine.dispose()
+        raise _refused_scratch(exc) or unavailable(admin.engine, exc) from None
+    url = render(server.set(database=name))
     try:
         _migrate(settings, url)
         app = build(settings, url=url)
@@ -96,9 +103,53 @@ def _postgres(
             app.close()
     finally:
         if not keep:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            _drop_database(admin, name)
         admin.engine.dispose()
+
+
+def _server(url: str) -> URL:
+    """The PostgreSQL server of ``url``: a refused URL is exit 3, another backend exit 2."""
+    from sqlalchemy.engine import make_url
+
+    from arbiter_cli.dburl import parse
+
+    parse(url)  # ConfigInvalid, the URL not echoed, before SQLAlchemy sees it
+    server = make_url(url)
+    if not server.drivername.startswith("postgresql"):
+        raise InvalidInput("the postgres backend needs a PostgreSQL --database-url or "
+                           "database.url", field="database_url", rule="postgresql")
+    return server
+
+
+def _create_database(admin: Engine, name: str) -> None:
+    from sqlalchemy import text
+
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+
+def _refused_scratch(exc: DBAPIError) -> ConfigInvalid | None:
+    """A role that may not create databases is a configuration problem (exit 3), with a fix."""
+    if getattr(exc.orig, "pgcode", None) == "42501":  # insufficient_privilege
+        return ConfigInvalid("the database user may not create the scratch database: give it "
+                             "CREATEDB (ALTER ROLE ... CREATEDB) or use another --database-url")
+    return None
+
+
+def _drop_database(admin: Engine, name: str) -> None:
+    """Drop the scratch database; if the server is gone, say what is left behind."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    except DBAPIError as exc:
+        from arbiter_cli.observability import logging as log
+
+        log.get_logger().warning("scratch.not_dropped", database=name,
+                                 error=(str(exc.orig).strip().splitlines() or [""])[0],
+                                 hint=f'drop it later: DROP DATABASE "{name}"')
 
 
 def _migrate(settings: Settings, url: str) -> None:
@@ -123,6 +174,12 @@ def refresh_statistics(app: App) -> None:
     if app.engine is None or app.engine.dialect.name != "postgresql":
         return
     from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
 
-    with app.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("ANALYZE"))
+    from arbiter_cli.adapters.sql.engine import unavailable
+
+    try:
+        with app.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE"))
+    except DBAPIError as exc:
+        raise unavailable(app.engine, exc) from None

@@ -88,10 +88,20 @@ def observed(state: State) -> Iterator[None]:
 def _report(state: State, error: ArbiterError, original: BaseException | None) -> None:
     from arbiter_cli.cli import render
 
+    redact = _redactor(state)
     if state.verbose and original is not None:
         # Plain traceback without local variables: locals can hold secrets.
-        sys.stderr.write("".join(traceback.format_exception(original)))
-    render.error(state, error)
+        sys.stderr.write(redact("".join(traceback.format_exception(original))))
+    render.error(state, error, redact)
+
+
+def _redactor(state: State) -> Callable[[str], str]:
+    """The run's redaction (its secrets, token secrets, URL passwords): errors go through it."""
+    if state.telemetry is not None:
+        return state.telemetry.redact
+    from arbiter_cli.observability.redact import make_redactor
+
+    return make_redactor([state.token, *state.secrets])
 
 
 def command(group: typer.Typer, name: str | None = None, **options: Any) -> Callable[[F], F]:
@@ -109,6 +119,10 @@ def command(group: typer.Typer, name: str | None = None, **options: Any) -> Call
             state.json = state.json or bool(kwargs.get("json_out"))
             if kwargs.get("token") is not None:  # "" too: an empty token is an answer (6)
                 state.token = kwargs["token"]
+            if kwargs.get("database_url"):  # a password on the command line is a secret too
+                from arbiter_cli.dburl import passwords
+
+                state.secrets += passwords(kwargs["database_url"])
             state.command = ctx.command_path.partition(" ")[2] or ctx.command_path
             with boundary(state), observed(state):
                 _gate(state)

@@ -47,7 +47,7 @@ def show(ctx: typer.Context, json_out: JsonOpt = False,
 
 
 def _masked(url: str) -> str:
-    from arbiter_cli.config import mask_url
+    from arbiter_cli.dburl import mask_url
 
     return mask_url(url)
 

@@ -54,13 +54,19 @@ def emit_list(
         human(stdout_console())
 
 
-def error(state: State | None, exc: ArbiterError) -> None:
-    """One line on stderr, or the JSON error object with ``--json``."""
+def error(state: State | None, exc: ArbiterError,
+          redact: Callable[[str], str] | None = None) -> None:
+    """One line on stderr, or the JSON error object with ``--json``; ``redact`` hides secrets."""
     if state is not None and state.json:
-        sys.stderr.write(json.dumps(exc.to_dict(), ensure_ascii=False, default=str) + "\n")
+        document: Any = exc.to_dict()
+        if redact is not None:
+            from arbiter_cli.observability.redact import redact_value
+
+            document = redact_value(document, redact)
+        sys.stderr.write(json.dumps(document, ensure_ascii=False, default=str) + "\n")
     else:
         message = " ".join(exc.message.split())  # one line, whatever the message held
-        sys.stderr.write(f"error: {message}\n")
+        sys.stderr.write(f"error: {message if redact is None else redact(message)}\n")
     sys.stderr.flush()
 
 

@@ -34,8 +34,10 @@ def serve(
 
     /readyz and /health answer 200 on pass or warn and 503 on fail, with an
     application/health+json body. /metrics shows the whole fleet, read from the database at
-    each scrape. The listening address is printed on stderr. SIGTERM or SIGINT stops it
-    gracefully (in-flight requests finish) with exit 0; --json then prints a summary.
+    each scrape. The listening address is printed on stderr. A client must send its request
+    within serve.read_timeout; at most serve.max_connections are served at once (503 past
+    it). SIGTERM or SIGINT stops it gracefully: requests in flight get serve.shutdown_timeout
+    to finish, then exit 0; --json then prints a summary.
 
     Example: arbiter serve --host 0.0.0.0 --port 8787
     """

@@ -32,6 +32,7 @@ class State:
     command: str = ""
     tenant: str | None = None
     gauges: list[RunGauge] = field(default_factory=list, repr=False)
+    secrets: list[str] = field(default_factory=list, repr=False)  # e.g. a --database-url password
     telemetry: Telemetry | None = field(default=None, repr=False)  # set by the boundary
     _settings: Settings | None = field(default=None, repr=False)
     _closers: list[Callable[[], object]] = field(default_factory=list, repr=False)

@@ -5,7 +5,8 @@ A redactor replaces, in any string:
 - every known secret value (``Settings.secret_values()``, the ``--token`` in use), also in its
   URL-quoted form as spliced into a DSN;
 - the secret part of anything shaped like an API token (``arb_<id>_***``);
-- the password of any DSN (``config.mask_url``).
+- every password of a database URL, and every ``password=`` pair (``dburl.mask_url``), whether
+  or not it is a known secret.
 
 Secrets shorter than ``MIN_SECRET`` characters are not searched for: replacing every ``e`` of a
 log line would hide everything and protect nothing.
@@ -18,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from arbiter_cli.config import mask_url
+from arbiter_cli.dburl import mask_url
 
 MIN_SECRET = 4
 MASK = "***"
@@ -38,9 +39,7 @@ def make_redactor(secrets: Iterable[str | None]) -> Redactor:
                 text = text.replace(needle, MASK)
         if "arb_" in text:
             text = _TOKEN_SECRET.sub(r"\1" + MASK, text)
-        if "://" in text:
-            text = mask_url(text)
-        return text
+        return mask_url(text)
 
     return redact
 

@@ -136,11 +136,11 @@ def observe(state: State) -> Iterator[Telemetry]:
     settings = _settings(state)
     if settings is not None:
         level, fmt = str(settings["logging.level"]), str(settings["logging.format"])
-        secrets = [*settings.secret_values(), state.token]
+        secrets = [*settings.secret_values(), state.token, *state.secrets]
     else:
         level = state.log_level if state.log_level in log.LEVELS else "warning"
         fmt = state.log_format if state.log_format in log.FORMATS else "auto"
-        secrets = [state.token]
+        secrets = [state.token, *state.secrets]
     log.configure(level, fmt, secrets)
     log.bind(correlation_id=state.correlation_id, command=state.command)
     telemetry = Telemetry(correlation_id=state.correlation_id, command=state.command,

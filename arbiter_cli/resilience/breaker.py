@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from arbiter_cli.dburl import identity
 from arbiter_cli.domain.agents import rfc3339 as moment_rfc3339
 from arbiter_cli.errors import StorageUnavailable
 
@@ -299,9 +299,13 @@ def rfc3339(epoch_s: float) -> str:
 
 
 def url_without_password(url: str) -> str:
-    """``postgresql+psycopg2://u:pw@h/db`` → ``postgresql://u@h/db`` (the breaker's identity)."""
-    bare = re.sub(r"(://[^:/@]+):[^@]*@", r"\1@", url)
-    return re.sub(r"^postgresql\+psycopg2://", "postgresql://", bare)
+    """``postgresql+psycopg2://u:pw@h/db?password=x`` → ``postgresql://u@h/db``.
+
+    The breaker's identity and label (``dburl.identity``): no password of the user info or of
+    the query, so the state file never holds one, and a URL names the same database with or
+    without ``?password=``.
+    """
+    return identity(url)
 
 
 def breaker_path(data_dir: Path, url: str) -> Path:

@@ -206,7 +206,8 @@ from arbiter_cli.bootstrap import build
 from arbiter_cli.config import load_settings
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.routing import Outcome
-url, worker, seconds, token = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+job = json.loads(sys.stdin.readline())  # on stdin: argv is visible to every user of the host
+url, worker, seconds, token = job["url"], job["worker"], job["seconds"], job["token"]
 app = build(load_settings(), url=url)
 routing, security, rng = app.routing, app.security, random.Random(worker)
 task = {"task_type": "code-editing", "languages": ["TypeScript"]}
@@ -249,12 +250,18 @@ def _e2e(app: Any, principal: Principal, agents: int, seconds: float, processes:
     if app.engine is None:  # memory: one process, in this one
         _e2e_loop(app, token, timer, seconds)
     else:
-        url = app.engine.url.render_as_string(hide_password=False)
+        from arbiter_cli.dburl import render
+
+        url = render(app.engine.url)
         say(f"{processes} processes routing and reporting for {seconds:g} s")
-        workers = [subprocess.Popen([sys.executable, "-c", E2E_WORKER, url, str(w), str(seconds),
-                                     token], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True)
-                   for w in range(processes)]
+        workers = [subprocess.Popen([sys.executable, "-c", E2E_WORKER], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                   for _ in range(processes)]
+        for number, worker in enumerate(workers):  # the URL and token never go in argv
+            assert worker.stdin is not None
+            worker.stdin.write(json.dumps({"url": url, "worker": number, "seconds": seconds,
+                                           "token": token}) + "\n")
+            worker.stdin.flush()
         for worker in workers:
             out, err = worker.communicate(timeout=seconds * 10 + 120)
             if worker.returncode != 0:

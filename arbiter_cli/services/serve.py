@@ -1,6 +1,8 @@
 """``arbiter serve``: health and metrics over HTTP, and the journal drained in the background.
 
-A stdlib ``ThreadingHTTPServer`` (one thread per request) with four endpoints (SPEC §8, §9):
+A stdlib ``ThreadingHTTPServer`` (one thread per connection, bounded by
+``adapters/http_transport.py``: a deadline for each request, a cap on connections, a bounded
+drain) with four endpoints (SPEC §8, §9):
 
 - ``/livez``, ``/readyz``, ``/health``: ``services.health.evaluate`` in mode live, ready and
   full; the body is ``application/health+json``; 200 on pass or warn, 503 on fail;
@@ -10,8 +12,9 @@ A stdlib ``ThreadingHTTPServer`` (one thread per request) with four endpoints (S
 
 A replay thread calls ``resilience.replay.replay_pending`` every ``serve.replay_interval``.
 
-``Server.stop()`` stops accepting, lets in-flight requests finish (``server_close`` joins
-their threads), stops the replay loop and releases the database.
+``Server.stop()`` stops accepting, lets in-flight requests finish for at most
+``serve.shutdown_timeout`` (then closes their connections), stops the replay loop and releases
+the database: a slow or idle client can delay the exit by that long and no longer.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from arbiter_cli.adapters.http_transport import BoundedHandler, BoundedHTTPServer, Limits
 from arbiter_cli.errors import ArbiterError, InvalidInput
 from arbiter_cli.observability import logging as log
 
@@ -37,7 +40,6 @@ if TYPE_CHECKING:
 HEALTH_JSON = "application/health+json"
 HEALTH_MODES = {"/livez": "live", "/readyz": "ready", "/health": "full"}
 PATHS = (*HEALTH_MODES, "/metrics")
-REQUEST_TIMEOUT_S = 10.0  # a client that stops sending cannot hold shutdown for longer
 
 _log = log.get_logger()
 Evaluate = Callable[["Settings", str], tuple[int, dict[str, Any]]]
@@ -82,8 +84,11 @@ class Server:
         self._count_lock = threading.Lock()
         self._fleet = _fleet_collector(settings, telemetry, metrics)
         _register_collectors(metrics, settings, self._fleet)
+        self.shutdown_timeout_s = settings.seconds("serve.shutdown_timeout")
+        limits = Limits(read_timeout_s=settings.seconds("serve.read_timeout"),
+                        max_connections=int(settings["serve.max_connections"]))
         try:
-            self.http = _HTTPServer((host, port), _Handler)
+            self.http = _HTTPServer((host, port), _Handler, limits)
         except OSError as exc:
             self._fleet.close()
             raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
@@ -107,18 +112,26 @@ class Server:
             thread.start()
 
     def stop(self) -> None:
-        """Graceful: no new connections, in-flight requests finish, the loop stops."""
+        """Graceful and bounded: no new connections; in-flight requests get at most
+        ``serve.shutdown_timeout`` to finish, then their connections are closed."""
+        ends = time.monotonic() + self.shutdown_timeout_s
         self.stopping.set()
-        self.http.shutdown()
-        self.http.server_close()  # joins the request threads
+        self.http.shutdown()  # no more accepting
+        self.http.server_close()  # the listening socket
+        cut = self.http.drain(self.shutdown_timeout_s)
+        if cut:
+            _log.warning("serve.drain_timeout", closed=cut,
+                         shutdown_timeout_s=self.shutdown_timeout_s,
+                         message="requests still open at the end of the drain were closed")
         for thread in self._threads[1:]:
-            thread.join()
+            thread.join(timeout=max(1.0, ends - time.monotonic()))
         self._fleet.close()
 
     def summary(self, uptime_s: float) -> dict[str, Any]:
         host, port = self.address
         return {"url": f"http://{_url_host(host)}:{port}", "host": host, "port": port,
                 "uptime_s": round(uptime_s, 3), "requests": self.counts.requests,
+                "refused_connections": self.http.refused,
                 "replays": dict(self.counts.replays),
                 "replayed": {"applied": self.counts.applied, "conflicts": self.counts.conflicts}}
 
@@ -173,17 +186,12 @@ def _register_collectors(metrics: Metrics, settings: Settings, fleet: FleetColle
         metrics.registry.register(collector)
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    # socketserver only tracks (and server_close() only joins) non-daemon request threads:
-    # in-flight requests finish before serve exits; REQUEST_TIMEOUT_S bounds a silent client.
-    daemon_threads = False
-    block_on_close = True
+class _HTTPServer(BoundedHTTPServer):
     owner: Server
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(BoundedHandler):
     server: _HTTPServer
-    timeout = REQUEST_TIMEOUT_S
     server_version = "arbiter"
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming

@@ -78,7 +78,6 @@ def run(settings: Settings, options: SoakOptions, *, context: dict[str, Any],
     _check_fleet(settings, options.agents)
     if options.memray:
         profiling.require_memray()
-    options.output.mkdir(parents=True, exist_ok=True)
     capture = options.output / profiling.CAPTURE if options.memray else None
     title = f"soak {options.workload} on {options.backend}"
     log = log or monitor(context, title=title, duration_s=options.duration_s)
@@ -86,6 +85,7 @@ def run(settings: Settings, options: SoakOptions, *, context: dict[str, Any],
     try:
         with scratch_app(settings, options.backend, purpose="soak",
                          database_url=options.database_url, keep=options.keep) as (app, where):
+            options.output.mkdir(parents=True, exist_ok=True)  # once the store is there
             workload = Workload(app, agents=options.agents, mix=options.mix,
                                 leaky=options.workload == "leaky", counters=current.counters)
             workload.setup()
@@ -127,18 +127,23 @@ def _check_fleet(settings: Settings, agents: int) -> None:
                            rule="max_agents")
 
 
+TICK_S = 0.25  # the longest the driver waits without letting the workload's clock tick
+
+
 def _drive(workload: Workload, sampler: Sampler, options: SoakOptions) -> None:
     """Run the mix until the end of the run, the hard limit or a signal; paced at ``--rate``."""
     end = sampler.started + options.duration_s
     step = 1 / options.rate if options.rate else 0.0
     next_at = time.monotonic()
+    workload.start_measuring()
     while not sampler.stop.is_set():
         now = time.monotonic()
         if now >= end:
             return
         if step:
             if next_at > now:
-                sampler.stop.wait(min(next_at, end) - now)
+                sampler.stop.wait(min(next_at, end, now + TICK_S) - now)
+                workload.tick()
                 continue
             next_at = max(next_at + step, now - 1.0)  # after a stall, catch up 1 s at most
         workload.step()

@@ -47,9 +47,24 @@ def tracking(output: Path | None, *, native: bool, duration_s: float) -> Iterato
     file_format = (memray.FileFormat.AGGREGATED_ALLOCATIONS if duration_s > AGGREGATE_AFTER_S
                    else memray.FileFormat.ALL_ALLOCATIONS)
     output.unlink(missing_ok=True)  # a rerun into the same folder replaces the capture
-    with memray.Tracker(output, native_traces=native, trace_python_allocators=True,
-                        follow_fork=False, file_format=file_format):
+    with _masked_argv():  # the capture and its flame graph record the command line
+        tracker = memray.Tracker(output, native_traces=native, trace_python_allocators=True,
+                                 follow_fork=False, file_format=file_format)
+    with tracker:
         yield
+
+
+@contextmanager
+def _masked_argv() -> Iterator[None]:
+    """``sys.argv`` without passwords (``--database-url``) while memray reads it."""
+    from arbiter_cli.dburl import mask_url
+
+    saved = sys.argv
+    sys.argv = [mask_url(arg) for arg in saved]
+    try:
+        yield
+    finally:
+        sys.argv = saved
 
 
 @dataclass

@@ -3,8 +3,10 @@
 Every operation is admitted with a soak token first (authentication, role, rate bucket, as the
 CLI does), then runs one service call: register, query, route, outcome, heartbeat or remove.
 Register and remove keep the fleet near ``--agents`` (churn: a new agent in, the oldest idle one
-out). ``leaky`` also keeps 128 KiB from every operation, on purpose, to prove that the
-detector and memray's view of what is still alive both find it.
+out). ``leaky`` also keeps memory on purpose, at a fixed rate per second of the run
+(``LEAK_BYTES_PER_S``, whatever the operation rate), to prove that the detector and memray's
+view of what is still alive both find it: a rate per operation made the verdict depend on the
+machine (a fast one reached ``--max-rss`` and aborted instead of reporting the leak).
 """
 
 from __future__ import annotations
@@ -28,16 +30,42 @@ QUERY = {"task_type": "code-editing", "languages": ["TypeScript"], "max_utilizat
 COMMANDS = {"register": "agents register", "query": "agents query", "route": "route task",
             "outcome": "route outcome", "heartbeat": "agents heartbeat",
             "remove": "agents remove"}
-LEAK_BYTES = 128 * 1024
+#: The deliberate leak of ``--workload leaky``: 384 KiB per second of run = 1 350 MiB/h, far
+#: over any sane ``--max-slope`` (the default is 1 MiB/h), while a default 10-minute run ends
+#: about 225 MiB up, under the default ``--max-rss`` of 512 MiB (and its 80 % warning). It is
+#: kept in 64 KiB pieces.
+LEAK_BYTES_PER_S = 384 * 1024
+LEAK_BYTES = 64 * 1024
 MAX_PENDING = 500  # open decisions kept for outcomes; the oldest is closed past this
 
-#: What ``--workload leaky`` keeps forever: 128 KiB per operation.
+#: What ``--workload leaky`` keeps forever.
 LEAKED: list[bytearray] = []
 
 
 def leak_on_purpose() -> None:
-    """The deliberate leak of ``--workload leaky`` (memray names this function)."""
+    """One piece of the deliberate leak of ``--workload leaky`` (memray names this function)."""
     LEAKED.append(bytearray(LEAK_BYTES))
+
+
+class Leak:
+    """Keeps ``LEAK_BYTES_PER_S`` per second since ``start``: the same slope at any rate."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.started: float | None = None
+        self.kept = 0
+
+    def start(self) -> None:
+        self.started = self.clock()
+
+    def catch_up(self) -> None:
+        """Keep what the time since ``start`` calls for (called between operations)."""
+        if self.started is None:
+            return
+        due = (self.clock() - self.started) * LEAK_BYTES_PER_S
+        while self.kept + LEAK_BYTES <= due:
+            leak_on_purpose()
+            self.kept += LEAK_BYTES
 
 
 def agent_spec(number: int) -> dict[str, Any]:
@@ -73,10 +101,11 @@ class Counters:
 
 class Workload:
     def __init__(self, app: App, *, agents: int, mix: dict[str, float], leaky: bool,
-                 counters: Counters, seed: int = 1) -> None:
+                 counters: Counters, seed: int = 1,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.app = app
         self.fleet = agents
-        self.leaky = leaky
+        self.leak = Leak(clock) if leaky else None
         self.counters = counters
         self.rng = random.Random(seed)
         names = [op for op, weight in mix.items() if weight > 0]
@@ -130,8 +159,18 @@ class Workload:
         except Exception as exc:  # noqa: BLE001 - a soak counts every failure by kind and goes on
             error = f"{op}:{type(exc).__name__}"
         self.counters.record(op, time.perf_counter_ns() - started, error)
-        if self.leaky:
-            leak_on_purpose()
+        self.tick()
+
+    def start_measuring(self) -> None:
+        """From now on ``leaky`` keeps its fixed rate (the fleet setup and priming are not
+        part of the run)."""
+        if self.leak is not None:
+            self.leak.start()
+
+    def tick(self) -> None:
+        """Between operations, and while the driver waits: the leak keeps up with the clock."""
+        if self.leak is not None:
+            self.leak.catch_up()
 
     # ------------------------------------------------------------------ operations
 

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.helpers import CliResult, cli, fresh_postgres_database
+from tests.helpers import CliResult, cli, fresh_postgres_database, postgres_url
 
 
 class Session:
@@ -34,9 +34,11 @@ class Session:
         self.outputs: list[tuple[tuple[str, ...], CliResult]] = []
         self.issued: dict[str, int] = {}  # token → index of the output allowed to show it
 
-    def run(self, *argv: str, code: int = 0, env: dict[str, str] | None = None) -> CliResult:
+    def run(self, *argv: str, code: int | None = 0,
+            env: dict[str, str] | None = None) -> CliResult:
         result = cli(*argv, env=env)
-        assert result.exit_code == code, (argv, result)
+        assert code is None or result.exit_code == code, (argv, result)
+        assert result.exit_code != 70, (argv, result)  # never an internal error
         self.outputs.append((argv, result))
         return result
 
@@ -217,3 +219,201 @@ def test_the_session_would_see_a_leak(canaries: dict[str, str], clean_env: dict[
     assert canaries["env"] in settings.secret_values()
     if canaries["backend"] == "postgres":
         assert canaries["env"] in settings.database_url
+
+
+# ---------------------------------------------------------------------------- URL forms (M6)
+
+def _form(kind: str, canary: str, port: int, database: str) -> tuple[str, list[str]]:
+    """A database URL carrying ``canary`` as written in ``kind``, and the strings that must
+    never show (the password in every spelling a leak could take)."""
+    host = f"127.0.0.1:{port}/{database}"
+    head, tail = canary[:len(canary) // 2], canary[len(canary) // 2:]
+    forms = {
+        "userinfo": (f"postgresql+psycopg2://postgres:{canary}@{host}", [canary]),
+        "userinfo with ':'": (f"postgresql+psycopg2://postgres:{head}:{tail}@{host}",
+                              [f"{head}:{tail}", tail]),
+        "userinfo with encoded '@'": (f"postgresql+psycopg2://postgres:{head}%40{tail}@{host}",
+                                      [f"{head}@{tail}", f"{head}%40{tail}", tail]),
+        "query": (f"postgresql+psycopg2://postgres@{host}?sslmode=disable&password={canary}"
+                  "&application_name=arbiter", [canary]),
+        "unencoded '@' (refused)": (f"postgresql+psycopg2://postgres:{head}@{tail}@{host}",
+                                    [head, tail]),
+        "upper-case query key (refused)": (f"postgresql+psycopg2://postgres@{host}"
+                                           f"?PASSWORD={canary}", [canary]),
+    }
+    return forms[kind]
+
+
+URL_FORMS = ["userinfo", "userinfo with ':'", "userinfo with encoded '@'", "query",
+             "unencoded '@' (refused)", "upper-case query key (refused)"]
+
+
+@pytest.fixture
+def proxied_database(clean_env: dict[str, str]) -> Iterator[tuple[Any, str]]:
+    """A fresh database on the test server, reached through a fault proxy (for an outage)."""
+    from sqlalchemy.engine import make_url
+
+    from tests.faults.proxy import FaultProxy
+
+    with fresh_postgres_database("urlcanary") as url:
+        server = make_url(url)
+        with FaultProxy((server.host or "127.0.0.1", server.port or 5432)) as proxy:
+            yield proxy, str(server.database)
+
+
+def _files(root: Path) -> Iterator[tuple[str, bytes]]:
+    for path in sorted(root.rglob("*")):
+        yield str(path.relative_to(root)), path.read_bytes() if path.is_file() else b""
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("kind", URL_FORMS)
+def test_a_password_in_any_url_form_never_shows(kind: str, proxied_database: tuple[Any, str],
+                                                clean_env: dict[str, str], tmp_path: Path,
+                                                spans: Any,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """config show, health, failed connects (wrong host, wrong port), --verbose tracebacks,
+    debug JSON logs, spans, --metrics-file, and every file in data_dir (breaker, journal,
+    snapshot: names and contents) are free of the password, whatever URL form carries it."""
+    proxy, database = proxied_database
+    canary = f"CANARYurl{secrets.token_hex(10)}"
+    url, forbidden = _form(kind, canary, proxy.port, database)
+    forbidden = [*forbidden, quote(forbidden[0], safe="")]
+    monkeypatch.setenv("ARBITER_DATABASE__URL", url)
+    monkeypatch.setenv("ARBITER_DATABASE__COMMAND_TIMEOUT", "3s")
+    monkeypatch.setenv("ARBITER_DATABASE__CONNECT_TIMEOUT", "2s")
+    refused = "refused" in kind
+    s = Session()
+    metrics = tmp_path / "run.prom"
+    debug = ("--verbose", "--log-level", "debug", "--log-format", "json")
+    spans_env = {"ARBITER_OBSERVABILITY__TRACING__EXPORTER": "console"}
+    wrong_host = url.replace("127.0.0.1", "no-such-host.invalid")
+    wrong_port = url.replace(f":{proxy.port}/", ":1/")
+    for fmt in ((), ("--json",)):
+        s.run(*fmt, "config", "show", code=3 if refused else 0)
+        s.run(*fmt, "config", "validate", code=3 if refused else 0)
+    if refused:
+        for argv in (("agents", "list"), ("health",), ("--json", "health", "--ready"),
+                     ("db", "current"), ("init",)):
+            result = s.run(*debug, *argv, code=3)
+            assert "unencoded '@'" in result.stderr or "password=" in result.stderr
+        s.run("--json", "db", "current", "--database-url", url, code=3)
+        s.run("bench", "--backend", "postgres", "--database-url", url, code=3)
+    else:
+        admin = s.issue("init", key="admin_token")
+        s.run("--token", admin, "agents", "register", "--id", "a1", "--name", "A",
+              "--model-family", "m", "--task-type", "testing")
+        s.run("health")
+        s.run("--json", "health", "--ready")
+        s.run(*debug, "--token", admin, "agents", "list", env=spans_env)
+        s.run("--metrics-file", str(metrics), "--token", admin, "agents", "list")
+        s.run(*debug, "db", "current", "--database-url", url)
+        for bad in (wrong_host, wrong_port):  # failed connects: one line, no password
+            for verbose in ((), debug):
+                result = s.run(*verbose, "--token", admin, "agents", "list", code=None,
+                               env={**spans_env, "ARBITER_DATABASE__URL": bad})
+                assert result.exit_code in (3, 10), result
+            s.run("--json", "health", code=None, env={"ARBITER_DATABASE__URL": bad})
+            s.run(*debug, "db", "current", "--database-url", bad, code=None)
+        proxy.set_mode("reset")  # an outage: the write goes to the journal
+        journaled = s.run("--json", "--token", admin, "agents", "register", "--id", "a2",
+                          "--name", "B", "--model-family", "m", "--task-type", "testing").json()
+        assert journaled["meta"]["durability"] == "journaled"
+        s.run("--json", "journal", "status")
+        s.run("--json", "journal", "list")
+        s.run(*debug, "--metrics-file", str(metrics), "--json", "health", code=None)
+        proxy.set_mode("pass")
+        s.run("--verbose", "journal", "replay", code=None)  # the breaker may still be open
+    leaks = [f"{argv} {name}" for argv, result in s.outputs
+             for name, stream in (("stdout", result.stdout), ("stderr", result.stderr))
+             for secret in forbidden if secret in stream]
+    assert not leaks, leaks
+    traced = "\n".join(span.to_json() for span in spans.get_finished_spans())
+    assert not [p for p in forbidden if p in traced], "a password is in a span"
+    data = Path(clean_env["ARBITER_DATA_DIR"])
+    found = list(_files(data)) + list(_files(tmp_path / "home"))
+    if metrics.exists():
+        found.append(("metrics", metrics.read_bytes()))
+    assert not [name for name, body in found for p in forbidden
+                if p in name or p.encode() in body], "a password is in a file"
+    if not refused:  # control: the run really wrote the files this test reads
+        names = {name for name, _body in found}
+        assert any(n.startswith("breaker/") and n.endswith(".json") for n in names), names
+        assert any(n.endswith("journal.db") for n in names), names
+        assert metrics.exists() and b"arbiter_command" in metrics.read_bytes()
+        assert forbidden[0] in _loaded_url()
+
+
+def _loaded_url() -> str:
+    from arbiter_cli.config import load_settings
+
+    settings = load_settings(environ=dict(os.environ))
+    return settings.database_url + " " + " ".join(settings.secret_values())
+
+
+def _subprocess_env(clean_env: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")
+           or k.startswith("ARBITER_TEST_")}
+    return {**env, **clean_env}
+
+
+@pytest.mark.postgres
+def test_bench_workers_get_no_password_in_their_command_line(clean_env: dict[str, str]) -> None:
+    """argv is readable by every user of the host (ps, /proc): the scratch URL and the bench
+    token reach the e2e worker processes on stdin."""
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy.engine import make_url
+
+    canary = f"CANARYargv{secrets.token_hex(8)}"
+    url = make_url(postgres_url()).set(password=canary).render_as_string(hide_password=False)
+    env = {**_subprocess_env(clean_env), "ARBITER_DATABASE__URL": url}
+    bench = subprocess.Popen([sys.executable, "-m", "arbiter_cli", "--json", "bench",
+                              "--workload", "e2e", "--backend", "postgres", "--agents", "10",
+                              "--processes", "2", "--seconds", "3"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    seen: dict[int, bytes] = {}
+    while bench.poll() is None:
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(stat[1]) == bench.pid:  # a child of bench
+                    seen[int(proc.name)] = (proc / "cmdline").read_bytes()
+            except (OSError, IndexError, ValueError):
+                continue
+        time.sleep(0.05)
+    out, err = bench.communicate()
+    assert bench.returncode == 0, err.decode()[-2000:]
+    assert json.loads(out)["processes"] == 2
+    assert len(seen) >= 2, "the workers were not observed"
+    assert not [cmd for cmd in seen.values() if canary.encode() in cmd or b"arb_" in cmd]
+    assert canary.encode() not in out + err
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_the_memray_capture_of_a_soak_holds_no_password(clean_env: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    """memray records the command line in its capture and flame graph: --database-url is
+    masked there."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("memray")
+    from sqlalchemy.engine import make_url
+
+    canary = f"CANARYmemray{secrets.token_hex(8)}"
+    url = make_url(postgres_url()).set(password=canary).render_as_string(hide_password=False)
+    out = tmp_path / "soak"
+    done = subprocess.run([sys.executable, "-m", "arbiter_cli", "--json", "soak", "--duration",
+                           "3s", "--sample-interval", "1s", "--agents", "10", "--backend",
+                           "postgres", "--database-url", url, "--output", str(out)],
+                          capture_output=True, timeout=300, env=_subprocess_env(clean_env))
+    assert done.returncode in (0, 1), done.stderr.decode()[-2000:]
+    files = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    assert {"memray.bin", "summary.json"} <= set(files), sorted(files)
+    assert not [name for name, body in files.items() if canary.encode() in body]
+    assert b"--database-url" in files["memray.bin"]  # control: the command line is recorded
+    assert canary.encode() not in done.stdout + done.stderr

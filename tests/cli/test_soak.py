@@ -21,10 +21,17 @@ from typing import Any
 
 import pytest
 
+from arbiter_cli.soak.workload import LEAK_BYTES_PER_S
 from tests.helpers import PG_ENV, cli, postgres_url
 
 SHORT = ["--duration", "40s", "--sample-interval", "1s", "--warmup", "20%",
          "--max-slope", "2GiB/h", "--min-r2", "0.9"]
+#: The leak scenarios: the deliberate leak is 1 350 MiB/h (LEAK_BYTES_PER_S), normal 40-second
+#: runs measured +100 to +210 MiB/h, hence 512 MiB/h. RSS climbs in steps as freed heap is
+#: reused, so 40 one-second samples of the leak under memray fit with r² 0.91 to 0.97: the
+#: default --min-r2 0.8 applies.
+LEAKY = ["--duration", "40s", "--sample-interval", "1s", "--warmup", "20%",
+         "--max-slope", "512MiB/h", "--min-r2", "0.8", "--workload", "leaky"]
 SPEC_FIELDS = {"verdict", "slope_mib_per_h", "r2", "samples", "baseline_rss_bytes",
                "peak_rss_bytes", "memray_peak_bytes", "top_leaks", "ops", "errors", "latency_ms"}
 ANSI = b"\x1b"
@@ -60,7 +67,9 @@ def _environment(root: Path) -> dict[str, str]:
 
 def _scenarios() -> dict[str, list[str]]:
     found = {
-        "leaky": [*SHORT, "--workload", "leaky", "--rate", "25"],
+        "leaky": [*LEAKY, "--rate", "25"],
+        # as fast as the machine goes: a leak per operation reached --max-rss here (exit 11)
+        "leaky-flat-out": [*LEAKY, "--rate", "0", "--no-memray", "--max-rss", "128MiB"],
         "sqlite": [*SHORT, "--backend", "sqlite"],
         "abort": ["--duration", "60s", "--sample-interval", "1s", "--max-rss", "1MiB"],
     }
@@ -100,15 +109,27 @@ def test_a_deliberate_leak_exits_1_and_memray_names_the_site(runs: dict[str, Run
     assert run.exit_code == 1, run.stderr[-2000:]
     summary = run.summary()
     assert summary["verdict"] == "leak"
-    assert summary["slope_mib_per_h"] > 2048 and summary["r2"] >= 0.9
+    assert summary["slope_mib_per_h"] > 512 and summary["r2"] >= 0.8
     assert summary["samples"] >= 30
     top = summary["top_leaks"][0]
     assert top["function"] == "leak_on_purpose", summary["top_leaks"][:3]
     assert top["file"].endswith("soak/workload.py")
-    assert top["bytes"] >= 128 * 1024 * 100
+    assert top["bytes"] >= LEAK_BYTES_PER_S * 30
     assert json.loads(run.stdout)["verdict"] == "leak"
     error = json.loads(run.stderr.decode().strip().splitlines()[-1])["error"]
     assert error["code"] == "check_failed" and error["exit_code"] == 1
+
+
+@pytest.mark.slow
+def test_the_deliberate_leak_is_found_at_any_operation_rate(runs: dict[str, Run]) -> None:
+    """Flat out (--rate 0), with a hard limit that a leak per operation passed in seconds:
+    still the leak verdict, because the leak is a fixed rate per second."""
+    run = runs["leaky-flat-out"]
+    assert run.exit_code == 1, run.stderr[-2000:]
+    summary = run.summary()
+    assert summary["verdict"] == "leak" and summary["stopped_by"] == "duration"
+    assert summary["run"]["rate"] == 0 and summary["peak_rss_bytes"] < 128 * 2**20
+    assert 512 < summary["slope_mib_per_h"] < 4 * 1350
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ routing done by *other* CLI processes, and a graceful SIGTERM that lets a reques
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -220,3 +221,180 @@ def test_a_port_in_use_exits_2_with_one_line(clean_env, tmp_path: Path):
                               text=True, env={**os.environ, **clean_env}, timeout=60)
     assert done.returncode == 2
     assert done.stderr.startswith("error: cannot listen on 127.0.0.1:") and done.stdout == ""
+
+
+# ---------------------------------------------------------------------------- slow clients (L1)
+
+class SlowClient(threading.Thread):
+    """A request line, then one header line every ``every_s``, never the blank line."""
+
+    def __init__(self, port: int, every_s: float = 1.0, lines: int = 60) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.every_s = every_s
+        self.lines = lines
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self.sock.sendall(b"GET /livez HTTP/1.0\r\n")
+            for number in range(self.lines):
+                if self.halt.wait(self.every_s):
+                    return
+                self.sock.sendall(f"X-Slow-{number}: x\r\n".encode())
+        except OSError:
+            return  # the server closed the connection
+
+    def closed_by_server(self) -> bool:
+        """True once the server has closed its end (EOF or reset), within 5 s."""
+        self.halt.set()
+        self.sock.settimeout(5)
+        try:
+            return self.sock.recv(65536) == b""
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self.sock.close()
+
+
+@contextlib.contextmanager
+def _served(env: dict[str, str], **settings: str) -> Iterator[Served]:
+    """``arbiter init`` then ``serve`` with ``serve.*`` settings; killed if a test fails."""
+    env = {**env, **{f"ARBITER_SERVE__{k.upper()}": v for k, v in settings.items()}}
+    run(env, "init")
+    server = Served(env)
+    try:
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.communicate()
+
+
+def _stop_within(server: Served, limit_s: float) -> tuple[float, dict[str, Any]]:
+    """SIGTERM, then how long serve took to exit (killed if it overruns) and its summary."""
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        out, _ = server.process.communicate(timeout=limit_s + 30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.communicate()
+        raise AssertionError(f"serve still running {limit_s + 30:.0f} s after SIGTERM") from None
+    took = time.monotonic() - started
+    assert server.process.returncode == 0, out
+    return took, json.loads(out)
+
+
+@pytest.mark.slow
+def test_slow_clients_cannot_hold_serve_open_after_sigterm(clean_env):
+    """Five clients trickling a header line a second (the attack) delay the exit by at most
+    serve.shutdown_timeout; their connections are closed."""
+    with _served({**os.environ, **clean_env}, shutdown_timeout="3s") as server:
+        clients = [SlowClient(server.port) for _ in range(5)]
+        for client in clients:
+            client.start()
+        time.sleep(2.5)
+        assert server.get("/livez")[0] == 200  # they do not starve other callers
+        took, summary = _stop_within(server, 3 + 2)
+    assert took < 3 + 2, f"serve took {took:.1f} s to exit after SIGTERM"
+    assert summary["stopped_by"] == "SIGTERM"
+    assert all(client.closed_by_server() for client in clients)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_request_in_flight_completes_during_the_drain(clean_env):
+    """SIGTERM while /health waits on a slow database: the answer still arrives whole, the
+    slow clients are cut at the end of the drain, and serve exits in time."""
+    from sqlalchemy.engine import make_url
+
+    from tests.faults.proxy import FaultProxy
+
+    with fresh_postgres_database("drain") as url:
+        server_url = make_url(url)
+        with FaultProxy((server_url.host or "127.0.0.1", server_url.port or 5432)) as proxy:
+            proxied = server_url.set(port=proxy.port).render_as_string(hide_password=False)
+            with _served({**os.environ, **clean_env, "ARBITER_DATABASE__URL": proxied},
+                         shutdown_timeout="6s") as server:
+                clients = [SlowClient(server.port) for _ in range(5)]
+                for client in clients:
+                    client.start()
+                proxy.set_mode("latency", latency_ms=250)
+                answer: dict[str, Any] = {}
+                asking = threading.Thread(
+                    target=lambda: answer.update(health=server.get("/health")))
+                started = time.monotonic()
+                asking.start()
+                time.sleep(0.4)
+                assert asking.is_alive(), "the request finished before SIGTERM: nothing in flight"
+                took, summary = _stop_within(server, 6 + 2)
+                asking.join(timeout=5)
+    code, content_type, body = answer["health"]
+    assert code in (200, 503) and content_type == "application/health+json"
+    assert "database:responseTime" in json.loads(body)["checks"]
+    assert time.monotonic() - started > 0.4 and took < 6 + 2
+    assert summary["requests"] >= 1
+    assert all(client.closed_by_server() for client in clients)
+
+
+def _closed_after(sock: socket.socket, trickle_s: float | None, limit_s: float) -> float | None:
+    """Seconds until the server closes ``sock`` while we trickle a header line every
+    ``trickle_s`` (or stay silent); None if it is still open after ``limit_s``."""
+    import select
+
+    started = time.monotonic()
+    sock.sendall(b"GET /livez HTTP/1.0\r\n")
+    while time.monotonic() - started < limit_s:
+        readable, _, _ = select.select([sock], [], [], trickle_s or 0.2)
+        if readable:
+            try:
+                if sock.recv(65536) == b"":
+                    return time.monotonic() - started
+            except ConnectionResetError:
+                return time.monotonic() - started
+        elif trickle_s:
+            try:
+                sock.sendall(b"X-Slow: x\r\n")
+            except OSError:
+                return time.monotonic() - started
+    return None
+
+
+@pytest.mark.slow
+def test_idle_and_trickling_clients_are_cut_off_at_the_read_timeout(clean_env):
+    with _served({**os.environ, **clean_env}, read_timeout="2s") as server:
+        for trickle_s in (0.5, None):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                closed = _closed_after(sock, trickle_s, limit_s=8)
+            assert closed is not None and 1.5 <= closed <= 4, (trickle_s, closed)
+        assert server.get("/livez")[0] == 200
+        assert server.stop()[0] == 0
+
+
+@pytest.mark.slow
+def test_connections_over_the_cap_are_answered_503_at_once(clean_env):
+    with _served({**os.environ, **clean_env}, max_connections="3",
+                 read_timeout="30s") as server:
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                for _ in range(3)]
+        try:
+            time.sleep(0.3)
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as extra:
+                extra.sendall(b"GET /livez HTTP/1.0\r\n\r\n")
+                answer = b""
+                with contextlib.suppress(ConnectionResetError):
+                    while chunk := extra.recv(65536):
+                        answer += chunk
+            assert answer.startswith(b"HTTP/1.0 503") and b"Retry-After: 1" in answer
+        finally:
+            for sock in held:
+                sock.close()
+        deadline = time.monotonic() + 5
+        while server.get("/livez")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the held connections end once their sockets are closed
+        assert server.get("/livez")[0] == 200
+        _took, summary = _stop_within(server, 10)
+    assert summary["refused_connections"] >= 1

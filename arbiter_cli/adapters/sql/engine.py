@@ -11,6 +11,7 @@ PostgreSQL: psycopg2 with a pool, ``application_name=arbiter``, ``connect_timeou
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 
 from arbiter_cli.adapters.sql.schema_version import HEAD, KNOWN
-from arbiter_cli.config import mask_url
-from arbiter_cli.errors import SchemaOutdated, StorageUnavailable
+from arbiter_cli.dburl import mask_url
+from arbiter_cli.dburl import parse as parse_url
+from arbiter_cli.errors import ConfigInvalid, SchemaOutdated, StorageUnavailable
 
 WRITE_OPTION = "arbiter_write"
 
@@ -38,7 +40,12 @@ def make_engine(
     url: str, *, pool_size: int = 5, max_overflow: int = 5, connect_timeout_s: float = 5,
     statement_timeout_s: float = 30, busy_timeout_s: float = 30, create: bool = False,
 ) -> Engine:
-    """An engine for ``url``; with ``create`` a missing SQLite file is made, 0600 in 0700 folders."""
+    """An engine for ``url``; with ``create`` a missing SQLite file is made, 0600 in 0700 folders.
+
+    Every URL (``database.url`` or a ``--database-url`` flag) is checked first: one that does
+    not parse, or whose password cannot be isolated, is ``ConfigInvalid`` (exit 3), unechoed.
+    """
+    parse_url(url)
     if backend_of(url) == "sqlite":
         return _sqlite_engine(url, busy_timeout_s, create)
     return create_engine(
@@ -108,7 +115,7 @@ def check_revision(engine: Engine) -> str:
     except DBAPIError as exc:
         if _missing_table(exc):
             raise SchemaOutdated(
-                f"database {mask_url(str(engine.url))} has no arbiter schema: run `arbiter init` "
+                f"database {describe(engine)} has no arbiter schema: run `arbiter init` "
                 "or `arbiter db upgrade`"
             ) from None
         raise unavailable(engine, exc) from None
@@ -130,8 +137,44 @@ def _missing_table(exc: DBAPIError) -> bool:
     return "no such table" in message or getattr(exc.orig, "pgcode", None) == "42P01"
 
 
-def unavailable(engine: Engine, exc: DBAPIError) -> StorageUnavailable:
-    """A one-line, password-free description of a database failure."""
-    first_line = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc).__name__
-    return StorageUnavailable(f"database {mask_url(str(engine.url.render_as_string(hide_password=True)))} "
-                              f"unavailable: {first_line}", driver=exc.orig)
+def unavailable(engine: Engine, exc: DBAPIError) -> ConfigInvalid | StorageUnavailable:
+    """A one-line, password-free description of a database failure.
+
+    ``ConfigInvalid`` (exit 3) when the configuration is at fault (SPEC §7.1: a wrong password,
+    an unknown database or user, a host name that does not resolve, an option libpq refuses):
+    it is not an outage, so nothing retries it, counts it or journals around it.
+    ``StorageUnavailable`` (exit 10) otherwise.
+    """
+    text = str(exc.orig).strip()
+    first_line = text.splitlines()[0] if text else type(exc).__name__
+    if configuration_fault(exc.orig):
+        return ConfigInvalid(f"database {describe(engine)} refused the configuration: "
+                             f"{' '.join(first_line.split())} (check database.url, or "
+                             "--database-url, and its password)")
+    return StorageUnavailable(f"database {describe(engine)} unavailable: {first_line}",
+                              driver=exc.orig)
+
+
+# libpq reports these while connecting, before psycopg2 has a SQLSTATE (``pgcode`` is None,
+# RELIABILITY.md §3.2, checked again against the local server), so the message is all there
+# is; an error that carries a SQLSTATE is matched by it (class 28, 3D000).
+_CONFIGURATION_MESSAGES = re.compile(
+    r"password authentication failed|no password supplied|no pg_hba\.conf entry|"
+    r"(?:database|role) \".*\" does not exist|could not translate host name|"
+    r"invalid connection option|invalid dsn|invalid (?:sslmode|integer) value",
+    re.IGNORECASE)
+
+
+def configuration_fault(err: BaseException | None) -> bool:
+    """Whether a driver error is the configuration's fault rather than an outage (§7.1)."""
+    code = getattr(err, "pgcode", None)
+    if isinstance(code, str) and code:
+        return code.startswith("28") or code == "3D000"
+    if err is None or not type(err).__module__.startswith("psycopg2"):
+        return False
+    return bool(_CONFIGURATION_MESSAGES.search(str(err)))
+
+
+def describe(engine: Engine) -> str:
+    """The engine's URL for a message: no password, neither in the user info nor the query."""
+    return mask_url(engine.url.render_as_string(hide_password=True))
