@@ -3,7 +3,9 @@
 tenacity drives the attempts: ``wait_random_exponential(multiplier=0.1, max=2)``, at most four
 attempts, and never past the command's deadline. Each attempt first asks the breaker for a
 permit, so an open breaker fails fast and is not retried. What is retried, counted or passed
-through is decided by :func:`arbiter_cli.resilience.faults.classify`.
+through is decided by :func:`arbiter_cli.resilience.faults.classify`; a configuration error
+(wrong password, unknown database, a host name that does not resolve) leaves at once as
+``ConfigInvalid`` (exit 3) and the breaker never hears of it (SPEC §7.1).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from arbiter_cli.errors import StorageUnavailable
+from arbiter_cli.errors import ConfigInvalid, StorageUnavailable
 from arbiter_cli.resilience.deadline import Deadline
 from arbiter_cli.resilience.faults import Fault, classify
 
@@ -51,7 +53,7 @@ def guarded(
                 result = fn()
         except BaseException as exc:
             if permit is not None and breaker is not None:
-                if isinstance(exc, Exception) and classify(exc) is not Fault.CALLER:
+                if isinstance(exc, Exception) and counts(exc):
                     breaker.failure(permit)
                 else:
                     breaker.release(permit)
@@ -77,12 +79,18 @@ def guarded(
     )
     try:
         return retrying(attempt)
-    except StorageUnavailable:
-        raise
     except Exception as exc:
-        if classify(exc) is Fault.CALLER:
+        fault = classify(exc)
+        if fault is Fault.CONFIG:  # also behind a StorageUnavailable of the unit of work
+            raise misconfigured_from(exc, getattr(breaker, "label", "")) from exc
+        if fault is Fault.CALLER or isinstance(exc, StorageUnavailable):
             raise
         raise unavailable_from(exc) from exc
+
+
+def counts(exc: Exception) -> bool:
+    """Whether a failure counts against the breaker: the primary's trouble, not ours."""
+    return classify(exc) not in (Fault.CALLER, Fault.CONFIG)
 
 
 def unavailable_from(exc: BaseException) -> StorageUnavailable:
@@ -93,3 +101,17 @@ def unavailable_from(exc: BaseException) -> StorageUnavailable:
     text = str(err).strip()
     first = text.splitlines()[0] if text else type(err).__name__
     return StorageUnavailable(f"database unavailable: {first[:300]}", driver=err)
+
+
+def misconfigured_from(exc: BaseException, where: str = "") -> ConfigInvalid:
+    """A one-line, password-free ConfigInvalid (exit 3) for a configuration error of the URL."""
+    from arbiter_cli.resilience.faults import driver_error
+
+    err = driver_error(exc)
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else type(err).__name__
+    place = f" {where}" if where else ""
+    return ConfigInvalid(
+        f"cannot use the database{place}: {first[:300]} (a configuration error: check "
+        "database.url and database.password; nothing was retried, journaled or served from "
+        "the local snapshot)")

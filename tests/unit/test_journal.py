@@ -32,6 +32,7 @@ from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.routing import Decision, Outcome, RoutingPolicy
 from arbiter_cli.errors import (
     ArbiterError,
+    ConfigInvalid,
     Conflict,
     InvalidInput,
     NotFound,
@@ -913,6 +914,64 @@ def test_driver_errors_without_a_pgcode_are_classified_by_class(exc: BaseExcepti
     assert classify(exc) is fault
 
 
+CONFIG_CODES = ["28000", "28P01", "3D000"]
+
+# What psycopg2 raises at connect time (pgcode None), measured against PostgreSQL 15 / libpq 17;
+# tests/faults/test_trust.py produces the real ones.
+CONNECT_TIME_CONFIG = [
+    'connection to server at "127.0.0.1", port 5432 failed: FATAL:  password authentication '
+    'failed for user "pw"\n',
+    'FATAL:  password authentication failed for user "pw"\n',  # through our wait callback
+    'connection to server at "127.0.0.1", port 5432 failed: fe_sendauth: no password supplied\n',
+    'connection to server at "127.0.0.1", port 5432 failed: FATAL:  role "nobody" does not '
+    'exist\n',
+    'connection to server at "127.0.0.1", port 5432 failed: FATAL:  database "nosuchdb" does '
+    'not exist\n',
+    'could not translate host name "db.invalid" to address: Name or service not known\n',
+    'could not translate host name "db.invalid" to address: No address associated with '
+    'hostname\n',
+    'connection to server at "10.0.0.1", port 5432 failed: FATAL:  no pg_hba.conf entry for '
+    'host "10.0.0.2", user "arbiter", database "arbiter", no encryption\n',
+    'FATAL:  Ident authentication failed for user "arbiter"\n',
+]
+CONNECT_TIME_OUTAGE = [
+    'connection to server at "127.0.0.1", port 1 failed: Connection refused\n\tIs the server '
+    "running on that host and accepting TCP/IP connections?\n",
+    'could not translate host name "db.example" to address: Temporary failure in name '
+    "resolution\n",
+    "FATAL:  the database system is starting up\n",
+    "FATAL:  sorry, too many clients already\n",
+    "server closed the connection unexpectedly\n",
+]
+
+
+@pytest.mark.parametrize("code", CONFIG_CODES)
+def test_authentication_and_unknown_database_sqlstates_are_configuration(code: str) -> None:
+    """SPEC §7.1: class 28 and 3D000 are configuration errors, not outages."""
+    assert classify(driver(code)) is Fault.CONFIG
+
+
+@pytest.mark.parametrize("message", CONNECT_TIME_CONFIG)
+def test_connect_time_configuration_errors_are_told_by_their_message(message: str) -> None:
+    """At connect time psycopg2 gives no pgcode: the message is all there is."""
+    err = psycopg2.OperationalError(message)
+    assert classify(err) is Fault.CONFIG
+    wrapped = sqlalchemy.exc.OperationalError("connect", {}, err)
+    assert classify(StorageUnavailable("x", driver=wrapped)) is Fault.CONFIG
+
+
+@pytest.mark.parametrize("message", CONNECT_TIME_OUTAGE)
+def test_connect_time_outages_stay_transient(message: str) -> None:
+    """A refused connection, a resolver that is down, a server starting up: outages."""
+    assert classify(psycopg2.OperationalError(message)) is Fault.TRANSIENT
+
+
+def test_a_configuration_message_from_another_layer_is_not_a_configuration_error() -> None:
+    """Only the driver's connect failures are read by message; our own errors never are."""
+    assert classify(InvalidInput('role "x" does not exist')) is Fault.CALLER
+    assert classify(ValueError("password authentication failed for user")) is Fault.CALLER
+
+
 def test_sqlalchemys_wrapper_class_does_not_decide() -> None:
     """The same SQLAlchemy class wraps a lost connection and a unique violation."""
     lost = sqlalchemy.exc.OperationalError("SELECT 1", {}, psycopg2.OperationalError("lost"))
@@ -1120,6 +1179,35 @@ def test_a_caller_error_is_attempted_once_released_and_raised_unchanged(
     assert fn.count == 1
     assert breaker.events == ["allow", "release"]
     assert naps == []
+
+
+@pytest.mark.parametrize("error", [
+    psycopg2.OperationalError(CONNECT_TIME_CONFIG[0]), driver("28P01"), driver("3D000"),
+    StorageUnavailable("database x unavailable", driver=psycopg2.OperationalError(
+        CONNECT_TIME_CONFIG[5])),
+], ids=["password", "28P01", "3D000", "dns"])
+def test_a_configuration_error_is_exit_3_attempted_once_and_never_counted(
+        breaker: FakeBreaker, naps: list[float], error: BaseException) -> None:
+    """SPEC §7.1: never retried, never counted by the breaker (one mistyped password cannot
+    open the host's breaker for everyone), and reported as ConfigInvalid (exit 3)."""
+    fn = Calls(error)
+    with pytest.raises(ConfigInvalid) as caught:
+        run(fn, breaker, naps)
+    assert fn.count == 1
+    assert breaker.events == ["allow", "release"]
+    assert naps == []
+    assert caught.value.exit_code == 3
+    assert "\n" not in caught.value.message and "configuration error" in caught.value.message
+
+
+def test_a_configuration_error_names_the_database_without_its_password(naps: list[float]
+                                                                       ) -> None:
+    class Labelled(FakeBreaker):
+        label = "postgresql://arbiter@db.example:5432/arbiter"
+
+    with pytest.raises(ConfigInvalid) as caught:
+        run(Calls(driver("28P01")), Labelled(), naps)
+    assert "postgresql://arbiter@db.example:5432/arbiter" in caught.value.message
 
 
 def test_a_wrapped_unit_of_work_failure_is_retried_and_re_raised_as_is(
