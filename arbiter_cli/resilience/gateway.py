@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from arbiter_cli.errors import SchemaOutdated, StorageUnavailable
 from arbiter_cli.ids import uuid7
 from arbiter_cli.resilience.deadline import Deadline
-from arbiter_cli.resilience.journal import Journal, resilience_dir
+from arbiter_cli.resilience.journal import Journal, open_journal, resilience_dir
 from arbiter_cli.resilience.snapshot import LocalStore
 
 if TYPE_CHECKING:
@@ -69,8 +69,8 @@ class Resilience:
     def journal(self) -> Journal:
         if self._journal is None:
             try:
-                self._journal = Journal(
-                    self.directory / "journal.db",
+                self._journal = open_journal(
+                    self.settings.paths.data_dir, self.url,
                     max_entries=int(self.settings["resilience.journal.max_entries"]))
             except OSError as exc:
                 raise StorageUnavailable(f"cannot open the journal in {self.directory}: "

@@ -90,10 +90,11 @@ class LocalStore:
         from sqlalchemy.pool import NullPool
 
         from arbiter_cli.adapters.sql import tables as t
+        from arbiter_cli.resilience.files import private_dir, private_sqlite
 
-        generations = self.directory / GENERATIONS
-        generations.mkdir(parents=True, exist_ok=True)
-        tmp = generations / f"{time.time_ns()}.db"
+        private_dir(self.directory, levels=2)  # resilience/<key>/: 0700 (SPEC §4.1 "Files")
+        generations = private_dir(self.directory / GENERATIONS)
+        tmp = private_sqlite(generations / f"{time.time_ns()}.db")  # 0600 before any byte
         if self.path.exists() and meta:
             _copy(self.current(), tmp)
         local = create_engine(f"sqlite:///{tmp}", poolclass=NullPool)
@@ -208,17 +209,22 @@ def file_lock(path: Path, *, blocking: bool) -> Iterator[bool]:
     The kernel releases it when the holder dies, so a SIGKILLed replay or refresh never
     leaves a stale lock behind.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
+    from arbiter_cli.resilience.files import FILE_MODE, private_dir
+
+    private_dir(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
             yield False
             return
         try:
             yield True
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -354,6 +354,21 @@ def test_replay_goes_through_the_open_breaker(host: Host, monkeypatch: pytest.Mo
     assert host.backlog() == 1
 
 
+def test_the_journal_snapshot_and_key_are_0600_in_0700_folders(host: Host) -> None:
+    """SPEC §4.1 "Files": what the resilience layer keeps in data_dir is its owner's only."""
+    register(host, "a1")
+    host.cut()
+    host.journaled("agents", "heartbeat", "a1")
+    root = host.data_dir / "resilience"
+    found = [root, *root.rglob("*")]
+    assert {p.name for p in found} >= {"journal.db", "journal.key", "snapshot.db", "generations"}
+    for path in found:
+        if path.is_symlink():
+            continue  # snapshot.db points at its generation; a link has no mode of its own
+        expected = 0o700 if path.is_dir() else 0o600
+        assert path.stat().st_mode & 0o777 == expected, path
+
+
 # ---------------------------------------------------------------------------- journal views
 
 

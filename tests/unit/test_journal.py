@@ -491,6 +491,233 @@ def test_only_conflicts_do_not_make_the_primary_degraded(tmp_path: Path) -> None
     assert (status["backlog"], status["conflicts"], status["degraded"]) == (0, 1, False)
 
 
+# ============================================================================ HMAC, key, files
+
+
+def raw_update(journal: Journal, sql: str, *params: Any) -> None:
+    """Edit journal.db behind arbiter's back, as anything with write access to it could."""
+    db = sqlite3.connect(journal.path)
+    try:
+        with db:
+            db.execute(sql, params)
+    finally:
+        db.close()
+
+
+def only(journal: Journal) -> Any:
+    (entry,) = journal.entries()
+    return entry
+
+
+def test_every_appended_entry_is_signed_and_verifies(journal: Journal) -> None:
+    """SPEC §4.1: each entry carries an HMAC under the host's key."""
+    append(journal, 1)
+    entry = only(journal)
+    assert isinstance(entry.mac, str) and len(entry.mac) == 64
+    assert journal.verify(entry) is True
+
+
+@pytest.mark.parametrize(("column", "value"), [
+    ("seq", 99), ("op_id", "op-other"), ("tenant", "team-b"), ("kind", "agents.remove"),
+    ("principal", '{"role":"viewer","tenant":"default","token_id":"ghost0000000"}'),
+    ("args", '{"agent_id":"someone-else"}'), ("correlation_id", "c-other"),
+    ("created_at", 1.5),
+])
+def test_changing_any_field_replay_uses_breaks_the_hmac(journal: Journal, column: str,
+                                                        value: Any) -> None:
+    """The HMAC covers seq, op id, tenant, kind, principal, arguments, correlation id and time."""
+    append(journal, 1)
+    raw_update(journal, f"UPDATE entries SET {column} = ?", value)
+    assert journal.verify(only(journal)) is False
+
+
+def test_a_row_inserted_by_hand_does_not_verify(journal: Journal) -> None:
+    """The H1 attack: a forged agents.remove claiming a viewer token that never existed."""
+    raw_update(journal, "INSERT INTO entries (op_id, tenant, kind, principal, args, created_at) "
+               "VALUES ('forged', 'default', 'agents.remove', "
+               "'{\"role\":\"viewer\",\"tenant\":\"default\",\"token_id\":\"ghost0000000\"}', "
+               "'{\"agent_id\":\"a1\"}', 1000.0)")
+    forged = only(journal)
+    assert forged.mac is None and journal.verify(forged) is False
+    raw_update(journal, "UPDATE entries SET mac = ?", "0" * 64)
+    assert journal.verify(only(journal)) is False
+    raw_update(journal, "UPDATE entries SET mac = ?", "é" * 64)  # not even hex
+    assert journal.verify(only(journal)) is False
+
+
+def test_a_row_with_undecodable_fields_reads_and_does_not_verify(journal: Journal) -> None:
+    append(journal, 1)
+    raw_update(journal, "UPDATE entries SET principal = 'not json', args = '[1, 2]'")
+    entry = only(journal)
+    assert (entry.principal, entry.args) == ({}, {})
+    assert journal.verify(entry) is False
+
+
+def test_an_entry_signed_on_another_host_does_not_verify(tmp_path: Path) -> None:
+    """Each host has its own key: a journal copied from elsewhere is not trusted here."""
+    here = Journal(tmp_path / "here" / "journal.db")
+    there = Journal(tmp_path / "there" / "journal.db")
+    try:
+        append(there, 1)
+        (entry,) = there.entries()
+        assert there.verify(entry) is True
+        assert here.verify(entry) is False
+        assert here.key != there.key
+    finally:
+        here.close()
+        there.close()
+
+
+def test_the_key_is_made_once_from_secrets_0600_in_a_0700_folder(tmp_path: Path) -> None:
+    from arbiter_cli.resilience.files import journal_key, key_path
+
+    path = key_path(tmp_path / "data")
+    first = journal_key(path)
+    assert len(first) == 32
+    assert journal_key(path) == first  # read back, not made again
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert [p.name for p in path.parent.iterdir()] == ["journal.key"]  # no temporary left
+
+
+def test_processes_making_the_key_at_once_share_one(tmp_path: Path) -> None:
+    """Two journals created at the same moment on one host must sign with the same key."""
+    import multiprocessing
+
+    from arbiter_cli.resilience.files import key_path
+
+    path = key_path(tmp_path)
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        keys = pool.map(_make_key, [str(path)] * 8)
+    assert len(set(keys)) == 1
+
+
+def _make_key(path: str) -> str:
+    from arbiter_cli.resilience.files import journal_key
+
+    return journal_key(Path(path)).hex()
+
+
+def test_a_damaged_key_refuses_with_exit_10_and_says_what_to_do(tmp_path: Path) -> None:
+    from arbiter_cli.resilience.files import journal_key
+
+    path = tmp_path / "journal.key"
+    path.write_text("not a key\n")
+    with pytest.raises(StorageUnavailable) as caught:
+        journal_key(path)
+    assert "damaged" in caught.value.message and "conflicts" in caught.value.message
+
+
+def test_journal_files_are_0600_in_0700_folders_even_under_a_lax_umask(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SPEC §4.1 "Files": the journal, its -wal/-shm, the key and their folders."""
+    import os
+
+    from arbiter_cli.resilience.journal import open_journal
+
+    old = os.umask(0o000)
+    try:
+        opened = open_journal(tmp_path / "data", PG_URL, max_entries=10)
+        try:
+            append(opened, 1)
+        finally:
+            opened.close()
+    finally:
+        os.umask(old)
+    root = tmp_path / "data" / "resilience"
+    for path in [root, *root.rglob("*")]:
+        expected = 0o700 if path.is_dir() else 0o600
+        assert path.stat().st_mode & 0o777 == expected, path
+
+
+def test_an_older_journal_folder_and_file_are_tightened_on_open(tmp_path: Path) -> None:
+    import os
+
+    from arbiter_cli.resilience.journal import open_journal
+
+    folder = resilience_dir(tmp_path, PG_URL)
+    folder.mkdir(parents=True, mode=0o755)
+    os.chmod(folder, 0o755)
+    os.chmod(folder.parent, 0o755)
+    db = sqlite3.connect(folder / "journal.db")
+    db.close()
+    os.chmod(folder / "journal.db", 0o644)
+    open_journal(tmp_path, PG_URL, max_entries=10).close()
+    assert (folder / "journal.db").stat().st_mode & 0o777 == 0o600
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert folder.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_journal_from_before_hmacs_opens_and_its_entries_do_not_verify(tmp_path: Path) -> None:
+    """An older arbiter's journal gains the column; its unsigned entries are not trusted."""
+    path = tmp_path / "journal.db"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE entries (seq INTEGER PRIMARY KEY AUTOINCREMENT, op_id TEXT NOT NULL UNIQUE,
+            tenant TEXT NOT NULL, kind TEXT NOT NULL, principal TEXT NOT NULL, args TEXT NOT NULL,
+            correlation_id TEXT, created_at REAL NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending', error TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0);
+        INSERT INTO entries (op_id, tenant, kind, principal, args, created_at) VALUES
+            ('old', 'default', 'agents.heartbeat',
+             '{"role":"admin","tenant":"default","token_id":null}', '{"agent_id":"a1"}', 1.0);
+    """)
+    db.close()
+    opened = Journal(path)
+    try:
+        (entry,) = opened.entries()
+        assert entry.mac is None and opened.verify(entry) is False
+        append(opened, 2)
+        assert opened.verify(opened.entries()[0]) is True
+    finally:
+        opened.close()
+
+
+def test_applied_many_deletes_a_batch_at_once(journal: Journal) -> None:
+    seqs = [append(journal, n) for n in range(4)]
+    journal.applied_many(seqs[:3])
+    journal.applied_many([])
+    assert [e.seq for e in journal.entries()] == [seqs[3]]
+
+
+def test_three_failed_replays_make_a_pending_entry_a_conflict(journal: Journal) -> None:
+    """SPEC §7.1: an entry failing three replays for a non-transient reason is a conflict."""
+    seq = append(journal, 1)
+    assert journal.failed(seq, "too slow") is False
+    assert journal.failed(seq, "too slow") is False
+    assert journal.pending() == 1
+    assert journal.failed(seq, "too slow") is True
+    entry = only(journal)
+    assert (entry.state, entry.attempts) == (CONFLICT, 3)
+    assert entry.error.startswith("too slow") and "3 replays" in entry.error
+    assert journal.failed(seq, "again") is False  # a conflict is not counted any more
+    assert only(journal).attempts == 3
+
+
+def test_drop_removes_a_conflict_and_never_a_pending_entry(journal: Journal) -> None:
+    pending, conflicting = append(journal, 1), append(journal, 2)
+    journal.conflict(conflicting, "conflict: boom")
+    journal.drop(pending)
+    journal.drop(conflicting)
+    assert [e.seq for e in journal.entries()] == [pending]
+
+
+def test_retry_puts_a_conflict_back_to_pending_signed_with_attempts_reset(
+        journal: Journal) -> None:
+    """`journal resolve --retry`: pending again, attempts 0, error cleared, a valid HMAC (the
+    operator vouches for it; replay still re-admits its token)."""
+    seq = append(journal, 1)
+    raw_update(journal, "UPDATE entries SET mac = NULL, state = 'conflict', attempts = 3, "
+               "error = 'unsigned'")
+    journal.retry(seq)
+    entry = only(journal)
+    assert (entry.state, entry.attempts, entry.error) == (PENDING, 0, None)
+    assert journal.verify(entry) is True
+    assert journal.by_op("op-1") == entry and journal.by_seq(seq) == entry
+    assert journal.by_op("nope") is None
+
+
 # ============================================================================ records
 
 
