@@ -327,8 +327,9 @@ def entry_mac(key: bytes, signed: tuple[Any, ...]) -> str:
 
 
 def _entry(row: tuple[Any, ...]) -> Entry:
-    return Entry(seq=row[0], op_id=row[1], tenant=row[2], kind=row[3],
-                 principal=_loads(row[4]), args=_loads(row[5]), correlation_id=row[6],
+    return Entry(seq=row[0], op_id=str(row[1]), tenant=str(row[2]), kind=str(row[3]),
+                 principal=_loads(row[4]), args=_loads(row[5]),
+                 correlation_id=row[6] if isinstance(row[6], str) else None,
                  created_at=row[7], state=row[8], error=row[9], attempts=row[10], mac=row[11],
                  stored=(str(row[4]), str(row[5])))
 

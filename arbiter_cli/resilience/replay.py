@@ -1,28 +1,45 @@
-"""Replaying the journal into the primary, in order and idempotently (SPEC §7).
+"""Replaying the journal into the primary, in order and idempotently (SPEC §7, §4.1).
 
-Each entry runs the service call it records, with its op id in ``applied_ops`` in the same
-transaction, so replaying after an ambiguous commit is harmless: the op id is found and the
-entry is dropped. A caller-level failure (the agent was created or removed meanwhile, a
-different outcome was recorded) turns the entry into a *conflict*: it stays in the journal,
-is audited, and is never applied over what the primary holds. A database failure stops the
-replay; the rest waits for the next one.
+Replay trusts nothing the journal says about who asked. Before an entry is applied:
+
+1. its HMAC must verify under this host's key (a row written into ``journal.db`` by anything
+   but arbiter, or copied from another host, does not);
+2. it is *re-admitted on the primary*: its token must still exist there, in the entry's tenant,
+   not revoked or expired before the write's time, and the role of the primary's token row
+   (never the journal's) must allow the write (``SecurityService.readmit``).
+
+Each entry then runs the service call it records, as the re-admitted principal, with its op id
+in ``applied_ops`` in the same transaction, so replaying after an ambiguous commit is harmless:
+the op id is found and the entry is dropped. An entry that fails a check, or whose effect the
+primary refuses (the agent was created or removed meanwhile, a different outcome was recorded),
+becomes a *conflict*: it stays in the journal, is audited in its tenant's chain, and is never
+applied over what the primary holds. A database failure stops the replay; the rest waits.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from arbiter_cli.errors import ArbiterError, Conflict, InvalidInput, StorageUnavailable
+from arbiter_cli.errors import (
+    ArbiterError,
+    ConfigInvalid,
+    Conflict,
+    InvalidInput,
+    StorageUnavailable,
+    Unauthenticated,
+)
 from arbiter_cli.resilience.deadline import Deadline
 from arbiter_cli.resilience.gateway import Resilience
 from arbiter_cli.resilience.journal import Entry
 from arbiter_cli.resilience.records import (
+    KIND_COMMANDS,
     decision_from,
     outcome_from,
-    principal_from,
     task_result_from,
 )
 from arbiter_cli.resilience.snapshot import file_lock
@@ -77,34 +94,65 @@ def replay(res: Resilience, *, budget_s: float | None, blocking: bool = False,
 
 
 def apply_entry(res: Resilience, entry: Entry, budget: Deadline | None = None) -> str:
+    """Check, re-admit and apply one entry: APPLIED (also when an earlier replay or the
+    original command already committed it) or CONFLICT (kept, audited)."""
     from arbiter_cli.adapters.sql.repository import OpContext, already_applied, current_op
 
-    principal = principal_from(entry.principal)
     app = _primary_app(res, entry.correlation_id)
     op = OpContext(op_id=entry.op_id, tenant=entry.tenant, kind=entry.kind, now=res.clock)
+    if budget is None:
+        budget = Deadline(res.settings.seconds("database.command_timeout"))
+    admitted: Principal | None = None
 
     def run() -> None:
         if already_applied(res.primary, entry.op_id):
             return  # an earlier replay or the original command committed it
         token = current_op.set(op)
         try:
-            dispatch(app, entry, principal)
+            dispatch(app, entry, admitted)
         finally:
             current_op.reset(token)
 
-    if budget is None:
-        budget = Deadline(res.settings.seconds("database.command_timeout"))
     try:
+        check_signed(res, entry)
         _check_not_dependent(res, entry)
+        admitted = res.guarded(lambda: readmit(app, entry), deadline=budget)
         res.guarded(run, may_retry=lambda: not op.ambiguous, deadline=budget)
-    except StorageUnavailable:
-        raise
+    except (StorageUnavailable, ConfigInvalid):
+        raise  # the database, not the entry: the replay stops and the entry waits
     except ArbiterError as exc:
         res.journal.conflict(entry.seq, f"{exc.code}: {exc.message}")
-        _audit_conflict(res, app, principal, entry, exc)
+        _audit_conflict(res, app, entry, admitted, exc)
         return CONFLICT
     res.journal.applied(entry.seq)
     return APPLIED
+
+
+def check_signed(res: Resilience, entry: Entry) -> None:
+    """Only what this host journaled is replayed: the entry's HMAC must verify."""
+    if not res.journal.verify(entry):
+        raise Unauthenticated(
+            "the entry's HMAC does not verify under this host's journal key: it was not "
+            "written by arbiter on this host (or was changed since), so it is not applied")
+
+
+def readmit(app: App, entry: Entry) -> Principal:
+    """The entry's caller, admitted again on the primary (``SecurityService.readmit``)."""
+    claimed = entry.principal
+    token_id = claimed.get("token_id")
+    if claimed.get("tenant") != entry.tenant or not (token_id is None
+                                                     or isinstance(token_id, str)):
+        raise Unauthenticated("the entry's principal does not belong to its tenant")
+    command = KIND_COMMANDS.get(entry.kind)
+    if command is None:
+        raise InvalidInput(f"journal entry {entry.seq} has an unknown kind {entry.kind!r}")
+    if not isinstance(entry.created_at, int | float) or not math.isfinite(entry.created_at):
+        raise InvalidInput(f"journal entry {entry.seq} has no valid time")
+    try:
+        at = datetime.fromtimestamp(entry.created_at, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise InvalidInput(f"journal entry {entry.seq} has no valid time") from None
+    return app.security.readmit(entry.tenant, token_id, command, at)
 
 
 def _check_not_dependent(res: Resilience, entry: Entry) -> None:
@@ -127,9 +175,11 @@ def _check_not_dependent(res: Resilience, entry: Entry) -> None:
 AGENT_WRITES = ("register", "update", "set_status", "heartbeat", "record", "remove")
 
 
-def dispatch(app: App, entry: Entry, principal: Principal) -> Any:
+def dispatch(app: App, entry: Entry, principal: Principal | None) -> Any:
     """Run the service call an entry records, on ``app`` (the primary)."""
     method, args = decode(app, entry)
+    if principal is None:
+        raise Unauthenticated("journal entry not admitted")  # apply_entry re-admits first
     return method(principal, **args)
 
 
@@ -171,17 +221,25 @@ def _primary_app(res: Resilience, correlation_id: str | None) -> App:
                engine=res.primary, correlation_id=correlation_id)
 
 
-def _audit_conflict(res: Resilience, app: App, principal: Principal, entry: Entry,
+def _audit_conflict(res: Resilience, app: App, entry: Entry, admitted: Principal | None,
                     exc: ArbiterError) -> None:
+    """``journal.conflict`` (denied) in the entry's tenant's chain. Its actor is the
+    re-admitted token, or nobody when the entry was not admitted: a claimed token never
+    becomes an actor (it is named in the details)."""
+    from arbiter_cli.domain.principal import Principal
     from arbiter_cli.services.audit import Auditor
+
+    actor = admitted or Principal(tenant=entry.tenant, role="none", token_id=None)
+    details: dict[str, Any] = {"kind": entry.kind, "seq": entry.seq, "error": exc.message[:500]}
+    if admitted is None:
+        claimed = entry.principal.get("token_id")
+        details["claimed_token_id"] = str(claimed)[:64] if claimed is not None else None
 
     def record() -> None:
         with app.uow(write=True) as uow:
-            if uow.tenants.exists(principal.tenant):
+            if uow.tenants.exists(actor.tenant):
                 Auditor(res.clock, entry.correlation_id).record(
-                    uow, principal, "journal.conflict", entry.op_id,
-                    {"kind": entry.kind, "seq": entry.seq, "error": exc.message[:500]},
-                    result="denied")
+                    uow, actor, "journal.conflict", entry.op_id, details, result="denied")
                 uow.commit()
 
     # The entry is kept as a conflict either way; an unrecorded audit is not worth failing for.

@@ -122,6 +122,14 @@ class Host:
         assert result.exit_code == 0, result
         return result.json()
 
+    def consented(self, *args: str, **kwargs: Any) -> CliResult:
+        """A destructive command with ``--yes`` (SPEC §16), or without it where this branch's
+        command does not take the flag yet."""
+        result = self.run(*args, "--yes", **kwargs)
+        if result.exit_code == 2 and "no such option: --yes" in result.stderr.lower():
+            result = self.run(*args, **kwargs)
+        return result
+
     def other(self, *args: str) -> dict[str, Any]:
         """The same command from another host that reaches PostgreSQL directly."""
         result = self.run(*args, env={"ARBITER_DATABASE__URL": self.primary.direct,
@@ -156,6 +164,19 @@ class Host:
         """`journal list` items in replay (seq) order, whatever order the listing uses."""
         items = self.ok("journal", "list", "--limit", "0", *flags)["items"]
         return sorted(items, key=lambda i: int(i["seq"]))
+
+    def sign_again(self) -> None:
+        """Sign every entry again with this host's key, after a test edited journal.db."""
+        from arbiter_cli.resilience.files import key_path
+        from arbiter_cli.resilience.journal import Journal
+
+        journal = Journal(self.journal_file, key_file=key_path(self.data_dir))
+        try:
+            for entry in journal.entries(limit=0):
+                journal._db.execute("UPDATE entries SET mac = ? WHERE seq = ?",
+                                    (journal.mac(entry), entry.seq))
+        finally:
+            journal.close()
 
     @property
     def journal_file(self) -> Path:
@@ -472,6 +493,138 @@ def test_replay_applies_every_journaled_effect_once_in_order(host: Host) -> None
         without_times(a) for a in degraded_view]
 
 
+# One journaled write of every kind (resilience.records.KINDS), in an order where no entry
+# depends on an earlier one: each conflicts for its own reason or not at all.
+EVERY_KIND = (
+    ("routing.route", ("route", "task", "--task-type", "testing", "--task-id", "T-1")),
+    ("routing.outcome", ("route", "outcome", "--task-id", "T-0", "--success")),
+    ("agents.heartbeat", ("agents", "heartbeat", "a1")),
+    ("agents.record", ("agents", "record", "a1", "--success", "--task-type", "testing")),
+    ("agents.update", ("agents", "update", "a1", "--capacity", "7")),
+    ("agents.set_status", ("agents", "status", "a1", "draining")),
+    ("agents.register", ("agents", "register", "--id", "a2", *AGENT)),
+    ("agents.remove", ("agents", "remove", "gone")),
+)
+
+
+def journal_every_kind(host: Host, token: str | None = None) -> None:
+    """With the primary cut: one journaled write of each kind, as ``token``."""
+    for kind, args in EVERY_KIND:
+        before = host.backlog()
+        result = (host.consented(*args, token=token) if kind == "agents.remove"
+                  else host.run(*args, token=token))
+        assert result.exit_code == 0 and "journaled as op" in result.stderr, (kind, result)
+        assert host.backlog() == before + 1, kind
+    from arbiter_cli.resilience.records import KINDS
+
+    assert sorted(e["kind"] for e in host.entries()) == sorted(KINDS)
+
+
+def primary_state(host: Host) -> tuple[Any, ...]:
+    """What replay could change on the primary, without the audit events of conflicts."""
+    audit = [a for a in host.audit_actions() if a != "journal.conflict"]
+    return host.agents(), host.decisions(), audit, host.applied_ops()
+
+
+def before_every_kind(host: Host) -> None:
+    register(host, "a1")
+    host.ok("agents", "register", "--id", "gone", *REVIEWER)
+    host.ok("route", "task", "--task-type", "testing", "--task-id", "T-0")
+
+
+def conflict_audits(host: Host) -> list[dict[str, Any]]:
+    rows = host.primary.rows(
+        "SELECT actor, target, result, details FROM audit_events WHERE tenant = :t "
+        "AND action = 'journal.conflict' ORDER BY seq", t=host.tenant)
+    for row in rows:
+        if isinstance(row["details"], str):
+            row["details"] = json.loads(row["details"])
+    return rows
+
+
+def test_every_kind_journaled_with_a_token_revoked_before_the_write_conflicts(
+        host: Host) -> None:
+    """SPEC §4.1 "Replay re-admits", for every journal entry kind: a token revoked on the
+    primary (after this host's last snapshot) still passes the stale snapshot, so its writes
+    are journaled; replay re-admits each one on the primary and keeps it as a conflict."""
+    before_every_kind(host)
+    manager = host.ok("tokens", "create", "--role", "manager", "--name", "m")
+    revoked = host.run("--json", "tokens", "revoke", manager["id"], "--yes",
+                       env={"ARBITER_DATABASE__URL": host.primary.direct,
+                            "ARBITER_DATA_DIR": str(host.other_dir)})
+    if revoked.exit_code == 2 and "no such option: --yes" in revoked.stderr.lower():
+        host.other("tokens", "revoke", manager["id"])
+    else:
+        assert revoked.exit_code == 0, revoked
+    host.cut()  # this host's snapshot still holds the token as valid
+    journal_every_kind(host, token=manager["token"])
+    unchanged = primary_state(host)
+    host.heal()
+    report = host.ok("journal", "replay")
+    assert (report["applied"], report["conflicts"], report["remaining"]) == (0, len(EVERY_KIND), 0)
+    assert primary_state(host) == unchanged
+    conflicts = host.entries("--conflicts")
+    assert sorted(c["kind"] for c in conflicts) == sorted(k for k, _ in EVERY_KIND)
+    assert all("revoked before the write" in c["error"] for c in conflicts), conflicts
+    audits = conflict_audits(host)
+    assert len(audits) == len(EVERY_KIND)
+    assert {a["actor"] for a in audits} == {None}  # never the revoked token
+    assert {a["details"]["claimed_token_id"] for a in audits} == {manager["id"]}
+    assert host.ok("audit", "verify")["ok"] is True
+
+
+def test_every_kind_inserted_into_the_journal_by_hand_conflicts_on_its_hmac(host: Host) -> None:
+    """SPEC §4.1: rows inserted with sqlite3, one per kind, claiming the tenant's valid admin
+    token (so re-admission alone would let them through): none is applied."""
+    before_every_kind(host)
+    host.cut()
+    journal_every_kind(host)
+    db = sqlite3.connect(host.journal_file)
+    with db:
+        genuine = db.execute("SELECT seq, tenant, kind, principal, args, correlation_id, "
+                             "created_at, mac FROM entries ORDER BY seq").fetchall()
+        for seq, *fields in genuine:
+            db.execute("INSERT INTO entries (op_id, tenant, kind, principal, args, "
+                       "correlation_id, created_at, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (f"forged-{seq}", *fields))  # even with a genuine entry's MAC
+            db.execute("DELETE FROM entries WHERE seq = ?", (seq,))
+    db.close()
+    unchanged = primary_state(host)
+    host.heal()
+    report = host.ok("journal", "replay")
+    assert (report["applied"], report["conflicts"]) == (0, len(EVERY_KIND)), report
+    assert primary_state(host) == unchanged
+    conflicts = host.entries("--conflicts")
+    assert sorted(c["kind"] for c in conflicts) == sorted(k for k, _ in EVERY_KIND)
+    assert all("HMAC does not verify" in c["error"] for c in conflicts), conflicts
+    assert {a["actor"] for a in conflict_audits(host)} == {None}
+
+
+def test_a_write_journaled_without_a_token_conflicts_on_a_database_with_tokens(
+        host: Host) -> None:
+    """A signed entry from security.enabled = false (no token id) is applied only where the
+    primary holds no token at all; this one holds tokens."""
+    from arbiter_cli.resilience.files import key_path
+    from arbiter_cli.resilience.journal import Journal
+
+    register(host, "a1")
+    host.cut()
+    host.journaled("agents", "heartbeat", "a1")  # makes the journal, signed by this host
+    journal = Journal(host.journal_file, key_file=key_path(host.data_dir))
+    try:
+        journal.append(op_id="no-token", tenant=host.tenant, kind="agents.remove",
+                       principal={"tenant": host.tenant, "role": "admin", "token_id": None},
+                       args={"agent_id": "a1"})
+    finally:
+        journal.close()
+    host.heal()
+    report = host.ok("journal", "replay")
+    assert (report["applied"], report["conflicts"]) == (1, 1), report
+    assert "a1" in host.agents()
+    (conflict,) = host.entries("--conflicts")
+    assert conflict["op_id"] == "no-token" and "without a token" in conflict["error"]
+
+
 def without_times(agent: dict[str, Any]) -> dict[str, Any]:
     """An agent document without the moments (a replayed write happens at replay time)."""
     return {k: v for k, v in agent.items()
@@ -730,9 +883,10 @@ def test_a_malformed_entry_becomes_a_conflict_instead_of_blocking_every_command(
     host.journaled("agents", "update", "a1", "--capacity", "5")
     db = sqlite3.connect(host.journal_file)
     with db:
-        db.execute("UPDATE entries SET args = '{\"agent\": \"a1\"}' "
+        db.execute("UPDATE entries SET args = '{\"agent\":\"a1\"}' "
                    "WHERE kind = 'agents.heartbeat'")
     db.close()
+    host.sign_again()  # as if another arbiter version had written it on this host
     host.heal()
     result = host.run("agents", "list")
     assert result.exit_code == 0, result

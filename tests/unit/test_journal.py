@@ -34,9 +34,11 @@ from arbiter_cli.errors import (
     ArbiterError,
     ConfigInvalid,
     Conflict,
+    Forbidden,
     InvalidInput,
     NotFound,
     StorageUnavailable,
+    Unauthenticated,
 )
 from arbiter_cli.resilience import deadline as deadline_module
 from arbiter_cli.resilience.breaker import BreakerOpen
@@ -716,6 +718,103 @@ def test_retry_puts_a_conflict_back_to_pending_signed_with_attempts_reset(
     assert journal.verify(entry) is True
     assert journal.by_op("op-1") == entry and journal.by_seq(seq) == entry
     assert journal.by_op("nope") is None
+
+
+# ============================================================================ re-admission
+
+
+class Readmission:
+    """A primary (the memory store) with tenants default and team-b and their tokens."""
+
+    def __init__(self) -> None:
+        from arbiter_cli.services.security import RatePolicy, SecurityService
+
+        self.clock = FakeClock(T0)
+        self.store = MemoryUnitOfWorkFactory()
+        initialize(self.store, lambda: None, self.clock)
+        self.security = SecurityService(self.store, RatePolicy(), self.clock)
+        self.admin = self.security.bootstrap()
+        self.team_b = self.security.create_tenant("team-b")
+
+    def issue(self, role: str, tenant: str = "default", **kwargs: Any) -> str:
+        issued = self.security.issue(Principal(tenant, "admin"), role=role, name=role,
+                                     expires_in_s=kwargs.get("expires_in_s"))
+        return issued.record.id
+
+
+@pytest.fixture
+def primary_tokens() -> Readmission:
+    return Readmission()
+
+
+def test_readmit_takes_the_role_from_the_primarys_token_row(primary_tokens: Readmission) -> None:
+    """SPEC §4.1: the journal's role is never trusted; the primary's token row decides."""
+    viewer = primary_tokens.issue("viewer")
+    manager = primary_tokens.issue("manager")
+    admitted = primary_tokens.security.readmit("default", manager, "agents remove", T0)
+    assert admitted == Principal("default", "manager", manager)
+    with pytest.raises(Forbidden):
+        primary_tokens.security.readmit("default", viewer, "agents remove", T0)
+    assert primary_tokens.security.readmit("default", viewer, "agents list", T0).role == "viewer"
+
+
+def test_readmit_refuses_a_token_that_does_not_exist_or_is_another_tenants(
+        primary_tokens: Readmission) -> None:
+    other = primary_tokens.team_b.record.id
+    for tenant, token in (("default", "ghost0000000"), ("default", other)):
+        with pytest.raises(Unauthenticated, match="does not exist in tenant 'default'"):
+            primary_tokens.security.readmit(tenant, token, "agents heartbeat", T0)
+
+
+def test_readmit_refuses_a_token_revoked_before_the_write_and_not_after(
+        primary_tokens: Readmission) -> None:
+    """Revoked before the write's time: refused; revoked after it: the write stands."""
+    token = primary_tokens.issue("manager")
+    primary_tokens.clock.advance(seconds=10)
+    primary_tokens.security.revoke(Principal("default", "admin"), token)
+    revoked_at = primary_tokens.clock.now
+    with pytest.raises(Unauthenticated, match="revoked before the write"):
+        primary_tokens.security.readmit("default", token, "agents update", revoked_at)
+    with pytest.raises(Unauthenticated, match="revoked"):
+        primary_tokens.security.readmit("default", token, "agents update",
+                                        revoked_at + timedelta(seconds=5))
+    before = primary_tokens.security.readmit("default", token, "agents update",
+                                             revoked_at - timedelta(milliseconds=1))
+    assert before.token_id == token
+
+
+def test_readmit_refuses_a_token_expired_before_the_write(primary_tokens: Readmission) -> None:
+    token = primary_tokens.issue("orchestrator", expires_in_s=60)
+    expires = T0 + timedelta(seconds=60)
+    with pytest.raises(Unauthenticated, match="expired"):
+        primary_tokens.security.readmit("default", token, "route task", expires)
+    assert primary_tokens.security.readmit(
+        "default", token, "route task", expires - timedelta(seconds=1)).token_id == token
+
+
+def test_a_write_made_without_a_token_is_admitted_only_on_a_database_without_tokens() -> None:
+    """security.enabled = false wrote it: admitted as admin of its tenant while the primary
+    holds no token at all (a throwaway database), refused once any token exists."""
+    from arbiter_cli.services.security import RatePolicy, SecurityService
+
+    clock = FakeClock(T0)
+    store = MemoryUnitOfWorkFactory()
+    initialize(store, lambda: None, clock)
+    security = SecurityService(store, RatePolicy(), clock)
+    assert security.readmit("default", None, "agents remove", T0) == Principal(
+        "default", "admin", None)
+    security.bootstrap()
+    with pytest.raises(Unauthenticated, match="without a token"):
+        security.readmit("default", None, "agents register", T0)
+
+
+def test_every_journaled_kind_needs_the_permission_of_its_command() -> None:
+    """Re-admission asks the permission table: each kind names a command that has an entry."""
+    from arbiter_cli.domain.security import PERMISSIONS
+    from arbiter_cli.resilience.records import KIND_COMMANDS
+
+    assert set(KIND_COMMANDS) == set(KINDS)
+    assert all(command in PERMISSIONS for command in KIND_COMMANDS.values())
 
 
 # ============================================================================ records
