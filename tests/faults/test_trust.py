@@ -15,6 +15,7 @@ database belongs to it. Everything else runs as whole ``arbiter`` processes.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -225,3 +226,40 @@ def test_health_fails_on_a_configuration_error_whatever_the_journal(site: Site) 
         assert WRONG not in run.stdout + run.stderr
     status = journal_status(site)
     assert status["breaker"]["state"] == "closed", status
+
+
+# ---------------------------------------------------------------------------- H1, second half
+
+
+def test_a_row_inserted_into_the_journal_by_hand_is_never_applied_nor_its_ghost_audited(
+        site: Site) -> None:
+    """The forged row of H1: ``agents.remove`` with principal ``{"role": "viewer",
+    "token_id": "ghost0000000"}``. The next replay (a command's, then `journal replay`)
+    keeps it as a conflict; the agent stays; no audit event has the ghost as its actor."""
+    assert site.admin("--json", "journal", "status").exit == 0  # journal.db exists
+    journal_file = site.resilience_dir / "journal.db"
+    db = sqlite3.connect(journal_file)
+    with db:
+        db.execute(
+            "INSERT INTO entries (op_id, tenant, kind, principal, args, correlation_id, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ("forged-remove", "default", "agents.remove",
+             json.dumps({"role": "viewer", "tenant": "default", "token_id": "ghost0000000"}),
+             json.dumps({"agent_id": "a1"}), "forged", time.time()))
+    db.close()
+    listed = site.admin("--json", "agents", "list")  # a command replays first
+    assert listed.exit == 0, listed
+    assert "conflicted at replay" in listed.stderr
+    assert [a["id"] for a in listed.json()["items"]] == ["a1"]
+    replayed = site.admin("--json", "journal", "replay")
+    assert replayed.exit == 0 and replayed.json()["applied"] == 0, replayed
+    conflicts = site.admin("--json", "journal", "list", "--conflicts")
+    (conflict,) = conflicts.json()["items"]
+    assert conflict["op_id"] == "forged-remove" and "HMAC" in conflict["error"], conflict
+    assert [r[0] for r in site.rows("SELECT id FROM agents")] == ["a1"]
+    actors = {r[0] for r in site.rows("SELECT actor FROM audit_events")}
+    assert "ghost0000000" not in actors
+    (event,) = site.rows("SELECT actor, result FROM audit_events "
+                         "WHERE action = 'journal.conflict'")
+    assert event == (None, "denied")
+    assert site.rows("SELECT count(*) FROM applied_ops WHERE op_id = 'forged-remove'") == [(0,)]
