@@ -48,10 +48,10 @@ DEFAULT_TASK_TYPES = [
 ]  # fmt: skip
 DEFAULT_LANGUAGES = ["TypeScript", "JavaScript", "Python", "Rust", "Go", "Java", "C++", "C#"]
 
-DURATION_RE = re.compile(r"^(\d+)([smhd])$")
+DURATION_RE = re.compile(r"^(\d+)(ms|[smhd])$")
 MAX_DURATION_S = 100 * 365 * 86400
 URL_RE = re.compile(r"^(sqlite:///.*|postgresql(\+psycopg2)?://.+)$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -86,6 +86,9 @@ KEYS: tuple[Key, ...] = (
         "statement.", 1, 86400),
     Key("database.command_timeout", "duration", "5s", "Database budget of one command, shared "
         "by all its calls.", 1, 3600),
+    Key("database.per_item_timeout", "duration", "2ms", "Budget added to "
+        "database.command_timeout per item of a batch write (`agents register --file`).",
+        0, 60),
     Key("database.busy_timeout", "duration", "30s", "SQLite busy_timeout while another process "
         "writes.", 1, 3600),
     Key("registry.task_types", "list", DEFAULT_TASK_TYPES, "Task types agents may declare "
