@@ -1,4 +1,4 @@
-"""``arbiter journal …``: the local journal of writes made during an outage (SPEC §7)."""
+"""``arbiter journal …``: the local journal of writes made during an outage (SPEC §7, §7.1)."""
 
 from __future__ import annotations
 
@@ -53,11 +53,20 @@ def status(ctx: typer.Context, json_out: JsonOpt = False, token: TokenOpt = None
 
 
 @command(app, "replay")
-def replay_cmd(ctx: typer.Context, json_out: JsonOpt = False, token: TokenOpt = None) -> None:
+def replay_cmd(
+    ctx: typer.Context,
+    budget: Annotated[str | None, typer.Option(
+        "--budget", help="Stop starting new entries after this long (e.g. 30s); default: "
+        "until the journal is empty.", show_default=False)] = None,
+    json_out: JsonOpt = False,
+    token: TokenOpt = None,
+) -> None:
     """Replay every journaled write into the database, in order; stops if it fails again.
 
-    Exit 0 when the journal is empty afterwards (conflicts are kept and listed), 10 when the
-    database is still unavailable.
+    Each entry is re-admitted first (its token must still be valid on the database) and gets
+    the time its command had. Exit 0 when the journal is empty afterwards (conflicts are kept
+    and listed), 10 when entries remain (the database is still unavailable, or --budget ran
+    out).
 
     Example: arbiter journal replay --json
     """
@@ -65,6 +74,7 @@ def replay_cmd(ctx: typer.Context, json_out: JsonOpt = False, token: TokenOpt = 
     from arbiter_cli.resilience.replay import replay
 
     state = state_of(ctx)
+    budget_s = _duration(budget, "--budget")
     res = _resilience(state)
     if res is None:
         render.emit(state, {"applied": 0, "conflicts": 0, "remaining": 0},
@@ -72,7 +82,7 @@ def replay_cmd(ctx: typer.Context, json_out: JsonOpt = False, token: TokenOpt = 
         return
     total = res.journal.pending()
     report = _with_progress(state, total, lambda tick: replay(
-        res, budget_s=None, blocking=True, progress=tick))
+        res, budget_s=budget_s, blocking=True, progress=tick))
     if report["remaining"]:
         raise StorageUnavailable(
             f"replay stopped with {report['remaining']} entries left "
@@ -84,6 +94,18 @@ def replay_cmd(ctx: typer.Context, json_out: JsonOpt = False, token: TokenOpt = 
     render.emit(state, doc, lambda c: c.print(
         f"replayed {doc['applied']} entries; {doc['conflicts']} conflicts "
         f"{'(see `arbiter journal list --conflicts`)' if doc['conflicts'] else ''}".rstrip()))
+
+
+def _duration(text: str | None, flag: str) -> float | None:
+    from arbiter_cli.config import parse_duration
+    from arbiter_cli.errors import InvalidInput
+
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise InvalidInput(f"{flag}: {exc}", field=flag.lstrip("-"), rule="duration") from None
 
 
 def _with_progress(state: State, total: int, run: Any) -> dict[str, Any]:

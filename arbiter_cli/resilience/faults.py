@@ -62,6 +62,8 @@ CONFIG_MESSAGES = re.compile(
     r"|could not translate host name"  # DNS; a resolver that is down is kept transient below
 )
 DNS_TRANSIENT = "temporary failure in name resolution"  # EAI_AGAIN: the resolver, not the name
+# The server itself gave up on a statement: it is alive, only slow or contended.
+SLOW_CODES = frozenset({"57014", "55P03"})  # query_canceled (statement_timeout), lock_timeout
 
 
 def driver_error(exc: BaseException) -> BaseException:
@@ -142,3 +144,19 @@ def classify(exc: BaseException) -> Fault:
 def is_misconfigured(message: str) -> bool:
     """A connect-time failure message that names a configuration error (see CONFIG_MESSAGES)."""
     return CONFIG_MESSAGES.search(message) is not None and DNS_TRANSIENT not in message.lower()
+
+
+def slowness(exc: BaseException) -> str | None:
+    """How a failure says the primary may only be slow (SPEC §7.1), or None.
+
+    ``"timeout"``: the server answered with a statement or lock timeout, so it is alive.
+    ``"cut"``: our deadline cut a connection that was waiting for a statement's result; a dead
+    primary and a slow one look alike there, and only a liveness probe tells them apart. A
+    deadline that cut the *handshake* is an unreachable primary: None.
+    """
+    from arbiter_cli.resilience.deadline import is_exceeded, while_connecting
+
+    err = driver_error(exc)
+    if is_exceeded(err):
+        return None if while_connecting(err) else "cut"
+    return "timeout" if sqlstate(err) in SLOW_CODES else None

@@ -35,7 +35,7 @@ from arbiter_cli.errors import (
 )
 from arbiter_cli.resilience.deadline import Deadline
 from arbiter_cli.resilience.gateway import Resilience
-from arbiter_cli.resilience.journal import Entry
+from arbiter_cli.resilience.journal import MAX_ATTEMPTS, Entry
 from arbiter_cli.resilience.records import (
     KIND_COMMANDS,
     decision_from,
@@ -56,10 +56,16 @@ CONFLICT = "conflict"
 def replay(res: Resilience, *, budget_s: float | None, blocking: bool = False,
            progress: Callable[[int], None] | None = None,
            within: Deadline | None = None) -> dict[str, Any]:
-    """Apply pending entries in order for at most ``budget_s`` (None: until empty or failure).
+    """Apply pending entries in order until the journal is empty, the primary fails, or the
+    budget is spent (SPEC §7.1: replay has its own budget).
 
-    Every entry's database calls stop at the end of the budget, and within ``within`` (the
-    command's own deadline, when a command replays before its work).
+    Each entry may take what its original command had on a healthy primary
+    (:func:`entry_budget`). Without ``within`` (``serve``, ``journal replay``) ``budget_s``
+    only bounds when a new entry may start, so a large entry still drains; with ``within``
+    (a command's own deadline, replaying before its work) every entry also stops at the end of
+    ``budget_s`` and of ``within``, and an entry cut short there is simply left for later. An
+    entry that runs out of its *full* budget on a healthy primary counts a failed replay; at
+    three it becomes a conflict, so it cannot hold its tenant's writes back for ever.
     """
     report: dict[str, Any] = {"applied": 0, "conflicts": 0, "remaining": 0, "stopped": None}
     with file_lock(res.directory / "replay.lock", blocking=blocking) as locked:
@@ -68,29 +74,69 @@ def replay(res: Resilience, *, budget_s: float | None, blocking: bool = False,
             report["remaining"] = res.journal.pending()
             return report
         total = None if budget_s is None else Deadline(budget_s)
-        after = 0
-        per_entry = res.settings.seconds("database.command_timeout")
-        while total is None or not total.expired():
-            entry = res.journal.next_pending(after)
-            if entry is None:
-                break
-            limit = per_entry
-            for bound in (total, within):
-                if bound is not None:
-                    limit = min(limit, bound.remaining())
-            if limit <= 0:
-                break
-            try:
-                status = apply_entry(res, entry, Deadline(limit))
-            except StorageUnavailable as exc:
-                report["stopped"] = exc.message
-                break
-            report["applied" if status == APPLIED else "conflicts"] += 1
-            after = entry.seq
-            if progress is not None:
-                progress(1)
+        _replay_entries(res, report, total, within, progress)
         report["remaining"] = res.journal.pending()
     return report
+
+
+def _replay_entries(res: Resilience, report: dict[str, Any], total: Deadline | None,
+                    within: Deadline | None, progress: Callable[[int], None] | None) -> None:
+    from arbiter_cli.resilience.retry import PrimarySlow
+
+    after = 0
+    while total is None or not total.expired():
+        entry = res.journal.next_pending(after)
+        if entry is None:
+            return
+        needed = entry_budget(res.settings, entry)
+        limit = needed
+        for bound in ((total, within) if within is not None else ()):
+            if bound is not None:
+                limit = min(limit, bound.remaining())
+        try:
+            status = apply_entry(res, entry, Deadline(limit))
+        except PrimarySlow as exc:
+            if limit < needed:  # cut by this replay's budget, not by its own: try later
+                report["stopped"] = f"entry {entry.seq} did not finish within the replay budget"
+                return
+            if not _failed(res, entry, exc.message):
+                report["stopped"] = exc.message
+                return
+            status = CONFLICT
+        except StorageUnavailable as exc:
+            report["stopped"] = exc.message
+            return
+        except ConfigInvalid:
+            raise
+        except Exception as exc:
+            # A bug in applying this entry must not make every command fail for ever: count
+            # it like any non-transient failure (a conflict at the third), and still report it.
+            _failed(res, entry, f"internal error: {type(exc).__name__}: {exc}")
+            raise
+        if status == APPLIED:
+            res.journal.applied(entry.seq)
+        report["applied" if status == APPLIED else "conflicts"] += 1
+        after = entry.seq
+        if progress is not None:
+            progress(1)
+
+
+def entry_budget(settings: Settings, entry: Entry) -> float:
+    """What the entry's command had on a healthy primary: ``database.command_timeout``, plus
+    ``database.per_item_timeout`` per item of a batch (SPEC §7.1)."""
+    raws = entry.args.get("raws") if entry.kind == "agents.register" else None
+    items = len(raws) if isinstance(raws, list) else 0
+    return (settings.seconds("database.command_timeout")
+            + items * settings.seconds("database.per_item_timeout"))
+
+
+def _failed(res: Resilience, entry: Entry, message: str) -> bool:
+    """Count a non-transient failure; True (and audited) when it made the entry a conflict."""
+    if not res.journal.failed(entry.seq, message):
+        return False
+    _audit_conflict(res, _primary_app(res, entry.correlation_id), entry, None,
+                    Conflict(f"failed {MAX_ATTEMPTS} replays: {message}"))
+    return True
 
 
 def apply_entry(res: Resilience, entry: Entry, budget: Deadline | None = None) -> str:
@@ -124,8 +170,7 @@ def apply_entry(res: Resilience, entry: Entry, budget: Deadline | None = None) -
         res.journal.conflict(entry.seq, f"{exc.code}: {exc.message}")
         _audit_conflict(res, app, entry, admitted, exc)
         return CONFLICT
-    res.journal.applied(entry.seq)
-    return APPLIED
+    return APPLIED  # the caller deletes it
 
 
 def check_signed(res: Resilience, entry: Entry) -> None:

@@ -6,6 +6,12 @@ permit, so an open breaker fails fast and is not retried. What is retried, count
 through is decided by :func:`arbiter_cli.resilience.faults.classify`; a configuration error
 (wrong password, unknown database, a host name that does not resolve) leaves at once as
 ``ConfigInvalid`` (exit 3) and the breaker never hears of it (SPEC §7.1).
+
+Slowness of a healthy primary is not an outage either (SPEC §7.1). When the server answers
+with a statement or lock timeout, or the deadline cuts a statement in flight and a short
+independent probe (``alive``) finds the primary answering, the call leaves as ``PrimarySlow``:
+exit 10 with a hint, the breaker permit released (neither counted nor reset), and the callers
+in ``gateway.py`` neither journal it nor serve it from the snapshot.
 """
 
 from __future__ import annotations
@@ -26,15 +32,21 @@ T = TypeVar("T")
 MAX_ATTEMPTS = 4
 
 
+class PrimarySlow(StorageUnavailable):
+    """The primary is up but did not finish in time: the work was rolled back, not journaled."""
+
+
 def guarded(
     fn: Callable[[], T], *, breaker: FileBreaker | None, deadline: Deadline,
     sleep: Callable[[float], None] = time.sleep, attempts: int = MAX_ATTEMPTS,
-    may_retry: Callable[[], bool] | None = None,
+    may_retry: Callable[[], bool] | None = None, alive: Callable[[], bool] | None = None,
 ) -> T:
     """Run ``fn`` with retries, breaker and deadline; give up as ``StorageUnavailable`` (exit 10).
 
     Caller errors (integrity, data, our own ``ArbiterError``s) leave unchanged after one attempt.
     ``may_retry`` can veto a retry (an op whose commit may have happened is never re-run).
+    ``alive`` probes the primary when the deadline cut a statement (see ``PrimarySlow``);
+    without it, running out of time counts as the primary's failure.
     """
     from tenacity import (
         RetryCallState,
@@ -52,11 +64,14 @@ def guarded(
             with deadline.active():
                 result = fn()
         except BaseException as exc:
+            slow = isinstance(exc, Exception) and slow_but_alive(exc, alive)
             if permit is not None and breaker is not None:
-                if isinstance(exc, Exception) and counts(exc):
+                if isinstance(exc, Exception) and counts(exc) and not slow:
                     breaker.failure(permit)
                 else:
                     breaker.release(permit)
+            if slow:
+                raise too_slow(exc, deadline) from exc
             raise
         if permit is not None and breaker is not None:
             breaker.success(permit)
@@ -86,6 +101,26 @@ def guarded(
         if fault is Fault.CALLER or isinstance(exc, StorageUnavailable):
             raise
         raise unavailable_from(exc) from exc
+
+
+def slow_but_alive(exc: Exception, alive: Callable[[], bool] | None) -> bool:
+    """The primary answered a timeout, or was cut mid-statement and answers a probe."""
+    from arbiter_cli.resilience.faults import slowness
+
+    if alive is None:
+        return False
+    kind = slowness(exc)
+    return kind == "timeout" or (kind == "cut" and alive())
+
+
+def too_slow(exc: BaseException, deadline: Deadline) -> PrimarySlow:
+    from arbiter_cli.resilience.faults import driver_error
+
+    return PrimarySlow(
+        f"the database is up but did not finish within the command's budget "
+        f"({deadline.budget_s:g}s): the work was rolled back and nothing was journaled; retry, "
+        "and for a large batch raise database.per_item_timeout or database.command_timeout, or "
+        "split it", driver=driver_error(exc))
 
 
 def counts(exc: Exception) -> bool:

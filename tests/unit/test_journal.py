@@ -1025,10 +1025,13 @@ class Journaling:
 
     entries: list[tuple[str, Principal, dict[str, Any]]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
+    items: list[int] = field(default_factory=list)
 
     def write(self, kind: str, principal: Principal, primary: Callable[[], Any],
-              local: Callable[[], Any], args_of: Callable[[Any], dict[str, Any] | None]) -> Any:
+              local: Callable[[], Any], args_of: Callable[[Any], dict[str, Any] | None],
+              items: int = 0) -> Any:
         self.calls.append(f"write {kind}")
+        self.items.append(items)
         result = local()
         args = args_of(result)
         if args is not None:
@@ -1146,6 +1149,47 @@ def test_the_proxy_journals_the_callers_principal_without_progress() -> None:
     ((kind, principal, args),) = journaling.entries
     assert (kind, principal) == ("agents.register", ORCH)
     assert set(args) == {"raws"}
+
+
+def test_a_batch_register_tells_the_gateway_its_size_and_other_writes_none() -> None:
+    """SPEC §7.1: the budget of `agents register --file` grows with the batch."""
+    from arbiter_cli.resilience.services import batch_size
+
+    clock = FakeClock(T0)
+    local = side(clock, "local")
+    initialize(local.uow, lambda: None, clock, tenant="team-b")
+    journaling = Journaling()
+    agents, _ = proxied(journaling, local)
+    agents.register(ORCH, [{"id": f"a{n}", "name": "A", "model_family": "claude",
+                            "task_types": ["testing"]} for n in range(3)])
+    agents.heartbeat(ORCH, "a1")
+    assert journaling.items == [3, 0]
+    assert batch_size("agents.update", {"raws": [1, 2]}) == 0
+
+
+def test_a_batch_entry_gets_the_budget_its_command_had() -> None:
+    from arbiter_cli.resilience.journal import Entry
+    from arbiter_cli.resilience.replay import entry_budget
+
+    settings = load_settings(environ={"ARBITER_DATABASE__COMMAND_TIMEOUT": "5s",
+                                      "ARBITER_DATABASE__PER_ITEM_TIMEOUT": "2ms",
+                                      "ARBITER_DATA_DIR": "/nonexistent"})
+
+    def entry(kind: str, args: dict[str, Any]) -> Entry:
+        return Entry(seq=1, op_id="o", tenant="t", kind=kind, principal={}, args=args,
+                     correlation_id=None, created_at=0.0, state=PENDING, error=None, attempts=0)
+
+    assert entry_budget(settings, entry("agents.register", {"raws": [{}] * 9000})) == 23.0
+    assert entry_budget(settings, entry("agents.register", {"raws": "junk"})) == 5.0
+    assert entry_budget(settings, entry("agents.heartbeat", {"raws": [{}] * 10})) == 5.0
+
+
+def test_a_deadline_can_be_extended_from_where_it_ends(ticks: Ticks) -> None:
+    base = Deadline(5.0, clock=ticks)
+    ticks.now += 4.0
+    longer = base.extended(2.0)
+    assert (base.remaining(), longer.remaining()) == (1.0, 3.0)
+    assert longer.budget_s == 7.0
 
 
 def test_dispatch_refuses_an_unknown_kind() -> None:
@@ -1534,6 +1578,96 @@ def test_a_configuration_error_names_the_database_without_its_password(naps: lis
     with pytest.raises(ConfigInvalid) as caught:
         run(Calls(driver("28P01")), Labelled(), naps)
     assert "postgresql://arbiter@db.example:5432/arbiter" in caught.value.message
+
+
+def cut(*, connecting: bool) -> BaseException:
+    """Our deadline's error, as psycopg2's wait callback raises it."""
+    error = deadline_module.exceeded_type()("database call exceeded the command's budget")
+    error.connecting = connecting  # type: ignore[attr-defined]
+    return error
+
+
+class Probe:
+    def __init__(self, answer: bool) -> None:
+        self.answer = answer
+        self.asked = 0
+
+    def __call__(self) -> bool:
+        self.asked += 1
+        return self.answer
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["driver", "unit-of-work"])
+def test_a_statement_cut_on_a_primary_that_answers_is_slow_not_an_outage(
+        breaker: FakeBreaker, naps: list[float], wrapped: bool) -> None:
+    """SPEC §7.1: the deadline cut a statement, a liveness probe finds the primary answering:
+    PrimarySlow (exit 10, a hint), the permit released (neither counted nor reset)."""
+    from arbiter_cli.resilience.retry import PrimarySlow
+
+    error: BaseException = cut(connecting=False)
+    if wrapped:
+        error = StorageUnavailable("database x unavailable", driver=sqlalchemy.exc.OperationalError(
+            "INSERT", {}, error))
+    probe = Probe(True)
+    with pytest.raises(PrimarySlow) as caught:
+        run(Calls(error), breaker, naps, alive=probe)
+    assert probe.asked == 1
+    assert breaker.events == ["allow", "release"]
+    assert caught.value.exit_code == 10 and "did not finish within" in caught.value.message
+    assert "per_item_timeout" in caught.value.message and "rolled back" in caught.value.message
+
+
+def test_a_statement_cut_on_a_primary_that_does_not_answer_is_an_outage(
+        breaker: FakeBreaker, naps: list[float]) -> None:
+    from arbiter_cli.resilience.retry import PrimarySlow
+
+    probe = Probe(False)
+    with pytest.raises(StorageUnavailable) as caught:
+        run(Calls(cut(connecting=False)), breaker, naps, alive=probe)
+    assert not isinstance(caught.value, PrimarySlow)
+    assert probe.asked == 1
+    assert breaker.events == ["allow", "failure"]
+
+
+def test_a_handshake_cut_by_the_deadline_is_an_outage_without_a_probe(
+        breaker: FakeBreaker, naps: list[float]) -> None:
+    """The server never answered the handshake: unreachable, nothing to probe."""
+    probe = Probe(True)
+    with pytest.raises(StorageUnavailable):
+        run(Calls(cut(connecting=True)), breaker, naps, alive=probe)
+    assert probe.asked == 0
+    assert breaker.events == ["allow", "failure"]
+
+
+@pytest.mark.parametrize("code", ["57014", "55P03"])
+def test_a_timeout_the_server_answered_is_slow_without_a_probe(
+        breaker: FakeBreaker, naps: list[float], code: str) -> None:
+    """A statement or lock timeout comes from a server that is alive."""
+    from arbiter_cli.resilience.retry import PrimarySlow
+
+    probe = Probe(False)
+    with pytest.raises(PrimarySlow):
+        run(Calls(driver(code)), breaker, naps, alive=probe)
+    assert probe.asked == 0
+    assert breaker.events == ["allow", "release"]
+
+
+def test_without_a_probe_running_out_of_time_still_counts(breaker: FakeBreaker,
+                                                          naps: list[float]) -> None:
+    """Callers that cannot probe (health's own check) keep the counted behaviour."""
+    with pytest.raises(StorageUnavailable):
+        run(Calls(cut(connecting=False)), breaker, naps)
+    assert breaker.events == ["allow", "failure"]
+
+
+def test_slowness_tells_a_cut_statement_from_a_cut_handshake() -> None:
+    from arbiter_cli.resilience.faults import slowness
+
+    assert slowness(cut(connecting=False)) == "cut"
+    assert slowness(cut(connecting=True)) is None
+    assert slowness(deadline_module.exceeded_type()("no attribute")) is None
+    assert slowness(driver("57014")) == slowness(driver("55P03")) == "timeout"
+    assert slowness(lost()) is None and slowness(driver("23505")) is None
 
 
 def test_a_wrapped_unit_of_work_failure_is_retried_and_re_raised_as_is(
