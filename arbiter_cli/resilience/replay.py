@@ -74,16 +74,22 @@ def replay(res: Resilience, *, budget_s: float | None, blocking: bool = False,
             report["remaining"] = res.journal.pending()
             return report
         total = None if budget_s is None else Deadline(budget_s)
-        _replay_entries(res, report, total, within, progress)
+        deletes = AppliedBatch(res)
+        try:
+            _replay_entries(res, report, total, within, deletes, progress)
+        finally:
+            deletes.flush()
         report["remaining"] = res.journal.pending()
     return report
 
 
 def _replay_entries(res: Resilience, report: dict[str, Any], total: Deadline | None,
-                    within: Deadline | None, progress: Callable[[int], None] | None) -> None:
+                    within: Deadline | None, deletes: AppliedBatch,
+                    progress: Callable[[int], None] | None) -> None:
     from arbiter_cli.resilience.retry import PrimarySlow
 
     after = 0
+    seen: dict[str | None, Any] = {}  # token rows read once per replay
     while total is None or not total.expired():
         entry = res.journal.next_pending(after)
         if entry is None:
@@ -94,7 +100,7 @@ def _replay_entries(res: Resilience, report: dict[str, Any], total: Deadline | N
             if bound is not None:
                 limit = min(limit, bound.remaining())
         try:
-            status = apply_entry(res, entry, Deadline(limit))
+            status = apply_entry(res, entry, Deadline(limit), seen)
         except PrimarySlow as exc:
             if limit < needed:  # cut by this replay's budget, not by its own: try later
                 report["stopped"] = f"entry {entry.seq} did not finish within the replay budget"
@@ -114,7 +120,7 @@ def _replay_entries(res: Resilience, report: dict[str, Any], total: Deadline | N
             _failed(res, entry, f"internal error: {type(exc).__name__}: {exc}")
             raise
         if status == APPLIED:
-            res.journal.applied(entry.seq)
+            deletes.add(entry.seq)
         report["applied" if status == APPLIED else "conflicts"] += 1
         after = entry.seq
         if progress is not None:
@@ -139,9 +145,40 @@ def _failed(res: Resilience, entry: Entry, message: str) -> bool:
     return True
 
 
-def apply_entry(res: Resilience, entry: Entry, budget: Deadline | None = None) -> str:
+class AppliedBatch:
+    """Applied entries are deleted from the journal in batches, not one fsync'd transaction
+    each (660 deletes took 25.7 s). Nothing acknowledged can be lost by the delay: an entry
+    whose effect committed on the primary has its op id in ``applied_ops`` (same transaction),
+    so if the process dies before the batch is deleted, the next replay finds the op id and
+    drops the entry without applying it again."""
+
+    SIZE = 100
+    EVERY_S = 0.5
+
+    def __init__(self, res: Resilience) -> None:
+        self._res = res
+        self._seqs: list[int] = []
+        self._since: Deadline | None = None
+
+    def add(self, seq: int) -> None:
+        self._seqs.append(seq)
+        if self._since is None:
+            self._since = Deadline(self.EVERY_S)
+        if len(self._seqs) >= self.SIZE or self._since.expired():
+            self.flush()
+
+    def flush(self) -> None:
+        if self._seqs:
+            self._res.journal.applied_many(self._seqs)
+        self._seqs = []
+        self._since = None
+
+
+def apply_entry(res: Resilience, entry: Entry, budget: Deadline | None = None,
+                seen: dict[str | None, Any] | None = None) -> str:
     """Check, re-admit and apply one entry: APPLIED (also when an earlier replay or the
-    original command already committed it) or CONFLICT (kept, audited)."""
+    original command already committed it) or CONFLICT (kept, audited). ``seen``: the token
+    rows this replay has read (``SecurityService.readmit``)."""
     from arbiter_cli.adapters.sql.repository import OpContext, already_applied, current_op
 
     app = _primary_app(res, entry.correlation_id)
@@ -162,7 +199,7 @@ def apply_entry(res: Resilience, entry: Entry, budget: Deadline | None = None) -
     try:
         check_signed(res, entry)
         _check_not_dependent(res, entry)
-        admitted = res.guarded(lambda: readmit(app, entry), deadline=budget)
+        admitted = res.guarded(lambda: readmit(app, entry, seen), deadline=budget)
         res.guarded(run, may_retry=lambda: not op.ambiguous, deadline=budget)
     except (StorageUnavailable, ConfigInvalid):
         raise  # the database, not the entry: the replay stops and the entry waits
@@ -170,7 +207,7 @@ def apply_entry(res: Resilience, entry: Entry, budget: Deadline | None = None) -
         res.journal.conflict(entry.seq, f"{exc.code}: {exc.message}")
         _audit_conflict(res, app, entry, admitted, exc)
         return CONFLICT
-    return APPLIED  # the caller deletes it
+    return APPLIED  # the caller deletes it (in a batch)
 
 
 def check_signed(res: Resilience, entry: Entry) -> None:
@@ -181,7 +218,7 @@ def check_signed(res: Resilience, entry: Entry) -> None:
             "written by arbiter on this host (or was changed since), so it is not applied")
 
 
-def readmit(app: App, entry: Entry) -> Principal:
+def readmit(app: App, entry: Entry, seen: dict[str | None, Any] | None = None) -> Principal:
     """The entry's caller, admitted again on the primary (``SecurityService.readmit``)."""
     claimed = entry.principal
     token_id = claimed.get("token_id")
@@ -197,7 +234,7 @@ def readmit(app: App, entry: Entry) -> Principal:
         at = datetime.fromtimestamp(entry.created_at, UTC)
     except (OverflowError, OSError, ValueError):
         raise InvalidInput(f"journal entry {entry.seq} has no valid time") from None
-    return app.security.readmit(entry.tenant, token_id, command, at)
+    return app.security.readmit(entry.tenant, token_id, command, at, seen=seen)
 
 
 def _check_not_dependent(res: Resilience, entry: Entry) -> None:

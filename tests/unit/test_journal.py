@@ -808,6 +808,41 @@ def test_a_write_made_without_a_token_is_admitted_only_on_a_database_without_tok
         security.readmit("default", None, "agents register", T0)
 
 
+def test_readmit_reads_each_token_once_per_replay_and_decides_the_same(
+        primary_tokens: Readmission) -> None:
+    """``seen`` spares a transaction per entry; a revocation after the rows were read is later
+    than every entry of that replay, so the decisions are the ones a fresh read gives."""
+    token = primary_tokens.issue("manager")
+    seen: dict[str | None, Any] = {}
+    first = primary_tokens.security.readmit("default", token, "agents update", T0, seen=seen)
+    assert set(seen) == {token}
+    primary_tokens.clock.advance(seconds=5)
+    primary_tokens.security.revoke(Principal("default", "admin"), token)  # after T0
+    again = primary_tokens.security.readmit("default", token, "agents update", T0, seen=seen)
+    fresh = primary_tokens.security.readmit("default", token, "agents update", T0)
+    assert first == again == fresh
+    with pytest.raises(Forbidden):
+        primary_tokens.security.readmit("default", token, "tokens create", T0, seen=seen)
+
+
+def test_applied_entries_are_deleted_in_batches_and_on_flush(journal: Journal) -> None:
+    from types import SimpleNamespace
+
+    from arbiter_cli.resilience.replay import AppliedBatch
+
+    seqs = [append(journal, n) for n in range(5)]
+    batch = AppliedBatch(SimpleNamespace(journal=journal))  # type: ignore[arg-type]
+    batch.SIZE = 3  # type: ignore[misc]
+    for seq in seqs[:2]:
+        batch.add(seq)
+    assert journal.pending() == 5  # not yet: an applied entry is harmless to replay again
+    batch.add(seqs[2])
+    assert journal.pending() == 2
+    batch.add(seqs[3])
+    batch.flush()
+    assert [e.seq for e in journal.entries()] == [seqs[4]]
+
+
 def test_every_journaled_kind_needs_the_permission_of_its_command() -> None:
     """Re-admission asks the permission table: each kind names a command that has an entry."""
     from arbiter_cli.domain.security import PERMISSIONS
