@@ -8,6 +8,7 @@ import typer
 
 from arbiter_cli.cli import render
 from arbiter_cli.cli.app import CursorOpt, JsonOpt, LimitOpt, TokenOpt, command, state_of
+from arbiter_cli.cli.consent import YesOpt, require_consent
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -15,8 +16,8 @@ if TYPE_CHECKING:
     from arbiter_cli.cli.state import State
     from arbiter_cli.resilience.gateway import Resilience
 
-app = typer.Typer(help="Inspect and replay the journal of writes made while the database was "
-                  "unavailable.", no_args_is_help=True)
+app = typer.Typer(help="Inspect, replay and resolve the journal of writes made while the "
+                  "database was unavailable.", no_args_is_help=True)
 
 
 def _resilience(state: State) -> Resilience | None:
@@ -164,8 +165,53 @@ def list_cmd(
         if not items:
             c.print("the journal holds no conflicts" if conflicts else "the journal is empty")
             return
-        c.print(render.table(None, ["seq", "kind", "tenant", "age", "state", "error"], [
-            [str(i["seq"]), i["kind"], i["tenant"], f"{i['age_s']:.0f}s", i["state"],
-             i["error"] or ""] for i in items]))
+        c.print(render.table(None, ["seq", "op id", "kind", "tenant", "age", "state", "why"], [
+            [str(i["seq"]), i["op_id"], i["kind"], i["tenant"], f"{i['age_s']:.0f}s",
+             i["state"], i["error"] or ""] for i in items]))
+        if conflicts:
+            c.print("resolve one with `arbiter journal resolve OP_ID --retry` or `--drop`")
 
     render.emit_list(state, items, next_cursor, human)
+
+
+@command(app, "resolve")
+def resolve_cmd(
+    ctx: typer.Context,
+    op_id: Annotated[str, typer.Argument(
+        help="Op id of a conflict (see `arbiter journal list --conflicts`).",
+        show_default=False)],
+    drop: Annotated[bool, typer.Option(
+        "--drop", help="Delete the conflict for good: the write is never applied.")] = False,
+    retry: Annotated[bool, typer.Option(
+        "--retry", help="Put it back to pending (attempts reset): the next replay re-admits "
+        "and applies it, or keeps it as a conflict again.")] = False,
+    yes: YesOpt = False,
+    json_out: JsonOpt = False,
+    token: TokenOpt = None,
+) -> None:
+    """Resolve a journal conflict: drop it, or retry it. Audited in its tenant's chain.
+
+    --drop asks first on a terminal and needs --yes off one. Both need the database (the
+    decision is audited there first); nothing changes without it (exit 10).
+
+    Example: arbiter journal resolve 0190f3b2-7c1e-7a10-8000-5e2f9d1c0a11 --retry
+    """
+    from arbiter_cli.errors import InvalidInput, NotFound
+    from arbiter_cli.resilience.conflicts import DROP, RETRY, find_conflict, resolve
+
+    state = state_of(ctx)
+    if drop == retry:
+        raise InvalidInput("choose one of --drop or --retry", field="resolution",
+                           rule="one_of")
+    res = _resilience(state)
+    if res is None:
+        raise NotFound(f"no journal entry with op id {op_id!r}: the primary is a local SQLite "
+                       "file, which has no journal")
+    entry = find_conflict(res, op_id)
+    if drop:
+        require_consent(f"drop the journaled write {entry.op_id} ({entry.kind} of tenant "
+                        f"{entry.tenant!r}): it will never be applied", yes=yes)
+    doc = resolve(res, entry, DROP if drop else RETRY)
+    render.emit(state, doc, lambda c: c.print(
+        f"dropped {doc['op_id']} ({doc['kind']}): it will never be applied" if drop else
+        f"{doc['op_id']} ({doc['kind']}) is pending again: the next replay re-admits it"))

@@ -166,3 +166,36 @@ def test_a_batch_that_still_runs_out_of_time_is_rolled_back_not_journaled(
     after = register(tight, ["after"])
     assert after.exit == 0 and after.meta()["durability"] == "committed", after
     assert slow.agents() == ["after", "seed"]
+
+
+def test_replay_gives_a_journaled_batch_its_budget_and_a_stuck_one_becomes_a_conflict(
+        slow: Slow, fault_proxy: FaultProxy) -> None:
+    """A batch journaled during a real outage blocks its tenant's later writes until it is
+    replayed. A command's own replay (resilience.replay_budget) cannot finish it; `journal
+    replay` gives it its full budget. Where even that is not enough on a healthy primary, it
+    fails three replays and becomes a conflict, and the tenant's writes go through again."""
+    roomy, tight = slow.arbiter(ROOMY), slow.arbiter(TIGHT)
+    fault_proxy.set_mode("reset")
+    journaled = register(roomy, batch("outage"))
+    assert journaled.exit == 0 and journaled.meta()["durability"] == "journaled", journaled
+    fault_proxy.set_mode("latency", latency_ms=LATENCY_MS)
+    time.sleep(1.1)  # breaker.reset_timeout: the next call may probe
+    behind = register(roomy, ["behind"])  # its replay (1 s) cannot finish the batch first
+    assert behind.exit == 0 and behind.meta()["durability"] == "journaled", behind
+    assert "wait in the journal" in behind.stderr
+    # Without its per-item budget the batch cannot finish even with `journal replay`:
+    for attempt in (1, 2, 3):
+        replayed = tight("--json", "journal", "replay")
+        assert replayed.exit == (0 if attempt == 3 else 10), (attempt, replayed)
+    drained = status(tight)
+    assert (drained["backlog"], drained["conflicts"]) == (0, 1), drained
+    (conflict,) = tight("--json", "journal", "list", "--conflicts").json()["items"]
+    assert conflict["kind"] == "agents.register" and conflict["attempts"] == 3
+    assert "failed 3 replays" in conflict["error"]
+    assert slow.agents() == ["behind", "seed"]  # the later write went through after it
+    # Retried with its full budget, `journal replay` (no --budget) applies it.
+    retried = roomy("--json", "journal", "resolve", conflict["op_id"], "--retry")
+    assert retried.exit == 0, retried
+    replayed = roomy("--json", "journal", "replay")
+    assert replayed.exit == 0 and replayed.json()["applied"] == 1, replayed
+    assert set(slow.agents()) == set(batch("outage")) | {"behind", "seed"}

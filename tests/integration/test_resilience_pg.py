@@ -130,10 +130,11 @@ class Host:
             result = self.run(*args, **kwargs)
         return result
 
-    def other(self, *args: str) -> dict[str, Any]:
+    def other(self, *args: str, consent: bool = False) -> dict[str, Any]:
         """The same command from another host that reaches PostgreSQL directly."""
-        result = self.run(*args, env={"ARBITER_DATABASE__URL": self.primary.direct,
-                                      "ARBITER_DATA_DIR": str(self.other_dir)})
+        env = {"ARBITER_DATABASE__URL": self.primary.direct,
+               "ARBITER_DATA_DIR": str(self.other_dir)}
+        result = (self.consented(*args, env=env) if consent else self.run(*args, env=env))
         assert result.exit_code == 0, result
         return result.json()
 
@@ -623,6 +624,98 @@ def test_a_write_journaled_without_a_token_conflicts_on_a_database_with_tokens(
     assert "a1" in host.agents()
     (conflict,) = host.entries("--conflicts")
     assert conflict["op_id"] == "no-token" and "without a token" in conflict["error"]
+
+
+# ---------------------------------------------------------------------------- journal resolve
+
+
+def conflicting_register(host: Host) -> dict[str, Any]:
+    """A journaled register of "dup" that conflicts: another host registered it meanwhile."""
+    register(host, "a1")
+    host.cut()
+    host.journaled("agents", "register", "--id", "dup", *AGENT, "--capacity", "3")
+    host.other("agents", "register", "--id", "dup", *AGENT, "--capacity", "10")
+    host.heal()
+    assert host.ok("journal", "replay")["conflicts"] == 1
+    (conflict,) = host.entries("--conflicts")
+    return conflict
+
+
+def health_conflicts(host: Host) -> str:
+    result = host.run("health")
+    (check,) = result.json()["checks"]["journal:conflicts"]
+    return str(check["status"])
+
+
+def resolutions(host: Host) -> list[dict[str, Any]]:
+    rows = host.primary.rows(
+        "SELECT actor, target, result, details FROM audit_events WHERE tenant = :t "
+        "AND action = 'journal.resolve' ORDER BY seq", t=host.tenant)
+    for row in rows:
+        if isinstance(row["details"], str):
+            row["details"] = json.loads(row["details"])
+    return rows
+
+
+def test_a_conflict_retried_once_its_cause_is_gone_is_applied(host: Host) -> None:
+    """SPEC §7.1 "Conflicts can be resolved": --retry puts it back to pending (attempts
+    reset), audited; the next replay re-admits and applies it; health goes back to pass."""
+    conflict = conflicting_register(host)
+    assert "already exists" in conflict["error"]  # `journal list --conflicts` says why
+    assert health_conflicts(host) == "warn"
+    host.other("agents", "remove", "dup", consent=True)  # the cause goes away
+    retried = host.ok("journal", "resolve", conflict["op_id"], "--retry")
+    assert (retried["resolution"], retried["state"], retried["kind"]) == (
+        "retry", "pending", "agents.register")
+    (pending,) = host.entries()
+    assert (pending["state"], pending["attempts"], pending["error"]) == ("pending", 0, None)
+    assert host.ok("journal", "replay")["applied"] == 1
+    assert host.agents()["dup"]["capacity"] == 3  # ours, replayed
+    assert health_conflicts(host) == "pass"
+    (audit,) = resolutions(host)
+    assert (audit["actor"], audit["target"], audit["result"]) == (None, conflict["op_id"], "ok")
+    assert audit["details"]["resolution"] == "retry"
+    assert host.ok("audit", "verify")["ok"] is True
+
+
+def test_dropping_a_conflict_needs_consent_off_a_terminal_then_forgets_it(host: Host) -> None:
+    """SPEC §16: `journal resolve --drop` asks on a TTY and needs --yes off one (exit 2)."""
+    conflict = conflicting_register(host)
+    refused = host.run("journal", "resolve", conflict["op_id"], "--drop")
+    assert refused.exit_code == 2, refused
+    assert json.loads(refused.stderr.splitlines()[0])["error"]["details"]["rule"] == "consent"
+    assert host.status()["conflicts"] == 1 and resolutions(host) == []
+    dropped = host.ok("journal", "resolve", conflict["op_id"], "--drop", "--yes")
+    assert (dropped["resolution"], dropped["state"]) == ("drop", None)
+    assert host.status()["conflicts"] == 0 and host.entries() == []
+    assert host.agents()["dup"]["capacity"] == 10  # theirs, untouched
+    assert health_conflicts(host) == "pass"
+    (audit,) = resolutions(host)
+    assert (audit["actor"], audit["details"]["resolution"]) == (None, "drop")
+    assert "already exists" in audit["details"]["error"]
+
+
+def test_resolve_refuses_what_is_not_a_conflict_and_needs_one_choice(host: Host) -> None:
+    register(host, "a1")
+    host.cut()
+    host.journaled("agents", "heartbeat", "a1")
+    (pending,) = host.entries()
+    for args, code in (((pending["op_id"], "--retry"), 5), (("no-such-op", "--retry"), 4),
+                       ((pending["op_id"],), 2),
+                       ((pending["op_id"], "--retry", "--drop", "--yes"), 2)):
+        result = host.run("journal", "resolve", *args)
+        assert result.exit_code == code, (args, result)
+        assert len(result.stderr.strip().splitlines()) == 1, result
+    assert [(e["op_id"], e["state"]) for e in host.entries()] == [(pending["op_id"], "pending")]
+
+
+def test_resolve_changes_nothing_while_the_decision_cannot_be_audited(host: Host) -> None:
+    conflict = conflicting_register(host)
+    host.cut()
+    result = host.run("journal", "resolve", conflict["op_id"], "--drop", "--yes")
+    assert result.exit_code == 10, result
+    (still,) = host.entries("--conflicts")
+    assert still["op_id"] == conflict["op_id"]
 
 
 def without_times(agent: dict[str, Any]) -> dict[str, Any]:
