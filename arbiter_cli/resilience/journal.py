@@ -361,29 +361,45 @@ def open_journal(data_dir: Path, url: str, *, max_entries: int) -> Journal:
 
 
 def resilience_status(settings: Any) -> dict[str, Any]:
-    """Backlog, conflicts and breaker of ``database.url``, without touching the database."""
+    """Backlog, conflicts and breaker of ``database.url``, without touching the database.
+
+    ``journal_writable`` says whether a write could be journaled now: the journal has room
+    *and* the local snapshot exists (a degraded write runs on it first; without one it exits
+    10, SPEC §7.1 "Health tells the truth"). ``journal_problem`` says why not.
+    """
     status: dict[str, Any] = {"backlog": 0, "conflicts": 0, "oldest_age_s": None,
-                              "journal_writable": False, "degraded": False,
+                              "journal_writable": False, "journal_problem": None,
+                              "snapshot": False, "degraded": False,
                               "breaker": {"state": "closed", "opened_at": None}}
     url = settings.database_url
     if url.startswith("sqlite"):
         return status
     from arbiter_cli.resilience.breaker import breaker_for
+    from arbiter_cli.resilience.snapshot import LocalStore
 
     breaker = breaker_for(settings, url).snapshot()
     status["breaker"] = {"state": breaker.state, "opened_at": breaker.opened_at_rfc3339()}
+    status["snapshot"] = LocalStore(resilience_dir(settings.paths.data_dir, url)).exists()
     try:
         journal = open_for(settings)
-    except (OSError, sqlite3.Error):
+    except (OSError, sqlite3.Error, StorageUnavailable) as exc:
+        status["journal_problem"] = f"the journal cannot be opened: {exc}"
         return status
     assert journal is not None
     try:
-        backlog = journal.pending()
-        status.update(backlog=backlog, conflicts=journal.conflicts(),
+        backlog, conflicts = journal.pending(), journal.conflicts()
+        room = backlog + conflicts < journal.max_entries
+        status.update(backlog=backlog, conflicts=conflicts,
                       oldest_age_s=journal.oldest_age_s(),
-                      journal_writable=backlog + journal.conflicts() < journal.max_entries)
-    except sqlite3.Error:
-        pass
+                      journal_writable=room and status["snapshot"])
+        if not room:
+            status["journal_problem"] = "the journal is full (resilience.journal.max_entries)"
+        elif not status["snapshot"]:
+            status["journal_problem"] = (
+                "no local snapshot yet (it is taken after the first command that reaches the "
+                "database), so writes would exit 10")
+    except sqlite3.Error as exc:
+        status["journal_problem"] = f"the journal cannot be read: {exc}"
     finally:
         journal.close()
     status["degraded"] = status["breaker"]["state"] != "closed" or status["backlog"] > 0

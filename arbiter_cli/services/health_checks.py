@@ -163,7 +163,9 @@ def _response_time(probe: Probe, ms: float) -> Check:
 def _unreachable(probe: Probe, why: str) -> list[Check]:
     status = unreachable_status(probe.journal_writable)
     if probe.postgres:
+        problem = (probe.resilience or {}).get("journal_problem")
         why += ("; writes go to the local journal" if probe.journal_writable
+                else f"; the local journal cannot take writes either: {problem}" if problem
                 else "; the local journal cannot take writes either")
     return [Check("database:responseTime", status, None, "ms", why, "datastore",
                   component_id=_backend(probe)),

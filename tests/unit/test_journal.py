@@ -447,22 +447,42 @@ def test_a_sqlite_primary_has_no_journal(tmp_path: Path) -> None:
     assert open_for(settings) is None
     assert resilience_status(settings) == {
         "backlog": 0, "conflicts": 0, "oldest_age_s": None, "journal_writable": False,
-        "degraded": False, "breaker": {"state": "closed", "opened_at": None}}
+        "journal_problem": None, "snapshot": False, "degraded": False,
+        "breaker": {"state": "closed", "opened_at": None}}
+
+
+def with_snapshot(settings: Any) -> None:
+    """Something at the snapshot's path (the status only asks whether one exists)."""
+    folder = resilience_dir(settings.paths.data_dir, settings.database_url)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "snapshot.db").write_bytes(b"")
 
 
 def test_status_of_an_empty_journal_on_a_network_primary(tmp_path: Path) -> None:
-    """No entries, breaker closed: writable, not degraded, and no database I/O needed."""
+    """No entries, breaker closed, a snapshot: writable, not degraded, no database I/O."""
     settings = settings_for(tmp_path, "postgresql+psycopg2://u:pw@127.0.0.1:1/none")
+    with_snapshot(settings)
     status = resilience_status(settings)
     assert status == {"backlog": 0, "conflicts": 0, "oldest_age_s": None,
-                      "journal_writable": True, "degraded": False,
-                      "breaker": {"state": "closed", "opened_at": None}}
+                      "journal_writable": True, "journal_problem": None, "snapshot": True,
+                      "degraded": False, "breaker": {"state": "closed", "opened_at": None}}
+
+
+def test_without_a_snapshot_the_journal_cannot_take_writes(tmp_path: Path) -> None:
+    """SPEC §7.1 "Health tells the truth": a degraded write needs the snapshot first."""
+    settings = settings_for(tmp_path, "postgresql+psycopg2://u:pw@127.0.0.1:1/none")
+    status = resilience_status(settings)
+    assert (status["journal_writable"], status["snapshot"]) == (False, False)
+    assert "no local snapshot" in status["journal_problem"]
+    with_snapshot(settings)
+    assert resilience_status(settings)["journal_writable"] is True
 
 
 def test_status_counts_backlog_and_conflicts_and_reports_degraded(tmp_path: Path) -> None:
     """A backlog makes the primary degraded; at the cap the journal is no longer writable."""
     settings = settings_for(tmp_path, "postgresql+psycopg2://u:pw@127.0.0.1:1/none",
                             ARBITER_RESILIENCE__JOURNAL__MAX_ENTRIES="3")
+    with_snapshot(settings)
     journal = open_for(settings)
     assert journal is not None
     try:
@@ -475,7 +495,8 @@ def test_status_counts_backlog_and_conflicts_and_reports_degraded(tmp_path: Path
         assert status["oldest_age_s"] is not None and status["oldest_age_s"] >= 0
         assert status["degraded"] is True and status["journal_writable"] is True
         append(journal, 3)
-        assert resilience_status(settings)["journal_writable"] is False
+        full = resilience_status(settings)
+        assert full["journal_writable"] is False and "full" in full["journal_problem"]
     finally:
         journal.close()
 
