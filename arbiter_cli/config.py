@@ -140,6 +140,9 @@ KEYS: tuple[Key, ...] = (
         "probe per host is let through.", 0.01, 3600),
     Key("resilience.snapshot_interval", "duration", "10s", "Least time between two refreshes of "
         "the local snapshot that serves reads and token checks during an outage.", 0, 86400),
+    Key("resilience.snapshot_refresh", "choice", "auto", "Where a due snapshot refresh runs "
+        "after a command: inline, background (a detached process) or auto (inline while a "
+        "refresh takes under 50 ms).", choices=("auto", "inline", "background")),
     Key("resilience.replay_budget", "duration", "1s", "Time a command spends replaying the "
         "journal before its own work.", 0, 3600),
     Key("resilience.journal.max_entries", "int", 100_000, "Journal cap: past it, writes during "

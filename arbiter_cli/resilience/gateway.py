@@ -228,10 +228,18 @@ class Resilience:
     # ------------------------------------------------------------------ housekeeping
 
     def maybe_refresh(self) -> None:
-        """After a command that reached the primary: refresh the snapshot if it is due."""
+        """After a command that reached the primary: refresh the snapshot if it is due, in
+        a detached process when it would cost the command more than 50 ms (refresher.py)."""
+        from arbiter_cli.resilience import refresher
+
         if not self.primary_ok or self.journal.pending() > 0:
             return
         interval = self.settings.seconds("resilience.snapshot_interval")
+        if not self.local.due(interval):
+            return
+        if (refresher.in_background(self.settings, self.local, self._count_agents)
+                and refresher.spawn(self.settings, self.local)):
+            return
         refresh_deadline = Deadline(max(1.0, self.settings.seconds("database.command_timeout")))
         try:
             with refresh_deadline.active():
@@ -239,6 +247,15 @@ class Resilience:
         except Exception as exc:  # noqa: BLE001 - best effort: the command already succeeded
             self.warn(f"local snapshot not refreshed: {type(exc).__name__}: "
                       f"{str(exc).splitlines()[0][:200] if str(exc) else ''}")
+
+
+    def _count_agents(self) -> int:
+        from sqlalchemy import func, select
+
+        from arbiter_cli.adapters.sql import tables as t
+
+        with Deadline(LIVENESS_MAX_S).active(), self.primary.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(t.agents)).scalar_one())
 
 
 def local_call(res: Resilience, fn: Callable[[], T]) -> T:

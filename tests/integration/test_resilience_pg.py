@@ -391,6 +391,38 @@ def test_the_journal_snapshot_and_key_are_0600_in_0700_folders(host: Host) -> No
         assert path.stat().st_mode & 0o777 == expected, path
 
 
+def test_a_due_refresh_can_run_in_a_detached_process_holding_the_lock(
+        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """resilience.snapshot_refresh = background: the command starts the refresh and returns;
+    a detached process brings the snapshot up to date and releases the refresh lock."""
+    from arbiter_cli.resilience.journal import resilience_dir
+    from arbiter_cli.resilience.snapshot import LocalStore
+
+    register(host, "a1")
+    store = LocalStore(resilience_dir(host.data_dir, host.primary.proxied))
+    before = store.meta()["refreshed_at"]
+    monkeypatch.setenv("ARBITER_RESILIENCE__SNAPSHOT_REFRESH", "background")
+    register(host, "a2")
+    deadline = time.monotonic() + 30
+    while store.meta().get("refreshed_at") == before:
+        assert time.monotonic() < deadline, "the detached refresh never ran"
+        time.sleep(0.1)
+    db = sqlite3.connect(f"file:{store.current()}?mode=ro", uri=True)
+    try:
+        ids = {row[0] for row in db.execute("SELECT id FROM agents WHERE tenant = ?",
+                                            (host.tenant,))}
+    finally:
+        db.close()
+    assert ids == {"a1", "a2"}
+    while (fd := store.try_lock()) is None:  # the child lets go of the lock when done
+        assert time.monotonic() < deadline, "the detached refresh kept the lock"
+        time.sleep(0.1)
+    import os
+
+    os.close(fd)
+    assert store.last_took_s() is not None
+
+
 # ---------------------------------------------------------------------------- journal views
 
 

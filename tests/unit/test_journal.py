@@ -1836,3 +1836,37 @@ def test_unavailable_from_is_one_line_and_keeps_the_driver() -> None:
     assert unavailable_from(psycopg2.OperationalError()).message == (
         "database unavailable: OperationalError")
     assert len(unavailable_from(psycopg2.OperationalError("x" * 1000)).message) < 330
+
+
+# ============================================================================ snapshot refresh
+
+
+class Took:
+    def __init__(self, took: float | None) -> None:
+        self.took = took
+
+    def last_took_s(self) -> float | None:
+        return self.took
+
+
+@pytest.mark.parametrize(("mode", "took", "agents", "background"), [
+    ("inline", 5.0, 10**6, False),
+    ("background", 0.001, 1, True),
+    ("auto", 0.049, 10**6, False),  # the last refresh was cheap: inline
+    ("auto", 0.051, 0, True),  # the last one cost more than 50 ms: off the critical path
+    ("auto", None, 999, False),  # the first refresh of a small fleet: inline
+    ("auto", None, 1000, True),  # the first of a large one: in the background
+    ("auto", None, None, False),  # cannot tell: inline, which reports what is wrong
+])
+def test_where_a_due_refresh_runs(tmp_path: Path, mode: str, took: float | None,
+                                  agents: int | None, background: bool) -> None:
+    from arbiter_cli.resilience.refresher import in_background
+
+    settings = settings_for(tmp_path, PG_URL, ARBITER_RESILIENCE__SNAPSHOT_REFRESH=mode)
+
+    def count() -> int:
+        if agents is None:
+            raise StorageUnavailable("down")
+        return agents
+
+    assert in_background(settings, Took(took), count) is background  # type: ignore[arg-type]
