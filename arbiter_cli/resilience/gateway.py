@@ -248,7 +248,6 @@ class Resilience:
             self.warn(f"local snapshot not refreshed: {type(exc).__name__}: "
                       f"{str(exc).splitlines()[0][:200] if str(exc) else ''}")
 
-
     def _count_agents(self) -> int:
         from sqlalchemy import func, select
 

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
 APPLIED = "applied"
 CONFLICT = "conflict"
+MIN_START_S = 0.2  # an entry is not started with less time than this left (or than it needs)
 
 
 def replay(res: Resilience, *, budget_s: float | None, blocking: bool = False,
@@ -99,6 +100,11 @@ def _replay_entries(res: Resilience, report: dict[str, Any], total: Deadline | N
         for bound in ((total, within) if within is not None else ()):
             if bound is not None:
                 limit = min(limit, bound.remaining())
+        if limit < min(needed, MIN_START_S):
+            # Too little left to even connect: starting would only cut the handshake, which
+            # the breaker would count as the primary's failure.
+            report["stopped"] = "the replay budget is spent"
+            return
         try:
             status = apply_entry(res, entry, Deadline(limit), seen)
         except PrimarySlow as exc:
