@@ -145,6 +145,7 @@ def misconfigured_from(exc: BaseException, where: str = "") -> ConfigInvalid:
     err = driver_error(exc)
     text = str(err).strip()
     first = text.splitlines()[0] if text else type(err).__name__
+    where = where.split("?", 1)[0]  # a query string may hold a password= argument
     place = f" {where}" if where else ""
     return ConfigInvalid(
         f"cannot use the database{place}: {first[:300]} (a configuration error: check "

@@ -1629,11 +1629,12 @@ def test_a_configuration_error_is_exit_3_attempted_once_and_never_counted(
 def test_a_configuration_error_names_the_database_without_its_password(naps: list[float]
                                                                        ) -> None:
     class Labelled(FakeBreaker):
-        label = "postgresql://arbiter@db.example:5432/arbiter"
+        label = "postgresql://arbiter@db.example:5432/arbiter?password=hunter2&sslmode=require"
 
     with pytest.raises(ConfigInvalid) as caught:
         run(Calls(driver("28P01")), Labelled(), naps)
-    assert "postgresql://arbiter@db.example:5432/arbiter" in caught.value.message
+    assert "postgresql://arbiter@db.example:5432/arbiter:" in caught.value.message
+    assert "hunter2" not in caught.value.message
 
 
 def cut(*, connecting: bool) -> BaseException:
