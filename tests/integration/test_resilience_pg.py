@@ -12,7 +12,7 @@ when a test needs the primary to change while the first host is cut off.
 
 Settings of the module: a 2 s command budget, a breaker that opens on the first counted
 failure and half-opens after 1 s (so an outage costs one refused connection, and healing one
-second), and a snapshot refreshed after every command that reached the primary.
+second), and a snapshot refreshed in every command that reached the primary.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ SETTINGS = {
     "ARBITER_BREAKER__FAIL_MAX": "1",
     "ARBITER_BREAKER__RESET_TIMEOUT": "1s",
     "ARBITER_RESILIENCE__SNAPSHOT_INTERVAL": "0s",
+    # in the command, so that a cut right after it finds the snapshot up to date (under load a
+    # refresh can take over 50 ms, and `auto` would then run it in a detached process)
+    "ARBITER_RESILIENCE__SNAPSHOT_REFRESH": "inline",
 }
 AGENT = ("--name", "Agent", "--model-family", "claude", "--task-type", "testing",
          "--language", "Python")
