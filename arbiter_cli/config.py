@@ -50,9 +50,9 @@ DEFAULT_TASK_TYPES = [
 ]  # fmt: skip
 DEFAULT_LANGUAGES = ["TypeScript", "JavaScript", "Python", "Rust", "Go", "Java", "C++", "C#"]
 
-DURATION_RE = re.compile(r"^(\d+)([smhd])$")
+DURATION_RE = re.compile(r"^(\d+)(ms|[smhd])$")
 MAX_DURATION_S = 100 * 365 * 86400
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -87,6 +87,9 @@ KEYS: tuple[Key, ...] = (
         "statement.", 1, 86400),
     Key("database.command_timeout", "duration", "5s", "Database budget of one command, shared "
         "by all its calls.", 1, 3600),
+    Key("database.per_item_timeout", "duration", "2ms", "Budget added to "
+        "database.command_timeout per item of a batch write (`agents register --file`).",
+        0, 60),
     Key("database.busy_timeout", "duration", "30s", "SQLite busy_timeout while another process "
         "writes.", 1, 3600),
     Key("registry.task_types", "list", DEFAULT_TASK_TYPES, "Task types agents may declare "
@@ -139,6 +142,9 @@ KEYS: tuple[Key, ...] = (
         "probe per host is let through.", 0.01, 3600),
     Key("resilience.snapshot_interval", "duration", "10s", "Least time between two refreshes of "
         "the local snapshot that serves reads and token checks during an outage.", 0, 86400),
+    Key("resilience.snapshot_refresh", "choice", "auto", "Where a due snapshot refresh runs "
+        "after a command: inline, background (a detached process) or auto (inline while a "
+        "refresh takes under 50 ms).", choices=("auto", "inline", "background")),
     Key("resilience.replay_budget", "duration", "1s", "Time a command spends replaying the "
         "journal before its own work.", 0, 3600),
     Key("resilience.journal.max_entries", "int", 100_000, "Journal cap: past it, writes during "

@@ -1,4 +1,4 @@
-"""``arbiter journal …``: the local journal of writes made during an outage (SPEC §7)."""
+"""``arbiter journal …``: the local journal of writes made during an outage (SPEC §7, §7.1)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import typer
 
 from arbiter_cli.cli import render
 from arbiter_cli.cli.app import CursorOpt, JsonOpt, LimitOpt, TokenOpt, command, state_of
+from arbiter_cli.cli.consent import YesOpt, require_consent
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -15,8 +16,8 @@ if TYPE_CHECKING:
     from arbiter_cli.cli.state import State
     from arbiter_cli.resilience.gateway import Resilience
 
-app = typer.Typer(help="Inspect and replay the journal of writes made while the database was "
-                  "unavailable.", no_args_is_help=True)
+app = typer.Typer(help="Inspect, replay and resolve the journal of writes made while the "
+                  "database was unavailable.", no_args_is_help=True)
 
 
 def _resilience(state: State) -> Resilience | None:
@@ -53,11 +54,20 @@ def status(ctx: typer.Context, json_out: JsonOpt = False, token: TokenOpt = None
 
 
 @command(app, "replay")
-def replay_cmd(ctx: typer.Context, json_out: JsonOpt = False, token: TokenOpt = None) -> None:
+def replay_cmd(
+    ctx: typer.Context,
+    budget: Annotated[str | None, typer.Option(
+        "--budget", help="Stop starting new entries after this long (e.g. 30s); default: "
+        "until the journal is empty.", show_default=False)] = None,
+    json_out: JsonOpt = False,
+    token: TokenOpt = None,
+) -> None:
     """Replay every journaled write into the database, in order; stops if it fails again.
 
-    Exit 0 when the journal is empty afterwards (conflicts are kept and listed), 10 when the
-    database is still unavailable.
+    Each entry is re-admitted first (its token must still be valid on the database) and gets
+    the time its command had. Exit 0 when the journal is empty afterwards (conflicts are kept
+    and listed), 10 when entries remain (the database is still unavailable, or --budget ran
+    out).
 
     Example: arbiter journal replay --json
     """
@@ -65,6 +75,7 @@ def replay_cmd(ctx: typer.Context, json_out: JsonOpt = False, token: TokenOpt = 
     from arbiter_cli.resilience.replay import replay
 
     state = state_of(ctx)
+    budget_s = _duration(budget, "--budget")
     res = _resilience(state)
     if res is None:
         render.emit(state, {"applied": 0, "conflicts": 0, "remaining": 0},
@@ -72,7 +83,7 @@ def replay_cmd(ctx: typer.Context, json_out: JsonOpt = False, token: TokenOpt = 
         return
     total = res.journal.pending()
     report = _with_progress(state, total, lambda tick: replay(
-        res, budget_s=None, blocking=True, progress=tick))
+        res, budget_s=budget_s, blocking=True, progress=tick))
     if report["remaining"]:
         raise StorageUnavailable(
             f"replay stopped with {report['remaining']} entries left "
@@ -84,6 +95,18 @@ def replay_cmd(ctx: typer.Context, json_out: JsonOpt = False, token: TokenOpt = 
     render.emit(state, doc, lambda c: c.print(
         f"replayed {doc['applied']} entries; {doc['conflicts']} conflicts "
         f"{'(see `arbiter journal list --conflicts`)' if doc['conflicts'] else ''}".rstrip()))
+
+
+def _duration(text: str | None, flag: str) -> float | None:
+    from arbiter_cli.config import parse_duration
+    from arbiter_cli.errors import InvalidInput
+
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise InvalidInput(f"{flag}: {exc}", field=flag.lstrip("-"), rule="duration") from None
 
 
 def _with_progress(state: State, total: int, run: Any) -> dict[str, Any]:
@@ -142,8 +165,53 @@ def list_cmd(
         if not items:
             c.print("the journal holds no conflicts" if conflicts else "the journal is empty")
             return
-        c.print(render.table(None, ["seq", "kind", "tenant", "age", "state", "error"], [
-            [str(i["seq"]), i["kind"], i["tenant"], f"{i['age_s']:.0f}s", i["state"],
-             i["error"] or ""] for i in items]))
+        c.print(render.table(None, ["seq", "op id", "kind", "tenant", "age", "state", "why"], [
+            [str(i["seq"]), i["op_id"], i["kind"], i["tenant"], f"{i['age_s']:.0f}s",
+             i["state"], i["error"] or ""] for i in items]))
+        if conflicts:
+            c.print("resolve one with `arbiter journal resolve OP_ID --retry` or `--drop`")
 
     render.emit_list(state, items, next_cursor, human)
+
+
+@command(app, "resolve")
+def resolve_cmd(
+    ctx: typer.Context,
+    op_id: Annotated[str, typer.Argument(
+        help="Op id of a conflict (see `arbiter journal list --conflicts`).",
+        show_default=False)],
+    drop: Annotated[bool, typer.Option(
+        "--drop", help="Delete the conflict for good: the write is never applied.")] = False,
+    retry: Annotated[bool, typer.Option(
+        "--retry", help="Put it back to pending (attempts reset): the next replay re-admits "
+        "and applies it, or keeps it as a conflict again.")] = False,
+    yes: YesOpt = False,
+    json_out: JsonOpt = False,
+    token: TokenOpt = None,
+) -> None:
+    """Resolve a journal conflict: drop it, or retry it. Audited in its tenant's chain.
+
+    --drop asks first on a terminal and needs --yes off one. Both need the database (the
+    decision is audited there first); nothing changes without it (exit 10).
+
+    Example: arbiter journal resolve 0190f3b2-7c1e-7a10-8000-5e2f9d1c0a11 --retry
+    """
+    from arbiter_cli.errors import InvalidInput, NotFound
+    from arbiter_cli.resilience.conflicts import DROP, RETRY, find_conflict, resolve
+
+    state = state_of(ctx)
+    if drop == retry:
+        raise InvalidInput("choose one of --drop or --retry", field="resolution",
+                           rule="one_of")
+    res = _resilience(state)
+    if res is None:
+        raise NotFound(f"no journal entry with op id {op_id!r}: the primary is a local SQLite "
+                       "file, which has no journal")
+    entry = find_conflict(res, op_id)
+    if drop:
+        require_consent(f"drop the journaled write {entry.op_id} ({entry.kind} of tenant "
+                        f"{entry.tenant!r}): it will never be applied", yes=yes)
+    doc = resolve(res, entry, DROP if drop else RETRY)
+    render.emit(state, doc, lambda c: c.print(
+        f"dropped {doc['op_id']} ({doc['kind']}): it will never be applied" if drop else
+        f"{doc['op_id']} ({doc['kind']}) is pending again: the next replay re-admits it"))

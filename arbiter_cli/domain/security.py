@@ -46,7 +46,7 @@ NO_TOKEN = frozenset({
     "init", "demo", "login", "bench", "health", "serve", "soak", "mutate", "route simulate",
     "tenants create", "tenants list", "config show", "config validate", "db upgrade",
     "db downgrade", "db current", "db history", "db check", "journal status",
-    "journal replay", "journal list",
+    "journal replay", "journal list", "journal resolve",
 })
 
 

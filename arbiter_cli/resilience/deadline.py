@@ -41,6 +41,12 @@ class Deadline:
     def remaining(self) -> float:
         return max(0.0, self._ends - self._clock())
 
+    def extended(self, extra_s: float) -> Deadline:
+        """The same deadline, ``extra_s`` later (a batch write's budget grows with its items)."""
+        longer = Deadline(self.budget_s + extra_s, self._clock)
+        longer._ends = self._ends + extra_s
+        return longer
+
     def expired(self) -> bool:
         return self._clock() >= self._ends
 
@@ -74,6 +80,12 @@ def exceeded_type() -> type[Exception]:
 
 def is_exceeded(exc: BaseException) -> bool:
     return _exceeded is not None and isinstance(exc, _exceeded)
+
+
+def while_connecting(exc: BaseException) -> bool:
+    """Whether a ``DeadlineExceeded`` cut a connection that had not finished connecting (the
+    server never answered the handshake) rather than one waiting for a statement's result."""
+    return bool(getattr(exc, "connecting", True))
 
 
 def install() -> None:
@@ -125,8 +137,21 @@ def _expire(conn: Any) -> None:
     except OSError:
         pass
     spent = "" if budget is None else f" ({budget.budget_s:g}s)"
-    raise exceeded_type()(f"database call exceeded the command's budget{spent}: "
-                           "server closed the connection unexpectedly")
+    error = exceeded_type()(f"database call exceeded the command's budget{spent}: "
+                            "server closed the connection unexpectedly")
+    error.connecting = _connecting(conn)  # type: ignore[attr-defined]
+    raise error
+
+
+def _connecting(conn: Any) -> bool:
+    """libpq's handshake is still running (psycopg2 reports an internal ``CONNECTING``
+    status until the connection is ready; measured with libpq 17)."""
+    import psycopg2.extensions as ext
+
+    try:
+        return conn.status not in (ext.STATUS_READY, ext.STATUS_BEGIN, ext.STATUS_PREPARED)
+    except Exception:  # noqa: BLE001 - a closed or odd handle: treat as not connected
+        return True
 
 
 def _dup(fd: int) -> int:

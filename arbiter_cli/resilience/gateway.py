@@ -10,6 +10,11 @@
 
 A commit that fails may still have happened: such an op is never retried, only journaled, and
 replay skips it if its op id is already in ``applied_ops``.
+
+What is an outage (SPEC §7.1): a write is journaled only when the primary is unreachable, the
+connection is lost, or the breaker is open. A configuration error leaves as ``ConfigInvalid``
+(exit 3) and a healthy primary that was too slow as ``PrimarySlow`` (exit 10, rolled back):
+neither is journaled nor served from the snapshot.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from arbiter_cli.errors import SchemaOutdated, StorageUnavailable
 from arbiter_cli.ids import uuid7
 from arbiter_cli.resilience.deadline import Deadline
-from arbiter_cli.resilience.journal import Journal, resilience_dir
+from arbiter_cli.resilience.journal import Journal, open_journal, resilience_dir
 from arbiter_cli.resilience.snapshot import LocalStore
 
 if TYPE_CHECKING:
@@ -35,6 +40,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 COMMITTED = "committed"
 JOURNALED = "journaled"
+#: The liveness probe gets this share of database.command_timeout, at most LIVENESS_MAX_S.
+LIVENESS_SHARE = 0.2
+LIVENESS_MAX_S = 1.0
 
 
 @dataclass
@@ -69,8 +77,8 @@ class Resilience:
     def journal(self) -> Journal:
         if self._journal is None:
             try:
-                self._journal = Journal(
-                    self.directory / "journal.db",
+                self._journal = open_journal(
+                    self.settings.paths.data_dir, self.url,
                     max_entries=int(self.settings["resilience.journal.max_entries"]))
             except OSError as exc:
                 raise StorageUnavailable(f"cannot open the journal in {self.directory}: "
@@ -111,14 +119,31 @@ class Resilience:
         from arbiter_cli.resilience.retry import guarded
 
         result = guarded(fn, breaker=self.breaker, deadline=deadline or self.deadline,
-                         may_retry=may_retry)
+                         may_retry=may_retry, alive=self.alive)
         self.primary_ok = True
         return result
 
+    def alive(self) -> bool:
+        """A short, independent liveness probe (a fresh connection and ``SELECT 1``, outside
+        the breaker): tells a slow healthy primary from a dead one after a deadline cut a
+        statement in flight."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        budget = min(LIVENESS_MAX_S,
+                     LIVENESS_SHARE * self.settings.seconds("database.command_timeout"))
+        try:
+            with Deadline(budget).active(), self.primary.connect() as conn:
+                conn.exec_driver_sql("SELECT 1").scalar()
+        except (SQLAlchemyError, OSError):
+            return False
+        return True
+
     def read(self, primary: Callable[[], T], local: Callable[[], T]) -> T:
+        from arbiter_cli.resilience.retry import PrimarySlow
+
         try:
             return self.guarded(primary)
-        except SchemaOutdated:
+        except (SchemaOutdated, PrimarySlow):
             raise
         except StorageUnavailable as exc:
             result = local_call(self, local)
@@ -129,20 +154,36 @@ class Resilience:
             return result
 
     def write(self, kind: str, principal: Principal, primary: Callable[[], T],
-              local: Callable[[], T], args_of: Callable[[T], dict[str, Any] | None]) -> T:
+              local: Callable[[], T], args_of: Callable[[T], dict[str, Any] | None],
+              items: int = 0) -> T:
+        """Commit on the primary, or journal when it is out (see the module's docstring).
+
+        ``items``: a batch's size; its budget grows by ``database.per_item_timeout`` each.
+        """
         from arbiter_cli.adapters.sql.repository import OpContext, current_op
         from arbiter_cli.resilience.records import principal_record
+        from arbiter_cli.resilience.retry import PrimarySlow
 
         op = OpContext(op_id=uuid7(), tenant=principal.tenant, kind=kind, now=self.clock)
         waiting = self.journal.pending(principal.tenant)
         if waiting == 0:
             token = current_op.set(op)
+            budget = self.deadline.extended(
+                items * self.settings.seconds("database.per_item_timeout"))
             try:
-                result = self.guarded(primary, may_retry=lambda: not op.ambiguous)
+                result = self.guarded(primary, may_retry=lambda: not op.ambiguous,
+                                      deadline=budget)
                 self.durability = COMMITTED
                 return result
             except SchemaOutdated:
                 raise
+            except PrimarySlow as exc:
+                if not op.ambiguous:
+                    raise  # rolled back on a healthy primary: not an outage (SPEC §7.1)
+                # Cut during COMMIT: it may have committed. Only its op id can tell, so it is
+                # journaled under it; replay drops it if applied_ops already holds it.
+                self.unavailable(exc.message)
+                reason = "the commit's outcome is unknown"
             except StorageUnavailable as exc:
                 self.unavailable(exc.message)
                 reason = "database unavailable"
@@ -187,10 +228,18 @@ class Resilience:
     # ------------------------------------------------------------------ housekeeping
 
     def maybe_refresh(self) -> None:
-        """After a command that reached the primary: refresh the snapshot if it is due."""
+        """After a command that reached the primary: refresh the snapshot if it is due, in
+        a detached process when it would cost the command more than 50 ms (refresher.py)."""
+        from arbiter_cli.resilience import refresher
+
         if not self.primary_ok or self.journal.pending() > 0:
             return
         interval = self.settings.seconds("resilience.snapshot_interval")
+        if not self.local.due(interval):
+            return
+        if (refresher.in_background(self.settings, self.local, self._count_agents)
+                and refresher.spawn(self.settings, self.local)):
+            return
         refresh_deadline = Deadline(max(1.0, self.settings.seconds("database.command_timeout")))
         try:
             with refresh_deadline.active():
@@ -198,6 +247,14 @@ class Resilience:
         except Exception as exc:  # noqa: BLE001 - best effort: the command already succeeded
             self.warn(f"local snapshot not refreshed: {type(exc).__name__}: "
                       f"{str(exc).splitlines()[0][:200] if str(exc) else ''}")
+
+    def _count_agents(self) -> int:
+        from sqlalchemy import func, select
+
+        from arbiter_cli.adapters.sql import tables as t
+
+        with Deadline(LIVENESS_MAX_S).active(), self.primary.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(t.agents)).scalar_one())
 
 
 def local_call(res: Resilience, fn: Callable[[], T]) -> T:

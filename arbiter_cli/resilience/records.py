@@ -18,6 +18,14 @@ KINDS = (
     "agents.register", "agents.update", "agents.set_status", "agents.heartbeat",
     "agents.record", "agents.remove", "routing.route", "routing.outcome",
 )
+#: The command whose permission (``domain.security.PERMISSIONS``) a journaled kind needs when
+#: replay re-admits it.
+KIND_COMMANDS = {
+    "agents.register": "agents register", "agents.update": "agents update",
+    "agents.set_status": "agents status", "agents.heartbeat": "agents heartbeat",
+    "agents.record": "agents record", "agents.remove": "agents remove",
+    "routing.route": "route task", "routing.outcome": "route outcome",
+}
 _DATES = ("created_at", "closed_at")
 
 

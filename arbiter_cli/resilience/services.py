@@ -65,10 +65,19 @@ class ResilientService:
                 def args_of(result: Any) -> dict[str, Any] | None:
                     return journal_args(kind, bound.arguments, result)
 
-                return res.write(kind, principal, primary, local, args_of)
+                return res.write(kind, principal, primary, local, args_of,
+                                 items=batch_size(kind, bound.arguments))
             return res.guarded(primary)
 
         return call
+
+
+def batch_size(kind: str, arguments: Mapping[str, Any]) -> int:
+    """The items of a batch write (`agents register --file`); 0 for a single write."""
+    if kind != "agents.register":
+        return 0
+    raws = arguments.get("raws")
+    return len(raws) if isinstance(raws, list | tuple) else 0
 
 
 def journal_args(kind: str, arguments: Mapping[str, Any], result: Any) -> dict[str, Any] | None:

@@ -66,6 +66,32 @@ class LocalStore:
             return {}
         return {} if row is None else dict(json.loads(row[0]))
 
+    def due(self, interval_s: float, now: float | None = None) -> bool:
+        """Whether the snapshot is missing or older than ``interval_s`` (a cheap local read)."""
+        refreshed = self.meta().get("refreshed_at")
+        if refreshed is None:
+            return True
+        return (time.time() if now is None else now) - float(refreshed) >= interval_s
+
+    def last_took_s(self) -> float | None:
+        """How long the last refresh took to build (None before the first, or if unknown)."""
+        took = self.meta().get("took_s")
+        return None if took is None else float(took)
+
+    def try_lock(self) -> int | None:
+        """The refresh lock taken now on a new descriptor (handed to a background refresh,
+        which keeps it while it runs), or None while someone else refreshes."""
+        from arbiter_cli.resilience.files import FILE_MODE, private_dir
+
+        private_dir(self.directory, levels=2)
+        fd = os.open(self.directory / "snapshot.lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
     def age_s(self, now: float | None = None) -> float | None:
         refreshed = self.meta().get("refreshed_at")
         if refreshed is None:
@@ -73,29 +99,38 @@ class LocalStore:
         return round(max(0.0, (time.time() if now is None else now) - float(refreshed)), 3)
 
     def refresh(self, primary: Engine, *, interval_s: float, force: bool = False,
-                blocking: bool = False) -> bool:
-        """Bring the snapshot up to date if it is older than ``interval_s``; True if it ran."""
+                blocking: bool = False, lock_held: bool = False) -> bool:
+        """Bring the snapshot up to date if it is older than ``interval_s``; True if it ran.
+
+        ``lock_held``: the caller already holds the refresh lock (``try_lock``)."""
+        if lock_held:
+            return self._refresh_locked(primary, interval_s, force)
         with file_lock(self.directory / "snapshot.lock", blocking=blocking) as locked:
             if not locked:
                 return False  # another process is refreshing right now
-            meta = self.meta()
-            now = time.time()
-            if not force and meta and now - float(meta.get("refreshed_at", 0)) < interval_s:
-                return False
-            self._rebuild(primary, meta, now)
-            return True
+            return self._refresh_locked(primary, interval_s, force)
+
+    def _refresh_locked(self, primary: Engine, interval_s: float, force: bool) -> bool:
+        meta = self.meta()
+        now = time.time()
+        if not force and meta and now - float(meta.get("refreshed_at", 0)) < interval_s:
+            return False
+        self._rebuild(primary, meta, now)
+        return True
 
     def _rebuild(self, primary: Engine, meta: dict[str, Any], now: float) -> None:
         from sqlalchemy import create_engine
         from sqlalchemy.pool import NullPool
 
         from arbiter_cli.adapters.sql import tables as t
+        from arbiter_cli.resilience.files import private_dir, private_sqlite
 
-        generations = self.directory / GENERATIONS
-        generations.mkdir(parents=True, exist_ok=True)
-        tmp = generations / f"{time.time_ns()}.db"
+        private_dir(self.directory, levels=2)  # resilience/<key>/: 0700 (SPEC §4.1 "Files")
+        generations = private_dir(self.directory / GENERATIONS)
+        tmp = private_sqlite(generations / f"{time.time_ns()}.db")  # 0600 before any byte
         if self.path.exists() and meta:
             _copy(self.current(), tmp)
+        started = time.perf_counter()
         local = create_engine(f"sqlite:///{tmp}", poolclass=NullPool)
         try:
             t.metadata.create_all(local)
@@ -104,7 +139,8 @@ class LocalStore:
                                     "(name TEXT PRIMARY KEY, value TEXT NOT NULL)")
                 arms_since = _sync(src, dst, meta.get("arms_watermark"))
                 record = {"refreshed_at": now, "arms_watermark": arms_since,
-                          "primary_dialect": primary.dialect.name}
+                          "primary_dialect": primary.dialect.name,
+                          "took_s": round(time.perf_counter() - started, 4)}
                 dst.exec_driver_sql("INSERT OR REPLACE INTO arbiter_snapshot_meta VALUES ('meta', ?)",
                                     (json.dumps(record),))
         finally:
@@ -208,17 +244,22 @@ def file_lock(path: Path, *, blocking: bool) -> Iterator[bool]:
     The kernel releases it when the holder dies, so a SIGKILLed replay or refresh never
     leaves a stale lock behind.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
+    from arbiter_cli.resilience.files import FILE_MODE, private_dir
+
+    private_dir(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
             yield False
             return
         try:
             yield True
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -83,6 +83,8 @@ def database(probe: Probe) -> list[Check]:
     except (SQLAlchemyError, StorageUnavailable, OSError) as exc:
         if breaker is not None and permit is not None:
             _record_failure(breaker, permit, exc)
+        if _misconfigured(exc):
+            return _config_error(probe, _describe(exc))
         return _unreachable(probe, _describe(exc))
     else:
         if breaker is not None and permit is not None:
@@ -124,10 +126,16 @@ def _deadline(probe: Probe) -> Any:
 def _record_failure(breaker: Any, permit: Any, exc: BaseException) -> None:
     from arbiter_cli.resilience.faults import Fault, classify
 
-    if classify(exc) is Fault.CALLER:
-        breaker.release(permit)
+    if classify(exc) in (Fault.CALLER, Fault.CONFIG):
+        breaker.release(permit)  # not the database's trouble: neither counted nor reset
     else:
         breaker.failure(permit)
+
+
+def _misconfigured(exc: BaseException) -> bool:
+    from arbiter_cli.resilience.faults import Fault, classify
+
+    return classify(exc) is Fault.CONFIG
 
 
 def _describe(exc: BaseException) -> str:
@@ -155,11 +163,23 @@ def _response_time(probe: Probe, ms: float) -> Check:
 def _unreachable(probe: Probe, why: str) -> list[Check]:
     status = unreachable_status(probe.journal_writable)
     if probe.postgres:
+        problem = (probe.resilience or {}).get("journal_problem")
         why += ("; writes go to the local journal" if probe.journal_writable
+                else f"; the local journal cannot take writes either: {problem}" if problem
                 else "; the local journal cannot take writes either")
     return [Check("database:responseTime", status, None, "ms", why, "datastore",
                   component_id=_backend(probe)),
             Check("schema:revision", status, None, None, "not checked: database unreachable",
+                  "datastore", component_id=_backend(probe))]
+
+
+def _config_error(probe: Probe, why: str) -> list[Check]:
+    """Wrong password, unknown database, unresolvable host: not an outage (SPEC §7.1), so no
+    journal can stand in for the database; fail whatever the journal could take."""
+    why = f"configuration error: {why}; commands exit 3 until database.url is fixed"
+    return [Check("database:responseTime", FAIL, None, "ms", why, "datastore",
+                  component_id=_backend(probe)),
+            Check("schema:revision", FAIL, None, None, "not checked: configuration error",
                   "datastore", component_id=_backend(probe))]
 
 

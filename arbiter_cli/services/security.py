@@ -132,6 +132,45 @@ class SecurityService:
             uow.commit()
         return principal
 
+    def readmit(self, tenant: str, token_id: str | None, command: str, at: datetime, *,
+                seen: dict[str | None, Any] | None = None) -> Principal:
+        """Admit a journaled write again on *this* database, before replay applies it
+        (SPEC §4.1 "Replay re-admits"); the principal to apply it as, or Unauthenticated /
+        Forbidden (the caller keeps the entry as a conflict and audits it).
+
+        The token must still exist here, belong to ``tenant``, and not have been revoked or
+        expired at ``at`` (the write's time); its role is this database's, never the journal's,
+        and must allow ``command``. A write made without a token (``security.enabled = false``)
+        is admitted as admin of ``tenant`` only while this database holds no token at all.
+
+        ``seen`` keeps what earlier calls of one replay read (token rows, the token count), so
+        a replay reads each token once: every entry it replays was written before it started,
+        so a revocation made meanwhile is later than any entry's time and changes no decision.
+        """
+        seen = {} if seen is None else seen
+        if token_id not in seen:
+            with self._uow() as uow:
+                seen[token_id] = (uow.tokens.count() if token_id is None
+                                  else uow.tokens.get(token_id))
+        found = seen[token_id]
+        if token_id is None:
+            if found:
+                raise Unauthenticated(
+                    "written without a token (security.enabled = false), but the database "
+                    "holds tokens: only a token it knows can vouch for a write")
+            return Principal(tenant=tenant, role=ADMIN, token_id=None)
+        record: TokenRecord | None = found
+        if record is None or record.tenant != tenant:
+            raise Unauthenticated(f"token {token_id} does not exist in tenant {tenant!r} on the "
+                                  "database")
+        if record.revoked_at is not None and record.revoked_at <= at:
+            raise Unauthenticated(f"token {token_id} was revoked before the write")
+        if record.expires_at is not None and record.expires_at <= at:
+            raise Unauthenticated(f"token {token_id} had expired before the write")
+        principal = Principal(tenant=record.tenant, role=record.role, token_id=record.id)
+        authorize(principal, command)
+        return principal
+
     def _audit_refusal(self, uow: Any, principal: Principal, now: datetime, command: str) -> None:
         """One aggregated event per token per second, so refusals cannot flood the chain."""
         last = uow.audit.last(principal.tenant, "rate_limit.denied", principal.token_id)

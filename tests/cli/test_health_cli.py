@@ -215,6 +215,11 @@ def test_health_goes_warn_then_pass_when_the_database_is_back(clean_env):
         shared = FileBreaker(breaker_path(Path(clean_env["ARBITER_DATA_DIR"]), url),
                              BreakerConfig(5, 10, 5))
         shared._apply(lambda _: BreakerState("open", 5, opened_at=time.time()))
+        blind = cli("--json", "health", env=env)  # no snapshot yet: nothing could be journaled
+        assert blind.exit_code == 2, blind
+        assert "no local snapshot" in body_of(blind)["checks"]["database:responseTime"][0][
+            "output"]
+        take_snapshot(clean_env, url)
         degraded = cli("--json", "health", env=env)
         assert degraded.exit_code == 1, degraded
         body = body_of(degraded)
@@ -225,3 +230,18 @@ def test_health_goes_warn_then_pass_when_the_database_is_back(clean_env):
     assert healed.exit_code == 0, healed
     assert body_of(healed)["status"] == "pass"
     assert shared.snapshot() == BreakerState()
+
+
+def take_snapshot(clean_env: dict[str, str], url: str) -> None:
+    """The local snapshot a host has once a command reached the database (SPEC §7)."""
+    from sqlalchemy import create_engine
+
+    from arbiter_cli.resilience.journal import resilience_dir
+    from arbiter_cli.resilience.snapshot import LocalStore
+
+    engine = create_engine(url)
+    try:
+        LocalStore(resilience_dir(Path(clean_env["ARBITER_DATA_DIR"]), url)).refresh(
+            engine, interval_s=0, force=True)
+    finally:
+        engine.dispose()

@@ -195,6 +195,17 @@ class PgCluster:
         self.psql(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def add_password_role(self, role: str, password: str) -> None:
+        """A login role that must give ``password`` (scram-sha-256) over TCP, while every other
+        role keeps ``trust``: a pg_hba.conf line in front of initdb's, then a reload."""
+        self.psql(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'")
+        hba = self.data / "pg_hba.conf"
+        line = f"host all {role} 127.0.0.1/32 scram-sha-256\n"
+        text = hba.read_text()
+        if line not in text:
+            self._write_as_postgres(hba, line + text)
+        self.psql("SELECT pg_reload_conf()")
+
     def backend_pids(self, application_name: str | None = None) -> list[int]:
         """Client backends (optionally only those of one application_name)."""
         where = "backend_type = 'client backend' AND pid <> pg_backend_pid()"

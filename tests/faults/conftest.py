@@ -93,6 +93,9 @@ def arbiter_env(home: Path, database_url: str, **settings: str) -> dict[str, str
         "XDG_DATA_HOME": str(home / "xdg-data"),
         "ARBITER_DATABASE__URL": database_url,
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        # the snapshot is refreshed in the command, so a fault right after it finds it up to
+        # date (`auto` may move a refresh over 50 ms to a detached process); a test may override
+        "ARBITER_RESILIENCE__SNAPSHOT_REFRESH": "inline",
     })
     env.update(settings)
     return env

@@ -143,6 +143,15 @@ class Driver:
         self.kill()
 
 
+def with_consent(arbiter: Arbiter, *argv: str, **kwargs: Any) -> Run:
+    """A destructive command with ``--yes`` (SPEC §16); without it on a branch that does not
+    know the flag yet (consent lands per command)."""
+    run = arbiter(*argv, "--yes", **kwargs)
+    if run.exit == 2 and "no such option: --yes" in run.stderr.lower():
+        run = arbiter(*argv, **kwargs)
+    return run
+
+
 FLEET = [f"fleet-{i}" for i in range(4)]
 
 

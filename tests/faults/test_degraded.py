@@ -214,3 +214,97 @@ def _token_of(home: Path) -> str:
     token = load_token(home / "config" / "credentials.toml", "default")
     assert token
     return token
+
+
+def test_without_a_snapshot_health_fails_and_readyz_answers_503(
+    tmp_path: Path, pg_cluster: PgCluster, fault_proxy: FaultProxy,
+) -> None:
+    """SPEC §7.1 "Health tells the truth" (issue 12, M7): a host that never reached the
+    primary has no snapshot, so a degraded write would exit 10. With the primary down its
+    health is fail (not warn, not "writes go to the local journal"), and `serve` answers
+    /readyz with 503. A host with a snapshot stays warn."""
+    name = f"dg_{uuid.uuid4().hex[:10]}"
+    pg_cluster.create_database(name)
+    url = pg_cluster.url(name, port=fault_proxy.port)
+    settings = {"ARBITER_DATABASE__COMMAND_TIMEOUT": "2s"}
+    seasoned = Arbiter(arbiter_env(tmp_path / "a", url, **settings))
+    initialize(seasoned)  # this host has a snapshot
+    fresh_env = arbiter_env(tmp_path / "b", url, **settings)
+    fresh = Arbiter(fresh_env)
+    code, body = health(fresh)
+    assert code == 0 and body["status"] == "pass", body  # up: a snapshot is not needed
+    fault_proxy.set_mode("reset")
+    for mode in ((), ("--ready",)):
+        run = fresh("--json", "health", *mode)
+        assert run.exit == 2, run
+        (database,) = run.json()["checks"]["database:responseTime"]
+        assert database["status"] == "fail", database
+        assert "writes go to the local journal" not in database["output"]
+        assert "no local snapshot" in database["output"], database
+    code, body = health(seasoned)
+    assert code == 1 and body["status"] == "warn", body
+    with Serving(fresh_env) as served:
+        assert served.get("/readyz") == 503
+        assert served.get("/health") == 503
+        assert served.get("/livez") == 200
+    with Serving(seasoned.env) as served:
+        assert served.get("/readyz") == 200  # degraded, and able to journal
+
+
+class Serving:
+    """``arbiter serve --port 0`` in the background, for its HTTP status codes."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+
+    def __enter__(self) -> Serving:
+        import queue
+        import re
+        import subprocess
+        import sys
+        import threading
+
+        from tests.faults.harness import ROOT
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "arbiter_cli", "serve", "--port", "0"], env=self.env,
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        lines: queue.Queue[str] = queue.Queue()
+
+        def pump() -> None:
+            assert self.process.stderr is not None
+            for line in self.process.stderr:
+                lines.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                found = re.search(r"listening on http://127\.0\.0\.1:(\d+)",
+                                  lines.get(timeout=1))
+            except queue.Empty:
+                assert self.process.poll() is None, "serve exited before listening"
+                continue
+            if found:
+                self.port = int(found.group(1))
+                return self
+        raise AssertionError("serve never printed its address")
+
+    def get(self, path: str) -> int:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}",
+                                        timeout=30) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return int(error.code)
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=30)
+        if self.process.stderr is not None:
+            self.process.stderr.close()

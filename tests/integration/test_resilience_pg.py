@@ -12,7 +12,7 @@ when a test needs the primary to change while the first host is cut off.
 
 Settings of the module: a 2 s command budget, a breaker that opens on the first counted
 failure and half-opens after 1 s (so an outage costs one refused connection, and healing one
-second), and a snapshot refreshed after every command that reached the primary.
+second), and a snapshot refreshed in every command that reached the primary.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ SETTINGS = {
     "ARBITER_BREAKER__FAIL_MAX": "1",
     "ARBITER_BREAKER__RESET_TIMEOUT": "1s",
     "ARBITER_RESILIENCE__SNAPSHOT_INTERVAL": "0s",
+    # in the command, so that a cut right after it finds the snapshot up to date (under load a
+    # refresh can take over 50 ms, and `auto` would then run it in a detached process)
+    "ARBITER_RESILIENCE__SNAPSHOT_REFRESH": "inline",
 }
 AGENT = ("--name", "Agent", "--model-family", "claude", "--task-type", "testing",
          "--language", "Python")
@@ -122,10 +125,19 @@ class Host:
         assert result.exit_code == 0, result
         return result.json()
 
-    def other(self, *args: str) -> dict[str, Any]:
+    def consented(self, *args: str, **kwargs: Any) -> CliResult:
+        """A destructive command with ``--yes`` (SPEC §16), or without it where this branch's
+        command does not take the flag yet."""
+        result = self.run(*args, "--yes", **kwargs)
+        if result.exit_code == 2 and "no such option: --yes" in result.stderr.lower():
+            result = self.run(*args, **kwargs)
+        return result
+
+    def other(self, *args: str, consent: bool = False) -> dict[str, Any]:
         """The same command from another host that reaches PostgreSQL directly."""
-        result = self.run(*args, env={"ARBITER_DATABASE__URL": self.primary.direct,
-                                      "ARBITER_DATA_DIR": str(self.other_dir)})
+        env = {"ARBITER_DATABASE__URL": self.primary.direct,
+               "ARBITER_DATA_DIR": str(self.other_dir)}
+        result = (self.consented(*args, env=env) if consent else self.run(*args, env=env))
         assert result.exit_code == 0, result
         return result.json()
 
@@ -156,6 +168,19 @@ class Host:
         """`journal list` items in replay (seq) order, whatever order the listing uses."""
         items = self.ok("journal", "list", "--limit", "0", *flags)["items"]
         return sorted(items, key=lambda i: int(i["seq"]))
+
+    def sign_again(self) -> None:
+        """Sign every entry again with this host's key, after a test edited journal.db."""
+        from arbiter_cli.resilience.files import key_path
+        from arbiter_cli.resilience.journal import Journal
+
+        journal = Journal(self.journal_file, key_file=key_path(self.data_dir))
+        try:
+            for entry in journal.entries(limit=0):
+                journal._db.execute("UPDATE entries SET mac = ? WHERE seq = ?",
+                                    (journal.mac(entry), entry.seq))
+        finally:
+            journal.close()
 
     @property
     def journal_file(self) -> Path:
@@ -354,6 +379,53 @@ def test_replay_goes_through_the_open_breaker(host: Host, monkeypatch: pytest.Mo
     assert host.backlog() == 1
 
 
+def test_the_journal_snapshot_and_key_are_0600_in_0700_folders(host: Host) -> None:
+    """SPEC §4.1 "Files": what the resilience layer keeps in data_dir is its owner's only."""
+    register(host, "a1")
+    host.cut()
+    host.journaled("agents", "heartbeat", "a1")
+    root = host.data_dir / "resilience"
+    found = [root, *root.rglob("*")]
+    assert {p.name for p in found} >= {"journal.db", "journal.key", "snapshot.db", "generations"}
+    for path in found:
+        if path.is_symlink():
+            continue  # snapshot.db points at its generation; a link has no mode of its own
+        expected = 0o700 if path.is_dir() else 0o600
+        assert path.stat().st_mode & 0o777 == expected, path
+
+
+def test_a_due_refresh_can_run_in_a_detached_process_holding_the_lock(
+        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """resilience.snapshot_refresh = background: the command starts the refresh and returns;
+    a detached process brings the snapshot up to date and releases the refresh lock."""
+    from arbiter_cli.resilience.journal import resilience_dir
+    from arbiter_cli.resilience.snapshot import LocalStore
+
+    register(host, "a1")
+    store = LocalStore(resilience_dir(host.data_dir, host.primary.proxied))
+    before = store.meta()["refreshed_at"]
+    monkeypatch.setenv("ARBITER_RESILIENCE__SNAPSHOT_REFRESH", "background")
+    register(host, "a2")
+    deadline = time.monotonic() + 30
+    while store.meta().get("refreshed_at") == before:
+        assert time.monotonic() < deadline, "the detached refresh never ran"
+        time.sleep(0.1)
+    db = sqlite3.connect(f"file:{store.current()}?mode=ro", uri=True)
+    try:
+        ids = {row[0] for row in db.execute("SELECT id FROM agents WHERE tenant = ?",
+                                            (host.tenant,))}
+    finally:
+        db.close()
+    assert ids == {"a1", "a2"}
+    while (fd := store.try_lock()) is None:  # the child lets go of the lock when done
+        assert time.monotonic() < deadline, "the detached refresh kept the lock"
+        time.sleep(0.1)
+    import os
+
+    os.close(fd)
+    assert store.last_took_s() is not None
+
+
 # ---------------------------------------------------------------------------- journal views
 
 
@@ -455,6 +527,230 @@ def test_replay_applies_every_journaled_effect_once_in_order(host: Host) -> None
     assert "stale" not in healed_view["meta"]
     assert [without_times(a) for a in healed_view["items"]] == [
         without_times(a) for a in degraded_view]
+
+
+# One journaled write of every kind (resilience.records.KINDS), in an order where no entry
+# depends on an earlier one: each conflicts for its own reason or not at all.
+EVERY_KIND = (
+    ("routing.route", ("route", "task", "--task-type", "testing", "--task-id", "T-1")),
+    ("routing.outcome", ("route", "outcome", "--task-id", "T-0", "--success")),
+    ("agents.heartbeat", ("agents", "heartbeat", "a1")),
+    ("agents.record", ("agents", "record", "a1", "--success", "--task-type", "testing")),
+    ("agents.update", ("agents", "update", "a1", "--capacity", "7")),
+    ("agents.set_status", ("agents", "status", "a1", "draining")),
+    ("agents.register", ("agents", "register", "--id", "a2", *AGENT)),
+    ("agents.remove", ("agents", "remove", "gone")),
+)
+
+
+def journal_every_kind(host: Host, token: str | None = None) -> None:
+    """With the primary cut: one journaled write of each kind, as ``token``."""
+    for kind, args in EVERY_KIND:
+        before = host.backlog()
+        result = (host.consented(*args, token=token) if kind == "agents.remove"
+                  else host.run(*args, token=token))
+        assert result.exit_code == 0 and "journaled as op" in result.stderr, (kind, result)
+        assert host.backlog() == before + 1, kind
+    from arbiter_cli.resilience.records import KINDS
+
+    assert sorted(e["kind"] for e in host.entries()) == sorted(KINDS)
+
+
+def primary_state(host: Host) -> tuple[Any, ...]:
+    """What replay could change on the primary, without the audit events of conflicts."""
+    audit = [a for a in host.audit_actions() if a != "journal.conflict"]
+    return host.agents(), host.decisions(), audit, host.applied_ops()
+
+
+def before_every_kind(host: Host) -> None:
+    register(host, "a1")
+    host.ok("agents", "register", "--id", "gone", *REVIEWER)
+    host.ok("route", "task", "--task-type", "testing", "--task-id", "T-0")
+
+
+def conflict_audits(host: Host) -> list[dict[str, Any]]:
+    rows = host.primary.rows(
+        "SELECT actor, target, result, details FROM audit_events WHERE tenant = :t "
+        "AND action = 'journal.conflict' ORDER BY seq", t=host.tenant)
+    for row in rows:
+        if isinstance(row["details"], str):
+            row["details"] = json.loads(row["details"])
+    return rows
+
+
+def test_every_kind_journaled_with_a_token_revoked_before_the_write_conflicts(
+        host: Host) -> None:
+    """SPEC §4.1 "Replay re-admits", for every journal entry kind: a token revoked on the
+    primary (after this host's last snapshot) still passes the stale snapshot, so its writes
+    are journaled; replay re-admits each one on the primary and keeps it as a conflict."""
+    before_every_kind(host)
+    manager = host.ok("tokens", "create", "--role", "manager", "--name", "m")
+    revoked = host.run("--json", "tokens", "revoke", manager["id"], "--yes",
+                       env={"ARBITER_DATABASE__URL": host.primary.direct,
+                            "ARBITER_DATA_DIR": str(host.other_dir)})
+    if revoked.exit_code == 2 and "no such option: --yes" in revoked.stderr.lower():
+        host.other("tokens", "revoke", manager["id"])
+    else:
+        assert revoked.exit_code == 0, revoked
+    host.cut()  # this host's snapshot still holds the token as valid
+    journal_every_kind(host, token=manager["token"])
+    unchanged = primary_state(host)
+    host.heal()
+    report = host.ok("journal", "replay")
+    assert (report["applied"], report["conflicts"], report["remaining"]) == (0, len(EVERY_KIND), 0)
+    assert primary_state(host) == unchanged
+    conflicts = host.entries("--conflicts")
+    assert sorted(c["kind"] for c in conflicts) == sorted(k for k, _ in EVERY_KIND)
+    assert all("revoked before the write" in c["error"] for c in conflicts), conflicts
+    audits = conflict_audits(host)
+    assert len(audits) == len(EVERY_KIND)
+    assert {a["actor"] for a in audits} == {None}  # never the revoked token
+    assert {a["details"]["claimed_token_id"] for a in audits} == {manager["id"]}
+    assert host.ok("audit", "verify")["ok"] is True
+
+
+def test_every_kind_inserted_into_the_journal_by_hand_conflicts_on_its_hmac(host: Host) -> None:
+    """SPEC §4.1: rows inserted with sqlite3, one per kind, claiming the tenant's valid admin
+    token (so re-admission alone would let them through): none is applied."""
+    before_every_kind(host)
+    host.cut()
+    journal_every_kind(host)
+    db = sqlite3.connect(host.journal_file)
+    with db:
+        genuine = db.execute("SELECT seq, tenant, kind, principal, args, correlation_id, "
+                             "created_at, mac FROM entries ORDER BY seq").fetchall()
+        for seq, *fields in genuine:
+            db.execute("INSERT INTO entries (op_id, tenant, kind, principal, args, "
+                       "correlation_id, created_at, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (f"forged-{seq}", *fields))  # even with a genuine entry's MAC
+            db.execute("DELETE FROM entries WHERE seq = ?", (seq,))
+    db.close()
+    unchanged = primary_state(host)
+    host.heal()
+    report = host.ok("journal", "replay")
+    assert (report["applied"], report["conflicts"]) == (0, len(EVERY_KIND)), report
+    assert primary_state(host) == unchanged
+    conflicts = host.entries("--conflicts")
+    assert sorted(c["kind"] for c in conflicts) == sorted(k for k, _ in EVERY_KIND)
+    assert all("HMAC does not verify" in c["error"] for c in conflicts), conflicts
+    assert {a["actor"] for a in conflict_audits(host)} == {None}
+
+
+def test_a_write_journaled_without_a_token_conflicts_on_a_database_with_tokens(
+        host: Host) -> None:
+    """A signed entry from security.enabled = false (no token id) is applied only where the
+    primary holds no token at all; this one holds tokens."""
+    from arbiter_cli.resilience.files import key_path
+    from arbiter_cli.resilience.journal import Journal
+
+    register(host, "a1")
+    host.cut()
+    host.journaled("agents", "heartbeat", "a1")  # makes the journal, signed by this host
+    journal = Journal(host.journal_file, key_file=key_path(host.data_dir))
+    try:
+        journal.append(op_id="no-token", tenant=host.tenant, kind="agents.remove",
+                       principal={"tenant": host.tenant, "role": "admin", "token_id": None},
+                       args={"agent_id": "a1"})
+    finally:
+        journal.close()
+    host.heal()
+    report = host.ok("journal", "replay")
+    assert (report["applied"], report["conflicts"]) == (1, 1), report
+    assert "a1" in host.agents()
+    (conflict,) = host.entries("--conflicts")
+    assert conflict["op_id"] == "no-token" and "without a token" in conflict["error"]
+
+
+# ---------------------------------------------------------------------------- journal resolve
+
+
+def conflicting_register(host: Host) -> dict[str, Any]:
+    """A journaled register of "dup" that conflicts: another host registered it meanwhile."""
+    register(host, "a1")
+    host.cut()
+    host.journaled("agents", "register", "--id", "dup", *AGENT, "--capacity", "3")
+    host.other("agents", "register", "--id", "dup", *AGENT, "--capacity", "10")
+    host.heal()
+    assert host.ok("journal", "replay")["conflicts"] == 1
+    (conflict,) = host.entries("--conflicts")
+    return conflict
+
+
+def health_conflicts(host: Host) -> str:
+    result = host.run("health")
+    (check,) = result.json()["checks"]["journal:conflicts"]
+    return str(check["status"])
+
+
+def resolutions(host: Host) -> list[dict[str, Any]]:
+    rows = host.primary.rows(
+        "SELECT actor, target, result, details FROM audit_events WHERE tenant = :t "
+        "AND action = 'journal.resolve' ORDER BY seq", t=host.tenant)
+    for row in rows:
+        if isinstance(row["details"], str):
+            row["details"] = json.loads(row["details"])
+    return rows
+
+
+def test_a_conflict_retried_once_its_cause_is_gone_is_applied(host: Host) -> None:
+    """SPEC §7.1 "Conflicts can be resolved": --retry puts it back to pending (attempts
+    reset), audited; the next replay re-admits and applies it; health goes back to pass."""
+    conflict = conflicting_register(host)
+    assert "already exists" in conflict["error"]  # `journal list --conflicts` says why
+    assert health_conflicts(host) == "warn"
+    host.other("agents", "remove", "dup", consent=True)  # the cause goes away
+    retried = host.ok("journal", "resolve", conflict["op_id"], "--retry")
+    assert (retried["resolution"], retried["state"], retried["kind"]) == (
+        "retry", "pending", "agents.register")
+    (pending,) = host.entries()
+    assert (pending["state"], pending["attempts"], pending["error"]) == ("pending", 0, None)
+    assert host.ok("journal", "replay")["applied"] == 1
+    assert host.agents()["dup"]["capacity"] == 3  # ours, replayed
+    assert health_conflicts(host) == "pass"
+    (audit,) = resolutions(host)
+    assert (audit["actor"], audit["target"], audit["result"]) == (None, conflict["op_id"], "ok")
+    assert audit["details"]["resolution"] == "retry"
+    assert host.ok("audit", "verify")["ok"] is True
+
+
+def test_dropping_a_conflict_needs_consent_off_a_terminal_then_forgets_it(host: Host) -> None:
+    """SPEC §16: `journal resolve --drop` asks on a TTY and needs --yes off one (exit 2)."""
+    conflict = conflicting_register(host)
+    refused = host.run("journal", "resolve", conflict["op_id"], "--drop")
+    assert refused.exit_code == 2, refused
+    assert json.loads(refused.stderr.splitlines()[0])["error"]["details"]["rule"] == "consent"
+    assert host.status()["conflicts"] == 1 and resolutions(host) == []
+    dropped = host.ok("journal", "resolve", conflict["op_id"], "--drop", "--yes")
+    assert (dropped["resolution"], dropped["state"]) == ("drop", None)
+    assert host.status()["conflicts"] == 0 and host.entries() == []
+    assert host.agents()["dup"]["capacity"] == 10  # theirs, untouched
+    assert health_conflicts(host) == "pass"
+    (audit,) = resolutions(host)
+    assert (audit["actor"], audit["details"]["resolution"]) == (None, "drop")
+    assert "already exists" in audit["details"]["error"]
+
+
+def test_resolve_refuses_what_is_not_a_conflict_and_needs_one_choice(host: Host) -> None:
+    register(host, "a1")
+    host.cut()
+    host.journaled("agents", "heartbeat", "a1")
+    (pending,) = host.entries()
+    for args, code in (((pending["op_id"], "--retry"), 5), (("no-such-op", "--retry"), 4),
+                       ((pending["op_id"],), 2),
+                       ((pending["op_id"], "--retry", "--drop", "--yes"), 2)):
+        result = host.run("journal", "resolve", *args)
+        assert result.exit_code == code, (args, result)
+        assert len(result.stderr.strip().splitlines()) == 1, result
+    assert [(e["op_id"], e["state"]) for e in host.entries()] == [(pending["op_id"], "pending")]
+
+
+def test_resolve_changes_nothing_while_the_decision_cannot_be_audited(host: Host) -> None:
+    conflict = conflicting_register(host)
+    host.cut()
+    result = host.run("journal", "resolve", conflict["op_id"], "--drop", "--yes")
+    assert result.exit_code == 10, result
+    (still,) = host.entries("--conflicts")
+    assert still["op_id"] == conflict["op_id"]
 
 
 def without_times(agent: dict[str, Any]) -> dict[str, Any]:
@@ -715,9 +1011,10 @@ def test_a_malformed_entry_becomes_a_conflict_instead_of_blocking_every_command(
     host.journaled("agents", "update", "a1", "--capacity", "5")
     db = sqlite3.connect(host.journal_file)
     with db:
-        db.execute("UPDATE entries SET args = '{\"agent\": \"a1\"}' "
+        db.execute("UPDATE entries SET args = '{\"agent\":\"a1\"}' "
                    "WHERE kind = 'agents.heartbeat'")
     db.close()
+    host.sign_again()  # as if another arbiter version had written it on this host
     host.heal()
     result = host.run("agents", "list")
     assert result.exit_code == 0, result

@@ -32,10 +32,13 @@ from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.routing import Decision, Outcome, RoutingPolicy
 from arbiter_cli.errors import (
     ArbiterError,
+    ConfigInvalid,
     Conflict,
+    Forbidden,
     InvalidInput,
     NotFound,
     StorageUnavailable,
+    Unauthenticated,
 )
 from arbiter_cli.resilience import deadline as deadline_module
 from arbiter_cli.resilience.breaker import BreakerOpen
@@ -444,22 +447,42 @@ def test_a_sqlite_primary_has_no_journal(tmp_path: Path) -> None:
     assert open_for(settings) is None
     assert resilience_status(settings) == {
         "backlog": 0, "conflicts": 0, "oldest_age_s": None, "journal_writable": False,
-        "degraded": False, "breaker": {"state": "closed", "opened_at": None}}
+        "journal_problem": None, "snapshot": False, "degraded": False,
+        "breaker": {"state": "closed", "opened_at": None}}
+
+
+def with_snapshot(settings: Any) -> None:
+    """Something at the snapshot's path (the status only asks whether one exists)."""
+    folder = resilience_dir(settings.paths.data_dir, settings.database_url)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "snapshot.db").write_bytes(b"")
 
 
 def test_status_of_an_empty_journal_on_a_network_primary(tmp_path: Path) -> None:
-    """No entries, breaker closed: writable, not degraded, and no database I/O needed."""
+    """No entries, breaker closed, a snapshot: writable, not degraded, no database I/O."""
     settings = settings_for(tmp_path, "postgresql+psycopg2://u:pw@127.0.0.1:1/none")
+    with_snapshot(settings)
     status = resilience_status(settings)
     assert status == {"backlog": 0, "conflicts": 0, "oldest_age_s": None,
-                      "journal_writable": True, "degraded": False,
-                      "breaker": {"state": "closed", "opened_at": None}}
+                      "journal_writable": True, "journal_problem": None, "snapshot": True,
+                      "degraded": False, "breaker": {"state": "closed", "opened_at": None}}
+
+
+def test_without_a_snapshot_the_journal_cannot_take_writes(tmp_path: Path) -> None:
+    """SPEC §7.1 "Health tells the truth": a degraded write needs the snapshot first."""
+    settings = settings_for(tmp_path, "postgresql+psycopg2://u:pw@127.0.0.1:1/none")
+    status = resilience_status(settings)
+    assert (status["journal_writable"], status["snapshot"]) == (False, False)
+    assert "no local snapshot" in status["journal_problem"]
+    with_snapshot(settings)
+    assert resilience_status(settings)["journal_writable"] is True
 
 
 def test_status_counts_backlog_and_conflicts_and_reports_degraded(tmp_path: Path) -> None:
     """A backlog makes the primary degraded; at the cap the journal is no longer writable."""
     settings = settings_for(tmp_path, "postgresql+psycopg2://u:pw@127.0.0.1:1/none",
                             ARBITER_RESILIENCE__JOURNAL__MAX_ENTRIES="3")
+    with_snapshot(settings)
     journal = open_for(settings)
     assert journal is not None
     try:
@@ -472,7 +495,8 @@ def test_status_counts_backlog_and_conflicts_and_reports_degraded(tmp_path: Path
         assert status["oldest_age_s"] is not None and status["oldest_age_s"] >= 0
         assert status["degraded"] is True and status["journal_writable"] is True
         append(journal, 3)
-        assert resilience_status(settings)["journal_writable"] is False
+        full = resilience_status(settings)
+        assert full["journal_writable"] is False and "full" in full["journal_problem"]
     finally:
         journal.close()
 
@@ -488,6 +512,365 @@ def test_only_conflicts_do_not_make_the_primary_degraded(tmp_path: Path) -> None
         journal.close()
     status = resilience_status(settings)
     assert (status["backlog"], status["conflicts"], status["degraded"]) == (0, 1, False)
+
+
+# ============================================================================ HMAC, key, files
+
+
+def raw_update(journal: Journal, sql: str, *params: Any) -> None:
+    """Edit journal.db behind arbiter's back, as anything with write access to it could."""
+    db = sqlite3.connect(journal.path)
+    try:
+        with db:
+            db.execute(sql, params)
+    finally:
+        db.close()
+
+
+def only(journal: Journal) -> Any:
+    (entry,) = journal.entries()
+    return entry
+
+
+def test_every_appended_entry_is_signed_and_verifies(journal: Journal) -> None:
+    """SPEC §4.1: each entry carries an HMAC under the host's key."""
+    append(journal, 1)
+    entry = only(journal)
+    assert isinstance(entry.mac, str) and len(entry.mac) == 64
+    assert journal.verify(entry) is True
+
+
+@pytest.mark.parametrize(("column", "value"), [
+    ("seq", 99), ("op_id", "op-other"), ("tenant", "team-b"), ("kind", "agents.remove"),
+    ("principal", '{"role":"viewer","tenant":"default","token_id":"ghost0000000"}'),
+    ("args", '{"agent_id":"someone-else"}'), ("correlation_id", "c-other"),
+    ("created_at", 1.5),
+])
+def test_changing_any_field_replay_uses_breaks_the_hmac(journal: Journal, column: str,
+                                                        value: Any) -> None:
+    """The HMAC covers seq, op id, tenant, kind, principal, arguments, correlation id and time."""
+    append(journal, 1)
+    raw_update(journal, f"UPDATE entries SET {column} = ?", value)
+    assert journal.verify(only(journal)) is False
+
+
+def test_a_row_inserted_by_hand_does_not_verify(journal: Journal) -> None:
+    """The H1 attack: a forged agents.remove claiming a viewer token that never existed."""
+    raw_update(journal, "INSERT INTO entries (op_id, tenant, kind, principal, args, created_at) "
+               "VALUES ('forged', 'default', 'agents.remove', "
+               "'{\"role\":\"viewer\",\"tenant\":\"default\",\"token_id\":\"ghost0000000\"}', "
+               "'{\"agent_id\":\"a1\"}', 1000.0)")
+    forged = only(journal)
+    assert forged.mac is None and journal.verify(forged) is False
+    raw_update(journal, "UPDATE entries SET mac = ?", "0" * 64)
+    assert journal.verify(only(journal)) is False
+    raw_update(journal, "UPDATE entries SET mac = ?", "é" * 64)  # not even hex
+    assert journal.verify(only(journal)) is False
+
+
+def test_a_row_with_undecodable_fields_reads_and_does_not_verify(journal: Journal) -> None:
+    append(journal, 1)
+    raw_update(journal, "UPDATE entries SET principal = 'not json', args = '[1, 2]'")
+    entry = only(journal)
+    assert (entry.principal, entry.args) == ({}, {})
+    assert journal.verify(entry) is False
+
+
+def test_an_entry_signed_on_another_host_does_not_verify(tmp_path: Path) -> None:
+    """Each host has its own key: a journal copied from elsewhere is not trusted here."""
+    here = Journal(tmp_path / "here" / "journal.db")
+    there = Journal(tmp_path / "there" / "journal.db")
+    try:
+        append(there, 1)
+        (entry,) = there.entries()
+        assert there.verify(entry) is True
+        assert here.verify(entry) is False
+        assert here.key != there.key
+    finally:
+        here.close()
+        there.close()
+
+
+def test_the_key_is_made_once_from_secrets_0600_in_a_0700_folder(tmp_path: Path) -> None:
+    from arbiter_cli.resilience.files import journal_key, key_path
+
+    path = key_path(tmp_path / "data")
+    first = journal_key(path)
+    assert len(first) == 32
+    assert journal_key(path) == first  # read back, not made again
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert [p.name for p in path.parent.iterdir()] == ["journal.key"]  # no temporary left
+
+
+def test_processes_making_the_key_at_once_share_one(tmp_path: Path) -> None:
+    """Two journals created at the same moment on one host must sign with the same key."""
+    import multiprocessing
+
+    from arbiter_cli.resilience.files import key_path
+
+    path = key_path(tmp_path)
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        keys = pool.map(_make_key, [str(path)] * 8)
+    assert len(set(keys)) == 1
+
+
+def _make_key(path: str) -> str:
+    from arbiter_cli.resilience.files import journal_key
+
+    return journal_key(Path(path)).hex()
+
+
+def test_a_damaged_key_refuses_with_exit_10_and_says_what_to_do(tmp_path: Path) -> None:
+    from arbiter_cli.resilience.files import journal_key
+
+    path = tmp_path / "journal.key"
+    path.write_text("not a key\n")
+    with pytest.raises(StorageUnavailable) as caught:
+        journal_key(path)
+    assert "damaged" in caught.value.message and "conflicts" in caught.value.message
+
+
+def test_journal_files_are_0600_in_0700_folders_even_under_a_lax_umask(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SPEC §4.1 "Files": the journal, its -wal/-shm, the key and their folders."""
+    import os
+
+    from arbiter_cli.resilience.journal import open_journal
+
+    old = os.umask(0o000)
+    try:
+        opened = open_journal(tmp_path / "data", PG_URL, max_entries=10)
+        try:
+            append(opened, 1)
+        finally:
+            opened.close()
+    finally:
+        os.umask(old)
+    root = tmp_path / "data" / "resilience"
+    for path in [root, *root.rglob("*")]:
+        expected = 0o700 if path.is_dir() else 0o600
+        assert path.stat().st_mode & 0o777 == expected, path
+
+
+def test_an_older_journal_folder_and_file_are_tightened_on_open(tmp_path: Path) -> None:
+    import os
+
+    from arbiter_cli.resilience.journal import open_journal
+
+    folder = resilience_dir(tmp_path, PG_URL)
+    folder.mkdir(parents=True, mode=0o755)
+    os.chmod(folder, 0o755)
+    os.chmod(folder.parent, 0o755)
+    db = sqlite3.connect(folder / "journal.db")
+    db.close()
+    os.chmod(folder / "journal.db", 0o644)
+    open_journal(tmp_path, PG_URL, max_entries=10).close()
+    assert (folder / "journal.db").stat().st_mode & 0o777 == 0o600
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert folder.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_journal_from_before_hmacs_opens_and_its_entries_do_not_verify(tmp_path: Path) -> None:
+    """An older arbiter's journal gains the column; its unsigned entries are not trusted."""
+    path = tmp_path / "journal.db"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE entries (seq INTEGER PRIMARY KEY AUTOINCREMENT, op_id TEXT NOT NULL UNIQUE,
+            tenant TEXT NOT NULL, kind TEXT NOT NULL, principal TEXT NOT NULL, args TEXT NOT NULL,
+            correlation_id TEXT, created_at REAL NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending', error TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0);
+        INSERT INTO entries (op_id, tenant, kind, principal, args, created_at) VALUES
+            ('old', 'default', 'agents.heartbeat',
+             '{"role":"admin","tenant":"default","token_id":null}', '{"agent_id":"a1"}', 1.0);
+    """)
+    db.close()
+    opened = Journal(path)
+    try:
+        (entry,) = opened.entries()
+        assert entry.mac is None and opened.verify(entry) is False
+        append(opened, 2)
+        assert opened.verify(opened.entries()[0]) is True
+    finally:
+        opened.close()
+
+
+def test_applied_many_deletes_a_batch_at_once(journal: Journal) -> None:
+    seqs = [append(journal, n) for n in range(4)]
+    journal.applied_many(seqs[:3])
+    journal.applied_many([])
+    assert [e.seq for e in journal.entries()] == [seqs[3]]
+
+
+def test_three_failed_replays_make_a_pending_entry_a_conflict(journal: Journal) -> None:
+    """SPEC §7.1: an entry failing three replays for a non-transient reason is a conflict."""
+    seq = append(journal, 1)
+    assert journal.failed(seq, "too slow") is False
+    assert journal.failed(seq, "too slow") is False
+    assert journal.pending() == 1
+    assert journal.failed(seq, "too slow") is True
+    entry = only(journal)
+    assert (entry.state, entry.attempts) == (CONFLICT, 3)
+    assert entry.error.startswith("too slow") and "3 replays" in entry.error
+    assert journal.failed(seq, "again") is False  # a conflict is not counted any more
+    assert only(journal).attempts == 3
+
+
+def test_drop_removes_a_conflict_and_never_a_pending_entry(journal: Journal) -> None:
+    pending, conflicting = append(journal, 1), append(journal, 2)
+    journal.conflict(conflicting, "conflict: boom")
+    journal.drop(pending)
+    journal.drop(conflicting)
+    assert [e.seq for e in journal.entries()] == [pending]
+
+
+def test_retry_puts_a_conflict_back_to_pending_signed_with_attempts_reset(
+        journal: Journal) -> None:
+    """`journal resolve --retry`: pending again, attempts 0, error cleared, a valid HMAC (the
+    operator vouches for it; replay still re-admits its token)."""
+    seq = append(journal, 1)
+    raw_update(journal, "UPDATE entries SET mac = NULL, state = 'conflict', attempts = 3, "
+               "error = 'unsigned'")
+    journal.retry(seq)
+    entry = only(journal)
+    assert (entry.state, entry.attempts, entry.error) == (PENDING, 0, None)
+    assert journal.verify(entry) is True
+    assert journal.by_op("op-1") == entry and journal.by_seq(seq) == entry
+    assert journal.by_op("nope") is None
+
+
+# ============================================================================ re-admission
+
+
+class Readmission:
+    """A primary (the memory store) with tenants default and team-b and their tokens."""
+
+    def __init__(self) -> None:
+        from arbiter_cli.services.security import RatePolicy, SecurityService
+
+        self.clock = FakeClock(T0)
+        self.store = MemoryUnitOfWorkFactory()
+        initialize(self.store, lambda: None, self.clock)
+        self.security = SecurityService(self.store, RatePolicy(), self.clock)
+        self.admin = self.security.bootstrap()
+        self.team_b = self.security.create_tenant("team-b")
+
+    def issue(self, role: str, tenant: str = "default", **kwargs: Any) -> str:
+        issued = self.security.issue(Principal(tenant, "admin"), role=role, name=role,
+                                     expires_in_s=kwargs.get("expires_in_s"))
+        return issued.record.id
+
+
+@pytest.fixture
+def primary_tokens() -> Readmission:
+    return Readmission()
+
+
+def test_readmit_takes_the_role_from_the_primarys_token_row(primary_tokens: Readmission) -> None:
+    """SPEC §4.1: the journal's role is never trusted; the primary's token row decides."""
+    viewer = primary_tokens.issue("viewer")
+    manager = primary_tokens.issue("manager")
+    admitted = primary_tokens.security.readmit("default", manager, "agents remove", T0)
+    assert admitted == Principal("default", "manager", manager)
+    with pytest.raises(Forbidden):
+        primary_tokens.security.readmit("default", viewer, "agents remove", T0)
+    assert primary_tokens.security.readmit("default", viewer, "agents list", T0).role == "viewer"
+
+
+def test_readmit_refuses_a_token_that_does_not_exist_or_is_another_tenants(
+        primary_tokens: Readmission) -> None:
+    other = primary_tokens.team_b.record.id
+    for tenant, token in (("default", "ghost0000000"), ("default", other)):
+        with pytest.raises(Unauthenticated, match="does not exist in tenant 'default'"):
+            primary_tokens.security.readmit(tenant, token, "agents heartbeat", T0)
+
+
+def test_readmit_refuses_a_token_revoked_before_the_write_and_not_after(
+        primary_tokens: Readmission) -> None:
+    """Revoked before the write's time: refused; revoked after it: the write stands."""
+    token = primary_tokens.issue("manager")
+    primary_tokens.clock.advance(seconds=10)
+    primary_tokens.security.revoke(Principal("default", "admin"), token)
+    revoked_at = primary_tokens.clock.now
+    with pytest.raises(Unauthenticated, match="revoked before the write"):
+        primary_tokens.security.readmit("default", token, "agents update", revoked_at)
+    with pytest.raises(Unauthenticated, match="revoked"):
+        primary_tokens.security.readmit("default", token, "agents update",
+                                        revoked_at + timedelta(seconds=5))
+    before = primary_tokens.security.readmit("default", token, "agents update",
+                                             revoked_at - timedelta(milliseconds=1))
+    assert before.token_id == token
+
+
+def test_readmit_refuses_a_token_expired_before_the_write(primary_tokens: Readmission) -> None:
+    token = primary_tokens.issue("orchestrator", expires_in_s=60)
+    expires = T0 + timedelta(seconds=60)
+    with pytest.raises(Unauthenticated, match="expired"):
+        primary_tokens.security.readmit("default", token, "route task", expires)
+    assert primary_tokens.security.readmit(
+        "default", token, "route task", expires - timedelta(seconds=1)).token_id == token
+
+
+def test_a_write_made_without_a_token_is_admitted_only_on_a_database_without_tokens() -> None:
+    """security.enabled = false wrote it: admitted as admin of its tenant while the primary
+    holds no token at all (a throwaway database), refused once any token exists."""
+    from arbiter_cli.services.security import RatePolicy, SecurityService
+
+    clock = FakeClock(T0)
+    store = MemoryUnitOfWorkFactory()
+    initialize(store, lambda: None, clock)
+    security = SecurityService(store, RatePolicy(), clock)
+    assert security.readmit("default", None, "agents remove", T0) == Principal(
+        "default", "admin", None)
+    security.bootstrap()
+    with pytest.raises(Unauthenticated, match="without a token"):
+        security.readmit("default", None, "agents register", T0)
+
+
+def test_readmit_reads_each_token_once_per_replay_and_decides_the_same(
+        primary_tokens: Readmission) -> None:
+    """``seen`` spares a transaction per entry; a revocation after the rows were read is later
+    than every entry of that replay, so the decisions are the ones a fresh read gives."""
+    token = primary_tokens.issue("manager")
+    seen: dict[str | None, Any] = {}
+    first = primary_tokens.security.readmit("default", token, "agents update", T0, seen=seen)
+    assert set(seen) == {token}
+    primary_tokens.clock.advance(seconds=5)
+    primary_tokens.security.revoke(Principal("default", "admin"), token)  # after T0
+    again = primary_tokens.security.readmit("default", token, "agents update", T0, seen=seen)
+    fresh = primary_tokens.security.readmit("default", token, "agents update", T0)
+    assert first == again == fresh
+    with pytest.raises(Forbidden):
+        primary_tokens.security.readmit("default", token, "tokens create", T0, seen=seen)
+
+
+def test_applied_entries_are_deleted_in_batches_and_on_flush(journal: Journal) -> None:
+    from types import SimpleNamespace
+
+    from arbiter_cli.resilience.replay import AppliedBatch
+
+    seqs = [append(journal, n) for n in range(5)]
+    batch = AppliedBatch(SimpleNamespace(journal=journal))  # type: ignore[arg-type]
+    batch.SIZE = 3  # type: ignore[misc]
+    for seq in seqs[:2]:
+        batch.add(seq)
+    assert journal.pending() == 5  # not yet: an applied entry is harmless to replay again
+    batch.add(seqs[2])
+    assert journal.pending() == 2
+    batch.add(seqs[3])
+    batch.flush()
+    assert [e.seq for e in journal.entries()] == [seqs[4]]
+
+
+def test_every_journaled_kind_needs_the_permission_of_its_command() -> None:
+    """Re-admission asks the permission table: each kind names a command that has an entry."""
+    from arbiter_cli.domain.security import PERMISSIONS
+    from arbiter_cli.resilience.records import KIND_COMMANDS
+
+    assert set(KIND_COMMANDS) == set(KINDS)
+    assert all(command in PERMISSIONS for command in KIND_COMMANDS.values())
 
 
 # ============================================================================ records
@@ -698,10 +1081,13 @@ class Journaling:
 
     entries: list[tuple[str, Principal, dict[str, Any]]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
+    items: list[int] = field(default_factory=list)
 
     def write(self, kind: str, principal: Principal, primary: Callable[[], Any],
-              local: Callable[[], Any], args_of: Callable[[Any], dict[str, Any] | None]) -> Any:
+              local: Callable[[], Any], args_of: Callable[[Any], dict[str, Any] | None],
+              items: int = 0) -> Any:
         self.calls.append(f"write {kind}")
+        self.items.append(items)
         result = local()
         args = args_of(result)
         if args is not None:
@@ -821,6 +1207,47 @@ def test_the_proxy_journals_the_callers_principal_without_progress() -> None:
     assert set(args) == {"raws"}
 
 
+def test_a_batch_register_tells_the_gateway_its_size_and_other_writes_none() -> None:
+    """SPEC §7.1: the budget of `agents register --file` grows with the batch."""
+    from arbiter_cli.resilience.services import batch_size
+
+    clock = FakeClock(T0)
+    local = side(clock, "local")
+    initialize(local.uow, lambda: None, clock, tenant="team-b")
+    journaling = Journaling()
+    agents, _ = proxied(journaling, local)
+    agents.register(ORCH, [{"id": f"a{n}", "name": "A", "model_family": "claude",
+                            "task_types": ["testing"]} for n in range(3)])
+    agents.heartbeat(ORCH, "a1")
+    assert journaling.items == [3, 0]
+    assert batch_size("agents.update", {"raws": [1, 2]}) == 0
+
+
+def test_a_batch_entry_gets_the_budget_its_command_had() -> None:
+    from arbiter_cli.resilience.journal import Entry
+    from arbiter_cli.resilience.replay import entry_budget
+
+    settings = load_settings(environ={"ARBITER_DATABASE__COMMAND_TIMEOUT": "5s",
+                                      "ARBITER_DATABASE__PER_ITEM_TIMEOUT": "2ms",
+                                      "ARBITER_DATA_DIR": "/nonexistent"})
+
+    def entry(kind: str, args: dict[str, Any]) -> Entry:
+        return Entry(seq=1, op_id="o", tenant="t", kind=kind, principal={}, args=args,
+                     correlation_id=None, created_at=0.0, state=PENDING, error=None, attempts=0)
+
+    assert entry_budget(settings, entry("agents.register", {"raws": [{}] * 9000})) == 23.0
+    assert entry_budget(settings, entry("agents.register", {"raws": "junk"})) == 5.0
+    assert entry_budget(settings, entry("agents.heartbeat", {"raws": [{}] * 10})) == 5.0
+
+
+def test_a_deadline_can_be_extended_from_where_it_ends(ticks: Ticks) -> None:
+    base = Deadline(5.0, clock=ticks)
+    ticks.now += 4.0
+    longer = base.extended(2.0)
+    assert (base.remaining(), longer.remaining()) == (1.0, 3.0)
+    assert longer.budget_s == 7.0
+
+
 def test_dispatch_refuses_an_unknown_kind() -> None:
     """A corrupt or foreign entry is an error, never a call of an arbitrary method."""
     from arbiter_cli.resilience.journal import Entry
@@ -911,6 +1338,64 @@ def test_driver_errors_without_a_pgcode_are_classified_by_class(exc: BaseExcepti
                                                                 fault: Fault) -> None:
     """Connect-phase errors carry no pgcode (RELIABILITY.md §3.2): the class decides."""
     assert classify(exc) is fault
+
+
+CONFIG_CODES = ["28000", "28P01", "3D000"]
+
+# What psycopg2 raises at connect time (pgcode None), measured against PostgreSQL 15 / libpq 17;
+# tests/faults/test_trust.py produces the real ones.
+CONNECT_TIME_CONFIG = [
+    'connection to server at "127.0.0.1", port 5432 failed: FATAL:  password authentication '
+    'failed for user "pw"\n',
+    'FATAL:  password authentication failed for user "pw"\n',  # through our wait callback
+    'connection to server at "127.0.0.1", port 5432 failed: fe_sendauth: no password supplied\n',
+    'connection to server at "127.0.0.1", port 5432 failed: FATAL:  role "nobody" does not '
+    'exist\n',
+    'connection to server at "127.0.0.1", port 5432 failed: FATAL:  database "nosuchdb" does '
+    'not exist\n',
+    'could not translate host name "db.invalid" to address: Name or service not known\n',
+    'could not translate host name "db.invalid" to address: No address associated with '
+    'hostname\n',
+    'connection to server at "10.0.0.1", port 5432 failed: FATAL:  no pg_hba.conf entry for '
+    'host "10.0.0.2", user "arbiter", database "arbiter", no encryption\n',
+    'FATAL:  Ident authentication failed for user "arbiter"\n',
+]
+CONNECT_TIME_OUTAGE = [
+    'connection to server at "127.0.0.1", port 1 failed: Connection refused\n\tIs the server '
+    "running on that host and accepting TCP/IP connections?\n",
+    'could not translate host name "db.example" to address: Temporary failure in name '
+    "resolution\n",
+    "FATAL:  the database system is starting up\n",
+    "FATAL:  sorry, too many clients already\n",
+    "server closed the connection unexpectedly\n",
+]
+
+
+@pytest.mark.parametrize("code", CONFIG_CODES)
+def test_authentication_and_unknown_database_sqlstates_are_configuration(code: str) -> None:
+    """SPEC §7.1: class 28 and 3D000 are configuration errors, not outages."""
+    assert classify(driver(code)) is Fault.CONFIG
+
+
+@pytest.mark.parametrize("message", CONNECT_TIME_CONFIG)
+def test_connect_time_configuration_errors_are_told_by_their_message(message: str) -> None:
+    """At connect time psycopg2 gives no pgcode: the message is all there is."""
+    err = psycopg2.OperationalError(message)
+    assert classify(err) is Fault.CONFIG
+    wrapped = sqlalchemy.exc.OperationalError("connect", {}, err)
+    assert classify(StorageUnavailable("x", driver=wrapped)) is Fault.CONFIG
+
+
+@pytest.mark.parametrize("message", CONNECT_TIME_OUTAGE)
+def test_connect_time_outages_stay_transient(message: str) -> None:
+    """A refused connection, a resolver that is down, a server starting up: outages."""
+    assert classify(psycopg2.OperationalError(message)) is Fault.TRANSIENT
+
+
+def test_a_configuration_message_from_another_layer_is_not_a_configuration_error() -> None:
+    """Only the driver's connect failures are read by message; our own errors never are."""
+    assert classify(InvalidInput('role "x" does not exist')) is Fault.CALLER
+    assert classify(ValueError("password authentication failed for user")) is Fault.CALLER
 
 
 def test_sqlalchemys_wrapper_class_does_not_decide() -> None:
@@ -1122,6 +1607,126 @@ def test_a_caller_error_is_attempted_once_released_and_raised_unchanged(
     assert naps == []
 
 
+@pytest.mark.parametrize("error", [
+    psycopg2.OperationalError(CONNECT_TIME_CONFIG[0]), driver("28P01"), driver("3D000"),
+    StorageUnavailable("database x unavailable", driver=psycopg2.OperationalError(
+        CONNECT_TIME_CONFIG[5])),
+], ids=["password", "28P01", "3D000", "dns"])
+def test_a_configuration_error_is_exit_3_attempted_once_and_never_counted(
+        breaker: FakeBreaker, naps: list[float], error: BaseException) -> None:
+    """SPEC §7.1: never retried, never counted by the breaker (one mistyped password cannot
+    open the host's breaker for everyone), and reported as ConfigInvalid (exit 3)."""
+    fn = Calls(error)
+    with pytest.raises(ConfigInvalid) as caught:
+        run(fn, breaker, naps)
+    assert fn.count == 1
+    assert breaker.events == ["allow", "release"]
+    assert naps == []
+    assert caught.value.exit_code == 3
+    assert "\n" not in caught.value.message and "configuration error" in caught.value.message
+
+
+def test_a_configuration_error_names_the_database_without_its_password(naps: list[float]
+                                                                       ) -> None:
+    class Labelled(FakeBreaker):
+        label = "postgresql://arbiter@db.example:5432/arbiter?password=hunter2&sslmode=require"
+
+    with pytest.raises(ConfigInvalid) as caught:
+        run(Calls(driver("28P01")), Labelled(), naps)
+    assert "postgresql://arbiter@db.example:5432/arbiter:" in caught.value.message
+    assert "hunter2" not in caught.value.message
+
+
+def cut(*, connecting: bool) -> BaseException:
+    """Our deadline's error, as psycopg2's wait callback raises it."""
+    error = deadline_module.exceeded_type()("database call exceeded the command's budget")
+    error.connecting = connecting  # type: ignore[attr-defined]
+    return error
+
+
+class Probe:
+    def __init__(self, answer: bool) -> None:
+        self.answer = answer
+        self.asked = 0
+
+    def __call__(self) -> bool:
+        self.asked += 1
+        return self.answer
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["driver", "unit-of-work"])
+def test_a_statement_cut_on_a_primary_that_answers_is_slow_not_an_outage(
+        breaker: FakeBreaker, naps: list[float], wrapped: bool) -> None:
+    """SPEC §7.1: the deadline cut a statement, a liveness probe finds the primary answering:
+    PrimarySlow (exit 10, a hint), the permit released (neither counted nor reset)."""
+    from arbiter_cli.resilience.retry import PrimarySlow
+
+    error: BaseException = cut(connecting=False)
+    if wrapped:
+        error = StorageUnavailable("database x unavailable", driver=sqlalchemy.exc.OperationalError(
+            "INSERT", {}, error))
+    probe = Probe(True)
+    with pytest.raises(PrimarySlow) as caught:
+        run(Calls(error), breaker, naps, alive=probe)
+    assert probe.asked == 1
+    assert breaker.events == ["allow", "release"]
+    assert caught.value.exit_code == 10 and "did not finish within" in caught.value.message
+    assert "per_item_timeout" in caught.value.message and "rolled back" in caught.value.message
+
+
+def test_a_statement_cut_on_a_primary_that_does_not_answer_is_an_outage(
+        breaker: FakeBreaker, naps: list[float]) -> None:
+    from arbiter_cli.resilience.retry import PrimarySlow
+
+    probe = Probe(False)
+    with pytest.raises(StorageUnavailable) as caught:
+        run(Calls(cut(connecting=False)), breaker, naps, alive=probe)
+    assert not isinstance(caught.value, PrimarySlow)
+    assert probe.asked == 1
+    assert breaker.events == ["allow", "failure"]
+
+
+def test_a_handshake_cut_by_the_deadline_is_an_outage_without_a_probe(
+        breaker: FakeBreaker, naps: list[float]) -> None:
+    """The server never answered the handshake: unreachable, nothing to probe."""
+    probe = Probe(True)
+    with pytest.raises(StorageUnavailable):
+        run(Calls(cut(connecting=True)), breaker, naps, alive=probe)
+    assert probe.asked == 0
+    assert breaker.events == ["allow", "failure"]
+
+
+@pytest.mark.parametrize("code", ["57014", "55P03"])
+def test_a_timeout_the_server_answered_is_slow_without_a_probe(
+        breaker: FakeBreaker, naps: list[float], code: str) -> None:
+    """A statement or lock timeout comes from a server that is alive."""
+    from arbiter_cli.resilience.retry import PrimarySlow
+
+    probe = Probe(False)
+    with pytest.raises(PrimarySlow):
+        run(Calls(driver(code)), breaker, naps, alive=probe)
+    assert probe.asked == 0
+    assert breaker.events == ["allow", "release"]
+
+
+def test_without_a_probe_running_out_of_time_still_counts(breaker: FakeBreaker,
+                                                          naps: list[float]) -> None:
+    """Callers that cannot probe (health's own check) keep the counted behaviour."""
+    with pytest.raises(StorageUnavailable):
+        run(Calls(cut(connecting=False)), breaker, naps)
+    assert breaker.events == ["allow", "failure"]
+
+
+def test_slowness_tells_a_cut_statement_from_a_cut_handshake() -> None:
+    from arbiter_cli.resilience.faults import slowness
+
+    assert slowness(cut(connecting=False)) == "cut"
+    assert slowness(cut(connecting=True)) is None
+    assert slowness(deadline_module.exceeded_type()("no attribute")) is None
+    assert slowness(driver("57014")) == slowness(driver("55P03")) == "timeout"
+    assert slowness(lost()) is None and slowness(driver("23505")) is None
+
+
 def test_a_wrapped_unit_of_work_failure_is_retried_and_re_raised_as_is(
         breaker: FakeBreaker, naps: list[float]) -> None:
     """The unit of work raises StorageUnavailable(driver=…): judged by the driver error,
@@ -1232,3 +1837,37 @@ def test_unavailable_from_is_one_line_and_keeps_the_driver() -> None:
     assert unavailable_from(psycopg2.OperationalError()).message == (
         "database unavailable: OperationalError")
     assert len(unavailable_from(psycopg2.OperationalError("x" * 1000)).message) < 330
+
+
+# ============================================================================ snapshot refresh
+
+
+class Took:
+    def __init__(self, took: float | None) -> None:
+        self.took = took
+
+    def last_took_s(self) -> float | None:
+        return self.took
+
+
+@pytest.mark.parametrize(("mode", "took", "agents", "background"), [
+    ("inline", 5.0, 10**6, False),
+    ("background", 0.001, 1, True),
+    ("auto", 0.049, 10**6, False),  # the last refresh was cheap: inline
+    ("auto", 0.051, 0, True),  # the last one cost more than 50 ms: off the critical path
+    ("auto", None, 999, False),  # the first refresh of a small fleet: inline
+    ("auto", None, 1000, True),  # the first of a large one: in the background
+    ("auto", None, None, False),  # cannot tell: inline, which reports what is wrong
+])
+def test_where_a_due_refresh_runs(tmp_path: Path, mode: str, took: float | None,
+                                  agents: int | None, background: bool) -> None:
+    from arbiter_cli.resilience.refresher import in_background
+
+    settings = settings_for(tmp_path, PG_URL, ARBITER_RESILIENCE__SNAPSHOT_REFRESH=mode)
+
+    def count() -> int:
+        if agents is None:
+            raise StorageUnavailable("down")
+        return agents
+
+    assert in_background(settings, Took(took), count) is background  # type: ignore[arg-type]

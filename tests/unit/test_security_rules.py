@@ -68,7 +68,7 @@ SPEC_NO_TOKEN = {
     "init", "demo", "login", "bench", "health", "serve", "soak", "mutate", "route simulate",
     "tenants create", "tenants list", "config show", "config validate", "db upgrade",
     "db downgrade", "db current", "db history", "db check", "journal status",
-    "journal replay", "journal list",
+    "journal replay", "journal list", "journal resolve",  # SPEC §4: `journal *`
 }
 
 
