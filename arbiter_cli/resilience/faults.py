@@ -60,6 +60,7 @@ CONFIG_MESSAGES = re.compile(
     r'|role "[^"]*" does not exist'  # 28000
     r'|database "[^"]*" does not exist'  # 3D000
     r"|could not translate host name"  # DNS; a resolver that is down is kept transient below
+    r"|invalid connection option|invalid dsn|invalid (?:sslmode|integer) value"  # libpq options
 )
 DNS_TRANSIENT = "temporary failure in name resolution"  # EAI_AGAIN: the resolver, not the name
 # The server itself gave up on a statement: it is alive, only slow or contended.
@@ -127,7 +128,7 @@ def classify(exc: BaseException) -> Fault:
     module = type(err).__module__.split(".")[0]
     name = type(err).__name__
     if module == "psycopg2":
-        if name == "OperationalError" and is_misconfigured(str(err)):
+        if name in ("OperationalError", "ProgrammingError") and is_misconfigured(str(err)):
             return Fault.CONFIG
         if name in ("OperationalError", "InterfaceError"):
             return Fault.TRANSIENT  # lost, refused, reset, "too many clients", dead handle

@@ -11,7 +11,6 @@ PostgreSQL: psycopg2 with a pool, ``application_name=arbiter``, ``connect_timeou
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -155,24 +154,17 @@ def unavailable(engine: Engine, exc: DBAPIError) -> ConfigInvalid | StorageUnava
                               driver=exc.orig)
 
 
-# libpq reports these while connecting, before psycopg2 has a SQLSTATE (``pgcode`` is None,
-# RELIABILITY.md §3.2, checked again against the local server), so the message is all there
-# is; an error that carries a SQLSTATE is matched by it (class 28, 3D000).
-_CONFIGURATION_MESSAGES = re.compile(
-    r"password authentication failed|no password supplied|no pg_hba\.conf entry|"
-    r"(?:database|role) \".*\" does not exist|could not translate host name|"
-    r"invalid connection option|invalid dsn|invalid (?:sslmode|integer) value",
-    re.IGNORECASE)
-
-
 def configuration_fault(err: BaseException | None) -> bool:
-    """Whether a driver error is the configuration's fault rather than an outage (§7.1)."""
-    code = getattr(err, "pgcode", None)
-    if isinstance(code, str) and code:
-        return code.startswith("28") or code == "3D000"
-    if err is None or not type(err).__module__.startswith("psycopg2"):
+    """Whether a driver error is the configuration's fault rather than an outage (§7.1).
+
+    One rule for every path: ``resilience/faults.py`` classifies (SQLSTATE class 28 and 3D000,
+    or libpq's connect-time message when there is no SQLSTATE yet).
+    """
+    if err is None:
         return False
-    return bool(_CONFIGURATION_MESSAGES.search(str(err)))
+    from arbiter_cli.resilience.faults import Fault, classify
+
+    return classify(err) is Fault.CONFIG
 
 
 def describe(engine: Engine) -> str:
