@@ -41,7 +41,6 @@ CONSENT = {
     "tenants create": NEVER_REPLACES,
 }
 #: Commands another branch adds; their row stays so the rule is decided before they land.
-PENDING = {"journal resolve": "built on the resilience branch (issue 12, L5)"}
 
 SAFE = {
     "whoami": "reads",
@@ -103,16 +102,13 @@ def test_every_command_is_classified():
     unclassified = sorted(set(commands) - set(CONSENT) - set(SAFE))
     assert not unclassified, (f"commands that neither ask for consent nor say why they destroy "
                               f"nothing: {unclassified}")
-    unknown = sorted((set(CONSENT) | set(SAFE)) - set(commands) - set(PENDING))
+    unknown = sorted((set(CONSENT) | set(SAFE)) - set(commands))
     assert not unknown, f"table rows that name no command: {unknown}"
 
 
 @pytest.mark.parametrize("name", sorted(CONSENT))
 def test_each_rule_has_its_flag(name: str):
-    commands = _leaf_commands()
-    if name not in commands:
-        pytest.skip(f"`{name}` does not exist on this branch yet: {PENDING[name]}")
-    flags = _options(commands[name])
+    flags = _options(_leaf_commands()[name])
     rule = CONSENT[name]
     if rule.startswith(YES):
         assert "--yes" in flags, f"`{name}` destroys but has no --yes"
@@ -128,7 +124,7 @@ def test_only_the_commands_of_the_table_take_yes():
     """A --yes anywhere else would be a consent rule the table does not know about."""
     with_yes = {name for name, command in _leaf_commands().items()
                 if "--yes" in _options(command)}
-    assert with_yes == {n for n, rule in CONSENT.items() if rule.startswith(YES)} - set(PENDING)
+    assert with_yes == {n for n, rule in CONSENT.items() if rule.startswith(YES)}
 
 
 # ---------------------------------------------------------------------------- each rule

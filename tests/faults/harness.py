@@ -144,12 +144,8 @@ class Driver:
 
 
 def with_consent(arbiter: Arbiter, *argv: str, **kwargs: Any) -> Run:
-    """A destructive command with ``--yes`` (SPEC §16); without it on a branch that does not
-    know the flag yet (consent lands per command)."""
-    run = arbiter(*argv, "--yes", **kwargs)
-    if run.exit == 2 and "no such option: --yes" in run.stderr.lower():
-        run = arbiter(*argv, **kwargs)
-    return run
+    """A destructive command, consented with ``--yes`` (SPEC §16)."""
+    return arbiter(*argv, "--yes", **kwargs)
 
 
 FLEET = [f"fleet-{i}" for i in range(4)]

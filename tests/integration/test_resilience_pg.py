@@ -126,12 +126,8 @@ class Host:
         return result.json()
 
     def consented(self, *args: str, **kwargs: Any) -> CliResult:
-        """A destructive command with ``--yes`` (SPEC §16), or without it where this branch's
-        command does not take the flag yet."""
-        result = self.run(*args, "--yes", **kwargs)
-        if result.exit_code == 2 and "no such option: --yes" in result.stderr.lower():
-            result = self.run(*args, **kwargs)
-        return result
+        """A destructive command, consented with ``--yes`` (SPEC §16)."""
+        return self.run(*args, "--yes", **kwargs)
 
     def other(self, *args: str, consent: bool = False) -> dict[str, Any]:
         """The same command from another host that reaches PostgreSQL directly."""
