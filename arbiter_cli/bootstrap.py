@@ -31,6 +31,10 @@ S = TypeVar("S")
 
 
 def utc_now() -> datetime:
+    """The process's clock: breakers, journals, deadlines and the memory store run on it.
+
+    Stored time stamps and expiry checks on SQL stores use the database's clock instead.
+    """
     return datetime.now(UTC)
 
 
@@ -102,22 +106,21 @@ class App:
 
         return AgentService(
             uow, registry_policy(self.settings), self.settings.weights("query.weights"),
-            self.clock, uuid7, Auditor(self.clock, self.correlation_id),
+            uuid7, Auditor(self.correlation_id),
         )
 
     def _routing_service(self, uow: UnitOfWorkFactory) -> RoutingService:
         from arbiter_cli.services.routing import RoutingService
 
         return RoutingService(uow, registry_policy(self.settings),
-                              routing_policy(self.settings), self.clock,
-                              Auditor(self.clock, self.correlation_id))
+                              routing_policy(self.settings), Auditor(self.correlation_id))
 
     def _security_service(self, uow: UnitOfWorkFactory) -> SecurityService:
         from arbiter_cli.services.security import RatePolicy, SecurityService
 
         rates = RatePolicy(rate=float(self.settings["security.rate_limit.rate"]),
                            burst=int(self.settings["security.rate_limit.burst"]))
-        return SecurityService(uow, rates, self.clock, self.correlation_id)
+        return SecurityService(uow, rates, self.correlation_id)
 
     def _resilient(self, domain: str, make: Callable[[UnitOfWorkFactory], S]) -> S:
         """The service on the primary; on a network primary, wrapped by the resilience layer."""
@@ -163,7 +166,7 @@ def sql_engine(settings: Settings, url: str | None = None, *, create: bool = Fal
 
 def build(
     settings: Settings, *, url: str | None = None, check_schema: bool = True,
-    clock: Clock = utc_now, resilient: bool = False, telemetry: Telemetry | None = None,
+    clock: Clock | None = None, resilient: bool = False, telemetry: Telemetry | None = None,
 ) -> App:
     """An app on the SQL store at ``url`` (default ``database.url``), schema checked at head.
 
@@ -174,6 +177,7 @@ def build(
     from arbiter_cli.adapters.sql.engine import backend_of, check_revision
     from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
 
+    clock = clock or utc_now  # looked up now, so a test can skew the process's clock
     target = url or settings.database_url
     engine = sql_engine(settings, target, telemetry=telemetry)
     app = App(settings=settings, uow=SqlUnitOfWorkFactory(engine), clock=clock, engine=engine,
@@ -211,11 +215,19 @@ def _check_revision_resilient(res: Resilience, engine: Engine) -> None:
         res.unavailable(exc.message)
 
 
-def build_memory(settings: Settings, *, clock: Clock = utc_now,
+def build_memory(settings: Settings, *, clock: Clock | None = None,
                  telemetry: Telemetry | None = None) -> App:
-    """An app on a fresh in-memory store (benchmarks, soak runs, tests)."""
+    """An app on a fresh in-memory store (benchmarks, soak runs, tests).
+
+    The store has no clock of its own: the app's clock stands in for the database's.
+    """
     from arbiter_cli.adapters.memory import MemoryUnitOfWorkFactory
 
-    return App(settings=settings, uow=MemoryUnitOfWorkFactory(), clock=clock,
-               telemetry=telemetry,
-               correlation_id=telemetry.correlation_id if telemetry is not None else None)
+    def database_clock() -> datetime:
+        return app.clock()
+
+    app = App(settings=settings,
+              uow=MemoryUnitOfWorkFactory(clock=database_clock),
+              clock=clock or utc_now, telemetry=telemetry,
+              correlation_id=telemetry.correlation_id if telemetry is not None else None)
+    return app

@@ -1,5 +1,8 @@
 """The in-memory store: the test fake of our ports, and the backend of benchmarks and soak runs.
 
+Its "database clock" is the clock it is given (the composition root's, or a test's fake
+clock): ``now()``, token checks, rate buckets and audit stamps all read it.
+
 A write unit of work holds the store's lock from enter to exit (like SQLite's BEGIN IMMEDIATE)
 and keeps an undo log, so an exit without ``commit`` restores what it changed. Each tenant has a
 columnar index (numpy arrays in id order, with task types and languages as bit masks) that
@@ -12,9 +15,9 @@ import bisect
 import builtins
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -78,10 +81,15 @@ class _Index:
         self.latency[row] = agent.performance.average_latency_ms
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class MemoryStore:
     """State shared by every unit of work of one process."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], datetime] = _utc_now) -> None:
+        self.clock = clock  # this store's "database clock"
         self.lock = threading.RLock()
         self.tenants: dict[str, datetime] = {}
         self.agents: dict[str, dict[str, Agent]] = {}
@@ -490,8 +498,10 @@ class MemoryTokens:
 class MemoryRate:
     def __init__(self, uow: MemoryUnitOfWork) -> None:
         self._buckets = uow.store.buckets
+        self._clock = uow.store.clock
 
-    def spend(self, token_id: str, tenant: str, now: float, rate: float, burst: int) -> Bucket:
+    def spend(self, token_id: str, tenant: str, rate: float, burst: int) -> Bucket:
+        now = self._clock().timestamp()
         bucket = spend(self._buckets.get(token_id), now, rate, burst)
         self._buckets[token_id] = bucket  # spent even if the caller's work rolls back
         return bucket
@@ -501,14 +511,16 @@ class MemoryAudit:
     def __init__(self, uow: MemoryUnitOfWork) -> None:
         self._uow = uow
         self._chains = uow.store.audit
+        self._clock = uow.store.clock
 
-    def append(self, tenant: str, at: datetime, *, actor: str | None, action: str,
-               target: str | None, result: str, correlation_id: str | None,
-               details: Mapping[str, object]) -> AuditEvent:
+    def append(self, tenant: str, *, actor: str | None, action: str, target: str | None,
+               result: str, correlation_id: str | None, details: Mapping[str, object]
+               ) -> AuditEvent:
         chain = self._chains.setdefault(tenant, [])
         head = chain[-1].hash if chain else GENESIS
-        event = seal(tenant, len(chain) + 1, at, head, actor=actor, action=action, target=target,
-                     result=result, correlation_id=correlation_id, details=details)
+        event = seal(tenant, len(chain) + 1, self._clock(), head, actor=actor, action=action,
+                     target=target, result=result, correlation_id=correlation_id,
+                     details=details)
         chain.append(event)
         self._uow.undo.append(chain.pop)
         return event
@@ -574,6 +586,10 @@ class MemoryUnitOfWork:
         finally:
             self.store.lock.release()
 
+    def now(self) -> datetime:
+        """The store's clock stands in for the database's."""
+        return self.store.clock()
+
     def change(self, tenant: str, agent_id: str, agent: Agent | None) -> None:
         previous = self.store.agents.get(tenant, {}).get(agent_id)
         self.store.put(tenant, agent_id, agent)
@@ -588,10 +604,14 @@ class MemoryUnitOfWork:
 
 
 class MemoryUnitOfWorkFactory:
-    """``factory(write=...)`` → a unit of work over one shared ``MemoryStore``."""
+    """``factory(write=...)`` → a unit of work over one shared ``MemoryStore``.
 
-    def __init__(self, store: MemoryStore | None = None) -> None:
-        self.store = store or MemoryStore()
+    ``clock`` is the store's "database clock" (default: the system's).
+    """
+
+    def __init__(self, store: MemoryStore | None = None, *,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self.store = store or MemoryStore(clock or _utc_now)
 
     def __call__(self, *, write: bool = False) -> MemoryUnitOfWork:
         return MemoryUnitOfWork(self.store)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,21 +59,19 @@ def _line(line: str, number: int, field: str) -> dict[str, Any]:
     return document
 
 
-def parse_since(value: str | None, now: datetime) -> datetime | None:
-    """``--since``: a duration (meaning now minus it) or an RFC 3339 timestamp with a zone."""
-    from datetime import datetime as dt
-    from datetime import timedelta
-
+def parse_since(value: str | None) -> datetime | timedelta | None:
+    """``--since``: a duration (meaning the database's now minus it) or an RFC 3339 timestamp
+    with a zone."""
     from arbiter_cli.config import parse_duration
 
     if value is None:
         return None
     try:
-        return now - timedelta(seconds=parse_duration(value))
+        return timedelta(seconds=parse_duration(value))
     except ValueError:
         pass
     try:
-        moment = dt.fromisoformat(value.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise fail("since", "format", "must be a duration like 24h or an RFC 3339 timestamp"
                    ) from None

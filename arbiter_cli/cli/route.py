@@ -211,7 +211,7 @@ def history(
     app_ = state.app()
     decisions, next_cursor = app_.routing.history(
         state.principal(), agent_id=agent, task_type=task_type, status=status,
-        since=parse_since(since, app_.clock()), cursor=cursor, limit=limit)
+        since=parse_since(since), cursor=cursor, limit=limit)
 
     def human(console: Console) -> None:
         rows = [(d.to_dict()["created_at"], d.task_id, d.task_type, d.agent_id, d.strategy,
@@ -238,7 +238,7 @@ def stats(
     """
     state = state_of(ctx)
     app_ = state.app()
-    result = app_.routing.stats(state.principal(), since=parse_since(since, app_.clock()), by=by)
+    result = app_.routing.stats(state.principal(), since=parse_since(since), by=by)
 
     def human(console: Console) -> None:
         latency = result["latency_ms"]

@@ -213,7 +213,7 @@ def audit_list(
     state = state_of(ctx)
     app = state.app()
     before = None if cursor is None else integer(cursor, "cursor", low=1, high=2**62)
-    events, next_cursor = app.security.events(state.principal(), since=parse_since(since, app.clock()),
+    events, next_cursor = app.security.events(state.principal(), since=parse_since(since),
                                               action=action, actor=actor, cursor=before,
                                               limit=limit)
 

@@ -138,14 +138,17 @@ def spend(bucket: Bucket | None, now: float, rate: float, burst: int) -> Bucket:
     """Refill at ``rate``/s up to ``burst``, then spend one token, even on a refusal.
 
     A refusal leaves the bucket below zero (a debt), floored at −burst so that a client
-    hammering in a loop is slowed, not locked out for ever. The SQL adapters compute the same
-    thing in one atomic statement.
+    hammering in a loop is slowed, not locked out for ever. ``now`` is the database's time;
+    the SQL adapters compute the same thing in one atomic statement, on the database's clock.
     """
     if bucket is None:
         bucket = Bucket(tokens=float(burst), updated_at=now)
     elapsed = max(0.0, now - bucket.updated_at)
     tokens = min(float(burst), bucket.tokens + elapsed * rate) - 1.0
-    return Bucket(tokens=max(tokens, -float(burst)), updated_at=max(now, bucket.updated_at))
+    # The stamp is always the database's now: one stored from a clock that ran ahead (before
+    # buckets used the database's time) refills nothing and is replaced at once, instead of
+    # holding the bucket shut until real time catches up.
+    return Bucket(tokens=max(tokens, -float(burst)), updated_at=now)
 
 
 def allowed(bucket: Bucket) -> bool:

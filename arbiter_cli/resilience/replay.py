@@ -178,7 +178,7 @@ def _audit_conflict(res: Resilience, app: App, principal: Principal, entry: Entr
     def record() -> None:
         with app.uow(write=True) as uow:
             if uow.tenants.exists(principal.tenant):
-                Auditor(res.clock, entry.correlation_id).record(
+                Auditor(entry.correlation_id).record(
                     uow, principal, "journal.conflict", entry.op_id,
                     {"kind": entry.kind, "seq": entry.seq, "error": exc.message[:500]},
                     result="denied")

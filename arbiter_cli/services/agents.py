@@ -1,4 +1,4 @@
-"""Agent registry use cases (SPEC §2)."""
+"""Agent registry use cases (SPEC §2). Time stamps are the database's (``UnitOfWork.now()``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import binascii
 import builtins
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from arbiter_cli.domain import agents as rules
@@ -23,7 +23,7 @@ from arbiter_cli.domain.agents import (
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.query import Query, match_item
 from arbiter_cli.errors import Conflict, InvalidInput, NotFound
-from arbiter_cli.ports import Clock, IdFactory, UnitOfWork, UnitOfWorkFactory
+from arbiter_cli.ports import IdFactory, UnitOfWork, UnitOfWorkFactory
 from arbiter_cli.services.audit import Auditor
 
 
@@ -50,14 +50,13 @@ def decode_cursor(cursor: str | None) -> str | None:
 class AgentService:
     def __init__(
         self, uow: UnitOfWorkFactory, policy: RegistryPolicy, query_weights: Mapping[str, float],
-        clock: Clock, new_uid: IdFactory, auditor: Auditor | None = None,
+        new_uid: IdFactory, auditor: Auditor | None = None,
     ) -> None:
         self._uow = uow
         self.policy = policy
         self._weights = dict(query_weights)
-        self._clock = clock
         self._new_uid = new_uid
-        self._audit = auditor or Auditor(clock)
+        self._audit = auditor or Auditor()
 
     # ------------------------------------------------------------------ writes
 
@@ -72,9 +71,9 @@ class AgentService:
             for i, raw in enumerate(raws)
         ]
         _reject_repeated_ids(specs)
-        now = self._clock()
         with self._uow(write=True) as uow:
             uow.tenants.lock(principal.tenant)  # two registrations cannot both pass the cap
+            now = uow.now()
             if uow.agents.count(principal.tenant) + len(specs) > self.policy.max_agents:
                 raise Conflict(
                     f"registry full: tenant {principal.tenant!r} may hold at most "
@@ -101,7 +100,7 @@ class AgentService:
         patch = Patch.parse(raw, self.policy)
         if not patch.changes():
             raise InvalidInput("nothing to update: give at least one field", field="", rule="required")
-        return self._change(principal, agent_id, lambda a: patch.apply(a, self._clock()),
+        return self._change(principal, agent_id, patch.apply,
                             "agent.update", {"fields": sorted(patch.changes())},
                             expect_version=patch.expect_version)
 
@@ -110,18 +109,18 @@ class AgentService:
     ) -> Agent:
         rules.check_status(status, reason)  # input (exit 2) before lookup (exit 4), SPEC §0
         return self._change(
-            principal, agent_id, lambda a: rules.set_status(a, status, reason, self._clock()),
+            principal, agent_id, lambda a, now: rules.set_status(a, status, reason, now),
             "agent.status", {"status": status, "reason": reason},
         )
 
     def heartbeat(self, principal: Principal, agent_id: str) -> Agent:
-        return self._change(principal, agent_id, lambda a: rules.heartbeat(a, self._clock()),
+        return self._change(principal, agent_id, rules.heartbeat,
                             "agent.heartbeat", {})
 
     def record(self, principal: Principal, agent_id: str, result: TaskResult) -> Agent:
         window = self.policy.window
         return self._change(
-            principal, agent_id, lambda a: rules.record(a, result, window, self._clock()),
+            principal, agent_id, lambda a, now: rules.record(a, result, window, now),
             "agent.record", {"success": result.success, "quality": result.quality,
                              "latency_ms": result.latency_ms, "task_type": result.task_type},
         )
@@ -137,9 +136,9 @@ class AgentService:
 
     def cleanup(self, principal: Principal, older_than_s: float, *, dry_run: bool) -> builtins.list[Agent]:
         """Mark agents silent for ``older_than_s`` with no active tasks offline; never delete."""
-        now = self._clock()
-        cutoff = now - timedelta(seconds=older_than_s)
         with self._uow(write=not dry_run) as uow:
+            now = uow.now()
+            cutoff = now - timedelta(seconds=older_than_s)
             stale = [a for a in uow.agents.silent_since(principal.tenant, cutoff)
                      if rules.is_stale(a, cutoff)]
             if dry_run:
@@ -157,7 +156,7 @@ class AgentService:
         return marked
 
     def _change(
-        self, principal: Principal, agent_id: str, change: Callable[[Agent], Agent],
+        self, principal: Principal, agent_id: str, change: Callable[[Agent, datetime], Agent],
         action: str, details: Mapping[str, Any], expect_version: int | None = None,
     ) -> Agent:
         """Read the agent under a row lock, apply ``change``, and store it atomically."""
@@ -168,7 +167,7 @@ class AgentService:
                 raise Conflict(
                     f"agent {agent_id!r} is at version {agent.version}, not {expect_version}"
                 )
-            changed = change(agent)
+            changed = change(agent, uow.now())
             if not uow.agents.update(changed, expect_version=agent.version):
                 raise Conflict(f"agent {agent_id!r} changed meanwhile; retry")
             self._audit.record(uow, principal, action, agent_id, details)

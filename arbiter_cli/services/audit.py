@@ -1,4 +1,7 @@
-"""Appending to the audit chain from a use case, in the transaction of its effect."""
+"""Appending to the audit chain from a use case, in the transaction of its effect.
+
+Events are stamped by the store with the database's time (SPEC §4.1), never the caller's.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +11,21 @@ from typing import Any
 
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.security import redact
-from arbiter_cli.ports import Clock, UnitOfWork
+from arbiter_cli.ports import UnitOfWork
 
 
 @dataclass(frozen=True)
 class Auditor:
-    """Who is acting, under which correlation id, on which clock."""
+    """Under which correlation id a use case records what it does."""
 
-    clock: Clock
     correlation_id: str | None = None
 
     def record(self, uow: UnitOfWork, principal: Principal, action: str, target: str | None,
                details: Mapping[str, Any] | None = None, *, result: str = "ok") -> None:
         """Append last, just before the commit: the chain head is held only for the insert."""
-        uow.audit.append(principal.tenant, self.clock(), actor=principal.token_id,
-                         action=action, target=target, result=result,
-                         correlation_id=self.correlation_id, details=redact(details or {}))
+        uow.audit.append(principal.tenant, actor=principal.token_id, action=action,
+                         target=target, result=result, correlation_id=self.correlation_id,
+                         details=redact(details or {}))
 
     def deny(self, uow_factory: Any, principal: Principal, action: str, target: str | None,
              details: Mapping[str, Any] | None = None) -> None:

@@ -27,8 +27,10 @@ from arbiter_cli.domain.security import (
     verify,
 )
 from arbiter_cli.errors import Conflict, Forbidden, NotFound, RateLimited, Unauthenticated
-from arbiter_cli.ports import Clock, UnitOfWorkFactory
+from arbiter_cli.ports import UnitOfWork, UnitOfWorkFactory
+from arbiter_cli.services import window
 from arbiter_cli.services.audit import Auditor
+from arbiter_cli.services.window import Since
 
 TENANT_RE_TEXT = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -59,12 +61,13 @@ def new_token_id() -> str:
 
 
 class SecurityService:
-    def __init__(self, uow: UnitOfWorkFactory, rates: RatePolicy, clock: Clock,
+    """Tokens, admission, tenants and the audit log, on the database's clock (SPEC §4.1)."""
+
+    def __init__(self, uow: UnitOfWorkFactory, rates: RatePolicy,
                  correlation_id: str | None = None) -> None:
         self._uow = uow
         self._rates = rates
-        self._clock = clock
-        self._audit = Auditor(clock, correlation_id)
+        self._audit = Auditor(correlation_id)
 
     # ------------------------------------------------------------------ admission
 
@@ -84,7 +87,7 @@ class SecurityService:
             raise
         with self._uow(write=True) as uow:
             record = uow.tokens.get(token_id)
-            now = self._clock()
+            now = uow.now()  # the database's: a client clock set back revives nothing
             try:
                 principal = check_token(record, secret, now)
                 authorize(principal, command)
@@ -101,18 +104,20 @@ class SecurityService:
             assert record is not None
             rate = record.rate if record.rate is not None else self._rates.rate
             burst = record.burst if record.burst is not None else self._rates.burst
-            bucket = uow.rate.spend(record.id, record.tenant, now.timestamp(), rate, burst)
+            bucket = uow.rate.spend(record.id, record.tenant, rate, burst)
             if not allowed(bucket):
                 self._audit_refusal(uow, principal, now, command)
                 uow.commit()
                 raise RateLimited(f"rate limited: token {record.id} may make {rate:g} calls/s "
                                   f"(burst {burst})", retry_after_s=retry_after(bucket, rate))
-            if record.last_used_at is None or now - record.last_used_at >= LAST_USED_RESOLUTION:
-                uow.tokens.save(replace(record, last_used_at=now))
+            last = record.last_used_at
+            if last is None or not timedelta(0) <= now - last < LAST_USED_RESOLUTION:
+                uow.tokens.save(replace(record, last_used_at=now))  # a future stamp heals too
             uow.commit()
         return principal
 
-    def _audit_refusal(self, uow: Any, principal: Principal, now: datetime, command: str) -> None:
+    def _audit_refusal(self, uow: UnitOfWork, principal: Principal, now: datetime,
+                       command: str) -> None:
         """One aggregated event per token per second, so refusals cannot flood the chain."""
         last = uow.audit.last(principal.tenant, "rate_limit.denied", principal.token_id)
         if last is not None and int(last.at.timestamp()) == int(now.timestamp()):
@@ -131,14 +136,14 @@ class SecurityService:
             rate = v.finite(rate, "rate", low=0.001)
         if burst is not None:
             burst = v.integer(burst, "burst", low=1, high=10_000_000)
-        now = self._clock()
         secret = secrets.token_urlsafe(32)
-        record = TokenRecord(
-            id=new_token_id(), tenant=principal.tenant, name=name, role=role,
-            secret_hash=hash_secret(secret), created_at=now,
-            expires_at=None if expires_in_s is None else now + timedelta(seconds=expires_in_s),
-            rate=rate, burst=burst)
         with self._uow(write=True) as uow:
+            now = uow.now()
+            record = TokenRecord(
+                id=new_token_id(), tenant=principal.tenant, name=name, role=role,
+                secret_hash=hash_secret(secret), created_at=now,
+                expires_at=None if expires_in_s is None else now + timedelta(seconds=expires_in_s),
+                rate=rate, burst=burst)
             uow.tokens.add(record)
             self._audit.record(uow, principal, "token.create", record.id,
                                {"role": role, "name": name, "expires_at":
@@ -165,7 +170,7 @@ class SecurityService:
                     uow.commit()
                 raise NotFound(f"token {token_id!r} not found")
             if record.revoked_at is None:
-                record = replace(record, revoked_at=self._clock())
+                record = replace(record, revoked_at=uow.now())
                 uow.tokens.save(record)
                 self._audit.record(uow, principal, "token.revoke", token_id)
                 uow.commit()
@@ -185,8 +190,9 @@ class SecurityService:
             raise
         with self._uow() as uow:
             record = uow.tokens.get(token_id)
+            now = uow.now()
         try:
-            return check_token(record, secret, self._clock())
+            return check_token(record, secret, now)
         except Unauthenticated as exc:
             who = nobody if record is None else Principal(record.tenant, record.role, record.id)
             self._audit.deny(self._uow, who, "auth.denied", None, {
@@ -202,7 +208,7 @@ class SecurityService:
         if not isinstance(name, str) or not re.fullmatch(TENANT_RE_TEXT, name):
             raise v.fail("name", "pattern", f"{name!r} is not a tenant name ({TENANT_RE_TEXT})")
         with self._uow(write=True) as uow:
-            if not uow.tenants.add(name, self._clock()):
+            if not uow.tenants.add(name, uow.now()):
                 raise Conflict(f"tenant {name!r} already exists")
             uow.commit()
         admin = Principal(tenant=name, role=ADMIN, token_id=None)
@@ -222,12 +228,13 @@ class SecurityService:
 
     # ------------------------------------------------------------------ audit
 
-    def events(self, principal: Principal, *, since: datetime | None = None,
+    def events(self, principal: Principal, *, since: Since = None,
                action: str | None = None, actor: str | None = None, cursor: int | None = None,
                limit: int = 100) -> tuple[list[AuditEvent], str | None]:
         limit = v.integer(limit, "limit", low=0, high=1_000_000)
         with self._uow() as uow:
-            found = uow.audit.events(principal.tenant, since=since, action=action, actor=actor,
+            found = uow.audit.events(principal.tenant, since=window.since(uow, since),
+                                     action=action, actor=actor,
                                      before=cursor, limit=limit + 1 if limit else 0)
         if limit and len(found) > limit:
             return found[:limit], str(found[limit - 1].seq)

@@ -86,14 +86,14 @@ class World:
 
 
 def build(**policy: Any) -> World:
-    uow = MemoryUnitOfWorkFactory()
     clock = FakeClock(T0)
+    uow = MemoryUnitOfWorkFactory(clock=clock)  # the fake clock is the store's database clock
     registry = RegistryPolicy(task_types=tuple(DEFAULT_TASK_TYPES), languages=tuple(DEFAULT_LANGUAGES))
     initialize(uow, lambda: None, clock)
     initialize(uow, lambda: None, clock, tenant="other")
     return World(uow=uow, clock=clock,
-                 agents=AgentService(uow, registry, WEIGHTS, clock, SequentialUids()),
-                 routing=RoutingService(uow, registry, RoutingPolicy(**policy), clock))
+                 agents=AgentService(uow, registry, WEIGHTS, SequentialUids()),
+                 routing=RoutingService(uow, registry, RoutingPolicy(**policy)))
 
 
 @pytest.fixture
@@ -309,7 +309,7 @@ class RacingUow:
 
 def racing(world: World, **options: Any) -> tuple[RoutingService, RacingUow]:
     uow = RacingUow(world.uow, **options)
-    return RoutingService(uow, world.routing.registry, world.routing.policy, world.clock), uow
+    return RoutingService(uow, world.routing.registry, world.routing.policy), uow
 
 
 def test_a_lost_claim_falls_back_to_the_next_candidate(world):

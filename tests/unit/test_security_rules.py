@@ -392,12 +392,13 @@ def test_refill_is_rate_times_elapsed():
     assert spend(Bucket(-1.0, EPOCH), EPOCH + 0.75, 4.0, 10) == Bucket(1.0, EPOCH + 0.75)
 
 
-def test_time_going_backwards_does_not_refill():
-    """now < updated_at: no refill, and the later stamp is kept."""
-    later = EPOCH + 100.0
+def test_a_stamp_from_the_future_refills_nothing_and_is_replaced_by_now():
+    """now < updated_at (a stamp from a clock that ran ahead): no refill, and the stamp
+    becomes now, so the bucket refills from now on instead of staying shut until then."""
+    later = EPOCH + 600.0
     bucket = spend(Bucket(0.0, later), EPOCH, 2.0, 3)
-    assert bucket == Bucket(tokens=-1.0, updated_at=later)
-    assert spend(bucket, later + 0.5, 2.0, 3) == Bucket(tokens=-1.0, updated_at=later + 0.5)
+    assert bucket == Bucket(tokens=-1.0, updated_at=EPOCH)
+    assert spend(bucket, EPOCH + 1.0, 2.0, 3) == Bucket(tokens=0.0, updated_at=EPOCH + 1.0)
 
 
 def test_retry_after_is_the_time_to_one_whole_token():

@@ -62,8 +62,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def empty_store() -> MemoryUnitOfWorkFactory:
-    return MemoryUnitOfWorkFactory()
+def empty_store(clock: Clock) -> MemoryUnitOfWorkFactory:
+    """The memory store, with the test's clock as its "database clock"."""
+    return MemoryUnitOfWorkFactory(clock=clock)
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ def make(store: MemoryUnitOfWorkFactory, clock: Clock) -> Callable[..., Security
 
     def build(rate: float = 2.0, burst: int = 3,
               correlation_id: str | None = CORRELATION) -> SecurityService:
-        return SecurityService(store, RatePolicy(rate=rate, burst=burst), clock, correlation_id)
+        return SecurityService(store, RatePolicy(rate=rate, burst=burst), correlation_id)
 
     return build
 
@@ -359,7 +360,7 @@ def test_a_malformed_token_is_audited_without_the_token(service, store):
 
 def test_a_missing_token_before_init_is_refused_without_an_audit(empty_store, clock):
     """With no tenant default yet there is no chain to write to, and nothing is created."""
-    service = SecurityService(empty_store, RatePolicy(2.0, 3), clock, CORRELATION)
+    service = SecurityService(empty_store, RatePolicy(2.0, 3), CORRELATION)
     with pytest.raises(Unauthenticated):
         service.admit(None, "whoami")
     with empty_store() as uow:

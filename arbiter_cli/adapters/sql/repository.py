@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 
 from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.capability import conditions, fit_shares, has
+from arbiter_cli.adapters.sql.clock import DatabaseClock
 from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
 from arbiter_cli.adapters.sql.routing import SqlDecisions, SqlRouting
 from arbiter_cli.adapters.sql.security import SqlAudit, SqlRate, SqlTokens
@@ -275,7 +276,8 @@ class SqlUnitOfWork:
     """One connection and one transaction; rolls back unless committed.
 
     Database failures leave as ``StorageUnavailable`` (exit 10) and unique violations as
-    ``Conflict`` (exit 5), each one line and without the password.
+    ``Conflict`` (exit 5), each one line and without the password. ``now()`` is the
+    database's time (``clock.py``).
     """
 
     agents: SqlAgents
@@ -301,11 +303,12 @@ class SqlUnitOfWork:
         except DBAPIError as exc:
             self._conn.close()
             raise unavailable(self._engine, exc) from None
+        self._clock = DatabaseClock(self._conn)
         self.agents = SqlAgents(self._conn)
         self.tenants = SqlTenants(self._conn)
         self.routing = SqlRouting(self._conn)
         self.decisions = SqlDecisions(self._conn)
-        self.tokens = SqlTokens(self._conn)
+        self.tokens = SqlTokens(self._conn, self._clock)
         self.rate = SqlRate(self._conn)
         self.audit = SqlAudit(self._conn)
         return self
@@ -325,6 +328,10 @@ class SqlUnitOfWork:
             raise Conflict(f"conflicting write: {_first_line(exc)}") from None
         if isinstance(exc, OperationalError | InterfaceError):  # the database, not the data
             raise unavailable(self._engine, exc) from None
+
+    def now(self) -> datetime:
+        """The database's time for this transaction (one read at most)."""
+        return self._clock()
 
     def commit(self) -> None:
         op = current_op.get()
