@@ -20,6 +20,7 @@ from arbiter_cli.services.audit import Auditor
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
     from arbiter_cli.observability.runtime import Telemetry
     from arbiter_cli.resilience.gateway import Resilience
     from arbiter_cli.services.agents import AgentService
@@ -51,6 +52,19 @@ def routing_policy(settings: Settings) -> RoutingPolicy:
         max_claim_attempts=int(settings["routing.max_claim_attempts"]),
         assignment_ttl_s=settings.seconds("routing.assignment_ttl"),
     )
+
+
+def audit_key(settings: Settings) -> bytes | None:
+    """``security.audit_key``: with it, audit events are HMAC-sealed (SPEC §4.1)."""
+    key = str(settings["security.audit_key"])
+    return key.encode() if key else None
+
+
+def sql_unit_of_work(settings: Settings, engine: Engine) -> SqlUnitOfWorkFactory:
+    """The unit of work on ``engine``, sealing audit events as the settings say."""
+    from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
+
+    return SqlUnitOfWorkFactory(engine, audit_key=audit_key(settings))
 
 
 def registry_policy(settings: Settings) -> RegistryPolicy:
@@ -128,13 +142,12 @@ class App:
         res = self.resilience
         if res is None:
             return service
-        from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
         from arbiter_cli.resilience.services import ResilientService
 
         res.correlation_id = self.correlation_id
 
         def local() -> S:
-            return make(SqlUnitOfWorkFactory(res.local_engine()))
+            return make(sql_unit_of_work(self.settings, res.local_engine()))
 
         return cast(S, ResilientService(domain, res, service, local))
 
@@ -175,12 +188,12 @@ def build(
     check is skipped: the snapshot was taken from a database at head.
     """
     from arbiter_cli.adapters.sql.engine import backend_of, check_revision
-    from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
 
     clock = clock or utc_now  # looked up now, so a test can skew the process's clock
     target = url or settings.database_url
     engine = sql_engine(settings, target, telemetry=telemetry)
-    app = App(settings=settings, uow=SqlUnitOfWorkFactory(engine), clock=clock, engine=engine,
+    app = App(settings=settings, uow=sql_unit_of_work(settings, engine), clock=clock,
+              engine=engine,
               telemetry=telemetry,
               correlation_id=telemetry.correlation_id if telemetry is not None else None)
     app._closers.append(engine.dispose)
@@ -227,7 +240,7 @@ def build_memory(settings: Settings, *, clock: Clock | None = None,
         return app.clock()
 
     app = App(settings=settings,
-              uow=MemoryUnitOfWorkFactory(clock=database_clock),
+              uow=MemoryUnitOfWorkFactory(clock=database_clock, audit_key=audit_key(settings)),
               clock=clock or utc_now, telemetry=telemetry,
               correlation_id=telemetry.correlation_id if telemetry is not None else None)
     return app

@@ -49,6 +49,7 @@ DEFAULT_TASK_TYPES = [
 DEFAULT_LANGUAGES = ["TypeScript", "JavaScript", "Python", "Rust", "Go", "Java", "C++", "C#"]
 
 DURATION_RE = re.compile(r"^(\d+)([smhd])$")
+AUDIT_KEY_MIN = 32
 MAX_DURATION_S = 100 * 365 * 86400
 URL_RE = re.compile(r"^(sqlite:///.*|postgresql(\+psycopg2)?://.+)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -124,6 +125,9 @@ KEYS: tuple[Key, ...] = (
     Key("routing.epsilon.decay", "float", 0.995, "epsilon-greedy: decay per outcome.", 0, 1),
     Key("security.enabled", "bool", True, "Require tokens; false makes every command admin of "
         "'default' (local experiments only)."),
+    Key("security.audit_key", "str", "", "Secret that seals the audit chain with HMAC-SHA256 "
+        "(empty: plain SHA-256); at least 32 characters; keep it in .secrets.toml.",
+        secret=True),
     Key("security.rate_limit.rate", "float", 50.0, "Token bucket refill per second, per token.",
         0.001, 1_000_000),
     Key("security.rate_limit.burst", "int", 200, "Token bucket size, per token.", 1, 10_000_000),
@@ -455,7 +459,8 @@ def _validator_for(validator_cls: Any, key: Key) -> Any:
         and math.isfinite(v) and _in_range(v, key),
         "bool": lambda v: isinstance(v, bool),
         "str": lambda v: isinstance(v, str) and (
-            key.name != "database.url" or v == "" or bool(URL_RE.match(v))),
+            key.name != "database.url" or v == "" or bool(URL_RE.match(v))) and (
+            key.name != "security.audit_key" or v == "" or len(v) >= AUDIT_KEY_MIN),
         "choice": lambda v: v in key.choices,
         "duration": lambda v: _valid_duration(v, key),
         "list": lambda v: _valid_list(v, key),
@@ -475,6 +480,8 @@ def _describe(key: Key) -> str:
         return "one of " + ", ".join(key.choices)
     if key.kind == "duration":
         return "a duration like 30s, 5m, 2h or 1d"
+    if key.name == "security.audit_key":
+        return f"empty, or a secret of at least {AUDIT_KEY_MIN} characters"
     if key.kind == "list":
         return f"a list of 1 to {key.maximum:g} unique non-empty strings"
     if key.kind in ("int", "float") and key.minimum is not None:

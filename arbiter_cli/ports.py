@@ -19,7 +19,7 @@ from typing import Protocol, Self
 from arbiter_cli.domain.agents import Agent, FleetStats
 from arbiter_cli.domain.query import Query, Ranking
 from arbiter_cli.domain.routing import Arm, Decision, Pool, Task
-from arbiter_cli.domain.security import AuditEvent, Bucket, TokenRecord
+from arbiter_cli.domain.security import Anchor, AuditEvent, Bucket, TokenRecord, Verdict
 
 
 class AgentRepository(Protocol):
@@ -139,7 +139,12 @@ class AuditLog(Protocol):
                result: str, correlation_id: str | None, details: Mapping[str, object]
                ) -> AuditEvent:
         """Chain one event at the tenant's head, stamped with the database's time; appends
-        are serialised per tenant."""
+        are serialised per tenant, and sealed with the audit key when one is set."""
+        ...
+
+    def verify(self, tenant: str, anchor: Anchor | None = None) -> Verdict:
+        """Walk the tenant's chain (with the audit key, if set); rows that cannot be read
+        back are reported at their seq."""
         ...
 
     def events(self, tenant: str, *, since: datetime | None = None, action: str | None = None,

@@ -24,7 +24,17 @@ from typing import TYPE_CHECKING, Any, Self
 from arbiter_cli.domain.agents import Agent, FleetStats, Status
 from arbiter_cli.domain.query import STATUS_CODES, Columns, Query, Ranking, fit_column, rank
 from arbiter_cli.domain.routing import EXAMPLES_PER_REASON, OPEN, Arm, Decision, Pool, Task
-from arbiter_cli.domain.security import GENESIS, AuditEvent, Bucket, TokenRecord, seal, spend
+from arbiter_cli.domain.security import (
+    GENESIS,
+    Anchor,
+    AuditEvent,
+    Bucket,
+    TokenRecord,
+    Verdict,
+    seal,
+    spend,
+    verify,
+)
 from arbiter_cli.errors import ArbiterError
 
 if TYPE_CHECKING:
@@ -88,8 +98,10 @@ def _utc_now() -> datetime:
 class MemoryStore:
     """State shared by every unit of work of one process."""
 
-    def __init__(self, clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(self, clock: Callable[[], datetime] = _utc_now,
+                 audit_key: bytes | None = None) -> None:
         self.clock = clock  # this store's "database clock"
+        self.audit_key = audit_key
         self.lock = threading.RLock()
         self.tenants: dict[str, datetime] = {}
         self.agents: dict[str, dict[str, Agent]] = {}
@@ -512,6 +524,7 @@ class MemoryAudit:
         self._uow = uow
         self._chains = uow.store.audit
         self._clock = uow.store.clock
+        self._key = uow.store.audit_key
 
     def append(self, tenant: str, *, actor: str | None, action: str, target: str | None,
                result: str, correlation_id: str | None, details: Mapping[str, object]
@@ -520,7 +533,7 @@ class MemoryAudit:
         head = chain[-1].hash if chain else GENESIS
         event = seal(tenant, len(chain) + 1, self._clock(), head, actor=actor, action=action,
                      target=target, result=result, correlation_id=correlation_id,
-                     details=details)
+                     details=details, key=self._key)
         chain.append(event)
         self._uow.undo.append(chain.pop)
         return event
@@ -538,6 +551,9 @@ class MemoryAudit:
     def last(self, tenant: str, action: str, actor: str | None) -> AuditEvent | None:
         found = self.events(tenant, action=action, actor=actor, limit=1)
         return found[0] if found else None
+
+    def verify(self, tenant: str, anchor: Anchor | None = None) -> Verdict:
+        return verify(self._chains.get(tenant, []), anchor, self._key)
 
 
 class MemoryTenants:
@@ -610,8 +626,9 @@ class MemoryUnitOfWorkFactory:
     """
 
     def __init__(self, store: MemoryStore | None = None, *,
-                 clock: Callable[[], datetime] | None = None) -> None:
-        self.store = store or MemoryStore(clock or _utc_now)
+                 clock: Callable[[], datetime] | None = None,
+                 audit_key: bytes | None = None) -> None:
+        self.store = store or MemoryStore(clock or _utc_now, audit_key)
 
     def __call__(self, *, write: bool = False) -> MemoryUnitOfWork:
         return MemoryUnitOfWork(self.store)

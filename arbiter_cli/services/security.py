@@ -22,9 +22,9 @@ from arbiter_cli.domain.security import (
     check_token,
     format_token,
     hash_secret,
+    parse_anchor,
     parse_token,
     retry_after,
-    verify,
 )
 from arbiter_cli.errors import Conflict, Forbidden, NotFound, RateLimited, Unauthenticated
 from arbiter_cli.ports import UnitOfWork, UnitOfWorkFactory
@@ -241,6 +241,7 @@ class SecurityService:
         return found, None
 
     def verify(self, principal: Principal, expect_head: str | None = None) -> Verdict:
+        """Walk the tenant's chain; ``expect_head`` is an anchor ``SEQ:HASH`` taken earlier."""
+        anchor = None if expect_head is None else parse_anchor(expect_head)
         with self._uow() as uow:
-            events = uow.audit.events(principal.tenant, ascending=True)
-        return verify(events, expect_head)
+            return uow.audit.verify(principal.tenant, anchor)

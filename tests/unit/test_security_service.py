@@ -737,16 +737,22 @@ def test_verify_passes_on_the_stores_own_chain(service, store, clock, acme):
     service.revoke(principal_of(acme), issued.record.id)
     for principal, tenant in ((LOCAL_ADMIN, "default"), (principal_of(acme), "acme")):
         events = chain(store, tenant)
-        verdict = service.verify(principal, expect_head=events[-1].hash)
-        assert (verdict.ok, verdict.events, verdict.head) == (True, len(events),
-                                                              events[-1].hash)
+        head = f"{events[-1].seq}:{events[-1].hash}"
+        verdict = service.verify(principal, expect_head=head)
+        assert (verdict.ok, verdict.events, verdict.head) == (True, len(events), head)
 
 
-def test_verify_flags_a_head_other_than_the_expected_one(service, clock):
-    """An anchored head that is not the chain's head fails at the next seq."""
+def test_verify_holds_an_anchor_while_the_log_grows_and_names_a_lost_one(service, clock):
+    """An anchor taken at seq 3 still holds after more writes; an anchor past the head (the
+    tail was deleted) fails at its seq; a bare hash is not an anchor (exit 2)."""
     five_events(service, clock)
-    verdict = service.verify(LOCAL_ADMIN, expect_head=GENESIS)
-    assert (verdict.ok, verdict.first_bad_seq) == (False, 6)
+    anchor = service.verify(LOCAL_ADMIN).head
+    viewer(service)
+    assert service.verify(LOCAL_ADMIN, expect_head=anchor).ok is True
+    verdict = service.verify(LOCAL_ADMIN, expect_head=f"9:{GENESIS}")
+    assert (verdict.ok, verdict.first_bad_seq) == (False, 9)
+    with pytest.raises(InvalidInput):
+        service.verify(LOCAL_ADMIN, expect_head=GENESIS)
 
 
 def test_the_correlation_id_is_on_every_event_the_service_writes(service, store, clock, acme):

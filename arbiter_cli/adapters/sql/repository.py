@@ -277,7 +277,7 @@ class SqlUnitOfWork:
 
     Database failures leave as ``StorageUnavailable`` (exit 10) and unique violations as
     ``Conflict`` (exit 5), each one line and without the password. ``now()`` is the
-    database's time (``clock.py``).
+    database's time (``clock.py``); audit events are sealed with ``audit_key`` when it is set.
     """
 
     agents: SqlAgents
@@ -288,9 +288,11 @@ class SqlUnitOfWork:
     rate: SqlRate
     audit: SqlAudit
 
-    def __init__(self, engine: Engine, *, write: bool = False) -> None:
+    def __init__(self, engine: Engine, *, write: bool = False, audit_key: bytes | None = None
+                 ) -> None:
         self._engine = engine
         self._write = write
+        self._audit_key = audit_key
 
     def __enter__(self) -> Self:
         try:
@@ -310,7 +312,7 @@ class SqlUnitOfWork:
         self.decisions = SqlDecisions(self._conn)
         self.tokens = SqlTokens(self._conn, self._clock)
         self.rate = SqlRate(self._conn)
-        self.audit = SqlAudit(self._conn)
+        self.audit = SqlAudit(self._conn, self._audit_key)
         return self
 
     def __exit__(
@@ -357,8 +359,9 @@ def _first_line(exc: DBAPIError) -> str:
 
 
 class SqlUnitOfWorkFactory:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, audit_key: bytes | None = None) -> None:
         self.engine = engine
+        self.audit_key = audit_key
 
     def __call__(self, *, write: bool = False) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine, write=write)
+        return SqlUnitOfWork(self.engine, write=write, audit_key=self.audit_key)
