@@ -19,6 +19,7 @@ from arbiter_cli.domain.principal import ROLES, Principal
 from arbiter_cli.errors import Forbidden, Unauthenticated
 
 TOKEN_RE = re.compile(r"arb_([a-z0-9]{12})_([A-Za-z0-9_-]{43,})")
+TOKEN_ID_RE = re.compile(r"^[a-z0-9]{12}$")
 SECRET_BYTES = 32  # 256 bits; SPEC §4 asks for at least 192
 GENESIS = "0" * 64
 

@@ -151,6 +151,13 @@ class RoutingService:
             raise InvalidInput("a journaled decision needs its id and its caller's tenant")
         with self._uow(write=True) as uow:
             existing = uow.decisions.get(decision.decision_id)
+            if existing is not None and existing.tenant != principal.tenant:
+                # The id is another tenant's: never show its decision; record the attempt.
+                self._audit.missing(uow, principal, "route.task", decision.decision_id,
+                                    existing.tenant)
+                uow.commit()
+                raise Conflict(f"the journaled decision id {decision.decision_id} is already "
+                               "in use")
             if existing is not None:
                 return Routed(existing, already_routed=True)
             agent = uow.agents.get(principal.tenant, decision.agent_id, for_update=True)
@@ -202,10 +209,10 @@ class RoutingService:
             found = uow.decisions.get(v.pattern(decision_id, v.TASK_ID_RE, "decision_id",
                                                 "decision id"), for_update=True)
             if found is None or found.tenant != principal.tenant:
-                if found is not None:
-                    self._audit.record(uow, principal, "route.outcome", decision_id,
-                                       {"reason": "cross-tenant"}, result="denied")
-                    uow.commit()
+                # Missing or another tenant's: the same answer and the same audit (SPEC §4.1).
+                self._audit.missing(uow, principal, "route.outcome", decision_id,
+                                    None if found is None else found.tenant)
+                uow.commit()
                 raise not_found(decision_id)
             return found
         assert task_id is not None
@@ -263,9 +270,11 @@ class RoutingService:
         with self._uow() as uow:
             found = uow.decisions.get(decision_id)
         if found is None or found.tenant != principal.tenant:
-            if found is not None:
-                self._audit.deny(self._uow, principal, "route.explain", decision_id,
-                                 {"reason": "cross-tenant"})
+            # Missing or another tenant's: the same answer and the same audit (SPEC §4.1).
+            with self._uow(write=True) as uow:
+                self._audit.missing(uow, principal, "route.explain", decision_id,
+                                    None if found is None else found.tenant)
+                uow.commit()
             raise not_found(decision_id)
         return found
 

@@ -13,6 +13,7 @@ from arbiter_cli.domain import validation as v
 from arbiter_cli.domain.principal import DEFAULT_TENANT, Principal
 from arbiter_cli.domain.security import (
     ADMIN,
+    TOKEN_ID_RE,
     AuditEvent,
     TokenRecord,
     Verdict,
@@ -161,13 +162,14 @@ class SecurityService:
         return found, None
 
     def revoke(self, principal: Principal, token_id: str) -> TokenRecord:
+        v.pattern(token_id, TOKEN_ID_RE, "token_id", "token id")  # input (2) before lookup (4)
         with self._uow(write=True) as uow:
             record = uow.tokens.get(token_id)
             if record is None or record.tenant != principal.tenant:
-                if record is not None:  # another tenant's: audited as denied
-                    self._audit.record(uow, principal, "token.revoke", token_id,
-                                       {"reason": "cross-tenant"}, result="denied")
-                    uow.commit()
+                # Missing or another tenant's: the same answer and the same audit (SPEC §4.1).
+                self._audit.missing(uow, principal, "token.revoke", token_id,
+                                    None if record is None else record.tenant)
+                uow.commit()
                 raise NotFound(f"token {token_id!r} not found")
             if record.revoked_at is None:
                 record = replace(record, revoked_at=uow.now())

@@ -540,10 +540,18 @@ def test_injection_strings_in_filters_read_nothing_and_write_nothing(store: Any,
         lookups.append(lambda: app.agents.list(admin, status=hostile))
     if not v.SLUG_RE.fullmatch(hostile):
         lookups.append(lambda: app.security.create_tenant(hostile))
+    misses = 0  # a well-formed global id that resolves nowhere is audited (SPEC §4.1)
     for attempt in lookups:
-        with pytest.raises((InvalidInput, NotFound)):
+        with pytest.raises((InvalidInput, NotFound)) as caught:
             attempt()
-    assert row_counts(app) == before and table_names(app) == tables
+        misses += isinstance(caught.value, NotFound) and attempt in lookups[2:4]
+    after = row_counts(app)
+    audited = after.pop("audit_events") - before.pop("audit_events")
+    assert after == before and table_names(app) == tables
+    assert audited == misses
+    for logged in app.security.events(admin, limit=audited)[0] if audited else []:
+        assert (logged.result, logged.details, logged.target) == (
+            "denied", {"reason": "not found"}, hostile)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres",

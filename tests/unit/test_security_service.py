@@ -598,25 +598,37 @@ def test_revoking_another_tenants_token_looks_like_a_missing_one(service, store,
     assert stored(store, ours.record.id).revoked_at is None
 
 
-def test_revoking_another_tenants_token_is_audited_denied_in_the_callers_tenant(service, store,
-                                                                             acme):
-    """The attempt goes to acme's chain; default's chain is untouched."""
+def test_revoking_another_tenants_token_reads_like_a_missing_one_in_the_callers_chain(
+        service, store, acme):
+    """No existence oracle in the audit log either: acme's chain records the same denial for
+    default's token id as for an id that exists nowhere (SPEC §4.1)."""
+    ours = viewer(service)
+    seen = []
+    for token_id in (ours.record.id, UNKNOWN_ID):
+        before = len(chain(store, "acme"))
+        with pytest.raises(NotFound):
+            service.revoke(principal_of(acme), token_id)
+        [event] = chain(store, "acme")[before:]
+        seen.append({**event.body(), "target": "ID", "seq": None, "at": None})
+    assert seen[0] == seen[1]
+    assert (seen[0]["action"], seen[0]["result"], seen[0]["actor"], seen[0]["details"]) == (
+        "token.revoke", "denied", acme.record.id, {"reason": "not found"})
+
+
+def test_revoking_another_tenants_token_is_audited_in_the_owners_chain(service, store, acme):
+    """default, whose token it is, records the attempt and who made it; a missing id adds
+    nothing to default's chain."""
     ours = viewer(service)
     before = len(chain(store, "default"))
     with pytest.raises(NotFound):
-        service.revoke(principal_of(acme), ours.record.id)
-    [event] = actions(store, "acme", "token.revoke")
-    assert (event.actor, event.target, event.result, event.details) == (
-        acme.record.id, ours.record.id, "denied", {"reason": "cross-tenant"})
-    assert len(chain(store, "default")) == before
-
-
-def test_revoking_a_missing_token_writes_nothing(service, store, acme):
-    """An unknown id is not found and leaves every chain as it was."""
-    before = {t: len(chain(store, t)) for t in ("default", "acme")}
-    with pytest.raises(NotFound):
         service.revoke(principal_of(acme), UNKNOWN_ID)
-    assert {t: len(chain(store, t)) for t in ("default", "acme")} == before
+    assert len(chain(store, "default")) == before
+    with pytest.raises(NotFound):
+        service.revoke(principal_of(acme), ours.record.id)
+    [event] = chain(store, "default")[before:]
+    assert (event.actor, event.action, event.target, event.result, event.details) == (
+        acme.record.id, "token.revoke", ours.record.id, "denied",
+        {"reason": "cross-tenant", "caller_tenant": "acme"})
 
 
 def test_tokens_lists_only_the_callers_tenant(service, acme):
