@@ -89,7 +89,8 @@ def register(
     given = {k: v for k, v in flags.items() if v is not None}
     if file is not None and given:
         raise fail("file", "exclusive", "use either --file or the agent flags, not both")
-    raws = read_documents(file) if file is not None else [given]
+    raws = [given] if file is None else read_documents(
+        file, max_bytes=state.settings.bytes("security.max_input_bytes"))
     app_ = state.app()
     with _progress(len(raws)) as advance:
         created = app_.agents.register(state.principal(), raws, progress=advance)

@@ -345,7 +345,7 @@ def test_read_documents_accepts_objects_or_rejects_cleanly(scratch_dir: Path, co
     path = scratch_dir / "input.json"
     path.write_bytes(content)
     try:
-        documents = read_documents(str(path))
+        documents = read_documents(str(path), max_bytes=2**26)
     except ArbiterError as exc:
         rejected_cleanly(exc)
         return
@@ -357,7 +357,7 @@ def test_read_documents_rejects_a_missing_file(scratch_dir: Path):
     from arbiter_cli.cli.inputs import read_documents
 
     with pytest.raises(InvalidInput) as caught:
-        read_documents(str(scratch_dir / "absent.json"))
+        read_documents(str(scratch_dir / "absent.json"), max_bytes=2**26)
     assert caught.value.rule == "exists"
 
 
@@ -370,7 +370,7 @@ def test_read_documents_rejects_an_integer_beyond_the_digit_limit(scratch_dir: P
     path = scratch_dir / "huge.json"
     path.write_text('{"id": "a", "capacity": ' + HUGE + "}")
     with pytest.raises(InvalidInput):
-        read_documents(str(path))
+        read_documents(str(path), max_bytes=2**26)
 
 
 def test_metadata_text_rejects_an_integer_beyond_the_digit_limit():
