@@ -98,6 +98,10 @@ class DecisionRepository(Protocol):
         transaction; rows another reaper holds are skipped."""
         ...
 
+    def open_count(self, tenant: str, agent_id: str, agent_uid: str) -> int:
+        """Open decisions held by this registration of the agent."""
+        ...
+
     def history(
         self, tenant: str, *, agent_id: str | None = None, task_type: str | None = None,
         status: str | None = None, since: datetime | None = None, before: str | None = None,

@@ -455,6 +455,11 @@ class MemoryDecisions:
                        key=lambda d: d.decision_id or "")
         return found[:limit]
 
+    def open_count(self, tenant: str, agent_id: str, agent_uid: str) -> int:
+        opened = (self._store.decisions[i] for (t, _), i in self._store.open_tasks.items()
+                  if t == tenant)
+        return sum(1 for d in opened if d.agent_id == agent_id and d.agent_uid == agent_uid)
+
     def history(
         self, tenant: str, *, agent_id: str | None = None, task_type: str | None = None,
         status: str | None = None, since: datetime | None = None, before: str | None = None,

@@ -138,7 +138,8 @@ def update(
     capacity: CapacityOpt = None,
     metadata: MetadataOpt = None,
     active_tasks: Annotated[int | None, typer.Option(
-        "--active-tasks", help="Admin correction of the active task count.",
+        "--active-tasks", help="Admin only: correct the active task count (never below the "
+        "agent's open decisions).",
         show_default=False)] = None,
     expect_version: Annotated[int | None, typer.Option(
         "--expect-version", help="Fail with exit 5 unless the agent is at this version.",

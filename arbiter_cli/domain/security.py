@@ -59,6 +59,21 @@ def authorize(principal: Principal, command: str) -> None:
                         + (f" (needs {needed})" if needed else ""))
 
 
+#: Fields of a command that need more than the command itself (SPEC §2.1: active_tasks changes
+#: through claims and outcomes, and through admin correction only).
+FIELD_PERMISSIONS: Mapping[tuple[str, str], str] = {
+    ("agents update", "active_tasks"): ADMIN,
+}
+
+
+def authorize_field(principal: Principal, command: str, field: str) -> None:
+    """Refuse (exit 6) a field the caller's role may not set through ``command``."""
+    needed = FIELD_PERMISSIONS.get((command, field))
+    if needed is not None and RANK.get(principal.role, -1) < RANK[needed]:
+        raise Forbidden(f"role {principal.role!r} may not set {field} through `{command}` "
+                        f"(needs {needed}: it changes through claims and outcomes)")
+
+
 def check_role(role: str) -> str:
     from arbiter_cli.domain.validation import fail
 

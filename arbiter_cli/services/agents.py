@@ -22,7 +22,8 @@ from arbiter_cli.domain.agents import (
 )
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.query import Query, match_item
-from arbiter_cli.errors import Conflict, InvalidInput, NotFound
+from arbiter_cli.domain.security import authorize_field
+from arbiter_cli.errors import Conflict, Forbidden, InvalidInput, NotFound
 from arbiter_cli.ports import IdFactory, UnitOfWork, UnitOfWorkFactory
 from arbiter_cli.services.audit import Auditor
 
@@ -97,12 +98,26 @@ class AgentService:
         return created
 
     def update(self, principal: Principal, agent_id: str, raw: Mapping[str, Any]) -> Agent:
+        """Change an agent's fields. ``active_tasks`` is an admin correction (SPEC §2.1): any
+        other role is refused (6, audited), and it may not go below the agent's open
+        decisions (5), whose outcomes will each release a slot."""
+        if raw.get("active_tasks") is not None:
+            self._authorize_correction(principal)  # permission (6) before the input (2)
         patch = Patch.parse(raw, self.policy)
         if not patch.changes():
             raise InvalidInput("nothing to update: give at least one field", field="", rule="required")
+        guard = None if patch.active_tasks is None else _correction_guard(patch.active_tasks)
         return self._change(principal, agent_id, patch.apply,
                             "agent.update", {"fields": sorted(patch.changes())},
-                            expect_version=patch.expect_version)
+                            expect_version=patch.expect_version, guard=guard)
+
+    def _authorize_correction(self, principal: Principal) -> None:
+        try:
+            authorize_field(principal, "agents update", "active_tasks")
+        except Forbidden as exc:
+            self._audit.deny(self._uow, principal, "authz.denied", None, {
+                "reason": exc.message, "command": "agents update", "field": "active_tasks"})
+            raise
 
     def set_status(
         self, principal: Principal, agent_id: str, status: str, reason: str | None = None
@@ -158,8 +173,12 @@ class AgentService:
     def _change(
         self, principal: Principal, agent_id: str, change: Callable[[Agent, datetime], Agent],
         action: str, details: Mapping[str, Any], expect_version: int | None = None,
+        guard: Guard | None = None,
     ) -> Agent:
-        """Read the agent under a row lock, apply ``change``, and store it atomically."""
+        """Read the agent under a row lock, apply ``change``, and store it atomically.
+
+        ``guard`` checks the locked agent (it may refuse) and adds to the audit details.
+        """
         _check_id(agent_id)
         with self._uow(write=True) as uow:
             agent = _require(uow, principal, agent_id, for_update=True)
@@ -167,6 +186,8 @@ class AgentService:
                 raise Conflict(
                     f"agent {agent_id!r} is at version {agent.version}, not {expect_version}"
                 )
+            if guard is not None:
+                details = {**details, **guard(uow, agent)}
             changed = change(agent, uow.now())
             if not uow.agents.update(changed, expect_version=agent.version):
                 raise Conflict(f"agent {agent_id!r} changed meanwhile; retry")
@@ -212,6 +233,24 @@ class AgentService:
     def stats(self, principal: Principal) -> FleetStats:
         with self._uow() as uow:
             return uow.agents.stats(principal.tenant)
+
+
+Guard = Callable[[UnitOfWork, Agent], Mapping[str, Any]]
+
+
+def _correction_guard(active_tasks: int) -> Guard:
+    """An admin correction of ``active_tasks`` never goes below the open decisions' claims."""
+
+    def guard(uow: UnitOfWork, agent: Agent) -> Mapping[str, Any]:
+        held = uow.decisions.open_count(agent.tenant, agent.id, agent.uid)
+        if active_tasks < held:
+            raise Conflict(f"agent {agent.id!r} holds {held} open decision(s): --active-tasks "
+                           f"must be at least {held} (record their outcomes, or `arbiter route "
+                           "reap` expired ones, first)")
+        return {"active_tasks": {"from": agent.active_tasks, "to": active_tasks,
+                                 "open_decisions": held}}
+
+    return guard
 
 
 def _check_id(agent_id: str) -> None:
