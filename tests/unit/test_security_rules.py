@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from arbiter_cli.domain.principal import ROLES, Principal
 from arbiter_cli.domain.security import (
+    FIELD_PERMISSIONS,
     GENESIS,
     NO_TOKEN,
     PERMISSIONS,
@@ -34,6 +35,7 @@ from arbiter_cli.domain.security import (
     Undecodable,
     allowed,
     authorize,
+    authorize_field,
     canonical,
     chain_hash,
     check_role,
@@ -124,6 +126,25 @@ def test_a_role_may_run_a_command_exactly_when_it_ranks_at_least_the_needed_role
         assert (caught.value.exit_code, caught.value.code) == (6, "forbidden")
         assert caught.value.message == (f"role {role!r} may not run `{command}` "
                                         f"(needs {needed})")
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_only_an_admin_may_set_active_tasks_through_agents_update(role):
+    """SPEC §2.1: active_tasks is an admin correction; every other field follows the command."""
+    principal = Principal(tenant="acme", role=role, token_id=TOKEN_ID)
+    assert FIELD_PERMISSIONS == {("agents update", "active_tasks"): "admin"}
+    assert authorize_field(principal, "agents update", "capacity") is None
+    assert authorize_field(principal, "agents register", "active_tasks") is None
+    if role == "admin":
+        assert authorize_field(principal, "agents update", "active_tasks") is None
+        return
+    with pytest.raises(Forbidden) as caught:
+        authorize_field(principal, "agents update", "active_tasks")
+    assert caught.value.message == (f"role {role!r} may not set active_tasks through `agents "
+                                    "update` (needs admin: it changes through claims and "
+                                    "outcomes)")
+    with pytest.raises(Forbidden):
+        authorize_field(Principal("acme", "root"), "agents update", "active_tasks")
 
 
 @pytest.mark.parametrize("command", ["tokens destroy", "agents", "", "WHOAMI", "init", "db check"])
