@@ -590,10 +590,16 @@ def test_an_outcome_releases_the_slot_of_an_agent_that_stopped_taking_work(world
 
 
 def test_an_outcome_never_takes_active_tasks_below_zero(world):
-    """After an admin correction to 0, the release stays at 0."""
+    """A count that drifted to 0 under an open decision (written below the service: an admin
+    correction can no longer go below the open decisions) releases to 0, not -1."""
     world.register("a1")
     decision = world.route("T-1")
-    world.agents.update(ADMIN, "a1", {"active_tasks": 0})
+    with world.uow(write=True) as uow:
+        agent = uow.agents.get("default", "a1")
+        assert agent is not None
+        uow.agents.update(replace(agent, active_tasks=0, version=agent.version + 1),
+                          expect_version=agent.version)
+        uow.commit()
     world.succeed(decision)
     assert world.active("a1") == [0]
 
