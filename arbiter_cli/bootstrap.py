@@ -20,6 +20,7 @@ from arbiter_cli.services.audit import Auditor
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
     from arbiter_cli.observability.runtime import Telemetry
     from arbiter_cli.resilience.gateway import Resilience
     from arbiter_cli.services.agents import AgentService
@@ -31,6 +32,10 @@ S = TypeVar("S")
 
 
 def utc_now() -> datetime:
+    """The process's clock: breakers, journals, deadlines and the memory store run on it.
+
+    Stored time stamps and expiry checks on SQL stores use the database's clock instead.
+    """
     return datetime.now(UTC)
 
 
@@ -47,6 +52,19 @@ def routing_policy(settings: Settings) -> RoutingPolicy:
         max_claim_attempts=int(settings["routing.max_claim_attempts"]),
         assignment_ttl_s=settings.seconds("routing.assignment_ttl"),
     )
+
+
+def audit_key(settings: Settings) -> bytes | None:
+    """``security.audit_key``: with it, audit events are HMAC-sealed (SPEC §4.1)."""
+    key = str(settings["security.audit_key"])
+    return key.encode() if key else None
+
+
+def sql_unit_of_work(settings: Settings, engine: Engine) -> SqlUnitOfWorkFactory:
+    """The unit of work on ``engine``, sealing audit events as the settings say."""
+    from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
+
+    return SqlUnitOfWorkFactory(engine, audit_key=audit_key(settings))
 
 
 def registry_policy(settings: Settings) -> RegistryPolicy:
@@ -102,22 +120,21 @@ class App:
 
         return AgentService(
             uow, registry_policy(self.settings), self.settings.weights("query.weights"),
-            self.clock, uuid7, Auditor(self.clock, self.correlation_id),
+            uuid7, Auditor(self.correlation_id),
         )
 
     def _routing_service(self, uow: UnitOfWorkFactory) -> RoutingService:
         from arbiter_cli.services.routing import RoutingService
 
         return RoutingService(uow, registry_policy(self.settings),
-                              routing_policy(self.settings), self.clock,
-                              Auditor(self.clock, self.correlation_id))
+                              routing_policy(self.settings), Auditor(self.correlation_id))
 
     def _security_service(self, uow: UnitOfWorkFactory) -> SecurityService:
         from arbiter_cli.services.security import RatePolicy, SecurityService
 
         rates = RatePolicy(rate=float(self.settings["security.rate_limit.rate"]),
                            burst=int(self.settings["security.rate_limit.burst"]))
-        return SecurityService(uow, rates, self.clock, self.correlation_id)
+        return SecurityService(uow, rates, self.correlation_id)
 
     def _resilient(self, domain: str, make: Callable[[UnitOfWorkFactory], S]) -> S:
         """The service on the primary; on a network primary, wrapped by the resilience layer."""
@@ -125,13 +142,12 @@ class App:
         res = self.resilience
         if res is None:
             return service
-        from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
         from arbiter_cli.resilience.services import ResilientService
 
         res.correlation_id = self.correlation_id
 
         def local() -> S:
-            return make(SqlUnitOfWorkFactory(res.local_engine()))
+            return make(sql_unit_of_work(self.settings, res.local_engine()))
 
         return cast(S, ResilientService(domain, res, service, local))
 
@@ -163,7 +179,7 @@ def sql_engine(settings: Settings, url: str | None = None, *, create: bool = Fal
 
 def build(
     settings: Settings, *, url: str | None = None, check_schema: bool = True,
-    clock: Clock = utc_now, resilient: bool = False, telemetry: Telemetry | None = None,
+    clock: Clock | None = None, resilient: bool = False, telemetry: Telemetry | None = None,
 ) -> App:
     """An app on the SQL store at ``url`` (default ``database.url``), schema checked at head.
 
@@ -172,11 +188,12 @@ def build(
     check is skipped: the snapshot was taken from a database at head.
     """
     from arbiter_cli.adapters.sql.engine import backend_of, check_revision
-    from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
 
+    clock = clock or utc_now  # looked up now, so a test can skew the process's clock
     target = url or settings.database_url
     engine = sql_engine(settings, target, telemetry=telemetry)
-    app = App(settings=settings, uow=SqlUnitOfWorkFactory(engine), clock=clock, engine=engine,
+    app = App(settings=settings, uow=sql_unit_of_work(settings, engine), clock=clock,
+              engine=engine,
               telemetry=telemetry,
               correlation_id=telemetry.correlation_id if telemetry is not None else None)
     app._closers.append(engine.dispose)
@@ -211,11 +228,19 @@ def _check_revision_resilient(res: Resilience, engine: Engine) -> None:
         res.unavailable(exc.message)
 
 
-def build_memory(settings: Settings, *, clock: Clock = utc_now,
+def build_memory(settings: Settings, *, clock: Clock | None = None,
                  telemetry: Telemetry | None = None) -> App:
-    """An app on a fresh in-memory store (benchmarks, soak runs, tests)."""
+    """An app on a fresh in-memory store (benchmarks, soak runs, tests).
+
+    The store has no clock of its own: the app's clock stands in for the database's.
+    """
     from arbiter_cli.adapters.memory import MemoryUnitOfWorkFactory
 
-    return App(settings=settings, uow=MemoryUnitOfWorkFactory(), clock=clock,
-               telemetry=telemetry,
-               correlation_id=telemetry.correlation_id if telemetry is not None else None)
+    def database_clock() -> datetime:
+        return app.clock()
+
+    app = App(settings=settings,
+              uow=MemoryUnitOfWorkFactory(clock=database_clock, audit_key=audit_key(settings)),
+              clock=clock or utc_now, telemetry=telemetry,
+              correlation_id=telemetry.correlation_id if telemetry is not None else None)
+    return app

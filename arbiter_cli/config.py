@@ -50,7 +50,10 @@ DEFAULT_TASK_TYPES = [
 ]  # fmt: skip
 DEFAULT_LANGUAGES = ["TypeScript", "JavaScript", "Python", "Rust", "Go", "Java", "C++", "C#"]
 
-DURATION_RE = re.compile(r"^(\d+)(ms|[smhd])$")
+DURATION_RE = re.compile(r"^(\d{1,15})(ms|[smhd])$")
+SIZE_RE = re.compile(r"^(\d{1,15})(B|KiB|MiB|GiB|TiB)$")
+_UNIT_BYTES = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+AUDIT_KEY_MIN = 32
 MAX_DURATION_S = 100 * 365 * 86400
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -61,7 +64,7 @@ class Key:
     """One settings key: its type, packaged default, allowed values and meaning."""
 
     name: str
-    kind: str  # int | float | bool | str | duration | list | choice
+    kind: str  # int | float | bool | str | duration | size | list | choice
     default: Any
     doc: str
     minimum: float | None = None
@@ -129,6 +132,11 @@ KEYS: tuple[Key, ...] = (
     Key("security.enabled", "bool", True, "Require tokens; false makes every command admin of "
         "'default', on a throwaway database without tokens only (refused, exit 3, on one "
         "that holds any)."),
+    Key("security.audit_key", "str", "", "Secret that seals the audit chain with HMAC-SHA256 "
+        "(empty: plain SHA-256); at least 32 characters; keep it in .secrets.toml.",
+        secret=True),
+    Key("security.max_input_bytes", "size", "64MiB", "Most bytes read from --file (or stdin) "
+        "by one command.", 1, 2**40),
     Key("security.rate_limit.rate", "float", 50.0, "Token bucket refill per second, per token.",
         0.001, 1_000_000),
     Key("security.rate_limit.burst", "int", 200, "Token bucket size, per token.", 1, 10_000_000),
@@ -174,6 +182,14 @@ def parse_duration(text: str) -> float:
     if seconds > MAX_DURATION_S:
         raise ValueError(f"{text!r} is longer than 100 years")
     return float(seconds)
+
+
+def parse_size(text: str) -> int:
+    """``"64MiB"`` → 67108864; raises ``ValueError`` otherwise."""
+    match = SIZE_RE.fullmatch(str(text).strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a size like 64MiB (units B, KiB, MiB, GiB, TiB)")
+    return int(match.group(1)) * _UNIT_BYTES[match.group(2)]
 
 
 # ---------------------------------------------------------------------------- paths
@@ -225,6 +241,9 @@ class Settings:
 
     def seconds(self, name: str) -> float:
         return parse_duration(self.values[name])
+
+    def bytes(self, name: str) -> int:
+        return parse_size(self.values[name])
 
     def weights(self, group: str) -> dict[str, float]:
         prefix = group + "."
@@ -459,9 +478,11 @@ def _validator_for(validator_cls: Any, key: Key) -> Any:
         "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool)
         and math.isfinite(v) and _in_range(v, key),
         "bool": lambda v: isinstance(v, bool),
-        "str": lambda v: isinstance(v, str),
+        "str": lambda v: isinstance(v, str) and (
+            key.name != "security.audit_key" or v == "" or len(v) >= AUDIT_KEY_MIN),
         "choice": lambda v: v in key.choices,
         "duration": lambda v: _valid_duration(v, key),
+        "size": lambda v: _valid_size(v, key),
         "list": lambda v: _valid_list(v, key),
     }
     return validator_cls(
@@ -479,6 +500,10 @@ def _describe(key: Key) -> str:
         return "one of " + ", ".join(key.choices)
     if key.kind == "duration":
         return "a duration like 30s, 5m, 2h or 1d"
+    if key.kind == "size":
+        return "a size like 64MiB (B, KiB, MiB, GiB or TiB)"
+    if key.name == "security.audit_key":
+        return f"empty, or a secret of at least {AUDIT_KEY_MIN} characters"
     if key.kind == "list":
         return f"a list of 1 to {key.maximum:g} unique non-empty strings"
     if key.kind in ("int", "float") and key.minimum is not None:
@@ -501,6 +526,14 @@ def _valid_duration(value: Any, key: Key) -> bool:
     except ValueError:
         return False
     return _in_range(seconds, key)
+
+
+def _valid_size(value: Any, key: Key) -> bool:
+    try:
+        size = parse_size(value)
+    except ValueError:
+        return False
+    return _in_range(size, key)
 
 
 def _valid_list(value: Any, key: Key) -> bool:

@@ -3,6 +3,9 @@
 The in-memory adapter implements these for tests, benchmarks and soak runs; the SQL adapter
 implements them for SQLite and PostgreSQL. A unit of work rolls back unless ``commit`` is
 called.
+
+Time is the store's (SPEC §4.1, "the database's clock"): ``UnitOfWork.now()``, the token
+bucket and the audit stamps read the database's time, never the caller's clock.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Protocol, Self
 from arbiter_cli.domain.agents import Agent, FleetStats
 from arbiter_cli.domain.query import Query, Ranking
 from arbiter_cli.domain.routing import Arm, Decision, Pool, Task
-from arbiter_cli.domain.security import AuditEvent, Bucket, TokenRecord
+from arbiter_cli.domain.security import Anchor, AuditEvent, Bucket, TokenRecord, Verdict
 
 
 class AgentRepository(Protocol):
@@ -95,6 +98,10 @@ class DecisionRepository(Protocol):
         transaction; rows another reaper holds are skipped."""
         ...
 
+    def open_count(self, tenant: str, agent_id: str, agent_uid: str) -> int:
+        """Open decisions held by this registration of the agent."""
+        ...
+
     def history(
         self, tenant: str, *, agent_id: str | None = None, task_type: str | None = None,
         status: str | None = None, since: datetime | None = None, before: str | None = None,
@@ -108,7 +115,10 @@ class TokenRepository(Protocol):
     def add(self, token: TokenRecord) -> None: ...
 
     def get(self, token_id: str) -> TokenRecord | None:
-        """By globally unique id, whatever the tenant: callers check it."""
+        """By globally unique id, whatever the tenant: callers check it.
+
+        A store may read the database's time in the same statement (``UnitOfWork.now()``).
+        """
         ...
 
     def list(self, tenant: str, *, after: str | None = None, limit: int = 100
@@ -122,16 +132,23 @@ class TokenRepository(Protocol):
 
 
 class RateLimiter(Protocol):
-    def spend(self, token_id: str, tenant: str, now: float, rate: float, burst: int) -> Bucket:
-        """Refill and spend one token in one atomic step; the bucket after the spend."""
+    def spend(self, token_id: str, tenant: str, rate: float, burst: int) -> Bucket:
+        """Refill and spend one token in one atomic step, at the database's time; the bucket
+        after the spend."""
         ...
 
 
 class AuditLog(Protocol):
-    def append(self, tenant: str, at: datetime, *, actor: str | None, action: str,
-               target: str | None, result: str, correlation_id: str | None,
-               details: Mapping[str, object]) -> AuditEvent:
-        """Chain one event at the tenant's head; appends are serialised per tenant."""
+    def append(self, tenant: str, *, actor: str | None, action: str, target: str | None,
+               result: str, correlation_id: str | None, details: Mapping[str, object]
+               ) -> AuditEvent:
+        """Chain one event at the tenant's head, stamped with the database's time; appends
+        are serialised per tenant, and sealed with the audit key when one is set."""
+        ...
+
+    def verify(self, tenant: str, anchor: Anchor | None = None) -> Verdict:
+        """Walk the tenant's chain (with the audit key, if set); rows that cannot be read
+        back are reported at their seq."""
         ...
 
     def events(self, tenant: str, *, since: datetime | None = None, action: str | None = None,
@@ -181,6 +198,10 @@ class UnitOfWork(Protocol):
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+    def now(self) -> datetime:
+        """The database's time for this transaction."""
+        ...
 
     def commit(self) -> None: ...
 

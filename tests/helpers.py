@@ -92,3 +92,33 @@ def cli(*args: str, input: str | None = None, env: dict[str, str] | None = None)
         sys.stderr.flush()
         stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
     return CliResult(code, stdout, stderr)
+
+
+def age_stored_times(engine, **delta: float) -> None:  # type: ignore[no-untyped-def]
+    """Move every stored time stamp ``delta`` into the past.
+
+    SQL stores keep time on the database's clock (SPEC §4.1), which a test cannot move: ageing
+    what is stored is the same as that clock moving forward. Audit stamps are left alone
+    (they are sealed into the chain, and they only record when things happened).
+    """
+    from sqlalchemy import Interval, cast, func, literal, update
+
+    from arbiter_cli.adapters.sql import tables as t
+    from arbiter_cli.adapters.sql.types import UtcDateTime
+
+    seconds = timedelta(**delta).total_seconds()
+    postgres = engine.dialect.name == "postgresql"
+    with engine.begin() as conn:
+        for table in t.metadata.sorted_tables:
+            if table is t.audit_events:
+                continue
+            values = {}
+            for column in table.c:
+                if isinstance(column.type, UtcDateTime):
+                    values[column.name] = (
+                        column - cast(literal(f"{seconds} seconds"), Interval) if postgres else
+                        func.strftime("%Y-%m-%d %H:%M:%f", column, f"-{seconds} seconds"))
+            if table is t.rate_buckets:
+                values["updated_at"] = table.c.updated_at - seconds
+            if values:
+                conn.execute(update(table).values(**values))

@@ -1,5 +1,8 @@
 """The in-memory store: the test fake of our ports, and the backend of benchmarks and soak runs.
 
+Its "database clock" is the clock it is given (the composition root's, or a test's fake
+clock): ``now()``, token checks, rate buckets and audit stamps all read it.
+
 A write unit of work holds the store's lock from enter to exit (like SQLite's BEGIN IMMEDIATE)
 and keeps an undo log, so an exit without ``commit`` restores what it changed. Each tenant has a
 columnar index (numpy arrays in id order, with task types and languages as bit masks) that
@@ -12,16 +15,26 @@ import bisect
 import builtins
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from arbiter_cli.domain.agents import Agent, FleetStats, Status
 from arbiter_cli.domain.query import STATUS_CODES, Columns, Query, Ranking, fit_column, rank
 from arbiter_cli.domain.routing import EXAMPLES_PER_REASON, OPEN, Arm, Decision, Pool, Task
-from arbiter_cli.domain.security import GENESIS, AuditEvent, Bucket, TokenRecord, seal, spend
+from arbiter_cli.domain.security import (
+    GENESIS,
+    Anchor,
+    AuditEvent,
+    Bucket,
+    TokenRecord,
+    Verdict,
+    seal,
+    spend,
+    verify,
+)
 from arbiter_cli.errors import ArbiterError
 
 if TYPE_CHECKING:
@@ -78,10 +91,17 @@ class _Index:
         self.latency[row] = agent.performance.average_latency_ms
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class MemoryStore:
     """State shared by every unit of work of one process."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], datetime] = _utc_now,
+                 audit_key: bytes | None = None) -> None:
+        self.clock = clock  # this store's "database clock"
+        self.audit_key = audit_key
         self.lock = threading.RLock()
         self.tenants: dict[str, datetime] = {}
         self.agents: dict[str, dict[str, Agent]] = {}
@@ -435,6 +455,11 @@ class MemoryDecisions:
                        key=lambda d: d.decision_id or "")
         return found[:limit]
 
+    def open_count(self, tenant: str, agent_id: str, agent_uid: str) -> int:
+        opened = (self._store.decisions[i] for (t, _), i in self._store.open_tasks.items()
+                  if t == tenant)
+        return sum(1 for d in opened if d.agent_id == agent_id and d.agent_uid == agent_uid)
+
     def history(
         self, tenant: str, *, agent_id: str | None = None, task_type: str | None = None,
         status: str | None = None, since: datetime | None = None, before: str | None = None,
@@ -490,8 +515,10 @@ class MemoryTokens:
 class MemoryRate:
     def __init__(self, uow: MemoryUnitOfWork) -> None:
         self._buckets = uow.store.buckets
+        self._clock = uow.store.clock
 
-    def spend(self, token_id: str, tenant: str, now: float, rate: float, burst: int) -> Bucket:
+    def spend(self, token_id: str, tenant: str, rate: float, burst: int) -> Bucket:
+        now = self._clock().timestamp()
         bucket = spend(self._buckets.get(token_id), now, rate, burst)
         self._buckets[token_id] = bucket  # spent even if the caller's work rolls back
         return bucket
@@ -501,14 +528,17 @@ class MemoryAudit:
     def __init__(self, uow: MemoryUnitOfWork) -> None:
         self._uow = uow
         self._chains = uow.store.audit
+        self._clock = uow.store.clock
+        self._key = uow.store.audit_key
 
-    def append(self, tenant: str, at: datetime, *, actor: str | None, action: str,
-               target: str | None, result: str, correlation_id: str | None,
-               details: Mapping[str, object]) -> AuditEvent:
+    def append(self, tenant: str, *, actor: str | None, action: str, target: str | None,
+               result: str, correlation_id: str | None, details: Mapping[str, object]
+               ) -> AuditEvent:
         chain = self._chains.setdefault(tenant, [])
         head = chain[-1].hash if chain else GENESIS
-        event = seal(tenant, len(chain) + 1, at, head, actor=actor, action=action, target=target,
-                     result=result, correlation_id=correlation_id, details=details)
+        event = seal(tenant, len(chain) + 1, self._clock(), head, actor=actor, action=action,
+                     target=target, result=result, correlation_id=correlation_id,
+                     details=details, key=self._key)
         chain.append(event)
         self._uow.undo.append(chain.pop)
         return event
@@ -526,6 +556,9 @@ class MemoryAudit:
     def last(self, tenant: str, action: str, actor: str | None) -> AuditEvent | None:
         found = self.events(tenant, action=action, actor=actor, limit=1)
         return found[0] if found else None
+
+    def verify(self, tenant: str, anchor: Anchor | None = None) -> Verdict:
+        return verify(self._chains.get(tenant, []), anchor, self._key)
 
 
 class MemoryTenants:
@@ -574,6 +607,10 @@ class MemoryUnitOfWork:
         finally:
             self.store.lock.release()
 
+    def now(self) -> datetime:
+        """The store's clock stands in for the database's."""
+        return self.store.clock()
+
     def change(self, tenant: str, agent_id: str, agent: Agent | None) -> None:
         previous = self.store.agents.get(tenant, {}).get(agent_id)
         self.store.put(tenant, agent_id, agent)
@@ -588,10 +625,15 @@ class MemoryUnitOfWork:
 
 
 class MemoryUnitOfWorkFactory:
-    """``factory(write=...)`` → a unit of work over one shared ``MemoryStore``."""
+    """``factory(write=...)`` → a unit of work over one shared ``MemoryStore``.
 
-    def __init__(self, store: MemoryStore | None = None) -> None:
-        self.store = store or MemoryStore()
+    ``clock`` is the store's "database clock" (default: the system's).
+    """
+
+    def __init__(self, store: MemoryStore | None = None, *,
+                 clock: Callable[[], datetime] | None = None,
+                 audit_key: bytes | None = None) -> None:
+        self.store = store or MemoryStore(clock or _utc_now, audit_key)
 
     def __call__(self, *, write: bool = False) -> MemoryUnitOfWork:
         return MemoryUnitOfWork(self.store)

@@ -92,7 +92,8 @@ def register(
     given = {k: v for k, v in flags.items() if v is not None}
     if file is not None and given:
         raise fail("file", "exclusive", "use either --file or the agent flags, not both")
-    raws = read_documents(file) if file is not None else [given]
+    raws = [given] if file is None else read_documents(
+        file, max_bytes=state.settings.bytes("security.max_input_bytes"))
     app_ = state.app()
     with _progress(len(raws)) as advance:
         created = app_.agents.register(state.principal(), raws, progress=advance)
@@ -140,7 +141,8 @@ def update(
     capacity: CapacityOpt = None,
     metadata: MetadataOpt = None,
     active_tasks: Annotated[int | None, typer.Option(
-        "--active-tasks", help="Admin correction of the active task count.",
+        "--active-tasks", help="Admin only: correct the active task count (never below the "
+        "agent's open decisions).",
         show_default=False)] = None,
     expect_version: Annotated[int | None, typer.Option(
         "--expect-version", help="Fail with exit 5 unless the agent is at this version.",

@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
-from datetime import datetime
-from pathlib import Path
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, BinaryIO
 
 from arbiter_cli.domain.validation import fail
 
 
-def read_documents(source: str, field: str = "file") -> list[dict[str, Any]]:
-    """One JSON object, a JSON array of objects, or JSON lines; ``-`` reads stdin."""
-    if source == "-":
-        text = sys.stdin.read()
-    else:
-        path = Path(source)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise fail(field, "exists", f"{source} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise fail(field, "readable", f"cannot read {source}: {exc}") from None
+def read_documents(source: str, field: str = "file", *, max_bytes: int) -> list[dict[str, Any]]:
+    """One JSON object, a JSON array of objects, or JSON lines; ``-`` reads stdin.
+
+    At most ``max_bytes`` are read (``security.max_input_bytes``), and only from a regular
+    file or stdin: a device, a FIFO or a folder is refused before anything is read.
+    """
+    text = read_text(source, field, max_bytes=max_bytes)
     stripped = text.strip()
     if not stripped:
         raise fail(field, "json", "is empty: expected a JSON object or JSON lines")
@@ -44,6 +40,48 @@ def read_documents(source: str, field: str = "file") -> list[dict[str, Any]]:
     return documents
 
 
+def read_text(source: str, field: str, *, max_bytes: int) -> str:
+    """The UTF-8 text of a regular file or of stdin (``-``), at most ``max_bytes`` of it."""
+    if source == "-":
+        data = _read_bounded(sys.stdin.buffer, max_bytes, field, "stdin")
+    else:
+        data = _read_file(source, field, max_bytes)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail(field, "utf8", f"is not UTF-8 text (byte {exc.start})") from None
+
+
+def _read_file(source: str, field: str, max_bytes: int) -> bytes:
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(source, flags)
+    except FileNotFoundError:
+        raise fail(field, "exists", f"{source} does not exist") from None
+    except OSError as exc:
+        raise fail(field, "readable", f"cannot read {source}: {exc.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise fail(field, "regular_file", f"{source} is {kind}: give a file, or - for stdin")
+    with os.fdopen(fd, "rb") as handle:
+        return _read_bounded(handle, max_bytes, field, source)
+
+
+def _read_bounded(handle: BinaryIO, max_bytes: int, field: str, what: str) -> bytes:
+    """Read at most ``max_bytes``; one byte more means the input is too large (exit 2)."""
+    try:
+        data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise fail(field, "readable", f"cannot read {what}: {exc.strerror}") from None
+    if len(data) > max_bytes:
+        raise fail(field, "size", f"{what} is larger than security.max_input_bytes "
+                   f"({max_bytes} bytes)")
+    return data
+
+
 def _line(line: str, number: int, field: str) -> dict[str, Any]:
     try:
         document = json.loads(line)
@@ -59,24 +97,26 @@ def _line(line: str, number: int, field: str) -> dict[str, Any]:
     return document
 
 
-def parse_since(value: str | None, now: datetime) -> datetime | None:
-    """``--since``: a duration (meaning now minus it) or an RFC 3339 timestamp with a zone."""
-    from datetime import datetime as dt
-    from datetime import timedelta
-
+def parse_since(value: str | None) -> datetime | timedelta | None:
+    """``--since``: a duration (meaning the database's now minus it) or an RFC 3339 timestamp
+    with a zone, in UTC. Anything else, or a time outside years 1–9999 in UTC, is exit 2."""
     from arbiter_cli.config import parse_duration
 
     if value is None:
         return None
     try:
-        return now - timedelta(seconds=parse_duration(value))
+        return timedelta(seconds=parse_duration(value))
     except ValueError:
         pass
     try:
-        moment = dt.fromisoformat(value.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise fail("since", "format", "must be a duration like 24h or an RFC 3339 timestamp"
-                   ) from None
+        raise fail("since", "format", "must be a duration like 24h or an RFC 3339 timestamp "
+                   "such as 2026-01-31T00:00:00Z") from None
     if moment.tzinfo is None:
         raise fail("since", "format", "an RFC 3339 timestamp needs a time zone (e.g. Z)")
-    return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise fail("since", "range", "must fall between 0001-01-01 and 9999-12-31 in UTC"
+                   ) from None

@@ -105,7 +105,8 @@ def task(
     if file is not None:
         if given:
             raise fail("file", "exclusive", "use either --file or the task flags, not both")
-        documents = read_documents(file)
+        documents = read_documents(
+            file, max_bytes=state.settings.bytes("security.max_input_bytes"))
         if len(documents) != 1:
             raise fail("file", "single", "must hold exactly one JSON task")
         given = documents[0]
@@ -211,7 +212,7 @@ def history(
     app_ = state.app()
     decisions, next_cursor = app_.routing.history(
         state.principal(), agent_id=agent, task_type=task_type, status=status,
-        since=parse_since(since, app_.clock()), cursor=cursor, limit=limit)
+        since=parse_since(since), cursor=cursor, limit=limit)
 
     def human(console: Console) -> None:
         rows = [(d.to_dict()["created_at"], d.task_id, d.task_type, d.agent_id, d.strategy,
@@ -238,7 +239,7 @@ def stats(
     """
     state = state_of(ctx)
     app_ = state.app()
-    result = app_.routing.stats(state.principal(), since=parse_since(since, app_.clock()), by=by)
+    result = app_.routing.stats(state.principal(), since=parse_since(since), by=by)
 
     def human(console: Console) -> None:
         latency = result["latency_ms"]
@@ -304,7 +305,8 @@ def simulate(
     from arbiter_cli.services import simulate as sim
 
     state = state_of(ctx)
-    documents = read_documents(truth, "truth") if truth else None
+    documents = read_documents(truth, "truth", max_bytes=state.settings.bytes(
+        "security.max_input_bytes")) if truth else None
     if documents is not None and len(documents) != 1:
         from arbiter_cli.domain.validation import fail
 

@@ -249,7 +249,7 @@ def audit_list(
     state = state_of(ctx)
     app = state.app()
     before = None if cursor is None else integer(cursor, "cursor", low=1, high=2**62)
-    events, next_cursor = app.security.events(state.principal(), since=parse_since(since, app.clock()),
+    events, next_cursor = app.security.events(state.principal(), since=parse_since(since),
                                               action=action, actor=actor, cursor=before,
                                               limit=limit)
 
@@ -266,23 +266,29 @@ def audit_list(
 def audit_verify(
     ctx: typer.Context,
     expect_head: Annotated[str | None, typer.Option(
-        "--expect-head", help="The head hash you anchored earlier (catches truncation).",
+        "--expect-head", help="An anchor SEQ:HASH printed by an earlier verify: the chain "
+        "must still hold that hash at that seq (catches truncation and rewrites).",
         show_default=False)] = None,
     json_out: JsonOpt = False,
     token: TokenOpt = None,
 ) -> None:
-    """Walk the hash chain: exit 1 naming the first bad seq; prints the head to anchor.
+    """Walk the hash chain: exit 1 naming the first bad seq; prints the head SEQ:HASH to anchor.
 
-    Example: arbiter audit verify --expect-head 3f5a...
+    Keep the printed head somewhere the database's users cannot write (a ticket, a log
+    shipper), and pass it back later: a log that grew since still passes.
+
+    Example: arbiter audit verify --expect-head 1042:3f5a...
     """
     from arbiter_cli.errors import CheckFailed
 
     state = state_of(ctx)
     verdict = state.app().security.verify(state.principal(), expect_head)
     document = {"ok": verdict.ok, "events": verdict.events, "head": verdict.head,
+                "head_seq": verdict.head_seq, "head_hash": verdict.head_hash,
+                "keyed": bool(state.settings["security.audit_key"]),
                 "first_bad_seq": verdict.first_bad_seq, "reason": verdict.reason}
     if not verdict.ok:
         raise CheckFailed(f"audit chain broken at seq {verdict.first_bad_seq}: {verdict.reason} "
-                          f"(head {verdict.head})", details=document)
+                          f"(last good head {verdict.head})", details=document)
     render.emit(state, document, lambda c: c.print(
         f"audit chain intact: {verdict.events} events, head {verdict.head}"))

@@ -19,6 +19,7 @@ from arbiter_cli.domain.principal import ROLES, Principal
 from arbiter_cli.errors import Forbidden, Unauthenticated
 
 TOKEN_RE = re.compile(r"arb_([a-z0-9]{12})_([A-Za-z0-9_-]{43,})")
+TOKEN_ID_RE = re.compile(r"^[a-z0-9]{12}$")
 SECRET_BYTES = 32  # 256 bits; SPEC §4 asks for at least 192
 GENESIS = "0" * 64
 
@@ -56,6 +57,21 @@ def authorize(principal: Principal, command: str) -> None:
     if needed is None or RANK.get(principal.role, -1) < RANK[needed]:
         raise Forbidden(f"role {principal.role!r} may not run `{command}`"
                         + (f" (needs {needed})" if needed else ""))
+
+
+#: Fields of a command that need more than the command itself (SPEC §2.1: active_tasks changes
+#: through claims and outcomes, and through admin correction only).
+FIELD_PERMISSIONS: Mapping[tuple[str, str], str] = {
+    ("agents update", "active_tasks"): ADMIN,
+}
+
+
+def authorize_field(principal: Principal, command: str, field: str) -> None:
+    """Refuse (exit 6) a field the caller's role may not set through ``command``."""
+    needed = FIELD_PERMISSIONS.get((command, field))
+    if needed is not None and RANK.get(principal.role, -1) < RANK[needed]:
+        raise Forbidden(f"role {principal.role!r} may not set {field} through `{command}` "
+                        f"(needs {needed}: it changes through claims and outcomes)")
 
 
 def check_role(role: str) -> str:
@@ -138,14 +154,17 @@ def spend(bucket: Bucket | None, now: float, rate: float, burst: int) -> Bucket:
     """Refill at ``rate``/s up to ``burst``, then spend one token, even on a refusal.
 
     A refusal leaves the bucket below zero (a debt), floored at −burst so that a client
-    hammering in a loop is slowed, not locked out for ever. The SQL adapters compute the same
-    thing in one atomic statement.
+    hammering in a loop is slowed, not locked out for ever. ``now`` is the database's time;
+    the SQL adapters compute the same thing in one atomic statement, on the database's clock.
     """
     if bucket is None:
         bucket = Bucket(tokens=float(burst), updated_at=now)
     elapsed = max(0.0, now - bucket.updated_at)
     tokens = min(float(burst), bucket.tokens + elapsed * rate) - 1.0
-    return Bucket(tokens=max(tokens, -float(burst)), updated_at=max(now, bucket.updated_at))
+    # The stamp is always the database's now: one stored from a clock that ran ahead (before
+    # buckets used the database's time) refills nothing and is replaced at once, instead of
+    # holding the bucket shut until real time catches up.
+    return Bucket(tokens=max(tokens, -float(burst)), updated_at=now)
 
 
 def allowed(bucket: Bucket) -> bool:
@@ -190,51 +209,145 @@ class AuditEvent:
         return {**self.body(), "prev_hash": self.prev_hash, "hash": self.hash}
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """A stored audit row that cannot be read back as an event: it was altered outside arbiter.
+
+    ``seq`` is None when the seq itself is not an integer.
+    """
+
+    tenant: str
+    seq: int | None
+    reason: str
+
+
 def canonical(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       default=str).encode()
 
 
-def chain_hash(body: Mapping[str, Any], prev_hash: str) -> str:
-    """SHA-256(canonical JSON of the entry ‖ prev_hash)."""
-    return hashlib.sha256(canonical(body) + prev_hash.encode()).hexdigest()
+def chain_hash(body: Mapping[str, Any], prev_hash: str, key: bytes | None = None) -> str:
+    """SHA-256(canonical JSON of the entry ‖ prev_hash); HMAC-SHA256 under ``key`` if given."""
+    message = canonical(body) + prev_hash.encode()
+    if key:
+        return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return hashlib.sha256(message).hexdigest()
 
 
 def seal(tenant: str, seq: int, at: datetime, prev_hash: str, *, actor: str | None,
          action: str, target: str | None, result: str, correlation_id: str | None,
-         details: Mapping[str, Any]) -> AuditEvent:
+         details: Mapping[str, Any], key: bytes | None = None) -> AuditEvent:
     draft = AuditEvent(tenant, seq, at, actor, action, target, result, correlation_id,
                        dict(details), prev_hash, "")
-    return AuditEvent(**{**draft.__dict__, "hash": chain_hash(draft.body(), prev_hash)})
+    return AuditEvent(**{**draft.__dict__, "hash": chain_hash(draft.body(), prev_hash, key)})
+
+
+ANCHOR_RE = re.compile(r"(\d{1,18}):([0-9a-f]{64})")
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """``SEQ:HASH``: the chain held ``hash`` at ``seq`` when the anchor was taken."""
+
+    seq: int
+    hash: str
+
+    def __str__(self) -> str:
+        return f"{self.seq}:{self.hash}"
+
+
+def parse_anchor(text: str, field: str = "expect_head") -> Anchor:
+    """``"42:3f5a…"`` → Anchor(42, "3f5a…"); anything else is exit 2."""
+    from arbiter_cli.domain.validation import fail
+
+    match = ANCHOR_RE.fullmatch(text.strip().lower()) if isinstance(text, str) else None
+    if match is None:
+        raise fail(field, "format", "must be SEQ:HASH as printed by `arbiter audit verify` "
+                   "(e.g. 42:3f5a…, 64 hex digits)")
+    return Anchor(int(match.group(1)), match.group(2))
 
 
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
     events: int
-    head: str
+    head_seq: int
+    head_hash: str
     first_bad_seq: int | None = None
     reason: str | None = None
 
+    @property
+    def head(self) -> str:
+        """``SEQ:HASH`` of the last event that verified (``0:000…0`` for none)."""
+        return f"{self.head_seq}:{self.head_hash}"
 
-def verify(events: Iterable[AuditEvent], expect_head: str | None = None) -> Verdict:
-    """Walk the chain in seq order from 1; name the first event that breaks it."""
-    prev, expected_seq, count = GENESIS, 1, 0
-    for event in events:
-        count += 1
-        if event.seq != expected_seq:
-            return Verdict(False, count, prev, expected_seq,
-                           f"seq {expected_seq} missing (found {event.seq})")
-        if event.prev_hash != prev:
-            return Verdict(False, count, prev, event.seq, "prev_hash does not link")
-        if chain_hash(event.body(), prev) != event.hash:
-            return Verdict(False, count, prev, event.seq, "hash does not match the entry")
-        prev, expected_seq = event.hash, expected_seq + 1
-    if expect_head is not None and expect_head != prev:
-        return Verdict(False, count, prev, expected_seq,
-                       "head differs from the expected (anchored) head: entries were "
-                       "removed from the tail or the chain was rewritten")
-    return Verdict(True, count, prev)
+
+def verify(events: Iterable[AuditEvent | Undecodable], anchor: Anchor | None = None,
+           key: bytes | None = None) -> Verdict:
+    """Walk the chain in seq order from 1; name the first seq that breaks it.
+
+    ``anchor``: the chain must still hold that hash at that seq (a chain that grew since
+    passes; a truncated or rewritten one fails). ``key``: events are HMAC-sealed; an unkeyed
+    prefix (written before the key was set) is accepted only before the first keyed event,
+    and the head must be keyed, so a chain recomputed without the key fails.
+    """
+    walk = _Walk(key)
+    for item in events:
+        broken = walk.step(item, anchor)
+        if broken is not None:
+            return broken
+    return walk.end(anchor)
+
+
+class _Walk:
+    """The state of one verification: the last good link, and where keyed sealing began."""
+
+    def __init__(self, key: bytes | None) -> None:
+        self.key = key
+        self.prev, self.seq, self.count = GENESIS, 0, 0
+        self.keyed_from: int | None = None
+
+    def bad(self, seq: int, reason: str) -> Verdict:
+        return Verdict(False, self.count, self.seq, self.prev, seq, reason)
+
+    def step(self, item: AuditEvent | Undecodable, anchor: Anchor | None) -> Verdict | None:
+        self.count += 1
+        expected = self.seq + 1
+        if isinstance(item, Undecodable):
+            return self.bad(expected if item.seq is None else item.seq,
+                            f"the row cannot be decoded ({item.reason}): it was altered "
+                            "outside arbiter")
+        if item.seq != expected:
+            return self.bad(expected, f"seq {expected} missing (found {item.seq})")
+        if item.prev_hash != self.prev:
+            return self.bad(item.seq, "prev_hash does not link")
+        body = item.body()
+        if self.key and item.hash == chain_hash(body, self.prev, self.key):
+            self.keyed_from = item.seq if self.keyed_from is None else self.keyed_from
+        elif item.hash != chain_hash(body, self.prev):
+            return self.bad(item.seq, "hash does not match the entry" + (
+                "" if self.key else " (a chain sealed with security.audit_key verifies only "
+                "with that key)"))
+        elif self.keyed_from is not None:
+            return self.bad(item.seq, f"not sealed with security.audit_key although seq "
+                            f"{self.keyed_from} was: the chain was recomputed without the key")
+        if anchor is not None and item.seq == anchor.seq and item.hash != anchor.hash:
+            return self.bad(item.seq, f"differs from the anchor {anchor}: the chain was "
+                            "rewritten")
+        self.prev, self.seq = item.hash, item.seq
+        return None
+
+    def end(self, anchor: Anchor | None) -> Verdict:
+        if anchor is not None and anchor.seq > self.seq:
+            return self.bad(anchor.seq, f"the chain ends at seq {self.seq}, before the "
+                            f"anchored seq {anchor.seq}: entries were removed from the tail")
+        if anchor is not None and anchor.seq == 0 and anchor.hash != GENESIS:
+            return self.bad(0, f"differs from the anchor {anchor}: seq 0 is always genesis")
+        if self.key and self.seq and self.keyed_from is None:
+            return self.bad(self.seq, "no event is sealed with security.audit_key: the chain "
+                            "was recomputed without the key (or nothing was written since "
+                            "the key was set)")
+        return Verdict(True, self.count, self.seq, self.prev)
 
 
 def redact(details: Mapping[str, Any], secrets_: Sequence[str] = ()) -> dict[str, Any]:

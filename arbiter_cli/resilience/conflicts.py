@@ -52,10 +52,10 @@ def resolve(res: Resilience, entry: Entry, resolution: str) -> dict[str, Any]:
 
 
 def _audit(res: Resilience, entry: Entry, resolution: str) -> None:
-    from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
+    from arbiter_cli.bootstrap import sql_unit_of_work
     from arbiter_cli.services.audit import Auditor
 
-    uow = SqlUnitOfWorkFactory(res.primary)
+    uow = sql_unit_of_work(res.settings, res.primary)  # seals with security.audit_key
     with uow(write=True) as work:
         tenant = entry.tenant if work.tenants.exists(entry.tenant) else DEFAULT_TENANT
         details: dict[str, Any] = {"resolution": resolution, "kind": entry.kind,
@@ -63,6 +63,5 @@ def _audit(res: Resilience, entry: Entry, resolution: str) -> None:
         if tenant != entry.tenant:
             details["claimed_tenant"] = entry.tenant[:64]
         local = Principal(tenant=tenant, role="admin", token_id=None)
-        Auditor(res.clock, res.correlation_id).record(work, local, "journal.resolve",
-                                                      entry.op_id, details)
+        Auditor(res.correlation_id).record(work, local, "journal.resolve", entry.op_id, details)
         work.commit()

@@ -302,11 +302,10 @@ def decode(app: App, entry: Entry) -> tuple[Callable[..., Any], dict[str, Any]]:
 
 
 def _primary_app(res: Resilience, correlation_id: str | None) -> App:
-    from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
-    from arbiter_cli.bootstrap import App
+    from arbiter_cli.bootstrap import App, sql_unit_of_work
 
-    return App(settings=res.settings, uow=SqlUnitOfWorkFactory(res.primary), clock=res.clock,
-               engine=res.primary, correlation_id=correlation_id)
+    return App(settings=res.settings, uow=sql_unit_of_work(res.settings, res.primary),
+               clock=res.clock, engine=res.primary, correlation_id=correlation_id)
 
 
 def _audit_conflict(res: Resilience, app: App, entry: Entry, admitted: Principal | None,
@@ -326,7 +325,7 @@ def _audit_conflict(res: Resilience, app: App, entry: Entry, admitted: Principal
     def record() -> None:
         with app.uow(write=True) as uow:
             if uow.tenants.exists(actor.tenant):
-                Auditor(res.clock, entry.correlation_id).record(
+                Auditor(entry.correlation_id).record(
                     uow, actor, "journal.conflict", entry.op_id, details, result="denied")
                 uow.commit()
 

@@ -1,4 +1,4 @@
-"""Agent registry use cases (SPEC §2)."""
+"""Agent registry use cases (SPEC §2). Time stamps are the database's (``UnitOfWork.now()``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import binascii
 import builtins
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from arbiter_cli.domain import agents as rules
@@ -22,8 +22,9 @@ from arbiter_cli.domain.agents import (
 )
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.query import Query, match_item
-from arbiter_cli.errors import Conflict, InvalidInput, NotFound
-from arbiter_cli.ports import Clock, IdFactory, UnitOfWork, UnitOfWorkFactory
+from arbiter_cli.domain.security import authorize_field
+from arbiter_cli.errors import Conflict, Forbidden, InvalidInput, NotFound
+from arbiter_cli.ports import IdFactory, UnitOfWork, UnitOfWorkFactory
 from arbiter_cli.services.audit import Auditor
 
 
@@ -50,14 +51,13 @@ def decode_cursor(cursor: str | None) -> str | None:
 class AgentService:
     def __init__(
         self, uow: UnitOfWorkFactory, policy: RegistryPolicy, query_weights: Mapping[str, float],
-        clock: Clock, new_uid: IdFactory, auditor: Auditor | None = None,
+        new_uid: IdFactory, auditor: Auditor | None = None,
     ) -> None:
         self._uow = uow
         self.policy = policy
         self._weights = dict(query_weights)
-        self._clock = clock
         self._new_uid = new_uid
-        self._audit = auditor or Auditor(clock)
+        self._audit = auditor or Auditor()
 
     # ------------------------------------------------------------------ writes
 
@@ -72,9 +72,9 @@ class AgentService:
             for i, raw in enumerate(raws)
         ]
         _reject_repeated_ids(specs)
-        now = self._clock()
         with self._uow(write=True) as uow:
             uow.tenants.lock(principal.tenant)  # two registrations cannot both pass the cap
+            now = uow.now()
             if uow.agents.count(principal.tenant) + len(specs) > self.policy.max_agents:
                 raise Conflict(
                     f"registry full: tenant {principal.tenant!r} may hold at most "
@@ -98,30 +98,44 @@ class AgentService:
         return created
 
     def update(self, principal: Principal, agent_id: str, raw: Mapping[str, Any]) -> Agent:
+        """Change an agent's fields. ``active_tasks`` is an admin correction (SPEC §2.1): any
+        other role is refused (6, audited), and it may not go below the agent's open
+        decisions (5), whose outcomes will each release a slot."""
+        if raw.get("active_tasks") is not None:
+            self._authorize_correction(principal)  # permission (6) before the input (2)
         patch = Patch.parse(raw, self.policy)
         if not patch.changes():
             raise InvalidInput("nothing to update: give at least one field", field="", rule="required")
-        return self._change(principal, agent_id, lambda a: patch.apply(a, self._clock()),
+        guard = None if patch.active_tasks is None else _correction_guard(patch.active_tasks)
+        return self._change(principal, agent_id, patch.apply,
                             "agent.update", {"fields": sorted(patch.changes())},
-                            expect_version=patch.expect_version)
+                            expect_version=patch.expect_version, guard=guard)
+
+    def _authorize_correction(self, principal: Principal) -> None:
+        try:
+            authorize_field(principal, "agents update", "active_tasks")
+        except Forbidden as exc:
+            self._audit.deny(self._uow, principal, "authz.denied", None, {
+                "reason": exc.message, "command": "agents update", "field": "active_tasks"})
+            raise
 
     def set_status(
         self, principal: Principal, agent_id: str, status: str, reason: str | None = None
     ) -> Agent:
         rules.check_status(status, reason)  # input (exit 2) before lookup (exit 4), SPEC §0
         return self._change(
-            principal, agent_id, lambda a: rules.set_status(a, status, reason, self._clock()),
+            principal, agent_id, lambda a, now: rules.set_status(a, status, reason, now),
             "agent.status", {"status": status, "reason": reason},
         )
 
     def heartbeat(self, principal: Principal, agent_id: str) -> Agent:
-        return self._change(principal, agent_id, lambda a: rules.heartbeat(a, self._clock()),
+        return self._change(principal, agent_id, rules.heartbeat,
                             "agent.heartbeat", {})
 
     def record(self, principal: Principal, agent_id: str, result: TaskResult) -> Agent:
         window = self.policy.window
         return self._change(
-            principal, agent_id, lambda a: rules.record(a, result, window, self._clock()),
+            principal, agent_id, lambda a, now: rules.record(a, result, window, now),
             "agent.record", {"success": result.success, "quality": result.quality,
                              "latency_ms": result.latency_ms, "task_type": result.task_type},
         )
@@ -137,9 +151,9 @@ class AgentService:
 
     def cleanup(self, principal: Principal, older_than_s: float, *, dry_run: bool) -> builtins.list[Agent]:
         """Mark agents silent for ``older_than_s`` with no active tasks offline; never delete."""
-        now = self._clock()
-        cutoff = now - timedelta(seconds=older_than_s)
         with self._uow(write=not dry_run) as uow:
+            now = uow.now()
+            cutoff = now - timedelta(seconds=older_than_s)
             stale = [a for a in uow.agents.silent_since(principal.tenant, cutoff)
                      if rules.is_stale(a, cutoff)]
             if dry_run:
@@ -157,10 +171,14 @@ class AgentService:
         return marked
 
     def _change(
-        self, principal: Principal, agent_id: str, change: Callable[[Agent], Agent],
+        self, principal: Principal, agent_id: str, change: Callable[[Agent, datetime], Agent],
         action: str, details: Mapping[str, Any], expect_version: int | None = None,
+        guard: Guard | None = None,
     ) -> Agent:
-        """Read the agent under a row lock, apply ``change``, and store it atomically."""
+        """Read the agent under a row lock, apply ``change``, and store it atomically.
+
+        ``guard`` checks the locked agent (it may refuse) and adds to the audit details.
+        """
         _check_id(agent_id)
         with self._uow(write=True) as uow:
             agent = _require(uow, principal, agent_id, for_update=True)
@@ -168,7 +186,9 @@ class AgentService:
                 raise Conflict(
                     f"agent {agent_id!r} is at version {agent.version}, not {expect_version}"
                 )
-            changed = change(agent)
+            if guard is not None:
+                details = {**details, **guard(uow, agent)}
+            changed = change(agent, uow.now())
             if not uow.agents.update(changed, expect_version=agent.version):
                 raise Conflict(f"agent {agent_id!r} changed meanwhile; retry")
             self._audit.record(uow, principal, action, agent_id, details)
@@ -213,6 +233,24 @@ class AgentService:
     def stats(self, principal: Principal) -> FleetStats:
         with self._uow() as uow:
             return uow.agents.stats(principal.tenant)
+
+
+Guard = Callable[[UnitOfWork, Agent], Mapping[str, Any]]
+
+
+def _correction_guard(active_tasks: int) -> Guard:
+    """An admin correction of ``active_tasks`` never goes below the open decisions' claims."""
+
+    def guard(uow: UnitOfWork, agent: Agent) -> Mapping[str, Any]:
+        held = uow.decisions.open_count(agent.tenant, agent.id, agent.uid)
+        if active_tasks < held:
+            raise Conflict(f"agent {agent.id!r} holds {held} open decision(s): --active-tasks "
+                           f"must be at least {held} (record their outcomes, or `arbiter route "
+                           "reap` expired ones, first)")
+        return {"active_tasks": {"from": agent.active_tasks, "to": active_tasks,
+                                 "open_decisions": held}}
+
+    return guard
 
 
 def _check_id(agent_id: str) -> None:

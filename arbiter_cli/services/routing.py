@@ -1,4 +1,8 @@
-"""Routing use cases (SPEC §3): route, outcome, reap, explain, history, stats."""
+"""Routing use cases (SPEC §3): route, outcome, reap, explain, history, stats.
+
+Decision times and the reap cutoff are the database's (``UnitOfWork.now()``, SPEC §4.1): a
+host whose clock runs ahead cannot expire another host's live decisions.
+"""
 
 from __future__ import annotations
 
@@ -30,8 +34,10 @@ from arbiter_cli.domain.routing import (
 )
 from arbiter_cli.errors import AtCapacity, Conflict, InvalidInput, NotFound
 from arbiter_cli.ids import uuid7
-from arbiter_cli.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from arbiter_cli.ports import UnitOfWork, UnitOfWorkFactory
+from arbiter_cli.services import window
 from arbiter_cli.services.audit import Auditor
+from arbiter_cli.services.window import Since
 
 REAP_BATCH = 100
 
@@ -55,12 +61,11 @@ def not_found(decision_ref: str) -> NotFound:
 
 class RoutingService:
     def __init__(self, uow: UnitOfWorkFactory, registry: RegistryPolicy, policy: RoutingPolicy,
-                 clock: Clock, auditor: Auditor | None = None) -> None:
+                 auditor: Auditor | None = None) -> None:
         self._uow = uow
         self.registry = registry
         self.policy = policy
-        self._clock = clock
-        self._audit = auditor or Auditor(clock)
+        self._audit = auditor or Auditor()
 
     # ------------------------------------------------------------------ route
 
@@ -75,13 +80,14 @@ class RoutingService:
         seed_value = secrets.randbits(63) if seed is None else parse_seed(seed)
         try:
             with self._uow(write=not dry_run) as uow:
+                now = uow.now()
                 if not dry_run:
-                    self._reap(uow, principal.tenant, REAP_BATCH)
+                    self._reap(uow, principal.tenant, REAP_BATCH, now)
                 if not dry_run and caller_named_it:  # a generated id cannot have a decision
                     existing = uow.decisions.for_task(principal.tenant, task.task_id)
                     if existing is not None and existing.status == OPEN:
                         return Routed(existing, already_routed=True)
-                decision = self._decide(uow, principal, task, chosen, seed_value, dry_run)
+                decision = self._decide(uow, principal, task, chosen, seed_value, dry_run, now)
                 decision = replace(decision, correlation_id=correlation_id
                                    or self._audit.correlation_id)  # the command's, by default
                 if dry_run:
@@ -96,7 +102,7 @@ class RoutingService:
         return Routed(decision)
 
     def _decide(self, uow: UnitOfWork, principal: Principal, task: Task, strategy: str,
-                seed: int, dry_run: bool) -> Decision:
+                seed: int, dry_run: bool, now: datetime) -> Decision:
         """Pool, choose and (unless a dry run) claim: the decision, not yet stored."""
         import numpy as np
 
@@ -114,7 +120,7 @@ class RoutingService:
             candidates=choice.candidates(pool, self.policy.record_candidates),
             excluded=choice.excluded, examples=choice.examples,
             config_hash=self.policy.config_hash,
-            latency_us=(time.perf_counter_ns() - started) // 1000, created_at=self._clock(),
+            latency_us=(time.perf_counter_ns() - started) // 1000, created_at=now,
         )
 
     def _claim(self, uow: UnitOfWork, principal: Principal, uids: list[str], order: list[int],
@@ -145,6 +151,13 @@ class RoutingService:
             raise InvalidInput("a journaled decision needs its id and its caller's tenant")
         with self._uow(write=True) as uow:
             existing = uow.decisions.get(decision.decision_id)
+            if existing is not None and existing.tenant != principal.tenant:
+                # The id is another tenant's: never show its decision; record the attempt.
+                self._audit.missing(uow, principal, "route.task", decision.decision_id,
+                                    existing.tenant)
+                uow.commit()
+                raise Conflict(f"the journaled decision id {decision.decision_id} is already "
+                               "in use")
             if existing is not None:
                 return Routed(existing, already_routed=True)
             agent = uow.agents.get(principal.tenant, decision.agent_id, for_update=True)
@@ -177,7 +190,7 @@ class RoutingService:
                     return Recorded(decision, already_recorded=True)
                 raise Conflict(f"decision {decision.decision_id} already has a different "
                                f"outcome ({decision.status})")
-            now = self._clock()
+            now = uow.now()
             self._learn(uow, decision, outcome, now, release=decision.status == OPEN)
             closed = decision.close(outcome, now)
             if not uow.decisions.save(closed, was=decision.status):
@@ -196,10 +209,10 @@ class RoutingService:
             found = uow.decisions.get(v.pattern(decision_id, v.TASK_ID_RE, "decision_id",
                                                 "decision id"), for_update=True)
             if found is None or found.tenant != principal.tenant:
-                if found is not None:
-                    self._audit.record(uow, principal, "route.outcome", decision_id,
-                                       {"reason": "cross-tenant"}, result="denied")
-                    uow.commit()
+                # Missing or another tenant's: the same answer and the same audit (SPEC §4.1).
+                self._audit.missing(uow, principal, "route.outcome", decision_id,
+                                    None if found is None else found.tenant)
+                uow.commit()
                 raise not_found(decision_id)
             return found
         assert task_id is not None
@@ -232,15 +245,15 @@ class RoutingService:
     def reap(self, principal: Principal, limit: int = 0) -> list[Decision]:
         """Expire open decisions older than routing.assignment_ttl, releasing their slots."""
         with self._uow(write=True) as uow:
-            expired = self._reap(uow, principal.tenant, limit)
+            expired = self._reap(uow, principal.tenant, limit, uow.now())
             if expired:
                 self._audit.record(uow, principal, "route.reap", None, {
                     "count": len(expired), "decision_ids": [d.decision_id for d in expired][:100]})
             uow.commit()
         return expired
 
-    def _reap(self, uow: UnitOfWork, tenant: str, limit: int) -> list[Decision]:
-        now = self._clock()
+    def _reap(self, uow: UnitOfWork, tenant: str, limit: int, now: datetime) -> list[Decision]:
+        """``now`` is the database's: the cutoff never follows a caller's clock."""
         cutoff = now - timedelta(seconds=self.policy.assignment_ttl_s)
         expired = []
         for decision in uow.decisions.expired(tenant, cutoff, limit or 1_000_000):
@@ -257,15 +270,17 @@ class RoutingService:
         with self._uow() as uow:
             found = uow.decisions.get(decision_id)
         if found is None or found.tenant != principal.tenant:
-            if found is not None:
-                self._audit.deny(self._uow, principal, "route.explain", decision_id,
-                                 {"reason": "cross-tenant"})
+            # Missing or another tenant's: the same answer and the same audit (SPEC §4.1).
+            with self._uow(write=True) as uow:
+                self._audit.missing(uow, principal, "route.explain", decision_id,
+                                    None if found is None else found.tenant)
+                uow.commit()
             raise not_found(decision_id)
         return found
 
     def history(
         self, principal: Principal, *, agent_id: str | None = None,
-        task_type: str | None = None, status: str | None = None, since: datetime | None = None,
+        task_type: str | None = None, status: str | None = None, since: Since = None,
         cursor: str | None = None, limit: int = 100,
     ) -> tuple[list[Decision], str | None]:
         if status is not None and status not in ("open", "succeeded", "failed", "expired"):
@@ -273,18 +288,20 @@ class RoutingService:
         limit = v.integer(limit, "limit", low=0, high=1_000_000)
         with self._uow() as uow:
             found = uow.decisions.history(principal.tenant, agent_id=agent_id,
-                                          task_type=task_type, status=status, since=since,
+                                          task_type=task_type, status=status,
+                                          since=window.since(uow, since),
                                           before=cursor, limit=limit + 1 if limit else 0)
         if limit and len(found) > limit:
             return found[:limit], found[limit - 1].decision_id
         return found, None
 
-    def stats(self, principal: Principal, *, since: datetime | None = None,
+    def stats(self, principal: Principal, *, since: Since = None,
               by: str = "agent") -> dict[str, Any]:
         if by not in ("agent", "task-type", "strategy"):
             raise v.fail("by", "allowed", "must be agent, task-type or strategy")
         with self._uow() as uow:
-            decisions = uow.decisions.history(principal.tenant, since=since, limit=0)
+            decisions = uow.decisions.history(principal.tenant, since=window.since(uow, since),
+                                              limit=0)
         return summarize(decisions, by)
 
 

@@ -14,6 +14,7 @@ from arbiter_cli.domain import validation as v
 from arbiter_cli.domain.principal import DEFAULT_TENANT, Principal
 from arbiter_cli.domain.security import (
     ADMIN,
+    TOKEN_ID_RE,
     AuditEvent,
     TokenRecord,
     Verdict,
@@ -24,13 +25,15 @@ from arbiter_cli.domain.security import (
     format_token,
     hash_secret,
     is_last_admin,
+    parse_anchor,
     parse_token,
     retry_after,
-    verify,
 )
 from arbiter_cli.errors import Conflict, Forbidden, NotFound, RateLimited, Unauthenticated
-from arbiter_cli.ports import Clock, UnitOfWorkFactory
+from arbiter_cli.ports import UnitOfWork, UnitOfWorkFactory
+from arbiter_cli.services import window
 from arbiter_cli.services.audit import Auditor
+from arbiter_cli.services.window import Since
 
 TENANT_RE_TEXT = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -75,12 +78,13 @@ def new_token_id() -> str:
 
 
 class SecurityService:
-    def __init__(self, uow: UnitOfWorkFactory, rates: RatePolicy, clock: Clock,
+    """Tokens, admission, tenants and the audit log, on the database's clock (SPEC §4.1)."""
+
+    def __init__(self, uow: UnitOfWorkFactory, rates: RatePolicy,
                  correlation_id: str | None = None) -> None:
         self._uow = uow
         self._rates = rates
-        self._clock = clock
-        self._audit = Auditor(clock, correlation_id)
+        self._audit = Auditor(correlation_id)
 
     # ------------------------------------------------------------------ admission
 
@@ -104,7 +108,7 @@ class SecurityService:
             raise
         with self._uow(write=True) as uow:
             record = uow.tokens.get(token_id)
-            now = self._clock()
+            now = uow.now()  # the database's: a client clock set back revives nothing
             try:
                 principal = check_token(record, secret, now)
                 authorize(principal, command)
@@ -121,14 +125,15 @@ class SecurityService:
             assert record is not None
             rate = record.rate if record.rate is not None else self._rates.rate
             burst = record.burst if record.burst is not None else self._rates.burst
-            bucket = uow.rate.spend(record.id, record.tenant, now.timestamp(), rate, burst)
+            bucket = uow.rate.spend(record.id, record.tenant, rate, burst)
             if not allowed(bucket):
                 self._audit_refusal(uow, principal, now, command)
                 uow.commit()
                 raise RateLimited(f"rate limited: token {record.id} may make {rate:g} calls/s "
                                   f"(burst {burst})", retry_after_s=retry_after(bucket, rate))
-            if record.last_used_at is None or now - record.last_used_at >= LAST_USED_RESOLUTION:
-                uow.tokens.save(replace(record, last_used_at=now))
+            last = record.last_used_at
+            if last is None or not timedelta(0) <= now - last < LAST_USED_RESOLUTION:
+                uow.tokens.save(replace(record, last_used_at=now))  # a future stamp heals too
             uow.commit()
         return principal
 
@@ -171,7 +176,8 @@ class SecurityService:
         authorize(principal, command)
         return principal
 
-    def _audit_refusal(self, uow: Any, principal: Principal, now: datetime, command: str) -> None:
+    def _audit_refusal(self, uow: UnitOfWork, principal: Principal, now: datetime,
+                       command: str) -> None:
         """One aggregated event per token per second, so refusals cannot flood the chain."""
         last = uow.audit.last(principal.tenant, "rate_limit.denied", principal.token_id)
         if last is not None and int(last.at.timestamp()) == int(now.timestamp()):
@@ -199,11 +205,11 @@ class SecurityService:
             uow.commit()
         return issued
 
-    def _mint(self, uow: Any, principal: Principal, *, role: str, name: str,
+    def _mint(self, uow: UnitOfWork, principal: Principal, *, role: str, name: str,
               expires_in_s: float | None, rate: float | None = None, burst: int | None = None
               ) -> IssuedToken:
         """Add a token (and its audit event) in the caller's unit of work; not committed."""
-        now = self._clock()
+        now = uow.now()
         secret = secrets.token_urlsafe(32)
         record = TokenRecord(
             id=new_token_id(), tenant=principal.tenant, name=name, role=role,
@@ -228,16 +234,17 @@ class SecurityService:
     def revoke(self, principal: Principal, token_id: str, *, force: bool = False) -> TokenRecord:
         """Revoke a token of the caller's tenant; the last active admin token only with
         ``force`` (exit 5 otherwise), so a tenant is never left without an admin by mistake."""
+        v.pattern(token_id, TOKEN_ID_RE, "token_id", "token id")  # input (2) before lookup (4)
         with self._uow(write=True) as uow:
             record = uow.tokens.get(token_id)
             if record is None or record.tenant != principal.tenant:
-                if record is not None:  # another tenant's: audited as denied
-                    self._audit.record(uow, principal, "token.revoke", token_id,
-                                       {"reason": "cross-tenant"}, result="denied")
-                    uow.commit()
+                # Missing or another tenant's: the same answer and the same audit (SPEC §4.1).
+                self._audit.missing(uow, principal, "token.revoke", token_id,
+                                    None if record is None else record.tenant)
+                uow.commit()
                 raise NotFound(f"token {token_id!r} not found")
             if record.revoked_at is None:
-                now = self._clock()
+                now = uow.now()
                 uow.tenants.lock(record.tenant)  # two revokes cannot each spare the other
                 if not force and is_last_admin(record, uow.tokens.list(record.tenant, limit=0),
                                                now):
@@ -264,8 +271,9 @@ class SecurityService:
             raise
         with self._uow() as uow:
             record = uow.tokens.get(token_id)
+            now = uow.now()
         try:
-            return check_token(record, secret, self._clock())
+            return check_token(record, secret, now)
         except Unauthenticated as exc:
             who = nobody if record is None else Principal(record.tenant, record.role, record.id)
             self._audit.deny(self._uow, who, "auth.denied", None, {
@@ -279,7 +287,7 @@ class SecurityService:
         """A tenant and its first admin token, in one transaction: never one without the other."""
         check_tenant_name(name)
         with self._uow(write=True) as uow:
-            if not uow.tenants.add(name, self._clock()):
+            if not uow.tenants.add(name, uow.now()):
                 raise Conflict(f"tenant {name!r} already exists")
             admin = Principal(tenant=name, role=ADMIN, token_id=None)
             issued = self._mint(uow, admin, role=ADMIN, name=f"{name} admin", expires_in_s=None)
@@ -306,7 +314,7 @@ class SecurityService:
         the migration lock around this call, so concurrent inits issue exactly one token.
         """
         with self._uow(write=True) as uow:
-            created = uow.tenants.add(tenant, self._clock())
+            created = uow.tenants.add(tenant, uow.now())
             issued = None
             if issue and uow.tokens.count() == 0:
                 if before_issue is not None:
@@ -319,18 +327,20 @@ class SecurityService:
 
     # ------------------------------------------------------------------ audit
 
-    def events(self, principal: Principal, *, since: datetime | None = None,
+    def events(self, principal: Principal, *, since: Since = None,
                action: str | None = None, actor: str | None = None, cursor: int | None = None,
                limit: int = 100) -> tuple[list[AuditEvent], str | None]:
         limit = v.integer(limit, "limit", low=0, high=1_000_000)
         with self._uow() as uow:
-            found = uow.audit.events(principal.tenant, since=since, action=action, actor=actor,
+            found = uow.audit.events(principal.tenant, since=window.since(uow, since),
+                                     action=action, actor=actor,
                                      before=cursor, limit=limit + 1 if limit else 0)
         if limit and len(found) > limit:
             return found[:limit], str(found[limit - 1].seq)
         return found, None
 
     def verify(self, principal: Principal, expect_head: str | None = None) -> Verdict:
+        """Walk the tenant's chain; ``expect_head`` is an anchor ``SEQ:HASH`` taken earlier."""
+        anchor = None if expect_head is None else parse_anchor(expect_head)
         with self._uow() as uow:
-            events = uow.audit.events(principal.tenant, ascending=True)
-        return verify(events, expect_head)
+            return uow.audit.verify(principal.tenant, anchor)

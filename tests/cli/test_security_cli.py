@@ -298,10 +298,11 @@ def test_audit_verify_prints_the_head_and_names_a_tampered_seq(admin: str,
         _register(admin, agent_id)
     newest = events(admin)[0]
     verified = ok(cli("--json", "--token", admin, "audit", "verify"))
-    assert verified["ok"] is True and verified["head"] == newest["hash"]
+    assert verified["ok"] is True and verified["head"] == f"4:{newest['hash']}"
+    assert (verified["head_seq"], verified["head_hash"]) == (4, newest["hash"])
     assert verified["events"] == newest["seq"] == 4
     human = cli("--token", admin, "audit", "verify")
-    assert human.exit_code == 0 and newest["hash"] in human.stdout
+    assert human.exit_code == 0 and f"head 4:{newest['hash']}" in human.stdout
 
     _sql(clean_env, "UPDATE audit_events SET action = 'agent.remove' "
                     "WHERE tenant = 'default' AND seq = 2")
@@ -314,17 +315,18 @@ def test_audit_verify_prints_the_head_and_names_a_tampered_seq(admin: str,
     assert as_json.error()["details"]["first_bad_seq"] == 2
 
 
-def test_audit_verify_expect_head_detects_truncation(admin: str, clean_env: dict[str, str]):
-    """A chain cut at the tail still links; only the anchored head catches it."""
+def test_audit_verify_expect_head_holds_on_a_growing_log_and_detects_truncation(
+        admin: str, clean_env: dict[str, str]):
+    """An anchor taken earlier still holds after more writes; cutting the tail below it fails
+    naming the anchored seq."""
     _register(admin, "a-1")
     older = ok(cli("--json", "--token", admin, "audit", "verify"))["head"]
     _register(admin, "a-2")
     anchored = ok(cli("--json", "--token", admin, "audit", "verify"))["head"]
     assert anchored != older
-    assert ok(cli("--json", "--token", admin, "audit", "verify", "--expect-head", anchored)
-              )["ok"] is True
-    stale = cli("--json", "--token", admin, "audit", "verify", "--expect-head", older)
-    assert stale.exit_code == 1 and stale.error()["details"]["head"] == anchored
+    for anchor in (older, anchored):
+        assert ok(cli("--json", "--token", admin, "audit", "verify", "--expect-head", anchor)
+                  )["ok"] is True
 
     _sql(clean_env, "DELETE FROM audit_events WHERE tenant = 'default' AND seq = "
                     "(SELECT max(seq) FROM audit_events WHERE tenant = 'default')")
@@ -332,7 +334,8 @@ def test_audit_verify_expect_head_detects_truncation(admin: str, clean_env: dict
     truncated = cli("--json", "--token", admin, "audit", "verify", "--expect-head", anchored)
     assert truncated.exit_code == 1, truncated
     assert truncated.error()["code"] == "check_failed"
-    assert "head" in truncated.error()["message"]
+    assert truncated.error()["details"]["first_bad_seq"] == int(anchored.split(":")[0])
+    assert "removed from the tail" in truncated.error()["message"]
 
 
 # ---------------------------------------------------------------------------- kill switch

@@ -26,6 +26,32 @@ def backend_app(request: pytest.FixtureRequest, test_settings, clock):  # type: 
 
 
 @pytest.fixture
+def travel(backend_app, clock):  # type: ignore[no-untyped-def]
+    """``travel(hours=3)``: the store's clock moves forward. The memory store's clock is the
+    fake clock; a SQL store's is the database's, so what it stores is aged instead."""
+    from tests.helpers import age_stored_times
+
+    def move(**delta: float) -> None:
+        if backend_app.engine is None:
+            clock.advance(**delta)
+        else:
+            age_stored_times(backend_app.engine, **delta)
+
+    return move
+
+
+@pytest.fixture
+def store_now(backend_app):  # type: ignore[no-untyped-def]
+    """The store's own time (the database's clock on SQL)."""
+
+    def now():  # type: ignore[no-untyped-def]
+        with backend_app.uow() as uow:
+            return uow.now()
+
+    return now
+
+
+@pytest.fixture
 def agents(backend_app):  # type: ignore[no-untyped-def]
     return backend_app.agents
 

@@ -345,7 +345,7 @@ def test_read_documents_accepts_objects_or_rejects_cleanly(scratch_dir: Path, co
     path = scratch_dir / "input.json"
     path.write_bytes(content)
     try:
-        documents = read_documents(str(path))
+        documents = read_documents(str(path), max_bytes=2**26)
     except ArbiterError as exc:
         rejected_cleanly(exc)
         return
@@ -357,7 +357,7 @@ def test_read_documents_rejects_a_missing_file(scratch_dir: Path):
     from arbiter_cli.cli.inputs import read_documents
 
     with pytest.raises(InvalidInput) as caught:
-        read_documents(str(scratch_dir / "absent.json"))
+        read_documents(str(scratch_dir / "absent.json"), max_bytes=2**26)
     assert caught.value.rule == "exists"
 
 
@@ -370,7 +370,7 @@ def test_read_documents_rejects_an_integer_beyond_the_digit_limit(scratch_dir: P
     path = scratch_dir / "huge.json"
     path.write_text('{"id": "a", "capacity": ' + HUGE + "}")
     with pytest.raises(InvalidInput):
-        read_documents(str(path))
+        read_documents(str(path), max_bytes=2**26)
 
 
 def test_metadata_text_rejects_an_integer_beyond_the_digit_limit():
@@ -540,10 +540,18 @@ def test_injection_strings_in_filters_read_nothing_and_write_nothing(store: Any,
         lookups.append(lambda: app.agents.list(admin, status=hostile))
     if not v.SLUG_RE.fullmatch(hostile):
         lookups.append(lambda: app.security.create_tenant(hostile))
+    misses = 0  # a well-formed global id that resolves nowhere is audited (SPEC §4.1)
     for attempt in lookups:
-        with pytest.raises((InvalidInput, NotFound)):
+        with pytest.raises((InvalidInput, NotFound)) as caught:
             attempt()
-    assert row_counts(app) == before and table_names(app) == tables
+        misses += isinstance(caught.value, NotFound) and attempt in lookups[2:4]
+    after = row_counts(app)
+    audited = after.pop("audit_events") - before.pop("audit_events")
+    assert after == before and table_names(app) == tables
+    assert audited == misses
+    for logged in app.security.events(admin, limit=audited)[0] if audited else []:
+        assert (logged.result, logged.details, logged.target) == (
+            "denied", {"reason": "not found"}, hostile)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres",

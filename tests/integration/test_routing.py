@@ -148,11 +148,11 @@ def test_another_tenants_decision_answers_like_a_missing_one(backend_app, agents
 
 
 def test_expired_assignments_release_their_slot_and_leave_statistics(agents, routing, admin,
-                                                                      clock):
+                                                                      travel):
     agents.register(admin, fleet(1))
     decision = routing.route(admin, TASK).decision
     before = agents.show(admin, "agent-0").performance
-    clock.advance(hours=2, seconds=1)
+    travel(hours=2, seconds=1)
     expired = routing.reap(admin)
     assert [d.decision_id for d in expired] == [decision.decision_id]
     agent = agents.show(admin, "agent-0")
@@ -165,12 +165,12 @@ def test_expired_assignments_release_their_slot_and_leave_statistics(agents, rou
     assert agents.show(admin, "agent-0").active_tasks == 0
 
 
-def test_route_reaps_before_choosing(agents, routing, admin, clock):
+def test_route_reaps_before_choosing(agents, routing, admin, travel):
     agents.register(admin, fleet(1, capacity=1))
     routing.route(admin, TASK)
     with pytest.raises(AtCapacity):
         routing.route(admin, TASK)
-    clock.advance(hours=3)
+    travel(hours=3)
     assert routing.route(admin, TASK).decision.agent_id == "agent-0"
 
 

@@ -1,51 +1,62 @@
 """Races the capacity guarantee must survive: concurrent reaps and concurrent outcomes.
 
-Each race is made deterministic with a clock that, on the call a transaction makes just
-before committing, sleeps while holding its locks, so the other thread runs inside the window
-that used to release a slot twice or fold an outcome twice.
+Each race is made deterministic with a unit of work that, for the thread named in ``stall``,
+sleeps just before committing while holding its locks, so the other thread runs inside the
+window that used to release a slot twice or fold an outcome twice. Time passes by ageing the
+stored time stamps: the stores keep time on the database's clock.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.routing import Outcome
 from arbiter_cli.errors import Conflict
+from tests.helpers import age_stored_times
 
 
-class SlowClock:
-    """Shared time; the thread named in ``stall`` sleeps on its second reading."""
+class Stalling:
+    """A unit-of-work factory whose commits sleep 0.4 s in the threads named in ``stall``."""
 
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
         self.stall: set[str] = set()
-        self._calls: dict[str, int] = {}
 
-    def __call__(self) -> datetime:
-        name = threading.current_thread().name
-        self._calls[name] = self._calls.get(name, 0) + 1
-        if name in self.stall and self._calls[name] == 2:
-            time.sleep(0.4)
-        return self.now
+    def __call__(self, *, write: bool = False) -> Any:
+        uow = self.inner(write=write)
+        commit = uow.commit
+
+        def stalled_commit() -> None:
+            if threading.current_thread().name in self.stall:
+                time.sleep(0.4)
+            commit()
+
+        uow.commit = stalled_commit
+        return uow
 
 
-def _apps(sql_url: str, settings, clock, n: int = 2):  # type: ignore[no-untyped-def]
+def _apps(sql_url: str, settings, n: int = 2):  # type: ignore[no-untyped-def]
+    """``n`` apps on one new database, each with its own engine, sharing one stall set."""
     import io
 
     from arbiter_cli.adapters import migrations
     from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
-    from arbiter_cli.bootstrap import build, sql_engine
+    from arbiter_cli.bootstrap import build, sql_engine, utc_now
     from arbiter_cli.services.setup import initialize
 
     engine = sql_engine(settings, sql_url, create=True)
     initialize(SqlUnitOfWorkFactory(engine),
-               lambda: migrations.upgrade(engine, "head", io.StringIO())[1], clock)
+               lambda: migrations.upgrade(engine, "head", io.StringIO())[1], utc_now)
     engine.dispose()
-    return [build(settings, url=sql_url, clock=clock) for _ in range(n)]
-
+    apps = [build(settings, url=sql_url) for _ in range(n)]
+    stall: set[str] = set()
+    for app in apps:
+        app.uow = Stalling(app.uow)
+        app.uow.stall = stall
+    return apps, stall
 
 
 def _run(*targets) -> list[object]:  # type: ignore[no-untyped-def]
@@ -68,18 +79,17 @@ def _run(*targets) -> list[object]:  # type: ignore[no-untyped-def]
 
 
 def test_two_concurrent_reaps_release_each_slot_once(sql_url: str, test_settings):
-    clock = SlowClock()
-    first, second = _apps(sql_url, test_settings, clock)
+    (first, second), stall = _apps(sql_url, test_settings)
     admin = Principal.local_admin()
     first.agents.register(admin, [{"id": f"a{i}", "name": "A", "model_family": "x",
                                    "task_types": ["testing"], "capacity": 100} for i in range(3)])
     for _ in range(30):
         first.routing.route(admin, {"task_type": "testing"})
-    clock.now += timedelta(hours=1)
+    age_stored_times(first.engine, hours=1)
     for _ in range(9):
         first.routing.route(admin, {"task_type": "testing"})
-    clock.now += timedelta(hours=1, seconds=1)
-    clock.stall = {"side-0"}
+    age_stored_times(first.engine, hours=1, seconds=1)
+    stall.add("side-0")
     reaped = _run(lambda: first.routing.reap(admin), lambda: second.routing.reap(admin))
     counts = [len(r) for r in reaped if isinstance(r, list)]
     assert sorted(counts) == [0, 30], reaped
@@ -90,13 +100,12 @@ def test_two_concurrent_reaps_release_each_slot_once(sql_url: str, test_settings
 
 
 def test_two_concurrent_different_outcomes_fold_once(sql_url: str, test_settings):
-    clock = SlowClock()
-    first, second = _apps(sql_url, test_settings, clock)
+    (first, second), stall = _apps(sql_url, test_settings)
     admin = Principal.local_admin()
     first.agents.register(admin, [{"id": "solo", "name": "S", "model_family": "x",
                                    "task_types": ["testing"], "capacity": 2}])
     decision = first.routing.route(admin, {"task_type": "testing", "task_id": "T"}).decision
-    clock.stall = {"side-0"}
+    stall.add("side-0")
     results = _run(
         lambda: first.routing.outcome(admin, Outcome(success=True, quality=1.0),
                                       decision_id=decision.decision_id),

@@ -49,8 +49,9 @@ def uids() -> SequentialUids:
 
 
 @pytest.fixture
-def uow_factory() -> MemoryUnitOfWorkFactory:
-    return MemoryUnitOfWorkFactory()
+def uow_factory(clock: FakeClock) -> MemoryUnitOfWorkFactory:
+    """The memory store, with the fake clock as its "database clock"."""
+    return MemoryUnitOfWorkFactory(clock=clock)
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ def make_service(
 
     def build(policy_: RegistryPolicy | None = None,
               weights: dict[str, float] | None = None) -> AgentService:
-        return AgentService(uow_factory, policy_ or policy, weights or DEFAULT_WEIGHTS, clock, uids)
+        return AgentService(uow_factory, policy_ or policy, weights or DEFAULT_WEIGHTS, uids)
 
     return build
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -552,8 +553,8 @@ def test_cleanup_twice_marks_nothing_the_second_time(fleet, admin):
 class RecordingFactory(MemoryUnitOfWorkFactory):
     """The memory fake, remembering each unit of work's ``write`` flag and each locked read."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        super().__init__(clock=clock)
         self.writes: list[bool] = []
         self.locked_reads: list[bool] = []
 
@@ -573,9 +574,9 @@ class RecordingFactory(MemoryUnitOfWorkFactory):
 @pytest.fixture
 def recorded(policy, clock, uids, admin, raw):  # type: ignore[no-untyped-def]
     """A service on a RecordingFactory, with agent 'a' registered and the records cleared."""
-    factory = RecordingFactory()
+    factory = RecordingFactory(clock)
     service = AgentService(factory, policy, {"fit": 0.3, "success": 0.3, "quality": 0.2,
-                                             "load": 0.2}, clock, uids)
+                                             "load": 0.2}, uids)
     service.register(admin, [raw("a")])
     factory.writes.clear()
     factory.locked_reads.clear()

@@ -1066,13 +1066,13 @@ class Uids:
 
 
 def side(clock: FakeClock, prefix: str) -> Side:
-    uow = MemoryUnitOfWorkFactory()
+    uow = MemoryUnitOfWorkFactory(clock=clock)
     registry = RegistryPolicy(task_types=tuple(DEFAULT_TASK_TYPES),
                               languages=tuple(DEFAULT_LANGUAGES))
     initialize(uow, lambda: None, clock)
     return Side(uow, AgentService(uow, registry, {"fit": 0.3, "success": 0.3, "quality": 0.2,
-                                                  "load": 0.2}, clock, Uids(prefix)),
-                RoutingService(uow, registry, RoutingPolicy(), clock))
+                                                  "load": 0.2}, Uids(prefix)),
+                RoutingService(uow, registry, RoutingPolicy()))
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 from arbiter_cli.config import DEFAULT_LANGUAGES, DEFAULT_TASK_TYPES
 from arbiter_cli.domain.agents import Patch, RegistryPolicy
 from arbiter_cli.domain.principal import Principal
-from arbiter_cli.domain.security import AuditEvent, TokenRecord, redact, seal, verify
+from arbiter_cli.domain.security import Anchor, AuditEvent, TokenRecord, redact, seal, verify
 from arbiter_cli.errors import InvalidInput
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -43,11 +43,11 @@ def chain(n: int) -> list[AuditEvent]:
     return events
 
 
-def test_a_head_mismatch_explains_truncation_in_full():
+def test_a_truncated_anchor_explains_itself_in_full():
     events = chain(3)
-    verdict = verify(events[:2], expect_head=events[-1].hash)
-    assert verdict.reason == ("head differs from the expected (anchored) head: entries were "
-                              "removed from the tail or the chain was rewritten")
+    verdict = verify(events[:2], Anchor(3, events[-1].hash))
+    assert verdict.reason == ("the chain ends at seq 2, before the anchored seq 3: entries "
+                              "were removed from the tail")
 
 
 def test_redaction_reaches_into_nested_details_with_the_same_secrets():

@@ -86,14 +86,14 @@ class World:
 
 
 def build(**policy: Any) -> World:
-    uow = MemoryUnitOfWorkFactory()
     clock = FakeClock(T0)
+    uow = MemoryUnitOfWorkFactory(clock=clock)  # the fake clock is the store's database clock
     registry = RegistryPolicy(task_types=tuple(DEFAULT_TASK_TYPES), languages=tuple(DEFAULT_LANGUAGES))
     initialize(uow, lambda: None, clock)
     initialize(uow, lambda: None, clock, tenant="other")
     return World(uow=uow, clock=clock,
-                 agents=AgentService(uow, registry, WEIGHTS, clock, SequentialUids()),
-                 routing=RoutingService(uow, registry, RoutingPolicy(**policy), clock))
+                 agents=AgentService(uow, registry, WEIGHTS, SequentialUids()),
+                 routing=RoutingService(uow, registry, RoutingPolicy(**policy)))
 
 
 @pytest.fixture
@@ -309,7 +309,7 @@ class RacingUow:
 
 def racing(world: World, **options: Any) -> tuple[RoutingService, RacingUow]:
     uow = RacingUow(world.uow, **options)
-    return RoutingService(uow, world.routing.registry, world.routing.policy, world.clock), uow
+    return RoutingService(uow, world.routing.registry, world.routing.policy), uow
 
 
 def test_a_lost_claim_falls_back_to_the_next_candidate(world):
@@ -590,10 +590,16 @@ def test_an_outcome_releases_the_slot_of_an_agent_that_stopped_taking_work(world
 
 
 def test_an_outcome_never_takes_active_tasks_below_zero(world):
-    """After an admin correction to 0, the release stays at 0."""
+    """A count that drifted to 0 under an open decision (written below the service: an admin
+    correction can no longer go below the open decisions) releases to 0, not -1."""
     world.register("a1")
     decision = world.route("T-1")
-    world.agents.update(ADMIN, "a1", {"active_tasks": 0})
+    with world.uow(write=True) as uow:
+        agent = uow.agents.get("default", "a1")
+        assert agent is not None
+        uow.agents.update(replace(agent, active_tasks=0, version=agent.version + 1),
+                          expect_version=agent.version)
+        uow.commit()
     world.succeed(decision)
     assert world.active("a1") == [0]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -21,22 +22,27 @@ from hypothesis import strategies as st
 
 from arbiter_cli.domain.principal import ROLES, Principal
 from arbiter_cli.domain.security import (
+    FIELD_PERMISSIONS,
     GENESIS,
     NO_TOKEN,
     PERMISSIONS,
     RANK,
     SECRET_BYTES,
+    Anchor,
     AuditEvent,
     Bucket,
     TokenRecord,
+    Undecodable,
     allowed,
     authorize,
+    authorize_field,
     canonical,
     chain_hash,
     check_role,
     check_token,
     format_token,
     hash_secret,
+    parse_anchor,
     parse_token,
     redact,
     retry_after,
@@ -120,6 +126,25 @@ def test_a_role_may_run_a_command_exactly_when_it_ranks_at_least_the_needed_role
         assert (caught.value.exit_code, caught.value.code) == (6, "forbidden")
         assert caught.value.message == (f"role {role!r} may not run `{command}` "
                                         f"(needs {needed})")
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_only_an_admin_may_set_active_tasks_through_agents_update(role):
+    """SPEC §2.1: active_tasks is an admin correction; every other field follows the command."""
+    principal = Principal(tenant="acme", role=role, token_id=TOKEN_ID)
+    assert FIELD_PERMISSIONS == {("agents update", "active_tasks"): "admin"}
+    assert authorize_field(principal, "agents update", "capacity") is None
+    assert authorize_field(principal, "agents register", "active_tasks") is None
+    if role == "admin":
+        assert authorize_field(principal, "agents update", "active_tasks") is None
+        return
+    with pytest.raises(Forbidden) as caught:
+        authorize_field(principal, "agents update", "active_tasks")
+    assert caught.value.message == (f"role {role!r} may not set active_tasks through `agents "
+                                    "update` (needs admin: it changes through claims and "
+                                    "outcomes)")
+    with pytest.raises(Forbidden):
+        authorize_field(Principal("acme", "root"), "agents update", "active_tasks")
 
 
 @pytest.mark.parametrize("command", ["tokens destroy", "agents", "", "WHOAMI", "init", "db check"])
@@ -392,12 +417,13 @@ def test_refill_is_rate_times_elapsed():
     assert spend(Bucket(-1.0, EPOCH), EPOCH + 0.75, 4.0, 10) == Bucket(1.0, EPOCH + 0.75)
 
 
-def test_time_going_backwards_does_not_refill():
-    """now < updated_at: no refill, and the later stamp is kept."""
-    later = EPOCH + 100.0
+def test_a_stamp_from_the_future_refills_nothing_and_is_replaced_by_now():
+    """now < updated_at (a stamp from a clock that ran ahead): no refill, and the stamp
+    becomes now, so the bucket refills from now on instead of staying shut until then."""
+    later = EPOCH + 600.0
     bucket = spend(Bucket(0.0, later), EPOCH, 2.0, 3)
-    assert bucket == Bucket(tokens=-1.0, updated_at=later)
-    assert spend(bucket, later + 0.5, 2.0, 3) == Bucket(tokens=-1.0, updated_at=later + 0.5)
+    assert bucket == Bucket(tokens=-1.0, updated_at=EPOCH)
+    assert spend(bucket, EPOCH + 1.0, 2.0, 3) == Bucket(tokens=0.0, updated_at=EPOCH + 1.0)
 
 
 def test_retry_after_is_the_time_to_one_whole_token():
@@ -500,13 +526,27 @@ def pristine_chain() -> tuple[AuditEvent, ...]:
     return tuple(events)
 
 
-def test_an_untouched_chain_of_2000_verifies_with_its_last_hash_as_head():
-    """A genuine chain is never flagged; the head is the last event's hash."""
+def head_of(chain: Sequence[AuditEvent]) -> Anchor:
+    return Anchor(chain[-1].seq, chain[-1].hash) if chain else Anchor(0, GENESIS)
+
+
+def test_an_untouched_chain_of_2000_verifies_with_its_last_event_as_head():
+    """A genuine chain is never flagged; the head is SEQ:HASH of the last event."""
     chain = pristine_chain()
-    verdict = verify(chain, expect_head=chain[-1].hash)
+    verdict = verify(chain, head_of(chain))
     assert verdict == verify(chain)
-    assert (verdict.ok, verdict.events, verdict.head) == (True, N_EVENTS, chain[-1].hash)
+    assert (verdict.ok, verdict.events, verdict.head) == (
+        True, N_EVENTS, f"{N_EVENTS}:{chain[-1].hash}")
     assert (verdict.first_bad_seq, verdict.reason) == (None, None)
+
+
+@settings(max_examples=30, derandomize=True, deadline=None)
+@given(at=st.integers(0, N_EVENTS))
+def test_an_anchor_taken_at_any_earlier_seq_still_holds_on_the_grown_chain(at):
+    """A live log grows after its anchor was taken: the anchor keeps holding."""
+    chain = pristine_chain()
+    anchor = head_of(chain[:at])
+    assert verify(chain, anchor).ok is True
 
 
 @settings(max_examples=20, derandomize=True, deadline=None)
@@ -514,10 +554,10 @@ def test_an_untouched_chain_of_2000_verifies_with_its_last_hash_as_head():
 def test_every_untouched_prefix_verifies_anchored_at_its_own_last_hash(length):
     """Each genuine prefix verifies, with its last hash (or genesis) as head."""
     prefix = pristine_chain()[:length]
-    head = prefix[-1].hash if prefix else GENESIS
-    verdict = verify(prefix, expect_head=head)
+    head = head_of(prefix)
+    verdict = verify(prefix, head)
     assert (verdict.ok, verdict.events, verdict.head, verdict.first_bad_seq) == (
-        True, length, head, None)
+        True, length, str(head), None)
 
 
 def flip(hex_text: str, at: int) -> str:
@@ -570,8 +610,8 @@ def tamperings(draw: st.DrawFn) -> tuple[str, list[AuditEvent], int]:
     if kind == "reseal":  # the break shows at the next link (or at the anchored head)
         i = draw(st.integers(0, n - 1))
         field = draw(st.sampled_from([f for f in BODY_FIELDS if f != "seq"]))
-        chain[i] = resealed(chain[i], field, k)
-        return f"reseal {field} of row {i}", chain, i + 2
+        chain[i] = resealed(chain[i], field, k)  # the last row: its hash differs from the anchor
+        return f"reseal {field} of row {i}", chain, min(i + 2, n)
     if kind == "delete":
         i = draw(st.integers(0, n - 1))
         del chain[i]
@@ -582,7 +622,7 @@ def tamperings(draw: st.DrawFn) -> tuple[str, list[AuditEvent], int]:
         forged = seal("acme", i + 1, chain[i].at, prev, actor="mallory", action="token.create",
                       target=f"forged-{k}", result="ok", correlation_id=None, details={"k": k})
         chain.insert(i, forged)
-        return f"insert a sealed forgery at {i}", chain, i + 2
+        return f"insert a sealed forgery at {i}", chain, min(i + 2, n)
     if kind == "replay":  # a copy of row j inserted before row i
         i, j = draw(st.integers(0, n - 1)), draw(st.integers(0, n - 1))
         chain.insert(i, chain[j])
@@ -591,18 +631,21 @@ def tamperings(draw: st.DrawFn) -> tuple[str, list[AuditEvent], int]:
         i = draw(st.integers(0, n - 2))
         chain[i], chain[i + 1] = chain[i + 1], chain[i]
         return f"swap rows {i} and {i + 1}", chain, i + 1
-    keep = draw(st.integers(0, n - 1))
-    return f"truncate to {keep} rows", chain[:keep], keep + 1
+    keep = draw(st.integers(0, n - 1))  # only the anchor can tell: it names its own seq
+    return f"truncate to {keep} rows", chain[:keep], n
 
 
 @settings(max_examples=250, derandomize=True, deadline=None)
 @given(tampering=tamperings())
 def test_any_single_tampering_of_a_2000_event_chain_is_caught_at_its_first_bad_seq(tampering):
-    """Verified against the anchored head, every tampering is flagged at the right seq."""
+    """Verified against the anchor of the untouched head, every tampering is flagged at the
+    right seq."""
     what, chain, first_bad = tampering
-    verdict = verify(chain, expect_head=pristine_chain()[-1].hash)
+    verdict = verify(chain, head_of(pristine_chain()))
     assert (verdict.ok, verdict.first_bad_seq) == (False, first_bad), what
-    assert verdict.head == (chain[first_bad - 2].hash if first_bad >= 2 else GENESIS), what
+    good = len(chain) if what.startswith("truncate") else first_bad - 1  # events that verify
+    assert verdict.head_hash == (chain[good - 1].hash if good else GENESIS), what
+    assert verdict.head_seq == good, what
     assert verdict.reason, what
 
 
@@ -611,7 +654,7 @@ def test_a_missing_seq_is_named_with_what_was_found():
     chain = list(pristine_chain()[:5])
     del chain[2]
     verdict = verify(chain)
-    assert (verdict.ok, verdict.events, verdict.head) == (False, 3, chain[1].hash)
+    assert (verdict.ok, verdict.events, verdict.head) == (False, 3, f"2:{chain[1].hash}")
     assert (verdict.first_bad_seq, verdict.reason) == (3, "seq 3 missing (found 4)")
 
 
@@ -630,26 +673,127 @@ def test_an_edited_entry_is_reported_as_a_hash_mismatch():
     chain[0] = replace(chain[0], result="error" if chain[0].result != "error" else "ok")
     verdict = verify(chain)
     assert (verdict.ok, verdict.events, verdict.head, verdict.first_bad_seq) == (
-        False, 1, GENESIS, 1)
-    assert verdict.reason == "hash does not match the entry"
+        False, 1, f"0:{GENESIS}", 1)
+    assert verdict.reason.startswith("hash does not match the entry")
 
 
-def test_truncation_is_caught_only_by_the_anchored_head():
-    """Without an expected head a shortened chain still verifies; with it, it is flagged."""
+def test_truncation_is_caught_only_by_the_anchor_and_named_at_the_anchored_seq():
+    """Without an anchor a shortened chain still verifies; with it, the anchored seq fails."""
     chain = pristine_chain()
     assert verify(chain[:10]).ok is True
-    verdict = verify(chain[:10], expect_head=chain[-1].hash)
+    verdict = verify(chain[:10], head_of(chain))
     assert (verdict.ok, verdict.events, verdict.head, verdict.first_bad_seq) == (
-        False, 10, chain[9].hash, 11)
-    assert verdict.reason.startswith("head differs from the expected (anchored) head")
+        False, 10, f"10:{chain[9].hash}", N_EVENTS)
+    assert verdict.reason == (f"the chain ends at seq 10, before the anchored seq {N_EVENTS}: "
+                              "entries were removed from the tail")
 
 
-def test_an_empty_chain_verifies_with_genesis_as_head():
-    """No events: ok, zero events, head 64 zeros; anchored elsewhere, seq 1 is missing."""
-    assert verify([]) == verify([], GENESIS)
-    assert (verify([]).ok, verify([]).events, verify([]).head) == (True, 0, GENESIS)
-    anchored = verify([], expect_head="a" * 64)
-    assert (anchored.ok, anchored.first_bad_seq, anchored.head) == (False, 1, GENESIS)
+def test_an_emptied_chain_fails_at_the_anchored_seq():
+    """Deleting every row: the anchor's seq is named."""
+    verdict = verify([], Anchor(7, "a" * 64))
+    assert (verdict.ok, verdict.events, verdict.first_bad_seq, verdict.head) == (
+        False, 0, 7, f"0:{GENESIS}")
+
+
+def test_a_rewritten_event_under_the_anchor_is_named_at_its_seq():
+    """The chain holds another hash at the anchored seq: rewritten."""
+    chain = pristine_chain()[:20]
+    verdict = verify(chain, Anchor(12, flip(chain[11].hash, 3)))
+    assert (verdict.ok, verdict.first_bad_seq) == (False, 12)
+    assert verdict.reason is not None and "rewritten" in verdict.reason
+
+
+def test_an_empty_chain_verifies_with_genesis_at_seq_0_as_head():
+    """No events: ok, zero events, head 0:<64 zeros>; anchored at genesis it still holds."""
+    assert verify([]) == verify([], Anchor(0, GENESIS))
+    assert (verify([]).ok, verify([]).events, verify([]).head) == (True, 0, f"0:{GENESIS}")
+    wrong_genesis = verify([], Anchor(0, "a" * 64))
+    assert (wrong_genesis.ok, wrong_genesis.first_bad_seq) == (False, 0)
+
+
+def test_anchors_parse_from_seq_colon_hash_and_nothing_else():
+    """SEQ:HASH with 64 hex digits (case ignored); a bare hash or junk is exit 2."""
+    assert parse_anchor(f"42:{'AB' * 32}") == Anchor(42, "ab" * 32)
+    assert str(Anchor(42, "ab" * 32)) == f"42:{'ab' * 32}"
+    for bad in ("ab" * 32, f"-1:{'ab' * 32}", f"4:{'ab' * 31}", f"x:{'ab' * 32}", "",
+                f"1:{'g' * 64}", f"{'9' * 19}:{'ab' * 32}"):
+        with pytest.raises(InvalidInput) as caught:
+            parse_anchor(bad)
+        assert (caught.value.field, caught.value.rule) == ("expect_head", "format"), bad
+
+
+KEY = b"k" * 32
+
+
+def keyed_chain(n: int, *, key: bytes | None = KEY, unkeyed_first: int = 0) -> list[AuditEvent]:
+    """``n`` events; the first ``unkeyed_first`` sealed without the key (before it was set)."""
+    events: list[AuditEvent] = []
+    prev = GENESIS
+    for i in range(n):
+        event = seal("acme", i + 1, T0 + timedelta(seconds=i), prev, actor="tok",
+                     action="agent.update", target=f"a{i}", result="ok", correlation_id=None,
+                     details={"i": i}, key=None if i < unkeyed_first else key)
+        events.append(event)
+        prev = event.hash
+    return events
+
+
+def test_a_keyed_event_is_an_hmac_of_the_canonical_body_and_prev_hash():
+    """With security.audit_key the hash is HMAC-SHA256(key, canonical ‖ prev_hash)."""
+    import hmac as hmac_module
+
+    event = keyed_chain(1)[0]
+    expected = hmac_module.new(KEY, canonical(event.body()) + GENESIS.encode(),
+                               hashlib.sha256).hexdigest()
+    assert event.hash == expected != chain_hash(event.body(), GENESIS)
+
+
+def test_a_keyed_chain_verifies_with_its_key_and_not_without_it():
+    """The key is needed to verify; without it the first keyed event is flagged."""
+    chain = keyed_chain(5)
+    assert verify(chain, key=KEY).ok is True
+    unkeyed = verify(chain)
+    assert (unkeyed.ok, unkeyed.first_bad_seq) == (False, 1)
+    assert unkeyed.reason is not None and "security.audit_key" in unkeyed.reason
+    assert verify(chain, key=b"x" * 32).first_bad_seq == 1
+
+
+def test_an_unkeyed_prefix_before_the_key_was_set_verifies():
+    """Events written before the key was configured stay valid below the first keyed one."""
+    assert verify(keyed_chain(6, unkeyed_first=3), key=KEY).ok is True
+
+
+def test_a_chain_recomputed_without_the_key_after_an_edit_is_caught():
+    """Editing seq 3 and re-hashing every later event with plain SHA-256 is flagged."""
+    chain = keyed_chain(6)
+    prev = chain[1].hash
+    forged: list[AuditEvent] = chain[:2]
+    for event in chain[2:]:
+        body = replace(event, details={"i": 99}) if event.seq == 3 else event
+        resealed_event = seal("acme", body.seq, body.at, prev, actor=body.actor,
+                              action=body.action, target=body.target, result=body.result,
+                              correlation_id=None, details=body.details)
+        forged.append(resealed_event)
+        prev = resealed_event.hash
+    verdict = verify(forged, key=KEY)
+    assert (verdict.ok, verdict.first_bad_seq) == (False, 3)
+    assert verdict.reason is not None and "recomputed without the key" in verdict.reason
+    everything = keyed_chain(6, key=None)  # all of it recomputed: the head is not keyed
+    whole = verify(everything, key=KEY)
+    assert (whole.ok, whole.first_bad_seq) == (False, 6)
+    assert whole.reason is not None and "no event is sealed" in whole.reason
+
+
+def test_an_undecodable_row_is_reported_as_tampering_at_its_seq():
+    """A row the store cannot read back breaks the chain at its seq (exit 1, never 70)."""
+    chain: list[AuditEvent | Undecodable] = list(pristine_chain()[:5])
+    chain[2] = Undecodable("acme", 3, "details is not a JSON object")
+    verdict = verify(chain)
+    assert (verdict.ok, verdict.first_bad_seq, verdict.head_seq) == (False, 3, 2)
+    assert verdict.reason is not None and "cannot be decoded" in verdict.reason
+    assert "details is not a JSON object" in verdict.reason
+    chain[2] = Undecodable("acme", None, "seq is not an integer")
+    assert verify(chain).first_bad_seq == 3
 
 
 def test_a_chain_not_starting_at_seq_1_is_broken_at_seq_1():

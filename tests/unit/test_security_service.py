@@ -62,8 +62,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def empty_store() -> MemoryUnitOfWorkFactory:
-    return MemoryUnitOfWorkFactory()
+def empty_store(clock: Clock) -> MemoryUnitOfWorkFactory:
+    """The memory store, with the test's clock as its "database clock"."""
+    return MemoryUnitOfWorkFactory(clock=clock)
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ def make(store: MemoryUnitOfWorkFactory, clock: Clock) -> Callable[..., Security
 
     def build(rate: float = 2.0, burst: int = 3,
               correlation_id: str | None = CORRELATION) -> SecurityService:
-        return SecurityService(store, RatePolicy(rate=rate, burst=burst), clock, correlation_id)
+        return SecurityService(store, RatePolicy(rate=rate, burst=burst), correlation_id)
 
     return build
 
@@ -359,7 +360,7 @@ def test_a_malformed_token_is_audited_without_the_token(service, store):
 
 def test_a_missing_token_before_init_is_refused_without_an_audit(empty_store, clock):
     """With no tenant default yet there is no chain to write to, and nothing is created."""
-    service = SecurityService(empty_store, RatePolicy(2.0, 3), clock, CORRELATION)
+    service = SecurityService(empty_store, RatePolicy(2.0, 3), CORRELATION)
     with pytest.raises(Unauthenticated):
         service.admit(None, "whoami")
     with empty_store() as uow:
@@ -597,25 +598,37 @@ def test_revoking_another_tenants_token_looks_like_a_missing_one(service, store,
     assert stored(store, ours.record.id).revoked_at is None
 
 
-def test_revoking_another_tenants_token_is_audited_denied_in_the_callers_tenant(service, store,
-                                                                             acme):
-    """The attempt goes to acme's chain; default's chain is untouched."""
+def test_revoking_another_tenants_token_reads_like_a_missing_one_in_the_callers_chain(
+        service, store, acme):
+    """No existence oracle in the audit log either: acme's chain records the same denial for
+    default's token id as for an id that exists nowhere (SPEC §4.1)."""
+    ours = viewer(service)
+    seen = []
+    for token_id in (ours.record.id, UNKNOWN_ID):
+        before = len(chain(store, "acme"))
+        with pytest.raises(NotFound):
+            service.revoke(principal_of(acme), token_id)
+        [event] = chain(store, "acme")[before:]
+        seen.append({**event.body(), "target": "ID", "seq": None, "at": None})
+    assert seen[0] == seen[1]
+    assert (seen[0]["action"], seen[0]["result"], seen[0]["actor"], seen[0]["details"]) == (
+        "token.revoke", "denied", acme.record.id, {"reason": "not found"})
+
+
+def test_revoking_another_tenants_token_is_audited_in_the_owners_chain(service, store, acme):
+    """default, whose token it is, records the attempt and who made it; a missing id adds
+    nothing to default's chain."""
     ours = viewer(service)
     before = len(chain(store, "default"))
     with pytest.raises(NotFound):
-        service.revoke(principal_of(acme), ours.record.id)
-    [event] = actions(store, "acme", "token.revoke")
-    assert (event.actor, event.target, event.result, event.details) == (
-        acme.record.id, ours.record.id, "denied", {"reason": "cross-tenant"})
-    assert len(chain(store, "default")) == before
-
-
-def test_revoking_a_missing_token_writes_nothing(service, store, acme):
-    """An unknown id is not found and leaves every chain as it was."""
-    before = {t: len(chain(store, t)) for t in ("default", "acme")}
-    with pytest.raises(NotFound):
         service.revoke(principal_of(acme), UNKNOWN_ID)
-    assert {t: len(chain(store, t)) for t in ("default", "acme")} == before
+    assert len(chain(store, "default")) == before
+    with pytest.raises(NotFound):
+        service.revoke(principal_of(acme), ours.record.id)
+    [event] = chain(store, "default")[before:]
+    assert (event.actor, event.action, event.target, event.result, event.details) == (
+        acme.record.id, "token.revoke", ours.record.id, "denied",
+        {"reason": "cross-tenant", "caller_tenant": "acme"})
 
 
 def test_tokens_lists_only_the_callers_tenant(service, acme):
@@ -736,16 +749,22 @@ def test_verify_passes_on_the_stores_own_chain(service, store, clock, acme):
     service.revoke(principal_of(acme), issued.record.id)
     for principal, tenant in ((LOCAL_ADMIN, "default"), (principal_of(acme), "acme")):
         events = chain(store, tenant)
-        verdict = service.verify(principal, expect_head=events[-1].hash)
-        assert (verdict.ok, verdict.events, verdict.head) == (True, len(events),
-                                                              events[-1].hash)
+        head = f"{events[-1].seq}:{events[-1].hash}"
+        verdict = service.verify(principal, expect_head=head)
+        assert (verdict.ok, verdict.events, verdict.head) == (True, len(events), head)
 
 
-def test_verify_flags_a_head_other_than_the_expected_one(service, clock):
-    """An anchored head that is not the chain's head fails at the next seq."""
+def test_verify_holds_an_anchor_while_the_log_grows_and_names_a_lost_one(service, clock):
+    """An anchor taken at seq 3 still holds after more writes; an anchor past the head (the
+    tail was deleted) fails at its seq; a bare hash is not an anchor (exit 2)."""
     five_events(service, clock)
-    verdict = service.verify(LOCAL_ADMIN, expect_head=GENESIS)
-    assert (verdict.ok, verdict.first_bad_seq) == (False, 6)
+    anchor = service.verify(LOCAL_ADMIN).head
+    viewer(service)
+    assert service.verify(LOCAL_ADMIN, expect_head=anchor).ok is True
+    verdict = service.verify(LOCAL_ADMIN, expect_head=f"9:{GENESIS}")
+    assert (verdict.ok, verdict.first_bad_seq) == (False, 9)
+    with pytest.raises(InvalidInput):
+        service.verify(LOCAL_ADMIN, expect_head=GENESIS)
 
 
 def test_the_correlation_id_is_on_every_event_the_service_writes(service, store, clock, acme):

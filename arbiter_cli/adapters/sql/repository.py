@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 
 from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.capability import conditions, fit_shares, has
+from arbiter_cli.adapters.sql.clock import DatabaseClock
 from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
 from arbiter_cli.adapters.sql.routing import SqlDecisions, SqlRouting
 from arbiter_cli.adapters.sql.security import SqlAudit, SqlRate, SqlTokens
@@ -275,7 +276,8 @@ class SqlUnitOfWork:
     """One connection and one transaction; rolls back unless committed.
 
     Database failures leave as ``StorageUnavailable`` (exit 10) and unique violations as
-    ``Conflict`` (exit 5), each one line and without the password.
+    ``Conflict`` (exit 5), each one line and without the password. ``now()`` is the
+    database's time (``clock.py``); audit events are sealed with ``audit_key`` when it is set.
     """
 
     agents: SqlAgents
@@ -286,9 +288,11 @@ class SqlUnitOfWork:
     rate: SqlRate
     audit: SqlAudit
 
-    def __init__(self, engine: Engine, *, write: bool = False) -> None:
+    def __init__(self, engine: Engine, *, write: bool = False, audit_key: bytes | None = None
+                 ) -> None:
         self._engine = engine
         self._write = write
+        self._audit_key = audit_key
 
     def __enter__(self) -> Self:
         try:
@@ -301,13 +305,14 @@ class SqlUnitOfWork:
         except DBAPIError as exc:
             self._conn.close()
             raise unavailable(self._engine, exc) from None
+        self._clock = DatabaseClock(self._conn)
         self.agents = SqlAgents(self._conn)
         self.tenants = SqlTenants(self._conn)
         self.routing = SqlRouting(self._conn)
         self.decisions = SqlDecisions(self._conn)
-        self.tokens = SqlTokens(self._conn)
+        self.tokens = SqlTokens(self._conn, self._clock)
         self.rate = SqlRate(self._conn)
-        self.audit = SqlAudit(self._conn)
+        self.audit = SqlAudit(self._conn, self._audit_key)
         return self
 
     def __exit__(
@@ -325,6 +330,10 @@ class SqlUnitOfWork:
             raise Conflict(f"conflicting write: {_first_line(exc)}") from None
         if isinstance(exc, OperationalError | InterfaceError):  # the database, not the data
             raise unavailable(self._engine, exc) from None
+
+    def now(self) -> datetime:
+        """The database's time for this transaction (one read at most)."""
+        return self._clock()
 
     def commit(self) -> None:
         op = current_op.get()
@@ -350,8 +359,9 @@ def _first_line(exc: DBAPIError) -> str:
 
 
 class SqlUnitOfWorkFactory:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, audit_key: bytes | None = None) -> None:
         self.engine = engine
+        self.audit_key = audit_key
 
     def __call__(self, *, write: bool = False) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine, write=write)
+        return SqlUnitOfWork(self.engine, write=write, audit_key=self.audit_key)

@@ -207,6 +207,12 @@ class SqlDecisions:
         rows = self._conn.execute(self._locked(stmt, True, skip_locked=True)).fetchall()
         return [_row_to_decision(r) for r in rows]
 
+    def open_count(self, tenant: str, agent_id: str, agent_uid: str) -> int:
+        stmt = select(func.count()).select_from(t.decisions).where(
+            d.tenant == tenant, d.agent_id == agent_id, d.agent_uid == agent_uid,
+            d.status == OPEN)
+        return int(self._conn.execute(stmt).scalar_one())
+
     def history(
         self, tenant: str, *, agent_id: str | None = None, task_type: str | None = None,
         status: str | None = None, since: datetime | None = None, before: str | None = None,

@@ -1,17 +1,36 @@
-"""SQL storage of security: tokens, rate buckets (one atomic statement), the audit chain."""
+"""SQL storage of security: tokens, rate buckets (one atomic statement), the audit chain.
+
+Every time stamp here is the database's (``clock.py``): token checks read it with the token,
+a bucket refills and spends on it in its one statement, and an audit event is stamped with it
+while the tenant's chain head is held.
+"""
 
 from __future__ import annotations
 
 import builtins
+import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import String, extract, func, insert, select, type_coerce, update
 from sqlalchemy.engine import Connection, Row
 
 from arbiter_cli.adapters.sql import tables as t
-from arbiter_cli.domain.security import GENESIS, AuditEvent, Bucket, TokenRecord, seal
+from arbiter_cli.adapters.sql.clock import DatabaseClock, epoch_expr, now_expr
+from arbiter_cli.domain.security import (
+    GENESIS,
+    Anchor,
+    AuditEvent,
+    Bucket,
+    TokenRecord,
+    Undecodable,
+    Verdict,
+    seal,
+    verify,
+)
+from arbiter_cli.errors import CheckFailed
 
 k = t.tokens.c
 
@@ -24,8 +43,9 @@ def _token(row: Row[Any]) -> TokenRecord:
 
 
 class SqlTokens:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, clock: DatabaseClock) -> None:
         self._conn = conn
+        self._clock = clock
 
     def add(self, token: TokenRecord) -> None:
         self._conn.execute(insert(t.tokens).values(
@@ -39,8 +59,13 @@ class SqlTokens:
             revoked_at=token.revoked_at, last_used_at=token.last_used_at))
 
     def get(self, token_id: str) -> TokenRecord | None:
-        row = self._conn.execute(select(t.tokens).where(k.id == token_id)).first()
-        return None if row is None else _token(row)
+        """The token, read with the database's time: checking it needs no extra round trip."""
+        stmt = select(t.tokens, now_expr(self._conn.dialect.name).label("database_now"))
+        row = self._conn.execute(stmt.where(k.id == token_id)).first()
+        if row is None:
+            return None
+        self._clock.remember(row.database_now)
+        return _token(row)
 
     def list(self, tenant: str, *, after: str | None = None, limit: int = 100
              ) -> builtins.list[TokenRecord]:
@@ -56,62 +81,70 @@ class SqlTokens:
 
 
 class SqlRate:
-    """The token bucket of ``domain.security.spend`` as one atomic upsert per check."""
+    """The token bucket of ``domain.security.spend`` as one atomic upsert per check.
+
+    The statement reads the database's clock once (the insert's value, reused through
+    ``excluded``), so a caller's clock never moves a bucket shared by several hosts.
+    """
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    def spend(self, token_id: str, tenant: str, now: float, rate: float, burst: int) -> Bucket:
-        postgres = self._conn.dialect.name == "postgresql"
+    def spend(self, token_id: str, tenant: str, rate: float, burst: int) -> Bucket:
+        dialect = self._conn.dialect.name
         upsert: Any
-        if postgres:
+        if dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as upsert
         else:
             from sqlalchemy.dialects.sqlite import insert as upsert
-        hi, lo = (func.greatest, func.least) if postgres else (func.max, func.min)
+        hi, lo = (func.greatest, func.least) if dialect == "postgresql" else (func.max, func.min)
         b = t.rate_buckets.c
         fresh = upsert(t.rate_buckets).values(token_id=token_id, tenant=tenant,
-                                               tokens=float(burst) - 1.0, updated_at=now)
+                                               tokens=float(burst) - 1.0,
+                                               updated_at=epoch_expr(dialect))
+        now = fresh.excluded.updated_at
         refill = b.tokens + hi(0.0, now - b.updated_at) * rate
         stmt = fresh.on_conflict_do_update(
             index_elements=[b.token_id],
             set_={"tokens": hi(-float(burst), lo(float(burst), refill) - 1.0),
-                  "updated_at": hi(now, b.updated_at)},
+                  "updated_at": now},
         ).returning(t.rate_buckets.c.tokens, t.rate_buckets.c.updated_at)
         row = self._conn.execute(stmt).one()
         return Bucket(tokens=float(row[0]), updated_at=float(row[1]))
 
 
 a = t.audit_events.c
-
-
-def _event(row: Row[Any]) -> AuditEvent:
-    return AuditEvent(tenant=row.tenant, seq=row.seq, at=row.at, actor=row.actor,
-                      action=row.action, target=row.target, result=row.result,
-                      correlation_id=row.correlation_id, details=row.details,
-                      prev_hash=row.prev_hash, hash=row.hash)
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+TEXT_FIELDS = ("actor", "action", "target", "result", "correlation_id", "prev_hash", "hash")
+NULLABLE = frozenset({"actor", "target", "correlation_id"})
 
 
 class SqlAudit:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, key: bytes | None = None) -> None:
         self._conn = conn
+        self._key = key
+        self._dialect = conn.dialect.name
 
-    def append(self, tenant: str, at: datetime, *, actor: str | None, action: str,
-               target: str | None, result: str, correlation_id: str | None,
-               details: Mapping[str, object]) -> AuditEvent:
-        if self._conn.dialect.name == "postgresql":
+    def append(self, tenant: str, *, actor: str | None, action: str, target: str | None,
+               result: str, correlation_id: str | None, details: Mapping[str, object]
+               ) -> AuditEvent:
+        """Stamp with the database's time and chain at the head, both read under the lock."""
+        if self._dialect == "postgresql":
             # Serialise appends per tenant. NO KEY UPDATE, not UPDATE: the foreign keys to
             # tenants take KEY SHARE locks, which FOR UPDATE would wait on (a deadlock). The
             # head is read by a second statement: under READ COMMITTED only a new statement
             # sees what the previous lock holder committed.
             self._conn.execute(select(t.tenants.c.name).where(t.tenants.c.name == tenant)
                                .with_for_update(key_share=True))
-        found = self._conn.execute(select(a.seq, a.hash).where(a.tenant == tenant)
-                                   .order_by(a.seq.desc()).limit(1)).first()
-        head = None if found is None else (found[0], found[1])
-        seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+        last = select(a.seq, a.hash).where(a.tenant == tenant).order_by(a.seq.desc()).limit(1)
+        at, head_seq, head_hash = self._conn.execute(select(
+            now_expr(self._dialect, statement=True),
+            last.with_only_columns(a.seq).scalar_subquery(),
+            last.with_only_columns(a.hash).scalar_subquery(),
+        )).one()
+        seq, prev = (1, GENESIS) if head_seq is None else (int(head_seq) + 1, str(head_hash))
         event = seal(tenant, seq, at, prev, actor=actor, action=action, target=target,
-                     result=result, correlation_id=correlation_id, details=details)
+                     result=result, correlation_id=correlation_id, details=details, key=self._key)
         self._conn.execute(insert(t.audit_events).values(
             tenant=tenant, seq=seq, at=at, actor=actor, action=action, target=target,
             result=result, correlation_id=correlation_id, details=dict(event.details),
@@ -121,7 +154,31 @@ class SqlAudit:
     def events(self, tenant: str, *, since: datetime | None = None, action: str | None = None,
                actor: str | None = None, before: int | None = None, limit: int = 0,
                ascending: bool = False) -> builtins.list[AuditEvent]:
-        stmt = select(t.audit_events).where(a.tenant == tenant)
+        """Events as stored; a row that cannot be read back is exit 1, never a crash."""
+        found = []
+        for item in self._rows(tenant, since=since, action=action, actor=actor, before=before,
+                               limit=limit, ascending=ascending):
+            if isinstance(item, Undecodable):
+                raise CheckFailed(
+                    f"audit event seq {item.seq} of tenant {tenant!r} cannot be decoded "
+                    f"({item.reason}): the log was altered outside arbiter; run "
+                    "`arbiter audit verify`", details={"first_bad_seq": item.seq})
+            found.append(item)
+        return found
+
+    def last(self, tenant: str, action: str, actor: str | None) -> AuditEvent | None:
+        found = self._rows(tenant, action=action, actor=actor, limit=1)
+        return found[0] if found and isinstance(found[0], AuditEvent) else None
+
+    def verify(self, tenant: str, anchor: Anchor | None = None) -> Verdict:
+        return verify(self._rows(tenant, ascending=True), anchor, self._key)
+
+    # ------------------------------------------------------------------ reading rows back
+
+    def _rows(self, tenant: str, *, since: datetime | None = None, action: str | None = None,
+              actor: str | None = None, before: int | None = None, limit: int = 0,
+              ascending: bool = False) -> builtins.list[AuditEvent | Undecodable]:
+        stmt = select(*self._raw_columns()).where(a.tenant == tenant)
         stmt = stmt.order_by(a.seq if ascending else a.seq.desc())
         for column, value in ((a.action, action), (a.actor, actor)):
             if value is not None:
@@ -132,8 +189,47 @@ class SqlAudit:
             stmt = stmt.where(a.seq < before)
         if limit:
             stmt = stmt.limit(limit)
-        return [_event(row) for row in self._conn.execute(stmt)]
+        return [self._decode(tenant, row) for row in self._conn.execute(stmt)]
 
-    def last(self, tenant: str, action: str, actor: str | None) -> AuditEvent | None:
-        found = self.events(tenant, action=action, actor=actor, limit=1)
-        return found[0] if found else None
+    def _raw_columns(self) -> builtins.list[Any]:
+        """Columns as the database holds them, so that a row altered by hand is decoded (and
+        judged) here, not by a type processor that would fail the whole query."""
+        at: Any
+        details: Any
+        if self._dialect == "postgresql":
+            at = extract("epoch", a.at).label("at")  # exact numeric; 'infinity' included
+            details = a.details
+        else:
+            at = type_coerce(a.at, String()).label("at")
+            details = type_coerce(a.details, String()).label("details")
+        return [a.seq, at, *(getattr(a, name) for name in TEXT_FIELDS), details]
+
+    def _decode(self, tenant: str, row: Row[Any]) -> AuditEvent | Undecodable:
+        seq = row.seq
+        if isinstance(seq, bool) or not isinstance(seq, int):
+            return Undecodable(tenant, None, f"seq {str(seq)[:40]!r} is not an integer")
+        try:
+            at = self._moment(row.at)
+            details = row.details
+            if isinstance(details, str):
+                details = json.loads(details)
+            if not isinstance(details, dict):
+                raise ValueError("details is not a JSON object")
+            texts = {name: getattr(row, name) for name in TEXT_FIELDS}
+            for name, value in texts.items():
+                if not (isinstance(value, str) or value is None and name in NULLABLE):
+                    raise ValueError(f"{name} is not text")
+            return AuditEvent(tenant=tenant, seq=seq, at=at, details=details, **texts)
+        except (ValueError, TypeError, OverflowError, ArithmeticError, RecursionError) as exc:
+            return Undecodable(tenant, seq, str(exc).splitlines()[0][:200] if str(exc)
+                               else type(exc).__name__)
+
+    def _moment(self, raw: Any) -> datetime:
+        if self._dialect == "postgresql":
+            micros = (Decimal(raw) * 1_000_000).to_integral_value()  # exact, or an error
+            return UNIX_EPOCH + timedelta(microseconds=int(micros))
+        if not isinstance(raw, str):
+            raise ValueError("at is not a time stamp")
+        moment = datetime.fromisoformat(raw)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+

@@ -1,0 +1,61 @@
+"""The database's clock (SPEC §4.1): time stamps and expiry checks use the database's time.
+
+- PostgreSQL: ``now()``, the time the transaction began (the same value for every statement
+  of one transaction), and ``clock_timestamp()`` where a stamp must follow the order of
+  serialised writes (the audit chain, the rate buckets).
+- SQLite: its own ``'now'`` (millisecond resolution). SQLite runs in the caller's process, so
+  this is the host's clock by nature, but not the clock the process injects: patching the
+  application's clock changes nothing.
+
+A unit of work reads the time at most once (``DatabaseClock``), and a statement that already
+runs for another reason (the token lookup of an admission) may carry it, so asking for the
+time costs no extra round trip there.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Float, cast, extract, func, select, type_coerce
+from sqlalchemy.engine import Connection
+
+from arbiter_cli.adapters.sql.types import UtcDateTime
+
+UNIX_EPOCH_JULIAN_DAY = 2440587.5
+
+
+def now_expr(dialect: str, *, statement: bool = False) -> Any:
+    """The database's time as an aware UTC datetime column.
+
+    ``statement``: the time of this statement (``clock_timestamp()``) rather than of the
+    transaction (``now()``) on PostgreSQL; SQLite always gives the statement's.
+    """
+    if dialect == "postgresql":
+        return type_coerce(func.clock_timestamp() if statement else func.now(), UtcDateTime())
+    return type_coerce(func.strftime("%Y-%m-%d %H:%M:%f", "now"), UtcDateTime())
+
+
+def epoch_expr(dialect: str) -> Any:
+    """The database's time of this statement, in seconds since the Unix epoch (a float)."""
+    if dialect == "postgresql":
+        return cast(extract("epoch", func.clock_timestamp()), Float)
+    return (func.julianday("now") - UNIX_EPOCH_JULIAN_DAY) * 86400.0
+
+
+class DatabaseClock:
+    """The database's time for one transaction, read at most once."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._now: datetime | None = None
+
+    def __call__(self) -> datetime:
+        if self._now is None:
+            self._now = self._conn.execute(select(now_expr(self._conn.dialect.name))).scalar_one()
+        return self._now
+
+    def remember(self, moment: datetime) -> None:
+        """Keep the time a statement of this transaction already read (no extra round trip)."""
+        if self._now is None:
+            self._now = moment
