@@ -17,6 +17,7 @@ import inspect
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,10 @@ LOOKUPS = [
            lambda app, ref: app.security.admit(f"arb_{ref}_{SECRET}", "whoami"),
            lambda s: s.token_id, MISSING_TOKEN, False),
     Lookup("security.login(token)", lambda app, ref: app.security.login(f"arb_{ref}_{SECRET}"),
+           lambda s: s.token_id, MISSING_TOKEN, False),
+    Lookup("security.readmit(token_id)",  # replay: a refusal becomes a journal conflict
+           lambda app, ref: app.security.readmit(CALLER.tenant, ref, "agents register",
+                                                 datetime.now(UTC)),
            lambda s: s.token_id, MISSING_TOKEN, False),
 ]
 
@@ -207,7 +212,7 @@ COMMANDS = {
     "route explain": (("route", "explain", "{id}"), "decision"),
     "route outcome": (("route", "outcome", "{id}", "--success"), "decision"),
     "route outcome --task-id": (("route", "outcome", "--task-id", "{id}", "--success"), "task"),
-    "tokens revoke": (("tokens", "revoke", "{id}"), "token"),
+    "tokens revoke": (("tokens", "revoke", "{id}", "--yes"), "token"),
     "--token (any command)": (("--token", "arb_{id}_" + SECRET, "whoami"), "token"),
     "login --token": (("login", "--token", "arb_{id}_" + SECRET, "--profile", "probe"), "token"),
 }
