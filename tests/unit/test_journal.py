@@ -751,7 +751,7 @@ class Readmission:
         from arbiter_cli.services.security import RatePolicy, SecurityService
 
         self.clock = FakeClock(T0)
-        self.store = MemoryUnitOfWorkFactory()
+        self.store = MemoryUnitOfWorkFactory(clock=self.clock)  # the primary's clock
         initialize(self.store, lambda: None, self.clock)
         self.security = SecurityService(self.store, RatePolicy(), self.clock)
         self.admin = self.security.bootstrap()

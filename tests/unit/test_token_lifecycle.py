@@ -23,8 +23,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def store() -> MemoryUnitOfWorkFactory:
-    return MemoryUnitOfWorkFactory()
+def store(clock: FakeClock) -> MemoryUnitOfWorkFactory:
+    return MemoryUnitOfWorkFactory(clock=clock)  # the fake clock is the database's clock
 
 
 @pytest.fixture
