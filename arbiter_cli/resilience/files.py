@@ -27,14 +27,21 @@ KEY_FILE = "journal.key"
 KEY_BYTES = 32
 
 
-def private_dir(path: Path, *, levels: int = 1) -> Path:
-    """``path`` with every missing parent created 0700; ``path`` and the ``levels - 1`` folders
-    above it (ours: ``resilience/…``) tightened to 0700 if an older arbiter made them looser."""
+def private_dir(path: Path, *, top: Path | None = None) -> Path:
+    """``path`` with every missing parent created 0700; ``path``, and its parents up to ``top``
+    (ours: ``<data_dir>/resilience``), tightened to 0700 if an older arbiter made them looser.
+
+    Tightening never leaves that tree: without ``top``, or with a ``top`` that is not above
+    ``path``, only ``path`` is tightened, and a shared folder (sticky bit, like ``/tmp``) never
+    is, so no mistake in a caller can close ``/tmp`` or ``/`` to other users.
+    """
     missing = [p for p in (path, *path.parents) if not p.exists()]
     for folder in reversed(missing):
         folder.mkdir(mode=DIR_MODE, exist_ok=True)
-    for folder in [path, *path.parents][:levels]:
+    for folder in (path, *path.parents):
         _tighten(folder, DIR_MODE)
+        if top is None or folder == top or top not in folder.parents:
+            break
     return path
 
 
@@ -49,10 +56,10 @@ def private_file(path: Path) -> Path:
     return path
 
 
-def private_sqlite(path: Path, *, levels: int = 1) -> Path:
+def private_sqlite(path: Path, *, top: Path | None = None) -> Path:
     """A SQLite database file (and its ``-wal``/``-shm`` if present) at 0600 in a 0700 folder
-    (``levels`` as for :func:`private_dir`)."""
-    private_dir(path.parent, levels=levels)
+    (``top`` as for :func:`private_dir`)."""
+    private_dir(path.parent, top=top)
     private_file(path)
     for suffix in ("-wal", "-shm"):
         companion = Path(f"{path}{suffix}")
@@ -65,6 +72,8 @@ def _tighten(path: Path, mode: int) -> None:
     """Remove group and other bits beyond ``mode``; only the owner can, so others' files stay."""
     try:
         current = stat.S_IMODE(os.stat(path).st_mode)
+        if current & stat.S_ISVTX:
+            return  # a shared folder such as /tmp: never ours to close
         if current & ~mode:
             os.chmod(path, current & mode)
     except PermissionError:

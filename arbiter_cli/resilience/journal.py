@@ -69,7 +69,7 @@ def resilience_dir(data_dir: Path, url: str) -> Path:
 
 def private_resilience_dir(data_dir: Path, url: str) -> Path:
     """``resilience_dir`` created (with ``resilience/``) 0700, as SPEC §4.1 asks."""
-    return private_dir(resilience_dir(data_dir, url), levels=2)
+    return private_dir(resilience_dir(data_dir, url), top=data_dir / "resilience")
 
 
 class JournalFull(StorageUnavailable):

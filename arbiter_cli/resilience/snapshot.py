@@ -83,7 +83,7 @@ class LocalStore:
         which keeps it while it runs), or None while someone else refreshes."""
         from arbiter_cli.resilience.files import FILE_MODE, private_dir
 
-        private_dir(self.directory, levels=2)
+        private_dir(self.directory, top=self.directory.parent)
         fd = os.open(self.directory / "snapshot.lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -125,7 +125,7 @@ class LocalStore:
         from arbiter_cli.adapters.sql import tables as t
         from arbiter_cli.resilience.files import private_dir, private_sqlite
 
-        private_dir(self.directory, levels=2)  # resilience/<key>/: 0700 (SPEC §4.1 "Files")
+        private_dir(self.directory, top=self.directory.parent)  # resilience/<key>/: 0700 (SPEC §4.1 "Files")
         generations = private_dir(self.directory / GENERATIONS)
         tmp = private_sqlite(generations / f"{time.time_ns()}.db")  # 0600 before any byte
         if self.path.exists() and meta:

@@ -672,6 +672,23 @@ def test_an_older_journal_folder_and_file_are_tightened_on_open(tmp_path: Path) 
     assert folder.parent.stat().st_mode & 0o777 == 0o700
 
 
+def test_opening_a_journal_never_tightens_the_data_dir_or_above(tmp_path: Path) -> None:
+    """Only ``resilience/`` and below are arbiter's to close: the data dir (it may be a shared
+    folder an operator chose) and everything above it keep their modes."""
+    import os
+
+    from arbiter_cli.resilience.journal import open_journal
+
+    data = tmp_path / "shared" / "data"
+    data.mkdir(parents=True)
+    for folder in (data, data.parent):
+        os.chmod(folder, 0o755)
+    open_journal(data, PG_URL, max_entries=10).close()
+    assert data.stat().st_mode & 0o777 == 0o755
+    assert data.parent.stat().st_mode & 0o777 == 0o755
+    assert (data / "resilience").stat().st_mode & 0o777 == 0o700
+
+
 def test_a_journal_from_before_hmacs_opens_and_its_entries_do_not_verify(tmp_path: Path) -> None:
     """An older arbiter's journal gains the column; its unsigned entries are not trusted."""
     path = tmp_path / "journal.db"
