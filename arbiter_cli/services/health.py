@@ -207,6 +207,8 @@ def evaluate(settings: Settings, *, mode: str = "full",
         checks.append(hc.breaker(probe))
         checks += hc.journal(probe, with_conflicts=mode == "full")
         if mode == "full":
+            if probe.postgres and probe.resilience is not None:
+                checks.append(hc.stranded(probe))
             checks.append(hc.disk(probe))
             checks += hc.soak(probe)
     stamp = rfc3339(clock())

@@ -241,6 +241,21 @@ def journal(probe: Probe, *, with_conflicts: bool) -> list[Check]:
     return [_backlog(status)] + ([_conflicts(status)] if with_conflicts else [])
 
 
+def stranded(probe: Probe) -> Check:
+    """``journal:stranded``: other journals of data_dir holding writes that nothing replays
+    (a URL change, issue 17 F1). Read from the journal status: no database I/O."""
+    others = [o for o in (probe.resilience or {}).get("stranded") or [] if o.get("pending")]
+    if not others:
+        return Check("journal:stranded", PASS, 0, "entries", "no other journal holds writes",
+                     "datastore")
+    total = sum(max(0, int(o["pending"])) for o in others)
+    output = "; ".join(
+        f"journal {o['key']} ({o.get('url') or 'database not recorded'}) holds "
+        f"{o['pending']} pending write(s): `arbiter journal replay --from {o['key']}` drains "
+        "it if it is this database" for o in others)
+    return Check("journal:stranded", WARN, total, "entries", output, "datastore")
+
+
 def _backlog(status: dict[str, Any]) -> Check:
     backlog = int(status.get("backlog") or 0)
     degraded = bool(status.get("degraded"))
