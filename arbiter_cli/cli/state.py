@@ -180,6 +180,8 @@ class State:
         if res is not None:  # what really happened wins over what the command expected
             if res.durability is not None and "durability" in extra:
                 meta["durability"] = res.durability
+                if res.durability == "journaled" and res.journaled_in is not None:
+                    meta["journal"] = dict(res.journaled_in)  # the only copy: host and folder
             if res.stale_age_s is not None:
                 meta["stale"] = True
                 meta["stale_age_s"] = res.stale_age_s

@@ -19,6 +19,7 @@ neither is journaled nor served from the snapshot.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,8 @@ class Resilience:
     primary_ok: bool = False
     outage: str | None = None
     warnings: list[str] = field(default_factory=list)
+    #: Where a journaled write of this command is held: ``{"host", "path"}`` (``meta.journal``).
+    journaled_in: dict[str, str] | None = None
     #: The folder whose journal this replays, when not ``database.url``'s own
     #: (``journal replay --from KEY``, identity.py); its entries go to ``primary``.
     folder: Path | None = None
@@ -209,8 +212,10 @@ class Resilience:
                             principal=principal_record(principal), args=args,
                             correlation_id=self.correlation_id)
         self.durability = JOURNALED
-        self.warn(f"{reason}: the write was journaled as op {op.op_id} and will be replayed "
-                  "(`arbiter journal status`)")
+        self.journaled_in = {"host": socket.gethostname(), "path": str(self.journal.path)}
+        self.warn(f"{reason}: the write was journaled as op {op.op_id} on host "
+                  f"{self.journaled_in['host']} in {self.journaled_in['path']} and will be "
+                  "replayed (`arbiter journal status`); it exists only there until then")
         return result
 
     def warn(self, message: str) -> None:

@@ -20,6 +20,10 @@ rewritten: what the folder's entries were journaled for does not change.
 directory scan and one read-only SQLite count per folder, no database I/O, so every command
 can afford it. ``arbiter journal replay --from KEY`` drains one of them into the current
 primary only when the recorded identity equals the current database's.
+
+:func:`volatile_filesystem` tells whether ``data_dir`` is on a file system that does not
+survive a reboot or a container's replacement (tmpfs, ramfs, overlay): the journal holds
+acknowledged writes, so ``data_dir`` must be persistent (issue 17, F7).
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ RECORD_FILE = "database.json"
 JOURNAL_FILE = "journal.db"
 KEY_RE = re.compile(r"[0-9a-f]{16}")
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+MOUNTINFO = Path("/proc/self/mountinfo")
+#: File systems whose content is gone after a reboot (tmpfs, ramfs) or with the container that
+#: wrote it (overlay: a container's writable layer).
+VOLATILE_FS = frozenset({"tmpfs", "ramfs", "overlay", "aufs", "fuse.overlayfs"})
 _RECORD_MAX_BYTES = 4096
 
 
@@ -199,3 +207,58 @@ def stranded_warnings(settings: Any) -> list[str]:
     current = None if url.startswith("sqlite") else store_key(url)
     return [s.warning() for s in stranded_journals(settings.paths.data_dir, current)
             if s.pending != 0]
+
+
+# ---------------------------------------------------------------------------- data_dir
+
+
+@dataclass(frozen=True)
+class Mount:
+    point: str
+    fstype: str
+
+
+def mount_of(path: Path, mountinfo: Path = MOUNTINFO) -> Mount | None:
+    """The mount holding ``path`` (absolute, symlinks resolved; it need not exist yet): the
+    longest mount point that is a prefix of it in ``mountinfo``; None when unreadable."""
+    resolved = str(path.resolve())
+    try:
+        lines = mountinfo.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    best: Mount | None = None
+    for line in lines:
+        mount = _parse_mountinfo(line)
+        if mount is None or not _under(resolved, mount.point):
+            continue
+        if best is None or len(mount.point) >= len(best.point):
+            best = mount  # a later line of the same length is a mount on top: it wins
+    return best
+
+
+def _parse_mountinfo(line: str) -> Mount | None:
+    """``36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw`` → (/mnt2, ext3)."""
+    fields = line.split()
+    try:
+        separator = fields.index("-", 6)
+        point, fstype = fields[4], fields[separator + 1]
+    except (ValueError, IndexError):
+        return None
+    return Mount(_unescape(point), fstype)
+
+
+def _unescape(text: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal (``\\040``)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def _under(path: str, point: str) -> bool:
+    return point == "/" or path == point or path.startswith(point.rstrip("/") + "/")
+
+
+def volatile_filesystem(data_dir: Path, mountinfo: Path = MOUNTINFO) -> Mount | None:
+    """The mount of ``data_dir`` when its file system does not persist, else None."""
+    mount = mount_of(data_dir, mountinfo)
+    if mount is None:
+        return None
+    return mount if mount.fstype in VOLATILE_FS else None

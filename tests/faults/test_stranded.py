@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -70,13 +71,20 @@ def _route(arbiter: Arbiter, task_id: str) -> Run:
 
 def _journal_while_cut_off(host: Arbiter, proxy: FaultProxy, home: Path,
                            task_ids: list[str]) -> list[Run]:
-    """The host's routes while its proxy resets every connection: each journaled."""
+    """The host's routes while its proxy resets every connection: each journaled, and each
+    naming the host and the folder that hold it (F7)."""
     proxy.set_mode("reset")
     runs = [_route(host, task_id) for task_id in task_ids]
     for run in runs:
         assert run.exit == 0, run
         meta = run.meta()
         assert meta["durability"] == "journaled", run
+        where = meta["journal"]
+        assert where["host"] == socket.gethostname(), meta
+        assert Path(where["path"]).name == "journal.db", meta
+        assert Path(where["path"]).is_relative_to(home / "data" / "resilience"), meta
+        assert Path(where["path"]).is_file()
+        assert f"on host {where['host']} in {where['path']}" in run.stderr, run
     return runs
 
 
