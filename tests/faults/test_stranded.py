@@ -115,7 +115,6 @@ def test_a_journal_left_under_another_url_is_warned_about_and_drained(
         fault_proxy.set_mode("pass")
     assert _task_ids(pg_cluster, name) == {"live-0"}
 
-    identity = _rows(pg_cluster, name, "SELECT identity FROM database_identity")[0][0]
     key_a = _key(url_a)
     host_b = Arbiter(arbiter_env(home, url_b, **SETTINGS))  # same data dir, new URL
 
@@ -124,6 +123,7 @@ def test_a_journal_left_under_another_url_is_warned_about_and_drained(
     assert status.json()["backlog"] == 0
     (stranded,) = status.json()["stranded"]
     assert stranded["key"] == key_a and stranded["pending"] == 2, stranded
+    identity = _rows(pg_cluster, name, "SELECT identity FROM database_identity")[0][0]
     assert stranded["identity"] == identity and "127.0.0.1" in stranded["url"], stranded
     assert f"journal replay --from {key_a}" in status.stderr, status
     human = host_b("journal", "status")
