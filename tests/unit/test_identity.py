@@ -166,3 +166,34 @@ def test_a_damaged_journal_is_reported_not_raised(tmp_path: Path) -> None:
     assert found.pending == -1
     (tmp_path / "resilience" / "not-a-key").mkdir()
     assert len(stranded_journals(tmp_path, None)) == 1
+
+
+def test_a_folder_records_its_database_without_the_password(test_settings: Settings,
+                                                            tmp_path: Path) -> None:
+    """After a command that reached the primary: identity and password-free URL, once."""
+    from sqlalchemy import create_engine, insert
+
+    from arbiter_cli.adapters.sql import tables as t
+    from arbiter_cli.resilience.gateway import Resilience
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'primary.db'}")
+    t.metadata.create_all(engine)
+    identity = str(uuid.uuid4())
+    with engine.begin() as conn:
+        conn.execute(insert(t.database_identity), [{"id": 1, "identity": identity}])
+    settings = with_values(test_settings, database__url=URL_A)
+    res = Resilience(settings=settings, url=URL_A, primary=engine,
+                     clock=lambda: datetime.now(UTC))
+    res.record_database()
+    assert not (res.directory / RECORD_FILE).exists()  # the primary was not reached
+    res.primary_ok = True
+    res.record_database()
+    text = (res.directory / RECORD_FILE).read_text()
+    assert "pw-s3cret" not in text and "arb@127.0.0.1:1/arbiter" in text
+    assert read_record(res.directory).identity == identity
+    with engine.begin() as conn:
+        conn.execute(t.database_identity.update().values(identity=str(uuid.uuid4())))
+    res.record_database()
+    assert read_record(res.directory).identity == identity  # never rewritten
+    res.close()
+    engine.dispose()
