@@ -81,7 +81,7 @@ def read_record(directory: Path) -> FolderRecord:
     at = doc.get("recorded_at")
     return FolderRecord(identity if isinstance(identity, str) and UUID_RE.fullmatch(identity)
                         else None,
-                        url[:500] if isinstance(url, str) else None,
+                        url[:500] if isinstance(url, str) and url.isprintable() else None,
                         at[:40] if isinstance(at, str) else None)
 
 

@@ -110,7 +110,15 @@ def test_a_record_is_written_once_0600_and_read_back(tmp_path: Path) -> None:
 def test_a_damaged_record_is_an_unknown_database(tmp_path: Path, body: str) -> None:
     (tmp_path / RECORD_FILE).write_text(body)
     assert read_record(tmp_path).identity is None
+    assert read_record(tmp_path).url is None
     assert read_record(tmp_path / "nowhere").identity is None
+
+
+def test_a_recorded_url_with_control_characters_is_not_shown(tmp_path: Path) -> None:
+    body = {"identity": str(uuid.uuid4()), "url": "postgresql://h/db\x1b[2J"}
+    (tmp_path / RECORD_FILE).write_text(json.dumps(body))
+    record = read_record(tmp_path)
+    assert record.identity == body["identity"] and record.url is None
 
 
 # ---------------------------------------------------------------------------- stranded
