@@ -152,12 +152,14 @@ def _foreign(state: State, res: Resilience, folder: Path, *,
              accept_unrecorded: bool) -> Resilience:
     """The stranded journal in ``folder``, to be drained into ``res.primary``: only after its
     recorded database identity is the identity the primary holds (exit 5 if not)."""
+    from arbiter_cli.adapters.sql.engine import check_revision
     from arbiter_cli.errors import Conflict, SchemaOutdated
     from arbiter_cli.observability.logging import get_logger
     from arbiter_cli.resilience.gateway import Resilience
     from arbiter_cli.resilience.identity import database_identity, read_record
 
     record = read_record(folder)
+    res.guarded(lambda: check_revision(res.primary))  # behind or ahead: exit 10
     current = res.guarded(lambda: database_identity(res.primary))  # down: exit 10
     if current is None:
         raise SchemaOutdated("database.url has no database identity yet: run `arbiter db "
