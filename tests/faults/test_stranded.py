@@ -201,3 +201,32 @@ def test_replay_from_refuses_a_journal_of_another_database(
     back = replay_until_empty(host)  # its own URL again: the journal is its own
     assert back.exit == 0 and back.json()["applied"] == 2, back
     assert _task_ids(pg_cluster, name) == {"mine-0", "mine-1"}
+
+
+def test_an_unrecorded_journal_drains_only_on_the_operators_word(
+    tmp_path: Path, pg_cluster: PgCluster, fault_proxy: FaultProxy,
+) -> None:
+    """A folder without its record (an arbiter before 0003 made it): refused, then drained
+    with --accept-unrecorded, each entry still checked and re-admitted."""
+    name = f"st_{uuid.uuid4().hex[:10]}"
+    pg_cluster.create_database(name)
+    url_a = pg_cluster.url(name, port=fault_proxy.port)
+    home = tmp_path / "host-1"
+    host_a = Arbiter(arbiter_env(home, url_a, **SETTINGS))
+    initialize(host_a)
+    try:
+        _journal_while_cut_off(host_a, fault_proxy, home, ["old-0"])
+    finally:
+        fault_proxy.set_mode("pass")
+    key_a = _key(url_a)
+    (home / "data" / "resilience" / key_a / "database.json").unlink()
+    host_b = Arbiter(arbiter_env(home, url_a.replace("@127.0.0.1:", "@localhost:"), **SETTINGS))
+    (stranded,) = host_b("--json", "journal", "status").json()["stranded"]
+    assert (stranded["identity"], stranded["url"], stranded["pending"]) == (None, None, 1)
+    refused = host_b("--json", "journal", "replay", "--from", key_a)
+    assert refused.exit == 5 and _task_ids(pg_cluster, name) == set(), refused
+    drained = host_b("--json", "journal", "replay", "--from", key_a, "--accept-unrecorded")
+    assert drained.exit == 0 and drained.json()["applied"] == 1, drained
+    assert "on the operator's word" in drained.stderr, drained
+    assert _task_ids(pg_cluster, name) == {"old-0"}
+    assert host_b("--json", "journal", "status").json()["stranded"] == []
