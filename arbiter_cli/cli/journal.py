@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -39,16 +40,23 @@ def status(ctx: typer.Context, json_out: JsonOpt = False, token: TokenOpt = None
 
     state = state_of(ctx)
     found = resilience_status(state.settings)
-    doc = {k: found[k] for k in ("backlog", "conflicts", "oldest_age_s", "breaker")}
+    doc = {k: found[k] for k in ("backlog", "conflicts", "oldest_age_s", "breaker", "stranded")}
+    state.warn_stranded()
 
     def human(c: Console) -> None:
         if state.settings.database_url.startswith("sqlite"):
             c.print("no journal: the primary is a local SQLite file (writes either commit or "
                     "exit 10)")
-            return
-        age = "" if doc["oldest_age_s"] is None else f", oldest {doc['oldest_age_s']:.1f}s old"
-        c.print(f"backlog {doc['backlog']}{age}; conflicts {doc['conflicts']}; breaker "
-                f"{doc['breaker']['state']}")
+        else:
+            age = ("" if doc["oldest_age_s"] is None
+                   else f", oldest {doc['oldest_age_s']:.1f}s old")
+            c.print(f"backlog {doc['backlog']}{age}; conflicts {doc['conflicts']}; breaker "
+                    f"{doc['breaker']['state']}")
+        for other in doc["stranded"]:
+            c.print(f"other journal {other['key']} ({other['url'] or 'database not recorded'}): "
+                    f"{other['pending']} pending, {other['conflicts']} conflicts"
+                    + (f"; drain it with `arbiter journal replay --from {other['key']}`"
+                       if other["pending"] else ""), markup=False, highlight=False)
 
     render.emit(state, doc, human)
 
@@ -59,6 +67,14 @@ def replay_cmd(
     budget: Annotated[str | None, typer.Option(
         "--budget", help="Stop starting new entries after this long (e.g. 30s); default: "
         "until the journal is empty.", show_default=False)] = None,
+    from_key: Annotated[str | None, typer.Option(
+        "--from", help="Drain another journal of this data_dir (its KEY, from `arbiter "
+        "journal status`) into database.url: only if both are the same database.",
+        show_default=False)] = None,
+    accept_unrecorded: Annotated[bool, typer.Option(
+        "--accept-unrecorded", help="With --from: replay a journal whose folder records no "
+        "database (an older arbiter made it), on your word that it is this one. Never "
+        "overrides a recorded, different database.")] = False,
     json_out: JsonOpt = False,
     token: TokenOpt = None,
 ) -> None:
@@ -69,18 +85,27 @@ def replay_cmd(
     and listed), 10 when entries remain (the database is still unavailable, or --budget ran
     out).
 
-    Example: arbiter journal replay --json
+    --from KEY drains a journal left under another URL of the same database (after a
+    failover or a changed host name). Its folder records which database it was written for;
+    when that is not the database database.url reaches, nothing is applied (exit 5), and the
+    same when the folder recorded no database, unless --accept-unrecorded.
+
+    Example: arbiter journal replay --from 3f2a9c41d07b5e68 --json
     """
     from arbiter_cli.errors import StorageUnavailable
     from arbiter_cli.resilience.replay import replay
 
     state = state_of(ctx)
     budget_s = _duration(budget, "--budget")
+    folder = _stranded_folder(state, from_key) if from_key is not None else None
     res = _resilience(state)
     if res is None:
+        state.warn_stranded()
         render.emit(state, {"applied": 0, "conflicts": 0, "remaining": 0},
                     lambda c: c.print("no journal: the primary is a local SQLite file"))
         return
+    if folder is not None:
+        res = _foreign(state, res, folder, accept_unrecorded=accept_unrecorded)
     total = res.journal.pending()
     report = _with_progress(state, total, lambda tick: replay(
         res, budget_s=budget_s, blocking=True, progress=tick))
@@ -89,12 +114,74 @@ def replay_cmd(
             f"replay stopped with {report['remaining']} entries left "
             f"({report['applied']} applied, {report['conflicts']} conflicts): "
             f"{report['stopped']}")
-    if report["applied"] or report["conflicts"]:
+    if (report["applied"] or report["conflicts"]) and folder is None:
         res.maybe_refresh()
-    doc = {"applied": report["applied"], "conflicts": report["conflicts"], "remaining": 0}
+    doc: dict[str, Any] = {"applied": report["applied"], "conflicts": report["conflicts"],
+                           "remaining": 0}
+    if folder is not None:
+        doc["from"] = folder.name
+    state.warn_stranded()  # after the replay: a journal it drained is no longer named
     render.emit(state, doc, lambda c: c.print(
         f"replayed {doc['applied']} entries; {doc['conflicts']} conflicts "
         f"{'(see `arbiter journal list --conflicts`)' if doc['conflicts'] else ''}".rstrip()))
+
+
+def _stranded_folder(state: State, key: str) -> Path:
+    """The folder of ``--from KEY``: another journal of this data_dir (exit 2 or 4 if not)."""
+    from arbiter_cli.errors import InvalidInput, NotFound
+    from arbiter_cli.resilience.identity import JOURNAL_FILE, KEY_RE
+    from arbiter_cli.resilience.journal import store_key
+
+    if not KEY_RE.fullmatch(key):
+        raise InvalidInput("--from: a journal key is 16 lowercase hex digits (see `arbiter "
+                           "journal status`)", field="from", rule="journal_key")
+    url = state.settings.database_url
+    if url.startswith("sqlite"):
+        raise InvalidInput("--from: database.url is a SQLite file, which takes no replay; "
+                           "point it at the PostgreSQL database", field="from", rule="postgres")
+    if key == store_key(url):
+        raise InvalidInput("--from: that is the journal of database.url itself; run `arbiter "
+                           "journal replay` without --from", field="from", rule="other_journal")
+    folder = state.settings.paths.data_dir / "resilience" / key
+    if not (folder / JOURNAL_FILE).is_file():
+        raise NotFound(f"no journal {key!r} in {folder.parent}")
+    return folder
+
+
+def _foreign(state: State, res: Resilience, folder: Path, *,
+             accept_unrecorded: bool) -> Resilience:
+    """The stranded journal in ``folder``, to be drained into ``res.primary``: only after its
+    recorded database identity is the identity the primary holds (exit 5 if not)."""
+    from arbiter_cli.adapters.sql.engine import check_revision
+    from arbiter_cli.errors import Conflict, SchemaOutdated
+    from arbiter_cli.observability.logging import get_logger
+    from arbiter_cli.resilience.gateway import Resilience
+    from arbiter_cli.resilience.identity import database_identity, read_record
+
+    record = read_record(folder)
+    res.guarded(lambda: check_revision(res.primary))  # behind or ahead: exit 10
+    current = res.guarded(lambda: database_identity(res.primary))  # down: exit 10
+    if current is None:
+        raise SchemaOutdated("database.url has no database identity yet: run `arbiter db "
+                             "upgrade`, then replay --from again")
+    named = f"{record.url} " if record.url else ""
+    if record.identity is None:
+        if not accept_unrecorded:
+            raise Conflict(f"the journal {folder.name} does not record which database it "
+                           "belongs to (an older arbiter made it): nothing was applied; pass "
+                           "--accept-unrecorded only if you know it was written for this database "
+                           "(each entry is still checked and re-admitted)")
+        get_logger().warning(f"replaying the journal {folder.name}, which records no database, "
+                             "into database.url on the operator's word (--accept-unrecorded)")
+    elif record.identity != current:
+        raise Conflict(f"the journal {folder.name} belongs to database {named}"
+                       f"(identity {record.identity}), not to the database database.url reaches "
+                       f"(identity {current}): nothing was applied; point database.url at "
+                       "that database and run `arbiter journal replay`")
+    foreign = Resilience(settings=res.settings, url=res.url, primary=res.primary,
+                         clock=res.clock, correlation_id=res.correlation_id, folder=folder)
+    state.on_close(foreign.close)
+    return foreign
 
 
 def _duration(text: str | None, flag: str) -> float | None:

@@ -64,6 +64,7 @@ class State:
             self._app = build(self.settings, resilient=True, telemetry=self.telemetry)
             self._app.correlation_id = self.correlation_id
             self.on_close(self._app.close)
+            self.warn_stranded()
             res = self._app.resilience
             if res is not None:
                 res.correlation_id = self.correlation_id
@@ -71,6 +72,15 @@ class State:
                 self.on_close(res.maybe_refresh)
                 self._replay_first(res)
         return self._app
+
+    def warn_stranded(self) -> None:
+        """A warning per other journal of data_dir that holds pending writes (issue 17, F1):
+        a directory scan and local file reads, no database I/O."""
+        from arbiter_cli.observability.logging import get_logger
+        from arbiter_cli.resilience.identity import stranded_warnings
+
+        for message in stranded_warnings(self.settings):
+            get_logger().warning(message)
 
     def _replay_first(self, res: Resilience) -> None:
         """Journaled writes go first, for at most ``resilience.replay_budget`` (SPEC §7)."""
@@ -170,6 +180,8 @@ class State:
         if res is not None:  # what really happened wins over what the command expected
             if res.durability is not None and "durability" in extra:
                 meta["durability"] = res.durability
+                if res.durability == "journaled" and res.journaled_in is not None:
+                    meta["journal"] = dict(res.journaled_in)  # the only copy: host and folder
             if res.stale_age_s is not None:
                 meta["stale"] = True
                 meta["stale_age_s"] = res.stale_age_s

@@ -19,13 +19,16 @@ neither is journaled nor served from the snapshot.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from arbiter_cli.errors import SchemaOutdated, StorageUnavailable
 from arbiter_cli.ids import uuid7
 from arbiter_cli.resilience.deadline import Deadline
+from arbiter_cli.resilience.files import key_path
 from arbiter_cli.resilience.journal import Journal, open_journal, resilience_dir
 from arbiter_cli.resilience.snapshot import LocalStore
 
@@ -59,6 +62,11 @@ class Resilience:
     primary_ok: bool = False
     outage: str | None = None
     warnings: list[str] = field(default_factory=list)
+    #: Where a journaled write of this command is held: ``{"host", "path"}`` (``meta.journal``).
+    journaled_in: dict[str, str] | None = None
+    #: The folder whose journal this replays, when not ``database.url``'s own
+    #: (``journal replay --from KEY``, identity.py); its entries go to ``primary``.
+    folder: Path | None = None
     _journal: Journal | None = None
     _local_engine: Engine | None = None
     _breaker: FileBreaker | None = None
@@ -67,7 +75,7 @@ class Resilience:
         from arbiter_cli.resilience import deadline
 
         deadline.install()
-        self.directory = resilience_dir(self.settings.paths.data_dir, self.url)
+        self.directory = self.folder or resilience_dir(self.settings.paths.data_dir, self.url)
         self.local = LocalStore(self.directory)
         self.deadline = Deadline(self.settings.seconds("database.command_timeout"))
 
@@ -76,10 +84,14 @@ class Resilience:
     @property
     def journal(self) -> Journal:
         if self._journal is None:
+            max_entries = int(self.settings["resilience.journal.max_entries"])
+            data_dir = self.settings.paths.data_dir
             try:
-                self._journal = open_journal(
-                    self.settings.paths.data_dir, self.url,
-                    max_entries=int(self.settings["resilience.journal.max_entries"]))
+                self._journal = (
+                    open_journal(data_dir, self.url, max_entries=max_entries)
+                    if self.folder is None else
+                    Journal(self.folder / "journal.db", max_entries=max_entries,
+                            key_file=key_path(data_dir)))
             except OSError as exc:
                 raise StorageUnavailable(f"cannot open the journal in {self.directory}: "
                                          f"{exc.strerror}") from None
@@ -200,8 +212,10 @@ class Resilience:
                             principal=principal_record(principal), args=args,
                             correlation_id=self.correlation_id)
         self.durability = JOURNALED
-        self.warn(f"{reason}: the write was journaled as op {op.op_id} and will be replayed "
-                  "(`arbiter journal status`)")
+        self.journaled_in = {"host": socket.gethostname(), "path": str(self.journal.path)}
+        self.warn(f"{reason}: the write was journaled as op {op.op_id} on host "
+                  f"{self.journaled_in['host']} in {self.journaled_in['path']} and will be "
+                  "replayed (`arbiter journal status`); it exists only there until then")
         return result
 
     def warn(self, message: str) -> None:
@@ -232,6 +246,7 @@ class Resilience:
         a detached process when it would cost the command more than 50 ms (refresher.py)."""
         from arbiter_cli.resilience import refresher
 
+        self.record_database()
         if not self.primary_ok or self.journal.pending() > 0:
             return
         interval = self.settings.seconds("resilience.snapshot_interval")
@@ -247,6 +262,33 @@ class Resilience:
         except Exception as exc:  # noqa: BLE001 - best effort: the command already succeeded
             self.warn(f"local snapshot not refreshed: {type(exc).__name__}: "
                       f"{str(exc).splitlines()[0][:200] if str(exc) else ''}")
+
+    def record_database(self) -> None:
+        """After a command that reached the primary: record in the folder, once, which
+        database it belongs to (``identity.py``). A stat per command once recorded."""
+        from arbiter_cli.resilience.breaker import url_without_password
+        from arbiter_cli.resilience.identity import (
+            RECORD_FILE,
+            database_identity,
+            write_record,
+        )
+
+        if not self.primary_ok or (self.directory / RECORD_FILE).exists():
+            return
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with Deadline(LIVENESS_MAX_S).active():
+                identity = database_identity(self.primary)
+        except (SQLAlchemyError, StorageUnavailable):
+            return  # the next command that reaches the primary tries again
+        if identity is None:
+            return  # a database before migration 0003: `arbiter db upgrade` gives it one
+        try:
+            write_record(self.directory, identity, url_without_password(self.url))
+        except OSError as exc:
+            self.warn(f"cannot record which database {self.directory} belongs to: "
+                      f"{exc.strerror or exc}")
 
     def _count_agents(self) -> int:
         from sqlalchemy import func, select

@@ -363,15 +363,24 @@ def open_journal(data_dir: Path, url: str, *, max_entries: int) -> Journal:
 def resilience_status(settings: Any) -> dict[str, Any]:
     """Backlog, conflicts and breaker of ``database.url``, without touching the database.
 
+    ``stranded``: the *other* journals of data_dir that hold entries (identity.py), each with
+    its key, path, pending and conflict counts, and the database it recorded.
+
     ``journal_writable`` says whether a write could be journaled now: the journal has room
     *and* the local snapshot exists (a degraded write runs on it first; without one it exits
     10, SPEC §7.1 "Health tells the truth"). ``journal_problem`` says why not.
     """
+    from arbiter_cli.resilience.identity import stranded_journals
+
     status: dict[str, Any] = {"backlog": 0, "conflicts": 0, "oldest_age_s": None,
                               "journal_writable": False, "journal_problem": None,
                               "snapshot": False, "degraded": False,
-                              "breaker": {"state": "closed", "opened_at": None}}
+                              "breaker": {"state": "closed", "opened_at": None},
+                              "stranded": []}
     url = settings.database_url
+    current = None if url.startswith("sqlite") else store_key(url)
+    status["stranded"] = [s.to_dict() for s in
+                          stranded_journals(settings.paths.data_dir, current)]
     if url.startswith("sqlite"):
         return status
     from arbiter_cli.resilience.breaker import breaker_for

@@ -166,6 +166,7 @@ class Probe:
     timer: Callable[[], float]
     resilience: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
+    mountinfo: Path = Path("/proc/self/mountinfo")  # which file system holds data_dir
 
     @property
     def postgres(self) -> bool:
@@ -183,14 +184,18 @@ def evaluate(settings: Settings, *, mode: str = "full",
              clock: Callable[[], datetime] = lambda: datetime.now(UTC),
              thresholds: Thresholds | None = None,
              timer: Callable[[], float] = time.perf_counter,
-             journal_status: JournalStatus | None = None) -> HealthReport:
+             journal_status: JournalStatus | None = None,
+             mountinfo: Path | None = None) -> HealthReport:
     """Run the checks of ``mode`` and return the report (never raises for a failing check).
 
-    ``journal_status`` defaults to ``arbiter_cli.resilience.journal.resilience_status``.
+    ``journal_status`` defaults to ``arbiter_cli.resilience.journal.resilience_status``;
+    ``mountinfo`` to ``/proc/self/mountinfo`` (the file systems, for ``dataDir:persistent``).
     """
     if mode not in MODES:
         raise ValueError(f"unknown health mode {mode!r}")
     probe = Probe(settings, thresholds or DEFAULT_THRESHOLDS, timer)
+    if mountinfo is not None:
+        probe.mountinfo = mountinfo
     checks = [_config(settings)]
     if mode == "live":
         checks.append(_process())
@@ -207,7 +212,10 @@ def evaluate(settings: Settings, *, mode: str = "full",
         checks.append(hc.breaker(probe))
         checks += hc.journal(probe, with_conflicts=mode == "full")
         if mode == "full":
+            if probe.postgres and probe.resilience is not None:
+                checks.append(hc.stranded(probe))
             checks.append(hc.disk(probe))
+            checks.append(hc.data_dir_persistence(probe))
             checks += hc.soak(probe)
     stamp = rfc3339(clock())
     secrets = settings.secret_values()

@@ -241,6 +241,41 @@ def journal(probe: Probe, *, with_conflicts: bool) -> list[Check]:
     return [_backlog(status)] + ([_conflicts(status)] if with_conflicts else [])
 
 
+def stranded(probe: Probe) -> Check:
+    """``journal:stranded``: other journals of data_dir holding writes that nothing replays
+    (a URL change, issue 17 F1). Read from the journal status: no database I/O."""
+    others = [o for o in (probe.resilience or {}).get("stranded") or [] if o.get("pending")]
+    if not others:
+        return Check("journal:stranded", PASS, 0, "entries", "no other journal holds writes",
+                     "datastore")
+    total = sum(max(0, int(o["pending"])) for o in others)
+    output = "; ".join(
+        f"journal {o['key']} ({o.get('url') or 'database not recorded'}) holds "
+        f"{o['pending']} pending write(s): `arbiter journal replay --from {o['key']}` drains "
+        "it if it is this database" for o in others)
+    return Check("journal:stranded", WARN, total, "entries", output, "datastore")
+
+
+def data_dir_persistence(probe: Probe) -> Check:
+    """``dataDir:persistent``: the journal holds acknowledged writes, so data_dir must
+    survive a reboot and the container (warn on tmpfs, ramfs, overlay; issue 17 F7)."""
+    from arbiter_cli.resilience.identity import mount_of, volatile_filesystem
+
+    data_dir = probe.settings.paths.data_dir
+    mount = volatile_filesystem(data_dir, probe.mountinfo)
+    if mount is not None:
+        return Check("dataDir:persistent", WARN, False, None,
+                     f"{data_dir} is on {mount.fstype} (mounted at {mount.point}): journaled "
+                     "writes there are lost at a reboot or with the container; set "
+                     "ARBITER_DATA_DIR to a persistent disk", "system")
+    found = mount_of(data_dir, probe.mountinfo)
+    if found is None:
+        return Check("dataDir:persistent", PASS, None, None,
+                     f"file system of {data_dir} not known (no {probe.mountinfo})", "system")
+    return Check("dataDir:persistent", PASS, True, None,
+                 f"{data_dir} is on {found.fstype} (mounted at {found.point})", "system")
+
+
 def _backlog(status: dict[str, Any]) -> Check:
     backlog = int(status.get("backlog") or 0)
     degraded = bool(status.get("degraded"))

@@ -47,7 +47,7 @@ def test_json_body_is_application_health_json(initialized):
     assert body["status"] == "pass"
     assert set(body["checks"]) == {"config:valid", "database:responseTime", "schema:revision",
                                    "breaker:state", "journal:backlog", "journal:conflicts",
-                                   "disk:free"}
+                                   "disk:free", "dataDir:persistent"}
     assert body["checks"]["database:responseTime"][0]["observedUnit"] == "ms"
     assert isinstance(body["checks"]["database:responseTime"][0]["observedValue"], float)
 
@@ -245,3 +245,26 @@ def take_snapshot(clean_env: dict[str, str], url: str) -> None:
             engine, interval_s=0, force=True)
     finally:
         engine.dispose()
+
+
+def _tmpfs_shm() -> bool:
+    from arbiter_cli.resilience.identity import mount_of
+
+    mount = mount_of(Path("/dev/shm"))
+    return mount is not None and mount.fstype == "tmpfs" and os.access("/dev/shm", os.W_OK)
+
+
+@pytest.mark.skipif(not _tmpfs_shm(), reason="/dev/shm is not a writable tmpfs here")
+def test_a_data_dir_on_a_real_tmpfs_makes_health_warn(clean_env):
+    """issue 17, F7: the journal (and a SQLite store) in data_dir is gone at a reboot."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/dev/shm", prefix="arbiter-f7-") as shm:
+        env = {"ARBITER_DATA_DIR": shm}
+        assert cli("init", env=env).exit_code == 0
+        result = cli("health", "--json", env=env)
+        assert result.exit_code == 1, result
+        (check,) = body_of(result)["checks"]["dataDir:persistent"]
+        assert check["status"] == "warn" and "tmpfs" in check["output"], check
+        assert cli("health", "--json").json()["checks"]["dataDir:persistent"][0]["status"] \
+            == "pass"

@@ -429,7 +429,7 @@ def test_journal_status_reports_backlog_age_and_breaker(host: Host) -> None:
     """`journal status --json` has the fixed shape of SPEC §7, plus meta."""
     register(host, "a1")
     quiet = host.status()
-    assert set(quiet) == {"backlog", "conflicts", "oldest_age_s", "breaker", "meta"}
+    assert set(quiet) == {"backlog", "conflicts", "oldest_age_s", "breaker", "stranded", "meta"}
     assert (quiet["backlog"], quiet["conflicts"], quiet["oldest_age_s"]) == (0, 0, None)
     assert quiet["breaker"] == {"state": "closed", "opened_at": None}
     host.cut()

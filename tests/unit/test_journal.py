@@ -448,7 +448,7 @@ def test_a_sqlite_primary_has_no_journal(tmp_path: Path) -> None:
     assert resilience_status(settings) == {
         "backlog": 0, "conflicts": 0, "oldest_age_s": None, "journal_writable": False,
         "journal_problem": None, "snapshot": False, "degraded": False,
-        "breaker": {"state": "closed", "opened_at": None}}
+        "breaker": {"state": "closed", "opened_at": None}, "stranded": []}
 
 
 def with_snapshot(settings: Any) -> None:
@@ -465,7 +465,8 @@ def test_status_of_an_empty_journal_on_a_network_primary(tmp_path: Path) -> None
     status = resilience_status(settings)
     assert status == {"backlog": 0, "conflicts": 0, "oldest_age_s": None,
                       "journal_writable": True, "journal_problem": None, "snapshot": True,
-                      "degraded": False, "breaker": {"state": "closed", "opened_at": None}}
+                      "degraded": False, "breaker": {"state": "closed", "opened_at": None},
+                      "stranded": []}
 
 
 def test_without_a_snapshot_the_journal_cannot_take_writes(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """The whole schema (SPEC §6), defined once as SQLAlchemy tables for both backends.
 
 These are storage rows, not domain objects: ``repository.py`` maps them to and from the
-``arbiter_cli.domain`` dataclasses. Every table carries ``tenant``.
+``arbiter_cli.domain`` dataclasses. Every table carries ``tenant``, but ``database_identity``,
+which names the database itself.
 
 SQLAlchemy Core ``Table`` objects rather than SQLModel classes: building the SQLModel classes
 (pydantic models) cost about 170 ms at every command start on the 2-core reference machine,
@@ -201,4 +202,14 @@ applied_ops = Table(
     _tenant(references=False),
     Column("kind", String(64), nullable=False),
     _when("applied_at"),
+)
+
+
+database_identity = Table(
+    # The one table without a tenant: it names the database itself (issue 17, F1). One row,
+    # id 1, written by migration 0003 with a random UUID; resilience folders record it.
+    "database_identity", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("identity", String(36), nullable=False),
+    CheckConstraint("id = 1", name="ck_database_identity_one_row"),
 )

@@ -1,0 +1,264 @@
+"""Which database a resilience folder belongs to, and journals a URL change left behind.
+
+A host keeps one folder per primary, ``<data_dir>/resilience/<key>/``, where ``<key>`` is a
+hash of the password-free URL (``journal.store_key``). The same database reached under another
+URL string (``localhost`` for ``127.0.0.1``, a new host name after a failover) gets another
+folder, so a journal written under the old URL is *stranded*: nothing replays it (issue 17, F1).
+
+So every folder records which database it belongs to, in ``database.json`` (0600):
+
+- ``identity``: the random UUID the database holds in its ``database_identity`` table
+  (migration 0003, written at ``init`` or at the upgrade of an existing database);
+- ``url``: the password-free URL the folder was first used under.
+
+It is written once, the first time a command reaches the primary through the folder's URL
+(a journaled write needs a snapshot, and a snapshot is only taken after such a command, so a
+folder that holds entries has its record unless an older arbiter made it). It is never
+rewritten: what the folder's entries were journaled for does not change.
+
+:func:`stranded_journals` finds the *other* folders whose journal holds pending entries: a
+directory scan and one read-only SQLite count per folder, no database I/O, so every command
+can afford it. ``arbiter journal replay --from KEY`` drains one of them into the current
+primary only when the recorded identity equals the current database's.
+
+:func:`volatile_filesystem` tells whether ``data_dir`` is on a file system that does not
+survive a reboot or a container's replacement (tmpfs, ramfs, overlay): the journal holds
+acknowledged writes, so ``data_dir`` must be persistent (issue 17, F7).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from arbiter_cli.resilience.files import FILE_MODE
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+RECORD_FILE = "database.json"
+JOURNAL_FILE = "journal.db"
+KEY_RE = re.compile(r"[0-9a-f]{16}")
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+MOUNTINFO = Path("/proc/self/mountinfo")
+#: File systems whose content is gone after a reboot (tmpfs, ramfs) or with the container that
+#: wrote it (overlay: a container's writable layer).
+VOLATILE_FS = frozenset({"tmpfs", "ramfs", "overlay", "aufs", "fuse.overlayfs"})
+_RECORD_MAX_BYTES = 4096
+
+
+# ---------------------------------------------------------------------------- the record
+
+
+@dataclass(frozen=True)
+class FolderRecord:
+    """What ``database.json`` says; ``identity`` None when missing, damaged or foreign."""
+
+    identity: str | None
+    url: str | None
+    recorded_at: str | None = None
+
+
+def read_record(directory: Path) -> FolderRecord:
+    """The folder's record; unknown (all None) when there is none or it cannot be read."""
+    try:
+        with open(directory / RECORD_FILE, "rb") as handle:
+            raw = handle.read(_RECORD_MAX_BYTES + 1)
+        doc = json.loads(raw) if len(raw) <= _RECORD_MAX_BYTES else None
+    except (OSError, ValueError):
+        return FolderRecord(None, None)
+    if not isinstance(doc, dict):
+        return FolderRecord(None, None)
+    identity = doc.get("identity")
+    url = doc.get("url")
+    at = doc.get("recorded_at")
+    return FolderRecord(identity if isinstance(identity, str) and UUID_RE.fullmatch(identity)
+                        else None,
+                        url[:500] if isinstance(url, str) and url.isprintable() else None,
+                        at[:40] if isinstance(at, str) else None)
+
+
+def write_record(directory: Path, identity: str, url: str) -> bool:
+    """Write the folder's record unless it has one (True if this call wrote it).
+
+    ``url`` must already be password-free. The file is written 0600 to a temporary name and
+    *linked* into place, so two processes recording at once leave one complete record.
+    """
+    from arbiter_cli.resilience.files import private_dir
+
+    target = directory / RECORD_FILE
+    if target.exists():
+        return False
+    private_dir(directory, levels=2)
+    body = json.dumps({"identity": identity, "url": url,
+                       "recorded_at": datetime.now(UTC).isoformat(timespec="seconds")},
+                      sort_keys=True).encode() + b"\n"
+    tmp = directory / f".{RECORD_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        os.write(fd, body)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
+
+
+def database_identity(engine: Engine) -> str | None:
+    """The identity the database at ``engine`` holds (None before migration 0003 ran)."""
+    from sqlalchemy import select
+
+    from arbiter_cli.adapters.sql import tables as t
+
+    with engine.connect() as conn:
+        value = conn.execute(select(t.database_identity.c.identity)
+                             .where(t.database_identity.c.id == 1)).scalar_one_or_none()
+    return value if isinstance(value, str) and UUID_RE.fullmatch(value) else None
+
+
+# ---------------------------------------------------------------------------- stranded journals
+
+
+@dataclass(frozen=True)
+class Stranded:
+    """Another folder's journal that holds entries."""
+
+    key: str
+    path: Path
+    pending: int
+    conflicts: int
+    identity: str | None
+    url: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "path": str(self.path), "pending": self.pending,
+                "conflicts": self.conflicts, "identity": self.identity, "url": self.url}
+
+    def warning(self) -> str:
+        named = f"database {self.url}" if self.url else "an unrecorded database"
+        return (f"the journal {self.path} holds {self.pending} pending write(s) journaled for "
+                f"{named}, which is not database.url: if it is the same database, drain it "
+                f"with `arbiter journal replay --from {self.key}`; else point database.url "
+                "back at that database and run `arbiter journal replay`")
+
+
+def stranded_journals(data_dir: Path, current_key: str | None) -> list[Stranded]:
+    """Every folder of ``data_dir/resilience`` but ``current_key`` whose journal holds pending
+    entries (those with conflicts only are listed too, with ``pending`` 0), by key.
+
+    No database I/O: a directory scan and a read-only count per journal file. A journal that
+    cannot be read is reported with ``pending`` -1 (it may hold entries).
+    """
+    root = data_dir / "resilience"
+    try:
+        folders = sorted(p for p in root.iterdir() if KEY_RE.fullmatch(p.name))
+    except OSError:
+        return []
+    found = []
+    for folder in folders:
+        if folder.name == current_key:
+            continue
+        journal = folder / JOURNAL_FILE
+        if not journal.is_file():
+            continue
+        pending, conflicts = _count(journal)
+        if pending == 0 and conflicts == 0:
+            continue
+        record = read_record(folder)
+        found.append(Stranded(folder.name, folder, pending, conflicts, record.identity,
+                              record.url))
+    return found
+
+
+def _count(journal: Path) -> tuple[int, int]:
+    """(pending, conflicts) of a journal file, read-only; (-1, 0) if it cannot be read."""
+    try:
+        db = sqlite3.connect(f"{journal.as_uri()}?mode=ro", uri=True, timeout=2)
+    except sqlite3.Error:
+        return -1, 0
+    try:
+        rows = dict(db.execute("SELECT state, count(*) FROM entries GROUP BY state").fetchall())
+    except sqlite3.Error as exc:
+        if "no such table" in str(exc):
+            return 0, 0  # created, never written
+        return -1, 0
+    finally:
+        db.close()
+    return int(rows.get("pending", 0)), int(rows.get("conflict", 0))
+
+
+def stranded_warnings(settings: Any) -> list[str]:
+    """One warning per other journal with pending entries (every command prints them)."""
+    from arbiter_cli.resilience.journal import store_key
+
+    url = settings.database_url
+    current = None if url.startswith("sqlite") else store_key(url)
+    return [s.warning() for s in stranded_journals(settings.paths.data_dir, current)
+            if s.pending != 0]
+
+
+# ---------------------------------------------------------------------------- data_dir
+
+
+@dataclass(frozen=True)
+class Mount:
+    point: str
+    fstype: str
+
+
+def mount_of(path: Path, mountinfo: Path = MOUNTINFO) -> Mount | None:
+    """The mount holding ``path`` (absolute, symlinks resolved; it need not exist yet): the
+    longest mount point that is a prefix of it in ``mountinfo``; None when unreadable."""
+    resolved = str(path.resolve())
+    try:
+        lines = mountinfo.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    best: Mount | None = None
+    for line in lines:
+        mount = _parse_mountinfo(line)
+        if mount is None or not _under(resolved, mount.point):
+            continue
+        if best is None or len(mount.point) >= len(best.point):
+            best = mount  # a later line of the same length is a mount on top: it wins
+    return best
+
+
+def _parse_mountinfo(line: str) -> Mount | None:
+    """``36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw`` → (/mnt2, ext3)."""
+    fields = line.split()
+    try:
+        separator = fields.index("-", 6)
+        point, fstype = fields[4], fields[separator + 1]
+    except (ValueError, IndexError):
+        return None
+    return Mount(_unescape(point), fstype)
+
+
+def _unescape(text: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal (``\\040``)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def _under(path: str, point: str) -> bool:
+    return point == "/" or path == point or path.startswith(point.rstrip("/") + "/")
+
+
+def volatile_filesystem(data_dir: Path, mountinfo: Path = MOUNTINFO) -> Mount | None:
+    """The mount of ``data_dir`` when its file system does not persist, else None."""
+    mount = mount_of(data_dir, mountinfo)
+    if mount is None:
+        return None
+    return mount if mount.fstype in VOLATILE_FS else None
