@@ -87,14 +87,25 @@ def replay_cmd(
     if report["remaining"]:
         raise StorageUnavailable(
             f"replay stopped with {report['remaining']} entries left "
-            f"({report['applied']} applied, {report['conflicts']} conflicts): "
-            f"{report['stopped']}")
+            f"({report['applied']} applied, {report['conflicts']} conflicts, "
+            f"{report['over_capacity']} flagged over_capacity): {report['stopped']}")
     if report["applied"] or report["conflicts"]:
         res.maybe_refresh()
-    doc = {"applied": report["applied"], "conflicts": report["conflicts"], "remaining": 0}
-    render.emit(state, doc, lambda c: c.print(
+    doc = {"applied": report["applied"], "conflicts": report["conflicts"], "remaining": 0,
+           "over_capacity": report["over_capacity"]}
+    state.gauge("arbiter_journal_replay_over_capacity", "Decisions this journal replay "
+                "flagged over_capacity.", doc["over_capacity"])
+    render.emit(state, doc, lambda c: _replayed(c, doc))
+
+
+def _replayed(console: Console, doc: dict[str, Any]) -> None:
+    console.print(
         f"replayed {doc['applied']} entries; {doc['conflicts']} conflicts "
-        f"{'(see `arbiter journal list --conflicts`)' if doc['conflicts'] else ''}".rstrip()))
+        f"{'(see `arbiter journal list --conflicts`)' if doc['conflicts'] else ''}".rstrip())
+    if doc["over_capacity"]:
+        console.print(f"[yellow]{doc['over_capacity']} decision(s) flagged over_capacity[/]: "
+                      "their agent held more tasks than its capacity (`arbiter route history "
+                      "--json`, docs/resilience.md)")
 
 
 def _duration(text: str | None, flag: str) -> float | None:
