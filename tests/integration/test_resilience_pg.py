@@ -813,6 +813,18 @@ def test_a_claim_replayed_over_capacity_is_applied_flagged_and_audited(host: Hos
     assert host.agents()["solo"]["active_tasks"] == 1
 
 
+def test_a_command_that_replays_first_warns_about_the_decisions_it_flagged(host: Host) -> None:
+    """The replay a command runs before its work says when it flagged over_capacity."""
+    register(host, "solo", "--capacity", "1")
+    host.cut()
+    host.journaled("route", "task", "--task-type", "testing", "--task-id", "MINE")
+    host.other("route", "task", "--task-type", "testing", "--task-id", "THEIRS")
+    host.heal()
+    listed = host.run("agents", "list")
+    assert listed.exit_code == 0 and host.backlog() == 0, listed
+    assert "2 decision(s) flagged over_capacity at replay" in listed.stderr, listed
+
+
 def test_replaying_the_same_entries_twice_changes_nothing(host: Host) -> None:
     """A journal restored to before a replay (a crash between commit and delete) replays
     harmlessly: each op id is already in applied_ops."""
