@@ -186,13 +186,17 @@ class RoutingService:
             uow.commit()
         return Routed(applied, flags=flags)
 
-    def _reflag_closed(self, uow: UnitOfWork, closed: Decision) -> dict[str, bool]:
-        """After a replayed outcome shortened ``closed``'s interval (an agent removed or
-        registered again meanwhile keeps its flags: its capacity is not this one's)."""
+    def _reflag_closed(self, uow: UnitOfWork, was: Decision, closed: Decision
+                       ) -> dict[str, bool]:
+        """After a replayed outcome moved the end of a decision's interval: from open, or
+        from its expiry (earlier or later), to ``closed.closed_at``. An agent removed or
+        registered again meanwhile keeps its flags: its capacity is not this one's."""
         agent = uow.agents.get(closed.tenant, closed.agent_id, for_update=True)
         if agent is None or agent.uid != closed.agent_uid or closed.closed_at is None:
             return {}
-        return self._reflag(uow, agent, closed.closed_at)
+        since = closed.closed_at if was.closed_at is None else min(was.closed_at,
+                                                                   closed.closed_at)
+        return self._reflag(uow, agent, since)
 
     def _reflag(self, uow: UnitOfWork, agent: Agent, since: datetime) -> dict[str, bool]:
         """Decide again the flags of the agent's decisions that a change of intervals from
@@ -248,7 +252,7 @@ class RoutingService:
                 raise Conflict(f"decision {decision.decision_id} changed meanwhile; retry")
             flags: dict[str, bool] = {}
             if acknowledged_at is not None:
-                flags = self._reflag_closed(uow, closed)
+                flags = self._reflag_closed(uow, decision, closed)
                 closed = replace(closed, over_capacity=flags.get(closed.decision_id or "",
                                                                  closed.over_capacity))
             details: dict[str, Any] = {

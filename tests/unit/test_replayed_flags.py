@@ -102,3 +102,30 @@ def test_history_lists_only_the_flagged_decisions_on_request(primary) -> None:
     found, _ = primary.routing.history(ADMIN, over_capacity=True)
     assert sorted(d.task_id for d in found) == ["TA", "TB"]
     assert all(d.to_dict()["over_capacity"] is True for d in found)
+
+
+def test_a_replayed_outcome_that_ends_an_expired_decision_later_flags_what_it_now_overlaps(
+        primary) -> None:
+    """A decision reaped at 10 min whose journaled outcome says 30 min held the agent until
+    then: a decision that ran [20, 25) shared it, and both are flagged."""
+    mine = routed_on(cut_off_host(), "TA", 1)
+    primary.clock.now = T0 + timedelta(minutes=2)
+    primary.routing.apply_decision(ADMIN, mine)
+    primary.clock.now = T0 + timedelta(minutes=10)
+    with primary.uow(write=True) as uow:  # the reaper, at 10 min (as after its TTL)
+        stored = uow.decisions.get(mine.decision_id or "")
+        assert stored is not None
+        uow.decisions.save(stored.expire(primary.clock.now), was="open")
+        uow.routing.release(ADMIN.tenant, stored.agent_uid)
+        uow.commit()
+    primary.clock.now = T0 + timedelta(minutes=20)
+    theirs = primary.route("TB")
+    primary.clock.now = T0 + timedelta(minutes=25)
+    primary.succeed(theirs)  # TB ran [20, 25): it ends before A's acknowledged outcome
+    primary.clock.now = T0 + timedelta(hours=1)
+    assert flags(primary) == {"TA": False, "TB": False}
+    closed = primary.routing.apply_outcome(ADMIN, WIN, decision_id=mine.decision_id,
+                                           acknowledged_at=T0 + timedelta(minutes=30))
+    assert closed.decision.closed_at == T0 + timedelta(minutes=30)
+    assert flags(primary) == {"TA": True, "TB": True}
+
