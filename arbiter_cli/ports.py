@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from arbiter_cli.domain.agents import Agent, FleetStats
+from arbiter_cli.domain.overlap import Claim
 from arbiter_cli.domain.query import Query, Ranking
 from arbiter_cli.domain.routing import Arm, Decision, Pool, Task
 from arbiter_cli.domain.security import Anchor, AuditEvent, Bucket, TokenRecord, Verdict
@@ -102,12 +103,23 @@ class DecisionRepository(Protocol):
         """Open decisions held by this registration of the agent."""
         ...
 
+    def claims(self, tenant: str, agent_id: str, agent_uid: str, since: datetime
+               ) -> builtins.list[Claim]:
+        """The intervals of this registration's decisions still open at ``since`` or later
+        (open, or closed at or after it), with their current flags."""
+        ...
+
+    def flag(self, tenant: str, flags: Mapping[str, bool]) -> None:
+        """Set ``over_capacity`` of each decision id to its value."""
+        ...
+
     def history(
         self, tenant: str, *, agent_id: str | None = None, task_type: str | None = None,
         status: str | None = None, since: datetime | None = None, before: str | None = None,
-        limit: int = 100,
+        limit: int = 100, over_capacity: bool = False,
     ) -> builtins.list[Decision]:
-        """Newest first; ``before`` is a decision id (UUIDv7 ids sort by time)."""
+        """Newest first; ``before`` is a decision id (UUIDv7 ids sort by time);
+        ``over_capacity``: only the decisions flagged so."""
         ...
 
 

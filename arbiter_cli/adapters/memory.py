@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from arbiter_cli.domain.agents import Agent, FleetStats, Status
+from arbiter_cli.domain.overlap import Claim
 from arbiter_cli.domain.query import STATUS_CODES, Columns, Query, Ranking, fit_column, rank
 from arbiter_cli.domain.routing import EXAMPLES_PER_REASON, OPEN, Arm, Decision, Pool, Task
 from arbiter_cli.domain.security import (
@@ -460,14 +461,31 @@ class MemoryDecisions:
                   if t == tenant)
         return sum(1 for d in opened if d.agent_id == agent_id and d.agent_uid == agent_uid)
 
+    def claims(self, tenant: str, agent_id: str, agent_uid: str, since: datetime
+               ) -> builtins.list[Claim]:
+        found = sorted((d for d in self._store.decisions.values()
+                        if d.tenant == tenant and d.agent_id == agent_id
+                        and d.agent_uid == agent_uid
+                        and (d.closed_at is None or d.closed_at >= since)),
+                       key=lambda d: d.decision_id or "")
+        return [Claim(d.decision_id or "", d.created_at, d.closed_at, d.over_capacity)
+                for d in found]
+
+    def flag(self, tenant: str, flags: Mapping[str, bool]) -> None:
+        for decision_id, value in sorted(flags.items()):
+            stored = self._store.decisions.get(decision_id)
+            if stored is not None and stored.tenant == tenant:
+                self._put(replace(stored, over_capacity=value))
+
     def history(
         self, tenant: str, *, agent_id: str | None = None, task_type: str | None = None,
         status: str | None = None, since: datetime | None = None, before: str | None = None,
-        limit: int = 100,
+        limit: int = 100, over_capacity: bool = False,
     ) -> builtins.list[Decision]:
         found = [
             d for d in self._store.decisions.values()
             if d.tenant == tenant
+            and (not over_capacity or d.over_capacity)
             and (agent_id is None or d.agent_id == agent_id)
             and (task_type is None or d.task_type == task_type)
             and (status is None or d.status == status)

@@ -101,7 +101,7 @@ def replay_cmd(
     res = _resilience(state)
     if res is None:
         state.warn_stranded()
-        render.emit(state, {"applied": 0, "conflicts": 0, "remaining": 0},
+        render.emit(state, {"applied": 0, "conflicts": 0, "remaining": 0, "over_capacity": 0},
                     lambda c: c.print("no journal: the primary is a local SQLite file"))
         return
     if folder is not None:
@@ -112,18 +112,28 @@ def replay_cmd(
     if report["remaining"]:
         raise StorageUnavailable(
             f"replay stopped with {report['remaining']} entries left "
-            f"({report['applied']} applied, {report['conflicts']} conflicts): "
-            f"{report['stopped']}")
+            f"({report['applied']} applied, {report['conflicts']} conflicts, "
+            f"{report['over_capacity']} flagged over_capacity): {report['stopped']}")
     if (report["applied"] or report["conflicts"]) and folder is None:
         res.maybe_refresh()
     doc: dict[str, Any] = {"applied": report["applied"], "conflicts": report["conflicts"],
-                           "remaining": 0}
+                           "remaining": 0, "over_capacity": report["over_capacity"]}
     if folder is not None:
         doc["from"] = folder.name
+    state.gauge("arbiter_journal_replay_over_capacity", "Decisions this journal replay "
+                "flagged over_capacity.", doc["over_capacity"])
     state.warn_stranded()  # after the replay: a journal it drained is no longer named
-    render.emit(state, doc, lambda c: c.print(
+    render.emit(state, doc, lambda c: _replayed(c, doc))
+
+
+def _replayed(console: Console, doc: dict[str, Any]) -> None:
+    console.print(
         f"replayed {doc['applied']} entries; {doc['conflicts']} conflicts "
-        f"{'(see `arbiter journal list --conflicts`)' if doc['conflicts'] else ''}".rstrip()))
+        f"{'(see `arbiter journal list --conflicts`)' if doc['conflicts'] else ''}".rstrip())
+    if doc["over_capacity"]:
+        console.print(f"[yellow]{doc['over_capacity']} decision(s) flagged over_capacity[/]: "
+                      "their agent held more tasks than its capacity (`arbiter route history "
+                      "--json`, docs/resilience.md)")
 
 
 def _stranded_folder(state: State, key: str) -> Path:

@@ -25,6 +25,10 @@ SpecsOpt = Annotated[list[str] | None, typer.Option(
     "--specialization", help="Required label (repeat for more).", show_default=False)]
 
 
+OVER_CAPACITY = ("its agent held more tasks than its capacity during this decision (journaled "
+                 "writes of hosts cut off from the database; see docs/resilience.md)")
+
+
 def _decision_table(console: Console, decision: Decision) -> None:
     rows = [(i + 1, c["agent_id"], f"{c['score']:.4f}", f"{c['components']['value']:.4f}",
              f"{c['components']['posterior_mean']:.4f}", c["components"]["outcomes"],
@@ -182,6 +186,8 @@ def explain(ctx: typer.Context, decision_id: Annotated[str, typer.Argument(
                       f"{decision.explored}, confidence {decision.confidence}, "
                       f"{decision.latency_us} µs, config {decision.config_hash[:12]}, "
                       f"at {d['created_at']}")
+        if decision.over_capacity:
+            console.print(f"[yellow]over capacity[/]: {OVER_CAPACITY}")
         _decision_table(console, decision)
         if decision.outcome:
             console.print(f"outcome: {decision.outcome}")
@@ -199,6 +205,9 @@ def history(
     status: Annotated[str | None, typer.Option(
         "--status", help="open, succeeded, failed or expired.", show_default=False)] = None,
     since: SinceOpt = None,
+    over_capacity: Annotated[bool, typer.Option(
+        "--over-capacity", help="Only decisions flagged over_capacity (their agent held more "
+        "tasks than its capacity meanwhile).")] = False,
     limit: LimitOpt = 100,
     cursor: CursorOpt = None,
     json_out: JsonOpt = False,
@@ -212,13 +221,15 @@ def history(
     app_ = state.app()
     decisions, next_cursor = app_.routing.history(
         state.principal(), agent_id=agent, task_type=task_type, status=status,
-        since=parse_since(since), cursor=cursor, limit=limit)
+        since=parse_since(since), cursor=cursor, limit=limit, over_capacity=over_capacity)
 
     def human(console: Console) -> None:
         rows = [(d.to_dict()["created_at"], d.task_id, d.task_type, d.agent_id, d.strategy,
-                 d.status, "yes" if d.explored else "") for d in decisions]
+                 d.status, "yes" if d.explored else "", "yes" if d.over_capacity else "")
+                for d in decisions]
         console.print(render.table(f"{len(decisions)} decisions", (
-            "at", "task", "type", "agent", "strategy", "status", "explored"), rows))
+            "at", "task", "type", "agent", "strategy", "status", "explored", "over capacity"),
+            rows))
         if next_cursor:
             console.print(f"more: --cursor {next_cursor}")
 

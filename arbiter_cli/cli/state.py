@@ -93,6 +93,10 @@ class State:
         if report["conflicts"]:
             res.warn(f"{report['conflicts']} journaled write(s) conflicted at replay: "
                      "see `arbiter journal list --conflicts`")
+        if report["over_capacity"]:
+            res.warn(f"{report['over_capacity']} decision(s) flagged over_capacity at replay: "
+                     "their agent held more tasks than its capacity (`arbiter route history "
+                     "--over-capacity`)")
 
     def admit(self) -> None:
         """Authenticate, authorize and rate-limit this command (SPEC §0 order: after 3 and 10)."""

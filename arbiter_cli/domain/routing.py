@@ -419,4 +419,5 @@ class Decision:
             "correlation_id": self.correlation_id,
             "closed_at": None if self.closed_at is None else rfc3339(self.closed_at),
             "outcome": None if self.outcome is None else dict(self.outcome),
+            "over_capacity": self.over_capacity,
         }

@@ -4,7 +4,8 @@ One-shot commands reset their counters when they exit, so ``serve`` reads what e
 process did from the shared database (SPEC §9):
 
 - ``FleetCollector``: decisions by strategy, explore flag and outcome, decision latency as a
-  histogram, open decisions, agents by status, and utilization. Two aggregate queries
+  histogram, open decisions, decisions flagged ``over_capacity``, agents by status, and
+  utilization. Two aggregate queries
   (SQLAlchemy Core over ``adapters/sql/tables.py``), one scan of ``decisions`` and one of
   ``agents``, all tenants together;
 - ``ResilienceCollector``: breaker state and journal backlog (``resilience_status``);
@@ -111,7 +112,7 @@ def _decision_families(conn: Connection) -> list[Any]:
                for bound in DECISION_BUCKETS]
     rows = conn.execute(
         select(d.c.strategy, d.c.explored, d.c.status, func.count(), func.sum(d.c.latency_us),
-               *buckets)
+               func.sum(case((d.c.over_capacity, 1), else_=0)), *buckets)
         .group_by(d.c.strategy, d.c.explored, d.c.status)
     ).all()
     routed: dict[tuple[str, str], float] = defaultdict(float)
@@ -120,7 +121,9 @@ def _decision_families(conn: Connection) -> list[Any]:
     total_us = 0.0
     count = 0.0
     in_bucket = [0.0] * len(DECISION_BUCKETS)
-    for strategy, explored, status, n, latency_sum, *counts in rows:
+    flagged = 0.0
+    for strategy, explored, status, n, latency_sum, over, *counts in rows:
+        flagged += float(over or 0)
         routed[(str(strategy), "true" if explored else "false")] += n
         if status in outcomes:
             outcomes[status] += n
@@ -144,7 +147,10 @@ def _decision_families(conn: Connection) -> list[Any]:
                        sum_value=total_us / 1_000_000)
     waiting = GaugeMetricFamily("arbiter_decisions_open", BY_NAME["arbiter_decisions_open"].help)
     waiting.add_metric([], open_)
-    return [decided, closed, latency, waiting]
+    spec = BY_NAME["arbiter_decisions_over_capacity"]
+    over_capacity = GaugeMetricFamily(spec.name, spec.help)
+    over_capacity.add_metric([], flagged)
+    return [decided, closed, latency, waiting, over_capacity]
 
 
 def _le(bound: float) -> str:

@@ -89,6 +89,9 @@ SPECS: tuple[MetricSpec, ...] = (
                source="fleet"),
     MetricSpec("arbiter_decisions_open", "gauge", "Decisions waiting for an outcome.",
                source="fleet"),
+    MetricSpec("arbiter_decisions_over_capacity", "gauge", "Decisions flagged over_capacity: "
+               "their agent held more tasks than its capacity at some moment of their interval "
+               "(journaled writes replayed; docs/resilience.md).", source="fleet"),
     MetricSpec("arbiter_fleet_active_tasks", "gauge", "Tasks in progress on all agents.",
                source="fleet"),
     MetricSpec("arbiter_fleet_capacity", "gauge", "Total capacity (slots) of all agents.",

@@ -21,7 +21,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +69,8 @@ def replay(res: Resilience, *, budget_s: float | None, blocking: bool = False,
     entry that runs out of its *full* budget on a healthy primary counts a failed replay; at
     three it becomes a conflict, so it cannot hold its tenant's writes back for ever.
     """
-    report: dict[str, Any] = {"applied": 0, "conflicts": 0, "remaining": 0, "stopped": None}
+    report: dict[str, Any] = {"applied": 0, "conflicts": 0, "remaining": 0, "stopped": None,
+                              "over_capacity": 0}
     with file_lock(res.directory / "replay.lock", blocking=blocking) as locked:
         if not locked:
             report["stopped"] = "another process is replaying"
@@ -76,17 +78,19 @@ def replay(res: Resilience, *, budget_s: float | None, blocking: bool = False,
             return report
         total = None if budget_s is None else Deadline(budget_s)
         deletes = AppliedBatch(res)
+        flags: dict[str, bool] = {}
         try:
-            _replay_entries(res, report, total, within, deletes, progress)
+            _replay_entries(res, report, total, within, deletes, progress, flags)
         finally:
             deletes.flush()
+            report["over_capacity"] = sum(flags.values())
         report["remaining"] = res.journal.pending()
     return report
 
 
 def _replay_entries(res: Resilience, report: dict[str, Any], total: Deadline | None,
                     within: Deadline | None, deletes: AppliedBatch,
-                    progress: Callable[[int], None] | None) -> None:
+                    progress: Callable[[int], None] | None, flags: dict[str, bool]) -> None:
     from arbiter_cli.resilience.retry import PrimarySlow
 
     after = 0
@@ -106,7 +110,9 @@ def _replay_entries(res: Resilience, report: dict[str, Any], total: Deadline | N
             report["stopped"] = "the replay budget is spent"
             return
         try:
-            status = apply_entry(res, entry, Deadline(limit), seen)
+            applied = apply_entry(res, entry, Deadline(limit), seen)
+            status = applied.status
+            flags.update(applied.flags)
         except PrimarySlow as exc:
             if limit < needed:  # cut by this replay's budget, not by its own: try later
                 report["stopped"] = f"entry {entry.seq} did not finish within the replay budget"
@@ -181,10 +187,11 @@ class AppliedBatch:
 
 
 def apply_entry(res: Resilience, entry: Entry, budget: Deadline | None = None,
-                seen: dict[str | None, Any] | None = None) -> str:
+                seen: dict[str | None, Any] | None = None) -> Applied:
     """Check, re-admit and apply one entry: APPLIED (also when an earlier replay or the
-    original command already committed it) or CONFLICT (kept, audited). ``seen``: the token
-    rows this replay has read (``SecurityService.readmit``)."""
+    original command already committed it) or CONFLICT (kept, audited), with the
+    ``over_capacity`` flags it set or cleared. ``seen``: the token rows this replay has read
+    (``SecurityService.readmit``)."""
     from arbiter_cli.adapters.sql.repository import OpContext, already_applied, current_op
 
     app = _primary_app(res, entry.correlation_id)
@@ -193,12 +200,12 @@ def apply_entry(res: Resilience, entry: Entry, budget: Deadline | None = None,
         budget = Deadline(res.settings.seconds("database.command_timeout"))
     admitted: Principal | None = None
 
-    def run() -> None:
+    def run() -> Any:
         if already_applied(res.primary, entry.op_id):
-            return  # an earlier replay or the original command committed it
+            return None  # an earlier replay or the original command committed it
         token = current_op.set(op)
         try:
-            dispatch(app, entry, admitted)
+            return dispatch(app, entry, admitted)
         finally:
             current_op.reset(token)
 
@@ -206,14 +213,29 @@ def apply_entry(res: Resilience, entry: Entry, budget: Deadline | None = None,
         check_signed(res, entry)
         _check_not_dependent(res, entry)
         admitted = res.guarded(lambda: readmit(app, entry, seen), deadline=budget)
-        res.guarded(run, may_retry=lambda: not op.ambiguous, deadline=budget)
+        result = res.guarded(run, may_retry=lambda: not op.ambiguous, deadline=budget)
     except (StorageUnavailable, ConfigInvalid):
         raise  # the database, not the entry: the replay stops and the entry waits
     except ArbiterError as exc:
         res.journal.conflict(entry.seq, f"{exc.code}: {exc.message}")
         _audit_conflict(res, app, entry, admitted, exc)
-        return CONFLICT
-    return APPLIED  # the caller deletes it (in a batch)
+        return Applied(CONFLICT)
+    return Applied(APPLIED, _flags_of(result))  # the caller deletes it (in a batch)
+
+
+def _flags_of(result: Any) -> dict[str, bool]:
+    """The ``over_capacity`` flags a replayed route or outcome changed (none for the rest)."""
+    from arbiter_cli.services.routing import Recorded, Routed
+
+    return dict(result.flags) if isinstance(result, Routed | Recorded) else {}
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What applying one entry did: its status, and the ``over_capacity`` flags it changed."""
+
+    status: str
+    flags: Mapping[str, bool] = field(default_factory=dict)
 
 
 def check_signed(res: Resilience, entry: Entry) -> None:
@@ -288,8 +310,11 @@ def decode(app: App, entry: Entry) -> tuple[Callable[..., Any], dict[str, Any]]:
             method: Callable[..., Any] = app.routing.apply_decision
             args = {"decision": decision_from(args["decision"])}
         elif entry.kind == "routing.outcome":
-            method = app.routing.outcome
-            args = {"outcome": outcome_from(args["outcome"]), "decision_id": args["decision_id"]}
+            # The decision closes when the outcome was acknowledged: the entry's time, the
+            # host's clock at the acknowledgement (signed with the entry), not replay time.
+            method = app.routing.apply_outcome
+            args = {"outcome": outcome_from(args["outcome"]), "decision_id": args["decision_id"],
+                    "acknowledged_at": datetime.fromtimestamp(entry.created_at, UTC)}
         else:
             if entry.kind == "agents.record":
                 args["result"] = task_result_from(args["result"])

@@ -204,7 +204,7 @@ def evaluate(settings: Settings, *, mode: str = "full",
 
         if probe.postgres:
             probe.resilience = hc.resilience(probe, journal_status)
-        checks += hc.database(probe)
+        checks += hc.database(probe, with_over_capacity=mode == "full")
         if probe.postgres and probe.resilience is not None:
             # The database check may have probed and closed the breaker: read the status again,
             # so "degraded" describes the state after the check.

@@ -7,6 +7,7 @@ with status ``fail`` (or ``warn`` while degraded). The status rules live in
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from arbiter_cli.errors import ArbiterError, SchemaOutdated, StorageUnavailable
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 UNAVAILABLE = "journal status unavailable"
+OVER_CAPACITY = "routing:overCapacity"
+OVER_CAPACITY_WINDOW = timedelta(hours=24)
 
 
 def resilience(probe: Probe, source: JournalStatus | None = None) -> dict[str, Any] | None:
@@ -62,8 +65,9 @@ def _journal_status_function() -> JournalStatus | None:
 # ---------------------------------------------------------------------------- database
 
 
-def database(probe: Probe) -> list[Check]:
-    """``database:responseTime`` (connect + SELECT 1, through the breaker) and ``schema:revision``."""
+def database(probe: Probe, *, with_over_capacity: bool = False) -> list[Check]:
+    """``database:responseTime`` (connect + SELECT 1, through the breaker), ``schema:revision``
+    and, with ``with_over_capacity``, ``routing:overCapacity``."""
     from arbiter_cli.resilience.breaker import BreakerOpen, breaker_for
 
     breaker = breaker_for(probe.settings) if probe.postgres else None
@@ -71,9 +75,9 @@ def database(probe: Probe) -> list[Check]:
         permit = breaker.allow() if breaker is not None else None
     except BreakerOpen as exc:
         return _unreachable(probe, f"circuit breaker open: not connecting (retry in "
-                                   f"{exc.retry_after_s:.1f}s)")
+                                   f"{exc.retry_after_s:.1f}s)", with_over_capacity)
     except StorageUnavailable as exc:
-        return _unreachable(probe, exc.message)
+        return _unreachable(probe, exc.message, with_over_capacity)
     from sqlalchemy.exc import SQLAlchemyError
 
     engine = None
@@ -84,12 +88,15 @@ def database(probe: Probe) -> list[Check]:
         if breaker is not None and permit is not None:
             _record_failure(breaker, permit, exc)
         if _misconfigured(exc):
-            return _config_error(probe, _describe(exc))
-        return _unreachable(probe, _describe(exc))
+            return _config_error(probe, _describe(exc), with_over_capacity)
+        return _unreachable(probe, _describe(exc), with_over_capacity)
     else:
         if breaker is not None and permit is not None:
             breaker.success(permit)
-        return [_response_time(probe, ms), _schema(probe, engine)]
+        checks = [_response_time(probe, ms), _schema(probe, engine)]
+        if with_over_capacity:
+            checks.append(_over_capacity(probe, engine))
+        return checks
     finally:
         if engine is not None:
             engine.dispose()
@@ -160,7 +167,7 @@ def _response_time(probe: Probe, ms: float) -> Check:
                  "datastore", component_id=_backend(probe))
 
 
-def _unreachable(probe: Probe, why: str) -> list[Check]:
+def _unreachable(probe: Probe, why: str, with_over_capacity: bool = False) -> list[Check]:
     status = unreachable_status(probe.journal_writable)
     if probe.postgres:
         problem = (probe.resilience or {}).get("journal_problem")
@@ -170,17 +177,21 @@ def _unreachable(probe: Probe, why: str) -> list[Check]:
     return [Check("database:responseTime", status, None, "ms", why, "datastore",
                   component_id=_backend(probe)),
             Check("schema:revision", status, None, None, "not checked: database unreachable",
-                  "datastore", component_id=_backend(probe))]
+                  "datastore", component_id=_backend(probe))] + (
+        [Check(OVER_CAPACITY, status, None, "decisions", "not checked: database unreachable",
+               "datastore", component_id=_backend(probe))] if with_over_capacity else [])
 
 
-def _config_error(probe: Probe, why: str) -> list[Check]:
+def _config_error(probe: Probe, why: str, with_over_capacity: bool = False) -> list[Check]:
     """Wrong password, unknown database, unresolvable host: not an outage (SPEC §7.1), so no
     journal can stand in for the database; fail whatever the journal could take."""
     why = f"configuration error: {why}; commands exit 3 until database.url is fixed"
     return [Check("database:responseTime", FAIL, None, "ms", why, "datastore",
                   component_id=_backend(probe)),
             Check("schema:revision", FAIL, None, None, "not checked: configuration error",
-                  "datastore", component_id=_backend(probe))]
+                  "datastore", component_id=_backend(probe))] + (
+        [Check(OVER_CAPACITY, FAIL, None, "decisions", "not checked: configuration error",
+               "datastore", component_id=_backend(probe))] if with_over_capacity else [])
 
 
 def _schema(probe: Probe, engine: Engine) -> Check:
@@ -200,6 +211,32 @@ def _schema(probe: Probe, engine: Engine) -> Check:
                      component_id=_backend(probe))
     return Check("schema:revision", PASS, revision, None, f"at head ({HEAD})", "datastore",
                  component_id=_backend(probe))
+
+
+def _over_capacity(probe: Probe, engine: Engine) -> Check:
+    """Decisions flagged ``over_capacity`` whose interval reaches into the last 24 h (by the
+    database's clock), all tenants together: warn while there is any."""
+    from sqlalchemy import func, or_, select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from arbiter_cli.adapters.sql.clock import now_expr
+    from arbiter_cli.adapters.sql.tables import decisions as d
+
+    try:
+        with _deadline(probe), engine.connect() as conn:
+            now = conn.execute(select(now_expr(conn.dialect.name))).scalar_one()
+            since = now - OVER_CAPACITY_WINDOW
+            count = int(conn.execute(select(func.count()).select_from(d).where(
+                d.c.over_capacity, or_(d.c.closed_at.is_(None), d.c.closed_at >= since))
+            ).scalar_one())
+    except (SQLAlchemyError, StorageUnavailable, OSError) as exc:
+        return Check(OVER_CAPACITY, WARN, None, "decisions", f"cannot count: {_describe(exc)}",
+                     "datastore", component_id=_backend(probe))
+    output = (f"{count} decision(s) of the last 24 h ran while their agent held more tasks "
+              "than its capacity (journaled writes replayed): `arbiter route history "
+              "--over-capacity` lists them" if count else "none in the last 24 h")
+    return Check(OVER_CAPACITY, WARN if count else PASS, count, "decisions", output,
+                 "datastore", component_id=_backend(probe))
 
 
 # ---------------------------------------------------------------------------- breaker, journal

@@ -10,13 +10,14 @@ import secrets
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from arbiter_cli.domain import agents as rules
 from arbiter_cli.domain import validation as v
-from arbiter_cli.domain.agents import RegistryPolicy, TaskResult
+from arbiter_cli.domain.agents import Agent, RegistryPolicy, TaskResult
+from arbiter_cli.domain.overlap import changed_flags
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.routing import (
     EXPIRED,
@@ -46,12 +47,15 @@ REAP_BATCH = 100
 class Routed:
     decision: Decision
     already_routed: bool = False
+    #: ``over_capacity`` flags a replayed decision set or cleared: ``{decision id: flag}``
+    flags: Mapping[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Recorded:
     decision: Decision
     already_recorded: bool = False
+    flags: Mapping[str, bool] = field(default_factory=dict)
 
 
 def not_found(decision_ref: str) -> NotFound:
@@ -143,9 +147,11 @@ class RoutingService:
     def apply_decision(self, principal: Principal, decision: Decision) -> Routed:
         """Store a decision acknowledged while the primary was down (journal replay, SPEC §7).
 
-        The assignment was promised, so it is never dropped: a claim over capacity is applied,
-        flagged ``over_capacity`` and audited. An agent removed meanwhile, or a task routed
-        meanwhile, is a conflict (exit 5) that stays in the journal.
+        The assignment was promised, so it is never dropped: a claim over capacity is applied
+        and audited. Its ``over_capacity`` flag, and that of every decision of the agent it
+        overlaps, follows from the intervals (``domain/overlap.py``), not from the order of
+        replay. An agent removed meanwhile, or a task routed meanwhile, is a conflict (exit 5)
+        that stays in the journal.
         """
         if decision.decision_id is None or decision.tenant != principal.tenant:
             raise InvalidInput("a journaled decision needs its id and its caller's tenant")
@@ -164,17 +170,50 @@ class RoutingService:
             if agent is None:
                 raise Conflict(f"agent {decision.agent_id!r} was removed before the journaled "
                                f"decision {decision.decision_id} reached the database")
-            over = not uow.routing.claim(principal.tenant, agent.uid)
-            if over:
+            forced = not uow.routing.claim(principal.tenant, agent.uid)
+            if forced:
                 uow.routing.force_claim(principal.tenant, agent.uid)
-            applied = replace(decision, agent_uid=agent.uid, over_capacity=over)
+            # Acknowledged at the host's time; never later than the database's now (§4.1).
+            applied = replace(decision, agent_uid=agent.uid, over_capacity=False,
+                              created_at=min(decision.created_at, uow.now()))
             uow.decisions.add(applied)
+            flags = self._reflag(uow, agent, applied.created_at)
+            applied = replace(applied, over_capacity=flags.get(applied.decision_id or "", False))
             self._audit.record(uow, principal, "route.task", applied.decision_id, {
                 "task_id": applied.task_id, "agent_id": applied.agent_id,
                 "strategy": applied.strategy, "seed": applied.seed, "journaled": True,
-                "over_capacity": over})
+                "over_capacity": applied.over_capacity, **_flag_details(flags, applied)})
             uow.commit()
-        return Routed(applied)
+        return Routed(applied, flags=flags)
+
+    def _reflag_closed(self, uow: UnitOfWork, was: Decision, closed: Decision
+                       ) -> dict[str, bool]:
+        """After a replayed outcome moved the end of a decision's interval: from open, or
+        from its expiry (earlier or later), to ``closed.closed_at``. An agent removed or
+        registered again meanwhile keeps its flags: its capacity is not this one's."""
+        agent = uow.agents.get(closed.tenant, closed.agent_id, for_update=True)
+        if agent is None or agent.uid != closed.agent_uid or closed.closed_at is None:
+            return {}
+        since = closed.closed_at if was.closed_at is None else min(was.closed_at,
+                                                                   closed.closed_at)
+        return self._reflag(uow, agent, since)
+
+    def _reflag(self, uow: UnitOfWork, agent: Agent, since: datetime) -> dict[str, bool]:
+        """Decide again the flags of the agent's decisions that a change of intervals from
+        ``since`` on may have changed; store and return the ones that did change.
+
+        Runs under the agent's row lock, so two replays on one agent take turns.
+        """
+        among = uow.decisions.claims(agent.tenant, agent.id, agent.uid, since)
+        if not among:
+            return {}
+        start = min(c.start for c in among)
+        context = among if start >= since else uow.decisions.claims(
+            agent.tenant, agent.id, agent.uid, start)  # everything that overlaps ``among``
+        flags = changed_flags(context, agent.capacity, [c.decision_id for c in among])
+        if flags:
+            uow.decisions.flag(agent.tenant, flags)
+        return flags
 
     # ------------------------------------------------------------------ outcome
 
@@ -183,6 +222,20 @@ class RoutingService:
         task_id: str | None = None,
     ) -> Recorded:
         """Close the decision, release the slot, fold performance, update the arm: one transaction."""
+        return self._close(principal, outcome, decision_id, task_id, acknowledged_at=None)
+
+    def apply_outcome(self, principal: Principal, outcome: Outcome, *, decision_id: str,
+                      acknowledged_at: datetime) -> Recorded:
+        """Store an outcome acknowledged while the primary was down (journal replay, SPEC §7).
+
+        The decision closes at ``acknowledged_at`` (the host's time of the acknowledgement,
+        kept between its creation and the database's now), not at the time of replay, and
+        the ``over_capacity`` flags its shorter interval changes are decided again.
+        """
+        return self._close(principal, outcome, decision_id, None, acknowledged_at=acknowledged_at)
+
+    def _close(self, principal: Principal, outcome: Outcome, decision_id: str | None,
+               task_id: str | None, *, acknowledged_at: datetime | None) -> Recorded:
         with self._uow(write=True) as uow:
             decision = self._find(uow, principal, decision_id, task_id)  # row locked
             if decision.status not in (OPEN, EXPIRED):
@@ -192,14 +245,24 @@ class RoutingService:
                                f"outcome ({decision.status})")
             now = uow.now()
             self._learn(uow, decision, outcome, now, release=decision.status == OPEN)
-            closed = decision.close(outcome, now)
+            at = now if acknowledged_at is None else min(max(acknowledged_at,
+                                                             decision.created_at), now)
+            closed = decision.close(outcome, at)
             if not uow.decisions.save(closed, was=decision.status):
                 raise Conflict(f"decision {decision.decision_id} changed meanwhile; retry")
-            self._audit.record(uow, principal, "route.outcome", decision.decision_id, {
+            flags: dict[str, bool] = {}
+            if acknowledged_at is not None:
+                flags = self._reflag_closed(uow, decision, closed)
+                closed = replace(closed, over_capacity=flags.get(closed.decision_id or "",
+                                                                 closed.over_capacity))
+            details: dict[str, Any] = {
                 "task_id": decision.task_id, "agent_id": decision.agent_id,
-                "status": closed.status, "quality": outcome.quality})
+                "status": closed.status, "quality": outcome.quality}
+            if acknowledged_at is not None:
+                details.update(journaled=True, **_flag_details(flags, closed))
+            self._audit.record(uow, principal, "route.outcome", decision.decision_id, details)
             uow.commit()
-        return Recorded(closed)
+        return Recorded(closed, flags=flags)
 
     def _find(self, uow: UnitOfWork, principal: Principal, decision_id: str | None,
               task_id: str | None) -> Decision:
@@ -281,7 +344,7 @@ class RoutingService:
     def history(
         self, principal: Principal, *, agent_id: str | None = None,
         task_type: str | None = None, status: str | None = None, since: Since = None,
-        cursor: str | None = None, limit: int = 100,
+        cursor: str | None = None, limit: int = 100, over_capacity: bool = False,
     ) -> tuple[list[Decision], str | None]:
         if status is not None and status not in ("open", "succeeded", "failed", "expired"):
             raise v.fail("status", "allowed", "must be open, succeeded, failed or expired")
@@ -290,7 +353,8 @@ class RoutingService:
             found = uow.decisions.history(principal.tenant, agent_id=agent_id,
                                           task_type=task_type, status=status,
                                           since=window.since(uow, since),
-                                          before=cursor, limit=limit + 1 if limit else 0)
+                                          before=cursor, limit=limit + 1 if limit else 0,
+                                          over_capacity=over_capacity)
         if limit and len(found) > limit:
             return found[:limit], found[limit - 1].decision_id
         return found, None
@@ -346,3 +410,9 @@ def summarize(decisions: list[Decision], by: str) -> dict[str, Any]:
                  for (agent, task_type), values in sorted(arms.items())],
         "starved": sorted(eligible - chosen),
     }
+
+
+def _flag_details(flags: Mapping[str, bool], decision: Decision) -> dict[str, Any]:
+    """The other decisions whose ``over_capacity`` flag a replayed write changed (audit)."""
+    others = {k: v for k, v in sorted(flags.items()) if k != decision.decision_id}
+    return {"over_capacity_changed": dict(list(others.items())[:100])} if others else {}

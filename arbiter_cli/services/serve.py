@@ -320,7 +320,8 @@ class _ReplayLoop(threading.Thread):
             metrics.inc("arbiter_journal_replayed_total", conflicts, result="conflict")
         if applied or conflicts:
             _log.info("serve.replayed", applied=applied, conflicts=conflicts,
-                      remaining=report.get("remaining"))
+                      remaining=report.get("remaining"),
+                      over_capacity=report.get("over_capacity", 0))
 
     def _problem(self, result: str, message: str) -> None:
         """Count every failure; log a failure once until it changes (no flood every second)."""

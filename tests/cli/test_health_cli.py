@@ -46,10 +46,35 @@ def test_json_body_is_application_health_json(initialized):
     body = body_of(result)
     assert body["status"] == "pass"
     assert set(body["checks"]) == {"config:valid", "database:responseTime", "schema:revision",
-                                   "breaker:state", "journal:backlog", "journal:conflicts",
-                                   "disk:free", "dataDir:persistent"}
+                                   "routing:overCapacity", "breaker:state", "journal:backlog",
+                                   "journal:conflicts", "disk:free", "dataDir:persistent"}
     assert body["checks"]["database:responseTime"][0]["observedUnit"] == "ms"
     assert isinstance(body["checks"]["database:responseTime"][0]["observedValue"], float)
+
+
+def test_decisions_flagged_over_capacity_in_the_last_day_warn(initialized):
+    """routing:overCapacity counts flagged decisions whose interval reaches the last 24 h."""
+    import sqlite3
+
+    agent = cli("agents", "register", "--id", "a1", "--name", "A", "--model-family", "claude",
+                "--task-type", "testing")
+    assert agent.exit_code == 0, agent
+    for task_id in ("T-1", "T-2", "T-old"):
+        assert cli("route", "task", "--task-type", "testing", "--task-id", task_id).exit_code == 0
+    (check,) = body_of(cli("health", "--json"))["checks"]["routing:overCapacity"]
+    assert (check["status"], check["observedValue"], check["observedUnit"]) == (
+        "pass", 0, "decisions")
+    with sqlite3.connect(Path(initialized["ARBITER_DATA_DIR"]) / "arbiter.db") as db:
+        db.execute("UPDATE decisions SET over_capacity = 1")
+        db.execute("UPDATE decisions SET status = 'expired', closed_at = '2020-01-01 00:00:00' "
+                   "WHERE task_id = 'T-old'")  # flagged long ago: not counted
+    result = cli("health")
+    assert result.exit_code == 1, result
+    assert any(line.startswith("[!] routing:overCapacity warn: 2 decision(s)")
+               for line in result.stdout.splitlines()), result.stdout
+    (check,) = body_of(cli("health", "--json"))["checks"]["routing:overCapacity"]
+    assert (check["status"], check["observedValue"]) == ("warn", 2)
+    assert "route history --over-capacity" in check["output"]
 
 
 def test_missing_database_and_no_journal_is_fail_exit_2(clean_env):

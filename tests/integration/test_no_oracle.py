@@ -67,6 +67,10 @@ LOOKUPS = [
     Lookup("routing.outcome(decision_id)",
            lambda app, ref: app.routing.outcome(CALLER, _outcome(), decision_id=ref),
            lambda s: s.decision_id, MISSING_DECISION, True),
+    Lookup("routing.apply_outcome(decision_id)",  # replay of a journaled outcome
+           lambda app, ref: app.routing.apply_outcome(CALLER, _outcome(), decision_id=ref,
+                                                      acknowledged_at=datetime.now(UTC)),
+           lambda s: s.decision_id, MISSING_DECISION, True),
     Lookup("routing.outcome(task_id)",  # task ids are per tenant: a plain miss
            lambda app, ref: app.routing.outcome(CALLER, _outcome(), task_id=ref),
            lambda s: s.task_id, MISSING_TASK, False),

@@ -1181,7 +1181,9 @@ def test_journaled_writes_replay_to_the_same_state() -> None:
         args["decision"]["decision_id"] for kind, _, args in journaling.entries
         if kind == "routing.route"}
 
-    clock.now = T0  # replay at the same moments: the effect, not the clock, is compared
+    # Replay at the same moments, each entry stamped when it was acknowledged (an outcome
+    # closes its decision then): the effect, not the clock, is compared.
+    clock.now = T0
     for seq, (kind, principal, args) in enumerate(journaling.entries, start=1):
         if kind in ("agents.heartbeat", "agents.record"):
             clock.now = T0 + timedelta(seconds=5)
@@ -1189,8 +1191,8 @@ def test_journaled_writes_replay_to_the_same_state() -> None:
             clock.now = T0 + timedelta(seconds=10)
         dispatch(primary, Entry(seq=seq, op_id=f"op-{seq}", tenant=principal.tenant,  # type: ignore[arg-type]
                                 kind=kind, principal=principal_record(principal), args=args,
-                                correlation_id=None, created_at=0.0, state=PENDING, error=None,
-                                attempts=0), principal)
+                                correlation_id=None, created_at=clock.now.timestamp(),
+                                state=PENDING, error=None, attempts=0), principal)
     assert state_of(primary) == state_of(local)
 
 

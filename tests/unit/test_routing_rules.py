@@ -890,6 +890,7 @@ def test_decision_to_dict_is_the_documented_document():
         "closed_at": "2025-01-02T03:04:06.678Z",
         "outcome": {"success": True, "quality": 1.0, "latency_ms": None, "tokens": None,
                     "error": None},
+        "over_capacity": False,
     }
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, select, update
+from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.capability import conditions, fit_shares
 from arbiter_cli.domain.agents import Status
+from arbiter_cli.domain.overlap import Claim
 from arbiter_cli.domain.routing import EXAMPLES_PER_REASON, OPEN, Arm, Decision, Pool, Task
 
 a = t.agents.c
@@ -213,12 +215,31 @@ class SqlDecisions:
             d.status == OPEN)
         return int(self._conn.execute(stmt).scalar_one())
 
+    def claims(self, tenant: str, agent_id: str, agent_uid: str, since: datetime
+               ) -> builtins.list[Claim]:
+        stmt = (select(d.decision_id, d.created_at, d.closed_at, d.over_capacity)
+                .where(d.tenant == tenant, d.agent_id == agent_id, d.agent_uid == agent_uid,
+                       or_(d.closed_at.is_(None), d.closed_at >= since))
+                .order_by(d.decision_id))
+        return [Claim(r.decision_id, r.created_at, r.closed_at, bool(r.over_capacity))
+                for r in self._conn.execute(stmt).fetchall()]
+
+    def flag(self, tenant: str, flags: Mapping[str, bool]) -> None:
+        for value in (True, False):
+            ids = sorted(i for i, flagged in flags.items() if flagged is value)
+            if ids:
+                self._conn.execute(update(t.decisions)
+                                   .where(d.tenant == tenant, d.decision_id.in_(ids))
+                                   .values(over_capacity=value))
+
     def history(
         self, tenant: str, *, agent_id: str | None = None, task_type: str | None = None,
         status: str | None = None, since: datetime | None = None, before: str | None = None,
-        limit: int = 100,
+        limit: int = 100, over_capacity: bool = False,
     ) -> builtins.list[Decision]:
         stmt = select(t.decisions).where(d.tenant == tenant).order_by(d.decision_id.desc())
+        if over_capacity:
+            stmt = stmt.where(d.over_capacity)
         for column, value in ((d.agent_id, agent_id), (d.task_type, task_type),
                               (d.status, status)):
             if value is not None:
