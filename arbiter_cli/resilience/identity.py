@@ -96,7 +96,7 @@ def write_record(directory: Path, identity: str, url: str) -> bool:
     target = directory / RECORD_FILE
     if target.exists():
         return False
-    private_dir(directory, levels=2)
+    private_dir(directory, top=directory.parent)  # resilience/<key>/ and resilience/
     body = json.dumps({"identity": identity, "url": url,
                        "recorded_at": datetime.now(UTC).isoformat(timespec="seconds")},
                       sort_keys=True).encode() + b"\n"
