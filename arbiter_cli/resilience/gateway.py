@@ -62,6 +62,7 @@ class Resilience:
     _journal: Journal | None = None
     _local_engine: Engine | None = None
     _breaker: FileBreaker | None = None
+    _local_clock_offset_s: float | None = None
 
     def __post_init__(self) -> None:
         from arbiter_cli.resilience import deadline
@@ -103,6 +104,15 @@ class Resilience:
 
             self._local_engine = sql_engine(self.settings, self.local.url())
         return self._local_engine
+
+    def local_clock_offset_s(self) -> float:
+        """The primary's clock minus this host's, as the snapshot's last refresh measured it
+        (0 for a snapshot taken before it was measured): the snapshot's units of work tell
+        the primary's time with it, never this host's alone (SPEC §4.1)."""
+        if self._local_clock_offset_s is None:
+            offset = self.local.meta().get("db_clock_offset_s")
+            self._local_clock_offset_s = float(offset) if isinstance(offset, int | float) else 0.0
+        return self._local_clock_offset_s
 
     def close(self) -> None:
         if self._local_engine is not None:

@@ -14,6 +14,11 @@ one that other processes hold open in WAL mode corrupts it (the old ``-wal`` and
 are named after the path, and a new opener would pair them with the new file); with
 generations, every file keeps its own WAL, a process that opened the old generation finishes on
 it, and old generations are removed once nobody can still be starting on them.
+
+Each refresh also records ``db_clock_offset_s``, the primary's clock minus this host's (one
+``SELECT`` of the primary's time): the snapshot's units of work tell time with it
+(``adapters/sql/clock.EstimatedClock``), so a host with a wrong clock reaps and stamps on its
+snapshot by the primary's time, as it does on the primary (SPEC §4.1).
 """
 
 from __future__ import annotations
@@ -123,6 +128,7 @@ class LocalStore:
         from sqlalchemy.pool import NullPool
 
         from arbiter_cli.adapters.sql import tables as t
+        from arbiter_cli.adapters.sql.clock import measure_offset
         from arbiter_cli.resilience.files import private_dir, private_sqlite
 
         private_dir(self.directory, levels=2)  # resilience/<key>/: 0700 (SPEC §4.1 "Files")
@@ -139,6 +145,7 @@ class LocalStore:
                                     "(name TEXT PRIMARY KEY, value TEXT NOT NULL)")
                 arms_since = _sync(src, dst, meta.get("arms_watermark"))
                 record = {"refreshed_at": now, "arms_watermark": arms_since,
+                          "db_clock_offset_s": round(measure_offset(src), 3),
                           "primary_dialect": primary.dialect.name,
                           "took_s": round(time.perf_counter() - started, 4)}
                 dst.exec_driver_sql("INSERT OR REPLACE INTO arbiter_snapshot_meta VALUES ('meta', ?)",

@@ -1,0 +1,41 @@
+"""The primary's time told on a snapshot: this host's clock plus the measured offset (F5)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from sqlalchemy import create_engine
+
+from arbiter_cli.adapters.sql.clock import EstimatedClock, measure_offset
+
+
+def test_estimated_clock_is_the_host_clock_plus_the_offset_read_once() -> None:
+    calls: list[int] = []
+
+    def wall() -> float:
+        calls.append(1)
+        return 1_800_000_000.0 + len(calls)
+
+    clock = EstimatedClock(-10800.0, wall)
+    assert clock() == datetime.fromtimestamp(1_800_000_001.0 - 10800.0, UTC)
+    assert clock() == datetime.fromtimestamp(1_800_000_001.0 - 10800.0, UTC)  # once per unit
+    assert len(calls) == 1
+
+
+def test_a_local_statement_time_is_not_remembered() -> None:
+    clock = EstimatedClock(0.0, lambda: 1_800_000_000.0)
+    clock.remember(datetime(2099, 1, 1, tzinfo=UTC))  # SQLite's 'now': this host's clock
+    assert clock() == datetime.fromtimestamp(1_800_000_000.0, UTC)
+
+
+def test_measure_offset_is_the_database_clock_minus_the_host_s() -> None:
+    engine = create_engine("sqlite://")
+    try:
+        with engine.connect() as conn:
+            ahead = measure_offset(conn, wall=lambda: time.time() + 3600.0)
+            true = measure_offset(conn)
+    finally:
+        engine.dispose()
+    assert abs(ahead + 3600.0) < 1.0  # a host 1 h ahead: the database is 1 h behind it
+    assert abs(true) < 1.0
