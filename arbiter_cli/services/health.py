@@ -133,6 +133,11 @@ def breaker_status(state: str) -> str:
     return PASS if state == "closed" else WARN
 
 
+def skew_status(skew_s: float, limit_s: float) -> str:
+    """A host clock further than ``limit_s`` from the database's, either way, is warn."""
+    return WARN if abs(skew_s) > limit_s else PASS
+
+
 def backlog_status(backlog: int, degraded: bool) -> str:
     return WARN if backlog > 0 or degraded else PASS
 
@@ -166,6 +171,7 @@ class Probe:
     timer: Callable[[], float]
     resilience: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
+    clock_offset_s: float | None = None  # the database's clock minus this host's, if measured
 
     @property
     def postgres(self) -> bool:
@@ -207,6 +213,7 @@ def evaluate(settings: Settings, *, mode: str = "full",
         checks.append(hc.breaker(probe))
         checks += hc.journal(probe, with_conflicts=mode == "full")
         if mode == "full":
+            checks.append(hc.clock(probe))
             checks.append(hc.disk(probe))
             checks += hc.soak(probe)
     stamp = rfc3339(clock())

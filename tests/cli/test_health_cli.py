@@ -47,7 +47,7 @@ def test_json_body_is_application_health_json(initialized):
     assert body["status"] == "pass"
     assert set(body["checks"]) == {"config:valid", "database:responseTime", "schema:revision",
                                    "breaker:state", "journal:backlog", "journal:conflicts",
-                                   "disk:free"}
+                                   "clock:skew", "disk:free"}
     assert body["checks"]["database:responseTime"][0]["observedUnit"] == "ms"
     assert isinstance(body["checks"]["database:responseTime"][0]["observedValue"], float)
 

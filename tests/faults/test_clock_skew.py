@@ -8,7 +8,9 @@ clock runs 3 hours ahead (libfaketime, see tests/faults/hosts.py), past
   database's now): it is told ``at_capacity`` and nothing is over capacity;
 - B cut off through its proxy (a partial outage) routes on its snapshot: its clock does not
   expire A's decisions there either, so it answers ``at_capacity`` instead of journaling a
-  third and fourth task onto the full agent.
+  third and fourth task onto the full agent;
+- ``arbiter health`` on B warns ``clock:skew`` (about 10 800 s, beyond
+  ``resilience.max_clock_skew``); on A it passes.
 """
 
 from __future__ import annotations
@@ -55,6 +57,12 @@ def open_on_agent(cluster: PgCluster, dbname: str) -> tuple[list[str], int]:
     return [r[0] for r in rows], int(active)
 
 
+def health(host: Host) -> dict[str, object]:
+    run = host.arbiter("health", "--json")
+    assert run.exit in (0, 1, 2), run
+    return run.json()  # type: ignore[no-any-return]
+
+
 def test_a_host_3h_ahead_expires_nothing_and_routes_nothing_over_capacity(
     two_hosts: tuple[str, Host, Host], pg_cluster: PgCluster,
 ) -> None:
@@ -99,3 +107,12 @@ def test_a_host_3h_ahead_expires_nothing_and_routes_nothing_over_capacity(
                            "WHERE created_at > now() + interval '1 minute'")
     assert future == 0
 
+    # health: B warns of its clock, A passes
+    b_health = health(b)
+    skew = b_health["checks"]["clock:skew"][0]  # type: ignore[index]
+    assert skew["status"] == "warn", b_health
+    assert abs(float(skew["observedValue"]) - AHEAD_S) < 60, skew
+    assert skew["observedUnit"] == "s"
+    a_health = health(a)
+    a_skew = a_health["checks"]["clock:skew"][0]  # type: ignore[index]
+    assert a_skew["status"] == "pass" and abs(float(a_skew["observedValue"])) < 5, a_health
