@@ -27,7 +27,7 @@ from arbiter_cli.errors import SchemaOutdated, StorageUnavailable
 from arbiter_cli.ids import uuid7
 from arbiter_cli.resilience.deadline import Deadline
 from arbiter_cli.resilience.journal import Journal, open_journal, resilience_dir
-from arbiter_cli.resilience.snapshot import LocalStore
+from arbiter_cli.resilience.snapshot import LocalStore, clock_offset
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -110,8 +110,7 @@ class Resilience:
         (0 for a snapshot taken before it was measured): the snapshot's units of work tell
         the primary's time with it, never this host's alone (SPEC §4.1)."""
         if self._local_clock_offset_s is None:
-            offset = self.local.meta().get("db_clock_offset_s")
-            self._local_clock_offset_s = float(offset) if isinstance(offset, int | float) else 0.0
+            self._local_clock_offset_s = clock_offset(self.local.meta()) or 0.0
         return self._local_clock_offset_s
 
     def close(self) -> None:

@@ -163,6 +163,17 @@ class LocalStore:
         _prune(generations, keep=tmp.name, now=now)
 
 
+def clock_offset(meta: dict[str, Any]) -> float | None:
+    """The ``db_clock_offset_s`` a refresh recorded: a finite number of seconds, else None
+    (a snapshot of an older arbiter, or a damaged one)."""
+    import math
+
+    offset = meta.get("db_clock_offset_s")
+    if isinstance(offset, bool) or not isinstance(offset, int | float):
+        return None
+    return float(offset) if math.isfinite(offset) else None
+
+
 def _sync(src: Connection, dst: Connection, arms_watermark: str | None) -> str | None:
     from sqlalchemy import delete, insert, select
 

@@ -245,14 +245,13 @@ def clock(probe: Probe) -> Check:
 
 def _snapshot_offset(probe: Probe) -> float | None:
     from arbiter_cli.resilience.journal import resilience_dir
-    from arbiter_cli.resilience.snapshot import LocalStore
+    from arbiter_cli.resilience.snapshot import LocalStore, clock_offset
 
     try:
         directory = resilience_dir(probe.settings.paths.data_dir, probe.settings.database_url)
-        offset = LocalStore(directory).meta().get("db_clock_offset_s")
+        return clock_offset(LocalStore(directory).meta())
     except (ArbiterError, OSError, ValueError):
         return None
-    return float(offset) if isinstance(offset, int | float) else None
 
 
 # ---------------------------------------------------------------------------- breaker, journal

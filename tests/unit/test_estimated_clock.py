@@ -39,3 +39,13 @@ def test_measure_offset_is_the_database_clock_minus_the_host_s() -> None:
         engine.dispose()
     assert abs(ahead + 3600.0) < 1.0  # a host 1 h ahead: the database is 1 h behind it
     assert abs(true) < 1.0
+
+
+def test_only_a_finite_recorded_offset_is_used() -> None:
+    from arbiter_cli.resilience.snapshot import clock_offset
+
+    assert clock_offset({"db_clock_offset_s": -10800.25}) == -10800.25
+    assert clock_offset({"db_clock_offset_s": 3}) == 3.0
+    for damaged in (float("nan"), float("inf"), "12", True, None):
+        assert clock_offset({"db_clock_offset_s": damaged}) is None
+    assert clock_offset({}) is None  # a snapshot of an older arbiter
