@@ -277,11 +277,13 @@ def test_three_hosts_five_outages_one_clock_ahead(tmp_path: Path, pg_cluster: Pg
         try:
             chaos = nemesis(pg_cluster, hosts, workers)
         finally:
-            if not pg_cluster.running():
-                pg_cluster.start()
-            for host in hosts.values():
-                host.reconnect()
-            workers.stop(within_s=60)
+            try:
+                workers.stop(within_s=60)  # first: a failing restart must not orphan them
+            finally:
+                for host in hosts.values():
+                    host.reconnect()
+                if not pg_cluster.running():
+                    pg_cluster.start()
         drained = {name: drain(host.arbiter) for name, host in hosts.items()}
         skew = hosts["h3"].arbiter("health", "--json")
     finally:
