@@ -60,11 +60,14 @@ def audit_key(settings: Settings) -> bytes | None:
     return key.encode() if key else None
 
 
-def sql_unit_of_work(settings: Settings, engine: Engine) -> SqlUnitOfWorkFactory:
-    """The unit of work on ``engine``, sealing audit events as the settings say."""
+def sql_unit_of_work(settings: Settings, engine: Engine, *,
+                     clock_offset_s: float | None = None) -> SqlUnitOfWorkFactory:
+    """The unit of work on ``engine``, sealing audit events as the settings say;
+    ``clock_offset_s`` for a snapshot standing in for the primary (``clock.EstimatedClock``)."""
     from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
 
-    return SqlUnitOfWorkFactory(engine, audit_key=audit_key(settings))
+    return SqlUnitOfWorkFactory(engine, audit_key=audit_key(settings),
+                                clock_offset_s=clock_offset_s)
 
 
 def registry_policy(settings: Settings) -> RegistryPolicy:
@@ -147,7 +150,9 @@ class App:
         res.correlation_id = self.correlation_id
 
         def local() -> S:
-            return make(sql_unit_of_work(self.settings, res.local_engine()))
+            engine = res.local_engine()
+            return make(sql_unit_of_work(self.settings, engine,
+                                         clock_offset_s=res.local_clock_offset_s()))
 
         return cast(S, ResilientService(domain, res, service, local))
 

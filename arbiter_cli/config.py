@@ -155,6 +155,9 @@ KEYS: tuple[Key, ...] = (
         "refresh takes under 50 ms).", choices=("auto", "inline", "background")),
     Key("resilience.replay_budget", "duration", "1s", "Time a command spends replaying the "
         "journal before its own work.", 0, 3600),
+    Key("resilience.max_clock_skew", "duration", "30s", "How far this host's clock may be "
+        "from the database's before `arbiter health` warns (clock:skew); arbiter stamps and "
+        "expires by the database's time either way.", 0.001, 86400),
     Key("resilience.journal.max_entries", "int", 100_000, "Journal cap: past it, writes during "
         "an outage exit 10.", 1, 100_000_000),
     Key("observability.tracing.exporter", "choice", "none", "OpenTelemetry span exporter: none, "

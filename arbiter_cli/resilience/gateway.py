@@ -30,7 +30,7 @@ from arbiter_cli.ids import uuid7
 from arbiter_cli.resilience.deadline import Deadline
 from arbiter_cli.resilience.files import key_path
 from arbiter_cli.resilience.journal import Journal, open_journal, resilience_dir
-from arbiter_cli.resilience.snapshot import LocalStore
+from arbiter_cli.resilience.snapshot import LocalStore, clock_offset
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -70,6 +70,7 @@ class Resilience:
     _journal: Journal | None = None
     _local_engine: Engine | None = None
     _breaker: FileBreaker | None = None
+    _local_clock_offset_s: float | None = None
 
     def __post_init__(self) -> None:
         from arbiter_cli.resilience import deadline
@@ -115,6 +116,14 @@ class Resilience:
 
             self._local_engine = sql_engine(self.settings, self.local.url())
         return self._local_engine
+
+    def local_clock_offset_s(self) -> float:
+        """The primary's clock minus this host's, as the snapshot's last refresh measured it
+        (0 for a snapshot taken before it was measured): the snapshot's units of work tell
+        the primary's time with it, never this host's alone (SPEC §4.1)."""
+        if self._local_clock_offset_s is None:
+            self._local_clock_offset_s = clock_offset(self.local.meta()) or 0.0
+        return self._local_clock_offset_s
 
     def close(self) -> None:
         if self._local_engine is not None:

@@ -14,6 +14,12 @@ one that other processes hold open in WAL mode corrupts it (the old ``-wal`` and
 are named after the path, and a new opener would pair them with the new file); with
 generations, every file keeps its own WAL, a process that opened the old generation finishes on
 it, and old generations are removed once nobody can still be starting on them.
+
+A refresh also records ``db_clock_offset_s``, the primary's clock minus this host's (one
+``SELECT`` of the primary's time, taken again when the last one is ``CLOCK_EVERY_S`` old or
+more, by this host's clock either way): the snapshot's units of work tell time with it
+(``adapters/sql/clock.EstimatedClock``), so a host with a wrong clock reaps and stamps on its
+snapshot by the primary's time, as it does on the primary (SPEC §4.1).
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ if TYPE_CHECKING:
 SNAPSHOT = "snapshot.db"
 GENERATIONS = "generations"
 KEEP_GENERATIONS = 3
+#: The primary's clock offset is measured again by a refresh this long after the last time
+#: (one round trip; clocks drift slowly, and a host whose clock steps is caught within it).
+CLOCK_EVERY_S = 60.0
 KEEP_OLD_FOR_S = 600.0  # a generation replaced this long ago has no process starting on it
 
 
@@ -123,6 +132,7 @@ class LocalStore:
         from sqlalchemy.pool import NullPool
 
         from arbiter_cli.adapters.sql import tables as t
+        from arbiter_cli.adapters.sql.clock import measure_offset
         from arbiter_cli.resilience.files import private_dir, private_sqlite
 
         private_dir(self.directory, top=self.directory.parent)  # resilience/<key>/: 0700 (SPEC §4.1 "Files")
@@ -138,7 +148,12 @@ class LocalStore:
                 dst.exec_driver_sql("CREATE TABLE IF NOT EXISTS arbiter_snapshot_meta "
                                     "(name TEXT PRIMARY KEY, value TEXT NOT NULL)")
                 arms_since = _sync(src, dst, meta.get("arms_watermark"))
+                offset, measured = clock_offset(meta), meta.get("db_clock_measured_at")
+                if offset is None or not isinstance(measured, int | float) \
+                        or abs(now - measured) >= CLOCK_EVERY_S:
+                    offset, measured = round(measure_offset(src), 3), now
                 record = {"refreshed_at": now, "arms_watermark": arms_since,
+                          "db_clock_offset_s": offset, "db_clock_measured_at": measured,
                           "primary_dialect": primary.dialect.name,
                           "took_s": round(time.perf_counter() - started, 4)}
                 dst.exec_driver_sql("INSERT OR REPLACE INTO arbiter_snapshot_meta VALUES ('meta', ?)",
@@ -154,6 +169,17 @@ class LocalStore:
         os.replace(link, self.path)  # atomic: openers see the old generation or the new one
         _fsync_dir(self.directory)
         _prune(generations, keep=tmp.name, now=now)
+
+
+def clock_offset(meta: dict[str, Any]) -> float | None:
+    """The ``db_clock_offset_s`` a refresh recorded: a finite number of seconds, else None
+    (a snapshot of an older arbiter, or a damaged one)."""
+    import math
+
+    offset = meta.get("db_clock_offset_s")
+    if isinstance(offset, bool) or not isinstance(offset, int | float):
+        return None
+    return float(offset) if math.isfinite(offset) else None
 
 
 def _sync(src: Connection, dst: Connection, arms_watermark: str | None) -> str | None:

@@ -133,6 +133,11 @@ def breaker_status(state: str) -> str:
     return PASS if state == "closed" else WARN
 
 
+def skew_status(skew_s: float, limit_s: float) -> str:
+    """A host clock further than ``limit_s`` from the database's, either way, is warn."""
+    return WARN if abs(skew_s) > limit_s else PASS
+
+
 def backlog_status(backlog: int, degraded: bool) -> str:
     return WARN if backlog > 0 or degraded else PASS
 
@@ -167,6 +172,7 @@ class Probe:
     resilience: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
     mountinfo: Path = Path("/proc/self/mountinfo")  # which file system holds data_dir
+    clock_offset_s: float | None = None  # the database's clock minus this host's, if measured
 
     @property
     def postgres(self) -> bool:
@@ -214,6 +220,7 @@ def evaluate(settings: Settings, *, mode: str = "full",
         if mode == "full":
             if probe.postgres and probe.resilience is not None:
                 checks.append(hc.stranded(probe))
+            checks.append(hc.clock(probe))
             checks.append(hc.disk(probe))
             checks.append(hc.data_dir_persistence(probe))
             checks += hc.soak(probe)

@@ -26,6 +26,7 @@ from arbiter_cli.services.health import (
     data_dir_usage,
     disk_status,
     latency_status,
+    skew_status,
     soak_status,
     unreachable_status,
 )
@@ -109,12 +110,19 @@ def _engine(probe: Probe) -> Engine:
 
 
 def _select_one(probe: Probe, engine: Engine) -> float:
+    """Connect and one statement: ``SELECT 1``, or on PostgreSQL the database's clock in the
+    same round trip (``probe.clock_offset_s`` for ``clock:skew``)."""
     from sqlalchemy import text
 
     with _deadline(probe):
         started = probe.timer()
         with engine.connect() as conn:
-            conn.execute(text("SELECT 1")).scalar_one()
+            if probe.postgres:
+                from arbiter_cli.adapters.sql.clock import measure_offset
+
+                probe.clock_offset_s = measure_offset(conn)
+            else:
+                conn.execute(text("SELECT 1")).scalar_one()
         return round((probe.timer() - started) * 1000, 2)
 
 
@@ -237,6 +245,50 @@ def _over_capacity(probe: Probe, engine: Engine) -> Check:
               "--over-capacity` lists them" if count else "none in the last 24 h")
     return Check(OVER_CAPACITY, WARN if count else PASS, count, "decisions", output,
                  "datastore", component_id=_backend(probe))
+
+
+# ---------------------------------------------------------------------------- clock
+
+
+def clock(probe: Probe) -> Check:
+    """``clock:skew``: this host's clock minus the database's, in seconds (SPEC §4.1).
+
+    Measured by the database check's own round trip; while the database is out of reach, the
+    offset the last snapshot refresh measured stands in (the snapshot tells time with it)."""
+    limit = probe.settings.seconds("resilience.max_clock_skew")
+    if not probe.postgres:
+        return Check("clock:skew", PASS, 0, "s", "SQLite primary: the database's clock is "
+                     "this host's", "system")
+    offset = probe.clock_offset_s
+    source = "measured now"
+    if offset is None:
+        offset = _snapshot_offset(probe)
+        if offset is None:
+            return Check("clock:skew", PASS, None, "s",
+                         "not measured: the database is out of reach and no snapshot has "
+                         "measured it", "system")
+        source = "as the last snapshot refresh measured it"
+    skew = round(-offset, 3)
+    status = skew_status(skew, limit)
+    if status == PASS:
+        output = f"{skew:+.3f} s from the database's clock ({source}); limit {limit:g} s"
+    else:
+        output = (f"this host's clock is {abs(skew):.0f} s "
+                  f"{'ahead of' if skew > 0 else 'behind'} the database's ({source}), beyond "
+                  f"resilience.max_clock_skew ({limit:g} s): arbiter uses the database's time, "
+                  "but fix the host's clock (NTP)")
+    return Check("clock:skew", status, skew, "s", output, "system")
+
+
+def _snapshot_offset(probe: Probe) -> float | None:
+    from arbiter_cli.resilience.journal import resilience_dir
+    from arbiter_cli.resilience.snapshot import LocalStore, clock_offset
+
+    try:
+        directory = resilience_dir(probe.settings.paths.data_dir, probe.settings.database_url)
+        return clock_offset(LocalStore(directory).meta())
+    except (ArbiterError, OSError, ValueError):
+        return None
 
 
 # ---------------------------------------------------------------------------- breaker, journal

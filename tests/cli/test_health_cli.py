@@ -47,7 +47,8 @@ def test_json_body_is_application_health_json(initialized):
     assert body["status"] == "pass"
     assert set(body["checks"]) == {"config:valid", "database:responseTime", "schema:revision",
                                    "routing:overCapacity", "breaker:state", "journal:backlog",
-                                   "journal:conflicts", "disk:free", "dataDir:persistent"}
+                                   "journal:conflicts", "clock:skew", "disk:free",
+                                   "dataDir:persistent"}
     assert body["checks"]["database:responseTime"][0]["observedUnit"] == "ms"
     assert isinstance(body["checks"]["database:responseTime"][0]["observedValue"], float)
 

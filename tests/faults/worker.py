@@ -7,6 +7,7 @@ script does. The nemesis SIGKILLs these processes; that is the "arbiter process"
 ``python -m tests.faults.worker set --history H --process w1 --stop-file S``
     The durability workload: register agents, route tasks and record outcomes with unique
     ids, logging invoke/ok/fail/info to the history (fsync'd) around each command.
+    ``--task-type`` picks what the routes ask for (default: the fleet's ``code-review``).
 
 ``python -m tests.faults.worker commands``
     Read one JSON argv per line on stdin, run it, answer one JSON line (exit code, elapsed
@@ -74,10 +75,12 @@ def error_line(stderr: str) -> str:
 class SetWorker:
     """The unique-id workload of one worker process (one generation per (re)start)."""
 
-    def __init__(self, history: History, prefix: str, rng: random.Random) -> None:
+    def __init__(self, history: History, prefix: str, rng: random.Random,
+                 task_type: str = FLEET_TASK_TYPE) -> None:
         self.history = history
         self.prefix = prefix
         self.rng = rng
+        self.task_type = task_type  # what routes ask for (tests/faults/test_multihost_long.py)
         self.n = 0
         self.routed: list[str] = []  # tasks routed ok, waiting for their outcome
 
@@ -100,7 +103,7 @@ class SetWorker:
     def route(self) -> None:
         self.n += 1
         task = f"{self.prefix}-t{self.n}"
-        if self.write("route", task, ["route", "task", "--task-type", FLEET_TASK_TYPE,
+        if self.write("route", task, ["route", "task", "--task-type", self.task_type,
                                       "--task-id", task]) == "ok":
             self.routed.append(task)
 
@@ -124,7 +127,8 @@ class SetWorker:
 def run_set(args: argparse.Namespace) -> int:
     stop = Path(args.stop_file)
     history = History(args.history, args.process)
-    worker = SetWorker(history, f"{args.process}g{args.generation}", random.Random())
+    worker = SetWorker(history, f"{args.process}g{args.generation}", random.Random(),
+                       args.task_type)
     try:
         while not stop.exists():
             worker.step()
@@ -154,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_mode.add_argument("--process", required=True)
     set_mode.add_argument("--generation", type=int, default=0)
     set_mode.add_argument("--stop-file", required=True)
+    set_mode.add_argument("--task-type", default=FLEET_TASK_TYPE)
     sub.add_parser("commands")
     args = parser.parse_args(argv)
     return run_set(args) if args.mode == "set" else run_commands(args)

@@ -422,6 +422,38 @@ def test_a_due_refresh_can_run_in_a_detached_process_holding_the_lock(
     assert store.last_took_s() is not None
 
 
+def test_a_refresh_records_the_primary_s_clock_offset_once_a_minute(host: Host) -> None:
+    """F5: the offset (the primary's clock minus this host's) is measured by a refresh, kept
+    by the next ones, and measured again once it is CLOCK_EVERY_S old."""
+    from sqlalchemy import create_engine
+
+    from arbiter_cli.resilience.journal import resilience_dir
+    from arbiter_cli.resilience.snapshot import CLOCK_EVERY_S, LocalStore
+
+    register(host, "a1")
+    store = LocalStore(resilience_dir(host.data_dir, host.primary.proxied))
+    meta = store.meta()
+    assert abs(meta["db_clock_offset_s"]) < 5  # the same machine's clock
+    measured = meta["db_clock_measured_at"]
+    primary = create_engine(host.primary.proxied)
+    try:
+        store.refresh(primary, interval_s=0, force=True)
+        assert store.meta()["db_clock_measured_at"] == measured  # kept: no extra round trip
+        db = sqlite3.connect(store.current())
+        try:  # a measurement a minute old, and wrong
+            db.execute("UPDATE arbiter_snapshot_meta SET value = json_set(value, "
+                       "'$.db_clock_measured_at', ?, '$.db_clock_offset_s', 999.0) "
+                       "WHERE name = 'meta'", (measured - CLOCK_EVERY_S,))
+            db.commit()
+        finally:
+            db.close()
+        store.refresh(primary, interval_s=0, force=True)
+    finally:
+        primary.dispose()
+    again = store.meta()
+    assert again["db_clock_measured_at"] > measured and abs(again["db_clock_offset_s"]) < 5
+
+
 # ---------------------------------------------------------------------------- journal views
 
 

@@ -30,6 +30,7 @@ from arbiter_cli.services.health import (
     evaluate,
     latency_status,
     scrub,
+    skew_status,
     soak_status,
     unreachable_status,
     worst,
@@ -109,6 +110,14 @@ def test_slow_database_is_warn() -> None:
     ("closed", PASS), ("open", WARN), ("half_open", WARN)])
 def test_a_breaker_that_is_not_closed_means_running_degraded(state: str, expected: str) -> None:
     assert breaker_status(state) == expected
+
+
+def test_a_clock_beyond_the_allowed_skew_either_way_is_warn() -> None:
+    assert skew_status(0.0, 30.0) == PASS
+    assert skew_status(30.0, 30.0) == PASS
+    assert skew_status(-30.0, 30.0) == PASS
+    assert skew_status(30.001, 30.0) == WARN
+    assert skew_status(-10800.0, 30.0) == WARN
 
 
 def test_journal_in_use_is_warn() -> None:
@@ -308,3 +317,55 @@ def test_no_soak_check_without_a_live_run(test_settings: Settings, tmp_path: Pat
     open_breaker(settings)
     report = evaluate(settings, clock=at_now, journal_status=journal())
     assert "soak:rss" not in report.to_dict()["checks"]
+
+
+def test_sqlite_primary_has_no_clock_skew(test_settings: Settings) -> None:
+    assert test_settings.database_url.startswith("sqlite")
+    skew = by_name(evaluate(test_settings, clock=at_now))["clock:skew"]
+    assert (skew.status, skew.observed_value, skew.observed_unit) == (PASS, 0, "s")
+
+
+def test_clock_skew_unmeasured_while_unreachable_without_a_snapshot(
+    test_settings: Settings,
+) -> None:
+    settings = with_values(test_settings, database__url=NOWHERE)
+    open_breaker(settings)
+    skew = by_name(evaluate(settings, clock=at_now, journal_status=journal()))["clock:skew"]
+    assert (skew.status, skew.observed_value) == (PASS, None)
+    assert "not measured" in skew.output
+    assert "clock:skew" not in [c.name for c in evaluate(
+        settings, mode="ready", clock=at_now, journal_status=journal()).checks]
+
+
+@pytest.mark.parametrize(("offset_s", "limit", "status"), [
+    (-10800.0, "30s", WARN), (-29.0, "30s", PASS), (31.5, "30s", WARN), (31.5, "1m", PASS),
+    (float("nan"), "30s", PASS)])
+def test_clock_skew_while_unreachable_is_the_last_refresh_s(
+    test_settings: Settings, offset_s: float, limit: str, status: str,
+) -> None:
+    """The snapshot's measured offset (the database's clock minus this host's) stands in."""
+    import json
+    import sqlite3
+
+    from arbiter_cli.resilience.journal import resilience_dir
+
+    settings = with_values(test_settings, database__url=NOWHERE,
+                           resilience__max_clock_skew=limit)
+    directory = resilience_dir(settings.paths.data_dir, settings.database_url)
+    directory.mkdir(parents=True)
+    db = sqlite3.connect(directory / "snapshot.db")
+    db.execute("CREATE TABLE arbiter_snapshot_meta (name TEXT PRIMARY KEY, value TEXT)")
+    db.execute("INSERT INTO arbiter_snapshot_meta VALUES ('meta', ?)",
+               (json.dumps({"refreshed_at": time.time(), "db_clock_offset_s": offset_s}),))
+    db.commit()
+    db.close()
+    open_breaker(settings)
+    skew = by_name(evaluate(settings, clock=at_now, journal_status=journal()))["clock:skew"]
+    if offset_s != offset_s:  # a damaged offset (NaN) is not a measurement
+        assert (skew.status, skew.observed_value) == (PASS, None)
+        return
+    assert (skew.status, skew.observed_value, skew.observed_unit) == (status, -offset_s, "s")
+    assert "last snapshot refresh" in skew.output
+    if status == WARN:
+        assert ("ahead of" if offset_s < 0 else "behind") in skew.output
+        assert "resilience.max_clock_skew" in skew.output

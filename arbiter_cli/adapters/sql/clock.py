@@ -10,11 +10,20 @@
 A unit of work reads the time at most once (``DatabaseClock``), and a statement that already
 runs for another reason (the token lookup of an admission) may carry it, so asking for the
 time costs no extra round trip there.
+
+While the primary is out of reach, the local snapshot (SQLite) stands in for it, and SQLite's
+``'now'`` is this host's clock, which may be hours off. A unit of work on the snapshot therefore
+uses ``EstimatedClock``: this host's clock corrected by the offset between the primary's clock
+and this host's, measured at the snapshot's last refresh (``measure_offset``). A host whose
+clock is 3 h ahead then neither expires other hosts' live decisions on its snapshot nor stamps
+its journaled decisions 3 h ahead.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Float, cast, extract, func, select, type_coerce
@@ -59,3 +68,33 @@ class DatabaseClock:
         """Keep the time a statement of this transaction already read (no extra round trip)."""
         if self._now is None:
             self._now = moment
+
+
+class EstimatedClock:
+    """The primary's time without asking it: this host's clock plus ``offset_s``, read at most
+    once per unit of work. Times that a local statement carries (SQLite's ``'now'``, this
+    host's clock) are not remembered: they are what the offset corrects."""
+
+    def __init__(self, offset_s: float, wall: Callable[[], float] = time.time) -> None:
+        self.offset_s = offset_s
+        self._wall = wall
+        self._now: datetime | None = None
+
+    def __call__(self) -> datetime:
+        if self._now is None:
+            self._now = datetime.fromtimestamp(self._wall() + self.offset_s, UTC)
+        return self._now
+
+    def remember(self, moment: datetime) -> None:
+        """A local statement's time is this host's own: ignored."""
+
+
+def measure_offset(conn: Connection, wall: Callable[[], float] = time.time) -> float:
+    """The database's clock minus this host's, in seconds (positive: the database is ahead).
+
+    One ``SELECT`` of the database's statement time, compared with the midpoint of the host's
+    clock around the round trip, so the round trip's own length cancels out to half of it."""
+    before = wall()
+    database = float(conn.execute(select(epoch_expr(conn.dialect.name))).scalar_one())
+    after = wall()
+    return database - (before + after) / 2

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 
 from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.capability import conditions, fit_shares, has
-from arbiter_cli.adapters.sql.clock import DatabaseClock
+from arbiter_cli.adapters.sql.clock import DatabaseClock, EstimatedClock
 from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
 from arbiter_cli.adapters.sql.routing import SqlDecisions, SqlRouting
 from arbiter_cli.adapters.sql.security import SqlAudit, SqlRate, SqlTokens
@@ -288,11 +288,12 @@ class SqlUnitOfWork:
     rate: SqlRate
     audit: SqlAudit
 
-    def __init__(self, engine: Engine, *, write: bool = False, audit_key: bytes | None = None
-                 ) -> None:
+    def __init__(self, engine: Engine, *, write: bool = False, audit_key: bytes | None = None,
+                 clock_offset_s: float | None = None) -> None:
         self._engine = engine
         self._write = write
         self._audit_key = audit_key
+        self._clock_offset_s = clock_offset_s  # set: a snapshot standing in for the primary
 
     def __enter__(self) -> Self:
         try:
@@ -305,7 +306,9 @@ class SqlUnitOfWork:
         except DBAPIError as exc:
             self._conn.close()
             raise unavailable(self._engine, exc) from None
-        self._clock = DatabaseClock(self._conn)
+        self._clock: DatabaseClock | EstimatedClock = (
+            DatabaseClock(self._conn) if self._clock_offset_s is None
+            else EstimatedClock(self._clock_offset_s))
         self.agents = SqlAgents(self._conn)
         self.tenants = SqlTenants(self._conn)
         self.routing = SqlRouting(self._conn)
@@ -359,9 +362,15 @@ def _first_line(exc: DBAPIError) -> str:
 
 
 class SqlUnitOfWorkFactory:
-    def __init__(self, engine: Engine, *, audit_key: bytes | None = None) -> None:
+    """``clock_offset_s``: the engine is a local snapshot standing in for the primary, whose
+    clock is this host's plus that offset (``clock.EstimatedClock``)."""
+
+    def __init__(self, engine: Engine, *, audit_key: bytes | None = None,
+                 clock_offset_s: float | None = None) -> None:
         self.engine = engine
         self.audit_key = audit_key
+        self.clock_offset_s = clock_offset_s
 
     def __call__(self, *, write: bool = False) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine, write=write, audit_key=self.audit_key)
+        return SqlUnitOfWork(self.engine, write=write, audit_key=self.audit_key,
+                             clock_offset_s=self.clock_offset_s)

@@ -18,7 +18,7 @@ from sqlalchemy import String, extract, func, insert, select, type_coerce, updat
 from sqlalchemy.engine import Connection, Row
 
 from arbiter_cli.adapters.sql import tables as t
-from arbiter_cli.adapters.sql.clock import DatabaseClock, epoch_expr, now_expr
+from arbiter_cli.adapters.sql.clock import DatabaseClock, EstimatedClock, epoch_expr, now_expr
 from arbiter_cli.domain.security import (
     GENESIS,
     Anchor,
@@ -43,7 +43,7 @@ def _token(row: Row[Any]) -> TokenRecord:
 
 
 class SqlTokens:
-    def __init__(self, conn: Connection, clock: DatabaseClock) -> None:
+    def __init__(self, conn: Connection, clock: DatabaseClock | EstimatedClock) -> None:
         self._conn = conn
         self._clock = clock
 
