@@ -144,8 +144,9 @@ class RoutingService:
         """Store a decision acknowledged while the primary was down (journal replay, SPEC §7).
 
         The assignment was promised, so it is never dropped: a claim over capacity is applied,
-        flagged ``over_capacity`` and audited. An agent removed meanwhile, or a task routed
-        meanwhile, is a conflict (exit 5) that stays in the journal.
+        flagged ``over_capacity`` and audited. An agent removed meanwhile, or removed and
+        registered again (another uid: the decision was made for the earlier agent), or a task
+        routed meanwhile, is a conflict (exit 5) that stays in the journal.
         """
         if decision.decision_id is None or decision.tenant != principal.tenant:
             raise InvalidInput("a journaled decision needs its id and its caller's tenant")
@@ -164,10 +165,15 @@ class RoutingService:
             if agent is None:
                 raise Conflict(f"agent {decision.agent_id!r} was removed before the journaled "
                                f"decision {decision.decision_id} reached the database")
+            if agent.uid != decision.agent_uid:
+                raise Conflict(f"agent {decision.agent_id!r} was removed and registered again "
+                               f"before the journaled decision {decision.decision_id} reached "
+                               f"the database: it was made for the earlier agent (uid "
+                               f"{decision.agent_uid}), not this one (uid {agent.uid})")
             over = not uow.routing.claim(principal.tenant, agent.uid)
             if over:
                 uow.routing.force_claim(principal.tenant, agent.uid)
-            applied = replace(decision, agent_uid=agent.uid, over_capacity=over)
+            applied = replace(decision, over_capacity=over)
             uow.decisions.add(applied)
             self._audit.record(uow, principal, "route.task", applied.decision_id, {
                 "task_id": applied.task_id, "agent_id": applied.agent_id,
