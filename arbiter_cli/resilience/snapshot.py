@@ -68,8 +68,11 @@ class LocalStore:
 
     def due(self, interval_s: float, now: float | None = None) -> bool:
         """Whether the snapshot is missing or older than ``interval_s`` (a cheap local read)."""
-        refreshed = self.meta().get("refreshed_at")
-        if refreshed is None:
+        from arbiter_cli.adapters.sql.schema_version import HEAD
+
+        meta = self.meta()
+        refreshed = meta.get("refreshed_at")
+        if refreshed is None or meta.get("schema") != HEAD:  # made by another arbiter version
             return True
         return (time.time() if now is None else now) - float(refreshed) >= interval_s
 
@@ -123,13 +126,16 @@ class LocalStore:
         from sqlalchemy.pool import NullPool
 
         from arbiter_cli.adapters.sql import tables as t
+        from arbiter_cli.adapters.sql.schema_version import HEAD
         from arbiter_cli.resilience.files import private_dir, private_sqlite
 
         private_dir(self.directory, levels=2)  # resilience/<key>/: 0700 (SPEC §4.1 "Files")
         generations = private_dir(self.directory / GENERATIONS)
         tmp = private_sqlite(generations / f"{time.time_ns()}.db")  # 0600 before any byte
-        if self.path.exists() and meta:
+        if self.path.exists() and meta and meta.get("schema") == HEAD:
             _copy(self.current(), tmp)
+        else:  # none yet, or made by an arbiter with another schema: a full copy
+            meta = {}
         started = time.perf_counter()
         local = create_engine(f"sqlite:///{tmp}", poolclass=NullPool)
         try:
@@ -139,7 +145,7 @@ class LocalStore:
                                     "(name TEXT PRIMARY KEY, value TEXT NOT NULL)")
                 arms_since = _sync(src, dst, meta.get("arms_watermark"))
                 record = {"refreshed_at": now, "arms_watermark": arms_since,
-                          "primary_dialect": primary.dialect.name,
+                          "primary_dialect": primary.dialect.name, "schema": HEAD,
                           "took_s": round(time.perf_counter() - started, 4)}
                 dst.exec_driver_sql("INSERT OR REPLACE INTO arbiter_snapshot_meta VALUES ('meta', ?)",
                                     (json.dumps(record),))

@@ -16,7 +16,7 @@ from typing import Any
 
 from arbiter_cli.domain import agents as rules
 from arbiter_cli.domain import validation as v
-from arbiter_cli.domain.agents import RegistryPolicy, TaskResult
+from arbiter_cli.domain.agents import RegistryPolicy, Status, TaskResult
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.routing import (
     EXPIRED,
@@ -144,9 +144,11 @@ class RoutingService:
         """Store a decision acknowledged while the primary was down (journal replay, SPEC §7).
 
         The assignment was promised, so it is never dropped: a claim over capacity is applied,
-        flagged ``over_capacity`` and audited. An agent removed meanwhile, or removed and
-        registered again (another uid: the decision was made for the earlier agent), or a task
-        routed meanwhile, is a conflict (exit 5) that stays in the journal.
+        flagged ``over_capacity`` and audited; a claim on an agent that is no longer available
+        (draining, offline, maintenance) is applied too, flagged ``agent_unavailable`` and
+        audited with the agent's status. An agent removed meanwhile, or removed and registered
+        again (another uid: the decision was made for the earlier agent), or a task routed
+        meanwhile, is a conflict (exit 5) that stays in the journal.
         """
         if decision.decision_id is None or decision.tenant != principal.tenant:
             raise InvalidInput("a journaled decision needs its id and its caller's tenant")
@@ -170,15 +172,20 @@ class RoutingService:
                                f"before the journaled decision {decision.decision_id} reached "
                                f"the database: it was made for the earlier agent (uid "
                                f"{decision.agent_uid}), not this one (uid {agent.uid})")
-            over = not uow.routing.claim(principal.tenant, agent.uid)
-            if over:
+            unavailable = agent.status != Status.AVAILABLE
+            claimed = not unavailable and uow.routing.claim(principal.tenant, agent.uid)
+            if not claimed:
                 uow.routing.force_claim(principal.tenant, agent.uid)
-            applied = replace(decision, over_capacity=over)
+            over = not claimed and agent.active_tasks >= agent.capacity
+            applied = replace(decision, over_capacity=over, agent_unavailable=unavailable)
             uow.decisions.add(applied)
-            self._audit.record(uow, principal, "route.task", applied.decision_id, {
+            details: dict[str, Any] = {
                 "task_id": applied.task_id, "agent_id": applied.agent_id,
                 "strategy": applied.strategy, "seed": applied.seed, "journaled": True,
-                "over_capacity": over})
+                "over_capacity": over, "agent_unavailable": unavailable}
+            if unavailable:
+                details["agent_status"] = agent.status.value
+            self._audit.record(uow, principal, "route.task", applied.decision_id, details)
             uow.commit()
         return Routed(applied)
 

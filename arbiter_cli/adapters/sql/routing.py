@@ -146,6 +146,7 @@ def _decision_values(decision: Decision) -> dict[str, Any]:
         "created_at": decision.created_at, "closed_at": decision.closed_at,
         "outcome": None if decision.outcome is None else dict(decision.outcome),
         "over_capacity": decision.over_capacity,
+        "agent_unavailable": decision.agent_unavailable,
     }
 
 
@@ -159,7 +160,7 @@ def _row_to_decision(row: Row[Any]) -> Decision:
         examples=row.excluded_examples or {}, config_hash=row.config_hash,
         latency_us=row.latency_us, created_at=row.created_at, status=row.status,
         correlation_id=row.correlation_id, closed_at=row.closed_at, outcome=row.outcome,
-        over_capacity=row.over_capacity,
+        over_capacity=row.over_capacity, agent_unavailable=row.agent_unavailable,
     )
 
 
