@@ -397,6 +397,9 @@ class Decision:
     closed_at: datetime | None = None
     outcome: Mapping[str, Any] | None = None
     over_capacity: bool = False
+    #: A journaled claim replayed onto an agent that was no longer available (draining,
+    #: offline, maintenance): applied, since the assignment was acknowledged, and flagged.
+    agent_unavailable: bool = False
 
     def close(self, outcome: Outcome, now: datetime) -> Decision:
         status = SUCCEEDED if outcome.success else FAILED
@@ -420,4 +423,5 @@ class Decision:
             "closed_at": None if self.closed_at is None else rfc3339(self.closed_at),
             "outcome": None if self.outcome is None else dict(self.outcome),
             "over_capacity": self.over_capacity,
+            "agent_unavailable": self.agent_unavailable,
         }

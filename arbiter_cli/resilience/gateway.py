@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from arbiter_cli.adapters.sql.written import Written, current_written
 from arbiter_cli.errors import SchemaOutdated, StorageUnavailable
 from arbiter_cli.ids import uuid7
 from arbiter_cli.resilience.deadline import Deadline
@@ -46,6 +47,8 @@ JOURNALED = "journaled"
 #: The liveness probe gets this share of database.command_timeout, at most LIVENESS_MAX_S.
 LIVENESS_SHARE = 0.2
 LIVENESS_MAX_S = 1.0
+#: How long a committed write waits for the snapshot's publish lock to write itself through.
+WRITE_THROUGH_WAIT_S = 1.0
 
 
 @dataclass
@@ -126,6 +129,7 @@ class Resilience:
         return self._local_clock_offset_s
 
     def close(self) -> None:
+        self.local.close()
         if self._local_engine is not None:
             self._local_engine.dispose()
             self._local_engine = None
@@ -189,12 +193,15 @@ class Resilience:
         waiting = self.journal.pending(principal.tenant)
         if waiting == 0:
             token = current_op.set(op)
+            written = Written()
+            noting = current_written.set(written)
             budget = self.deadline.extended(
                 items * self.settings.seconds("database.per_item_timeout"))
             try:
                 result = self.guarded(primary, may_retry=lambda: not op.ambiguous,
                                       deadline=budget)
                 self.durability = COMMITTED
+                self.write_through(written)
                 return result
             except SchemaOutdated:
                 raise
@@ -209,6 +216,7 @@ class Resilience:
                 self.unavailable(exc.message)
                 reason = "database unavailable"
             finally:
+                current_written.reset(noting)
                 current_op.reset(token)
         else:
             reason = f"{waiting} earlier write(s) of tenant {principal.tenant!r} wait in the journal"
@@ -226,6 +234,23 @@ class Resilience:
                   f"{self.journaled_in['host']} in {self.journaled_in['path']} and will be "
                   "replayed (`arbiter journal status`); it exists only there until then")
         return result
+
+    def write_through(self, written: Written) -> None:
+        """Bring what the write just committed into this host's snapshot (issue 17, F2): a
+        host that goes degraded next knows the slots it filled and freed itself. Best
+        effort: the write is committed whatever happens here; the next refresh catches up."""
+        if not written:
+            return
+        wait_s = min(WRITE_THROUGH_WAIT_S, max(0.05, self.deadline.remaining()))
+        try:
+            if self.local.write_through(written, wait_s=wait_s) or not self.local.exists():
+                return
+            problem = "the snapshot was busy"
+        except Exception as exc:  # noqa: BLE001 - the command already succeeded
+            problem = (f"{type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0][:200] if str(exc) else ''}")
+        self.warn(f"local snapshot not updated with this write ({problem}): it learns it at "
+                  "its next refresh")
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:

@@ -310,6 +310,22 @@ class Journal:
                 continue
         return ids
 
+    def conflicting_decision_ids(self, tenant: str, before_seq: int) -> set[str]:
+        """Decision ids whose journaled route conflicted (earlier than ``before_seq``): their
+        outcomes are about a decision the database does not hold."""
+        rows = self._db.execute(
+            "SELECT args FROM entries WHERE state = ? AND tenant = ? AND kind = ? AND seq < ?",
+            (CONFLICT, tenant, "routing.route", before_seq)).fetchall()
+        ids: set[str] = set()
+        for (raw,) in rows:
+            try:
+                found = json.loads(raw).get("decision", {}).get("decision_id")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(found, str):
+                ids.add(found)
+        return ids
+
     def has_op(self, op_id: str) -> bool:
         row = self._db.execute("SELECT 1 FROM entries WHERE op_id = ?", (op_id,)).fetchone()
         return row is not None

@@ -266,8 +266,16 @@ def readmit(app: App, entry: Entry, seen: dict[str | None, Any] | None = None) -
 
 
 def _check_not_dependent(res: Resilience, entry: Entry) -> None:
-    """An op on an agent whose journaled registration conflicted conflicts too."""
+    """An op on an agent whose journaled registration conflicted conflicts too, and so does
+    the outcome of a decision whose journaled route conflicted."""
     if entry.kind == "agents.register":
+        return
+    if entry.kind == "routing.outcome":
+        decision_id = entry.args.get("decision_id")
+        if isinstance(decision_id, str) and decision_id in res.journal.conflicting_decision_ids(
+                entry.tenant, entry.seq):
+            raise Conflict(f"decision {decision_id}: its journaled route conflicted, so this "
+                           "outcome is about a decision the database does not hold")
         return
     if entry.kind == "routing.route":
         decision = entry.args.get("decision")

@@ -91,7 +91,11 @@ def journal_args(kind: str, arguments: Mapping[str, Any], result: Any) -> dict[s
             return None
         return {"outcome": arguments["outcome"].to_dict(),
                 "decision_id": result.decision.decision_id}
-    return {name: _plain(value) for name, value in arguments.items()}
+    args = {name: _plain(value) for name, value in arguments.items()}
+    if kind == "agents.register":
+        # the uids the agents got here: the journaled decisions that name them must find them
+        args["uids"] = [agent.uid for agent in result]
+    return args
 
 
 def _plain(value: Any) -> Any:

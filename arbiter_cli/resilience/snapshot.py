@@ -20,6 +20,15 @@ A refresh also records ``db_clock_offset_s``, the primary's clock minus this hos
 more, by this host's clock either way): the snapshot's units of work tell time with it
 (``adapters/sql/clock.EstimatedClock``), so a host with a wrong clock reaps and stamps on its
 snapshot by the primary's time, as it does on the primary (SPEC §4.1).
+
+Between refreshes, what this host's own commands commit on the primary is *written through*
+(:meth:`LocalStore.write_through`): the agent rows a claim, a release or an update left (read
+back from the primary, with its ``version``), the decisions opened and closed. A host that goes
+degraded right after a commit therefore knows that the agent it just filled is full (issue 17,
+F2). A write-through and the publishing of a new generation exclude each other
+(``snapshot.publish.lock``, held only for a few milliseconds by either), and a refresh carries
+into its new generation whatever was written to the old one after it copied it: agent rows
+whose ``version`` is newer, and decisions closed meanwhile.
 """
 
 from __future__ import annotations
@@ -38,7 +47,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
+    from arbiter_cli.adapters.sql.written import Written
+
 SNAPSHOT = "snapshot.db"
+PUBLISH_LOCK = "snapshot.publish.lock"
+CLOSED = "arbiter_snapshot_closed"  # decisions closed by a write-through (merged on publish)
+CREATE_CLOSED = "CREATE TABLE IF NOT EXISTS arbiter_snapshot_closed (decision_id TEXT PRIMARY KEY)"
 GENERATIONS = "generations"
 KEEP_GENERATIONS = 3
 #: The primary's clock offset is measured again by a refresh this long after the last time
@@ -51,6 +65,13 @@ class LocalStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.path = directory / SNAPSHOT
+        self._held: tuple[Path, sqlite3.Connection] | None = None  # see write_through
+
+    def close(self) -> None:
+        """Close the connection write-throughs keep (its WAL checkpoint happens here)."""
+        if self._held is not None:
+            self._held[1].close()
+            self._held = None
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -77,8 +98,11 @@ class LocalStore:
 
     def due(self, interval_s: float, now: float | None = None) -> bool:
         """Whether the snapshot is missing or older than ``interval_s`` (a cheap local read)."""
-        refreshed = self.meta().get("refreshed_at")
-        if refreshed is None:
+        from arbiter_cli.adapters.sql.schema_version import HEAD
+
+        meta = self.meta()
+        refreshed = meta.get("refreshed_at")
+        if refreshed is None or meta.get("schema") != HEAD:  # made by another arbiter version
             return True
         return (time.time() if now is None else now) - float(refreshed) >= interval_s
 
@@ -107,6 +131,44 @@ class LocalStore:
             return None
         return round(max(0.0, (time.time() if now is None else now) - float(refreshed)), 3)
 
+    def write_through(self, written: Written, *, wait_s: float) -> bool:
+        """Write what a command committed on the primary into the current generation; True if
+        it was written (False: no snapshot yet, one of another schema, or the publish lock
+        stayed busy for ``wait_s``; the next refresh brings it then).
+
+        An agent row is written only if it is newer (a higher ``version``) than the
+        snapshot's, so two commands writing through in the other order never move a row
+        back. An agent the snapshot does not hold yet is left to the refresh (with its
+        capabilities). A decision is written as open only together with its agent's row;
+        a closed one is deleted and remembered until the next refresh has published.
+        """
+        if not written or not self.path.exists():
+            return False
+        with file_lock(self.directory / PUBLISH_LOCK, blocking=True, wait_s=wait_s) as locked:
+            if not locked:
+                return False
+            return _write_rows(self._connection(self.current(), max(wait_s, 0.05)), written)
+
+    def _connection(self, generation: Path, busy_timeout_s: float) -> sqlite3.Connection:
+        """A connection to ``generation``, kept open until :meth:`close`, after the command
+        answered: the fsyncs happen there, not before the answer.
+
+        WAL mode. A write-through commits with ``synchronous=OFF`` (even ``NORMAL`` syncs a new
+        WAL file's header and directory, ~6 ms here, and the WAL is new in nearly every command
+        since the last connection to close deletes it), and the connection is back at
+        ``NORMAL`` right after, so the checkpoint the last connection makes on close, whenever
+        that is, syncs the WAL before writing the database file and the file after. A power cut
+        before that checkpoint can lose the last write-throughs, never damage the file (WAL
+        frames are checksummed), and the next refresh brings back what the primary holds."""
+        if self._held is not None and self._held[0] == generation:
+            return self._held[1]
+        db = sqlite3.connect(generation, timeout=busy_timeout_s, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")  # as every engine on it sets (a no-op then)
+        db.execute("PRAGMA synchronous=NORMAL")
+        self.close()  # another generation's, closed after the new one opened
+        self._held = (generation, db)
+        return db
+
     def refresh(self, primary: Engine, *, interval_s: float, force: bool = False,
                 blocking: bool = False, lock_held: bool = False) -> bool:
         """Bring the snapshot up to date if it is older than ``interval_s``; True if it ran.
@@ -133,20 +195,27 @@ class LocalStore:
 
         from arbiter_cli.adapters.sql import tables as t
         from arbiter_cli.adapters.sql.clock import measure_offset
+        from arbiter_cli.adapters.sql.schema_version import HEAD
         from arbiter_cli.resilience.files import private_dir, private_sqlite
 
         private_dir(self.directory, top=self.directory.parent)  # resilience/<key>/: 0700 (SPEC §4.1 "Files")
         generations = private_dir(self.directory / GENERATIONS)
         tmp = private_sqlite(generations / f"{time.time_ns()}.db")  # 0600 before any byte
-        if self.path.exists() and meta:
+        if self.path.exists() and meta and meta.get("schema") == HEAD:
             _copy(self.current(), tmp)
+        else:  # none yet, or made by an arbiter with another schema: a full copy
+            meta = {}
         started = time.perf_counter()
         local = create_engine(f"sqlite:///{tmp}", poolclass=NullPool)
         try:
             t.metadata.create_all(local)
-            with local.begin() as dst, primary.connect() as src:
+            with local.begin() as dst, primary.connect() as conn:
+                # One consistent view of the primary: agents and open decisions agree.
+                src = (conn.execution_options(isolation_level="REPEATABLE READ")
+                       if primary.dialect.name == "postgresql" else conn)
                 dst.exec_driver_sql("CREATE TABLE IF NOT EXISTS arbiter_snapshot_meta "
                                     "(name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                dst.exec_driver_sql(CREATE_CLOSED)
                 arms_since = _sync(src, dst, meta.get("arms_watermark"))
                 offset, measured = clock_offset(meta), meta.get("db_clock_measured_at")
                 if offset is None or not isinstance(measured, int | float) \
@@ -154,20 +223,23 @@ class LocalStore:
                     offset, measured = round(measure_offset(src), 3), now
                 record = {"refreshed_at": now, "arms_watermark": arms_since,
                           "db_clock_offset_s": offset, "db_clock_measured_at": measured,
-                          "primary_dialect": primary.dialect.name,
+                          "primary_dialect": primary.dialect.name, "schema": HEAD,
                           "took_s": round(time.perf_counter() - started, 4)}
                 dst.exec_driver_sql("INSERT OR REPLACE INTO arbiter_snapshot_meta VALUES ('meta', ?)",
                                     (json.dumps(record),))
         finally:
             local.dispose()
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        _fsync_dir(generations)
-        link = self.directory / (SNAPSHOT + ".link")
-        link.unlink(missing_ok=True)
-        os.symlink(Path(GENERATIONS) / tmp.name, link)
-        os.replace(link, self.path)  # atomic: openers see the old generation or the new one
-        _fsync_dir(self.directory)
+        with file_lock(self.directory / PUBLISH_LOCK, blocking=True):
+            if self.path.exists() and meta:  # written to the old one since it was copied
+                _merge_newer(self.current(), tmp)
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            _fsync_dir(generations)
+            link = self.directory / (SNAPSHOT + ".link")
+            link.unlink(missing_ok=True)
+            os.symlink(Path(GENERATIONS) / tmp.name, link)
+            os.replace(link, self.path)  # atomic: openers see the old generation or the new one
+            _fsync_dir(self.directory)
         _prune(generations, keep=tmp.name, now=now)
 
 
@@ -249,6 +321,110 @@ def _sync(src: Connection, dst: Connection, arms_watermark: str | None) -> str |
     return (newest if newest.tzinfo else newest.replace(tzinfo=UTC)).isoformat()
 
 
+def _write_rows(db: sqlite3.Connection, written: Written) -> bool:
+    """One SQLite transaction on a generation (see ``LocalStore.write_through``); False if
+    the generation is of another schema (the next refresh rebuilds it).
+
+    Plain ``sqlite3`` with the columns' own bind processors (what SQLAlchemy would store),
+    since an engine and compiled statements per command cost more than the write itself."""
+    from arbiter_cli.adapters.sql.schema_version import HEAD
+
+    agents, decisions = _processors()
+    db.execute("PRAGMA synchronous=OFF")  # this commit only (see LocalStore._connection)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        row = db.execute("SELECT value FROM arbiter_snapshot_meta WHERE name = 'meta'").fetchone()
+        if row is None or json.loads(row[0]).get("schema") != HEAD:
+            return False
+        accepted: set[str] = set()
+        if written.agents:
+            uids = list(written.agents)
+            marks = ", ".join("?" * len(uids))
+            held = dict(db.execute(f"SELECT uid, version FROM agents WHERE uid IN ({marks})",  # noqa: S608 - placeholders only
+                                   uids).fetchall())
+            names = [name for name in agents if name != "uid"]
+            assign = ", ".join(f'"{name}" = ?' for name in names)
+            for uid, values in written.agents.items():
+                if uid in held and int(values["version"]) > int(held[uid]):
+                    db.execute(f"UPDATE agents SET {assign} WHERE uid = ?",  # noqa: S608 - our columns
+                               [agents[name](values[name]) for name in names] + [uid])
+                    accepted.add(uid)
+        if written.closed:
+            db.execute(CREATE_CLOSED)
+            for decision_id in sorted(written.closed):
+                db.execute("DELETE FROM decisions WHERE decision_id = ?", (decision_id,))
+                db.execute("INSERT OR IGNORE INTO arbiter_snapshot_closed VALUES (?)",
+                           (decision_id,))
+        names = list(decisions)
+        columns = ", ".join(f'"{name}"' for name in names)
+        marks = ", ".join("?" * len(names))
+        for values in written.opened.values():
+            if values["agent_uid"] in accepted:
+                db.execute(f"INSERT OR IGNORE INTO decisions ({columns}) VALUES ({marks})",  # noqa: S608 - our columns
+                           [decisions[name](values.get(name)) for name in names])
+        db.execute("COMMIT")
+        return True
+    finally:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        db.execute("PRAGMA synchronous=NORMAL")
+
+
+_PROCESSORS: tuple[dict[str, Any], dict[str, Any]] | None = None
+
+
+def _processors() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per column of ``agents`` and ``decisions``: value -> what SQLAlchemy stores in SQLite."""
+    global _PROCESSORS
+    if _PROCESSORS is None:
+        from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+
+        from arbiter_cli.adapters.sql import tables as t
+
+        dialect = SQLiteDialect_pysqlite()
+
+        def of(table: Any) -> dict[str, Any]:
+            out = {}
+            for column in table.c:
+                process = column.type._cached_bind_processor(dialect)  # noqa: SLF001
+                out[column.name] = process or _same
+            return out
+
+        _PROCESSORS = (of(t.agents), of(t.decisions))
+    return _PROCESSORS
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _merge_newer(old: Path, new: Path) -> None:
+    """Carry into the new generation what reached the old one after it was copied: agent rows
+    with a higher ``version`` (write-throughs, and this host's degraded claims), and the
+    decisions write-throughs closed."""
+    from arbiter_cli.adapters.sql import tables as t
+
+    columns = [c.name for c in t.agents.c if c.name != "uid"]
+    db = sqlite3.connect(new, timeout=30, isolation_level=None)
+    try:
+        db.execute("ATTACH DATABASE ? AS old", (str(old),))
+        db.execute("BEGIN IMMEDIATE")
+        targets = ", ".join(f'"{name}"' for name in columns)
+        sources = ", ".join(f'o."{name}"' for name in columns)
+        db.execute(f"UPDATE main.agents SET ({targets}) = ({sources}) FROM old.agents AS o "  # noqa: S608 - column names from our own schema
+                   "WHERE o.uid = main.agents.uid AND o.version > main.agents.version")
+        has_closed = db.execute("SELECT 1 FROM old.sqlite_master WHERE type = 'table' AND "
+                                "name = ?", (CLOSED,)).fetchone()
+        if has_closed:
+            db.execute("DELETE FROM main.decisions WHERE decision_id IN "
+                       "(SELECT decision_id FROM old.arbiter_snapshot_closed)")
+        db.execute("DELETE FROM main.arbiter_snapshot_closed")
+        db.execute("COMMIT")
+        db.execute("DETACH DATABASE old")
+    finally:
+        db.close()
+
+
 def _prune(generations: Path, *, keep: str, now: float) -> None:
     """Remove old generations: beyond the newest few, and only once long replaced."""
     files = sorted((p for p in generations.glob("*.db") if p.name != keep),
@@ -264,8 +440,9 @@ def _prune(generations: Path, *, keep: str, now: float) -> None:
 
 
 @contextmanager
-def file_lock(path: Path, *, blocking: bool) -> Iterator[bool]:
-    """An exclusive ``flock`` on ``path``; yields False at once if busy and not ``blocking``.
+def file_lock(path: Path, *, blocking: bool, wait_s: float | None = None) -> Iterator[bool]:
+    """An exclusive ``flock`` on ``path``; yields False at once if busy and not ``blocking``
+    (or, ``blocking`` with ``wait_s``, if it is still busy after ``wait_s``).
 
     The kernel releases it when the holder dies, so a SIGKILLed replay or refresh never
     leaves a stale lock behind.
@@ -276,7 +453,10 @@ def file_lock(path: Path, *, blocking: bool) -> Iterator[bool]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            if blocking and wait_s is not None:
+                _flock_within(fd, wait_s)
+            else:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
             yield False
             return
@@ -286,6 +466,19 @@ def file_lock(path: Path, *, blocking: bool) -> Iterator[bool]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _flock_within(fd: int, wait_s: float) -> None:
+    """``flock`` has no timeout: poll it every millisecond or two until ``wait_s``."""
+    ends = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= ends:
+                raise
+            time.sleep(0.002)
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import builtins
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -63,15 +64,20 @@ class AgentService:
 
     def register(
         self, principal: Principal, raws: Sequence[Mapping[str, Any]],
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[int], None] | None = None, uids: Sequence[str] | None = None,
     ) -> builtins.list[Agent]:
-        """Register all of ``raws`` or none: every input is validated before anything is written."""
+        """Register all of ``raws`` or none: every input is validated before anything is written.
+
+        ``uids``: only for a journaled registration replayed on the primary, the uids the
+        agents got on the host's snapshot, so that the host's journaled decisions, which name
+        them, find the same agents (a decision for another uid conflicts)."""
         many = len(raws) > 1
         specs = [
             Registration.parse(raw, self.policy, where=f"[{i}]." if many else "")
             for i, raw in enumerate(raws)
         ]
         _reject_repeated_ids(specs)
+        given = None if uids is None else _given_uids(uids, len(specs))
         with self._uow(write=True) as uow:
             uow.tenants.lock(principal.tenant)  # two registrations cannot both pass the cap
             now = uow.now()
@@ -84,7 +90,8 @@ class AgentService:
             for done, spec in enumerate(specs, start=1):
                 if uow.agents.get(principal.tenant, spec.id) is not None:
                     raise Conflict(f"agent {spec.id!r} already exists")
-                created.append(spec.new_agent(uid=self._new_uid(), tenant=principal.tenant, now=now))
+                uid = self._new_uid() if given is None else given[done - 1]
+                created.append(spec.new_agent(uid=uid, tenant=principal.tenant, now=now))
                 if progress and done % 100 == 0:
                     progress(100)
             uow.agents.add_many(created)
@@ -262,6 +269,20 @@ def _require(uow: UnitOfWork, principal: Principal, agent_id: str, for_update: b
     if agent is None:
         raise NotFound(f"agent {agent_id!r} not found")
     return agent
+
+
+UID_RE = re.compile(r"[A-Za-z0-9-]{1,36}")
+
+
+def _given_uids(uids: Sequence[str], count: int) -> builtins.list[str]:
+    """The uids of a replayed registration: one per agent, each like the ones we make."""
+    if isinstance(uids, str) or len(uids) != count:
+        raise InvalidInput(f"uids: give one uid per agent ({count})", field="uids",
+                           rule="count")
+    for value in uids:
+        if not (isinstance(value, str) and UID_RE.fullmatch(value)):
+            raise InvalidInput("uids: not a uid", field="uids", rule="pattern")
+    return list(uids)
 
 
 def _reject_repeated_ids(specs: Sequence[Registration]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from arbiter_cli.domain import agents as rules
 from arbiter_cli.domain import validation as v
-from arbiter_cli.domain.agents import Agent, RegistryPolicy, TaskResult
+from arbiter_cli.domain.agents import Agent, RegistryPolicy, Status, TaskResult
 from arbiter_cli.domain.overlap import changed_flags
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.routing import (
@@ -150,8 +150,11 @@ class RoutingService:
         The assignment was promised, so it is never dropped: a claim over capacity is applied
         and audited. Its ``over_capacity`` flag, and that of every decision of the agent it
         overlaps, follows from the intervals (``domain/overlap.py``), not from the order of
-        replay. An agent removed meanwhile, or a task routed meanwhile, is a conflict (exit 5)
-        that stays in the journal.
+        replay. A claim on an agent that is no longer available (draining, offline,
+        maintenance) is applied too, flagged ``agent_unavailable`` and audited with the
+        agent's status. An agent removed meanwhile, or removed and registered again (another
+        uid: the decision was made for the earlier agent), or a task routed meanwhile, is a
+        conflict (exit 5) that stays in the journal.
         """
         if decision.decision_id is None or decision.tenant != principal.tenant:
             raise InvalidInput("a journaled decision needs its id and its caller's tenant")
@@ -170,19 +173,30 @@ class RoutingService:
             if agent is None:
                 raise Conflict(f"agent {decision.agent_id!r} was removed before the journaled "
                                f"decision {decision.decision_id} reached the database")
-            forced = not uow.routing.claim(principal.tenant, agent.uid)
-            if forced:
+            if agent.uid != decision.agent_uid:
+                raise Conflict(f"agent {decision.agent_id!r} was removed and registered again "
+                               f"before the journaled decision {decision.decision_id} reached "
+                               f"the database: it was made for the earlier agent (uid "
+                               f"{decision.agent_uid}), not this one (uid {agent.uid})")
+            unavailable = agent.status != Status.AVAILABLE
+            claimed = not unavailable and uow.routing.claim(principal.tenant, agent.uid)
+            if not claimed:
                 uow.routing.force_claim(principal.tenant, agent.uid)
             # Acknowledged at the host's time; never later than the database's now (§4.1).
             applied = replace(decision, agent_uid=agent.uid, over_capacity=False,
+                              agent_unavailable=unavailable,
                               created_at=min(decision.created_at, uow.now()))
             uow.decisions.add(applied)
             flags = self._reflag(uow, agent, applied.created_at)
             applied = replace(applied, over_capacity=flags.get(applied.decision_id or "", False))
-            self._audit.record(uow, principal, "route.task", applied.decision_id, {
+            details: dict[str, Any] = {
                 "task_id": applied.task_id, "agent_id": applied.agent_id,
                 "strategy": applied.strategy, "seed": applied.seed, "journaled": True,
-                "over_capacity": applied.over_capacity, **_flag_details(flags, applied)})
+                "over_capacity": applied.over_capacity, "agent_unavailable": unavailable,
+                **_flag_details(flags, applied)}
+            if unavailable:
+                details["agent_status"] = agent.status.value
+            self._audit.record(uow, principal, "route.task", applied.decision_id, details)
             uow.commit()
         return Routed(applied, flags=flags)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg2
@@ -1035,7 +1036,7 @@ def test_journal_args_of_an_outcome_name_the_decision_even_when_given_a_task_id(
 
 @pytest.mark.parametrize(("kind", "arguments", "expected"), [
     ("agents.register", {"raws": ({"id": "a1", "task_types": ("testing",)},)},
-     {"raws": [{"id": "a1", "task_types": ["testing"]}]}),
+     {"raws": [{"id": "a1", "task_types": ["testing"]}], "uids": ["u-1"]}),
     ("agents.update", {"agent_id": "a1", "raw": {"capacity": 3, "languages": ["Go"]}},
      {"agent_id": "a1", "raw": {"capacity": 3, "languages": ["Go"]}}),
     ("agents.set_status", {"agent_id": "a1", "status": "draining", "reason": "deploy"},
@@ -1048,8 +1049,10 @@ def test_journal_args_of_an_outcome_name_the_decision_even_when_given_a_task_id(
 ])
 def test_journal_args_of_agent_writes_are_their_plain_arguments(
         kind: str, arguments: dict[str, Any], expected: dict[str, Any]) -> None:
-    """Dataclasses become dicts, tuples lists: every value is JSON."""
-    args = journal_args(kind, arguments, result=object())
+    """Dataclasses become dicts, tuples lists: every value is JSON. A registration also
+    carries the uids its agents got (its result), for the decisions that name them."""
+    result = [SimpleNamespace(uid="u-1")] if kind == "agents.register" else object()
+    args = journal_args(kind, arguments, result=result)
     assert args == expected
     assert through_json(args or {}) == expected
 
@@ -1196,6 +1199,43 @@ def test_journaled_writes_replay_to_the_same_state() -> None:
     assert state_of(primary) == state_of(local)
 
 
+def test_a_journaled_registration_keeps_its_uids_and_a_re_registered_agent_conflicts() -> None:
+    """The host's journaled decisions name the uids its snapshot gave: a journaled registration
+    replays under them, so the host's own decision still matches; the same decision for an
+    agent removed and registered again (another uid) conflicts (issue 17, F3)."""
+    from arbiter_cli.resilience.journal import Entry
+    from arbiter_cli.resilience.replay import dispatch
+
+    clock = FakeClock(T0)
+    local, primary, other = side(clock, "local"), side(clock, "primary"), side(clock, "other")
+    journaling = Journaling()
+    agents, routing = proxied(journaling, local)
+    reg = {"name": "A", "model_family": "claude", "task_types": ["testing"]}
+    (made,) = agents.register(ADMIN, [{"id": "a1", **reg}])
+    routed = routing.route(ADMIN, {"task_type": "testing", "task_id": "T-1"}, seed=1).decision
+    assert routed.agent_uid == made.uid
+
+    def replay_on(target: Side, entries: list[tuple[str, Principal, dict[str, Any]]]) -> None:
+        for seq, (kind, principal, args) in enumerate(entries, start=1):
+            dispatch(target, Entry(seq=seq, op_id=f"op-{seq}", tenant=principal.tenant,  # type: ignore[arg-type]
+                                   kind=kind, principal=principal_record(principal),
+                                   args=args, correlation_id=None, created_at=0.0,
+                                   state=PENDING, error=None, attempts=0), principal)
+
+    replay_on(primary, journaling.entries)
+    assert primary.agents.show(ADMIN, "a1").uid == made.uid
+    (decision,) = primary.routing.history(ADMIN, limit=0)[0]
+    assert decision.agent_uid == made.uid
+
+    other.agents.register(ADMIN, [{"id": "a1", **reg}])  # the same id, another agent
+    with pytest.raises(Conflict, match="registered again"):
+        replay_on(other, journaling.entries[1:])
+    assert other.routing.history(ADMIN, limit=0)[0] == []
+    for bad in (["not a uid!"], [], [made.uid, made.uid], "abc"):
+        with pytest.raises(InvalidInput):
+            other.agents.register(ADMIN, [{"id": "a2", **reg}], uids=bad)  # type: ignore[arg-type]
+
+
 def test_the_proxy_sends_reads_writes_and_the_rest_their_own_way() -> None:
     """READS fall back, KINDS journal, dry runs read, anything else is only guarded."""
     clock = FakeClock(T0)
@@ -1224,7 +1264,7 @@ def test_the_proxy_journals_the_callers_principal_without_progress() -> None:
                             "task_types": ["testing"]}], progress=lambda n: None)
     ((kind, principal, args),) = journaling.entries
     assert (kind, principal) == ("agents.register", ORCH)
-    assert set(args) == {"raws"}
+    assert set(args) == {"raws", "uids"}
 
 
 def test_a_batch_register_tells_the_gateway_its_size_and_other_writes_none() -> None:

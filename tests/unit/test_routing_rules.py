@@ -877,7 +877,8 @@ def test_expiring_a_decision_sets_expired_without_an_outcome():
 
 
 def test_decision_to_dict_is_the_documented_document():
-    """to_dict gives the JSON shape of SPEC §3.4 with RFC 3339 millisecond timestamps."""
+    """to_dict gives the JSON shape of SPEC §3.4 with RFC 3339 millisecond timestamps, plus
+    ``agent_unavailable`` (issue 17, F6)."""
     closed = make_decision().close(Outcome(success=True, quality=1.0), T0 + timedelta(seconds=1))
     assert closed.to_dict() == {
         "decision_id": "d-1", "task_id": "T-1", "task_type": "testing",
@@ -891,6 +892,7 @@ def test_decision_to_dict_is_the_documented_document():
         "outcome": {"success": True, "quality": 1.0, "latency_ms": None, "tokens": None,
                     "error": None},
         "over_capacity": False,
+        "agent_unavailable": False,
     }
 
 

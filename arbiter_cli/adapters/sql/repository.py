@@ -19,8 +19,9 @@ from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.capability import conditions, fit_shares, has
 from arbiter_cli.adapters.sql.clock import DatabaseClock, EstimatedClock
 from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
-from arbiter_cli.adapters.sql.routing import SqlDecisions, SqlRouting
+from arbiter_cli.adapters.sql.routing import SqlDecisions, SqlRouting, updated_agent
 from arbiter_cli.adapters.sql.security import SqlAudit, SqlRate, SqlTokens
+from arbiter_cli.adapters.sql.written import current_written
 from arbiter_cli.domain.agents import Agent, FleetStats, Performance, Status
 from arbiter_cli.domain.query import STATUS_CODES, Columns, Query, Ranking, rank
 from arbiter_cli.errors import Conflict
@@ -86,12 +87,10 @@ class SqlAgents:
     def update(self, agent: Agent, *, expect_version: int) -> bool:
         values = _agent_values(agent)
         del values["uid"], values["tenant"], values["id"], values["registered_at"]
-        result = self._conn.execute(
-            update(t.agents)
-            .where(t.agents.c.uid == agent.uid, t.agents.c.version == expect_version)
-            .values(**values)
-        )
-        if result.rowcount != 1:
+        if not updated_agent(self._conn, update(t.agents)
+                             .where(t.agents.c.uid == agent.uid,
+                                    t.agents.c.version == expect_version)
+                             .values(**values)):
             return False
         before = self._seen.get(agent.uid)
         if before is None or (before.task_types, before.languages, before.specializations) != (
@@ -100,14 +99,21 @@ class SqlAgents:
             for table in (t.task_types, t.languages, t.specializations):
                 self._conn.execute(delete(table).where(table.c.agent_uid == agent.uid))
             self._insert_children([agent])
+            written = current_written.get()
+            if written is not None:  # its capabilities may have changed: the refresh copies it
+                written.forget_agent(agent.uid)
         self._seen[agent.uid] = agent
         return True
 
     def remove(self, tenant: str, agent_id: str) -> bool:
-        result = self._conn.execute(
-            delete(t.agents).where(t.agents.c.tenant == tenant, t.agents.c.id == agent_id)
-        )
-        return bool(result.rowcount)
+        stmt = delete(t.agents).where(t.agents.c.tenant == tenant, t.agents.c.id == agent_id)
+        written = current_written.get()
+        if written is None:
+            return bool(self._conn.execute(stmt).rowcount)
+        gone = [row.uid for row in self._conn.execute(stmt.returning(t.agents.c.uid))]
+        for uid in gone:
+            written.forget_agent(uid)
+        return bool(gone)
 
     # ------------------------------------------------------------------ reads
 
@@ -309,6 +315,9 @@ class SqlUnitOfWork:
         self._clock: DatabaseClock | EstimatedClock = (
             DatabaseClock(self._conn) if self._clock_offset_s is None
             else EstimatedClock(self._clock_offset_s))
+        written = current_written.get()
+        if written is not None and self._write:
+            written.begin()  # what an earlier, rolled-back attempt noted does not count
         self.agents = SqlAgents(self._conn)
         self.tenants = SqlTenants(self._conn)
         self.routing = SqlRouting(self._conn)
@@ -352,6 +361,9 @@ class SqlUnitOfWork:
                 op.recorded = False
                 op.ambiguous = True  # it may have committed: only the op id can tell
             raise unavailable(self._engine, exc) from None
+        written = current_written.get()
+        if written is not None and self._write:
+            written.committed()
 
     def rollback(self) -> None:
         self._tx.rollback()

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection, Row
 
 from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.capability import conditions, fit_shares
+from arbiter_cli.adapters.sql.written import current_written
 from arbiter_cli.domain.agents import Status
 from arbiter_cli.domain.overlap import Claim
 from arbiter_cli.domain.routing import EXAMPLES_PER_REASON, OPEN, Arm, Decision, Pool, Task
@@ -82,30 +83,30 @@ class SqlRouting:
         return excluded, examples
 
     def claim(self, tenant: str, agent_uid: str) -> bool:
-        result = self._conn.execute(
+        return updated_agent(
+            self._conn,
             update(t.agents)
             .where(a.uid == agent_uid, a.tenant == tenant, a.active_tasks < a.capacity,
                    a.status == Status.AVAILABLE.value)
             .values(active_tasks=a.active_tasks + 1, version=a.version + 1)
         )
-        return result.rowcount == 1
 
     def force_claim(self, tenant: str, agent_uid: str) -> bool:
-        result = self._conn.execute(
+        return updated_agent(
+            self._conn,
             update(t.agents)
             .where(a.uid == agent_uid, a.tenant == tenant)
             .values(active_tasks=a.active_tasks + 1, version=a.version + 1)
         )
-        return result.rowcount == 1
 
     def release(self, tenant: str, agent_uid: str) -> bool:
-        result = self._conn.execute(
+        return updated_agent(
+            self._conn,
             update(t.agents)
             .where(a.uid == agent_uid, a.tenant == tenant)
             .values(active_tasks=case((a.active_tasks > 0, a.active_tasks - 1), else_=0),
                     version=a.version + 1)
         )
-        return result.rowcount == 1
 
     def arm(self, tenant: str, agent_uid: str, task_type: str) -> Arm | None:
         arms = t.arms.c
@@ -130,6 +131,19 @@ class SqlRouting:
                                                      tenant=tenant, **values))
 
 
+def updated_agent(conn: Connection, stmt: Any) -> bool:
+    """Run an UPDATE of one agent row; True if it matched. While a write on a network primary
+    collects its rows (``written.py``), the row as updated is read back and noted."""
+    written = current_written.get()
+    if written is None:
+        return conn.execute(stmt).rowcount == 1
+    row = conn.execute(stmt.returning(*t.agents.c)).first()
+    if row is None:
+        return False
+    written.agent(dict(row._mapping))
+    return True
+
+
 d = t.decisions.c
 
 
@@ -148,6 +162,7 @@ def _decision_values(decision: Decision) -> dict[str, Any]:
         "created_at": decision.created_at, "closed_at": decision.closed_at,
         "outcome": None if decision.outcome is None else dict(decision.outcome),
         "over_capacity": decision.over_capacity,
+        "agent_unavailable": decision.agent_unavailable,
     }
 
 
@@ -161,7 +176,7 @@ def _row_to_decision(row: Row[Any]) -> Decision:
         examples=row.excluded_examples or {}, config_hash=row.config_hash,
         latency_us=row.latency_us, created_at=row.created_at, status=row.status,
         correlation_id=row.correlation_id, closed_at=row.closed_at, outcome=row.outcome,
-        over_capacity=row.over_capacity,
+        over_capacity=row.over_capacity, agent_unavailable=row.agent_unavailable,
     )
 
 
@@ -170,9 +185,16 @@ class SqlDecisions:
         self._conn = conn
 
     def add(self, decision: Decision) -> None:
-        self._conn.execute(insert(t.decisions).values(**_decision_values(decision)))
+        values = _decision_values(decision)
+        self._conn.execute(insert(t.decisions).values(**values))
+        written = current_written.get()
+        if written is not None and decision.status == OPEN:
+            written.decision_opened(values)
 
     def save(self, decision: Decision, *, was: str) -> bool:
+        written = current_written.get()
+        if written is not None and decision.status != OPEN and decision.decision_id:
+            written.decision_closed(decision.decision_id)
         result = self._conn.execute(
             update(t.decisions)
             .where(d.decision_id == decision.decision_id, d.tenant == decision.tenant,

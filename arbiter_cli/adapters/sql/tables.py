@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    false,
     text,
 )
 
@@ -149,6 +150,7 @@ decisions = Table(
     _when("closed_at", nullable=True),
     Column("outcome", Json()),
     Column("over_capacity", Boolean, nullable=False),
+    Column("agent_unavailable", Boolean, nullable=False, server_default=false()),
     Index("uq_decisions_open_task", "tenant", "task_id", unique=True,
           sqlite_where=text("status = 'open'"), postgresql_where=text("status = 'open'")),
     Index("ix_decisions_tenant_created", "tenant", "created_at"),
