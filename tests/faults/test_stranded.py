@@ -143,7 +143,7 @@ def test_a_journal_left_under_another_url_is_warned_about_and_drained(
     drained = host_b("--json", "journal", "replay", "--from", key_a)
     assert drained.exit == 0, drained
     assert {k: v for k, v in drained.json().items() if k != "meta"} == {
-        "applied": 2, "conflicts": 0, "remaining": 0, "from": key_a}, drained
+        "applied": 2, "conflicts": 0, "remaining": 0, "over_capacity": 0, "from": key_a}, drained
     assert _task_ids(pg_cluster, name) == {"live-0", "strand-0", "strand-1"}
 
     after = host_b("--json", "journal", "status")
