@@ -20,6 +20,7 @@ neither is journaled nor served from the snapshot.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,10 +93,11 @@ class Resilience:
             data_dir = self.settings.paths.data_dir
             try:
                 self._journal = (
-                    open_journal(data_dir, self.url, max_entries=max_entries)
+                    open_journal(data_dir, self.url, max_entries=max_entries,
+                                 clock=self.primary_time)
                     if self.folder is None else
                     Journal(self.folder / "journal.db", max_entries=max_entries,
-                            key_file=key_path(data_dir)))
+                            clock=self.primary_time, key_file=key_path(data_dir)))
             except OSError as exc:
                 raise StorageUnavailable(f"cannot open the journal in {self.directory}: "
                                          f"{exc.strerror}") from None
@@ -119,6 +121,12 @@ class Resilience:
 
             self._local_engine = sql_engine(self.settings, self.local.url())
         return self._local_engine
+
+    def primary_time(self) -> float:
+        """The primary's time as this host knows it (its clock plus the snapshot's measured
+        offset): what journal entries are stamped with, so a journaled outcome closes its
+        decision, and a journaled write is re-admitted, at the database's time (SPEC §4.1)."""
+        return time.time() + self.local_clock_offset_s()
 
     def local_clock_offset_s(self) -> float:
         """The primary's clock minus this host's, as the snapshot's last refresh measured it

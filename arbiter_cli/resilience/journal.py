@@ -369,10 +369,12 @@ def open_for(settings: Any) -> Journal | None:
                         max_entries=int(settings["resilience.journal.max_entries"]))
 
 
-def open_journal(data_dir: Path, url: str, *, max_entries: int) -> Journal:
-    """The journal of the primary at ``url`` on this host, in its private folder."""
+def open_journal(data_dir: Path, url: str, *, max_entries: int,
+                 clock: Any = time.time) -> Journal:
+    """The journal of the primary at ``url`` on this host, in its private folder; ``clock``
+    stamps its entries (a resilience layer passes the primary's time as the snapshot knows it)."""
     directory = private_resilience_dir(data_dir, url)
-    return Journal(directory / "journal.db", max_entries=max_entries,
+    return Journal(directory / "journal.db", max_entries=max_entries, clock=clock,
                    key_file=key_path(data_dir))
 
 
