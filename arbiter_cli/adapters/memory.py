@@ -629,6 +629,10 @@ class MemoryUnitOfWork:
         """The store's clock stands in for the database's."""
         return self.store.clock()
 
+    def moment(self) -> datetime:
+        """Transactions take turns on the store's lock: the transaction's time will do."""
+        return self.now()
+
     def change(self, tenant: str, agent_id: str, agent: Agent | None) -> None:
         previous = self.store.agents.get(tenant, {}).get(agent_id)
         self.store.put(tenant, agent_id, agent)

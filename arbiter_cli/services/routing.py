@@ -124,7 +124,11 @@ class RoutingService:
             candidates=choice.candidates(pool, self.policy.record_candidates),
             excluded=choice.excluded, examples=choice.examples,
             config_hash=self.policy.config_hash,
-            latency_us=(time.perf_counter_ns() - started) // 1000, created_at=now,
+            latency_us=(time.perf_counter_ns() - started) // 1000,
+            # The slot is held from the claim on, not from the start of the transaction: a
+            # claim that waited for another transaction's release (an outcome, a reap) must
+            # not begin before the interval that release ended (the over_capacity rule).
+            created_at=now if dry_run else uow.moment(),
         )
 
     def _claim(self, uow: UnitOfWork, principal: Principal, uids: list[str], order: list[int],

@@ -12,10 +12,12 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.routing import Outcome
 from arbiter_cli.errors import Conflict
-from tests.helpers import age_stored_times
+from tests.helpers import age_stored_times, fresh_postgres_database
 
 
 class Stalling:
@@ -118,3 +120,42 @@ def test_two_concurrent_different_outcomes_fold_once(sql_url: str, test_settings
     assert first.routing.explain(admin, decision.decision_id).status == "succeeded"
     for app in (first, second):
         app.close()
+
+
+@pytest.mark.postgres
+def test_a_claim_that_waited_for_a_release_begins_after_the_released_interval(test_settings,
+                                                                              monkeypatch):
+    """A route reads the pool while the agent has a free slot; before it claims, another
+    host routes (taking that slot) and closes its task (releasing it); the claim then
+    succeeds. The decision must not begin at the start of its transaction: its interval
+    would overlap the other task's, two decisions on a capacity-1 agent, neither flagged."""
+    from arbiter_cli.adapters.sql.routing import SqlRouting
+
+    with fresh_postgres_database("sql") as url:
+        (first, second), _ = _apps(url, test_settings)
+        admin = Principal.local_admin()
+        first.agents.register(admin, [{"id": "solo", "name": "S", "model_family": "x",
+                                       "task_types": ["testing"], "capacity": 1}])
+        claim = SqlRouting.claim
+        meanwhile: list[str] = []  # the other host's decision id
+
+        def claim_after_the_other_host(self, tenant: str, agent_uid: str) -> bool:
+            if not meanwhile:
+                meanwhile.append("")
+                other = second.routing.route(admin, {"task_type": "testing",
+                                                     "task_id": "OTHER"}).decision
+                second.routing.outcome(admin, Outcome(success=True, quality=1.0),
+                                       decision_id=other.decision_id)
+                meanwhile[0] = str(other.decision_id)
+            return claim(self, tenant, agent_uid)
+
+        monkeypatch.setattr(SqlRouting, "claim", claim_after_the_other_host)
+        mine = first.routing.route(admin, {"task_type": "testing", "task_id": "MINE"}).decision
+        monkeypatch.undo()
+        other = first.routing.explain(admin, meanwhile[0])
+        assert other.task_id == "OTHER" and other.closed_at is not None
+        assert mine.created_at >= other.closed_at, (mine.created_at, other.closed_at)
+        stored = first.routing.explain(admin, mine.decision_id)
+        assert stored.created_at == mine.created_at
+        for app in (first, second):
+            app.close()

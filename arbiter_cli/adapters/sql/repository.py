@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 
 from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.capability import conditions, fit_shares, has
-from arbiter_cli.adapters.sql.clock import DatabaseClock, EstimatedClock
+from arbiter_cli.adapters.sql.clock import DatabaseClock, EstimatedClock, now_expr
 from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
 from arbiter_cli.adapters.sql.routing import SqlDecisions, SqlRouting, updated_agent
 from arbiter_cli.adapters.sql.security import SqlAudit, SqlRate, SqlTokens
@@ -346,6 +346,17 @@ class SqlUnitOfWork:
     def now(self) -> datetime:
         """The database's time for this transaction (one read at most)."""
         return self._clock()
+
+    def moment(self) -> datetime:
+        """The database's time of this statement (PostgreSQL's ``clock_timestamp()``), never
+        before the transaction's: a row lock this transaction waited for was released by a
+        commit before it. On a snapshot standing in for the primary (one writer, the
+        estimated clock) and on SQLite (``BEGIN IMMEDIATE``: writers never overlap), the
+        transaction's time."""
+        if self._clock_offset_s is not None or self._conn.dialect.name != "postgresql":
+            return self.now()
+        moment = self._conn.execute(select(now_expr("postgresql", statement=True))).scalar_one()
+        return max(moment, self.now())
 
     def commit(self) -> None:
         op = current_op.get()
