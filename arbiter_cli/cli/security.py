@@ -11,8 +11,6 @@ from arbiter_cli.cli.app import CursorOpt, JsonOpt, LimitOpt, SinceOpt, TokenOpt
 from arbiter_cli.cli.consent import YesOpt, require_consent
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from rich.console import Console
 
 tokens_app = typer.Typer(help="Create, list and revoke API tokens of your tenant (admin).",
@@ -183,6 +181,7 @@ def tenants_create(
     Example: arbiter tenants create team-b --save
     """
     from arbiter_cli.adapters.credentials import check_saveable
+    from arbiter_cli.cli.setup import save_new_token
     from arbiter_cli.services.security import check_tenant_name
 
     state = state_of(ctx)
@@ -193,24 +192,11 @@ def tenants_create(
             "`arbiter login` it under another profile"))
     issued = state.app().security.create_tenant(name)
     state.tenant = name
-    saved = save and _save_new_token(path, name, issued.token)
+    saved = save and save_new_token(path, name, issued.token)
     render.emit(state, {"tenant": name, "admin_token": issued.token, "saved": saved},
                 lambda c: c.print(f"created tenant [bold]{name}[/]; admin token (shown once"
                                   f"{f'; saved as profile {name!r}' if saved else ''}):"
                                   f"\n{issued.token}"), durability="committed")
-
-
-def _save_new_token(path: Path, profile: str, token: str) -> bool:
-    """Save a token that was just created; if that fails now, warn: the output still shows it."""
-    from arbiter_cli.adapters.credentials import save_token
-    from arbiter_cli.errors import ConfigInvalid, Conflict
-
-    try:
-        save_token(path, profile, token, force=False)
-    except (Conflict, ConfigInvalid) as exc:
-        render.warn(f"the admin token was not saved: {exc.message}")
-        return False
-    return True
 
 
 @command(tenants_app, "list")

@@ -66,7 +66,7 @@ def init(
         lambda: _bootstrap(state, url, issue=enabled, before_issue=lambda: _saveable(
             path, profile, force=force)))
     if result.admin_token is not None:
-        saved = _save(path, profile, result.admin_token, force=force)
+        saved = save_new_token(path, profile, result.admin_token, force=force)
         result = replace(result, credentials_file=str(path) if saved else None,
                          profile=profile if saved else None)
     state.tenant = result.tenant
@@ -118,7 +118,7 @@ def _saveable(path: Path, profile: str, *, force: bool) -> None:
         "save it under another name with `arbiter --profile NAME init`, or pass --force"))
 
 
-def _save(path: Path, profile: str, token: str, *, force: bool) -> bool:
+def save_new_token(path: Path, profile: str, token: str, *, force: bool = False) -> bool:
     """Save the new admin token; if that fails now, warn and still show it (never lost)."""
     from arbiter_cli.adapters.credentials import save_token
     from arbiter_cli.errors import ConfigInvalid, Conflict
