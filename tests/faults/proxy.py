@@ -164,6 +164,10 @@ class FaultProxy:
             self._pump(link)
         finally:
             self._drop(link, rst=False)
+            if link.upstream is not None:
+                # A drop (cut, stop) that ran while create_connection was still connecting saw
+                # no upstream yet and closed only the client: close this one too (idempotent).
+                link.upstream.close()
 
     def _pump(self, link: _Link) -> None:
         while not self._stopping.is_set() and not link.closed.is_set():
