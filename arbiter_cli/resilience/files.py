@@ -10,10 +10,17 @@ The journal key is 32 bytes from ``secrets``, hex-encoded in ``<data_dir>/resili
 one per host, shared by the journals of every database this host uses. It is written to a
 temporary file and *linked* into place, so two processes creating it at once end up with one key
 and a reader never sees half of one.
+
+Only what belongs to the user running arbiter is used: a folder or file of the resilience layer
+that is a symbolic link, is not a regular file, or is owned by another user is refused (exit 10,
+one line), never followed nor chmod'ed, and so is a ``data_dir`` that another user can write to
+(they could swap ``resilience/`` for a folder of their own, with a journal key they chose and
+entries signed with it). ``OpenSSH``'s ``StrictModes`` makes the same check.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import stat
@@ -35,14 +42,34 @@ def private_dir(path: Path, *, top: Path | None = None) -> Path:
     ``path``, only ``path`` is tightened, and a shared folder (sticky bit, like ``/tmp``) never
     is, so no mistake in a caller can close ``/tmp`` or ``/`` to other users.
     """
-    missing = [p for p in (path, *path.parents) if not p.exists()]
-    for folder in reversed(missing):
+    tree = [path]  # path, and its parents up to top when top is above it
+    if top is not None and top in path.parents:
+        tree += list(path.parents)[:list(path.parents).index(top) + 1]
+    above = tree[-1].parent
+    for folder in reversed([p for p in (above, *above.parents) if not os.path.lexists(p)]):
         folder.mkdir(mode=DIR_MODE, exist_ok=True)
-    for folder in (path, *path.parents):
+    if top is not None and top in tree:
+        trusted_parent(top.parent)
+    for folder in reversed(tree):  # from the top down: nothing is made through a link
+        if not os.path.lexists(folder):
+            folder.mkdir(mode=DIR_MODE, exist_ok=True)
         _tighten(folder, DIR_MODE)
-        if top is None or folder == top or top not in folder.parents:
-            break
     return path
+
+
+def trusted_parent(data_dir: Path) -> None:
+    """Refuse a ``data_dir`` another user could rearrange: owned by someone else (but root), or
+    writable by others without the sticky bit. Its mode is never changed (it may be a folder
+    the operator shares on purpose); links to it are fine."""
+    try:
+        found = os.stat(data_dir)
+    except OSError:
+        return  # created just above, or not there: the next open says what is wrong
+    mode = stat.S_IMODE(found.st_mode)
+    if found.st_uid not in (os.geteuid(), 0):
+        raise _not_private(data_dir, f"belongs to uid {found.st_uid}")
+    if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+        raise _not_private(data_dir, f"can be written by every user (mode {mode:o})")
 
 
 def private_file(path: Path) -> Path:
@@ -50,6 +77,7 @@ def private_file(path: Path) -> Path:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     except FileExistsError:
+        ours(path, regular=True)  # never a link, a FIFO or another user's file
         _tighten(path, FILE_MODE)
     else:
         os.close(fd)
@@ -69,15 +97,34 @@ def private_sqlite(path: Path, *, top: Path | None = None) -> Path:
 
 
 def _tighten(path: Path, mode: int) -> None:
-    """Remove group and other bits beyond ``mode``; only the owner can, so others' files stay."""
-    try:
-        current = stat.S_IMODE(os.stat(path).st_mode)
-        if current & stat.S_ISVTX:
-            return  # a shared folder such as /tmp: never ours to close
-        if current & ~mode:
-            os.chmod(path, current & mode)
-    except PermissionError:
-        pass  # not ours: the open that follows tells the operator what is wrong
+    """Remove group and other bits beyond ``mode`` of a folder or file of ours (:func:`ours`)."""
+    current = stat.S_IMODE(ours(path).st_mode)
+    if current & stat.S_ISVTX:
+        return  # a shared folder such as /tmp: never ours to close
+    if current & ~mode:
+        os.chmod(path, current & mode, follow_symlinks=False)
+
+
+def ours(path: Path, *, regular: bool = False) -> os.stat_result:
+    """``path``'s own status (a link is not followed), if it belongs to the user running
+    arbiter and is not a symbolic link (with ``regular``: is a regular file); else
+    ``StorageUnavailable`` naming it. Nothing is done through someone else's file or a link."""
+    found = os.lstat(path)
+    if stat.S_ISLNK(found.st_mode):
+        raise _not_private(path, "is a symbolic link")
+    if regular and not stat.S_ISREG(found.st_mode):
+        raise _not_private(path, "is not a regular file")
+    if found.st_uid != os.geteuid():
+        raise _not_private(path, f"belongs to uid {found.st_uid}, not to uid {os.geteuid()}")
+    return found
+
+
+def _not_private(path: Path, why: str) -> StorageUnavailable:
+    return StorageUnavailable(
+        f"refusing {path}: it {why}, and arbiter keeps its journal, snapshot and journal key "
+        "only in folders and files of the user running it (a link or another user's file "
+        "could redirect or forge them); move it away, or set ARBITER_DATA_DIR to a directory "
+        "only you can write")
 
 
 def key_path(data_dir: Path) -> Path:
@@ -94,7 +141,7 @@ def journal_key(path: Path) -> bytes:
     except OSError as exc:
         raise _unusable(path, exc) from None
     try:
-        private_dir(path.parent)
+        private_dir(path.parent, top=path.parent)
         tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
@@ -114,7 +161,25 @@ def journal_key(path: Path) -> bytes:
 
 
 def _read_key(path: Path) -> bytes:
-    text = path.read_text(encoding="ascii", errors="replace").strip()
+    """The key in ``path``: a regular file of ours in folders of ours (never a link, a FIFO or
+    another user's key, which would let them sign entries), tightened to 0600."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _not_private(path, "is a symbolic link") from None
+        raise
+    try:
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode) or found.st_uid != os.geteuid():
+            raise _not_private(path, "is not a regular file of the user running arbiter")
+        ours(path.parent)
+        trusted_parent(path.parent.parent)
+        if stat.S_IMODE(found.st_mode) & ~FILE_MODE:
+            os.fchmod(fd, FILE_MODE)
+        text = os.read(fd, 4096).decode("ascii", errors="replace").strip()
+    finally:
+        os.close(fd)
     try:
         key = bytes.fromhex(text)
     except ValueError:
