@@ -263,7 +263,8 @@ def list_cmd(
             c.print("the journal holds no conflicts" if conflicts else "the journal is empty")
             return
         c.print(render.table(None, ["seq", "op id", "kind", "tenant", "age", "state", "why"], [
-            [str(i["seq"]), i["op_id"], i["kind"], i["tenant"], f"{i['age_s']:.0f}s",
+            [str(i["seq"]), i["op_id"], i["kind"], i["tenant"],
+             "?" if i["age_s"] is None else f"{i['age_s']:.0f}s",
              i["state"], i["error"] or ""] for i in items]))
         if conflicts:
             c.print("resolve one with `arbiter journal resolve OP_ID --retry` or `--drop`")

@@ -192,5 +192,17 @@ class State:
         return meta
 
     def close(self) -> None:
+        """Run every closer, newest first. One that fails with an ``ArbiterError`` (the journal
+        or the snapshot could not be opened after the command answered) is reported as a
+        warning: it runs in the error boundary's ``finally``, where raising would print a
+        traceback instead of the command's one line, and skip the closers after it."""
+        from arbiter_cli.errors import ArbiterError
+
         while self._closers:
-            self._closers.pop()()
+            closer = self._closers.pop()
+            try:
+                closer()
+            except ArbiterError as exc:
+                from arbiter_cli.observability.logging import get_logger
+
+                get_logger().warning(exc.message)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -76,6 +77,15 @@ class JournalFull(StorageUnavailable):
     code = "storage_unavailable"
 
 
+def damaged(path: Path, exc: sqlite3.Error) -> StorageUnavailable:
+    """A journal file SQLite cannot open as one (damaged, truncated, not a journal): exit 10,
+    with what to do. It may hold acknowledged writes, so it is never replaced in place."""
+    return StorageUnavailable(
+        f"the journal {path} cannot be read ({exc}): it may hold acknowledged writes; move it "
+        "(with its -wal and -shm files) aside to keep them for recovery, and arbiter starts "
+        "a new journal")
+
+
 @dataclass(frozen=True)
 class Entry:
     seq: int
@@ -102,7 +112,7 @@ class Entry:
     def to_dict(self, now: float) -> dict[str, Any]:
         return {"seq": self.seq, "op_id": self.op_id, "tenant": self.tenant, "kind": self.kind,
                 "state": self.state, "error": self.error, "attempts": self.attempts,
-                "age_s": round(max(0.0, now - self.created_at), 3),
+                "age_s": _age(now, self.created_at),
                 "correlation_id": self.correlation_id}
 
 
@@ -119,12 +129,16 @@ class Journal:
         private_sqlite(path)
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None,
                                    check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(entries)")}
-        if "mac" not in columns:  # a journal of an arbiter before HMACs: its entries have none
-            self._db.execute("ALTER TABLE entries ADD COLUMN mac TEXT")
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(entries)")}
+            if "mac" not in columns:  # an arbiter's before HMACs: its entries have none
+                self._db.execute("ALTER TABLE entries ADD COLUMN mac TEXT")
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise damaged(path, exc) from None
 
     @property
     def key(self) -> bytes:
@@ -258,9 +272,10 @@ class Journal:
         return int(row.fetchone()[0])
 
     def oldest_age_s(self) -> float | None:
-        row = self._db.execute("SELECT min(created_at) FROM entries WHERE state = ?", (PENDING,))
+        row = self._db.execute("SELECT min(created_at) FROM entries WHERE state = ? AND "
+                               "typeof(created_at) IN ('integer', 'real')", (PENDING,))
         oldest = row.fetchone()[0]
-        return None if oldest is None else round(max(0.0, self._clock() - oldest), 3)
+        return None if oldest is None else _age(self._clock(), oldest)
 
     def next_pending(self, after: int = 0) -> Entry | None:
         row = self._db.execute(
@@ -331,6 +346,15 @@ class Journal:
         return row is not None
 
 
+def _age(now: float, created_at: Any) -> float | None:
+    """Seconds since ``created_at``, never negative; None for a time that is not a finite
+    number (a damaged or forged row: listed all the same, so it can be resolved)."""
+    if isinstance(created_at, bool) or not isinstance(created_at, int | float) \
+            or not math.isfinite(created_at):
+        return None
+    return round(max(0.0, now - created_at), 3)
+
+
 def _dumps(value: Mapping[str, Any]) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
@@ -384,6 +408,9 @@ def resilience_status(settings: Any) -> dict[str, Any]:
     ``stranded``: the *other* journals of data_dir that hold entries (identity.py), each with
     its key, path, pending and conflict counts, and the database it recorded.
 
+    ``journal_readable`` is False when the journal file cannot be opened or read (damaged,
+    another user's, a link): its backlog is then unknown, not 0.
+
     ``journal_writable`` says whether a write could be journaled now: the journal has room
     *and* the local snapshot exists (a degraded write runs on it first; without one it exits
     10, SPEC §7.1 "Health tells the truth"). ``journal_problem`` says why not.
@@ -392,6 +419,7 @@ def resilience_status(settings: Any) -> dict[str, Any]:
 
     status: dict[str, Any] = {"backlog": 0, "conflicts": 0, "oldest_age_s": None,
                               "journal_writable": False, "journal_problem": None,
+                              "journal_readable": True,
                               "snapshot": False, "degraded": False,
                               "breaker": {"state": "closed", "opened_at": None},
                               "stranded": []}
@@ -411,6 +439,7 @@ def resilience_status(settings: Any) -> dict[str, Any]:
         journal = open_for(settings)
     except (OSError, sqlite3.Error, StorageUnavailable) as exc:
         status["journal_problem"] = f"the journal cannot be opened: {exc}"
+        status["journal_readable"] = False
         return status
     assert journal is not None
     try:
@@ -427,6 +456,7 @@ def resilience_status(settings: Any) -> dict[str, Any]:
                 "database), so writes would exit 10")
     except sqlite3.Error as exc:
         status["journal_problem"] = f"the journal cannot be read: {exc}"
+        status["journal_readable"] = False
     finally:
         journal.close()
     status["degraded"] = status["breaker"]["state"] != "closed" or status["backlog"] > 0

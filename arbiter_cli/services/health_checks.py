@@ -366,6 +366,9 @@ def data_dir_persistence(probe: Probe) -> Check:
 
 
 def _backlog(status: dict[str, Any]) -> Check:
+    if status.get("journal_readable") is False:  # it may hold acknowledged writes
+        return Check("journal:backlog", WARN, None, "entries",
+                     f"{status.get('journal_problem')}", "datastore")
     backlog = int(status.get("backlog") or 0)
     degraded = bool(status.get("degraded"))
     oldest = status.get("oldest_age_s")

@@ -448,8 +448,8 @@ def test_a_sqlite_primary_has_no_journal(tmp_path: Path) -> None:
     assert open_for(settings) is None
     assert resilience_status(settings) == {
         "backlog": 0, "conflicts": 0, "oldest_age_s": None, "journal_writable": False,
-        "journal_problem": None, "snapshot": False, "degraded": False,
-        "breaker": {"state": "closed", "opened_at": None}, "stranded": []}
+        "journal_problem": None, "journal_readable": True, "snapshot": False,
+        "degraded": False, "breaker": {"state": "closed", "opened_at": None}, "stranded": []}
 
 
 def with_snapshot(settings: Any) -> None:
@@ -465,8 +465,8 @@ def test_status_of_an_empty_journal_on_a_network_primary(tmp_path: Path) -> None
     with_snapshot(settings)
     status = resilience_status(settings)
     assert status == {"backlog": 0, "conflicts": 0, "oldest_age_s": None,
-                      "journal_writable": True, "journal_problem": None, "snapshot": True,
-                      "degraded": False, "breaker": {"state": "closed", "opened_at": None},
+                      "journal_writable": True, "journal_problem": None,
+                      "journal_readable": True, "snapshot": True, "degraded": False, "breaker": {"state": "closed", "opened_at": None},
                       "stranded": []}
 
 
