@@ -38,11 +38,15 @@ def as_another_user(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+class Blocked(Exception):
+    """Not an ``OSError``, so no ``except OSError`` under test can swallow it."""
+
+
 @pytest.fixture
 def no_hang() -> Iterator[None]:
     """Fail (instead of hanging the suite) if the code under test blocks on a FIFO."""
     def stuck(*_: object) -> None:
-        raise TimeoutError("blocked on a FIFO")
+        raise Blocked("blocked on a FIFO")
 
     previous = signal.signal(signal.SIGALRM, stuck)
     signal.alarm(5)
