@@ -54,7 +54,8 @@ def status(ctx: typer.Context, json_out: JsonOpt = False, token: TokenOpt = None
                     f"{doc['breaker']['state']}")
         for other in doc["stranded"]:
             c.print(f"other journal {other['key']} ({other['url'] or 'database not recorded'}): "
-                    f"{other['pending']} pending, {other['conflicts']} conflicts"
+                    + (f"{other['pending']} pending, {other['conflicts']} conflicts"
+                       if other["pending"] >= 0 else "cannot be read (it may hold writes)")
                     + (f"; drain it with `arbiter journal replay --from {other['key']}`"
                        if other["pending"] else ""), markup=False, highlight=False)
 
@@ -97,6 +98,12 @@ def replay_cmd(
 
     state = state_of(ctx)
     budget_s = _duration(budget, "--budget")
+    if accept_unrecorded and from_key is None:
+        from arbiter_cli.errors import InvalidInput
+
+        raise InvalidInput("--accept-unrecorded applies only with --from KEY (the journal of "
+                           "database.url itself needs no record)", field="accept_unrecorded",
+                           rule="needs_from")
     folder = _stranded_folder(state, from_key) if from_key is not None else None
     res = _resilience(state)
     if res is None:
@@ -175,6 +182,11 @@ def _foreign(state: State, res: Resilience, folder: Path, *,
         raise SchemaOutdated("database.url has no database identity yet: run `arbiter db "
                              "upgrade`, then replay --from again")
     named = f"{record.url} " if record.url else ""
+    if record.damaged:
+        raise Conflict(f"the record {folder / 'database.json'} of the journal {folder.name} "
+                       "cannot be read, so it may name another database: nothing was applied; "
+                       "only if you know the journal was written for this database, move the "
+                       "record away and pass --accept-unrecorded")
     if record.identity is None:
         if not accept_unrecorded:
             raise Conflict(f"the journal {folder.name} does not record which database it "

@@ -59,30 +59,57 @@ _RECORD_MAX_BYTES = 4096
 
 @dataclass(frozen=True)
 class FolderRecord:
-    """What ``database.json`` says; ``identity`` None when missing, damaged or foreign."""
+    """What ``database.json`` says; ``identity`` None when missing, damaged or foreign.
+
+    ``damaged``: a record is there but names no identity we can read (not JSON, no UUID, not
+    a regular file): unlike a missing one, it may have named another database."""
 
     identity: str | None
     url: str | None
     recorded_at: str | None = None
+    damaged: bool = False
 
 
 def read_record(directory: Path) -> FolderRecord:
-    """The folder's record; unknown (all None) when there is none or it cannot be read."""
+    """The folder's record; unknown (all None) when there is none or it cannot be read.
+
+    Never follows a link and never waits: a FIFO or a device in its place reads as damaged
+    (every command reads the records of stranded journals)."""
     try:
-        with open(directory / RECORD_FILE, "rb") as handle:
-            raw = handle.read(_RECORD_MAX_BYTES + 1)
+        raw = _read_regular(directory / RECORD_FILE, _RECORD_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return FolderRecord(None, None)
+    except OSError:
+        return FolderRecord(None, None, damaged=True)
+    try:
         doc = json.loads(raw) if len(raw) <= _RECORD_MAX_BYTES else None
-    except (OSError, ValueError):
-        return FolderRecord(None, None)
-    if not isinstance(doc, dict):
-        return FolderRecord(None, None)
-    identity = doc.get("identity")
-    url = doc.get("url")
-    at = doc.get("recorded_at")
-    return FolderRecord(identity if isinstance(identity, str) and UUID_RE.fullmatch(identity)
-                        else None,
-                        url[:500] if isinstance(url, str) and url.isprintable() else None,
-                        at[:40] if isinstance(at, str) else None)
+    except ValueError:
+        doc = None
+    identity = doc.get("identity") if isinstance(doc, dict) else None
+    if not (isinstance(doc, dict) and isinstance(identity, str) and UUID_RE.fullmatch(identity)):
+        url = doc.get("url") if isinstance(doc, dict) else None
+        return FolderRecord(None, _printable(url, 500), damaged=True)
+    return FolderRecord(identity, _printable(doc.get("url"), 500),
+                        _printable(doc.get("recorded_at"), 40))
+
+
+def _printable(value: Any, limit: int) -> str | None:
+    return value[:limit] if isinstance(value, str) and value.isprintable() else None
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """Up to ``limit`` bytes of ``path`` if it is a regular file (no link followed, no wait
+    on a FIFO); ``OSError`` otherwise."""
+    import errno
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
 
 
 def write_record(directory: Path, identity: str, url: str) -> bool:
@@ -148,7 +175,9 @@ class Stranded:
 
     def warning(self) -> str:
         named = f"database {self.url}" if self.url else "an unrecorded database"
-        return (f"the journal {self.path} holds {self.pending} pending write(s) journaled for "
+        holds = (f"holds {self.pending} pending write(s)" if self.pending >= 0 else
+                 "cannot be read (it may hold pending writes)")
+        return (f"the journal {self.path} {holds} journaled for "
                 f"{named}, which is not database.url: if it is the same database, drain it "
                 f"with `arbiter journal replay --from {self.key}`; else point database.url "
                 "back at that database and run `arbiter journal replay`")

@@ -3,7 +3,9 @@
 A3: a journal file SQLite cannot read (a disk error, a bad restore) made every command exit 70,
 then print a Python traceback from the closer that opened the journal again, while ``health``
 passed with "0 entries". A4: a row whose time is not a number made ``journal list`` exit 70,
-so its op id could not be found to drop it.
+so its op id could not be found to drop it. A7: ``--accept-unrecorded`` without ``--from`` was
+silently ignored. A6: a folder record that cannot be read counted as none, which
+``--accept-unrecorded`` overrides.
 """
 
 from __future__ import annotations
@@ -90,6 +92,13 @@ def test_a_row_whose_time_is_not_a_number_is_listed(clean_env):
     assert json.loads(status.stdout)["backlog"] == 1
 
 
+def test_accept_unrecorded_without_from_is_refused(clean_env):
+    result = cli("journal", "replay", "--accept-unrecorded",
+                 env={"ARBITER_DATABASE__URL": UNREACHABLE})
+    assert result.exit_code == 2, result
+    assert "--from" in one_error_line(result.stderr)
+
+
 def test_every_closer_runs_and_a_failing_one_is_a_warning(capsys: pytest.CaptureFixture[str]):
     from arbiter_cli.cli.state import State
     from arbiter_cli.errors import StorageUnavailable
@@ -105,3 +114,28 @@ def test_every_closer_runs_and_a_failing_one_is_a_warning(capsys: pytest.Capture
     state.close()
     assert ran == ["first"]
     assert "the journal cannot be read" in capsys.readouterr().err
+
+
+def test_a_damaged_folder_record_is_refused_even_with_accept_unrecorded(clean_env):
+    """A6: ``--accept-unrecorded`` vouches for a folder an older arbiter left without a
+    record, never for one whose record cannot be read (it may name another database)."""
+    from arbiter_cli.resilience.journal import open_journal
+
+    with fresh_postgres_database("damagedrecord") as url:
+        env = {"ARBITER_DATABASE__URL": url}
+        assert cli("--json", "init", env=env).exit_code == 0
+        key = "00000000000000ee"
+        folder = Path(clean_env["ARBITER_DATA_DIR"]) / "resilience" / key
+        opened = open_journal(Path(clean_env["ARBITER_DATA_DIR"]), url, max_entries=10)
+        opened.close()
+        folder.mkdir(mode=0o700)
+        (opened.path.parent / "journal.db").rename(folder / "journal.db")
+        (folder / "database.json").write_text('{"identity": "4007B58A-garbled"}')
+        result = cli("journal", "replay", "--from", key, "--accept-unrecorded", env=env)
+        assert result.exit_code == 5, result
+        line = one_error_line(result.stderr)
+        assert "cannot be read" in line and "move the record away" in line
+        (folder / "database.json").unlink()
+        result = cli("--json", "journal", "replay", "--from", key, "--accept-unrecorded",
+                     env=env)
+        assert result.exit_code == 0, result

@@ -114,6 +114,44 @@ def test_a_damaged_record_is_an_unknown_database(tmp_path: Path, body: str) -> N
     assert read_record(tmp_path / "nowhere").identity is None
 
 
+def test_a_damaged_record_is_told_from_a_missing_one(tmp_path: Path) -> None:
+    """attack-17 A6: a record that is there but unreadable may name another database, so
+    ``--accept-unrecorded`` (meant for folders an older arbiter left without one) must not
+    override it."""
+    assert read_record(tmp_path).damaged is False  # none at all
+    (tmp_path / RECORD_FILE).write_text(json.dumps({"identity": "4007B58A-garbled"}))
+    assert read_record(tmp_path).damaged is True
+    (tmp_path / RECORD_FILE).write_text(json.dumps({"identity": str(uuid.uuid4())}))
+    assert read_record(tmp_path).damaged is False
+
+
+def test_a_record_that_is_a_fifo_or_a_link_reads_as_damaged_without_waiting(
+        tmp_path: Path) -> None:
+    """attack-17 A5: every command reads the records of stranded journals; a FIFO in place of
+    one blocked them all for ever."""
+    import signal
+
+    class Blocked(Exception):  # not an OSError, which read_record would take for damage
+        pass
+
+    def stuck(*_: object) -> None:
+        raise Blocked("blocked on a FIFO")
+
+    os.mkfifo(tmp_path / RECORD_FILE)
+    previous = signal.signal(signal.SIGALRM, stuck)
+    signal.alarm(5)
+    try:
+        assert read_record(tmp_path).damaged is True
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    os.unlink(tmp_path / RECORD_FILE)
+    real = tmp_path / "elsewhere.json"
+    real.write_text(json.dumps({"identity": str(uuid.uuid4())}))
+    (tmp_path / RECORD_FILE).symlink_to(real)
+    assert read_record(tmp_path).identity is None and read_record(tmp_path).damaged is True
+
+
 def test_a_recorded_url_with_control_characters_is_not_shown(tmp_path: Path) -> None:
     body = {"identity": str(uuid.uuid4()), "url": "postgresql://h/db\x1b[2J"}
     (tmp_path / RECORD_FILE).write_text(json.dumps(body))
@@ -172,6 +210,7 @@ def test_a_damaged_journal_is_reported_not_raised(tmp_path: Path) -> None:
     (folder / "journal.db").write_bytes(b"this is not a database" * 100)
     (found,) = stranded_journals(tmp_path, None)
     assert found.pending == -1
+    assert "cannot be read" in found.warning() and "-1" not in found.warning()  # A8
     (tmp_path / "resilience" / "not-a-key").mkdir()
     assert len(stranded_journals(tmp_path, None)) == 1
 
