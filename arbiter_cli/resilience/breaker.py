@@ -237,8 +237,12 @@ class FileBreaker:
             os.close(fd)  # closing the descriptor drops the lock
 
     def _create_directory_and_open(self) -> int:
+        from arbiter_cli.adapters.files import private_dir
+
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Every missing parent 0700 too (``mkdir(parents=True)`` gave them the umask's mode,
+            # so a data_dir made here under umask 000 was 0777, which the journal refuses).
+            private_dir(self.path.parent)
             return os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise self._unusable(exc) from None

@@ -167,3 +167,21 @@ def test_a_loose_key_of_ours_is_tightened_and_used(tmp_path: Path) -> None:
     os.chmod(path, 0o644)
     assert journal_key(path) == key
     assert mode(path) == 0o600
+
+
+def test_a_data_dir_arbiter_makes_under_a_lax_umask_is_private_and_accepted(
+        tmp_path: Path) -> None:
+    """The breaker, the first to write in a new data_dir, made it with the umask's mode (0777
+    under umask 000), which the journal then refused as writable by every user."""
+    from arbiter_cli.resilience.breaker import BreakerConfig, FileBreaker, breaker_path
+
+    data = tmp_path / "fresh" / "data"
+    old = os.umask(0o000)
+    try:
+        breaker = FileBreaker(breaker_path(data, PG_URL),
+                              BreakerConfig(fail_max=5, reset_timeout_s=10, probe_lease_s=5))
+        breaker.success(breaker.allow())
+        open_journal(data, PG_URL, max_entries=10).close()
+    finally:
+        os.umask(old)
+    assert (mode(data), mode(data.parent)) == (0o700, 0o700)
