@@ -51,7 +51,7 @@ def scratch_app(
 
 
 def _create_default_tenant(app: App) -> None:
-    from arbiter_cli.services.setup import initialize
+    from arbiter_cli.tools.setup import initialize
 
     initialize(app.uow, lambda: None, utc_now)
 

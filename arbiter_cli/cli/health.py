@@ -13,7 +13,7 @@ from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from arbiter_cli.services.health import Check, HealthReport
+    from arbiter_cli.tools.health import Check, HealthReport
 
 MARKS = {"pass": ("[+]", "green", "ok"), "warn": ("[!]", "yellow", "warn"),
          "fail": ("[-]", "red", "failed")}
@@ -41,7 +41,7 @@ def health(
     Example: arbiter health --json
     """
     from arbiter_cli.errors import InvalidInput
-    from arbiter_cli.services.health import evaluate
+    from arbiter_cli.tools.health import evaluate
 
     if live and ready:
         raise InvalidInput("--live and --ready exclude each other", field="mode",

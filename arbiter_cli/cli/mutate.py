@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from rich.status import Status
     from rich.table import Table
 
-    from arbiter_cli.services.mutate import MutationReport
+    from arbiter_cli.tools.mutate import MutationReport
 
 LOG_EVERY_S = 30.0
 
@@ -65,7 +65,7 @@ def mutate(
 
     from arbiter_cli.adapters import mutation as adapter
     from arbiter_cli.errors import CheckFailed, InvalidInput, MissingExtra
-    from arbiter_cli.services import mutate as service
+    from arbiter_cli.tools import mutate as service
 
     state = state_of(ctx)
     if sys.platform == "win32":

@@ -46,7 +46,7 @@ def serve(
 
     from arbiter_cli.observability import logging as log
     from arbiter_cli.observability.metrics import Metrics
-    from arbiter_cli.services.serve import Server
+    from arbiter_cli.tools.serve import Server
 
     state = state_of(ctx)
     settings = state.settings

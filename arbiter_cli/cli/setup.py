@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
     from arbiter_cli.cli.state import State
     from arbiter_cli.domain.agents import Agent
-    from arbiter_cli.services.demo import DemoReport
     from arbiter_cli.services.security import Bootstrap
+    from arbiter_cli.tools.demo import DemoReport
 
 
 def register(app: typer.Typer) -> None:
@@ -53,7 +53,7 @@ def init(
     from dataclasses import replace
 
     from arbiter_cli.adapters.credentials import read_profiles
-    from arbiter_cli.services.setup import init_database
+    from arbiter_cli.tools.setup import init_database
 
     state = state_of(ctx)
     settings = state.settings
@@ -166,8 +166,8 @@ def demo(
     from arbiter_cli.adapters.sql.engine import backend_of, sqlite_path
     from arbiter_cli.bootstrap import build
     from arbiter_cli.domain.principal import Principal
-    from arbiter_cli.services import demo as scenario
-    from arbiter_cli.services.setup import init_database
+    from arbiter_cli.tools import demo as scenario
+    from arbiter_cli.tools.setup import init_database
 
     state = state_of(ctx)
     settings = state.settings
@@ -276,7 +276,7 @@ def bench(
 
     Example: arbiter bench --workload e2e --backend postgres --processes 4 --seconds 10
     """
-    from arbiter_cli.services import bench as benchmarks
+    from arbiter_cli.tools import bench as benchmarks
 
     state = state_of(ctx)
     result = benchmarks.run(state.settings, workload=workload, agents=agents, backend=backend,

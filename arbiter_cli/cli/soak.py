@@ -68,8 +68,8 @@ def soak(
 
     Example: arbiter soak --duration 30m --backend postgres --sample-interval 10s
     """
-    from arbiter_cli.services import soak as soaking
-    from arbiter_cli.soak.options import parse_options
+    from arbiter_cli.tools.soak import runner as soaking
+    from arbiter_cli.tools.soak.options import parse_options
 
     state = state_of(ctx)
     options = parse_options(

@@ -221,7 +221,7 @@ class SoakCollector:
         from prometheus_client.core import GaugeMetricFamily
 
         try:
-            from arbiter_cli.services.soak_state import live_states
+            from arbiter_cli.tools.soak.state import live_states
         except ImportError:
             return
         try:

@@ -14,7 +14,7 @@ import pytest
 from arbiter_cli.config import Settings
 from arbiter_cli.errors import StorageUnavailable
 from arbiter_cli.resilience.breaker import BreakerState, breaker_for
-from arbiter_cli.services.health import (
+from arbiter_cli.tools.health import (
     FAIL,
     GIB,
     MIB,
@@ -294,7 +294,7 @@ def test_low_disk_threshold_makes_health_warn(test_settings: Settings) -> None:
 
 
 def test_live_soak_runs_each_add_a_soak_rss_entry(test_settings: Settings) -> None:
-    from arbiter_cli.services.soak_state import write_state
+    from arbiter_cli.tools.soak.state import write_state
 
     data_dir = test_settings.paths.data_dir
     base = {"started_at": time.time(), "updated_at": time.time(), "max_rss_bytes": 512 * MIB,

@@ -24,7 +24,7 @@ from arbiter_cli.resilience.identity import (
     write_record,
 )
 from arbiter_cli.resilience.journal import Journal, store_key
-from arbiter_cli.services.health import PASS, WARN, evaluate
+from arbiter_cli.tools.health import PASS, WARN, evaluate
 
 URL_A = "postgresql+psycopg2://arb:pw-s3cret@127.0.0.1:1/arbiter"
 URL_B = "postgresql+psycopg2://arb:pw-s3cret@localhost:1/arbiter"

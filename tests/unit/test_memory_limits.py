@@ -18,7 +18,7 @@ import pytest
 
 from arbiter_cli.bootstrap import App
 from arbiter_cli.domain.principal import Principal
-from arbiter_cli.soak.workload import QUERY, TASK, agent_spec
+from arbiter_cli.tools.soak.workload import QUERY, TASK, agent_spec
 
 pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="memray does not run on Windows"),

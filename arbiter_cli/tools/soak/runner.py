@@ -19,13 +19,13 @@ from typing import Any
 
 from arbiter_cli import __version__
 from arbiter_cli.config import Settings
-from arbiter_cli.services import soak_state
-from arbiter_cli.soak import artifacts, profiling
-from arbiter_cli.soak.display import LogLines, monitor
-from arbiter_cli.soak.options import SoakOptions
-from arbiter_cli.soak.sampler import Connections, Sample, Sampler, rfc3339
-from arbiter_cli.soak.verdict import Fit, after_warmup, decide, explain, fit
-from arbiter_cli.soak.workload import Counters, Workload
+from arbiter_cli.tools.soak import artifacts, profiling
+from arbiter_cli.tools.soak import state as soak_state
+from arbiter_cli.tools.soak.display import LogLines, monitor
+from arbiter_cli.tools.soak.options import SoakOptions
+from arbiter_cli.tools.soak.sampler import Connections, Sample, Sampler, rfc3339
+from arbiter_cli.tools.soak.verdict import Fit, after_warmup, decide, explain, fit
+from arbiter_cli.tools.soak.workload import Counters, Workload
 
 
 def default_output(data_dir: Path) -> Path:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.errors import ArbiterError
-from arbiter_cli.soak.latency import Histogram
+from arbiter_cli.tools.soak.latency import Histogram
 
 if TYPE_CHECKING:
     from arbiter_cli.bootstrap import App

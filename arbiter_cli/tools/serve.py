@@ -57,7 +57,7 @@ class Counts:
 
 def evaluate_health(settings: Settings, mode: str) -> tuple[int, dict[str, Any]]:
     """(HTTP status, application/health+json body) of ``mode``."""
-    from arbiter_cli.services.health import evaluate
+    from arbiter_cli.tools.health import evaluate
 
     report = evaluate(settings, mode=mode)
     return report.http_status, report.to_dict()

@@ -206,7 +206,7 @@ def evaluate(settings: Settings, *, mode: str = "full",
     if mode == "live":
         checks.append(_process())
     else:
-        from arbiter_cli.services import health_checks as hc
+        from arbiter_cli.tools import health_checks as hc
 
         if probe.postgres:
             probe.resilience = hc.resilience(probe, journal_status)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from arbiter_cli.soak.sampler import Sample
+from arbiter_cli.tools.soak.sampler import Sample
 
 if TYPE_CHECKING:
     from rich.live import Live

@@ -2,7 +2,7 @@
 
 Each returns ``Check`` values and never raises for a failing component: a failure is a check
 with status ``fail`` (or ``warn`` while degraded). The status rules live in
-``arbiter_cli.services.health``.
+``arbiter_cli.tools.health``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from arbiter_cli.errors import ArbiterError, SchemaOutdated, StorageUnavailable
-from arbiter_cli.services.health import (
+from arbiter_cli.tools.health import (
     FAIL,
     GIB,
     MIB,
@@ -404,7 +404,7 @@ def disk(probe: Probe) -> Check:
 def soak(probe: Probe) -> list[Check]:
     """One ``soak:rss`` entry per live soak run; none when no run is alive."""
     try:
-        from arbiter_cli.services.soak_state import live_states
+        from arbiter_cli.tools.soak.state import live_states
     except ImportError:
         return []
     checks = []
