@@ -13,7 +13,8 @@ from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from arbiter_cli.tools.health import Check, HealthReport
+    from arbiter_cli.domain.health import Check
+    from arbiter_cli.tools.health import HealthReport
 
 MARKS = {"pass": ("[+]", "green", "ok"), "warn": ("[!]", "yellow", "warn"),
          "fail": ("[-]", "red", "failed")}
@@ -40,6 +41,7 @@ def health(
 
     Example: arbiter health --json
     """
+    from arbiter_cli.bootstrap import sql_engine
     from arbiter_cli.errors import InvalidInput
     from arbiter_cli.tools.health import evaluate
 
@@ -47,7 +49,8 @@ def health(
         raise InvalidInput("--live and --ready exclude each other", field="mode",
                            rule="exclusive")
     state = state_of(ctx)
-    report = evaluate(state.settings, mode="live" if live else "ready" if ready else "full")
+    report = evaluate(state.settings, mode="live" if live else "ready" if ready else "full",
+                      engine=sql_engine)
     state.gauge("arbiter_health_status", "Health of this run: 0 pass, 1 warn, 2 fail.",
                 report.exit_code, mode=report.mode)
     render.emit(state, report.to_dict(), lambda console: _human(console, report))

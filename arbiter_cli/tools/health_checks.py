@@ -2,65 +2,81 @@
 
 Each returns ``Check`` values and never raises for a failing component: a failure is a check
 with status ``fail`` (or ``warn`` while degraded). The status rules live in
-``arbiter_cli.tools.health``.
+``arbiter_cli/domain/health.py``; ``tools/health.py`` runs these in order.
 """
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from arbiter_cli.errors import ArbiterError, SchemaOutdated, StorageUnavailable
-from arbiter_cli.tools.health import (
+from arbiter_cli.domain.health import (
     FAIL,
     GIB,
     MIB,
     PASS,
     WARN,
     Check,
-    JournalStatus,
-    Probe,
+    Thresholds,
     backlog_status,
     breaker_status,
     conflicts_status,
-    data_dir_usage,
     disk_status,
     latency_status,
     skew_status,
     soak_status,
     unreachable_status,
 )
+from arbiter_cli.errors import ArbiterError, SchemaOutdated, StorageUnavailable
+from arbiter_cli.resilience.journal import resilience_status as journal_resilience_status
+from arbiter_cli.tools.soak.state import live_states
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from arbiter_cli.config import Settings
+
 UNAVAILABLE = "journal status unavailable"
+JournalStatus = Callable[["Settings"], Mapping[str, Any]]
+EngineFactory = Callable[["Settings"], "Engine"]
 OVER_CAPACITY = "routing:overCapacity"
 OVER_CAPACITY_WINDOW = timedelta(hours=24)
 
 
+@dataclass
+class Probe:
+    """What one evaluation found out, handed from check to check."""
+
+    settings: Settings
+    thresholds: Thresholds
+    timer: Callable[[], float]
+    resilience: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+    mountinfo: Path = Path("/proc/self/mountinfo")  # which file system holds data_dir
+    clock_offset_s: float | None = None  # the database's clock minus this host's, if measured
+    engine: EngineFactory | None = None  # from the composition root: settings -> Engine
+
+    @property
+    def postgres(self) -> bool:
+        return not self.settings.database_url.startswith("sqlite")
+
+    @property
+    def journal_writable(self) -> bool:
+        return bool(self.resilience and self.resilience.get("journal_writable"))
+
+
 def resilience(probe: Probe, source: JournalStatus | None = None) -> dict[str, Any] | None:
     """``resilience_status(settings)`` of the journal module, or None (noted in ``problems``)."""
-    resilience_status = source or _journal_status_function()
-    if resilience_status is None:
-        probe.problems.append(UNAVAILABLE)
-        return None
+    status = source or journal_resilience_status
     try:
-        return dict(resilience_status(probe.settings))
+        return dict(status(probe.settings))
     except (ArbiterError, OSError) as exc:
         probe.problems.append(f"{UNAVAILABLE}: {getattr(exc, 'message', exc)}")
         return None
-
-
-def _journal_status_function() -> JournalStatus | None:
-    import importlib
-
-    try:
-        module = importlib.import_module("arbiter_cli.resilience.journal")
-    except ImportError:
-        return None
-    found: JournalStatus | None = getattr(module, "resilience_status", None)
-    return found
 
 
 # ---------------------------------------------------------------------------- database
@@ -104,9 +120,9 @@ def database(probe: Probe, *, with_over_capacity: bool = False) -> list[Check]:
 
 
 def _engine(probe: Probe) -> Engine:
-    from arbiter_cli.bootstrap import sql_engine
-
-    return sql_engine(probe.settings)  # a missing SQLite file: StorageUnavailable
+    if probe.engine is None:
+        raise ValueError("health checks of the database need an engine factory")
+    return probe.engine(probe.settings)  # a missing SQLite file: StorageUnavailable
 
 
 def _select_one(probe: Probe, engine: Engine) -> float:
@@ -403,10 +419,6 @@ def disk(probe: Probe) -> Check:
 
 def soak(probe: Probe) -> list[Check]:
     """One ``soak:rss`` entry per live soak run; none when no run is alive."""
-    try:
-        from arbiter_cli.tools.soak.state import live_states
-    except ImportError:
-        return []
     checks = []
     for state in live_states(probe.settings.paths.data_dir):
         rss = int(state.get("rss_bytes") or 0)
@@ -418,3 +430,12 @@ def soak(probe: Probe) -> list[Check]:
                             + (f" ({limits})" if limits else ""), "component",
                             component_id=f"soak-{state.get('pid')}"))
     return checks
+
+
+def data_dir_usage(data_dir: Path) -> tuple[Path, int, int]:
+    """``(path, free, total)`` of the file system holding ``data_dir`` (or its nearest parent)."""
+    path = data_dir
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    usage = shutil.disk_usage(path)
+    return path, usage.free, usage.total
