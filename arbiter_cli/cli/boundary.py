@@ -49,15 +49,15 @@ def boundary(state: State) -> Iterator[None]:
         raise typer.Exit(70) from None
     finally:
         state.close()
-        from arbiter_cli.observability.runtime import finish
+        from arbiter_cli.cli.telemetry import finish
 
         finish(state, exit_code, time.monotonic() - started)  # logs, --metrics-file, spans
 
 
 @contextmanager
 def observed(state: State) -> Iterator[None]:
-    """Logs, the command's span and its metrics (arbiter_cli/observability/runtime.py)."""
-    from arbiter_cli.observability.runtime import observe
+    """Logs, the command's span and its metrics (arbiter_cli/cli/telemetry.py)."""
+    from arbiter_cli.cli.telemetry import observe
 
     with observe(state):
         yield

@@ -44,6 +44,7 @@ def serve(
     """
     import time
 
+    from arbiter_cli.bootstrap import sql_engine
     from arbiter_cli.observability import logging as log
     from arbiter_cli.observability.metrics import Metrics
     from arbiter_cli.tools.serve import Server
@@ -51,7 +52,8 @@ def serve(
     state = state_of(ctx)
     settings = state.settings
     assert state.telemetry is not None  # set by the boundary before every command body
-    server = Server(settings, state.telemetry, Metrics(), host=host, port=port)
+    server = Server(settings, state.telemetry, Metrics(), host=host, port=port,
+                    engine=sql_engine)
     stop = threading.Event()
     received: list[str] = []
     started = time.monotonic()
