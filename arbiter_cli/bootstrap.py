@@ -5,17 +5,26 @@ This is the one place that chooses adapters. Nothing is built at import time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from arbiter_cli.adapters import scratch
 from arbiter_cli.config import Settings
 from arbiter_cli.domain.agents import RegistryPolicy
 from arbiter_cli.domain.routing import RoutingPolicy
+from arbiter_cli.errors import InvalidInput
 from arbiter_cli.ids import uuid7
 from arbiter_cli.ports import Clock, UnitOfWorkFactory
 from arbiter_cli.services.audit import Auditor
+from arbiter_cli.tools.setup import initialize
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -249,3 +258,101 @@ def build_memory(settings: Settings, *, clock: Clock | None = None,
               clock=clock or utc_now, telemetry=telemetry,
               correlation_id=telemetry.correlation_id if telemetry is not None else None)
     return app
+
+
+# ---------------------------------------------------------------------------- scratch stores
+# ``bench`` and ``soak`` run on a scratch store, never a live database or tenant:
+# - ``memory``: a fresh in-memory store;
+# - ``sqlite``: a temporary file, migrated;
+# - ``postgres``: a new database ``<db>_<purpose>_<timestamp>`` on the server that the given
+#   URL names, migrated, and dropped afterwards (``adapters/scratch.py`` does the SQL).
+
+
+@contextmanager
+def scratch_app(
+    settings: Settings, backend: str, *, purpose: str, database_url: str | None = None,
+    keep: bool = False,
+) -> Iterator[tuple[App, str]]:
+    """Yield an initialized app on a scratch store and a description of where it lives."""
+    if backend not in scratch.BACKENDS:
+        raise InvalidInput(f"backend: must be one of {', '.join(scratch.BACKENDS)}",
+                           field="backend", rule="allowed")
+    if backend == "memory":
+        app = build_memory(settings)
+        _create_default_tenant(app)
+        yield app, "memory"
+        return
+    if backend == "sqlite":
+        with _sqlite(settings, purpose, keep) as (app, where):
+            yield app, where
+        return
+    with _postgres(settings, purpose, database_url, keep) as (app, where):
+        yield app, where
+
+
+def _create_default_tenant(app: App) -> None:
+    initialize(app.uow, lambda: None, utc_now)
+
+
+@contextmanager
+def _sqlite(settings: Settings, purpose: str, keep: bool) -> Iterator[tuple[App, str]]:
+    folder = Path(tempfile.mkdtemp(prefix=f"arbiter-{purpose}-"))
+    url = f"sqlite:///{folder / 'scratch.db'}"
+    try:
+        migrate_scratch(settings, url)
+        app = build(settings, url=url)
+        try:
+            _create_default_tenant(app)
+            yield app, str(folder / "scratch.db")
+        finally:
+            app.close()
+    finally:
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def _postgres(
+    settings: Settings, purpose: str, database_url: str | None, keep: bool
+) -> Iterator[tuple[App, str]]:
+    from sqlalchemy.exc import DBAPIError
+
+    from arbiter_cli.adapters.sql.engine import unavailable
+    from arbiter_cli.dburl import render
+
+    server = scratch.server_of(database_url or settings.database_url)
+    stamp = f"{time.strftime('%Y%m%d%H%M%S')}_{secrets.token_hex(3)}"
+    name = f"{server.database or 'arbiter'}_{purpose}_{stamp}"
+    admin = sql_engine(settings, render(server))
+    admin = admin.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        scratch.create_database(admin, name)
+    except DBAPIError as exc:
+        admin.engine.dispose()
+        raise scratch.refused_scratch(exc) or unavailable(admin.engine, exc) from None
+    url = render(server.set(database=name))
+    try:
+        migrate_scratch(settings, url)
+        app = build(settings, url=url)
+        try:
+            _create_default_tenant(app)
+            yield app, f"{server.host}:{server.port or 5432}/{name}"
+        finally:
+            app.close()
+    finally:
+        if not keep:
+            scratch.drop_database(admin, name)
+        admin.engine.dispose()
+
+
+def migrate_scratch(settings: Settings, url: str) -> None:
+    """Create the scratch database's schema (alembic, to head)."""
+    import io
+
+    from arbiter_cli.adapters import migrations
+
+    engine = sql_engine(settings, url, create=True)
+    try:
+        migrations.upgrade(engine, "head", io.StringIO())
+    finally:
+        engine.dispose()

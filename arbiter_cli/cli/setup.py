@@ -276,12 +276,14 @@ def bench(
 
     Example: arbiter bench --workload e2e --backend postgres --processes 4 --seconds 10
     """
+    from arbiter_cli.bootstrap import scratch_app
     from arbiter_cli.tools import bench as benchmarks
 
     state = state_of(ctx)
     result = benchmarks.run(state.settings, workload=workload, agents=agents, backend=backend,
                             database_url=database_url, queries=queries, seconds=seconds,
                             processes=processes, warm_outcomes=warm_outcomes,
+                            scratch_app=scratch_app,
                             log=lambda message: render.stderr_console().print(message)
                             if not state.json else None)
     render.emit(state, result, lambda c: _bench_human(c, result))

@@ -68,6 +68,7 @@ def soak(
 
     Example: arbiter soak --duration 30m --backend postgres --sample-interval 10s
     """
+    from arbiter_cli.bootstrap import scratch_app
     from arbiter_cli.tools.soak import runner as soaking
     from arbiter_cli.tools.soak.options import parse_options
 
@@ -79,7 +80,8 @@ def soak(
         max_rss=max_rss, output=output or soaking.default_output(state.settings.paths.data_dir),
         keep=keep, workload=workload)
     summary = soaking.run(state.settings, options,
-                          context={"correlation_id": state.correlation_id, "command": "soak"})
+                          context={"correlation_id": state.correlation_id, "command": "soak"},
+                          scratch_app=scratch_app)
     _gauges(state, summary)
     render.emit(state, summary, lambda c: _human(c, summary))
     _exit_for(summary)

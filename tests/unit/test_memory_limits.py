@@ -34,7 +34,7 @@ ADMIN = Principal.local_admin()
 
 @pytest.fixture
 def fleet(test_settings: Any) -> App:
-    from arbiter_cli.adapters.scratch import scratch_app
+    from arbiter_cli.bootstrap import scratch_app
 
     with scratch_app(test_settings, "memory", purpose="test") as (app, _where):
         app.agents.register(ADMIN, [agent_spec(i) for i in range(FLEET)])

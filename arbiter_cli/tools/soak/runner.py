@@ -26,6 +26,7 @@ from arbiter_cli.tools.soak.options import SoakOptions
 from arbiter_cli.tools.soak.sampler import Connections, Sample, Sampler, rfc3339
 from arbiter_cli.tools.soak.verdict import Fit, after_warmup, decide, explain, fit
 from arbiter_cli.tools.soak.workload import Counters, Workload
+from arbiter_cli.tools.wiring import ScratchStore
 
 
 def default_output(data_dir: Path) -> Path:
@@ -71,10 +72,9 @@ class Run:
 
 
 def run(settings: Settings, options: SoakOptions, *, context: dict[str, Any],
-        log: LogLines | None = None) -> dict[str, Any]:
-    """Run the soak and write its artifacts; returns the summary (with ``verdict``)."""
-    from arbiter_cli.adapters.scratch import scratch_app
-
+        scratch_app: ScratchStore, log: LogLines | None = None) -> dict[str, Any]:
+    """Run the soak on a store from ``scratch_app`` (``bootstrap.scratch_app``) and write its
+    artifacts; returns the summary (with ``verdict``)."""
     _check_fleet(settings, options.agents)
     if options.memray:
         profiling.require_memray()

@@ -23,7 +23,7 @@ from arbiter_cli.errors import ArbiterError
 from arbiter_cli.tools.soak.latency import Histogram
 
 if TYPE_CHECKING:
-    from arbiter_cli.bootstrap import App
+    from arbiter_cli.tools.wiring import Wired
 
 TASK = {"task_type": "code-editing", "languages": ["TypeScript"]}
 QUERY = {"task_type": "code-editing", "languages": ["TypeScript"], "max_utilization": 0.8}
@@ -100,7 +100,7 @@ class Counters:
 
 
 class Workload:
-    def __init__(self, app: App, *, agents: int, mix: dict[str, float], leaky: bool,
+    def __init__(self, app: Wired, *, agents: int, mix: dict[str, float], leaky: bool,
                  counters: Counters, seed: int = 1,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.app = app
