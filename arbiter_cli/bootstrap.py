@@ -5,6 +5,7 @@ This is the one place that chooses adapters. Nothing is built at import time.
 
 from __future__ import annotations
 
+import io
 import secrets
 import shutil
 import tempfile
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
 from arbiter_cli.adapters import scratch
 from arbiter_cli.config import Settings
@@ -24,7 +25,7 @@ from arbiter_cli.errors import InvalidInput
 from arbiter_cli.ids import uuid7
 from arbiter_cli.ports import Clock, UnitOfWorkFactory
 from arbiter_cli.services.audit import Auditor
-from arbiter_cli.tools.setup import initialize
+from arbiter_cli.tools.setup import InitResult, init_database, initialize
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
     from arbiter_cli.resilience.gateway import Resilience
     from arbiter_cli.services.agents import AgentService
     from arbiter_cli.services.routing import RoutingService
-    from arbiter_cli.services.security import SecurityService
+    from arbiter_cli.services.security import Bootstrap, SecurityService
+    from arbiter_cli.tools.mutate import MutationReport, MutationRequest
 
 
 S = TypeVar("S")
@@ -299,7 +301,7 @@ def _sqlite(settings: Settings, purpose: str, keep: bool) -> Iterator[tuple[App,
     folder = Path(tempfile.mkdtemp(prefix=f"arbiter-{purpose}-"))
     url = f"sqlite:///{folder / 'scratch.db'}"
     try:
-        migrate_scratch(settings, url)
+        migrate(settings, url, io.StringIO())
         app = build(settings, url=url)
         try:
             _create_default_tenant(app)
@@ -332,7 +334,7 @@ def _postgres(
         raise scratch.refused_scratch(exc) or unavailable(admin.engine, exc) from None
     url = render(server.set(database=name))
     try:
-        migrate_scratch(settings, url)
+        migrate(settings, url, io.StringIO())
         app = build(settings, url=url)
         try:
             _create_default_tenant(app)
@@ -345,14 +347,64 @@ def _postgres(
         admin.engine.dispose()
 
 
-def migrate_scratch(settings: Settings, url: str) -> None:
-    """Create the scratch database's schema (alembic, to head)."""
-    import io
-
+def migrate(settings: Settings, url: str, out: TextIO, *,
+            telemetry: Telemetry | None = None) -> str | None:
+    """Create the database at ``url`` if it is a missing SQLite file and migrate it to head
+    (alembic's report on ``out``); returns the revision it is at."""
     from arbiter_cli.adapters import migrations
 
-    engine = sql_engine(settings, url, create=True)
+    engine = sql_engine(settings, url, create=True, telemetry=telemetry)
     try:
-        migrations.upgrade(engine, "head", io.StringIO())
+        return migrations.upgrade(engine, "head", out)[1]
     finally:
         engine.dispose()
+
+
+def init_store(settings: Settings, url: str, *, out: TextIO, issue: bool,
+               before_issue: Callable[[], None] | None = None,
+               telemetry: Telemetry | None = None) -> InitResult:
+    """``arbiter init`` and ``demo``: migrate ``url`` to head, then tenant 'default' and, with
+    ``issue``, its first admin token, under the migration lock (concurrent inits issue one)."""
+    from arbiter_cli.adapters import migrations
+
+    def bootstrap() -> Bootstrap:
+        app = build(settings, url=url, telemetry=telemetry)
+        try:
+            assert app.engine is not None
+            with migrations.setup_lock(app.engine):
+                return app.security.bootstrap(issue=issue, before_issue=before_issue)
+        finally:
+            app.close()
+
+    return init_database(lambda: migrate(settings, url, out, telemetry=telemetry), bootstrap)
+
+
+# ---------------------------------------------------------------------------- mutation testing
+
+
+def mutation_run(request: MutationRequest,
+                 on_progress: Callable[[str], None]) -> MutationReport:
+    """``arbiter mutate``: the mutation tool wired to mutmut, git and the isolated workspace."""
+    import os
+
+    from arbiter_cli.adapters import mutation as adapter
+    from arbiter_cli.errors import MissingExtra
+    from arbiter_cli.tools import mutate as service
+
+    executable = adapter.find_mutmut()
+    if executable is None:
+        raise MissingExtra("mutate", "mutmut")
+
+    def changed(root: Path, revision: str) -> set[str]:
+        try:
+            return adapter.changed_files(root, revision)
+        except adapter.GitError as exc:
+            raise InvalidInput(f"--changed-since: {exc}", field="changed_since",
+                               rule="revision") from None
+
+    return service.run_mutation(
+        request, adapter.MutmutRunner(executable, os.environ),
+        changed_files=changed, build_workspace=adapter.build_workspace,
+        pytest_options=adapter.pytest_options(request.project),
+        log_reason=adapter.log_reason, on_progress=on_progress,
+    )

@@ -63,17 +63,14 @@ def mutate(
     """
     import os
 
-    from arbiter_cli.adapters import mutation as adapter
-    from arbiter_cli.errors import CheckFailed, InvalidInput, MissingExtra
+    from arbiter_cli.bootstrap import mutation_run
+    from arbiter_cli.errors import CheckFailed, InvalidInput
     from arbiter_cli.tools import mutate as service
 
     state = state_of(ctx)
     if sys.platform == "win32":
         raise InvalidInput("arbiter mutate needs fork(): run it on Linux or macOS",
                            field="platform", rule="posix")
-    executable = adapter.find_mutmut()
-    if executable is None:
-        raise MissingExtra("mutate", "mutmut")
     request = service.MutationRequest(
         project=(project or _checkout()).resolve(),
         patterns=tuple(paths) if paths else service.CORE_SCOPE,
@@ -84,21 +81,8 @@ def mutate(
         changed_since=changed_since,
         explicit_paths=bool(paths),
     )
-
-    def changed(root: Path, revision: str) -> set[str]:
-        try:
-            return adapter.changed_files(root, revision)
-        except adapter.GitError as exc:
-            raise InvalidInput(f"--changed-since: {exc}", field="changed_since",
-                               rule="revision") from None
-
     with _Progress(sys.stderr.isatty()) as on_progress:
-        report = service.run_mutation(
-            request, adapter.MutmutRunner(executable, os.environ),
-            changed_files=changed, build_workspace=adapter.build_workspace,
-            pytest_options=adapter.pytest_options(request.project),
-            log_reason=adapter.log_reason, on_progress=on_progress,
-        )
+        report = mutation_run(request, on_progress)
     render.emit(state, report.to_dict(), lambda console: _human(console, report, show_survivors))
     announce("mutate.wrote", path=str(report.report_path))
     if not report.passed:

@@ -14,14 +14,11 @@ from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import TextIO
 
     from rich.console import Console
     from rich.progress import Progress
 
-    from arbiter_cli.cli.state import State
     from arbiter_cli.domain.agents import Agent
-    from arbiter_cli.services.security import Bootstrap
     from arbiter_cli.tools.demo import DemoReport
 
 
@@ -53,7 +50,7 @@ def init(
     from dataclasses import replace
 
     from arbiter_cli.adapters.credentials import read_profiles
-    from arbiter_cli.tools.setup import init_database
+    from arbiter_cli.bootstrap import init_store
 
     state = state_of(ctx)
     settings = state.settings
@@ -62,10 +59,8 @@ def init(
     profile = state.profile_name()
     path = settings.paths.credentials_file
     read_profiles(path)  # an unreadable or unsafe credentials file stops us before any change
-    result = init_database(
-        lambda: _migrate(state, url, sys.stderr),
-        lambda: _bootstrap(state, url, issue=enabled, before_issue=lambda: _saveable(
-            path, profile, force=force)))
+    result = init_store(settings, url, out=sys.stderr, issue=enabled, telemetry=state.telemetry,
+                        before_issue=lambda: _saveable(path, profile, force=force))
     if result.admin_token is not None:
         saved = save_new_token(path, profile, result.admin_token, force=force)
         result = replace(result, credentials_file=str(path) if saved else None,
@@ -85,30 +80,6 @@ def init(
                           "stays a throwaway one until `arbiter init` runs with security on")
 
     render.emit(state, result.to_dict(), human)
-
-
-def _migrate(state: State, url: str, out: TextIO) -> str | None:
-    from arbiter_cli.adapters import migrations
-    from arbiter_cli.bootstrap import sql_engine
-
-    engine = sql_engine(state.settings, url, create=True, telemetry=state.telemetry)
-    try:
-        return migrations.upgrade(engine, "head", out)[1]
-    finally:
-        engine.dispose()
-
-
-def _bootstrap(state: State, url: str, *, issue: bool,
-               before_issue: Callable[[], None] | None = None) -> Bootstrap:
-    """Tenant 'default' and, with ``issue``, the first admin token, under the migration lock."""
-    from arbiter_cli.adapters import migrations
-    from arbiter_cli.bootstrap import build
-
-    app = build(state.settings, url=url, telemetry=state.telemetry)
-    state.on_close(app.close)
-    assert app.engine is not None
-    with migrations.setup_lock(app.engine):
-        return app.security.bootstrap(issue=issue, before_issue=before_issue)
 
 
 def _saveable(path: Path, profile: str, *, force: bool) -> None:
@@ -164,10 +135,9 @@ def demo(
 
     from arbiter_cli.adapters import demo_files
     from arbiter_cli.adapters.sql.engine import backend_of, sqlite_path
-    from arbiter_cli.bootstrap import build
+    from arbiter_cli.bootstrap import build, init_store
     from arbiter_cli.domain.principal import Principal
     from arbiter_cli.tools import demo as scenario
-    from arbiter_cli.tools.setup import init_database
 
     state = state_of(ctx)
     settings = state.settings
@@ -179,8 +149,7 @@ def demo(
     principal = Principal.local_admin()
     state.tenant = principal.tenant
     try:
-        init_database(lambda: _migrate(state, url, io.StringIO()),
-                   lambda: _bootstrap(state, url, issue=False))
+        init_store(settings, url, out=io.StringIO(), issue=False, telemetry=state.telemetry)
         app = build(settings, url=url, telemetry=state.telemetry)
         try:
             scenario.register_fleet(app.agents, principal)
