@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from arbiter_cli.adapters.sql.engine import unavailable
+from arbiter_cli.dburl import parse
 from arbiter_cli.errors import ConfigInvalid, InvalidInput
+from arbiter_cli.observability import logging as log
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
@@ -21,8 +24,6 @@ BACKENDS = ("memory", "sqlite", "postgres")
 def server_of(url: str) -> URL:
     """The PostgreSQL server of ``url``: a refused URL is exit 3, another backend exit 2."""
     from sqlalchemy.engine import make_url
-
-    from arbiter_cli.dburl import parse
 
     parse(url)  # ConfigInvalid, the URL not echoed, before SQLAlchemy sees it
     server = make_url(url)
@@ -56,8 +57,6 @@ def drop_database(admin: Engine, name: str) -> None:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     except DBAPIError as exc:
-        from arbiter_cli.observability import logging as log
-
         log.get_logger().warning("scratch.not_dropped", database=name,
                                  error=(str(exc.orig).strip().splitlines() or [""])[0],
                                  hint=f'drop it later: DROP DATABASE "{name}"')
@@ -74,8 +73,6 @@ def refresh_statistics(engine: Engine | None) -> None:
         return
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
-
-    from arbiter_cli.adapters.sql.engine import unavailable
 
     try:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

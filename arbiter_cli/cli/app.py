@@ -22,6 +22,7 @@ from arbiter_cli.cli import (
     health,
     journal,
     mutate,
+    render,
     route,
     security,
     serve,
@@ -98,7 +99,7 @@ def root(
 
     Example: arbiter --json agents list
     """
-    from arbiter_cli.ids import uuid7
+    from arbiter_cli.ids import uuid7  # deferred: start-up of `arbiter --help`
 
     if correlation_id is not None and not _printable(correlation_id, 200):
         from typer._click.exceptions import BadParameter
@@ -119,12 +120,13 @@ def _check_paths(profile: str | None, metrics_file: Path | None) -> None:
     from typer._click.exceptions import BadParameter
 
     if profile is not None:
-        from arbiter_cli.adapters.credentials import PROFILE_RE
+        from arbiter_cli.adapters.credentials import PROFILE_RE  # deferred: start-up of `arbiter --help`
 
         if not PROFILE_RE.fullmatch(profile):
             raise BadParameter("must be 1 to 64 letters, digits, '.', '_' or '-'",
                                param_hint="--profile")
     if metrics_file is not None:
+        # deferred: start-up of `arbiter --help`
         from arbiter_cli.adapters.metrics import metrics_file_problem
 
         problem = metrics_file_problem(metrics_file)
@@ -137,8 +139,6 @@ def _printable(value: str, limit: int) -> bool:
 
 
 def _usage_error(args: list[str], message: str) -> int:
-    from arbiter_cli.cli import render
-
     state = State(json="--json" in args)
     render.error(state, InvalidInput(" ".join(message.split())))
     return 2

@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 
 import typer
 
+from arbiter_cli.cli import render
 from arbiter_cli.cli.options import state_of
 from arbiter_cli.cli.state import State
-from arbiter_cli.errors import ArbiterError, Interrupted
+from arbiter_cli.errors import ArbiterError, Forbidden, Interrupted
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,7 +50,7 @@ def boundary(state: State) -> Iterator[None]:
         raise typer.Exit(70) from None
     finally:
         state.close()
-        from arbiter_cli.cli.telemetry import finish
+        from arbiter_cli.cli.telemetry import finish  # deferred: start-up of `arbiter --help`
 
         finish(state, exit_code, time.monotonic() - started)  # logs, --metrics-file, spans
 
@@ -57,15 +58,13 @@ def boundary(state: State) -> Iterator[None]:
 @contextmanager
 def observed(state: State) -> Iterator[None]:
     """Logs, the command's span and its metrics (arbiter_cli/cli/telemetry.py)."""
-    from arbiter_cli.cli.telemetry import observe
+    from arbiter_cli.cli.telemetry import observe  # deferred: start-up of `arbiter --help`
 
     with observe(state):
         yield
 
 
 def _report(state: State, error: ArbiterError, original: BaseException | None) -> None:
-    from arbiter_cli.cli import render
-
     redact = _redactor(state)
     if state.verbose and original is not None:
         # Plain traceback without local variables: locals can hold secrets.
@@ -77,7 +76,7 @@ def _redactor(state: State) -> Callable[[str], str]:
     """The run's redaction (its secrets, token secrets, URL passwords): errors go through it."""
     if state.telemetry is not None:
         return state.telemetry.redact
-    from arbiter_cli.observability.redact import make_redactor
+    from arbiter_cli.observability.redact import make_redactor  # deferred: start-up of `arbiter --help`
 
     return make_redactor([state.token, *state.secrets])
 
@@ -98,7 +97,7 @@ def command(group: typer.Typer, name: str | None = None, **options: Any) -> Call
             if kwargs.get("token") is not None:  # "" too: an empty token is an answer (6)
                 state.token = kwargs["token"]
             if kwargs.get("database_url"):  # a password on the command line is a secret too
-                from arbiter_cli.dburl import passwords
+                from arbiter_cli.dburl import passwords  # deferred: start-up of `arbiter --help`
 
                 state.secrets += passwords(kwargs["database_url"])
             state.command = ctx.command_path.partition(" ")[2] or ctx.command_path
@@ -114,8 +113,7 @@ def command(group: typer.Typer, name: str | None = None, **options: Any) -> Call
 
 def _gate(state: State) -> None:
     """Token-checked commands are admitted before their body runs; deny by default."""
-    from arbiter_cli.domain.security import NO_TOKEN, PERMISSIONS
-    from arbiter_cli.errors import Forbidden
+    from arbiter_cli.domain.security import NO_TOKEN, PERMISSIONS  # deferred: start-up of `arbiter --help`
 
     if state.command in PERMISSIONS:
         state.admit()

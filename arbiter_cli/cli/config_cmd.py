@@ -23,7 +23,7 @@ def show(ctx: typer.Context, json_out: JsonOpt = False,
 
     Example: ARBITER_ROUTING__STRATEGY=ucb arbiter config show --json
     """
-    from arbiter_cli.config import KEYS
+    from arbiter_cli.config import KEYS  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     settings = state.settings
@@ -48,7 +48,7 @@ def show(ctx: typer.Context, json_out: JsonOpt = False,
 
 
 def _masked(url: str) -> str:
-    from arbiter_cli.dburl import mask_url
+    from arbiter_cli.dburl import mask_url  # deferred: start-up of `arbiter --help`
 
     return mask_url(url)
 

@@ -9,6 +9,7 @@ import typer
 from arbiter_cli.cli import render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
+from arbiter_cli.errors import InvalidInput
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -41,9 +42,8 @@ def health(
 
     Example: arbiter health --json
     """
-    from arbiter_cli.bootstrap import sql_engine
-    from arbiter_cli.errors import InvalidInput
-    from arbiter_cli.tools.health import evaluate
+    from arbiter_cli.bootstrap import sql_engine  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.tools.health import evaluate  # deferred: start-up of `arbiter --help`
 
     if live and ready:
         raise InvalidInput("--live and --ready exclude each other", field="mode",

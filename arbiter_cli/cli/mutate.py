@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+import arbiter_cli
 from arbiter_cli.cli import render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
+from arbiter_cli.errors import CheckFailed, InvalidInput
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -63,9 +65,8 @@ def mutate(
     """
     import os
 
-    from arbiter_cli.bootstrap import mutation_run
-    from arbiter_cli.errors import CheckFailed, InvalidInput
-    from arbiter_cli.tools import mutate as service
+    from arbiter_cli.bootstrap import mutation_run  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.tools import mutate as service  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     if sys.platform == "win32":
@@ -94,6 +95,7 @@ def mutate(
 
 def announce(event: str, **values: object) -> None:
     """Progress as log events (JSON off a terminal), shown at every --log-level."""
+    # deferred: start-up of `arbiter --help`
     from arbiter_cli.observability.logging import announce as log_announce
 
     log_announce(event, **values)
@@ -101,8 +103,6 @@ def announce(event: str, **values: object) -> None:
 
 def _checkout() -> Path:
     """The directory holding the imported ``arbiter_cli`` package (a clone, or site-packages)."""
-    import arbiter_cli
-
     return Path(arbiter_cli.__file__).resolve().parent.parent
 
 

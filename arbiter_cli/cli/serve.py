@@ -44,10 +44,10 @@ def serve(
     """
     import time
 
-    from arbiter_cli.bootstrap import sql_engine
-    from arbiter_cli.observability import logging as log
-    from arbiter_cli.observability.metrics import Metrics
-    from arbiter_cli.tools.serve import Server
+    from arbiter_cli.bootstrap import sql_engine  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.observability import logging as log  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.observability.metrics import Metrics  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.tools.serve import Server  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     settings = state.settings

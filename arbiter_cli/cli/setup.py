@@ -11,6 +11,7 @@ import typer
 from arbiter_cli.cli import render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
+from arbiter_cli.errors import ConfigInvalid, Conflict
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -49,8 +50,8 @@ def init(
     """
     from dataclasses import replace
 
-    from arbiter_cli.adapters.credentials import read_profiles
-    from arbiter_cli.bootstrap import init_store
+    from arbiter_cli.adapters.credentials import read_profiles  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.bootstrap import init_store  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     settings = state.settings
@@ -83,7 +84,7 @@ def init(
 
 
 def _saveable(path: Path, profile: str, *, force: bool) -> None:
-    from arbiter_cli.adapters.credentials import check_saveable
+    from arbiter_cli.adapters.credentials import check_saveable  # deferred: start-up of `arbiter --help`
 
     check_saveable(path, profile, force=force, hint=(
         "this database has no token yet, and its first admin token will not replace that one: "
@@ -92,8 +93,7 @@ def _saveable(path: Path, profile: str, *, force: bool) -> None:
 
 def save_new_token(path: Path, profile: str, token: str, *, force: bool = False) -> bool:
     """Save the new admin token; if that fails now, warn and still show it (never lost)."""
-    from arbiter_cli.adapters.credentials import save_token
-    from arbiter_cli.errors import ConfigInvalid, Conflict
+    from arbiter_cli.adapters.credentials import save_token  # deferred: start-up of `arbiter --help`
 
     try:
         save_token(path, profile, token, force=force)
@@ -104,7 +104,7 @@ def save_new_token(path: Path, profile: str, token: str, *, force: bool = False)
 
 
 def _masked(url: str) -> str:
-    from arbiter_cli.config import mask_url
+    from arbiter_cli.config import mask_url  # deferred: start-up of `arbiter --help`
 
     return mask_url(url)
 
@@ -133,11 +133,13 @@ def demo(
     """
     import io
 
-    from arbiter_cli.adapters import demo_files
+    from arbiter_cli.adapters import demo_files  # deferred: start-up of `arbiter --help`
+
+    # deferred: start-up of `arbiter --help`
     from arbiter_cli.adapters.sql.engine import backend_of, sqlite_path
-    from arbiter_cli.bootstrap import build, init_store
-    from arbiter_cli.domain.principal import Principal
-    from arbiter_cli.tools import demo as scenario
+    from arbiter_cli.bootstrap import build, init_store  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.domain.principal import Principal  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.tools import demo as scenario  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     settings = state.settings
@@ -245,8 +247,8 @@ def bench(
 
     Example: arbiter bench --workload e2e --backend postgres --processes 4 --seconds 10
     """
-    from arbiter_cli.bootstrap import scratch_app
-    from arbiter_cli.tools import bench as benchmarks
+    from arbiter_cli.bootstrap import scratch_app  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.tools import bench as benchmarks  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     result = benchmarks.run(state.settings, workload=workload, agents=agents, backend=backend,

@@ -10,6 +10,7 @@ import typer
 from arbiter_cli.cli import render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
+from arbiter_cli.errors import CheckFailed, Interrupted, LimitExceeded
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -68,9 +69,9 @@ def soak(
 
     Example: arbiter soak --duration 30m --backend postgres --sample-interval 10s
     """
-    from arbiter_cli.bootstrap import scratch_app
-    from arbiter_cli.tools.soak import runner as soaking
-    from arbiter_cli.tools.soak.options import parse_options
+    from arbiter_cli.bootstrap import scratch_app  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.tools.soak import runner as soaking  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.tools.soak.options import parse_options  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     options = parse_options(
@@ -103,8 +104,6 @@ def _gauges(state: State, summary: dict[str, Any]) -> None:
 
 
 def _exit_for(summary: dict[str, Any]) -> None:
-    from arbiter_cli.errors import CheckFailed, LimitExceeded
-
     where = summary["artifacts"]["summary"]
     if summary["verdict"] == "leak":
         raise CheckFailed(f"{summary['reason']} (see {where})")
@@ -113,8 +112,6 @@ def _exit_for(summary: dict[str, Any]) -> None:
                             f"{summary['thresholds']['max_rss_bytes'] / 2**20:.1f} MiB: run "
                             f"stopped (see {where})")
     if summary["stopped_by"] in ("SIGINT", "SIGTERM"):
-        from arbiter_cli.errors import Interrupted
-
         raise Interrupted(f"stopped by {summary['stopped_by']}; artifacts in "
                           f"{summary['artifacts']['output']}")
 

@@ -24,6 +24,8 @@ from arbiter_cli.errors import ArbiterError
 from arbiter_cli.observability import logging as log
 from arbiter_cli.observability.redact import make_redactor
 from arbiter_cli.observability.runtime import Telemetry
+from arbiter_cli.observability.tracing import build_provider
+from arbiter_cli.resilience.journal import resilience_status
 
 if TYPE_CHECKING:
     from arbiter_cli.cli.state import State
@@ -56,12 +58,10 @@ def observe(state: State) -> Iterator[Telemetry]:
                           redact=make_redactor(secrets))
     state.telemetry = telemetry
     if state.metrics_file is not None:
-        from arbiter_cli.observability.metrics import Metrics
+        from arbiter_cli.observability.metrics import Metrics  # deferred: start-up of `arbiter agents list`
 
         telemetry.metrics = Metrics()
     if settings is not None:
-        from arbiter_cli.observability.tracing import build_provider
-
         telemetry.provider = build_provider(str(settings["observability.tracing.exporter"]))
     _log.debug("command.start")
     with telemetry.span(f"arbiter {state.command}") as span:
@@ -84,15 +84,17 @@ def finish(state: State, exit_code: int, duration_s: float) -> None:
 
 def _write_metrics(state: State, telemetry: Telemetry | None, exit_code: int,
                    duration_s: float) -> None:
-    from arbiter_cli.adapters.metrics import write_run_metrics
+    from arbiter_cli.adapters.metrics import write_run_metrics  # deferred: start-up of `arbiter agents list`
 
     assert state.metrics_file is not None
     metrics = telemetry.metrics if telemetry is not None else None
     settings = state._settings
     if metrics is not None and settings is not None:
+        # deferred: start-up of `arbiter agents list`
         from arbiter_cli.observability.fleet import read_resilience
+
+        # deferred: start-up of `arbiter agents list`
         from arbiter_cli.observability.metrics import record_resilience
-        from arbiter_cli.resilience.journal import resilience_status
 
         status = read_resilience(settings, resilience_status)
         if status is not None:

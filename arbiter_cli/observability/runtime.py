@@ -15,6 +15,7 @@ from arbiter_cli import __version__
 from arbiter_cli.errors import ArbiterError
 from arbiter_cli.observability import logging as log
 from arbiter_cli.observability.redact import Redactor
+from arbiter_cli.observability.tracing import close_provider
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -91,8 +92,6 @@ class Telemetry:
             self.command_span.set_attribute("tenant", tenant)
 
     def close(self) -> None:
-        from arbiter_cli.observability.tracing import close_provider
-
         provider, self.provider, self._tracer = self.provider, None, None
         close_provider(provider)
 

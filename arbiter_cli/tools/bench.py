@@ -14,8 +14,10 @@ from typing import Any
 
 from arbiter_cli.adapters.scratch import refresh_statistics
 from arbiter_cli.config import Settings
+from arbiter_cli.dburl import render
 from arbiter_cli.domain.agents import TaskResult
 from arbiter_cli.domain.principal import Principal
+from arbiter_cli.domain.routing import Outcome
 from arbiter_cli.errors import InvalidInput
 from arbiter_cli.services.agents import AgentService
 from arbiter_cli.tools.wiring import ScratchStore
@@ -178,8 +180,6 @@ TASK = {"task_type": "code-editing", "languages": ["TypeScript"]}
 def _route(app: Any, principal: Principal, agents: int, decisions: int, warm_outcomes: int,
            say: Log) -> tuple[Timer, dict[str, float], dict[str, Any]]:
     """Decisions only (a dry run: choose, no claim, no commit), cold and after outcomes."""
-    from arbiter_cli.domain.routing import Outcome
-
     rng = random.Random(3)
     timer = Timer()
     for first in range(0, agents, 1000):
@@ -253,8 +253,6 @@ def _e2e(app: Any, principal: Principal, agents: int, seconds: float, processes:
     if app.engine is None:  # memory: one process, in this one
         _e2e_loop(app, token, timer, seconds)
     else:
-        from arbiter_cli.dburl import render
-
         url = render(app.engine.url)
         say(f"{processes} processes routing and reporting for {seconds:g} s")
         workers = [subprocess.Popen([sys.executable, "-c", E2E_WORKER], stdin=subprocess.PIPE,
@@ -280,8 +278,6 @@ def _e2e(app: Any, principal: Principal, agents: int, seconds: float, processes:
 
 
 def _e2e_loop(app: Any, token: str, timer: Timer, seconds: float) -> None:
-    from arbiter_cli.domain.routing import Outcome
-
     security, routing = app.security, app.routing
     deadline, n = time.perf_counter() + seconds, 0
     while time.perf_counter() < deadline:

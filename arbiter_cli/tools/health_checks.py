@@ -14,6 +14,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from arbiter_cli.adapters.sql.clock import measure_offset, now_expr
+from arbiter_cli.adapters.sql.engine import check_revision
+from arbiter_cli.adapters.sql.schema_version import HEAD
+from arbiter_cli.adapters.sql.tables import decisions as d
 from arbiter_cli.domain.health import (
     FAIL,
     GIB,
@@ -32,7 +36,13 @@ from arbiter_cli.domain.health import (
     unreachable_status,
 )
 from arbiter_cli.errors import ArbiterError, SchemaOutdated, StorageUnavailable
+from arbiter_cli.resilience import deadline
+from arbiter_cli.resilience.breaker import BreakerOpen, breaker_for
+from arbiter_cli.resilience.faults import Fault, classify, driver_error
+from arbiter_cli.resilience.identity import mount_of, volatile_filesystem
+from arbiter_cli.resilience.journal import resilience_dir
 from arbiter_cli.resilience.journal import resilience_status as journal_resilience_status
+from arbiter_cli.resilience.snapshot import LocalStore, clock_offset
 from arbiter_cli.tools.soak.state import live_states
 
 if TYPE_CHECKING:
@@ -85,8 +95,6 @@ def resilience(probe: Probe, source: JournalStatus | None = None) -> dict[str, A
 def database(probe: Probe, *, with_over_capacity: bool = False) -> list[Check]:
     """``database:responseTime`` (connect + SELECT 1, through the breaker), ``schema:revision``
     and, with ``with_over_capacity``, ``routing:overCapacity``."""
-    from arbiter_cli.resilience.breaker import BreakerOpen, breaker_for
-
     breaker = breaker_for(probe.settings) if probe.postgres else None
     try:
         permit = breaker.allow() if breaker is not None else None
@@ -134,8 +142,6 @@ def _select_one(probe: Probe, engine: Engine) -> float:
         started = probe.timer()
         with engine.connect() as conn:
             if probe.postgres:
-                from arbiter_cli.adapters.sql.clock import measure_offset
-
                 probe.clock_offset_s = measure_offset(conn)
             else:
                 conn.execute(text("SELECT 1")).scalar_one()
@@ -148,15 +154,12 @@ def _deadline(probe: Probe) -> Any:
 
     if not probe.postgres:
         return nullcontext()
-    from arbiter_cli.resilience import deadline
 
     deadline.install()
     return deadline.Deadline(probe.settings.seconds("database.command_timeout")).active()
 
 
 def _record_failure(breaker: Any, permit: Any, exc: BaseException) -> None:
-    from arbiter_cli.resilience.faults import Fault, classify
-
     if classify(exc) in (Fault.CALLER, Fault.CONFIG):
         breaker.release(permit)  # not the database's trouble: neither counted nor reset
     else:
@@ -164,8 +167,6 @@ def _record_failure(breaker: Any, permit: Any, exc: BaseException) -> None:
 
 
 def _misconfigured(exc: BaseException) -> bool:
-    from arbiter_cli.resilience.faults import Fault, classify
-
     return classify(exc) is Fault.CONFIG
 
 
@@ -173,7 +174,6 @@ def _describe(exc: BaseException) -> str:
     """One password-free line: our message, or the driver's first line."""
     if isinstance(exc, ArbiterError):
         return exc.message
-    from arbiter_cli.resilience.faults import driver_error
 
     err = driver_error(exc)
     text = str(err).strip()
@@ -221,9 +221,6 @@ def _config_error(probe: Probe, why: str, with_over_capacity: bool = False) -> l
 def _schema(probe: Probe, engine: Engine) -> Check:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from arbiter_cli.adapters.sql.engine import check_revision
-    from arbiter_cli.adapters.sql.schema_version import HEAD
-
     try:
         with _deadline(probe):
             revision = check_revision(engine)
@@ -242,9 +239,6 @@ def _over_capacity(probe: Probe, engine: Engine) -> Check:
     database's clock), all tenants together: warn while there is any."""
     from sqlalchemy import func, or_, select
     from sqlalchemy.exc import SQLAlchemyError
-
-    from arbiter_cli.adapters.sql.clock import now_expr
-    from arbiter_cli.adapters.sql.tables import decisions as d
 
     try:
         with _deadline(probe), engine.connect() as conn:
@@ -297,9 +291,6 @@ def clock(probe: Probe) -> Check:
 
 
 def _snapshot_offset(probe: Probe) -> float | None:
-    from arbiter_cli.resilience.journal import resilience_dir
-    from arbiter_cli.resilience.snapshot import LocalStore, clock_offset
-
     try:
         directory = resilience_dir(probe.settings.paths.data_dir, probe.settings.database_url)
         return clock_offset(LocalStore(directory).meta())
@@ -314,7 +305,6 @@ def breaker(probe: Probe) -> Check:
     if not probe.postgres:
         return Check("breaker:state", PASS, "closed", None, "no breaker: SQLite primary",
                      "component")
-    from arbiter_cli.resilience.breaker import breaker_for
 
     try:
         state = breaker_for(probe.settings).snapshot()
@@ -364,8 +354,6 @@ def stranded(probe: Probe) -> Check:
 def data_dir_persistence(probe: Probe) -> Check:
     """``dataDir:persistent``: the journal holds acknowledged writes, so data_dir must
     survive a reboot and the container (warn on tmpfs, ramfs, overlay; issue 17 F7)."""
-    from arbiter_cli.resilience.identity import mount_of, volatile_filesystem
-
     data_dir = probe.settings.paths.data_dir
     mount = volatile_filesystem(data_dir, probe.mountinfo)
     if mount is not None:

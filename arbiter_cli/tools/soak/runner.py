@@ -19,6 +19,7 @@ from typing import Any
 
 from arbiter_cli import __version__
 from arbiter_cli.config import Settings
+from arbiter_cli.errors import InvalidInput
 from arbiter_cli.tools.soak import artifacts, profiling
 from arbiter_cli.tools.soak import state as soak_state
 from arbiter_cli.tools.soak.display import LogLines, monitor
@@ -116,8 +117,6 @@ def run(settings: Settings, options: SoakOptions, *, context: dict[str, Any],
 
 def _check_fleet(settings: Settings, agents: int) -> None:
     """The churn keeps up to 10 % more agents than --agents: they must fit under the cap."""
-    from arbiter_cli.errors import InvalidInput
-
     cap = int(settings["registry.max_agents"])
     most = agents + max(1, agents // 10) + 1
     if most > cap:

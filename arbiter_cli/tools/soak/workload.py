@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from arbiter_cli.domain.principal import Principal
+from arbiter_cli.domain.routing import Outcome
 from arbiter_cli.errors import ArbiterError
 from arbiter_cli.tools.soak.latency import Histogram
 
@@ -203,8 +204,6 @@ class Workload:
             self.follow_up.append("outcome")
 
     def _outcome(self, who: Principal) -> None:
-        from arbiter_cli.domain.routing import Outcome
-
         if not self.pending:
             self._route(who)
         decision_id, agent_id = self.pending.popleft()
