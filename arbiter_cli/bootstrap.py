@@ -5,17 +5,27 @@ This is the one place that chooses adapters. Nothing is built at import time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import io
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
+from arbiter_cli.adapters import scratch
 from arbiter_cli.config import Settings
 from arbiter_cli.domain.agents import RegistryPolicy
 from arbiter_cli.domain.routing import RoutingPolicy
+from arbiter_cli.errors import InvalidInput
 from arbiter_cli.ids import uuid7
 from arbiter_cli.ports import Clock, UnitOfWorkFactory
 from arbiter_cli.services.audit import Auditor
+from arbiter_cli.tools.setup import InitResult, init_database, initialize
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -25,7 +35,8 @@ if TYPE_CHECKING:
     from arbiter_cli.resilience.gateway import Resilience
     from arbiter_cli.services.agents import AgentService
     from arbiter_cli.services.routing import RoutingService
-    from arbiter_cli.services.security import SecurityService
+    from arbiter_cli.services.security import Bootstrap, SecurityService
+    from arbiter_cli.tools.mutate import MutationReport, MutationRequest
 
 
 S = TypeVar("S")
@@ -249,3 +260,151 @@ def build_memory(settings: Settings, *, clock: Clock | None = None,
               clock=clock or utc_now, telemetry=telemetry,
               correlation_id=telemetry.correlation_id if telemetry is not None else None)
     return app
+
+
+# ---------------------------------------------------------------------------- scratch stores
+# ``bench`` and ``soak`` run on a scratch store, never a live database or tenant:
+# - ``memory``: a fresh in-memory store;
+# - ``sqlite``: a temporary file, migrated;
+# - ``postgres``: a new database ``<db>_<purpose>_<timestamp>`` on the server that the given
+#   URL names, migrated, and dropped afterwards (``adapters/scratch.py`` does the SQL).
+
+
+@contextmanager
+def scratch_app(
+    settings: Settings, backend: str, *, purpose: str, database_url: str | None = None,
+    keep: bool = False,
+) -> Iterator[tuple[App, str]]:
+    """Yield an initialized app on a scratch store and a description of where it lives."""
+    if backend not in scratch.BACKENDS:
+        raise InvalidInput(f"backend: must be one of {', '.join(scratch.BACKENDS)}",
+                           field="backend", rule="allowed")
+    if backend == "memory":
+        app = build_memory(settings)
+        _create_default_tenant(app)
+        yield app, "memory"
+        return
+    if backend == "sqlite":
+        with _sqlite(settings, purpose, keep) as (app, where):
+            yield app, where
+        return
+    with _postgres(settings, purpose, database_url, keep) as (app, where):
+        yield app, where
+
+
+def _create_default_tenant(app: App) -> None:
+    initialize(app.uow, lambda: None, utc_now)
+
+
+@contextmanager
+def _sqlite(settings: Settings, purpose: str, keep: bool) -> Iterator[tuple[App, str]]:
+    folder = Path(tempfile.mkdtemp(prefix=f"arbiter-{purpose}-"))
+    url = f"sqlite:///{folder / 'scratch.db'}"
+    try:
+        migrate(settings, url, io.StringIO())
+        app = build(settings, url=url)
+        try:
+            _create_default_tenant(app)
+            yield app, str(folder / "scratch.db")
+        finally:
+            app.close()
+    finally:
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def _postgres(
+    settings: Settings, purpose: str, database_url: str | None, keep: bool
+) -> Iterator[tuple[App, str]]:
+    from sqlalchemy.exc import DBAPIError
+
+    from arbiter_cli.adapters.sql.engine import unavailable
+    from arbiter_cli.dburl import render
+
+    server = scratch.server_of(database_url or settings.database_url)
+    stamp = f"{time.strftime('%Y%m%d%H%M%S')}_{secrets.token_hex(3)}"
+    name = f"{server.database or 'arbiter'}_{purpose}_{stamp}"
+    admin = sql_engine(settings, render(server))
+    admin = admin.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        scratch.create_database(admin, name)
+    except DBAPIError as exc:
+        admin.engine.dispose()
+        raise scratch.refused_scratch(exc) or unavailable(admin.engine, exc) from None
+    url = render(server.set(database=name))
+    try:
+        migrate(settings, url, io.StringIO())
+        app = build(settings, url=url)
+        try:
+            _create_default_tenant(app)
+            yield app, f"{server.host}:{server.port or 5432}/{name}"
+        finally:
+            app.close()
+    finally:
+        if not keep:
+            scratch.drop_database(admin, name)
+        admin.engine.dispose()
+
+
+def migrate(settings: Settings, url: str, out: TextIO, *,
+            telemetry: Telemetry | None = None) -> str | None:
+    """Create the database at ``url`` if it is a missing SQLite file and migrate it to head
+    (alembic's report on ``out``); returns the revision it is at."""
+    from arbiter_cli.adapters import migrations
+
+    engine = sql_engine(settings, url, create=True, telemetry=telemetry)
+    try:
+        return migrations.upgrade(engine, "head", out)[1]
+    finally:
+        engine.dispose()
+
+
+def init_store(settings: Settings, url: str, *, out: TextIO, issue: bool,
+               before_issue: Callable[[], None] | None = None,
+               telemetry: Telemetry | None = None) -> InitResult:
+    """``arbiter init`` and ``demo``: migrate ``url`` to head, then tenant 'default' and, with
+    ``issue``, its first admin token, under the migration lock (concurrent inits issue one)."""
+    from arbiter_cli.adapters import migrations
+
+    def bootstrap() -> Bootstrap:
+        app = build(settings, url=url, telemetry=telemetry)
+        try:
+            assert app.engine is not None
+            with migrations.setup_lock(app.engine):
+                return app.security.bootstrap(issue=issue, before_issue=before_issue)
+        finally:
+            app.close()
+
+    return init_database(lambda: migrate(settings, url, out, telemetry=telemetry), bootstrap)
+
+
+# ---------------------------------------------------------------------------- mutation testing
+
+
+def mutation_run(request: MutationRequest,
+                 on_progress: Callable[[str], None]) -> MutationReport:
+    """``arbiter mutate``: the mutation tool wired to mutmut, git and the isolated workspace."""
+    import os
+
+    from arbiter_cli.adapters import mutation as adapter
+    from arbiter_cli.errors import MissingExtra
+    from arbiter_cli.tools import mutate as service
+
+    executable = adapter.find_mutmut()
+    if executable is None:
+        raise MissingExtra("mutate", "mutmut")
+
+    def changed(root: Path, revision: str) -> set[str]:
+        try:
+            return adapter.changed_files(root, revision)
+        except adapter.GitError as exc:
+            raise InvalidInput(f"--changed-since: {exc}", field="changed_since",
+                               rule="revision") from None
+
+    return service.run_mutation(
+        request, adapter.MutmutRunner(executable, os.environ),
+        changed_files=changed, build_workspace=adapter.build_workspace,
+        pytest_options=adapter.pytest_options(request.project),
+        log_reason=adapter.log_reason, on_progress=on_progress,
+    )

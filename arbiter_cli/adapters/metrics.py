@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from arbiter_cli.observability.metrics import BY_NAME, Metrics
+
 if TYPE_CHECKING:
     from arbiter_cli.observability.metrics import Metrics
 
@@ -37,8 +39,6 @@ def write_run_metrics(path: Path, *, command: str, exit_code: int, duration_s: f
     atomically (prometheus-client writes a temporary file and renames it).
     """
     from prometheus_client import write_to_textfile
-
-    from arbiter_cli.observability.metrics import BY_NAME, Metrics
 
     run = metrics if metrics is not None else Metrics()
     result = "ok" if exit_code == 0 else f"exit_{exit_code}"

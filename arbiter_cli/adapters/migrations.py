@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
 from arbiter_cli.adapters.sql.schema_version import HEAD
+from arbiter_cli.adapters.sql.tables import metadata
 from arbiter_cli.errors import InvalidInput, SchemaOutdated
 
 #: PostgreSQL advisory-lock key shared by every arbiter process: migrations (``env.py``) and
@@ -218,8 +219,6 @@ def check(engine: Engine) -> list[str]:
     """Differences between the database and the models; ``SchemaOutdated`` if not at head."""
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
-
-    from arbiter_cli.adapters.sql.tables import metadata
 
     revision = current(engine)
     if revision != HEAD:

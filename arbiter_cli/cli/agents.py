@@ -7,8 +7,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from arbiter_cli.cli import render
-from arbiter_cli.cli.app import CursorOpt, JsonOpt, LimitOpt, TokenOpt, command, state_of
+from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.consent import YesOpt, require_consent, will_ask
+from arbiter_cli.cli.inputs import read_documents
+from arbiter_cli.cli.options import CursorOpt, JsonOpt, LimitOpt, TokenOpt, state_of
+from arbiter_cli.domain.validation import fail
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -82,9 +85,6 @@ def register(
     Example: arbiter agents register --id coder-1 --name "Coder 1" --model-family claude-3.5
     --task-type code-editing --language Python --capacity 4
     """
-    from arbiter_cli.cli.inputs import read_documents
-    from arbiter_cli.domain.validation import fail
-
     state = state_of(ctx)
     flags = {"id": agent_id, "name": name, "model_family": model_family, "task_types": task_types,
              "languages": languages, "specializations": specializations, "capacity": capacity,
@@ -353,8 +353,7 @@ def record(
 
     Example: arbiter agents record coder-1 --success --quality 0.9 --latency-ms 4200
     """
-    from arbiter_cli.domain.agents import TaskResult
-    from arbiter_cli.domain.validation import fail
+    from arbiter_cli.domain.agents import TaskResult  # deferred: start-up of `arbiter --help`
 
     if success is None:
         raise fail("success", "required", "give --success or --failure")
@@ -382,8 +381,7 @@ def cleanup(
 
     Example: arbiter agents cleanup --older-than 24h --dry-run
     """
-    from arbiter_cli.config import parse_duration
-    from arbiter_cli.domain.validation import fail
+    from arbiter_cli.config import parse_duration  # deferred: start-up of `arbiter --help`
 
     try:
         seconds = parse_duration(older_than)

@@ -1,4 +1,6 @@
-"""The root of the CLI: global options, the one error boundary, and ``main()``.
+"""The root of the CLI: global options, the command groups, and ``main()``.
+
+The error boundary lives in ``cli/boundary.py``, the shared options in ``cli/options.py``.
 
 Only typer and small arbiter modules are imported here; every heavy library is imported inside
 the command that needs it, so ``arbiter --help`` and ``--version`` stay fast.
@@ -6,143 +8,30 @@ the command that needs it, so ``arbiter --help`` and ``--version`` stay fast.
 
 from __future__ import annotations
 
-import functools
 import sys
-import time
-import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 
 from arbiter_cli import __version__
+from arbiter_cli.cli import (
+    agents,
+    config_cmd,
+    db,
+    health,
+    journal,
+    mutate,
+    render,
+    route,
+    security,
+    serve,
+    setup,
+    soak,
+)
+from arbiter_cli.cli.options import JsonOpt, TokenOpt
 from arbiter_cli.cli.state import State
-from arbiter_cli.errors import ArbiterError, Interrupted, InvalidInput
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-JsonOpt = Annotated[
-    bool, typer.Option("--json", help="Print one JSON object on stdout (also before the command).")
-]
-LimitOpt = Annotated[int, typer.Option("--limit", help="Page size; 0 means all.")]
-CursorOpt = Annotated[str | None, typer.Option(
-    "--cursor", help="next_cursor of the previous page.", show_default=False)]
-SinceOpt = Annotated[str | None, typer.Option(
-    "--since", help="A duration (24h) or an RFC 3339 timestamp.", show_default=False)]
-TokenOpt = Annotated[
-    str | None,
-    typer.Option("--token", help="API token (default: ARBITER_TOKEN, then the credentials file).",
-                 show_default=False),
-]
-
-
-def state_of(ctx: typer.Context) -> State:
-    root = ctx.find_root()
-    if not isinstance(root.obj, State):
-        root.obj = State()
-    return root.obj
-
-
-@contextmanager
-def boundary(state: State) -> Iterator[None]:
-    """Turn any failure into one stderr line (or JSON) and its exit code."""
-    started = time.monotonic()
-    exit_code = 0
-    try:
-        yield
-    except ArbiterError as exc:
-        _report(state, exc, exc)
-        exit_code = exc.exit_code
-        raise typer.Exit(exc.exit_code) from None
-    except typer.Exit as exc:
-        exit_code = exc.exit_code
-        raise
-    except KeyboardInterrupt:
-        _report(state, Interrupted("interrupted"), None)
-        exit_code = 130
-        raise typer.Exit(130) from None
-    except Exception as exc:  # noqa: BLE001 - the boundary reports bugs as exit 70
-        hint = "" if state.verbose else " (run with --verbose for the traceback)"
-        first = (str(exc).strip().splitlines() or [""])[0][:300]  # never the SQL or its values
-        _report(state, ArbiterError(f"internal error: {type(exc).__name__}: {first}{hint}"), exc)
-        exit_code = 70
-        raise typer.Exit(70) from None
-    finally:
-        state.close()
-        from arbiter_cli.observability.runtime import finish
-
-        finish(state, exit_code, time.monotonic() - started)  # logs, --metrics-file, spans
-
-
-@contextmanager
-def observed(state: State) -> Iterator[None]:
-    """Logs, the command's span and its metrics (arbiter_cli/observability/runtime.py)."""
-    from arbiter_cli.observability.runtime import observe
-
-    with observe(state):
-        yield
-
-
-def _report(state: State, error: ArbiterError, original: BaseException | None) -> None:
-    from arbiter_cli.cli import render
-
-    redact = _redactor(state)
-    if state.verbose and original is not None:
-        # Plain traceback without local variables: locals can hold secrets.
-        sys.stderr.write(redact("".join(traceback.format_exception(original))))
-    render.error(state, error, redact)
-
-
-def _redactor(state: State) -> Callable[[str], str]:
-    """The run's redaction (its secrets, token secrets, URL passwords): errors go through it."""
-    if state.telemetry is not None:
-        return state.telemetry.redact
-    from arbiter_cli.observability.redact import make_redactor
-
-    return make_redactor([state.token, *state.secrets])
-
-
-def command(group: typer.Typer, name: str | None = None, **options: Any) -> Callable[[F], F]:
-    """Register ``fn`` on ``group`` inside the error boundary.
-
-    The command's first parameter must be ``ctx: typer.Context``. Parameters named
-    ``json_out`` and ``token`` are the repeated global options.
-    """
-
-    def decorate(fn: F) -> F:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            ctx: typer.Context = kwargs["ctx"]
-            state = state_of(ctx)
-            state.json = state.json or bool(kwargs.get("json_out"))
-            if kwargs.get("token") is not None:  # "" too: an empty token is an answer (6)
-                state.token = kwargs["token"]
-            if kwargs.get("database_url"):  # a password on the command line is a secret too
-                from arbiter_cli.dburl import passwords
-
-                state.secrets += passwords(kwargs["database_url"])
-            state.command = ctx.command_path.partition(" ")[2] or ctx.command_path
-            with boundary(state), observed(state):
-                _gate(state)
-                return fn(*args, **kwargs)
-
-        group.command(name, **options)(wrapper)
-        return fn
-
-    return decorate
-
-
-def _gate(state: State) -> None:
-    """Token-checked commands are admitted before their body runs; deny by default."""
-    from arbiter_cli.domain.security import NO_TOKEN, PERMISSIONS
-    from arbiter_cli.errors import Forbidden
-
-    if state.command in PERMISSIONS:
-        state.admit()
-    elif state.command not in NO_TOKEN:
-        raise Forbidden(f"`{state.command}` has no permission entry: denied by default")
+from arbiter_cli.errors import InvalidInput
 
 
 def _version(value: bool) -> None:
@@ -162,24 +51,14 @@ def build_app() -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(root)
-    from arbiter_cli.cli import agents, config_cmd, db, route, security, setup
-
-    setup.register(app)
-    security.register(app)
-    from arbiter_cli.cli import soak as soak_cli  # noqa: I001 - one line per helper, no merge conflicts
-    soak_cli.register(app)
-    from arbiter_cli.cli import health as health_cli  # noqa: I001 - one line per helper
-    health_cli.register(app)
-    from arbiter_cli.cli import mutate as mutate_cli  # noqa: I001 - one line per helper
-    mutate_cli.register(app)
-    from arbiter_cli.cli import serve as serve_cli  # noqa: I001 - one line per helper
-    serve_cli.register(app)
+    for register in (setup.register, security.register, soak.register, health.register,
+                     mutate.register, serve.register):
+        register(app)
     app.add_typer(agents.app, name="agents")
     app.add_typer(route.app, name="route")
     app.add_typer(db.app, name="db")
     app.add_typer(config_cmd.app, name="config")
-    from arbiter_cli.cli import journal as journal_cli  # noqa: I001 - one line per group
-    app.add_typer(journal_cli.app, name="journal")
+    app.add_typer(journal.app, name="journal")
     return app
 
 
@@ -220,7 +99,7 @@ def root(
 
     Example: arbiter --json agents list
     """
-    from arbiter_cli.ids import uuid7
+    from arbiter_cli.ids import uuid7  # deferred: start-up of `arbiter --help`
 
     if correlation_id is not None and not _printable(correlation_id, 200):
         from typer._click.exceptions import BadParameter
@@ -241,12 +120,13 @@ def _check_paths(profile: str | None, metrics_file: Path | None) -> None:
     from typer._click.exceptions import BadParameter
 
     if profile is not None:
-        from arbiter_cli.adapters.credentials import PROFILE_RE
+        from arbiter_cli.adapters.credentials import PROFILE_RE  # deferred: start-up of `arbiter --help`
 
         if not PROFILE_RE.fullmatch(profile):
             raise BadParameter("must be 1 to 64 letters, digits, '.', '_' or '-'",
                                param_hint="--profile")
     if metrics_file is not None:
+        # deferred: start-up of `arbiter --help`
         from arbiter_cli.adapters.metrics import metrics_file_problem
 
         problem = metrics_file_problem(metrics_file)
@@ -259,8 +139,6 @@ def _printable(value: str, limit: int) -> bool:
 
 
 def _usage_error(args: list[str], message: str) -> int:
-    from arbiter_cli.cli import render
-
     state = State(json="--json" in args)
     render.error(state, InvalidInput(" ".join(message.split())))
     return 2

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 import typer
 
 from arbiter_cli.cli import render
-from arbiter_cli.cli.app import JsonOpt, TokenOpt, command, state_of
+from arbiter_cli.cli.boundary import command
+from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -22,7 +23,7 @@ def show(ctx: typer.Context, json_out: JsonOpt = False,
 
     Example: ARBITER_ROUTING__STRATEGY=ucb arbiter config show --json
     """
-    from arbiter_cli.config import KEYS
+    from arbiter_cli.config import KEYS  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     settings = state.settings
@@ -47,7 +48,7 @@ def show(ctx: typer.Context, json_out: JsonOpt = False,
 
 
 def _masked(url: str) -> str:
-    from arbiter_cli.dburl import mask_url
+    from arbiter_cli.dburl import mask_url  # deferred: start-up of `arbiter --help`
 
     return mask_url(url)
 

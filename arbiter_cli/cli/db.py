@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Annotated, TextIO
 import typer
 
 from arbiter_cli.cli import render
-from arbiter_cli.cli.app import JsonOpt, TokenOpt, command, state_of
+from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.consent import YesOpt, require_consent
+from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
+from arbiter_cli.errors import CheckFailed
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -25,7 +27,7 @@ UrlOpt = Annotated[str | None, typer.Option(
 
 
 def _engine(state: State, url: str | None, *, create: bool = False) -> Engine:
-    from arbiter_cli.bootstrap import sql_engine
+    from arbiter_cli.bootstrap import sql_engine  # deferred: start-up of `arbiter --help`
 
     engine = sql_engine(state.settings, url, create=create, telemetry=state.telemetry)
     state.on_close(engine.dispose)
@@ -49,7 +51,7 @@ def upgrade(
 
     Example: arbiter db upgrade
     """
-    from arbiter_cli.adapters import migrations
+    from arbiter_cli.adapters import migrations  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     engine = _engine(state, database_url, create=True)
@@ -76,7 +78,7 @@ def downgrade(
 
     Example: arbiter db downgrade head-1 --yes
     """
-    from arbiter_cli.adapters import migrations
+    from arbiter_cli.adapters import migrations  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     engine = _engine(state, database_url)
@@ -114,7 +116,7 @@ def _describe(plan: DowngradePlan, where: str) -> str:
 
 
 def _masked(url: str) -> str:
-    from arbiter_cli.config import mask_url
+    from arbiter_cli.config import mask_url  # deferred: start-up of `arbiter --help`
 
     return mask_url(url)
 
@@ -126,8 +128,8 @@ def current(ctx: typer.Context, database_url: UrlOpt = None, json_out: JsonOpt =
 
     Example: arbiter db current --json
     """
-    from arbiter_cli.adapters import migrations
-    from arbiter_cli.adapters.sql.schema_version import HEAD
+    from arbiter_cli.adapters import migrations  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.adapters.sql.schema_version import HEAD  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     revision = migrations.current(_engine(state, database_url))
@@ -143,7 +145,7 @@ def history(ctx: typer.Context, json_out: JsonOpt = False,
 
     Example: arbiter db history
     """
-    from arbiter_cli.adapters import migrations
+    from arbiter_cli.adapters import migrations  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     revisions = migrations.history(sys.stderr)
@@ -163,8 +165,7 @@ def check(ctx: typer.Context, database_url: UrlOpt = None, json_out: JsonOpt = F
 
     Example: arbiter db check
     """
-    from arbiter_cli.adapters import migrations
-    from arbiter_cli.errors import CheckFailed
+    from arbiter_cli.adapters import migrations  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     differences = migrations.check(_engine(state, database_url))

@@ -7,12 +7,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from arbiter_cli.cli import render
-from arbiter_cli.cli.app import JsonOpt, TokenOpt, command, state_of
+from arbiter_cli.cli.boundary import command
+from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
+from arbiter_cli.errors import InvalidInput
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from arbiter_cli.services.health import Check, HealthReport
+    from arbiter_cli.domain.health import Check
+    from arbiter_cli.tools.health import HealthReport
 
 MARKS = {"pass": ("[+]", "green", "ok"), "warn": ("[!]", "yellow", "warn"),
          "fail": ("[-]", "red", "failed")}
@@ -39,14 +42,15 @@ def health(
 
     Example: arbiter health --json
     """
-    from arbiter_cli.errors import InvalidInput
-    from arbiter_cli.services.health import evaluate
+    from arbiter_cli.bootstrap import sql_engine  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.tools.health import evaluate  # deferred: start-up of `arbiter --help`
 
     if live and ready:
         raise InvalidInput("--live and --ready exclude each other", field="mode",
                            rule="exclusive")
     state = state_of(ctx)
-    report = evaluate(state.settings, mode="live" if live else "ready" if ready else "full")
+    report = evaluate(state.settings, mode="live" if live else "ready" if ready else "full",
+                      engine=sql_engine)
     state.gauge("arbiter_health_status", "Health of this run: 0 pass, 1 warn, 2 fail.",
                 report.exit_code, mode=report.mode)
     render.emit(state, report.to_dict(), lambda console: _human(console, report))

@@ -100,7 +100,7 @@ def _line(line: str, number: int, field: str) -> dict[str, Any]:
 def parse_since(value: str | None) -> datetime | timedelta | None:
     """``--since``: a duration (meaning the database's now minus it) or an RFC 3339 timestamp
     with a zone, in UTC. Anything else, or a time outside years 1–9999 in UTC, is exit 2."""
-    from arbiter_cli.config import parse_duration
+    from arbiter_cli.config import parse_duration  # deferred: start-up of `arbiter --help`
 
     if value is None:
         return None

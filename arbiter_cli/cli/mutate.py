@@ -9,8 +9,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+import arbiter_cli
 from arbiter_cli.cli import render
-from arbiter_cli.cli.app import JsonOpt, TokenOpt, command, state_of
+from arbiter_cli.cli.boundary import command
+from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
+from arbiter_cli.errors import CheckFailed, InvalidInput
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
     from rich.status import Status
     from rich.table import Table
 
-    from arbiter_cli.services.mutate import MutationReport
+    from arbiter_cli.tools.mutate import MutationReport
 
 LOG_EVERY_S = 30.0
 
@@ -62,17 +65,13 @@ def mutate(
     """
     import os
 
-    from arbiter_cli.adapters import mutation as adapter
-    from arbiter_cli.errors import CheckFailed, InvalidInput, MissingExtra
-    from arbiter_cli.services import mutate as service
+    from arbiter_cli.bootstrap import mutation_run  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.tools import mutate as service  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     if sys.platform == "win32":
         raise InvalidInput("arbiter mutate needs fork(): run it on Linux or macOS",
                            field="platform", rule="posix")
-    executable = adapter.find_mutmut()
-    if executable is None:
-        raise MissingExtra("mutate", "mutmut")
     request = service.MutationRequest(
         project=(project or _checkout()).resolve(),
         patterns=tuple(paths) if paths else service.CORE_SCOPE,
@@ -83,21 +82,8 @@ def mutate(
         changed_since=changed_since,
         explicit_paths=bool(paths),
     )
-
-    def changed(root: Path, revision: str) -> set[str]:
-        try:
-            return adapter.changed_files(root, revision)
-        except adapter.GitError as exc:
-            raise InvalidInput(f"--changed-since: {exc}", field="changed_since",
-                               rule="revision") from None
-
     with _Progress(sys.stderr.isatty()) as on_progress:
-        report = service.run_mutation(
-            request, adapter.MutmutRunner(executable, os.environ),
-            changed_files=changed, build_workspace=adapter.build_workspace,
-            pytest_options=adapter.pytest_options(request.project),
-            log_reason=adapter.log_reason, on_progress=on_progress,
-        )
+        report = mutation_run(request, on_progress)
     render.emit(state, report.to_dict(), lambda console: _human(console, report, show_survivors))
     announce("mutate.wrote", path=str(report.report_path))
     if not report.passed:
@@ -109,6 +95,7 @@ def mutate(
 
 def announce(event: str, **values: object) -> None:
     """Progress as log events (JSON off a terminal), shown at every --log-level."""
+    # deferred: start-up of `arbiter --help`
     from arbiter_cli.observability.logging import announce as log_announce
 
     log_announce(event, **values)
@@ -116,8 +103,6 @@ def announce(event: str, **values: object) -> None:
 
 def _checkout() -> Path:
     """The directory holding the imported ``arbiter_cli`` package (a clone, or site-packages)."""
-    import arbiter_cli
-
     return Path(arbiter_cli.__file__).resolve().parent.parent
 
 

@@ -60,6 +60,7 @@ def error(state: State | None, exc: ArbiterError,
     if state is not None and state.json:
         document: Any = exc.to_dict()
         if redact is not None:
+            # deferred: start-up of `arbiter --help`
             from arbiter_cli.observability.redact import redact_value
 
             document = redact_value(document, redact)
@@ -72,7 +73,7 @@ def error(state: State | None, exc: ArbiterError,
 
 def warn(message: str) -> None:
     """A warning on stderr, as a log event: JSON or console like every other log line."""
-    from arbiter_cli.observability import logging as log
+    from arbiter_cli.observability import logging as log  # deferred: start-up of `arbiter --help`
 
     log.get_logger().warning(message)
 

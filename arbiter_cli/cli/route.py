@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from arbiter_cli.cli import render
-from arbiter_cli.cli.app import CursorOpt, JsonOpt, LimitOpt, SinceOpt, TokenOpt, command, state_of
-from arbiter_cli.cli.inputs import parse_since
+from arbiter_cli.cli.boundary import command
+from arbiter_cli.cli.inputs import parse_since, read_documents
+from arbiter_cli.cli.options import CursorOpt, JsonOpt, LimitOpt, SinceOpt, TokenOpt, state_of
+from arbiter_cli.domain.validation import fail
 
 if TYPE_CHECKING:
 
@@ -98,9 +100,6 @@ def task(
 
     Example: arbiter route task --task-type code-review --language Python --task-id PR-1234 --json
     """
-    from arbiter_cli.cli.inputs import read_documents
-    from arbiter_cli.domain.validation import fail
-
     state = state_of(ctx)
     flags = {"task_type": task_type, "task_id": task_id, "languages": languages,
              "specializations": specializations, "prefer": prefer, "priority": priority,
@@ -148,7 +147,7 @@ def outcome(
 
     Example: arbiter route outcome --task-id PR-1234 --success --quality 0.9 --latency-ms 42000
     """
-    from arbiter_cli.domain.routing import Outcome
+    from arbiter_cli.domain.routing import Outcome  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     result = Outcome.parse(success=success, quality=quality, latency_ms=latency_ms,
@@ -310,17 +309,14 @@ def simulate(
 
     Example: arbiter route simulate --agents 5 --tasks 3000 --strategy all --seed 7
     """
-    from arbiter_cli.bootstrap import routing_policy
-    from arbiter_cli.cli.inputs import read_documents
-    from arbiter_cli.domain.routing import STRATEGIES
-    from arbiter_cli.services import simulate as sim
+    from arbiter_cli.bootstrap import routing_policy  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.domain.routing import STRATEGIES  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.services import simulate as sim  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     documents = read_documents(truth, "truth", max_bytes=state.settings.bytes(
         "security.max_input_bytes")) if truth else None
     if documents is not None and len(documents) != 1:
-        from arbiter_cli.domain.validation import fail
-
         raise fail("truth", "single", "must hold exactly one JSON object")
     table = sim.truth_table(documents[0] if documents else None, agents, seed)
     strategies = list(STRATEGIES) if strategy == "all" else [strategy]

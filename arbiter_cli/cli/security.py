@@ -7,8 +7,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from arbiter_cli.cli import render
-from arbiter_cli.cli.app import CursorOpt, JsonOpt, LimitOpt, SinceOpt, TokenOpt, command, state_of
+from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.consent import YesOpt, require_consent
+from arbiter_cli.cli.inputs import parse_since
+from arbiter_cli.cli.options import CursorOpt, JsonOpt, LimitOpt, SinceOpt, TokenOpt, state_of
+from arbiter_cli.cli.setup import save_new_token
+from arbiter_cli.domain.validation import fail, integer
+from arbiter_cli.errors import CheckFailed
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -58,6 +63,7 @@ def login(
 
     Example: arbiter login --token arb_abcd1234efgh_... --profile ci
     """
+    # deferred: start-up of `arbiter --help`
     from arbiter_cli.adapters.credentials import check_profile, save_token
 
     state = state_of(ctx)
@@ -95,8 +101,7 @@ def tokens_create(
 
     Example: arbiter tokens create --role orchestrator --name ci-router --expires-in 90d
     """
-    from arbiter_cli.config import parse_duration
-    from arbiter_cli.domain.validation import fail
+    from arbiter_cli.config import parse_duration  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     seconds = None
@@ -180,9 +185,8 @@ def tenants_create(
 
     Example: arbiter tenants create team-b --save
     """
-    from arbiter_cli.adapters.credentials import check_saveable
-    from arbiter_cli.cli.setup import save_new_token
-    from arbiter_cli.services.security import check_tenant_name
+    from arbiter_cli.adapters.credentials import check_saveable  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.services.security import check_tenant_name  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     path = state.settings.paths.credentials_file
@@ -229,9 +233,6 @@ def audit_list(
 
     Example: arbiter audit list --since 1h --action route.task
     """
-    from arbiter_cli.cli.inputs import parse_since
-    from arbiter_cli.domain.validation import integer
-
     state = state_of(ctx)
     app = state.app()
     before = None if cursor is None else integer(cursor, "cursor", low=1, high=2**62)
@@ -265,8 +266,6 @@ def audit_verify(
 
     Example: arbiter audit verify --expect-head 1042:3f5a...
     """
-    from arbiter_cli.errors import CheckFailed
-
     state = state_of(ctx)
     verdict = state.app().security.verify(state.principal(), expect_head)
     document = {"ok": verdict.ok, "events": verdict.events, "head": verdict.head,

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from arbiter_cli.cli import render
-from arbiter_cli.cli.app import JsonOpt, TokenOpt, command, state_of
+from arbiter_cli.cli.boundary import command
+from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -43,14 +44,16 @@ def serve(
     """
     import time
 
-    from arbiter_cli.observability import logging as log
-    from arbiter_cli.observability.metrics import Metrics
-    from arbiter_cli.services.serve import Server
+    from arbiter_cli.bootstrap import sql_engine  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.observability import logging as log  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.observability.metrics import Metrics  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.tools.serve import Server  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     settings = state.settings
     assert state.telemetry is not None  # set by the boundary before every command body
-    server = Server(settings, state.telemetry, Metrics(), host=host, port=port)
+    server = Server(settings, state.telemetry, Metrics(), host=host, port=port,
+                    engine=sql_engine)
     stop = threading.Event()
     received: list[str] = []
     started = time.monotonic()

@@ -9,19 +9,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from arbiter_cli.cli import render
-from arbiter_cli.cli.app import JsonOpt, TokenOpt, command, state_of
+from arbiter_cli.cli.boundary import command
+from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
+from arbiter_cli.errors import ConfigInvalid, Conflict
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import TextIO
 
     from rich.console import Console
     from rich.progress import Progress
 
-    from arbiter_cli.cli.state import State
     from arbiter_cli.domain.agents import Agent
-    from arbiter_cli.services.demo import DemoReport
-    from arbiter_cli.services.security import Bootstrap
+    from arbiter_cli.tools.demo import DemoReport
 
 
 def register(app: typer.Typer) -> None:
@@ -51,8 +50,8 @@ def init(
     """
     from dataclasses import replace
 
-    from arbiter_cli.adapters.credentials import read_profiles
-    from arbiter_cli.services.setup import init_database
+    from arbiter_cli.adapters.credentials import read_profiles  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.bootstrap import init_store  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     settings = state.settings
@@ -61,10 +60,8 @@ def init(
     profile = state.profile_name()
     path = settings.paths.credentials_file
     read_profiles(path)  # an unreadable or unsafe credentials file stops us before any change
-    result = init_database(
-        lambda: _migrate(state, url, sys.stderr),
-        lambda: _bootstrap(state, url, issue=enabled, before_issue=lambda: _saveable(
-            path, profile, force=force)))
+    result = init_store(settings, url, out=sys.stderr, issue=enabled, telemetry=state.telemetry,
+                        before_issue=lambda: _saveable(path, profile, force=force))
     if result.admin_token is not None:
         saved = save_new_token(path, profile, result.admin_token, force=force)
         result = replace(result, credentials_file=str(path) if saved else None,
@@ -86,32 +83,8 @@ def init(
     render.emit(state, result.to_dict(), human)
 
 
-def _migrate(state: State, url: str, out: TextIO) -> str | None:
-    from arbiter_cli.adapters import migrations
-    from arbiter_cli.bootstrap import sql_engine
-
-    engine = sql_engine(state.settings, url, create=True, telemetry=state.telemetry)
-    try:
-        return migrations.upgrade(engine, "head", out)[1]
-    finally:
-        engine.dispose()
-
-
-def _bootstrap(state: State, url: str, *, issue: bool,
-               before_issue: Callable[[], None] | None = None) -> Bootstrap:
-    """Tenant 'default' and, with ``issue``, the first admin token, under the migration lock."""
-    from arbiter_cli.adapters import migrations
-    from arbiter_cli.bootstrap import build
-
-    app = build(state.settings, url=url, telemetry=state.telemetry)
-    state.on_close(app.close)
-    assert app.engine is not None
-    with migrations.setup_lock(app.engine):
-        return app.security.bootstrap(issue=issue, before_issue=before_issue)
-
-
 def _saveable(path: Path, profile: str, *, force: bool) -> None:
-    from arbiter_cli.adapters.credentials import check_saveable
+    from arbiter_cli.adapters.credentials import check_saveable  # deferred: start-up of `arbiter --help`
 
     check_saveable(path, profile, force=force, hint=(
         "this database has no token yet, and its first admin token will not replace that one: "
@@ -120,8 +93,7 @@ def _saveable(path: Path, profile: str, *, force: bool) -> None:
 
 def save_new_token(path: Path, profile: str, token: str, *, force: bool = False) -> bool:
     """Save the new admin token; if that fails now, warn and still show it (never lost)."""
-    from arbiter_cli.adapters.credentials import save_token
-    from arbiter_cli.errors import ConfigInvalid, Conflict
+    from arbiter_cli.adapters.credentials import save_token  # deferred: start-up of `arbiter --help`
 
     try:
         save_token(path, profile, token, force=force)
@@ -132,7 +104,7 @@ def save_new_token(path: Path, profile: str, token: str, *, force: bool = False)
 
 
 def _masked(url: str) -> str:
-    from arbiter_cli.config import mask_url
+    from arbiter_cli.config import mask_url  # deferred: start-up of `arbiter --help`
 
     return mask_url(url)
 
@@ -161,12 +133,13 @@ def demo(
     """
     import io
 
-    from arbiter_cli.adapters import demo_files
+    from arbiter_cli.adapters import demo_files  # deferred: start-up of `arbiter --help`
+
+    # deferred: start-up of `arbiter --help`
     from arbiter_cli.adapters.sql.engine import backend_of, sqlite_path
-    from arbiter_cli.bootstrap import build
-    from arbiter_cli.domain.principal import Principal
-    from arbiter_cli.services import demo as scenario
-    from arbiter_cli.services.setup import init_database
+    from arbiter_cli.bootstrap import build, init_store  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.domain.principal import Principal  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.tools import demo as scenario  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     settings = state.settings
@@ -178,8 +151,7 @@ def demo(
     principal = Principal.local_admin()
     state.tenant = principal.tenant
     try:
-        init_database(lambda: _migrate(state, url, io.StringIO()),
-                   lambda: _bootstrap(state, url, issue=False))
+        init_store(settings, url, out=io.StringIO(), issue=False, telemetry=state.telemetry)
         app = build(settings, url=url, telemetry=state.telemetry)
         try:
             scenario.register_fleet(app.agents, principal)
@@ -275,12 +247,14 @@ def bench(
 
     Example: arbiter bench --workload e2e --backend postgres --processes 4 --seconds 10
     """
-    from arbiter_cli.services import bench as benchmarks
+    from arbiter_cli.bootstrap import scratch_app  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.tools import bench as benchmarks  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     result = benchmarks.run(state.settings, workload=workload, agents=agents, backend=backend,
                             database_url=database_url, queries=queries, seconds=seconds,
                             processes=processes, warm_outcomes=warm_outcomes,
+                            scratch_app=scratch_app,
                             log=lambda message: render.stderr_console().print(message)
                             if not state.json else None)
     render.emit(state, result, lambda c: _bench_human(c, result))

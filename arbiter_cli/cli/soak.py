@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from arbiter_cli.cli import render
-from arbiter_cli.cli.app import JsonOpt, TokenOpt, command, state_of
+from arbiter_cli.cli.boundary import command
+from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
+from arbiter_cli.errors import CheckFailed, Interrupted, LimitExceeded
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -67,8 +69,9 @@ def soak(
 
     Example: arbiter soak --duration 30m --backend postgres --sample-interval 10s
     """
-    from arbiter_cli.services import soak as soaking
-    from arbiter_cli.soak.options import parse_options
+    from arbiter_cli.bootstrap import scratch_app  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.tools.soak import runner as soaking  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.tools.soak.options import parse_options  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
     options = parse_options(
@@ -78,7 +81,8 @@ def soak(
         max_rss=max_rss, output=output or soaking.default_output(state.settings.paths.data_dir),
         keep=keep, workload=workload)
     summary = soaking.run(state.settings, options,
-                          context={"correlation_id": state.correlation_id, "command": "soak"})
+                          context={"correlation_id": state.correlation_id, "command": "soak"},
+                          scratch_app=scratch_app)
     _gauges(state, summary)
     render.emit(state, summary, lambda c: _human(c, summary))
     _exit_for(summary)
@@ -100,8 +104,6 @@ def _gauges(state: State, summary: dict[str, Any]) -> None:
 
 
 def _exit_for(summary: dict[str, Any]) -> None:
-    from arbiter_cli.errors import CheckFailed, LimitExceeded
-
     where = summary["artifacts"]["summary"]
     if summary["verdict"] == "leak":
         raise CheckFailed(f"{summary['reason']} (see {where})")
@@ -110,8 +112,6 @@ def _exit_for(summary: dict[str, Any]) -> None:
                             f"{summary['thresholds']['max_rss_bytes'] / 2**20:.1f} MiB: run "
                             f"stopped (see {where})")
     if summary["stopped_by"] in ("SIGINT", "SIGTERM"):
-        from arbiter_cli.errors import Interrupted
-
         raise Interrupted(f"stopped by {summary['stopped_by']}; artifacts in "
                           f"{summary['artifacts']['output']}")
 

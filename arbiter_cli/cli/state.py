@@ -114,7 +114,7 @@ class State:
         else:
             self._principal = app.security.admit(self.resolve_token(), self.command)
         self.tenant = self._principal.tenant
-        bind_tenant(self)
+        bind_tenant(self.telemetry, self.tenant)
 
     def _refuse_switch_off(self, app: App) -> None:
         """``security.enabled = false`` only on a database without tokens (SPEC §4.1).
@@ -170,7 +170,7 @@ class State:
 
             self._principal = Principal.local_admin()
             self.tenant = self._principal.tenant
-            bind_tenant(self)
+            bind_tenant(self.telemetry, self.tenant)
         return self._principal
 
     def meta(self, **extra: Any) -> dict[str, Any]:

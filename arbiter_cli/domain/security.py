@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from arbiter_cli.domain.agents import rfc3339
 from arbiter_cli.domain.principal import ROLES, Principal
+from arbiter_cli.domain.validation import fail
 from arbiter_cli.errors import Forbidden, Unauthenticated
 
 TOKEN_RE = re.compile(r"arb_([a-z0-9]{12})_([A-Za-z0-9_-]{43,})")
@@ -75,8 +77,6 @@ def authorize_field(principal: Principal, command: str, field: str) -> None:
 
 
 def check_role(role: str) -> str:
-    from arbiter_cli.domain.validation import fail
-
     if role not in RANK:
         raise fail("role", "allowed", f"must be one of {', '.join(ROLES)}")
     return role
@@ -100,8 +100,6 @@ class TokenRecord:
     burst: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        from arbiter_cli.domain.agents import rfc3339
-
         def when(moment: datetime | None) -> str | None:
             return None if moment is None else rfc3339(moment)
 
@@ -198,8 +196,6 @@ class AuditEvent:
     hash: str
 
     def body(self) -> dict[str, Any]:
-        from arbiter_cli.domain.agents import rfc3339
-
         return {"tenant": self.tenant, "seq": self.seq, "at": rfc3339(self.at),
                 "actor": self.actor, "action": self.action, "target": self.target,
                 "result": self.result, "correlation_id": self.correlation_id,
@@ -258,8 +254,6 @@ class Anchor:
 
 def parse_anchor(text: str, field: str = "expect_head") -> Anchor:
     """``"42:3f5a…"`` → Anchor(42, "3f5a…"); anything else is exit 2."""
-    from arbiter_cli.domain.validation import fail
-
     match = ANCHOR_RE.fullmatch(text.strip().lower()) if isinstance(text, str) else None
     if match is None:
         raise fail(field, "format", "must be SEQ:HASH as printed by `arbiter audit verify` "

@@ -5,11 +5,12 @@ process did from the shared database (SPEC §9):
 
 - ``FleetCollector``: decisions by strategy, explore flag and outcome, decision latency as a
   histogram, open decisions, decisions flagged ``over_capacity``, agents by status, and
-  utilization. Two aggregate queries
-  (SQLAlchemy Core over ``adapters/sql/tables.py``), one scan of ``decisions`` and one of
-  ``agents``, all tenants together;
-- ``ResilienceCollector``: breaker state and journal backlog (``resilience_status``);
-- ``SoakCollector``: the RSS of soak runs alive on this host (their state files).
+  utilization. Two aggregate queries behind the ``FleetQuery`` port (``adapters/sql/fleet.py``),
+  one scan of ``decisions`` and one of ``agents``, all tenants together;
+- ``ResilienceCollector``: breaker state and journal backlog (the ``resilience_status`` that
+  ``serve`` hands it);
+- ``SoakCollector``: the RSS of soak runs alive on this host (the state files that the
+  ``live_states`` it is handed reads).
 
 A failing read never fails the scrape: the collector reports ``arbiter_fleet_up 0`` and logs.
 """
@@ -17,12 +18,13 @@ A failing read never fails the scrape: the collector reports ``arbiter_fleet_up 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from arbiter_cli.domain.agents import STATUSES
 from arbiter_cli.observability import logging as log
-from arbiter_cli.observability.metrics import BY_NAME, DECISION_BUCKETS, record_resilience
+from arbiter_cli.observability.metrics import BY_NAME, DECISION_BUCKETS, Metrics, record_resilience
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -31,16 +33,27 @@ if TYPE_CHECKING:
 
 _log = log.get_logger()
 OUTCOMES = ("succeeded", "failed", "expired")
+ResilienceStatus = Callable[["Settings"], Mapping[str, Any]]
+LiveStates = Callable[[Path], list[dict[str, Any]]]
 
 
-def read_resilience(settings: Settings) -> dict[str, Any] | None:
-    """``resilience_status(settings)``, or None while the resilience layer is absent or fails."""
+class FleetQuery(Protocol):
+    """The two aggregate reads of the fleet (``adapters/sql/fleet.py`` implements them)."""
+
+    def decisions(self, conn: Connection, bounds_us: Sequence[int]) -> Sequence[Sequence[Any]]:
+        """Per (strategy, explored, status): count, latency sum, over_capacity count, and the
+        count at or under each bound of ``bounds_us``."""
+        ...
+
+    def agents(self, conn: Connection) -> Sequence[Sequence[Any]]:
+        """Per status: count, active tasks, capacity."""
+        ...
+
+
+def read_resilience(settings: Settings, status: ResilienceStatus) -> dict[str, Any] | None:
+    """``status(settings)`` (the journal's ``resilience_status``), or None when it fails."""
     try:
-        from arbiter_cli.resilience.journal import resilience_status
-    except ImportError:
-        return None
-    try:
-        return dict(resilience_status(settings))
+        return dict(status(settings))
     except Exception as exc:  # noqa: BLE001 - metrics must not take the command down
         _log.warning("resilience.status_unreadable", error=f"{type(exc).__name__}: {exc}")
         return None
@@ -49,9 +62,10 @@ def read_resilience(settings: Settings) -> dict[str, Any] | None:
 class FleetCollector:
     """The fleet's state from the database, under the names of ``metrics.SPECS``."""
 
-    def __init__(self, engine: Callable[[], Engine],
+    def __init__(self, engine: Callable[[], Engine], query: FleetQuery,
                  guard: Callable[[Callable[[], Any]], Any] = lambda read: read()) -> None:
         self._engine_factory = engine
+        self._query = query
         self._engine: Engine | None = None
         self._guard = guard  # serve passes the breaker and the command budget for PostgreSQL
         self._last_problem: str | None = None
@@ -85,7 +99,9 @@ class FleetCollector:
     def _read(self) -> list[Any]:
         assert self._engine is not None
         with self._engine.connect() as conn:
-            return [*_decision_families(conn), *_agent_families(conn)]
+            bounds_us = [int(bound * 1_000_000) for bound in DECISION_BUCKETS]
+            return [*_decision_families(self._query.decisions(conn, bounds_us)),
+                    *_agent_families(self._query.agents(conn))]
 
     def close(self) -> None:
         if self._engine is not None:
@@ -98,23 +114,13 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {(text.splitlines() or [''])[0][:200]}"
 
 
-def _decision_families(conn: Connection) -> list[Any]:
-    from prometheus_client.core import (
+def _decision_families(rows: Sequence[Sequence[Any]]) -> list[Any]:
+    from prometheus_client.core import (  # prometheus_client: only when serve scrapes
         CounterMetricFamily,
         GaugeMetricFamily,
         HistogramMetricFamily,
     )
-    from sqlalchemy import case, func, select
 
-    from arbiter_cli.adapters.sql.tables import decisions as d
-
-    buckets = [func.sum(case((d.c.latency_us <= int(bound * 1_000_000), 1), else_=0))
-               for bound in DECISION_BUCKETS]
-    rows = conn.execute(
-        select(d.c.strategy, d.c.explored, d.c.status, func.count(), func.sum(d.c.latency_us),
-               func.sum(case((d.c.over_capacity, 1), else_=0)), *buckets)
-        .group_by(d.c.strategy, d.c.explored, d.c.status)
-    ).all()
     routed: dict[tuple[str, str], float] = defaultdict(float)
     outcomes: dict[str, float] = dict.fromkeys(OUTCOMES, 0.0)
     open_ = 0.0
@@ -157,17 +163,9 @@ def _le(bound: float) -> str:
     return repr(float(bound))
 
 
-def _agent_families(conn: Connection) -> list[Any]:
+def _agent_families(rows: Sequence[Sequence[Any]]) -> list[Any]:
     from prometheus_client.core import GaugeMetricFamily
-    from sqlalchemy import func, select
 
-    from arbiter_cli.adapters.sql.tables import agents as a
-    from arbiter_cli.domain.agents import STATUSES
-
-    rows = conn.execute(
-        select(a.c.status, func.count(), func.sum(a.c.active_tasks), func.sum(a.c.capacity))
-        .group_by(a.c.status)
-    ).all()
     by_status = dict.fromkeys(STATUSES, 0.0)
     active = capacity = 0.0
     for status, n, busy, slots in rows:
@@ -191,16 +189,15 @@ def _agent_families(conn: Connection) -> list[Any]:
 class ResilienceCollector:
     """``arbiter_breaker_state`` and ``arbiter_journal_*`` at scrape time."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, status: ResilienceStatus) -> None:
         self._settings = settings
+        self._status = status
 
     def describe(self) -> list[Any]:
         return []
 
     def collect(self) -> Iterator[Any]:
-        from arbiter_cli.observability.metrics import Metrics
-
-        status = read_resilience(self._settings)
+        status = read_resilience(self._settings, self._status)
         if status is None:
             return
         scratch = Metrics()
@@ -211,8 +208,9 @@ class ResilienceCollector:
 class SoakCollector:
     """``arbiter_soak_rss_bytes{stat="current"}``: the largest RSS of the soaks alive here."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, live_states: LiveStates) -> None:
         self._data_dir = data_dir
+        self._live_states = live_states
 
     def describe(self) -> list[Any]:
         return []
@@ -221,11 +219,7 @@ class SoakCollector:
         from prometheus_client.core import GaugeMetricFamily
 
         try:
-            from arbiter_cli.services.soak_state import live_states
-        except ImportError:
-            return
-        try:
-            states = live_states(self._data_dir)
+            states = self._live_states(self._data_dir)
         except OSError as exc:
             _log.warning("soak.state_unreadable", error=str(exc))
             return

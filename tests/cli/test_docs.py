@@ -9,8 +9,8 @@ from pathlib import Path
 from arbiter_cli.config import KEYS, _defaults, _validate
 
 ROOT = Path(__file__).resolve().parents[2]
-TEST_COMMAND = ("python3 -m venv .venv && .venv/bin/pip install -e '.[test,soak,mutate]' "
-                "&& .venv/bin/pytest")
+TEST_COMMAND = ("python3 -m venv .venv && .venv/bin/pip install -e '.[test,soak,mutate,dev]' "
+                "&& scripts/check && .venv/bin/pytest")
 DEMO_COMMAND = "python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/arbiter demo"
 
 

@@ -114,7 +114,7 @@ def test_live_and_ready_together_are_a_usage_error(clean_env):
 
 
 def test_soak_run_over_its_soft_limit_is_warn_exit_1(initialized):
-    from arbiter_cli.services.soak_state import remove_state, write_state
+    from arbiter_cli.tools.soak.state import remove_state, write_state
 
     data_dir = Path(initialized["ARBITER_DATA_DIR"])
     write_state(data_dir, {"pid": os.getpid(), "started_at": time.time(),
@@ -132,7 +132,7 @@ def test_soak_run_over_its_soft_limit_is_warn_exit_1(initialized):
 
 
 def test_low_disk_is_warn_exit_1(initialized, monkeypatch):
-    from arbiter_cli.services import health
+    from arbiter_cli.tools import health
 
     monkeypatch.setattr(health, "DEFAULT_THRESHOLDS", health.Thresholds(disk_warn_bytes=2**62))
     result = cli("health")

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from arbiter_cli.adapters.mutation import Progress, parse_progress, parse_statuses, pyproject
-from arbiter_cli.services.mutate import (
+from arbiter_cli.tools.mutate import (
     CORE_SCOPE,
     ModuleCounts,
     overall_score,

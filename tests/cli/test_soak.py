@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from arbiter_cli.soak.workload import LEAK_BYTES_PER_S
+from arbiter_cli.tools.soak.workload import LEAK_BYTES_PER_S
 from tests.helpers import PG_ENV, cli, postgres_url
 
 SHORT = ["--duration", "40s", "--sample-interval", "1s", "--warmup", "20%",

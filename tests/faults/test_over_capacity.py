@@ -221,9 +221,11 @@ def _fleet_gauge(site: Site, name: str) -> float:
     """What ``serve``'s fleet collector exposes for ``name``, read from PostgreSQL."""
     from sqlalchemy import create_engine
 
+    from arbiter_cli.adapters.sql.fleet import SqlFleetQuery
     from arbiter_cli.observability.fleet import FleetCollector
 
-    collector = FleetCollector(lambda: create_engine(site.cluster.url(site.database)))
+    collector = FleetCollector(lambda: create_engine(site.cluster.url(site.database)),
+                               SqlFleetQuery())
     try:
         for family in collector.collect():
             if family.name == name:

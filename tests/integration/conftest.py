@@ -17,7 +17,7 @@ def clock() -> FakeClock:
 @pytest.fixture(params=BACKENDS)
 def backend_app(request: pytest.FixtureRequest, test_settings, clock):  # type: ignore[no-untyped-def]
     """An initialized app on a scratch store of each backend, with the fake clock."""
-    from arbiter_cli.adapters.scratch import scratch_app
+    from arbiter_cli.bootstrap import scratch_app
 
     url = postgres_url() if request.param == "postgres" else None
     with scratch_app(test_settings, request.param, purpose="t", database_url=url) as (app, _):

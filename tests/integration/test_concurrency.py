@@ -36,7 +36,7 @@ def _init(url: str, settings) -> None:  # type: ignore[no-untyped-def]
     from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
     from arbiter_cli.bootstrap import build, sql_engine, utc_now
     from arbiter_cli.domain.principal import Principal
-    from arbiter_cli.services.setup import initialize
+    from arbiter_cli.tools.setup import initialize
 
     engine = sql_engine(settings, url, create=True)
     initialize(SqlUnitOfWorkFactory(engine), lambda: migrations.upgrade(engine, "head",

@@ -392,7 +392,7 @@ def _isolated_settings(folder: Path) -> Any:
                                                                marks=pytest.mark.postgres)])
 def store(request: pytest.FixtureRequest, scratch_dir: Path) -> Iterator[Any]:
     """A migrated scratch store per backend, shared by every example of the module."""
-    from arbiter_cli.adapters.scratch import scratch_app
+    from arbiter_cli.bootstrap import scratch_app
 
     url = postgres_url() if request.param == "postgres" else None
     settings = _isolated_settings(scratch_dir / request.param)
@@ -557,7 +557,7 @@ def test_injection_strings_in_filters_read_nothing_and_write_nothing(store: Any,
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres",
                                                             marks=pytest.mark.postgres)])
 def test_lone_surrogates_are_rejected_as_invalid_input(backend: str, scratch_dir: Path):
-    from arbiter_cli.adapters.scratch import scratch_app
+    from arbiter_cli.bootstrap import scratch_app
     from arbiter_cli.domain.principal import Principal
 
     url = postgres_url() if backend == "postgres" else None
@@ -571,7 +571,7 @@ def test_lone_surrogates_are_rejected_as_invalid_input(backend: str, scratch_dir
 
 @pytest.mark.postgres
 def test_a_label_whose_lower_case_outgrows_64_characters_is_rejected(scratch_dir: Path):
-    from arbiter_cli.adapters.scratch import scratch_app
+    from arbiter_cli.bootstrap import scratch_app
     from arbiter_cli.domain.principal import Principal
 
     settings = _isolated_settings(scratch_dir / "label-postgres")

@@ -124,7 +124,7 @@ def test_the_walk_covers_every_service_method_that_takes_a_global_id():
 @pytest.fixture
 def seeded(backend_app) -> Seeded:  # type: ignore[no-untyped-def]
     """Tenant default owns an agent, an open decision and a token; tenant prober exists."""
-    from arbiter_cli.services.setup import initialize
+    from arbiter_cli.tools.setup import initialize
 
     initialize(backend_app.uow, lambda: None, backend_app.clock, tenant="prober")
     backend_app.agents.register(OWNER, [{"id": "owned", "name": "Owned", "model_family": "x",

@@ -62,7 +62,7 @@ def test_query_answers_match_the_in_memory_reference(agents, admin, test_setting
     from arbiter_cli.bootstrap import build_memory
 
     reference = build_memory(test_settings, clock=clock)
-    from arbiter_cli.services.setup import initialize
+    from arbiter_cli.tools.setup import initialize
 
     initialize(reference.uow, lambda: None, clock)
     seed(reference.agents, admin)
@@ -204,7 +204,7 @@ def test_cleanup_marks_only_silent_idle_agents_offline(agents, admin, travel):
 
 def test_other_tenants_agents_are_invisible(backend_app, agents, admin, clock):
     """Every query filters on the caller's tenant."""
-    from arbiter_cli.services.setup import initialize
+    from arbiter_cli.tools.setup import initialize
 
     initialize(backend_app.uow, lambda: None, clock, tenant="other")
     other = Principal(tenant="other", role="admin")

@@ -129,7 +129,7 @@ def test_outcome_releases_folds_and_is_idempotent(agents, routing, admin):
 
 def test_another_tenants_decision_answers_like_a_missing_one(backend_app, agents, routing,
                                                               admin, clock):
-    from arbiter_cli.services.setup import initialize
+    from arbiter_cli.tools.setup import initialize
 
     agents.register(admin, fleet(1))
     decision = routing.route(admin, TASK).decision

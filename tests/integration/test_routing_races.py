@@ -47,7 +47,7 @@ def _apps(sql_url: str, settings, n: int = 2):  # type: ignore[no-untyped-def]
     from arbiter_cli.adapters import migrations
     from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
     from arbiter_cli.bootstrap import build, sql_engine, utc_now
-    from arbiter_cli.services.setup import initialize
+    from arbiter_cli.tools.setup import initialize
 
     engine = sql_engine(settings, sql_url, create=True)
     initialize(SqlUnitOfWorkFactory(engine),

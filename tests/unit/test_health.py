@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import replace
@@ -11,23 +12,20 @@ from typing import Any
 
 import pytest
 
+from arbiter_cli.bootstrap import sql_engine
 from arbiter_cli.config import Settings
-from arbiter_cli.errors import StorageUnavailable
-from arbiter_cli.resilience.breaker import BreakerState, breaker_for
-from arbiter_cli.services.health import (
+from arbiter_cli.domain.health import (
     FAIL,
     GIB,
     MIB,
     PASS,
     WARN,
     Check,
-    HealthReport,
     Thresholds,
     backlog_status,
     breaker_status,
     conflicts_status,
     disk_status,
-    evaluate,
     latency_status,
     scrub,
     skew_status,
@@ -35,7 +33,14 @@ from arbiter_cli.services.health import (
     unreachable_status,
     worst,
 )
+from arbiter_cli.errors import StorageUnavailable
+from arbiter_cli.resilience.breaker import BreakerState, breaker_for
+from arbiter_cli.tools import health
 from tests.health_schema import health_body_problems
+
+HealthReport = health.HealthReport
+# The composition root hands the checks their engine factory; these tests pass the same one.
+evaluate = functools.partial(health.evaluate, engine=sql_engine)
 
 NOW = datetime(2026, 11, 29, 12, 0, 0, 250000, tzinfo=UTC)
 NOWHERE = "postgresql+psycopg2://arb:pw-s3cret@127.0.0.1:1/arbiter"  # nothing listens on port 1
@@ -294,7 +299,7 @@ def test_low_disk_threshold_makes_health_warn(test_settings: Settings) -> None:
 
 
 def test_live_soak_runs_each_add_a_soak_rss_entry(test_settings: Settings) -> None:
-    from arbiter_cli.services.soak_state import write_state
+    from arbiter_cli.tools.soak.state import write_state
 
     data_dir = test_settings.paths.data_dir
     base = {"started_at": time.time(), "updated_at": time.time(), "max_rss_bytes": 512 * MIB,

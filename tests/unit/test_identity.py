@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
+from arbiter_cli.bootstrap import sql_engine
 from arbiter_cli.config import Settings
+from arbiter_cli.domain.health import PASS, WARN
 from arbiter_cli.resilience.identity import (
     RECORD_FILE,
     mount_of,
@@ -24,7 +26,7 @@ from arbiter_cli.resilience.identity import (
     write_record,
 )
 from arbiter_cli.resilience.journal import Journal, store_key
-from arbiter_cli.services.health import PASS, WARN, evaluate
+from arbiter_cli.tools.health import evaluate
 
 URL_A = "postgresql+psycopg2://arb:pw-s3cret@127.0.0.1:1/arbiter"
 URL_B = "postgresql+psycopg2://arb:pw-s3cret@localhost:1/arbiter"
@@ -78,7 +80,7 @@ def test_health_warns_when_data_dir_is_not_persistent(test_settings: Settings, t
     data_dir = test_settings.paths.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     info = mountinfo(tmp_path, line(1, "/", "ext4"), line(2, str(data_dir.resolve()), fstype))
-    report = evaluate(test_settings, clock=lambda: datetime.now(UTC), mountinfo=info)
+    report = evaluate(test_settings, engine=sql_engine, clock=lambda: datetime.now(UTC), mountinfo=info)
     (check,) = [c for c in report.checks if c.name == "dataDir:persistent"]
     assert check.status == status, check
     assert fstype in check.output
@@ -87,7 +89,7 @@ def test_health_warns_when_data_dir_is_not_persistent(test_settings: Settings, t
 
 
 def test_health_on_the_real_mountinfo_has_the_check(test_settings: Settings) -> None:
-    report = evaluate(test_settings, clock=lambda: datetime.now(UTC))
+    report = evaluate(test_settings, engine=sql_engine, clock=lambda: datetime.now(UTC))
     assert [c.name for c in report.checks].count("dataDir:persistent") == 1
 
 

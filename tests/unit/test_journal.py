@@ -69,7 +69,7 @@ from arbiter_cli.resilience.retry import MAX_ATTEMPTS, guarded, unavailable_from
 from arbiter_cli.resilience.services import READS, ResilientService, journal_args
 from arbiter_cli.services.agents import AgentService
 from arbiter_cli.services.routing import Recorded, Routed, RoutingService
-from arbiter_cli.services.setup import initialize
+from arbiter_cli.tools.setup import initialize
 from tests.helpers import FakeClock
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)

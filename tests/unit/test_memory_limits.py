@@ -18,7 +18,7 @@ import pytest
 
 from arbiter_cli.bootstrap import App
 from arbiter_cli.domain.principal import Principal
-from arbiter_cli.soak.workload import QUERY, TASK, agent_spec
+from arbiter_cli.tools.soak.workload import QUERY, TASK, agent_spec
 
 pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="memray does not run on Windows"),
@@ -34,7 +34,7 @@ ADMIN = Principal.local_admin()
 
 @pytest.fixture
 def fleet(test_settings: Any) -> App:
-    from arbiter_cli.adapters.scratch import scratch_app
+    from arbiter_cli.bootstrap import scratch_app
 
     with scratch_app(test_settings, "memory", purpose="test") as (app, _where):
         app.agents.register(ADMIN, [agent_spec(i) for i in range(FLEET)])

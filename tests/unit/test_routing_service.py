@@ -21,7 +21,7 @@ from arbiter_cli.domain.routing import BANDITS, STRATEGIES, Arm, Decision, Outco
 from arbiter_cli.errors import AtCapacity, Conflict, InvalidInput, NoCapableAgent, NotFound
 from arbiter_cli.services.agents import AgentService
 from arbiter_cli.services.routing import REAP_BATCH, RoutingService, summarize
-from arbiter_cli.services.setup import initialize
+from arbiter_cli.tools.setup import initialize
 from tests.helpers import FakeClock
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)

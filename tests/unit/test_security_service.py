@@ -36,7 +36,7 @@ from arbiter_cli.errors import (
     Unauthenticated,
 )
 from arbiter_cli.services.security import IssuedToken, RatePolicy, SecurityService
-from arbiter_cli.services.setup import initialize
+from arbiter_cli.tools.setup import initialize
 
 T = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 CORRELATION = "corr-sec-1"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from arbiter_cli.soak import workload as wl
-from arbiter_cli.soak.workload import LEAK_BYTES, LEAK_BYTES_PER_S, Counters, Workload
+from arbiter_cli.tools.soak import workload as wl
+from arbiter_cli.tools.soak.workload import LEAK_BYTES, LEAK_BYTES_PER_S, Counters, Workload
 
 
 class Seconds:
@@ -20,7 +20,7 @@ class Seconds:
 @pytest.fixture
 def leaky(test_settings):  # type: ignore[no-untyped-def]
     from arbiter_cli.bootstrap import build_memory, utc_now
-    from arbiter_cli.services.setup import initialize
+    from arbiter_cli.tools.setup import initialize
 
     clock = Seconds()
     app = build_memory(test_settings)

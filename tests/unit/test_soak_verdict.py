@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from arbiter_cli.errors import InvalidInput
-from arbiter_cli.services import soak_state
-from arbiter_cli.soak import options as opts
-from arbiter_cli.soak.latency import Histogram
-from arbiter_cli.soak.verdict import (
+from arbiter_cli.tools.soak import options as opts
+from arbiter_cli.tools.soak import state as soak_state
+from arbiter_cli.tools.soak.latency import Histogram
+from arbiter_cli.tools.soak.verdict import (
     ABORTED,
     LEAK,
     MIN_SAMPLES,
@@ -278,9 +278,9 @@ def test_the_soft_limit_warns_once_and_health_sees_warn(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import io
 
-    from arbiter_cli.services.soak import Run
-    from arbiter_cli.soak.display import LogLines
-    from arbiter_cli.soak.sampler import Sample
+    from arbiter_cli.tools.soak.display import LogLines
+    from arbiter_cli.tools.soak.runner import Run
+    from arbiter_cli.tools.soak.sampler import Sample
 
     stream = io.StringIO()
     run = Run(_options(max_rss="100MiB"), tmp_path, LogLines(stream, {"command": "soak"}))
@@ -306,8 +306,8 @@ def test_the_soft_limit_warns_once_and_health_sees_warn(
 
 
 def test_a_failing_sampler_stops_the_run_and_its_error_surfaces(tmp_path: Path) -> None:
-    from arbiter_cli.soak.sampler import Connections, Sampler
-    from arbiter_cli.soak.workload import Counters
+    from arbiter_cli.tools.soak.sampler import Connections, Sampler
+    from arbiter_cli.tools.soak.workload import Counters
 
     calls: list[str] = []
 

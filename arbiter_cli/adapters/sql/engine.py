@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 
+from arbiter_cli.adapters.files import create_private_file, private_dir
 from arbiter_cli.adapters.sql.schema_version import HEAD, KNOWN
 from arbiter_cli.dburl import mask_url
 from arbiter_cli.dburl import parse as parse_url
@@ -93,8 +94,6 @@ def _create_private(path: Path) -> None:
     SQLite gives its ``-wal`` and ``-shm`` files the mode of the database file, so creating
     the (empty, hence valid) database file ourselves with 0600 covers all three.
     """
-    from arbiter_cli.adapters.files import create_private_file, private_dir
-
     try:
         private_dir(path.parent)
         create_private_file(path)
@@ -162,7 +161,7 @@ def configuration_fault(err: BaseException | None) -> bool:
     """
     if err is None:
         return False
-    from arbiter_cli.resilience.faults import Fault, classify
+    from arbiter_cli.resilience.faults import Fault, classify  # deferred: start-up of `arbiter agents list`
 
     return classify(err) is Fault.CONFIG
 

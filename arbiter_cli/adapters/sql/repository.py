@@ -355,7 +355,8 @@ class SqlUnitOfWork:
         transaction's time."""
         if self._clock_offset_s is not None or self._conn.dialect.name != "postgresql":
             return self.now()
-        moment = self._conn.execute(select(now_expr("postgresql", statement=True))).scalar_one()
+        moment: datetime = self._conn.execute(
+            select(now_expr("postgresql", statement=True))).scalar_one()
         return max(moment, self.now())
 
     def commit(self) -> None:

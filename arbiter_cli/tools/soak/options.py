@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from arbiter_cli.adapters.scratch import BACKENDS
 from arbiter_cli.config import parse_duration
 from arbiter_cli.errors import InvalidInput
 
@@ -129,8 +130,6 @@ def parse_options(
     max_slope: str, min_r2: float, max_rss: str, output: Path, keep: bool, workload: str,
 ) -> SoakOptions:
     """Every option checked before anything runs."""
-    from arbiter_cli.adapters.scratch import BACKENDS
-
     run_s = _duration_at_least(duration, "duration", 1)
     interval_s = _duration_at_least(sample_interval, "sample_interval", 1)
     if interval_s > run_s:

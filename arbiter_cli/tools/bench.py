@@ -12,12 +12,15 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from arbiter_cli.adapters.scratch import refresh_statistics, scratch_app
+from arbiter_cli.adapters.scratch import refresh_statistics
 from arbiter_cli.config import Settings
+from arbiter_cli.dburl import render
 from arbiter_cli.domain.agents import TaskResult
 from arbiter_cli.domain.principal import Principal
+from arbiter_cli.domain.routing import Outcome
 from arbiter_cli.errors import InvalidInput
 from arbiter_cli.services.agents import AgentService
+from arbiter_cli.tools.wiring import ScratchStore
 
 WORKLOADS = ("registry-v1", "registry-v2", "route", "e2e")
 Log = Callable[[str], None]
@@ -58,7 +61,9 @@ def run(
     settings: Settings, *, workload: str, agents: int, backend: str,
     database_url: str | None = None, queries: int = 1000, seconds: float = 5.0,
     processes: int = 1, warm_outcomes: int | None = None, log: Log | None = None,
+    scratch_app: ScratchStore,
 ) -> dict[str, Any]:
+    """Run ``workload`` on a store from ``scratch_app`` (``bootstrap.scratch_app``)."""
     if workload not in WORKLOADS:
         raise InvalidInput(f"workload: must be one of {', '.join(WORKLOADS)}",
                            field="workload", rule="allowed")
@@ -73,7 +78,7 @@ def run(
         extra: dict[str, Any]
         if workload == "registry-v1":
             timer, throughput, extra = _registry_v1(service, principal, agents, queries, seconds,
-                                                    say, partial(refresh_statistics, app))
+                                                    say, partial(refresh_statistics, app.engine))
         elif workload == "registry-v2":
             timer, throughput, extra = _registry_v2(service, principal, say)
             agents = 500
@@ -175,8 +180,6 @@ TASK = {"task_type": "code-editing", "languages": ["TypeScript"]}
 def _route(app: Any, principal: Principal, agents: int, decisions: int, warm_outcomes: int,
            say: Log) -> tuple[Timer, dict[str, float], dict[str, Any]]:
     """Decisions only (a dry run: choose, no claim, no commit), cold and after outcomes."""
-    from arbiter_cli.domain.routing import Outcome
-
     rng = random.Random(3)
     timer = Timer()
     for first in range(0, agents, 1000):
@@ -185,7 +188,7 @@ def _route(app: Any, principal: Principal, agents: int, decisions: int, warm_out
                                 {**a, "id": f"route-agent-{first + i}"}
                                 for i, a in enumerate(_route_agents(min(1000, agents - first),
                                                                     1000))])
-    refresh_statistics(app)
+    refresh_statistics(app.engine)
     routing = app.routing
     for i in range(decisions):
         timer.time("route_cold", partial(routing.route, principal, TASK, seed=i, dry_run=True))
@@ -242,7 +245,7 @@ def _e2e(app: Any, principal: Principal, agents: int, seconds: float, processes:
     import sys
 
     app.agents.register(principal, _route_agents(agents, 1000))
-    refresh_statistics(app)
+    refresh_statistics(app.engine)
     token = app.security.issue(principal, role="orchestrator", name="bench",
                                expires_in_s=None, rate=1e6, burst=10**7).token
     timer = Timer()
@@ -250,8 +253,6 @@ def _e2e(app: Any, principal: Principal, agents: int, seconds: float, processes:
     if app.engine is None:  # memory: one process, in this one
         _e2e_loop(app, token, timer, seconds)
     else:
-        from arbiter_cli.dburl import render
-
         url = render(app.engine.url)
         say(f"{processes} processes routing and reporting for {seconds:g} s")
         workers = [subprocess.Popen([sys.executable, "-c", E2E_WORKER], stdin=subprocess.PIPE,
@@ -277,8 +278,6 @@ def _e2e(app: Any, principal: Principal, agents: int, seconds: float, processes:
 
 
 def _e2e_loop(app: Any, token: str, timer: Timer, seconds: float) -> None:
-    from arbiter_cli.domain.routing import Outcome
-
     security, routing = app.security, app.routing
     deadline, n = time.perf_counter() + seconds, 0
     while time.perf_counter() < deadline:

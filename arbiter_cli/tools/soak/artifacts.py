@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from arbiter_cli.soak.verdict import Fit
+from arbiter_cli.tools.soak.verdict import Fit
 
 SUMMARY, SAMPLES, PLOT = "summary.json", "samples.csv", "rss.png"
 

@@ -19,11 +19,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from arbiter_cli.domain.principal import Principal
+from arbiter_cli.domain.routing import Outcome
 from arbiter_cli.errors import ArbiterError
-from arbiter_cli.soak.latency import Histogram
+from arbiter_cli.tools.soak.latency import Histogram
 
 if TYPE_CHECKING:
-    from arbiter_cli.bootstrap import App
+    from arbiter_cli.tools.wiring import Wired
 
 TASK = {"task_type": "code-editing", "languages": ["TypeScript"]}
 QUERY = {"task_type": "code-editing", "languages": ["TypeScript"], "max_utilization": 0.8}
@@ -100,7 +101,7 @@ class Counters:
 
 
 class Workload:
-    def __init__(self, app: App, *, agents: int, mix: dict[str, float], leaky: bool,
+    def __init__(self, app: Wired, *, agents: int, mix: dict[str, float], leaky: bool,
                  counters: Counters, seed: int = 1,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.app = app
@@ -203,8 +204,6 @@ class Workload:
             self.follow_up.append("outcome")
 
     def _outcome(self, who: Principal) -> None:
-        from arbiter_cli.domain.routing import Outcome
-
         if not self.pending:
             self._route(who)
         decision_id, agent_id = self.pending.popleft()

@@ -1,5 +1,6 @@
-"""The parts of ``arbiter soak`` (SPEC §11); the sequence lives in ``services/soak.py``.
+"""The parts of ``arbiter soak`` (SPEC §11); the sequence lives in ``runner``.
 
+- ``runner``: the run itself (start, sample, stop, verdict, summary); ``state``: its live state file;
 - ``options``: parsing of sizes, slopes, mixes and the warm-up (pure);
 - ``verdict``: the least-squares fit of RSS and the pass/leak/aborted decision (pure);
 - ``latency``: a bounded log-bucket histogram for latency percentiles (pure);

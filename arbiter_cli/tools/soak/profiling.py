@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arbiter_cli.dburl import mask_url
 from arbiter_cli.errors import MissingExtra
 
 CAPTURE = "memray.bin"
@@ -57,8 +58,6 @@ def tracking(output: Path | None, *, native: bool, duration_s: float) -> Iterato
 @contextmanager
 def _masked_argv() -> Iterator[None]:
     """``sys.argv`` without passwords (``--database-url``) while memray reads it."""
-    from arbiter_cli.dburl import mask_url
-
     saved = sys.argv
     sys.argv = [mask_url(arg) for arg in saved]
     try:

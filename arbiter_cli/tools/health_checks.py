@@ -2,65 +2,91 @@
 
 Each returns ``Check`` values and never raises for a failing component: a failure is a check
 with status ``fail`` (or ``warn`` while degraded). The status rules live in
-``arbiter_cli.services.health``.
+``arbiter_cli/domain/health.py``; ``tools/health.py`` runs these in order.
 """
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from arbiter_cli.errors import ArbiterError, SchemaOutdated, StorageUnavailable
-from arbiter_cli.services.health import (
+from arbiter_cli.adapters.sql.clock import measure_offset, now_expr
+from arbiter_cli.adapters.sql.engine import check_revision
+from arbiter_cli.adapters.sql.schema_version import HEAD
+from arbiter_cli.adapters.sql.tables import decisions as d
+from arbiter_cli.domain.health import (
     FAIL,
     GIB,
     MIB,
     PASS,
     WARN,
     Check,
-    JournalStatus,
-    Probe,
+    Thresholds,
     backlog_status,
     breaker_status,
     conflicts_status,
-    data_dir_usage,
     disk_status,
     latency_status,
     skew_status,
     soak_status,
     unreachable_status,
 )
+from arbiter_cli.errors import ArbiterError, SchemaOutdated, StorageUnavailable
+from arbiter_cli.resilience import deadline
+from arbiter_cli.resilience.breaker import BreakerOpen, breaker_for
+from arbiter_cli.resilience.faults import Fault, classify, driver_error
+from arbiter_cli.resilience.identity import mount_of, volatile_filesystem
+from arbiter_cli.resilience.journal import resilience_dir
+from arbiter_cli.resilience.journal import resilience_status as journal_resilience_status
+from arbiter_cli.resilience.snapshot import LocalStore, clock_offset
+from arbiter_cli.tools.soak.state import live_states
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from arbiter_cli.config import Settings
+
 UNAVAILABLE = "journal status unavailable"
+JournalStatus = Callable[["Settings"], Mapping[str, Any]]
+EngineFactory = Callable[["Settings"], "Engine"]
 OVER_CAPACITY = "routing:overCapacity"
 OVER_CAPACITY_WINDOW = timedelta(hours=24)
 
 
+@dataclass
+class Probe:
+    """What one evaluation found out, handed from check to check."""
+
+    settings: Settings
+    thresholds: Thresholds
+    timer: Callable[[], float]
+    resilience: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+    mountinfo: Path = Path("/proc/self/mountinfo")  # which file system holds data_dir
+    clock_offset_s: float | None = None  # the database's clock minus this host's, if measured
+    engine: EngineFactory | None = None  # from the composition root: settings -> Engine
+
+    @property
+    def postgres(self) -> bool:
+        return not self.settings.database_url.startswith("sqlite")
+
+    @property
+    def journal_writable(self) -> bool:
+        return bool(self.resilience and self.resilience.get("journal_writable"))
+
+
 def resilience(probe: Probe, source: JournalStatus | None = None) -> dict[str, Any] | None:
     """``resilience_status(settings)`` of the journal module, or None (noted in ``problems``)."""
-    resilience_status = source or _journal_status_function()
-    if resilience_status is None:
-        probe.problems.append(UNAVAILABLE)
-        return None
+    status = source or journal_resilience_status
     try:
-        return dict(resilience_status(probe.settings))
+        return dict(status(probe.settings))
     except (ArbiterError, OSError) as exc:
         probe.problems.append(f"{UNAVAILABLE}: {getattr(exc, 'message', exc)}")
         return None
-
-
-def _journal_status_function() -> JournalStatus | None:
-    import importlib
-
-    try:
-        module = importlib.import_module("arbiter_cli.resilience.journal")
-    except ImportError:
-        return None
-    found: JournalStatus | None = getattr(module, "resilience_status", None)
-    return found
 
 
 # ---------------------------------------------------------------------------- database
@@ -69,8 +95,6 @@ def _journal_status_function() -> JournalStatus | None:
 def database(probe: Probe, *, with_over_capacity: bool = False) -> list[Check]:
     """``database:responseTime`` (connect + SELECT 1, through the breaker), ``schema:revision``
     and, with ``with_over_capacity``, ``routing:overCapacity``."""
-    from arbiter_cli.resilience.breaker import BreakerOpen, breaker_for
-
     breaker = breaker_for(probe.settings) if probe.postgres else None
     try:
         permit = breaker.allow() if breaker is not None else None
@@ -104,9 +128,9 @@ def database(probe: Probe, *, with_over_capacity: bool = False) -> list[Check]:
 
 
 def _engine(probe: Probe) -> Engine:
-    from arbiter_cli.bootstrap import sql_engine
-
-    return sql_engine(probe.settings)  # a missing SQLite file: StorageUnavailable
+    if probe.engine is None:
+        raise ValueError("health checks of the database need an engine factory")
+    return probe.engine(probe.settings)  # a missing SQLite file: StorageUnavailable
 
 
 def _select_one(probe: Probe, engine: Engine) -> float:
@@ -118,8 +142,6 @@ def _select_one(probe: Probe, engine: Engine) -> float:
         started = probe.timer()
         with engine.connect() as conn:
             if probe.postgres:
-                from arbiter_cli.adapters.sql.clock import measure_offset
-
                 probe.clock_offset_s = measure_offset(conn)
             else:
                 conn.execute(text("SELECT 1")).scalar_one()
@@ -132,15 +154,12 @@ def _deadline(probe: Probe) -> Any:
 
     if not probe.postgres:
         return nullcontext()
-    from arbiter_cli.resilience import deadline
 
     deadline.install()
     return deadline.Deadline(probe.settings.seconds("database.command_timeout")).active()
 
 
 def _record_failure(breaker: Any, permit: Any, exc: BaseException) -> None:
-    from arbiter_cli.resilience.faults import Fault, classify
-
     if classify(exc) in (Fault.CALLER, Fault.CONFIG):
         breaker.release(permit)  # not the database's trouble: neither counted nor reset
     else:
@@ -148,8 +167,6 @@ def _record_failure(breaker: Any, permit: Any, exc: BaseException) -> None:
 
 
 def _misconfigured(exc: BaseException) -> bool:
-    from arbiter_cli.resilience.faults import Fault, classify
-
     return classify(exc) is Fault.CONFIG
 
 
@@ -157,7 +174,6 @@ def _describe(exc: BaseException) -> str:
     """One password-free line: our message, or the driver's first line."""
     if isinstance(exc, ArbiterError):
         return exc.message
-    from arbiter_cli.resilience.faults import driver_error
 
     err = driver_error(exc)
     text = str(err).strip()
@@ -205,9 +221,6 @@ def _config_error(probe: Probe, why: str, with_over_capacity: bool = False) -> l
 def _schema(probe: Probe, engine: Engine) -> Check:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from arbiter_cli.adapters.sql.engine import check_revision
-    from arbiter_cli.adapters.sql.schema_version import HEAD
-
     try:
         with _deadline(probe):
             revision = check_revision(engine)
@@ -226,9 +239,6 @@ def _over_capacity(probe: Probe, engine: Engine) -> Check:
     database's clock), all tenants together: warn while there is any."""
     from sqlalchemy import func, or_, select
     from sqlalchemy.exc import SQLAlchemyError
-
-    from arbiter_cli.adapters.sql.clock import now_expr
-    from arbiter_cli.adapters.sql.tables import decisions as d
 
     try:
         with _deadline(probe), engine.connect() as conn:
@@ -281,9 +291,6 @@ def clock(probe: Probe) -> Check:
 
 
 def _snapshot_offset(probe: Probe) -> float | None:
-    from arbiter_cli.resilience.journal import resilience_dir
-    from arbiter_cli.resilience.snapshot import LocalStore, clock_offset
-
     try:
         directory = resilience_dir(probe.settings.paths.data_dir, probe.settings.database_url)
         return clock_offset(LocalStore(directory).meta())
@@ -298,7 +305,6 @@ def breaker(probe: Probe) -> Check:
     if not probe.postgres:
         return Check("breaker:state", PASS, "closed", None, "no breaker: SQLite primary",
                      "component")
-    from arbiter_cli.resilience.breaker import breaker_for
 
     try:
         state = breaker_for(probe.settings).snapshot()
@@ -348,8 +354,6 @@ def stranded(probe: Probe) -> Check:
 def data_dir_persistence(probe: Probe) -> Check:
     """``dataDir:persistent``: the journal holds acknowledged writes, so data_dir must
     survive a reboot and the container (warn on tmpfs, ramfs, overlay; issue 17 F7)."""
-    from arbiter_cli.resilience.identity import mount_of, volatile_filesystem
-
     data_dir = probe.settings.paths.data_dir
     mount = volatile_filesystem(data_dir, probe.mountinfo)
     if mount is not None:
@@ -406,10 +410,6 @@ def disk(probe: Probe) -> Check:
 
 def soak(probe: Probe) -> list[Check]:
     """One ``soak:rss`` entry per live soak run; none when no run is alive."""
-    try:
-        from arbiter_cli.services.soak_state import live_states
-    except ImportError:
-        return []
     checks = []
     for state in live_states(probe.settings.paths.data_dir):
         rss = int(state.get("rss_bytes") or 0)
@@ -421,3 +421,12 @@ def soak(probe: Probe) -> list[Check]:
                             + (f" ({limits})" if limits else ""), "component",
                             component_id=f"soak-{state.get('pid')}"))
     return checks
+
+
+def data_dir_usage(data_dir: Path) -> tuple[Path, int, int]:
+    """``(path, free, total)`` of the file system holding ``data_dir`` (or its nearest parent)."""
+    path = data_dir
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    usage = shutil.disk_usage(path)
+    return path, usage.free, usage.total

@@ -4,7 +4,7 @@ A stdlib ``ThreadingHTTPServer`` (one thread per connection, bounded by
 ``adapters/http_transport.py``: a deadline for each request, a cap on connections, a bounded
 drain) with four endpoints (SPEC §8, §9):
 
-- ``/livez``, ``/readyz``, ``/health``: ``services.health.evaluate`` in mode live, ready and
+- ``/livez``, ``/readyz``, ``/health``: ``tools.health.evaluate`` in mode live, ready and
   full; the body is ``application/health+json``; 200 on pass or warn, 503 on fail;
 - ``/metrics``: Prometheus text from serve's own registry (requests, replays, its database
   calls, process metrics) plus collectors read at scrape time: the fleet from the database,
@@ -28,12 +28,25 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from arbiter_cli.adapters.http_transport import BoundedHandler, BoundedHTTPServer, Limits
+from arbiter_cli.adapters.sql.engine import backend_of
+from arbiter_cli.adapters.sql.fleet import SqlFleetQuery
 from arbiter_cli.errors import ArbiterError, InvalidInput
+from arbiter_cli.ids import uuid7
 from arbiter_cli.observability import logging as log
+from arbiter_cli.observability.fleet import FleetCollector, ResilienceCollector, SoakCollector
+from arbiter_cli.observability.instrument import instrument_engine
+from arbiter_cli.resilience.breaker import breaker_for
+from arbiter_cli.resilience.deadline import Deadline
+from arbiter_cli.resilience.journal import resilience_status
+from arbiter_cli.resilience.replay import replay_pending
+from arbiter_cli.resilience.retry import guarded
+from arbiter_cli.tools.health import evaluate
+from arbiter_cli.tools.soak.state import live_states
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from arbiter_cli.config import Settings
-    from arbiter_cli.observability.fleet import FleetCollector
     from arbiter_cli.observability.metrics import Metrics
     from arbiter_cli.observability.runtime import Telemetry
 
@@ -43,6 +56,7 @@ PATHS = (*HEALTH_MODES, "/metrics")
 
 _log = log.get_logger()
 Evaluate = Callable[["Settings", str], tuple[int, dict[str, Any]]]
+EngineFactory = Callable[["Settings"], "Engine"]
 Replay = Callable[["Settings", float], dict[str, Any]]
 
 
@@ -55,17 +69,17 @@ class Counts:
     conflicts: int = 0
 
 
-def evaluate_health(settings: Settings, mode: str) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, application/health+json body) of ``mode``."""
-    from arbiter_cli.services.health import evaluate
+def health_evaluator(engine: EngineFactory) -> Evaluate:
+    """(HTTP status, application/health+json body) of a mode, checked with ``engine``."""
 
-    report = evaluate(settings, mode=mode)
-    return report.http_status, report.to_dict()
+    def evaluate_health(settings: Settings, mode: str) -> tuple[int, dict[str, Any]]:
+        report = evaluate(settings, mode=mode, engine=engine)
+        return report.http_status, report.to_dict()
+
+    return evaluate_health
 
 
 def replay_journal(settings: Settings, budget_s: float) -> dict[str, Any]:
-    from arbiter_cli.resilience.replay import replay_pending
-
     return replay_pending(settings, budget_s=budget_s)
 
 
@@ -73,16 +87,18 @@ class Server:
     """The HTTP server, its collectors and the replay loop of one ``arbiter serve``."""
 
     def __init__(self, settings: Settings, telemetry: Telemetry, metrics: Metrics, *,
-                 host: str, port: int, evaluate: Evaluate = evaluate_health,
+                 host: str, port: int, engine: EngineFactory, evaluate: Evaluate | None = None,
                  replay: Replay = replay_journal) -> None:
+        """``engine`` (settings -> Engine) comes from the composition root: the health checks
+        and the fleet collector connect with it."""
         self.settings = settings
         self.telemetry = telemetry
         self.metrics = metrics
-        self.evaluate = evaluate
+        self.evaluate = evaluate or health_evaluator(engine)
         self.counts = Counts()
         self.stopping = threading.Event()
         self._count_lock = threading.Lock()
-        self._fleet = _fleet_collector(settings, telemetry, metrics)
+        self._fleet = _fleet_collector(settings, telemetry, metrics, engine)
         _register_collectors(metrics, settings, self._fleet)
         self.shutdown_timeout_s = settings.seconds("serve.shutdown_timeout")
         limits = Limits(read_timeout_s=settings.seconds("serve.read_timeout"),
@@ -140,33 +156,20 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _fleet_collector(settings: Settings, telemetry: Telemetry,
-                     metrics: Metrics) -> FleetCollector:
-    from arbiter_cli.observability.fleet import FleetCollector
-
-    def engine() -> Any:
-        from arbiter_cli.bootstrap import sql_engine
-        from arbiter_cli.observability.instrument import instrument_engine
-
-        made = sql_engine(settings)
+def _fleet_collector(settings: Settings, telemetry: Telemetry, metrics: Metrics,
+                     engine: EngineFactory) -> FleetCollector:
+    def instrumented() -> Engine:
+        made = engine(settings)
         instrument_engine(made, tracer=telemetry.tracer, metrics=metrics,
                           attributes=telemetry.attributes(), redact=telemetry.redact)
         return made
 
-    return FleetCollector(engine, guard=_guard(settings))
+    return FleetCollector(instrumented, SqlFleetQuery(), guard=_guard(settings))
 
 
 def _guard(settings: Settings) -> Callable[[Callable[[], Any]], Any]:
     """PostgreSQL reads go through the host's breaker, one attempt within the command budget."""
-    from arbiter_cli.adapters.sql.engine import backend_of
-
     if backend_of(settings.database_url) != "postgres":
-        return lambda read: read()
-    try:
-        from arbiter_cli.resilience.breaker import breaker_for
-        from arbiter_cli.resilience.deadline import Deadline
-        from arbiter_cli.resilience.retry import guarded
-    except ImportError:
         return lambda read: read()
     breaker = breaker_for(settings)
     budget = settings.seconds("database.command_timeout")
@@ -176,13 +179,11 @@ def _guard(settings: Settings) -> Callable[[Callable[[], Any]], Any]:
 def _register_collectors(metrics: Metrics, settings: Settings, fleet: FleetCollector) -> None:
     from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
-    from arbiter_cli.observability.fleet import ResilienceCollector, SoakCollector
-
     ProcessCollector(registry=metrics.registry)
     PlatformCollector(registry=metrics.registry)
     GCCollector(registry=metrics.registry)
-    for collector in (fleet, ResilienceCollector(settings),
-                      SoakCollector(settings.paths.data_dir)):
+    for collector in (fleet, ResilienceCollector(settings, resilience_status),
+                      SoakCollector(settings.paths.data_dir, live_states)):
         metrics.registry.register(collector)
 
 
@@ -268,8 +269,6 @@ def _json(document: dict[str, Any]) -> bytes:
 def _correlation_id(given: str | None) -> str:
     if given and 0 < len(given) <= 200 and given.isprintable():
         return given
-    from arbiter_cli.ids import uuid7
-
     return uuid7()
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from arbiter_cli.soak.sampler import Sample
+from arbiter_cli.observability import logging as log
+from arbiter_cli.tools.soak.sampler import Sample
 
 if TYPE_CHECKING:
     from rich.live import Live
@@ -27,8 +28,6 @@ class LogLines:
         self.context = context
 
     def event(self, level: str, event: str, **fields: Any) -> None:
-        from arbiter_cli.observability import logging as log
-
         values = {**self.context, **fields}
         if level == "info":
             log.announce(event, **values)

@@ -19,13 +19,15 @@ from typing import Any
 
 from arbiter_cli import __version__
 from arbiter_cli.config import Settings
-from arbiter_cli.services import soak_state
-from arbiter_cli.soak import artifacts, profiling
-from arbiter_cli.soak.display import LogLines, monitor
-from arbiter_cli.soak.options import SoakOptions
-from arbiter_cli.soak.sampler import Connections, Sample, Sampler, rfc3339
-from arbiter_cli.soak.verdict import Fit, after_warmup, decide, explain, fit
-from arbiter_cli.soak.workload import Counters, Workload
+from arbiter_cli.errors import InvalidInput
+from arbiter_cli.tools.soak import artifacts, profiling
+from arbiter_cli.tools.soak import state as soak_state
+from arbiter_cli.tools.soak.display import LogLines, monitor
+from arbiter_cli.tools.soak.options import SoakOptions
+from arbiter_cli.tools.soak.sampler import Connections, Sample, Sampler, rfc3339
+from arbiter_cli.tools.soak.verdict import Fit, after_warmup, decide, explain, fit
+from arbiter_cli.tools.soak.workload import Counters, Workload
+from arbiter_cli.tools.wiring import ScratchStore
 
 
 def default_output(data_dir: Path) -> Path:
@@ -71,10 +73,9 @@ class Run:
 
 
 def run(settings: Settings, options: SoakOptions, *, context: dict[str, Any],
-        log: LogLines | None = None) -> dict[str, Any]:
-    """Run the soak and write its artifacts; returns the summary (with ``verdict``)."""
-    from arbiter_cli.adapters.scratch import scratch_app
-
+        scratch_app: ScratchStore, log: LogLines | None = None) -> dict[str, Any]:
+    """Run the soak on a store from ``scratch_app`` (``bootstrap.scratch_app``) and write its
+    artifacts; returns the summary (with ``verdict``)."""
     _check_fleet(settings, options.agents)
     if options.memray:
         profiling.require_memray()
@@ -116,8 +117,6 @@ def run(settings: Settings, options: SoakOptions, *, context: dict[str, Any],
 
 def _check_fleet(settings: Settings, agents: int) -> None:
     """The churn keeps up to 10 % more agents than --agents: they must fit under the cap."""
-    from arbiter_cli.errors import InvalidInput
-
     cap = int(settings["registry.max_agents"])
     most = agents + max(1, agents // 10) + 1
     if most > cap:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from arbiter_cli.soak.workload import Counters
+from arbiter_cli.tools.soak.workload import Counters
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
