@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
     from arbiter_cli.cli.state import State
     from arbiter_cli.domain.agents import Agent
+    from arbiter_cli.domain.results import Bootstrap
     from arbiter_cli.services.demo import DemoReport
-    from arbiter_cli.services.security import Bootstrap
 
 
 def register(app: typer.Typer) -> None:

@@ -17,7 +17,7 @@ from arbiter_cli.config import Settings
 from arbiter_cli.domain.agents import TaskResult
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.errors import InvalidInput
-from arbiter_cli.services.agents import AgentService
+from arbiter_cli.ports import AgentsPort
 
 WORKLOADS = ("registry-v1", "registry-v2", "route", "e2e")
 Log = Callable[[str], None]
@@ -99,7 +99,7 @@ def _v1_agent(i: int) -> dict[str, Any]:
 
 
 def _registry_v1(
-    service: AgentService, principal: Principal, agents: int, queries: int, seconds: float,
+    service: AgentsPort, principal: Principal, agents: int, queries: int, seconds: float,
     say: Log, after_load: Callable[[], None],
 ) -> tuple[Timer, dict[str, float], dict[str, Any]]:
     rng = random.Random(1)
@@ -132,7 +132,7 @@ def _registry_v1(
 
 
 def _registry_v2(
-    service: AgentService, principal: Principal, say: Log
+    service: AgentsPort, principal: Principal, say: Log
 ) -> tuple[Timer, dict[str, float], dict[str, Any]]:
     import psutil
 
