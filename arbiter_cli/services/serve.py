@@ -10,7 +10,7 @@ drain) with four endpoints (SPEC §8, §9):
   calls, process metrics) plus collectors read at scrape time: the fleet from the database,
   the breaker and journal, live soak runs.
 
-A replay thread calls ``resilience.replay.replay_pending`` every ``serve.replay_interval``.
+A replay thread calls ``bootstrap.replay_pending`` every ``serve.replay_interval``.
 
 ``Server.stop()`` stops accepting, lets in-flight requests finish for at most
 ``serve.shutdown_timeout`` (then closes their connections), stops the replay loop and releases
@@ -64,7 +64,7 @@ def evaluate_health(settings: Settings, mode: str) -> tuple[int, dict[str, Any]]
 
 
 def replay_journal(settings: Settings, budget_s: float) -> dict[str, Any]:
-    from arbiter_cli.resilience.replay import replay_pending
+    from arbiter_cli.bootstrap import replay_pending
 
     return replay_pending(settings, budget_s=budget_s)
 
