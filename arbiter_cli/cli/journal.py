@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -91,10 +92,8 @@ def replay_cmd(
 
     Example: arbiter journal replay --from 3f2a9c41d07b5e68 --json
     """
-    from arbiter_cli.bootstrap import replay_services
     from arbiter_cli.errors import StorageUnavailable
-    from arbiter_cli.resilience.identity import check_foreign_journal, stranded_folder
-    from arbiter_cli.resilience.replay import replay
+    from arbiter_cli.resilience.identity import stranded_folder
 
     state = state_of(ctx)
     budget_s = _duration(budget, "--budget")
@@ -106,13 +105,8 @@ def replay_cmd(
                     lambda c: c.print("no journal: the primary is a local SQLite file"))
         return
     if folder is not None:
-        check_foreign_journal(res, folder, accept_unrecorded=accept_unrecorded)
-        res = res.for_folder(folder)
-        state.on_close(res.close)
-    total = res.journal.pending()
-    services = replay_services(state.settings, res.primary)
-    report = _with_progress(state, total, lambda tick: replay(
-        res, services, budget_s=budget_s, blocking=True, progress=tick))
+        res = _foreign(state, res, folder, accept_unrecorded=accept_unrecorded)
+    report = _replay(state, res, budget_s)
     if report["remaining"]:
         raise StorageUnavailable(
             f"replay stopped with {report['remaining']} entries left "
@@ -138,6 +132,27 @@ def _replayed(console: Console, doc: dict[str, Any]) -> None:
         console.print(f"[yellow]{doc['over_capacity']} decision(s) flagged over_capacity[/]: "
                       "their agent held more tasks than its capacity (`arbiter route history "
                       "--json`, docs/resilience.md)")
+
+
+def _foreign(state: State, res: Resilience, folder: Path, *,
+             accept_unrecorded: bool) -> Resilience:
+    """The stranded journal in ``folder``, once it is known to belong to ``res.primary``."""
+    from arbiter_cli.resilience.identity import check_foreign_journal
+
+    check_foreign_journal(res, folder, accept_unrecorded=accept_unrecorded)
+    foreign = res.for_folder(folder)
+    state.on_close(foreign.close)
+    return foreign
+
+
+def _replay(state: State, res: Resilience, budget_s: float | None) -> dict[str, Any]:
+    """Replay ``res``'s journal into its primary, with a progress bar on a terminal."""
+    from arbiter_cli.bootstrap import replay_services
+    from arbiter_cli.resilience.replay import replay
+
+    services = replay_services(state.settings, res.primary)
+    return _with_progress(state, res.journal.pending(), lambda tick: replay(
+        res, services, budget_s=budget_s, blocking=True, progress=tick))
 
 
 def _duration(text: str | None, flag: str) -> float | None:
@@ -245,8 +260,7 @@ def resolve_cmd(
 
     state = state_of(ctx)
     if drop == retry:
-        raise InvalidInput("choose one of --drop or --retry", field="resolution",
-                           rule="one_of")
+        raise InvalidInput("choose one of --drop or --retry", field="resolution", rule="one_of")
     res = _resilience(state)
     if res is None:
         raise NotFound(f"no journal entry with op id {op_id!r}: the primary is a local SQLite "
@@ -255,8 +269,7 @@ def resolve_cmd(
     if drop:
         require_consent(f"drop the journaled write {entry.op_id} ({entry.kind} of tenant "
                         f"{entry.tenant!r}): it will never be applied", yes=yes)
-    doc = resolve(res, sql_unit_of_work(state.settings, res.primary), entry,
-                  DROP if drop else RETRY)
+    doc = resolve(res, sql_unit_of_work(state.settings, res.primary), entry, DROP if drop else RETRY)
     render.emit(state, doc, lambda c: c.print(
         f"dropped {doc['op_id']} ({doc['kind']}): it will never be applied" if drop else
         f"{doc['op_id']} ({doc['kind']}) is pending again: the next replay re-admits it"))
