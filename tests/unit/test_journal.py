@@ -45,6 +45,7 @@ from arbiter_cli.resilience import deadline as deadline_module
 from arbiter_cli.resilience.breaker import BreakerOpen
 from arbiter_cli.resilience.deadline import Deadline
 from arbiter_cli.resilience.faults import Fault, classify, driver_error
+from arbiter_cli.resilience.gateway import Done, Durability
 from arbiter_cli.resilience.journal import (
     CONFLICT,
     PENDING,
@@ -55,7 +56,6 @@ from arbiter_cli.resilience.journal import (
     resilience_status,
     store_key,
 )
-from arbiter_cli.resilience.gateway import Done, Durability
 from arbiter_cli.resilience.records import (
     Kind,
     decision_from,
