@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from arbiter_cli.adapters import scratch
 from arbiter_cli.config import Settings
@@ -23,19 +24,22 @@ from arbiter_cli.domain.agents import RegistryPolicy
 from arbiter_cli.domain.routing import RoutingPolicy
 from arbiter_cli.errors import InvalidInput
 from arbiter_cli.ids import uuid7
-from arbiter_cli.ports import Clock, UnitOfWorkFactory
+from arbiter_cli.ports import AgentsPort, Clock, RoutingPort, SecurityPort, UnitOfWorkFactory
 from arbiter_cli.services.audit import Auditor
 from arbiter_cli.tools.setup import InitResult, init_database, initialize
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
+    from arbiter_cli.adapters.sql.repository import OpContext, SqlUnitOfWorkFactory
+    from arbiter_cli.domain.results import Bootstrap
     from arbiter_cli.observability.runtime import Telemetry
-    from arbiter_cli.resilience.gateway import Resilience
+    from arbiter_cli.resilience.gateway import Durability, Resilience
+    from arbiter_cli.resilience.replay import Primary
+    from arbiter_cli.resilience.services import Sides
     from arbiter_cli.services.agents import AgentService
     from arbiter_cli.services.routing import RoutingService
-    from arbiter_cli.services.security import Bootstrap, SecurityService
+    from arbiter_cli.services.security import SecurityService
     from arbiter_cli.tools.mutate import MutationReport, MutationRequest
 
 
@@ -93,7 +97,10 @@ def registry_policy(settings: Settings) -> RegistryPolicy:
 
 @dataclass
 class App:
-    """The wired application one command uses."""
+    """The wired application one command uses.
+
+    Its services are built on first use and kept: set ``correlation_id`` before that.
+    """
 
     settings: Settings
     uow: UnitOfWorkFactory
@@ -102,6 +109,8 @@ class App:
     correlation_id: str | None = None
     resilience: Resilience | None = None
     telemetry: Telemetry | None = None  # spans, metrics and logs of the command (SPEC §9)
+    #: What became of each write on a network primary, in order (``meta.durability``).
+    writes: list[Durability] = field(default_factory=list)
     _closers: list[Callable[[], Any]] = field(default_factory=list)
 
     @property
@@ -109,17 +118,38 @@ class App:
         """The run's OpenTelemetry tracer, or None when tracing is off."""
         return None if self.telemetry is None else self.telemetry.tracer
 
-    @property
-    def agents(self) -> AgentService:
-        return self._observed("agents", self._resilient("agents", self._agent_service))
+    @cached_property
+    def agents(self) -> AgentsPort:
+        service: AgentsPort = self._agent_service(self.uow)
+        res = self.resilience
+        if res is not None:
+            from arbiter_cli.resilience.services import ResilientAgents
 
-    @property
-    def routing(self) -> RoutingService:
-        return self._observed("routing", self._resilient("routing", self._routing_service))
+            service = ResilientAgents(res, self._sides(res, self._agent_service),
+                                      self.writes.append)
+        return self._observed("agents", service)
 
-    @property
-    def security(self) -> SecurityService:
-        return self._observed("security", self._resilient("security", self._security_service))
+    @cached_property
+    def routing(self) -> RoutingPort:
+        service: RoutingPort = self._routing_service(self.uow)
+        res = self.resilience
+        if res is not None:
+            from arbiter_cli.resilience.services import ResilientRouting
+
+            service = ResilientRouting(res, self._sides(res, self._routing_service),
+                                       self.writes.append)
+        return self._observed("routing", service)
+
+    @cached_property
+    def security(self) -> SecurityPort:
+        service: SecurityPort = self._security_service(self.uow)
+        res = self.resilience
+        if res is not None:
+            from arbiter_cli.resilience.services import ResilientSecurity
+
+            service = ResilientSecurity(res, self._sides(res, self._security_service),
+                                        self.writes.append)
+        return self._observed("security", service)
 
     def _observed(self, name: str, service: S) -> S:
         """A span per operation, and routing metrics, when the run is observed."""
@@ -150,14 +180,13 @@ class App:
                            burst=int(self.settings["security.rate_limit.burst"]))
         return SecurityService(uow, rates, self.correlation_id)
 
-    def _resilient(self, domain: str, make: Callable[[UnitOfWorkFactory], S]) -> S:
-        """The service on the primary; on a network primary, wrapped by the resilience layer."""
-        service = make(self.uow)
-        res = self.resilience
-        if res is None:
-            return service
-        from arbiter_cli.resilience.services import ResilientService
+    def _sides(self, res: Resilience, make: Callable[[UnitOfWorkFactory], S]) -> Sides[S]:
+        """A service area on a network primary: on it, under an op, and on the snapshot."""
+        from arbiter_cli.adapters.sql.repository import SqlUnitOfWorkFactory
+        from arbiter_cli.resilience.services import Sides
 
+        uow = self.uow
+        assert isinstance(uow, SqlUnitOfWorkFactory)  # a network primary is a SQL store
         res.correlation_id = self.correlation_id
 
         def local() -> S:
@@ -165,7 +194,10 @@ class App:
             return make(sql_unit_of_work(self.settings, engine,
                                          clock_offset_s=res.local_clock_offset_s()))
 
-        return cast(S, ResilientService(domain, res, service, local))
+        def under(op: OpContext) -> S:
+            return make(uow.for_op(op))
+
+        return Sides(primary=make(uow), under=under, local=local)
 
     def close(self) -> None:
         while self._closers:
@@ -174,17 +206,9 @@ class App:
 
 def sql_engine(settings: Settings, url: str | None = None, *, create: bool = False,
                telemetry: Telemetry | None = None) -> Engine:
-    from arbiter_cli.adapters.sql.engine import make_engine
+    from arbiter_cli.adapters.sql.engine import engine_for
 
-    engine = make_engine(
-        url or settings.database_url,
-        pool_size=int(settings["database.pool_size"]),
-        max_overflow=int(settings["database.max_overflow"]),
-        connect_timeout_s=settings.seconds("database.connect_timeout"),
-        statement_timeout_s=settings.seconds("database.statement_timeout"),
-        busy_timeout_s=settings.seconds("database.busy_timeout"),
-        create=create,
-    )
+    engine = engine_for(settings, url, create=create)
     if telemetry is not None and telemetry.watches_database:
         from arbiter_cli.observability.instrument import instrument_engine
 
@@ -216,7 +240,8 @@ def build(
     if resilient and backend_of(target) == "postgres":
         from arbiter_cli.resilience.gateway import Resilience
 
-        app.resilience = Resilience(settings=settings, url=target, primary=engine, clock=clock)
+        app.resilience = Resilience(settings=settings, url=target, primary=engine, clock=clock,
+                                    engine_for=lambda url: sql_engine(settings, url))
         app._closers.append(app.resilience.close)
     try:
         if check_schema:
@@ -260,6 +285,36 @@ def build_memory(settings: Settings, *, clock: Clock | None = None,
               clock=clock or utc_now, telemetry=telemetry,
               correlation_id=telemetry.correlation_id if telemetry is not None else None)
     return app
+
+
+def replay_services(settings: Settings, engine: Engine) -> Callable[[OpContext | None, str | None],
+                                                                   Primary]:
+    """What replay runs on the primary at ``engine``: for an op (or none) and a correlation id,
+    the plain services, their writes committed under that op (``resilience/replay.py``)."""
+    from arbiter_cli.resilience.replay import Primary
+
+    base = sql_unit_of_work(settings, engine)
+
+    def services(op: OpContext | None, correlation_id: str | None) -> Primary:
+        app = App(settings=settings, uow=base if op is None else base.for_op(op),
+                  clock=utc_now, engine=engine, correlation_id=correlation_id)
+        return Primary(agents=app.agents, routing=app.routing, security=app.security,
+                       uow=app.uow)
+
+    return services
+
+
+def replay_pending(settings: Settings, *, budget_s: float | None) -> dict[str, Any]:
+    """Drain the journal of ``database.url`` (serve's background loop, and health)."""
+    from arbiter_cli.resilience.replay import replay
+
+    app = build(settings, check_schema=False, resilient=True)
+    try:
+        if app.resilience is None or app.engine is None:
+            return {"applied": 0, "conflicts": 0, "remaining": 0, "stopped": None}
+        return replay(app.resilience, replay_services(settings, app.engine), budget_s=budget_s)
+    finally:
+        app.close()
 
 
 # ---------------------------------------------------------------------------- scratch stores

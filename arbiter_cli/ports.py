@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
-from arbiter_cli.domain.agents import Agent, FleetStats
+from arbiter_cli.domain.agents import Agent, FleetStats, RegistryPolicy, TaskResult
 from arbiter_cli.domain.overlap import Claim
+from arbiter_cli.domain.principal import DEFAULT_TENANT, Principal
 from arbiter_cli.domain.query import Query, Ranking
-from arbiter_cli.domain.routing import Arm, Decision, Pool, Task
+from arbiter_cli.domain.results import Bootstrap, IssuedToken, Page, Recorded, Routed
+from arbiter_cli.domain.routing import Arm, Decision, Outcome, Pool, RoutingPolicy, Task
 from arbiter_cli.domain.security import Anchor, AuditEvent, Bucket, TokenRecord, Verdict
 
 
@@ -231,3 +233,111 @@ class UnitOfWorkFactory(Protocol):
 
 Clock = Callable[[], datetime]
 IdFactory = Callable[[], str]
+
+
+# ---------------------------------------------------------------------------- service areas
+#
+# What the CLI calls on each service area. The plain services (``services/agents.py``,
+# ``routing.py``, ``security.py``) implement them, and so do their resilient counterparts
+# (``resilience/services.py``); ``bootstrap.App`` hands out either, typed as these.
+
+Since = datetime | timedelta | None
+
+
+class AgentsPort(Protocol):
+    @property
+    def policy(self) -> RegistryPolicy: ...
+
+    def register(self, principal: Principal, raws: Sequence[Mapping[str, Any]],
+                 progress: Callable[[int], None] | None = None,
+                 uids: Sequence[str] | None = None) -> builtins.list[Agent]: ...
+
+    def update(self, principal: Principal, agent_id: str, raw: Mapping[str, Any]) -> Agent: ...
+
+    def set_status(self, principal: Principal, agent_id: str, status: str,
+                   reason: str | None = None) -> Agent: ...
+
+    def heartbeat(self, principal: Principal, agent_id: str) -> Agent: ...
+
+    def record(self, principal: Principal, agent_id: str, result: TaskResult) -> Agent: ...
+
+    def remove(self, principal: Principal, agent_id: str) -> Agent: ...
+
+    def cleanup(self, principal: Principal, older_than_s: float, *,
+                dry_run: bool) -> builtins.list[Agent]: ...
+
+    def show(self, principal: Principal, agent_id: str) -> Agent: ...
+
+    def list(self, principal: Principal, *, status: str | None = None,
+             task_type: str | None = None, cursor: str | None = None,
+             limit: int = 100) -> Page: ...
+
+    def query(self, principal: Principal,
+              raw: Mapping[str, Any]) -> builtins.list[dict[str, Any]]: ...
+
+    def stats(self, principal: Principal) -> FleetStats: ...
+
+
+class RoutingPort(Protocol):
+    @property
+    def policy(self) -> RoutingPolicy: ...
+
+    @property
+    def registry(self) -> RegistryPolicy: ...
+
+    def route(self, principal: Principal, raw: Mapping[str, Any], *, strategy: str | None = None,
+              seed: Any = None, dry_run: bool = False,
+              correlation_id: str | None = None) -> Routed: ...
+
+    def apply_decision(self, principal: Principal, decision: Decision) -> Routed: ...
+
+    def outcome(self, principal: Principal, outcome: Outcome, *, decision_id: str | None = None,
+                task_id: str | None = None) -> Recorded: ...
+
+    def apply_outcome(self, principal: Principal, outcome: Outcome, *, decision_id: str,
+                      acknowledged_at: datetime) -> Recorded: ...
+
+    def reap(self, principal: Principal, limit: int = 0) -> builtins.list[Decision]: ...
+
+    def explain(self, principal: Principal, decision_id: str) -> Decision: ...
+
+    def history(self, principal: Principal, *, agent_id: str | None = None,
+                task_type: str | None = None, status: str | None = None, since: Since = None,
+                cursor: str | None = None, limit: int = 100,
+                over_capacity: bool = False) -> tuple[builtins.list[Decision], str | None]: ...
+
+    def stats(self, principal: Principal, *, since: Since = None,
+              by: str = "agent") -> dict[str, Any]: ...
+
+
+class SecurityPort(Protocol):
+    def admit(self, token: str | None, command: str) -> Principal: ...
+
+    def readmit(self, tenant: str, token_id: str | None, command: str, at: datetime, *,
+                seen: dict[str | None, Any] | None = None) -> Principal: ...
+
+    def issue(self, principal: Principal, *, role: str, name: str, expires_in_s: float | None,
+              rate: float | None = None, burst: int | None = None) -> IssuedToken: ...
+
+    def tokens(self, principal: Principal, *, cursor: str | None = None,
+               limit: int = 100) -> tuple[builtins.list[TokenRecord], str | None]: ...
+
+    def revoke(self, principal: Principal, token_id: str, *,
+               force: bool = False) -> TokenRecord: ...
+
+    def login(self, token: str) -> Principal: ...
+
+    def create_tenant(self, name: str) -> IssuedToken: ...
+
+    def tenants(self) -> builtins.list[str]: ...
+
+    def holds_tokens(self) -> bool: ...
+
+    def bootstrap(self, tenant: str = DEFAULT_TENANT, *, issue: bool = True,
+                  before_issue: Callable[[], None] | None = None) -> Bootstrap: ...
+
+    def events(self, principal: Principal, *, since: Since = None, action: str | None = None,
+               actor: str | None = None, cursor: int | None = None,
+               limit: int = 100) -> tuple[builtins.list[AuditEvent], str | None]: ...
+
+    def verify(self, principal: Principal, expect_head: str | None = None) -> Verdict: ...

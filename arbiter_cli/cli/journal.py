@@ -95,7 +95,7 @@ def replay_cmd(
     Example: arbiter journal replay --from 3f2a9c41d07b5e68 --json
     """
     from arbiter_cli.errors import StorageUnavailable
-    from arbiter_cli.resilience.replay import replay
+    from arbiter_cli.resilience.identity import stranded_folder
 
     state = state_of(ctx)
     budget_s = _duration(budget, "--budget")
@@ -105,7 +105,7 @@ def replay_cmd(
         raise InvalidInput("--accept-unrecorded applies only with --from KEY (the journal of "
                            "database.url itself needs no record)", field="accept_unrecorded",
                            rule="needs_from")
-    folder = _stranded_folder(state, from_key) if from_key is not None else None
+    folder = stranded_folder(state.settings, from_key) if from_key is not None else None
     res = _resilience(state)
     if res is None:
         state.warn_stranded()
@@ -114,9 +114,7 @@ def replay_cmd(
         return
     if folder is not None:
         res = _foreign(state, res, folder, accept_unrecorded=accept_unrecorded)
-    total = res.journal.pending()
-    report = _with_progress(state, total, lambda tick: replay(
-        res, budget_s=budget_s, blocking=True, progress=tick))
+    report = _replay(state, res, budget_s)
     if report["remaining"]:
         raise StorageUnavailable(
             f"replay stopped with {report['remaining']} entries left "
@@ -144,67 +142,25 @@ def _replayed(console: Console, doc: dict[str, Any]) -> None:
                       "--json`, docs/resilience.md)")
 
 
-def _stranded_folder(state: State, key: str) -> Path:
-    """The folder of ``--from KEY``: another journal of this data_dir (exit 2 or 4 if not)."""
-    from arbiter_cli.errors import InvalidInput, NotFound
-    from arbiter_cli.resilience.identity import JOURNAL_FILE, KEY_RE
-    from arbiter_cli.resilience.journal import store_key
-
-    if not KEY_RE.fullmatch(key):
-        raise InvalidInput("--from: a journal key is 16 lowercase hex digits (see `arbiter "
-                           "journal status`)", field="from", rule="journal_key")
-    url = state.settings.database_url
-    if url.startswith("sqlite"):
-        raise InvalidInput("--from: database.url is a SQLite file, which takes no replay; "
-                           "point it at the PostgreSQL database", field="from", rule="postgres")
-    if key == store_key(url):
-        raise InvalidInput("--from: that is the journal of database.url itself; run `arbiter "
-                           "journal replay` without --from", field="from", rule="other_journal")
-    folder = state.settings.paths.data_dir / "resilience" / key
-    if not (folder / JOURNAL_FILE).is_file():
-        raise NotFound(f"no journal {key!r} in {folder.parent}")
-    return folder
-
-
 def _foreign(state: State, res: Resilience, folder: Path, *,
              accept_unrecorded: bool) -> Resilience:
-    """The stranded journal in ``folder``, to be drained into ``res.primary``: only after its
-    recorded database identity is the identity the primary holds (exit 5 if not)."""
-    from arbiter_cli.adapters.sql.engine import check_revision
-    from arbiter_cli.errors import Conflict, SchemaOutdated
-    from arbiter_cli.observability.logging import get_logger
-    from arbiter_cli.resilience.gateway import Resilience
-    from arbiter_cli.resilience.identity import database_identity, read_record
+    """The stranded journal in ``folder``, once it is known to belong to ``res.primary``."""
+    from arbiter_cli.resilience.identity import check_foreign_journal
 
-    record = read_record(folder)
-    res.guarded(lambda: check_revision(res.primary))  # behind or ahead: exit 10
-    current = res.guarded(lambda: database_identity(res.primary))  # down: exit 10
-    if current is None:
-        raise SchemaOutdated("database.url has no database identity yet: run `arbiter db "
-                             "upgrade`, then replay --from again")
-    named = f"{record.url} " if record.url else ""
-    if record.damaged:
-        raise Conflict(f"the record {folder / 'database.json'} of the journal {folder.name} "
-                       "cannot be read, so it may name another database: nothing was applied; "
-                       "only if you know the journal was written for this database, move the "
-                       "record away and pass --accept-unrecorded")
-    if record.identity is None:
-        if not accept_unrecorded:
-            raise Conflict(f"the journal {folder.name} does not record which database it "
-                           "belongs to (an older arbiter made it): nothing was applied; pass "
-                           "--accept-unrecorded only if you know it was written for this database "
-                           "(each entry is still checked and re-admitted)")
-        get_logger().warning(f"replaying the journal {folder.name}, which records no database, "
-                             "into database.url on the operator's word (--accept-unrecorded)")
-    elif record.identity != current:
-        raise Conflict(f"the journal {folder.name} belongs to database {named}"
-                       f"(identity {record.identity}), not to the database database.url reaches "
-                       f"(identity {current}): nothing was applied; point database.url at "
-                       "that database and run `arbiter journal replay`")
-    foreign = Resilience(settings=res.settings, url=res.url, primary=res.primary,
-                         clock=res.clock, correlation_id=res.correlation_id, folder=folder)
+    check_foreign_journal(res, folder, accept_unrecorded=accept_unrecorded)
+    foreign = res.for_folder(folder)
     state.on_close(foreign.close)
     return foreign
+
+
+def _replay(state: State, res: Resilience, budget_s: float | None) -> dict[str, Any]:
+    """Replay ``res``'s journal into its primary, with a progress bar on a terminal."""
+    from arbiter_cli.bootstrap import replay_services
+    from arbiter_cli.resilience.replay import replay
+
+    services = replay_services(state.settings, res.primary)
+    return _with_progress(state, res.journal.pending(), lambda tick: replay(
+        res, services, budget_s=budget_s, blocking=True, progress=tick))
 
 
 def _duration(text: str | None, flag: str) -> float | None:
@@ -307,13 +263,13 @@ def resolve_cmd(
 
     Example: arbiter journal resolve 0190f3b2-7c1e-7a10-8000-5e2f9d1c0a11 --retry
     """
+    from arbiter_cli.bootstrap import sql_unit_of_work
     from arbiter_cli.errors import InvalidInput, NotFound
     from arbiter_cli.resilience.conflicts import DROP, RETRY, find_conflict, resolve
 
     state = state_of(ctx)
     if drop == retry:
-        raise InvalidInput("choose one of --drop or --retry", field="resolution",
-                           rule="one_of")
+        raise InvalidInput("choose one of --drop or --retry", field="resolution", rule="one_of")
     res = _resilience(state)
     if res is None:
         raise NotFound(f"no journal entry with op id {op_id!r}: the primary is a local SQLite "
@@ -322,7 +278,7 @@ def resolve_cmd(
     if drop:
         require_consent(f"drop the journaled write {entry.op_id} ({entry.kind} of tenant "
                         f"{entry.tenant!r}): it will never be applied", yes=yes)
-    doc = resolve(res, entry, DROP if drop else RETRY)
+    doc = resolve(res, sql_unit_of_work(state.settings, res.primary), entry, DROP if drop else RETRY)
     render.emit(state, doc, lambda c: c.print(
         f"dropped {doc['op_id']} ({doc['kind']}): it will never be applied" if drop else
         f"{doc['op_id']} ({doc['kind']}) is pending again: the next replay re-admits it"))

@@ -44,7 +44,7 @@ def serve(
     """
     import time
 
-    from arbiter_cli.bootstrap import sql_engine  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.bootstrap import replay_pending, sql_engine  # deferred: start-up of `arbiter --help`
     from arbiter_cli.observability import logging as log  # deferred: start-up of `arbiter --help`
     from arbiter_cli.observability.metrics import Metrics  # deferred: start-up of `arbiter --help`
     from arbiter_cli.tools.serve import Server  # deferred: start-up of `arbiter --help`
@@ -53,7 +53,8 @@ def serve(
     settings = state.settings
     assert state.telemetry is not None  # set by the boundary before every command body
     server = Server(settings, state.telemetry, Metrics(), host=host, port=port,
-                    engine=sql_engine)
+                    engine=sql_engine,
+                    replay=lambda given, budget_s: replay_pending(given, budget_s=budget_s))
     stop = threading.Event()
     received: list[str] = []
     started = time.monotonic()

@@ -86,9 +86,11 @@ class State:
         """Journaled writes go first, for at most ``resilience.replay_budget`` (SPEC §7)."""
         if res.outage is not None or res.journal.pending() == 0:
             return  # the primary already failed this command: replaying would only wait
+        from arbiter_cli.bootstrap import replay_services
         from arbiter_cli.resilience.replay import replay
 
-        report = replay(res, budget_s=self.settings.seconds("resilience.replay_budget"),
+        report = replay(res, replay_services(self.settings, res.primary),
+                        budget_s=self.settings.seconds("resilience.replay_budget"),
                         within=res.deadline)
         if report["conflicts"]:
             res.warn(f"{report['conflicts']} journaled write(s) conflicted at replay: "
@@ -181,15 +183,24 @@ class State:
         }
         meta.update(extra)
         res = self._app.resilience if self._app is not None else None
-        if res is not None:  # what really happened wins over what the command expected
-            if res.durability is not None and "durability" in extra:
-                meta["durability"] = res.durability
-                if res.durability == "journaled" and res.journaled_in is not None:
-                    meta["journal"] = dict(res.journaled_in)  # the only copy: host and folder
+        if res is not None:
+            if "durability" in extra:
+                self._durability_of_writes(meta)
             if res.stale_age_s is not None:
                 meta["stale"] = True
                 meta["stale_age_s"] = res.stale_age_s
         return meta
+
+    def _durability_of_writes(self, meta: dict[str, Any]) -> None:
+        """What the command's writes returned wins over what the command expected: its last
+        write's durability, and where a journaled write is held (``meta.journal``)."""
+        writes = self._app.writes if self._app is not None else []
+        if not writes:
+            return
+        durability = writes[-1]
+        meta["durability"] = durability.state
+        if durability.journal is not None:
+            meta["journal"] = dict(durability.journal)  # the only copy: host and folder
 
     def close(self) -> None:
         """Run every closer, newest first. One that fails with an ``ArbiterError`` (the journal

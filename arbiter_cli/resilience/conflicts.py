@@ -18,6 +18,7 @@ from arbiter_cli.errors import Conflict, NotFound
 from arbiter_cli.resilience.journal import CONFLICT, Entry
 
 if TYPE_CHECKING:
+    from arbiter_cli.ports import UnitOfWorkFactory
     from arbiter_cli.resilience.gateway import Resilience
 
 DROP = "drop"
@@ -37,11 +38,13 @@ def find_conflict(res: Resilience, op_id: str) -> Entry:
     return entry
 
 
-def resolve(res: Resilience, entry: Entry, resolution: str) -> dict[str, Any]:
-    """Audit the decision on the primary, then drop or retry the entry; the result document."""
+def resolve(res: Resilience, uow: UnitOfWorkFactory, entry: Entry,
+            resolution: str) -> dict[str, Any]:
+    """Audit the decision on the primary (``uow``: its unit of work, sealing with
+    ``security.audit_key``), then drop or retry the entry; the result document."""
     if resolution not in (DROP, RETRY):
         raise ValueError(f"unknown resolution {resolution!r}")
-    res.guarded(lambda: _audit(res, entry, resolution))
+    res.guarded(lambda: _audit(res, uow, entry, resolution))
     if resolution == DROP:
         res.journal.drop(entry.seq)
     else:
@@ -51,11 +54,9 @@ def resolve(res: Resilience, entry: Entry, resolution: str) -> dict[str, Any]:
             "was": entry.error}
 
 
-def _audit(res: Resilience, entry: Entry, resolution: str) -> None:
-    from arbiter_cli.bootstrap import sql_unit_of_work
+def _audit(res: Resilience, uow: UnitOfWorkFactory, entry: Entry, resolution: str) -> None:
     from arbiter_cli.services.audit import Auditor
 
-    uow = sql_unit_of_work(res.settings, res.primary)  # seals with security.audit_key
     with uow(write=True) as work:
         tenant = entry.tenant if work.tenants.exists(entry.tenant) else DEFAULT_TENANT
         details: dict[str, Any] = {"resolution": resolution, "kind": entry.kind,

@@ -24,8 +24,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
 
+from arbiter_cli.adapters.sql.repository import OpContext
 from arbiter_cli.adapters.sql.written import Written, current_written
 from arbiter_cli.errors import SchemaOutdated, StorageUnavailable
 from arbiter_cli.ids import uuid7
@@ -41,15 +42,33 @@ if TYPE_CHECKING:
     from arbiter_cli.domain.principal import Principal
     from arbiter_cli.ports import Clock
     from arbiter_cli.resilience.breaker import FileBreaker
+    from arbiter_cli.resilience.records import Kind
 
 T = TypeVar("T")
-COMMITTED = "committed"
-JOURNALED = "journaled"
+COMMITTED: Final = "committed"
+JOURNALED: Final = "journaled"
 #: The liveness probe gets this share of database.command_timeout, at most LIVENESS_MAX_S.
 LIVENESS_SHARE = 0.2
 LIVENESS_MAX_S = 1.0
 #: How long a committed write waits for the snapshot's publish lock to write itself through.
 WRITE_THROUGH_WAIT_S = 1.0
+
+
+@dataclass(frozen=True)
+class Durability:
+    """What became of a write (``meta.durability``): committed on the primary, or journaled on
+    this host, in the journal at ``journal`` (``meta.journal``: ``{"host", "path"}``)."""
+
+    state: Literal["committed", "journaled"]
+    journal: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Done(Generic[T]):
+    """A write's result and what became of it."""
+
+    value: T
+    durability: Durability
 
 
 @dataclass
@@ -61,13 +80,12 @@ class Resilience:
     primary: Engine
     clock: Clock
     correlation_id: str | None = None
-    durability: str | None = None
+    #: How a snapshot's engine is made (bootstrap's ``sql_engine`` with these settings).
+    engine_for: Callable[[str], Engine] | None = None
     stale_age_s: float | None = None
     primary_ok: bool = False
     outage: str | None = None
     warnings: list[str] = field(default_factory=list)
-    #: Where a journaled write of this command is held: ``{"host", "path"}`` (``meta.journal``).
-    journaled_in: dict[str, str] | None = None
     #: The folder whose journal this replays, when not ``database.url``'s own
     #: (``journal replay --from KEY``, identity.py); its entries go to ``primary``.
     folder: Path | None = None
@@ -117,10 +135,17 @@ class Resilience:
                 "database unavailable and no local snapshot yet (it is taken after the first "
                 "successful command): the request was not accepted")
         if self._local_engine is None:
-            from arbiter_cli.bootstrap import sql_engine
-
-            self._local_engine = sql_engine(self.settings, self.local.url())
+            if self.engine_for is None:
+                raise StorageUnavailable("database unavailable, and this command has no way "
+                                         "to open the local snapshot")
+            self._local_engine = self.engine_for(self.local.url())
         return self._local_engine
+
+    def for_folder(self, folder: Path) -> Resilience:
+        """The same primary, with the journal of another folder (``journal replay --from``)."""
+        return Resilience(settings=self.settings, url=self.url, primary=self.primary,
+                          clock=self.clock, correlation_id=self.correlation_id,
+                          engine_for=self.engine_for, folder=folder)
 
     def primary_time(self) -> float:
         """The primary's time as this host knows it (its clock plus the snapshot's measured
@@ -186,31 +211,30 @@ class Resilience:
             self.warn(f"served from the local snapshot, {self.stale_age_s}s old")
             return result
 
-    def write(self, kind: str, principal: Principal, primary: Callable[[], T],
+    def write(self, kind: Kind, principal: Principal, primary: Callable[[OpContext], T],
               local: Callable[[], T], args_of: Callable[[T], dict[str, Any] | None],
-              items: int = 0) -> T:
+              items: int = 0) -> Done[T]:
         """Commit on the primary, or journal when it is out (see the module's docstring).
 
-        ``items``: a batch's size; its budget grows by ``database.per_item_timeout`` each.
+        ``primary`` runs the write with the op it must commit under (its units of work store
+        the op's id in ``applied_ops``). ``items``: a batch's size; its budget grows by
+        ``database.per_item_timeout`` each. The result says what became of the write.
         """
-        from arbiter_cli.adapters.sql.repository import OpContext, current_op
         from arbiter_cli.resilience.records import principal_record
         from arbiter_cli.resilience.retry import PrimarySlow
 
-        op = OpContext(op_id=uuid7(), tenant=principal.tenant, kind=kind, now=self.clock)
+        op = OpContext(op_id=uuid7(), tenant=principal.tenant, kind=str(kind), now=self.clock)
         waiting = self.journal.pending(principal.tenant)
         if waiting == 0:
-            token = current_op.set(op)
             written = Written()
             noting = current_written.set(written)
             budget = self.deadline.extended(
                 items * self.settings.seconds("database.per_item_timeout"))
             try:
-                result = self.guarded(primary, may_retry=lambda: not op.ambiguous,
+                result = self.guarded(lambda: primary(op), may_retry=lambda: not op.ambiguous,
                                       deadline=budget)
-                self.durability = COMMITTED
                 self.write_through(written)
-                return result
+                return Done(result, Durability(COMMITTED))
             except SchemaOutdated:
                 raise
             except PrimarySlow as exc:
@@ -225,23 +249,21 @@ class Resilience:
                 reason = "database unavailable"
             finally:
                 current_written.reset(noting)
-                current_op.reset(token)
         else:
             reason = f"{waiting} earlier write(s) of tenant {principal.tenant!r} wait in the journal"
         self.journal.check_room()  # past the cap the write is refused before it touches anything
         result = local_call(self, local)
         args = args_of(result)
         if args is None:  # nothing changed (an idempotent repeat): nothing to replay
-            return result
-        self.journal.append(op_id=op.op_id, tenant=principal.tenant, kind=kind,
+            return Done(result, Durability(COMMITTED))
+        self.journal.append(op_id=op.op_id, tenant=principal.tenant, kind=str(kind),
                             principal=principal_record(principal), args=args,
                             correlation_id=self.correlation_id)
-        self.durability = JOURNALED
-        self.journaled_in = {"host": socket.gethostname(), "path": str(self.journal.path)}
+        where = {"host": socket.gethostname(), "path": str(self.journal.path)}
         self.warn(f"{reason}: the write was journaled as op {op.op_id} on host "
-                  f"{self.journaled_in['host']} in {self.journaled_in['path']} and will be "
+                  f"{where['host']} in {where['path']} and will be "
                   "replayed (`arbiter journal status`); it exists only there until then")
-        return result
+        return Done(result, Durability(JOURNALED, where))
 
     def write_through(self, written: Written) -> None:
         """Bring what the write just committed into this host's snapshot (issue 17, F2): a

@@ -28,6 +28,7 @@ acknowledged writes, so ``data_dir`` must be persistent (issue 17, F7).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -36,11 +37,14 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from arbiter_cli.resilience.breaker import url_without_password
 from arbiter_cli.resilience.files import FILE_MODE
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sqlalchemy.engine import Engine
 
 RECORD_FILE = "database.json"
@@ -52,6 +56,20 @@ MOUNTINFO = Path("/proc/self/mountinfo")
 #: wrote it (overlay: a container's writable layer).
 VOLATILE_FS = frozenset({"tmpfs", "ramfs", "overlay", "aufs", "fuse.overlayfs"})
 _RECORD_MAX_BYTES = 4096
+T = TypeVar("T")
+
+
+class Guarded(Protocol):
+    """What checking a foreign journal needs of the resilience gateway."""
+
+    primary: Engine
+
+    def guarded(self, fn: Callable[[], T]) -> T: ...
+
+
+def store_key(url: str) -> str:
+    """A stable, password-free name for the primary at ``url`` (the breaker's key too)."""
+    return hashlib.sha256(url_without_password(url).encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------- the record
@@ -230,12 +248,69 @@ def _count(journal: Path) -> tuple[int, int]:
 
 def stranded_warnings(settings: Any) -> list[str]:
     """One warning per other journal with pending entries (every command prints them)."""
-    from arbiter_cli.resilience.journal import store_key
-
     url = settings.database_url
     current = None if url.startswith("sqlite") else store_key(url)
     return [s.warning() for s in stranded_journals(settings.paths.data_dir, current)
             if s.pending != 0]
+
+
+# ---------------------------------------------------------------------------- journal replay --from
+
+
+def stranded_folder(settings: Any, key: str) -> Path:
+    """The folder of ``journal replay --from KEY``: another journal of this data_dir (exit 2
+    when ``key`` is not one, 4 when there is no such journal)."""
+    from arbiter_cli.errors import InvalidInput, NotFound
+
+    if not KEY_RE.fullmatch(key):
+        raise InvalidInput("--from: a journal key is 16 lowercase hex digits (see `arbiter "
+                           "journal status`)", field="from", rule="journal_key")
+    url = settings.database_url
+    if url.startswith("sqlite"):
+        raise InvalidInput("--from: database.url is a SQLite file, which takes no replay; "
+                           "point it at the PostgreSQL database", field="from", rule="postgres")
+    if key == store_key(url):
+        raise InvalidInput("--from: that is the journal of database.url itself; run `arbiter "
+                           "journal replay` without --from", field="from", rule="other_journal")
+    folder: Path = settings.paths.data_dir / "resilience" / key
+    if not (folder / JOURNAL_FILE).is_file():
+        raise NotFound(f"no journal {key!r} in {folder.parent}")
+    return folder
+
+
+def check_foreign_journal(res: Guarded, folder: Path, *, accept_unrecorded: bool) -> None:
+    """The stranded journal in ``folder`` may be drained into ``res.primary`` only when its
+    recorded database identity is the identity the primary holds (exit 5 if not; exit 10
+    when the primary is down or its schema is not at head)."""
+    from arbiter_cli.adapters.sql.engine import check_revision
+    from arbiter_cli.errors import Conflict, SchemaOutdated
+    from arbiter_cli.observability.logging import get_logger
+
+    record = read_record(folder)
+    res.guarded(lambda: check_revision(res.primary))  # behind or ahead: exit 10
+    current = res.guarded(lambda: database_identity(res.primary))  # down: exit 10
+    if current is None:
+        raise SchemaOutdated("database.url has no database identity yet: run `arbiter db "
+                             "upgrade`, then replay --from again")
+    named = f"{record.url} " if record.url else ""
+    if record.damaged:
+        raise Conflict(f"the record {folder / 'database.json'} of the journal {folder.name} "
+                       "cannot be read, so it may name another database: nothing was applied; "
+                       "only if you know the journal was written for this database, move the "
+                       "record away and pass --accept-unrecorded")
+    if record.identity is None:
+        if not accept_unrecorded:
+            raise Conflict(f"the journal {folder.name} does not record which database it "
+                           "belongs to (an older arbiter made it): nothing was applied; pass "
+                           "--accept-unrecorded only if you know it was written for this database "
+                           "(each entry is still checked and re-admitted)")
+        get_logger().warning(f"replaying the journal {folder.name}, which records no database, "
+                             "into database.url on the operator's word (--accept-unrecorded)")
+    elif record.identity != current:
+        raise Conflict(f"the journal {folder.name} belongs to database {named}"
+                       f"(identity {record.identity}), not to the database database.url reaches "
+                       f"(identity {current}): nothing was applied; point database.url at "
+                       "that database and run `arbiter journal replay`")
 
 
 # ---------------------------------------------------------------------------- data_dir

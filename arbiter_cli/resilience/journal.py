@@ -29,6 +29,7 @@ from typing import Any
 
 from arbiter_cli.errors import StorageUnavailable
 from arbiter_cli.resilience.files import KEY_FILE, journal_key, key_path, private_dir, private_sqlite
+from arbiter_cli.resilience.identity import store_key, stranded_journals
 
 PENDING = "pending"
 CONFLICT = "conflict"
@@ -55,13 +56,6 @@ _SELECT = ("SELECT seq, op_id, tenant, kind, principal, args, correlation_id, cr
 MAC_VERSION = "arbiter-journal-v1"
 #: A pending entry that fails this many replays for a non-transient reason becomes a conflict.
 MAX_ATTEMPTS = 3
-
-
-def store_key(url: str) -> str:
-    """A stable, password-free name for the primary at ``url`` (the breaker's key too)."""
-    from arbiter_cli.resilience.breaker import url_without_password
-
-    return hashlib.sha256(url_without_password(url).encode()).hexdigest()[:16]
 
 
 def resilience_dir(data_dir: Path, url: str) -> Path:
@@ -415,8 +409,6 @@ def resilience_status(settings: Any) -> dict[str, Any]:
     *and* the local snapshot exists (a degraded write runs on it first; without one it exits
     10, SPEC §7.1 "Health tells the truth"). ``journal_problem`` says why not.
     """
-    from arbiter_cli.resilience.identity import stranded_journals
-
     status: dict[str, Any] = {"backlog": 0, "conflicts": 0, "oldest_age_s": None,
                               "journal_writable": False, "journal_problem": None,
                               "journal_readable": True,

@@ -1,31 +1,57 @@
-"""What a journal entry carries: the op's arguments as JSON, and back (pure).
+"""What a journal entry carries: its kind, the op's arguments as JSON, and back (pure).
 
-Each kind names the service call that replays it; ``routing.route`` carries the decision made
-while the primary was down, so replay stores that decision instead of routing again.
+:class:`Kind` is the one list of journaled writes: the resilient services name theirs with it
+(``resilience/policy.py``), the journal stores it, and replay dispatches on it. Each kind names
+the service call that replays it; ``routing.route`` carries the decision made while the
+primary was down, so replay stores that decision instead of routing again.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, fields
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from arbiter_cli.domain.agents import TaskResult
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.routing import Decision, Outcome
 
-KINDS = (
-    "agents.register", "agents.update", "agents.set_status", "agents.heartbeat",
-    "agents.record", "agents.remove", "routing.route", "routing.outcome",
-)
+
+class Kind(StrEnum):
+    """A journaled write: ``<service area>.<method>`` of the service call it records."""
+
+    AGENTS_REGISTER = "agents.register"
+    AGENTS_UPDATE = "agents.update"
+    AGENTS_SET_STATUS = "agents.set_status"
+    AGENTS_HEARTBEAT = "agents.heartbeat"
+    AGENTS_RECORD = "agents.record"
+    AGENTS_REMOVE = "agents.remove"
+    ROUTING_ROUTE = "routing.route"
+    ROUTING_OUTCOME = "routing.outcome"
+
+    @property
+    def method(self) -> str:
+        """The service method it records (``register`` for ``agents.register``)."""
+        return self.value.partition(".")[2]
+
+
 #: The command whose permission (``domain.security.PERMISSIONS``) a journaled kind needs when
 #: replay re-admits it.
-KIND_COMMANDS = {
-    "agents.register": "agents register", "agents.update": "agents update",
-    "agents.set_status": "agents status", "agents.heartbeat": "agents heartbeat",
-    "agents.record": "agents record", "agents.remove": "agents remove",
-    "routing.route": "route task", "routing.outcome": "route outcome",
+KIND_COMMANDS: dict[Kind, str] = {
+    Kind.AGENTS_REGISTER: "agents register", Kind.AGENTS_UPDATE: "agents update",
+    Kind.AGENTS_SET_STATUS: "agents status", Kind.AGENTS_HEARTBEAT: "agents heartbeat",
+    Kind.AGENTS_RECORD: "agents record", Kind.AGENTS_REMOVE: "agents remove",
+    Kind.ROUTING_ROUTE: "route task", Kind.ROUTING_OUTCOME: "route outcome",
 }
+
+
+def kind_of(text: str) -> Kind | None:
+    """The kind a journal entry names; None for one this version does not know."""
+    try:
+        return Kind(text)
+    except ValueError:
+        return None
 _DATES = ("created_at", "closed_at")
 
 

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _refresh(options: argparse.Namespace) -> int:
-    from arbiter_cli.bootstrap import sql_engine
+    from arbiter_cli.adapters.sql.engine import engine_for
     from arbiter_cli.config import load_settings
     from arbiter_cli.resilience import deadline
     from arbiter_cli.resilience.journal import resilience_dir
@@ -109,7 +109,7 @@ def _refresh(options: argparse.Namespace) -> int:
     settings = load_settings(environ=os.environ, env=options.env,
                              config_file=Path(options.config) if options.config else None)
     deadline.install()
-    engine = sql_engine(settings)
+    engine = engine_for(settings)  # a process of its own: no command's telemetry to add
     try:
         store = LocalStore(resilience_dir(settings.paths.data_dir, settings.database_url))
         with deadline.Deadline(BACKGROUND_BUDGET_S).active():

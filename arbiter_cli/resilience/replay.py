@@ -14,6 +14,10 @@ the op id is found and the entry is dropped. An entry that fails a check, or who
 primary refuses (the agent was created or removed meanwhile, a different outcome was recorded),
 becomes a *conflict*: it stays in the journal, is audited in its tenant's chain, and is never
 applied over what the primary holds. A database failure stops the replay; the rest waits.
+
+Replay builds nothing itself: the composition root hands it a :data:`PrimaryFactory`
+(``bootstrap.replay_services``), which gives the plain services on the primary for an op (its
+units of work commit the op's id with its effect) and a correlation id.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from arbiter_cli.adapters.sql.repository import OpContext, already_applied
+from arbiter_cli.domain.results import Recorded, Routed
 from arbiter_cli.errors import (
     ArbiterError,
     ConfigInvalid,
@@ -39,23 +45,40 @@ from arbiter_cli.resilience.gateway import Resilience
 from arbiter_cli.resilience.journal import MAX_ATTEMPTS, Entry
 from arbiter_cli.resilience.records import (
     KIND_COMMANDS,
+    Kind,
     decision_from,
+    kind_of,
     outcome_from,
     task_result_from,
 )
 from arbiter_cli.resilience.snapshot import file_lock
 
 if TYPE_CHECKING:
-    from arbiter_cli.bootstrap import App
     from arbiter_cli.config import Settings
     from arbiter_cli.domain.principal import Principal
+    from arbiter_cli.ports import AgentsPort, RoutingPort, SecurityPort, UnitOfWorkFactory
 
 APPLIED = "applied"
 CONFLICT = "conflict"
 MIN_START_S = 0.2  # an entry is not started with less time than this left (or than it needs)
 
 
-def replay(res: Resilience, *, budget_s: float | None, blocking: bool = False,
+@dataclass(frozen=True)
+class Primary:
+    """The plain services replay runs on the primary, and their unit of work."""
+
+    agents: AgentsPort
+    routing: RoutingPort
+    security: SecurityPort
+    uow: UnitOfWorkFactory
+
+
+#: For an op (None: outside any op) and a correlation id, the services on the primary.
+PrimaryFactory = Callable[[OpContext | None, str | None], Primary]
+
+
+def replay(res: Resilience, services: PrimaryFactory, *, budget_s: float | None,
+           blocking: bool = False,
            progress: Callable[[int], None] | None = None,
            within: Deadline | None = None) -> dict[str, Any]:
     """Apply pending entries in order until the journal is empty, the primary fails, or the
@@ -80,7 +103,7 @@ def replay(res: Resilience, *, budget_s: float | None, blocking: bool = False,
         deletes = AppliedBatch(res)
         flags: dict[str, bool] = {}
         try:
-            _replay_entries(res, report, total, within, deletes, progress, flags)
+            _replay_entries(res, services, report, total, within, deletes, progress, flags)
         finally:
             deletes.flush()
             report["over_capacity"] = sum(flags.values())
@@ -88,7 +111,8 @@ def replay(res: Resilience, *, budget_s: float | None, blocking: bool = False,
     return report
 
 
-def _replay_entries(res: Resilience, report: dict[str, Any], total: Deadline | None,
+def _replay_entries(res: Resilience, services: PrimaryFactory, report: dict[str, Any],
+                    total: Deadline | None,
                     within: Deadline | None, deletes: AppliedBatch,
                     progress: Callable[[int], None] | None, flags: dict[str, bool]) -> None:
     from arbiter_cli.resilience.retry import PrimarySlow
@@ -110,14 +134,14 @@ def _replay_entries(res: Resilience, report: dict[str, Any], total: Deadline | N
             report["stopped"] = "the replay budget is spent"
             return
         try:
-            applied = apply_entry(res, entry, Deadline(limit), seen)
+            applied = apply_entry(res, services, entry, Deadline(limit), seen)
             status = applied.status
             flags.update(applied.flags)
         except PrimarySlow as exc:
             if limit < needed:  # cut by this replay's budget, not by its own: try later
                 report["stopped"] = f"entry {entry.seq} did not finish within the replay budget"
                 return
-            if not _failed(res, entry, exc.message):
+            if not _failed(res, services, entry, exc.message):
                 report["stopped"] = exc.message
                 return
             status = CONFLICT
@@ -129,7 +153,7 @@ def _replay_entries(res: Resilience, report: dict[str, Any], total: Deadline | N
         except Exception as exc:
             # A bug in applying this entry must not make every command fail for ever: count
             # it like any non-transient failure (a conflict at the third), and still report it.
-            _failed(res, entry, f"internal error: {type(exc).__name__}: {exc}")
+            _failed(res, services, entry, f"internal error: {type(exc).__name__}: {exc}")
             raise
         if status == APPLIED:
             deletes.add(entry.seq)
@@ -142,17 +166,17 @@ def _replay_entries(res: Resilience, report: dict[str, Any], total: Deadline | N
 def entry_budget(settings: Settings, entry: Entry) -> float:
     """What the entry's command had on a healthy primary: ``database.command_timeout``, plus
     ``database.per_item_timeout`` per item of a batch (SPEC §7.1)."""
-    raws = entry.args.get("raws") if entry.kind == "agents.register" else None
+    raws = entry.args.get("raws") if entry.kind == Kind.AGENTS_REGISTER else None
     items = len(raws) if isinstance(raws, list) else 0
     return (settings.seconds("database.command_timeout")
             + items * settings.seconds("database.per_item_timeout"))
 
 
-def _failed(res: Resilience, entry: Entry, message: str) -> bool:
+def _failed(res: Resilience, services: PrimaryFactory, entry: Entry, message: str) -> bool:
     """Count a non-transient failure; True (and audited) when it made the entry a conflict."""
     if not res.journal.failed(entry.seq, message):
         return False
-    _audit_conflict(res, _primary_app(res, entry.correlation_id), entry, None,
+    _audit_conflict(res, services(None, entry.correlation_id), entry, None,
                     Conflict(f"failed {MAX_ATTEMPTS} replays: {message}"))
     return True
 
@@ -186,15 +210,14 @@ class AppliedBatch:
         self._since = None
 
 
-def apply_entry(res: Resilience, entry: Entry, budget: Deadline | None = None,
+def apply_entry(res: Resilience, services: PrimaryFactory, entry: Entry,
+                budget: Deadline | None = None,
                 seen: dict[str | None, Any] | None = None) -> Applied:
     """Check, re-admit and apply one entry: APPLIED (also when an earlier replay or the
     original command already committed it) or CONFLICT (kept, audited), with the
     ``over_capacity`` flags it set or cleared. ``seen``: the token rows this replay has read
     (``SecurityService.readmit``)."""
-    from arbiter_cli.adapters.sql.repository import OpContext, already_applied, current_op
-
-    app = _primary_app(res, entry.correlation_id)
+    app = services(None, entry.correlation_id)
     op = OpContext(op_id=entry.op_id, tenant=entry.tenant, kind=entry.kind, now=res.clock)
     if budget is None:
         budget = Deadline(res.settings.seconds("database.command_timeout"))
@@ -203,11 +226,7 @@ def apply_entry(res: Resilience, entry: Entry, budget: Deadline | None = None,
     def run() -> Any:
         if already_applied(res.primary, entry.op_id):
             return None  # an earlier replay or the original command committed it
-        token = current_op.set(op)
-        try:
-            return dispatch(app, entry, admitted)
-        finally:
-            current_op.reset(token)
+        return dispatch(services(op, entry.correlation_id), entry, admitted)
 
     try:
         check_signed(res, entry)
@@ -225,8 +244,6 @@ def apply_entry(res: Resilience, entry: Entry, budget: Deadline | None = None,
 
 def _flags_of(result: Any) -> dict[str, bool]:
     """The ``over_capacity`` flags a replayed route or outcome changed (none for the rest)."""
-    from arbiter_cli.services.routing import Recorded, Routed
-
     return dict(result.flags) if isinstance(result, Routed | Recorded) else {}
 
 
@@ -246,14 +263,15 @@ def check_signed(res: Resilience, entry: Entry) -> None:
             "written by arbiter on this host (or was changed since), so it is not applied")
 
 
-def readmit(app: App, entry: Entry, seen: dict[str | None, Any] | None = None) -> Principal:
+def readmit(app: Primary, entry: Entry, seen: dict[str | None, Any] | None = None) -> Principal:
     """The entry's caller, admitted again on the primary (``SecurityService.readmit``)."""
     claimed = entry.principal
     token_id = claimed.get("token_id")
     if claimed.get("tenant") != entry.tenant or not (token_id is None
                                                      or isinstance(token_id, str)):
         raise Unauthenticated("the entry's principal does not belong to its tenant")
-    command = KIND_COMMANDS.get(entry.kind)
+    kind = kind_of(entry.kind)
+    command = None if kind is None else KIND_COMMANDS.get(kind)
     if command is None:
         raise InvalidInput(f"journal entry {entry.seq} has an unknown kind {entry.kind!r}")
     if not isinstance(entry.created_at, int | float) or not math.isfinite(entry.created_at):
@@ -268,16 +286,16 @@ def readmit(app: App, entry: Entry, seen: dict[str | None, Any] | None = None) -
 def _check_not_dependent(res: Resilience, entry: Entry) -> None:
     """An op on an agent whose journaled registration conflicted conflicts too, and so does
     the outcome of a decision whose journaled route conflicted."""
-    if entry.kind == "agents.register":
+    if entry.kind == Kind.AGENTS_REGISTER:
         return
-    if entry.kind == "routing.outcome":
+    if entry.kind == Kind.ROUTING_OUTCOME:
         decision_id = entry.args.get("decision_id")
         if isinstance(decision_id, str) and decision_id in res.journal.conflicting_decision_ids(
                 entry.tenant, entry.seq):
             raise Conflict(f"decision {decision_id}: its journaled route conflicted, so this "
                            "outcome is about a decision the database does not hold")
         return
-    if entry.kind == "routing.route":
+    if entry.kind == Kind.ROUTING_ROUTE:
         decision = entry.args.get("decision")
         target = decision.get("agent_id") if isinstance(decision, dict) else None
     elif entry.kind.startswith("agents."):
@@ -290,10 +308,18 @@ def _check_not_dependent(res: Resilience, entry: Entry) -> None:
                        "was made to an agent the database does not hold")
 
 
-AGENT_WRITES = ("register", "update", "set_status", "heartbeat", "record", "remove")
+#: The service method each journaled agent write replays through.
+AGENT_WRITES: dict[Kind, Callable[[AgentsPort], Callable[..., Any]]] = {
+    Kind.AGENTS_REGISTER: lambda agents: agents.register,
+    Kind.AGENTS_UPDATE: lambda agents: agents.update,
+    Kind.AGENTS_SET_STATUS: lambda agents: agents.set_status,
+    Kind.AGENTS_HEARTBEAT: lambda agents: agents.heartbeat,
+    Kind.AGENTS_RECORD: lambda agents: agents.record,
+    Kind.AGENTS_REMOVE: lambda agents: agents.remove,
+}
 
 
-def dispatch(app: App, entry: Entry, principal: Principal | None) -> Any:
+def dispatch(app: Primary, entry: Entry, principal: Principal | None) -> Any:
     """Run the service call an entry records, on ``app`` (the primary)."""
     method, args = decode(app, entry)
     if principal is None:
@@ -301,32 +327,31 @@ def dispatch(app: App, entry: Entry, principal: Principal | None) -> Any:
     return method(principal, **args)
 
 
-def decode(app: App, entry: Entry) -> tuple[Callable[..., Any], dict[str, Any]]:
+def decode(app: Primary, entry: Entry) -> tuple[Callable[..., Any], dict[str, Any]]:
     """The service method of an entry and its keyword arguments.
 
     An entry that does not fit its kind (written by another version, or damaged) is refused
     with ``InvalidInput``, so replay keeps it as a conflict instead of failing every command
     that replays first.
     """
-    domain, _, name = entry.kind.partition(".")
-    if not (domain == "agents" and name in AGENT_WRITES
-            or domain == "routing" and name in ("route", "outcome")):
+    kind = kind_of(entry.kind)
+    if kind is None:
         raise ArbiterError(f"journal entry {entry.seq} has an unknown kind {entry.kind!r}")
     args = dict(entry.args)
     try:
-        if entry.kind == "routing.route":
+        if kind == Kind.ROUTING_ROUTE:
             method: Callable[..., Any] = app.routing.apply_decision
             args = {"decision": decision_from(args["decision"])}
-        elif entry.kind == "routing.outcome":
+        elif kind == Kind.ROUTING_OUTCOME:
             # The decision closes when the outcome was acknowledged: the entry's time, the
             # host's clock at the acknowledgement (signed with the entry), not replay time.
             method = app.routing.apply_outcome
             args = {"outcome": outcome_from(args["outcome"]), "decision_id": args["decision_id"],
                     "acknowledged_at": datetime.fromtimestamp(entry.created_at, UTC)}
         else:
-            if entry.kind == "agents.record":
+            if kind == Kind.AGENTS_RECORD:
                 args["result"] = task_result_from(args["result"])
-            method = getattr(app.agents, name)
+            method = AGENT_WRITES[kind](app.agents)
         inspect.signature(method).bind(None, **args)
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidInput(f"journal entry {entry.seq} ({entry.kind}) is malformed: "
@@ -334,14 +359,7 @@ def decode(app: App, entry: Entry) -> tuple[Callable[..., Any], dict[str, Any]]:
     return method, args
 
 
-def _primary_app(res: Resilience, correlation_id: str | None) -> App:
-    from arbiter_cli.bootstrap import App, sql_unit_of_work
-
-    return App(settings=res.settings, uow=sql_unit_of_work(res.settings, res.primary),
-               clock=res.clock, engine=res.primary, correlation_id=correlation_id)
-
-
-def _audit_conflict(res: Resilience, app: App, entry: Entry, admitted: Principal | None,
+def _audit_conflict(res: Resilience, app: Primary, entry: Entry, admitted: Principal | None,
                     exc: ArbiterError) -> None:
     """``journal.conflict`` (denied) in the entry's tenant's chain. Its actor is the
     re-admitted token, or nobody when the entry was not admitted: a claimed token never
@@ -365,16 +383,3 @@ def _audit_conflict(res: Resilience, app: App, entry: Entry, admitted: Principal
     # The entry is kept as a conflict either way; an unrecorded audit is not worth failing for.
     with contextlib.suppress(ArbiterError):
         res.guarded(record)
-
-
-def replay_pending(settings: Settings, *, budget_s: float | None) -> dict[str, Any]:
-    """Drain the journal of ``database.url`` (serve's background loop, and health)."""
-    from arbiter_cli.bootstrap import build
-
-    app = build(settings, check_schema=False, resilient=True)
-    try:
-        if app.resilience is None:
-            return {"applied": 0, "conflicts": 0, "remaining": 0, "stopped": None}
-        return replay(app.resilience, budget_s=budget_s)
-    finally:
-        app.close()

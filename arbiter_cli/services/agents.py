@@ -7,7 +7,6 @@ import binascii
 import builtins
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,16 +22,11 @@ from arbiter_cli.domain.agents import (
 )
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.query import Query, match_item
+from arbiter_cli.domain.results import Page
 from arbiter_cli.domain.security import authorize_field
 from arbiter_cli.errors import Conflict, Forbidden, InvalidInput, NotFound
 from arbiter_cli.ports import IdFactory, UnitOfWork, UnitOfWorkFactory
 from arbiter_cli.services.audit import Auditor
-
-
-@dataclass(frozen=True)
-class Page:
-    items: builtins.list[Agent]
-    next_cursor: str | None
 
 
 def encode_cursor(last_id: str) -> str:

@@ -10,7 +10,7 @@ import secrets
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,6 +19,7 @@ from arbiter_cli.domain import validation as v
 from arbiter_cli.domain.agents import Agent, RegistryPolicy, Status, TaskResult
 from arbiter_cli.domain.overlap import changed_flags
 from arbiter_cli.domain.principal import Principal
+from arbiter_cli.domain.results import Recorded, Routed
 from arbiter_cli.domain.routing import (
     EXPIRED,
     OPEN,
@@ -41,21 +42,6 @@ from arbiter_cli.services.audit import Auditor
 from arbiter_cli.services.window import Since
 
 REAP_BATCH = 100
-
-
-@dataclass(frozen=True)
-class Routed:
-    decision: Decision
-    already_routed: bool = False
-    #: ``over_capacity`` flags a replayed decision set or cleared: ``{decision id: flag}``
-    flags: Mapping[str, bool] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Recorded:
-    decision: Decision
-    already_recorded: bool = False
-    flags: Mapping[str, bool] = field(default_factory=dict)
 
 
 def not_found(decision_ref: str) -> NotFound:

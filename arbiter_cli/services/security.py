@@ -12,6 +12,7 @@ from typing import Any
 
 from arbiter_cli.domain import validation as v
 from arbiter_cli.domain.principal import DEFAULT_TENANT, Principal
+from arbiter_cli.domain.results import Bootstrap, IssuedToken
 from arbiter_cli.domain.security import (
     ADMIN,
     TOKEN_ID_RE,
@@ -45,24 +46,6 @@ LAST_USED_RESOLUTION = timedelta(seconds=60)
 class RatePolicy:
     rate: float = 50.0
     burst: int = 200
-
-
-@dataclass(frozen=True)
-class IssuedToken:
-    record: TokenRecord
-    token: str  # shown once
-
-    def to_dict(self) -> dict[str, Any]:
-        data = self.record.to_dict()
-        return {"id": data["id"], "token": self.token, "role": data["role"],
-                "tenant": data["tenant"], "expires_at": data["expires_at"],
-                "name": data["name"], "rate": data["rate"], "burst": data["burst"]}
-
-
-@dataclass(frozen=True)
-class Bootstrap:
-    created: bool  # the tenant is new
-    issued: IssuedToken | None  # the first admin token of the database, if this call made it
 
 
 def check_tenant_name(name: str) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from arbiter_cli.ports import UnitOfWork
+from arbiter_cli.ports import Since, UnitOfWork
 
-Since = datetime | timedelta | None
+__all__ = ["Since", "since"]
 
 
 def since(uow: UnitOfWork, value: Since) -> datetime | None:

@@ -19,7 +19,7 @@ from arbiter_cli.domain.agents import TaskResult
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.routing import Outcome
 from arbiter_cli.errors import InvalidInput
-from arbiter_cli.services.agents import AgentService
+from arbiter_cli.ports import AgentsPort
 from arbiter_cli.tools.wiring import ScratchStore
 
 WORKLOADS = ("registry-v1", "registry-v2", "route", "e2e")
@@ -104,7 +104,7 @@ def _v1_agent(i: int) -> dict[str, Any]:
 
 
 def _registry_v1(
-    service: AgentService, principal: Principal, agents: int, queries: int, seconds: float,
+    service: AgentsPort, principal: Principal, agents: int, queries: int, seconds: float,
     say: Log, after_load: Callable[[], None],
 ) -> tuple[Timer, dict[str, float], dict[str, Any]]:
     rng = random.Random(1)
@@ -137,7 +137,7 @@ def _registry_v1(
 
 
 def _registry_v2(
-    service: AgentService, principal: Principal, say: Log
+    service: AgentsPort, principal: Principal, say: Log
 ) -> tuple[Timer, dict[str, float], dict[str, Any]]:
     import psutil
 

@@ -15,8 +15,7 @@ from typing import Any
 
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.routing import Outcome
-from arbiter_cli.services.agents import AgentService
-from arbiter_cli.services.routing import RoutingService
+from arbiter_cli.ports import AgentsPort, RoutingPort
 
 FLEET: tuple[dict[str, Any], ...] = (
     {"id": "atlas", "model_family": "claude-3.5", "skill": 0.62,
@@ -59,14 +58,14 @@ class DemoReport:
                 "counts": dict(self.counts), "successes": dict(self.successes)}
 
 
-def register_fleet(agents: AgentService, principal: Principal) -> None:
+def register_fleet(agents: AgentsPort, principal: Principal) -> None:
     raws = [{**{k: v for k, v in spec.items() if k != "skill"}, "name": spec["id"].title(),
              "capacity": 4} for spec in FLEET]
     agents.register(principal, raws)
 
 
 def simulate(
-    routing: RoutingService, principal: Principal, *, tasks: int, seed: int, window: int = 50,
+    routing: RoutingPort, principal: Principal, *, tasks: int, seed: int, window: int = 50,
     strategy: str | None = None, progress: Callable[[int], None] | None = None,
 ) -> DemoReport:
     """Route ``tasks`` Python code-editing tasks and report simulated outcomes back."""

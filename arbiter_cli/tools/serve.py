@@ -10,7 +10,7 @@ drain) with four endpoints (SPEC §8, §9):
   calls, process metrics) plus collectors read at scrape time: the fleet from the database,
   the breaker and journal, live soak runs.
 
-A replay thread calls ``resilience.replay.replay_pending`` every ``serve.replay_interval``.
+A replay thread calls ``bootstrap.replay_pending`` every ``serve.replay_interval``.
 
 ``Server.stop()`` stops accepting, lets in-flight requests finish for at most
 ``serve.shutdown_timeout`` (then closes their connections), stops the replay loop and releases
@@ -38,7 +38,6 @@ from arbiter_cli.observability.instrument import instrument_engine
 from arbiter_cli.resilience.breaker import breaker_for
 from arbiter_cli.resilience.deadline import Deadline
 from arbiter_cli.resilience.journal import resilience_status
-from arbiter_cli.resilience.replay import replay_pending
 from arbiter_cli.resilience.retry import guarded
 from arbiter_cli.tools.health import evaluate
 from arbiter_cli.tools.soak.state import live_states
@@ -79,18 +78,15 @@ def health_evaluator(engine: EngineFactory) -> Evaluate:
     return evaluate_health
 
 
-def replay_journal(settings: Settings, budget_s: float) -> dict[str, Any]:
-    return replay_pending(settings, budget_s=budget_s)
-
-
 class Server:
     """The HTTP server, its collectors and the replay loop of one ``arbiter serve``."""
 
     def __init__(self, settings: Settings, telemetry: Telemetry, metrics: Metrics, *,
                  host: str, port: int, engine: EngineFactory, evaluate: Evaluate | None = None,
-                 replay: Replay = replay_journal) -> None:
-        """``engine`` (settings -> Engine) comes from the composition root: the health checks
-        and the fleet collector connect with it."""
+                 replay: Replay) -> None:
+        """``engine`` (settings -> Engine) and ``replay`` (settings, budget -> what the journal's
+        drain did) come from the composition root: the health checks and the fleet collector
+        connect with the one, the replay loop drains with the other."""
         self.settings = settings
         self.telemetry = telemetry
         self.metrics = metrics

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from arbiter_cli.domain.principal import DEFAULT_TENANT
+from arbiter_cli.domain.results import Bootstrap
 from arbiter_cli.ports import Clock, UnitOfWorkFactory
-from arbiter_cli.services.security import Bootstrap
 
 
 @dataclass(frozen=True)

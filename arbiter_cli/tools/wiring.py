@@ -13,9 +13,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from arbiter_cli.config import Settings
-    from arbiter_cli.services.agents import AgentService
-    from arbiter_cli.services.routing import RoutingService
-    from arbiter_cli.services.security import SecurityService
+    from arbiter_cli.ports import AgentsPort, RoutingPort, SecurityPort
 
 
 class Wired(Protocol):
@@ -24,13 +22,13 @@ class Wired(Protocol):
     engine: Engine | None
 
     @property
-    def agents(self) -> AgentService: ...
+    def agents(self) -> AgentsPort: ...
 
     @property
-    def routing(self) -> RoutingService: ...
+    def routing(self) -> RoutingPort: ...
 
     @property
-    def security(self) -> SecurityService: ...
+    def security(self) -> SecurityPort: ...
 
 
 class ScratchStore(Protocol):

@@ -73,7 +73,7 @@ class InProcess:
                 "id": agent, "name": agent, "model_family": "fault-test",
                 "task_types": ["testing"], "capacity": 1}])
             elapsed = time.perf_counter() - started
-            return elapsed, app.resilience.durability
+            return elapsed, app.writes[-1].state if app.writes else None
         finally:
             app.close()
 

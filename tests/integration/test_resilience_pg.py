@@ -557,7 +557,7 @@ def test_replay_applies_every_journaled_effect_once_in_order(host: Host) -> None
         without_times(a) for a in degraded_view]
 
 
-# One journaled write of every kind (resilience.records.KINDS), in an order where no entry
+# One journaled write of every kind (resilience.records.Kind), in an order where no entry
 # depends on an earlier one: each conflicts for its own reason or not at all.
 EVERY_KIND = (
     ("routing.route", ("route", "task", "--task-type", "testing", "--task-id", "T-1")),
@@ -579,9 +579,9 @@ def journal_every_kind(host: Host, token: str | None = None) -> None:
                   else host.run(*args, token=token))
         assert result.exit_code == 0 and "journaled as op" in result.stderr, (kind, result)
         assert host.backlog() == before + 1, kind
-    from arbiter_cli.resilience.records import KINDS
+    from arbiter_cli.resilience.records import Kind
 
-    assert sorted(e["kind"] for e in host.entries()) == sorted(KINDS)
+    assert sorted(e["kind"] for e in host.entries()) == sorted(Kind)
 
 
 def primary_state(host: Host) -> tuple[Any, ...]:

@@ -45,6 +45,7 @@ from arbiter_cli.resilience import deadline as deadline_module
 from arbiter_cli.resilience.breaker import BreakerOpen
 from arbiter_cli.resilience.deadline import Deadline
 from arbiter_cli.resilience.faults import Fault, classify, driver_error
+from arbiter_cli.resilience.gateway import Done, Durability
 from arbiter_cli.resilience.journal import (
     CONFLICT,
     PENDING,
@@ -56,7 +57,7 @@ from arbiter_cli.resilience.journal import (
     store_key,
 )
 from arbiter_cli.resilience.records import (
-    KINDS,
+    Kind,
     decision_from,
     decision_record,
     outcome_from,
@@ -66,7 +67,12 @@ from arbiter_cli.resilience.records import (
     task_result_record,
 )
 from arbiter_cli.resilience.retry import MAX_ATTEMPTS, guarded, unavailable_from
-from arbiter_cli.resilience.services import READS, ResilientService, journal_args
+from arbiter_cli.resilience.services import (
+    ResilientAgents,
+    ResilientRouting,
+    Sides,
+    journal_args,
+)
 from arbiter_cli.services.agents import AgentService
 from arbiter_cli.services.routing import Recorded, Routed, RoutingService
 from arbiter_cli.tools.setup import initialize
@@ -466,7 +472,8 @@ def test_status_of_an_empty_journal_on_a_network_primary(tmp_path: Path) -> None
     status = resilience_status(settings)
     assert status == {"backlog": 0, "conflicts": 0, "oldest_age_s": None,
                       "journal_writable": True, "journal_problem": None,
-                      "journal_readable": True, "snapshot": True, "degraded": False, "breaker": {"state": "closed", "opened_at": None},
+                      "journal_readable": True, "snapshot": True, "degraded": False,
+                      "breaker": {"state": "closed", "opened_at": None},
                       "stranded": []}
 
 
@@ -888,7 +895,7 @@ def test_every_journaled_kind_needs_the_permission_of_its_command() -> None:
     from arbiter_cli.domain.security import PERMISSIONS
     from arbiter_cli.resilience.records import KIND_COMMANDS
 
-    assert set(KIND_COMMANDS) == set(KINDS)
+    assert set(KIND_COMMANDS) == set(Kind)
     assert all(command in PERMISSIONS for command in KIND_COMMANDS.values())
 
 
@@ -1059,10 +1066,9 @@ def test_journal_args_of_agent_writes_are_their_plain_arguments(
 
 def test_every_journaled_kind_is_covered_here() -> None:
     """A new kind must get a journal_args case above and a dispatch in replay."""
-    assert set(KINDS) == {"agents.register", "agents.update", "agents.set_status",
-                          "agents.heartbeat", "agents.record", "agents.remove",
-                          "routing.route", "routing.outcome"}
-    assert not set(KINDS) & READS
+    assert set(Kind) == {"agents.register", "agents.update", "agents.set_status",
+                         "agents.heartbeat", "agents.record", "agents.remove",
+                         "routing.route", "routing.outcome"}
 
 
 # ---------------------------------------------------------------------------- proxy and replay
@@ -1104,16 +1110,17 @@ class Journaling:
     calls: list[str] = field(default_factory=list)
     items: list[int] = field(default_factory=list)
 
-    def write(self, kind: str, principal: Principal, primary: Callable[[], Any],
+    def write(self, kind: Kind, principal: Principal, primary: Callable[[Any], Any],
               local: Callable[[], Any], args_of: Callable[[Any], dict[str, Any] | None],
-              items: int = 0) -> Any:
+              items: int = 0) -> Done[Any]:
         self.calls.append(f"write {kind}")
         self.items.append(items)
         result = local()
         args = args_of(result)
-        if args is not None:
-            self.entries.append((kind, principal, through_json(args)))
-        return result
+        if args is None:
+            return Done(result, Durability("committed"))
+        self.entries.append((str(kind), principal, through_json(args)))
+        return Done(result, Durability("journaled", {"host": "h", "path": "p"}))
 
     def read(self, primary: Callable[[], Any], local: Callable[[], Any]) -> Any:
         self.calls.append("read")
@@ -1124,10 +1131,13 @@ class Journaling:
         return fn()
 
 
-def proxied(journaling: Journaling, on: Side) -> tuple[Any, Any]:
+def proxied(journaling: Journaling, on: Side) -> tuple[ResilientAgents, ResilientRouting]:
     res: Any = journaling
-    agents = ResilientService("agents", res, on.agents, lambda: on.agents)
-    routing = ResilientService("routing", res, on.routing, lambda: on.routing)
+    wrote: list[Durability] = []
+    agents = ResilientAgents(res, Sides(on.agents, lambda op: on.agents, lambda: on.agents),
+                             wrote.append)
+    routing = ResilientRouting(res, Sides(on.routing, lambda op: on.routing,
+                                          lambda: on.routing), wrote.append)
     return agents, routing
 
 
@@ -1237,7 +1247,8 @@ def test_a_journaled_registration_keeps_its_uids_and_a_re_registered_agent_confl
 
 
 def test_the_proxy_sends_reads_writes_and_the_rest_their_own_way() -> None:
-    """READS fall back, KINDS journal, dry runs read, anything else is only guarded."""
+    """Reads fall back, journaled kinds journal, dry runs read, anything else is only
+    guarded."""
     clock = FakeClock(T0)
     local = side(clock, "local")
     journaling = Journaling()
@@ -1280,7 +1291,7 @@ def test_a_batch_register_tells_the_gateway_its_size_and_other_writes_none() -> 
                             "task_types": ["testing"]} for n in range(3)])
     agents.heartbeat(ORCH, "a1")
     assert journaling.items == [3, 0]
-    assert batch_size("agents.update", {"raws": [1, 2]}) == 0
+    assert batch_size(({"id": "a1"}, {"id": "a2"})) == 2
 
 
 def test_a_batch_entry_gets_the_budget_its_command_had() -> None:

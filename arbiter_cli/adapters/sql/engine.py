@@ -12,7 +12,7 @@ PostgreSQL: psycopg2 with a pool, ``application_name=arbiter``, ``connect_timeou
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -23,6 +23,9 @@ from arbiter_cli.adapters.sql.schema_version import HEAD, KNOWN
 from arbiter_cli.dburl import mask_url
 from arbiter_cli.dburl import parse as parse_url
 from arbiter_cli.errors import ConfigInvalid, SchemaOutdated, StorageUnavailable
+
+if TYPE_CHECKING:
+    from arbiter_cli.config import Settings
 
 WRITE_OPTION = "arbiter_write"
 
@@ -58,6 +61,20 @@ def make_engine(
             "application_name": "arbiter",
             "options": f"-c statement_timeout={int(statement_timeout_s * 1000)}",
         },
+    )
+
+
+def engine_for(settings: Settings, url: str | None = None, *, create: bool = False) -> Engine:
+    """The engine on ``url`` (default ``database.url``) with the pool and timeouts of the
+    settings (``bootstrap.sql_engine`` adds the command's telemetry to it)."""
+    return make_engine(
+        url or settings.database_url,
+        pool_size=int(settings["database.pool_size"]),
+        max_overflow=int(settings["database.max_overflow"]),
+        connect_timeout_s=settings.seconds("database.connect_timeout"),
+        statement_timeout_s=settings.seconds("database.statement_timeout"),
+        busy_timeout_s=settings.seconds("database.busy_timeout"),
+        create=create,
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import builtins
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -269,9 +268,6 @@ class OpContext:
     ambiguous: bool = False
 
 
-current_op: ContextVar[OpContext | None] = ContextVar("arbiter_current_op", default=None)
-
-
 def already_applied(engine: Engine, op_id: str) -> bool:
     with engine.connect() as conn:
         found = conn.execute(select(t.applied_ops.c.op_id).where(t.applied_ops.c.op_id == op_id))
@@ -284,6 +280,8 @@ class SqlUnitOfWork:
     Database failures leave as ``StorageUnavailable`` (exit 10) and unique violations as
     ``Conflict`` (exit 5), each one line and without the password. ``now()`` is the
     database's time (``clock.py``); audit events are sealed with ``audit_key`` when it is set.
+    With ``op`` (a journaled-kind write on a network primary, or its replay) the commit stores
+    the op's id in ``applied_ops`` in the same transaction.
     """
 
     agents: SqlAgents
@@ -295,11 +293,12 @@ class SqlUnitOfWork:
     audit: SqlAudit
 
     def __init__(self, engine: Engine, *, write: bool = False, audit_key: bytes | None = None,
-                 clock_offset_s: float | None = None) -> None:
+                 clock_offset_s: float | None = None, op: OpContext | None = None) -> None:
         self._engine = engine
         self._write = write
         self._audit_key = audit_key
         self._clock_offset_s = clock_offset_s  # set: a snapshot standing in for the primary
+        self._op = op
 
     def __enter__(self) -> Self:
         try:
@@ -360,7 +359,7 @@ class SqlUnitOfWork:
         return max(moment, self.now())
 
     def commit(self) -> None:
-        op = current_op.get()
+        op = self._op
         if op is not None and self._write and not op.recorded:
             # The op's id goes in with its effect: a replay after an ambiguous commit sees it.
             self._conn.execute(insert(t.applied_ops).values(
@@ -387,14 +386,21 @@ def _first_line(exc: DBAPIError) -> str:
 
 class SqlUnitOfWorkFactory:
     """``clock_offset_s``: the engine is a local snapshot standing in for the primary, whose
-    clock is this host's plus that offset (``clock.EstimatedClock``)."""
+    clock is this host's plus that offset (``clock.EstimatedClock``). ``op``: the journaled
+    operation whose id every write unit of work stores with its effect (:meth:`for_op`)."""
 
     def __init__(self, engine: Engine, *, audit_key: bytes | None = None,
-                 clock_offset_s: float | None = None) -> None:
+                 clock_offset_s: float | None = None, op: OpContext | None = None) -> None:
         self.engine = engine
         self.audit_key = audit_key
         self.clock_offset_s = clock_offset_s
+        self.op = op
+
+    def for_op(self, op: OpContext) -> SqlUnitOfWorkFactory:
+        """The same store, its writes committed under ``op`` (its id goes to ``applied_ops``)."""
+        return SqlUnitOfWorkFactory(self.engine, audit_key=self.audit_key,
+                                    clock_offset_s=self.clock_offset_s, op=op)
 
     def __call__(self, *, write: bool = False) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, write=write, audit_key=self.audit_key,
-                             clock_offset_s=self.clock_offset_s)
+                             clock_offset_s=self.clock_offset_s, op=self.op)
