@@ -40,23 +40,24 @@ def utc_now() -> datetime:
 
 
 def routing_policy(settings: Settings) -> RoutingPolicy:
+    routing = settings.routing
     return RoutingPolicy(
-        strategy=str(settings["routing.strategy"]),
-        half_life=float(settings["routing.half_life"]),
-        weights=settings.weights("routing.weights"),
-        latency_ref_ms=float(settings["routing.latency_ref_ms"]),
-        epsilon_initial=float(settings["routing.epsilon.initial"]),
-        epsilon_min=float(settings["routing.epsilon.min"]),
-        epsilon_decay=float(settings["routing.epsilon.decay"]),
-        record_candidates=int(settings["routing.record_candidates"]),
-        max_claim_attempts=int(settings["routing.max_claim_attempts"]),
-        assignment_ttl_s=settings.seconds("routing.assignment_ttl"),
+        strategy=routing.strategy,
+        half_life=routing.half_life,
+        weights=routing.weights.as_dict(),
+        latency_ref_ms=routing.latency_ref_ms,
+        epsilon_initial=routing.epsilon.initial,
+        epsilon_min=routing.epsilon.min,
+        epsilon_decay=routing.epsilon.decay,
+        record_candidates=routing.record_candidates,
+        max_claim_attempts=routing.max_claim_attempts,
+        assignment_ttl_s=routing.assignment_ttl,
     )
 
 
 def audit_key(settings: Settings) -> bytes | None:
     """``security.audit_key``: with it, audit events are HMAC-sealed (SPEC §4.1)."""
-    key = str(settings["security.audit_key"])
+    key = settings.security.audit_key
     return key.encode() if key else None
 
 
@@ -71,12 +72,13 @@ def sql_unit_of_work(settings: Settings, engine: Engine, *,
 
 
 def registry_policy(settings: Settings) -> RegistryPolicy:
+    registry = settings.registry
     return RegistryPolicy(
-        task_types=tuple(settings["registry.task_types"]),
-        languages=tuple(settings["registry.languages"]),
-        default_capacity=int(settings["registry.default_capacity"]),
-        max_agents=int(settings["registry.max_agents"]),
-        window=int(settings["performance.window"]),
+        task_types=registry.task_types,
+        languages=registry.languages,
+        default_capacity=registry.default_capacity,
+        max_agents=registry.max_agents,
+        window=settings.performance.window,
     )
 
 
@@ -122,7 +124,7 @@ class App:
         from arbiter_cli.services.agents import AgentService
 
         return AgentService(
-            uow, registry_policy(self.settings), self.settings.weights("query.weights"),
+            uow, registry_policy(self.settings), self.settings.query.weights.as_dict(),
             uuid7, Auditor(self.correlation_id),
         )
 
@@ -135,8 +137,8 @@ class App:
     def _security_service(self, uow: UnitOfWorkFactory) -> SecurityService:
         from arbiter_cli.services.security import RatePolicy, SecurityService
 
-        rates = RatePolicy(rate=float(self.settings["security.rate_limit.rate"]),
-                           burst=int(self.settings["security.rate_limit.burst"]))
+        limit = self.settings.security.rate_limit
+        rates = RatePolicy(rate=limit.rate, burst=limit.burst)
         return SecurityService(uow, rates, self.correlation_id)
 
     def _resilient(self, domain: str, make: Callable[[UnitOfWorkFactory], S]) -> S:
@@ -167,11 +169,11 @@ def sql_engine(settings: Settings, url: str | None = None, *, create: bool = Fal
 
     engine = make_engine(
         url or settings.database_url,
-        pool_size=int(settings["database.pool_size"]),
-        max_overflow=int(settings["database.max_overflow"]),
-        connect_timeout_s=settings.seconds("database.connect_timeout"),
-        statement_timeout_s=settings.seconds("database.statement_timeout"),
-        busy_timeout_s=settings.seconds("database.busy_timeout"),
+        pool_size=settings.database.pool_size,
+        max_overflow=settings.database.max_overflow,
+        connect_timeout_s=settings.database.connect_timeout,
+        statement_timeout_s=settings.database.statement_timeout,
+        busy_timeout_s=settings.database.busy_timeout,
         create=create,
     )
     if telemetry is not None and telemetry.watches_database:

@@ -429,19 +429,6 @@ class Settings:
                 section = _section(SECTIONS[str(item.type)], self.values, item.name + ".")
                 object.__setattr__(self, item.name, section)
 
-    def __getitem__(self, name: str) -> Any:
-        return self.values[name]
-
-    def seconds(self, name: str) -> float:
-        return parse_duration(self.values[name])
-
-    def bytes(self, name: str) -> int:
-        return parse_size(self.values[name])
-
-    def weights(self, group: str) -> dict[str, float]:
-        prefix = group + "."
-        return {k[len(prefix):]: float(v) for k, v in self.values.items() if k.startswith(prefix)}
-
     @property
     def database_url(self) -> str:
         url = self.database.url

@@ -110,7 +110,7 @@ def task(
         if given:
             raise fail("file", "exclusive", "use either --file or the task flags, not both")
         documents = read_documents(
-            file, max_bytes=state.settings.bytes("security.max_input_bytes"))
+            file, max_bytes=state.settings.security.max_input_bytes)
         if len(documents) != 1:
             raise fail("file", "single", "must hold exactly one JSON task")
         given = documents[0]
@@ -316,8 +316,8 @@ def simulate(
     from arbiter_cli.services import simulate as sim
 
     state = state_of(ctx)
-    documents = read_documents(truth, "truth", max_bytes=state.settings.bytes(
-        "security.max_input_bytes")) if truth else None
+    documents = read_documents(
+        truth, "truth", max_bytes=state.settings.security.max_input_bytes) if truth else None
     if documents is not None and len(documents) != 1:
         from arbiter_cli.domain.validation import fail
 

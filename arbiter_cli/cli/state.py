@@ -88,7 +88,7 @@ class State:
             return  # the primary already failed this command: replaying would only wait
         from arbiter_cli.resilience.replay import replay
 
-        report = replay(res, budget_s=self.settings.seconds("resilience.replay_budget"),
+        report = replay(res, budget_s=self.settings.resilience.replay_budget,
                         within=res.deadline)
         if report["conflicts"]:
             res.warn(f"{report['conflicts']} journaled write(s) conflicted at replay: "
@@ -106,7 +106,7 @@ class State:
 
         settings = self.settings
         app = self.app()
-        if not settings["security.enabled"]:
+        if not settings.security.enabled:
             self._refuse_switch_off(app)
             log.get_logger().warning("security.enabled = false: every command acts as admin "
                                      "of tenant 'default'")

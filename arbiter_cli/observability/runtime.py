@@ -135,7 +135,7 @@ def observe(state: State) -> Iterator[Telemetry]:
     """Logs, tracer and metrics for the command ``state`` runs; its span around the body."""
     settings = _settings(state)
     if settings is not None:
-        level, fmt = str(settings["logging.level"]), str(settings["logging.format"])
+        level, fmt = settings.logging.level, settings.logging.format
         secrets = [*settings.secret_values(), state.token, *state.secrets]
     else:
         level = state.log_level if state.log_level in log.LEVELS else "warning"
@@ -153,7 +153,7 @@ def observe(state: State) -> Iterator[Telemetry]:
     if settings is not None:
         from arbiter_cli.observability.tracing import build_provider
 
-        telemetry.provider = build_provider(str(settings["observability.tracing.exporter"]))
+        telemetry.provider = build_provider(settings.observability.tracing.exporter)
     _log.debug("command.start")
     with telemetry.span(f"arbiter {state.command}") as span:
         telemetry.command_span = span

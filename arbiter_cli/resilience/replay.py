@@ -144,8 +144,8 @@ def entry_budget(settings: Settings, entry: Entry) -> float:
     ``database.per_item_timeout`` per item of a batch (SPEC §7.1)."""
     raws = entry.args.get("raws") if entry.kind == "agents.register" else None
     items = len(raws) if isinstance(raws, list) else 0
-    return (settings.seconds("database.command_timeout")
-            + items * settings.seconds("database.per_item_timeout"))
+    return (settings.database.command_timeout
+            + items * settings.database.per_item_timeout)
 
 
 def _failed(res: Resilience, entry: Entry, message: str) -> bool:
@@ -197,7 +197,7 @@ def apply_entry(res: Resilience, entry: Entry, budget: Deadline | None = None,
     app = _primary_app(res, entry.correlation_id)
     op = OpContext(op_id=entry.op_id, tenant=entry.tenant, kind=entry.kind, now=res.clock)
     if budget is None:
-        budget = Deadline(res.settings.seconds("database.command_timeout"))
+        budget = Deadline(res.settings.database.command_timeout)
     admitted: Principal | None = None
 
     def run() -> Any:
