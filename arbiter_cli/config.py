@@ -29,7 +29,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +209,8 @@ Bytes = int  # a size key, parsed: "64MiB" -> 67108864
 
 @dataclass(frozen=True)
 class DatabaseSettings:
+    """``database.*``: the primary store, its pool and its time budgets."""
+
     url: str = field(repr=False)  # raw; ``Settings.database_url`` is the URL to connect to
     password: str = field(repr=False)
     pool_size: int
@@ -222,6 +224,8 @@ class DatabaseSettings:
 
 @dataclass(frozen=True)
 class RegistrySettings:
+    """``registry.*``: what agents may declare, and how many."""
+
     task_types: tuple[str, ...]
     languages: tuple[str, ...]
     default_capacity: int
@@ -230,19 +234,22 @@ class RegistrySettings:
 
 @dataclass(frozen=True)
 class PerformanceSettings:
+    """``performance.*``: how outcomes fold into an agent's record."""
+
     window: int
 
 
-@dataclass(frozen=True)
 class Weights:
-    """A weight group; the services take it as a name -> weight mapping."""
+    """A weight group (a frozen dataclass below); the services take it as a mapping."""
 
     def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return dict(vars(self))  # the fields, in their order
 
 
 @dataclass(frozen=True)
 class QueryWeights(Weights):
+    """``query.weights.*``: the query score's weights (they sum to 1)."""
+
     fit: float
     success: float
     quality: float
@@ -251,11 +258,15 @@ class QueryWeights(Weights):
 
 @dataclass(frozen=True)
 class QuerySettings:
+    """``query.*``."""
+
     weights: QueryWeights
 
 
 @dataclass(frozen=True)
 class RoutingWeights(Weights):
+    """``routing.weights.*``: the routing score's weights (they sum to 1)."""
+
     performance: float
     load: float
     fit: float
@@ -264,6 +275,8 @@ class RoutingWeights(Weights):
 
 @dataclass(frozen=True)
 class EpsilonSettings:
+    """``routing.epsilon.*``: the epsilon-greedy schedule."""
+
     initial: float
     min: float
     decay: float
@@ -271,6 +284,8 @@ class EpsilonSettings:
 
 @dataclass(frozen=True)
 class RoutingSettings:
+    """``routing.*``: strategy, evidence decay, claims and decisions."""
+
     strategy: str
     half_life: float
     latency_ref_ms: float
@@ -283,12 +298,16 @@ class RoutingSettings:
 
 @dataclass(frozen=True)
 class RateLimitSettings:
+    """``security.rate_limit.*``: the token bucket of each token."""
+
     rate: float
     burst: int
 
 
 @dataclass(frozen=True)
 class SecuritySettings:
+    """``security.*``: tokens, the audit seal, input and rate limits."""
+
     enabled: bool
     audit_key: str = field(repr=False)
     max_input_bytes: Bytes
@@ -297,23 +316,31 @@ class SecuritySettings:
 
 @dataclass(frozen=True)
 class LoggingSettings:
+    """``logging.*``: the stderr log."""
+
     level: str
     format: str
 
 
 @dataclass(frozen=True)
 class BreakerSettings:
+    """``breaker.*``: the circuit breaker in front of a network primary."""
+
     fail_max: int
     reset_timeout: Seconds
 
 
 @dataclass(frozen=True)
 class JournalSettings:
+    """``resilience.journal.*``: the outage journal."""
+
     max_entries: int
 
 
 @dataclass(frozen=True)
 class ResilienceSettings:
+    """``resilience.*``: the snapshot, replay and clock checks of an outage."""
+
     snapshot_interval: Seconds
     snapshot_refresh: str
     replay_budget: Seconds
@@ -323,16 +350,22 @@ class ResilienceSettings:
 
 @dataclass(frozen=True)
 class TracingSettings:
+    """``observability.tracing.*``."""
+
     exporter: str
 
 
 @dataclass(frozen=True)
 class ObservabilitySettings:
+    """``observability.*``."""
+
     tracing: TracingSettings
 
 
 @dataclass(frozen=True)
 class ServeSettings:
+    """``serve.*``: the HTTP server of ``arbiter serve``."""
+
     replay_interval: Seconds
     shutdown_timeout: Seconds
     read_timeout: Seconds
