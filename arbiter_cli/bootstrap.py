@@ -55,23 +55,24 @@ def utc_now() -> datetime:
 
 
 def routing_policy(settings: Settings) -> RoutingPolicy:
+    routing = settings.routing
     return RoutingPolicy(
-        strategy=str(settings["routing.strategy"]),
-        half_life=float(settings["routing.half_life"]),
-        weights=settings.weights("routing.weights"),
-        latency_ref_ms=float(settings["routing.latency_ref_ms"]),
-        epsilon_initial=float(settings["routing.epsilon.initial"]),
-        epsilon_min=float(settings["routing.epsilon.min"]),
-        epsilon_decay=float(settings["routing.epsilon.decay"]),
-        record_candidates=int(settings["routing.record_candidates"]),
-        max_claim_attempts=int(settings["routing.max_claim_attempts"]),
-        assignment_ttl_s=settings.seconds("routing.assignment_ttl"),
+        strategy=routing.strategy,
+        half_life=routing.half_life,
+        weights=routing.weights.as_dict(),
+        latency_ref_ms=routing.latency_ref_ms,
+        epsilon_initial=routing.epsilon.initial,
+        epsilon_min=routing.epsilon.min,
+        epsilon_decay=routing.epsilon.decay,
+        record_candidates=routing.record_candidates,
+        max_claim_attempts=routing.max_claim_attempts,
+        assignment_ttl_s=routing.assignment_ttl,
     )
 
 
 def audit_key(settings: Settings) -> bytes | None:
     """``security.audit_key``: with it, audit events are HMAC-sealed (SPEC §4.1)."""
-    key = str(settings["security.audit_key"])
+    key = settings.security.audit_key
     return key.encode() if key else None
 
 
@@ -86,12 +87,13 @@ def sql_unit_of_work(settings: Settings, engine: Engine, *,
 
 
 def registry_policy(settings: Settings) -> RegistryPolicy:
+    registry = settings.registry
     return RegistryPolicy(
-        task_types=tuple(settings["registry.task_types"]),
-        languages=tuple(settings["registry.languages"]),
-        default_capacity=int(settings["registry.default_capacity"]),
-        max_agents=int(settings["registry.max_agents"]),
-        window=int(settings["performance.window"]),
+        task_types=registry.task_types,
+        languages=registry.languages,
+        default_capacity=registry.default_capacity,
+        max_agents=registry.max_agents,
+        window=settings.performance.window,
     )
 
 
@@ -163,7 +165,7 @@ class App:
         from arbiter_cli.services.agents import AgentService
 
         return AgentService(
-            uow, registry_policy(self.settings), self.settings.weights("query.weights"),
+            uow, registry_policy(self.settings), self.settings.query.weights.as_dict(),
             uuid7, Auditor(self.correlation_id),
         )
 
@@ -176,8 +178,8 @@ class App:
     def _security_service(self, uow: UnitOfWorkFactory) -> SecurityService:
         from arbiter_cli.services.security import RatePolicy, SecurityService
 
-        rates = RatePolicy(rate=float(self.settings["security.rate_limit.rate"]),
-                           burst=int(self.settings["security.rate_limit.burst"]))
+        limit = self.settings.security.rate_limit
+        rates = RatePolicy(rate=limit.rate, burst=limit.burst)
         return SecurityService(uow, rates, self.correlation_id)
 
     def _sides(self, res: Resilience, make: Callable[[UnitOfWorkFactory], S]) -> Sides[S]:

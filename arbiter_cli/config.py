@@ -14,6 +14,12 @@ The files are looked up in ``ARBITER_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/arbit
 ``~/.config/arbiter``; never in the working directory. ``load_settings`` merges the layers,
 remembers which layer set each key, runs every dynaconf validator with ``validate_all`` and
 returns one frozen ``Settings``.
+
+Code reads the values through typed sections built once with the ``Settings``:
+``settings.routing.half_life``, ``settings.resilience.journal.max_entries``. Each section is a
+frozen dataclass whose fields follow the keys of ``KEYS`` (``tests/unit/test_config_sections.py``
+fails when a key has no field or a field no key); durations arrive as ``Seconds`` and sizes as
+``Bytes``, already parsed.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +201,202 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _UNIT_BYTES[match.group(2)]
 
 
+# ---------------------------------------------------------------------------- typed sections
+
+Seconds = float  # a duration key, parsed: "2h" -> 7200.0
+Bytes = int  # a size key, parsed: "64MiB" -> 67108864
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """``database.*``: the primary store, its pool and its time budgets."""
+
+    url: str = field(repr=False)  # raw; ``Settings.database_url`` is the URL to connect to
+    password: str = field(repr=False)
+    pool_size: int
+    max_overflow: int
+    connect_timeout: Seconds
+    statement_timeout: Seconds
+    command_timeout: Seconds
+    per_item_timeout: Seconds
+    busy_timeout: Seconds
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """``registry.*``: what agents may declare, and how many."""
+
+    task_types: tuple[str, ...]
+    languages: tuple[str, ...]
+    default_capacity: int
+    max_agents: int
+
+
+@dataclass(frozen=True)
+class PerformanceSettings:
+    """``performance.*``: how outcomes fold into an agent's record."""
+
+    window: int
+
+
+class Weights:
+    """A weight group (a frozen dataclass below); the services take it as a mapping."""
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(vars(self))  # the fields, in their order
+
+
+@dataclass(frozen=True)
+class QueryWeights(Weights):
+    """``query.weights.*``: the query score's weights (they sum to 1)."""
+
+    fit: float
+    success: float
+    quality: float
+    load: float
+
+
+@dataclass(frozen=True)
+class QuerySettings:
+    """``query.*``."""
+
+    weights: QueryWeights
+
+
+@dataclass(frozen=True)
+class RoutingWeights(Weights):
+    """``routing.weights.*``: the routing score's weights (they sum to 1)."""
+
+    performance: float
+    load: float
+    fit: float
+    latency: float
+
+
+@dataclass(frozen=True)
+class EpsilonSettings:
+    """``routing.epsilon.*``: the epsilon-greedy schedule."""
+
+    initial: float
+    min: float
+    decay: float
+
+
+@dataclass(frozen=True)
+class RoutingSettings:
+    """``routing.*``: strategy, evidence decay, claims and decisions."""
+
+    strategy: str
+    half_life: float
+    latency_ref_ms: float
+    assignment_ttl: Seconds
+    max_claim_attempts: int
+    record_candidates: int
+    weights: RoutingWeights
+    epsilon: EpsilonSettings
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    """``security.rate_limit.*``: the token bucket of each token."""
+
+    rate: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """``security.*``: tokens, the audit seal, input and rate limits."""
+
+    enabled: bool
+    audit_key: str = field(repr=False)
+    max_input_bytes: Bytes
+    rate_limit: RateLimitSettings
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """``logging.*``: the stderr log."""
+
+    level: str
+    format: str
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    """``breaker.*``: the circuit breaker in front of a network primary."""
+
+    fail_max: int
+    reset_timeout: Seconds
+
+
+@dataclass(frozen=True)
+class JournalSettings:
+    """``resilience.journal.*``: the outage journal."""
+
+    max_entries: int
+
+
+@dataclass(frozen=True)
+class ResilienceSettings:
+    """``resilience.*``: the snapshot, replay and clock checks of an outage."""
+
+    snapshot_interval: Seconds
+    snapshot_refresh: str
+    replay_budget: Seconds
+    max_clock_skew: Seconds
+    journal: JournalSettings
+
+
+@dataclass(frozen=True)
+class TracingSettings:
+    """``observability.tracing.*``."""
+
+    exporter: str
+
+
+@dataclass(frozen=True)
+class ObservabilitySettings:
+    """``observability.*``."""
+
+    tracing: TracingSettings
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """``serve.*``: the HTTP server of ``arbiter serve``."""
+
+    replay_interval: Seconds
+    shutdown_timeout: Seconds
+    read_timeout: Seconds
+    max_connections: int
+
+
+SECTIONS: dict[str, type[Any]] = {cls.__name__: cls for cls in (
+    DatabaseSettings, RegistrySettings, PerformanceSettings, QueryWeights, QuerySettings,
+    RoutingWeights, EpsilonSettings, RoutingSettings, RateLimitSettings, SecuritySettings,
+    LoggingSettings, BreakerSettings, JournalSettings, ResilienceSettings, TracingSettings,
+    ObservabilitySettings, ServeSettings,
+)}  # fmt: skip
+"""The section classes by the name a field annotation gives (annotations are strings here)."""
+
+_CONVERT: dict[str, Any] = {
+    "int": int, "float": float, "bool": bool, "str": str, "choice": str,
+    "duration": parse_duration, "size": parse_size, "list": tuple,
+}  # fmt: skip
+
+
+def _section(cls: type[Any], values: Mapping[str, Any], prefix: str) -> Any:
+    """``cls`` filled from the flat ``values`` under ``prefix``, each leaf converted by its kind."""
+    found: dict[str, Any] = {}
+    for item in fields(cls):
+        name = prefix + item.name
+        nested = SECTIONS.get(item.type) if isinstance(item.type, str) else None
+        found[item.name] = (_section(nested, values, name + ".") if nested is not None
+                            else _CONVERT[KEYS_BY_NAME[name].kind](values[name]))
+    return cls(**found)
+
+
 # ---------------------------------------------------------------------------- paths
 
 
@@ -229,7 +431,11 @@ def resolve_paths(environ: Mapping[str, str]) -> Paths:
 
 @dataclass(frozen=True)
 class Settings:
-    """The effective, validated configuration. Build it with ``load_settings``."""
+    """The effective, validated configuration. Build it with ``load_settings``.
+
+    ``values`` and ``sources`` hold the flat keys as the layers gave them (``config show``);
+    code reads the typed sections below, which are built from ``values`` once, here.
+    """
 
     values: Mapping[str, Any]
     sources: Mapping[str, str]
@@ -238,26 +444,30 @@ class Settings:
     files: tuple[str, ...] = field(default=())
     token: str | None = field(default=None, repr=False)  # ARBITER_TOKEN
     profile: str = "default"  # ARBITER_PROFILE
+    database: DatabaseSettings = field(init=False, repr=False, compare=False)
+    registry: RegistrySettings = field(init=False, repr=False, compare=False)
+    performance: PerformanceSettings = field(init=False, repr=False, compare=False)
+    query: QuerySettings = field(init=False, repr=False, compare=False)
+    routing: RoutingSettings = field(init=False, repr=False, compare=False)
+    security: SecuritySettings = field(init=False, repr=False, compare=False)
+    logging: LoggingSettings = field(init=False, repr=False, compare=False)
+    breaker: BreakerSettings = field(init=False, repr=False, compare=False)
+    resilience: ResilienceSettings = field(init=False, repr=False, compare=False)
+    observability: ObservabilitySettings = field(init=False, repr=False, compare=False)
+    serve: ServeSettings = field(init=False, repr=False, compare=False)
 
-    def __getitem__(self, name: str) -> Any:
-        return self.values[name]
-
-    def seconds(self, name: str) -> float:
-        return parse_duration(self.values[name])
-
-    def bytes(self, name: str) -> int:
-        return parse_size(self.values[name])
-
-    def weights(self, group: str) -> dict[str, float]:
-        prefix = group + "."
-        return {k[len(prefix):]: float(v) for k, v in self.values.items() if k.startswith(prefix)}
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            if not item.init:  # a section: one per top-level group of KEYS
+                section = _section(SECTIONS[str(item.type)], self.values, item.name + ".")
+                object.__setattr__(self, item.name, section)
 
     @property
     def database_url(self) -> str:
-        url = str(self.values["database.url"])
+        url = self.database.url
         if not url:
             return f"sqlite:///{self.paths.data_dir / 'arbiter.db'}"
-        return dburl.with_password(url, str(self.values["database.password"]))
+        return dburl.with_password(url, self.database.password)
 
     def display(self, name: str) -> Any:
         """A value as ``config show`` prints it: secrets masked."""

@@ -93,7 +93,7 @@ def register(
     if file is not None and given:
         raise fail("file", "exclusive", "use either --file or the agent flags, not both")
     raws = [given] if file is None else read_documents(
-        file, max_bytes=state.settings.bytes("security.max_input_bytes"))
+        file, max_bytes=state.settings.security.max_input_bytes)
     app_ = state.app()
     with _progress(len(raws)) as advance:
         created = app_.agents.register(state.principal(), raws, progress=advance)

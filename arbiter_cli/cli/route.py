@@ -109,7 +109,7 @@ def task(
         if given:
             raise fail("file", "exclusive", "use either --file or the task flags, not both")
         documents = read_documents(
-            file, max_bytes=state.settings.bytes("security.max_input_bytes"))
+            file, max_bytes=state.settings.security.max_input_bytes)
         if len(documents) != 1:
             raise fail("file", "single", "must hold exactly one JSON task")
         given = documents[0]
@@ -314,8 +314,8 @@ def simulate(
     from arbiter_cli.services import simulate as sim  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
-    documents = read_documents(truth, "truth", max_bytes=state.settings.bytes(
-        "security.max_input_bytes")) if truth else None
+    documents = read_documents(
+        truth, "truth", max_bytes=state.settings.security.max_input_bytes) if truth else None
     if documents is not None and len(documents) != 1:
         raise fail("truth", "single", "must hold exactly one JSON object")
     table = sim.truth_table(documents[0] if documents else None, agents, seed)

@@ -270,7 +270,7 @@ def audit_verify(
     verdict = state.app().security.verify(state.principal(), expect_head)
     document = {"ok": verdict.ok, "events": verdict.events, "head": verdict.head,
                 "head_seq": verdict.head_seq, "head_hash": verdict.head_hash,
-                "keyed": bool(state.settings["security.audit_key"]),
+                "keyed": bool(state.settings.security.audit_key),
                 "first_bad_seq": verdict.first_bad_seq, "reason": verdict.reason}
     if not verdict.ok:
         raise CheckFailed(f"audit chain broken at seq {verdict.first_bad_seq}: {verdict.reason} "

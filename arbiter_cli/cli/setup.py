@@ -56,7 +56,7 @@ def init(
     state = state_of(ctx)
     settings = state.settings
     url = database_url or settings.database_url
-    enabled = bool(settings["security.enabled"])
+    enabled = settings.security.enabled
     profile = state.profile_name()
     path = settings.paths.credentials_file
     read_profiles(path)  # an unreadable or unsafe credentials file stops us before any change

@@ -90,7 +90,7 @@ class State:
         from arbiter_cli.resilience.replay import replay
 
         report = replay(res, replay_services(self.settings, res.primary),
-                        budget_s=self.settings.seconds("resilience.replay_budget"),
+                        budget_s=self.settings.resilience.replay_budget,
                         within=res.deadline)
         if report["conflicts"]:
             res.warn(f"{report['conflicts']} journaled write(s) conflicted at replay: "
@@ -108,7 +108,7 @@ class State:
 
         settings = self.settings
         app = self.app()
-        if not settings["security.enabled"]:
+        if not settings.security.enabled:
             self._refuse_switch_off(app)
             log.get_logger().warning("security.enabled = false: every command acts as admin "
                                      "of tenant 'default'")

@@ -46,7 +46,7 @@ def observe(state: State) -> Iterator[Telemetry]:
     """Logs, tracer and metrics for the command ``state`` runs; its span around the body."""
     settings = _settings(state)
     if settings is not None:
-        level, fmt = str(settings["logging.level"]), str(settings["logging.format"])
+        level, fmt = settings.logging.level, settings.logging.format
         secrets = [*settings.secret_values(), state.token, *state.secrets]
     else:
         level = state.log_level if state.log_level in log.LEVELS else "warning"
@@ -62,7 +62,7 @@ def observe(state: State) -> Iterator[Telemetry]:
 
         telemetry.metrics = Metrics()
     if settings is not None:
-        telemetry.provider = build_provider(str(settings["observability.tracing.exporter"]))
+        telemetry.provider = build_provider(settings.observability.tracing.exporter)
     _log.debug("command.start")
     with telemetry.span(f"arbiter {state.command}") as span:
         telemetry.command_span = span

@@ -319,9 +319,9 @@ def breaker_path(data_dir: Path, url: str) -> Path:
 
 def breaker_config(settings: Settings) -> BreakerConfig:
     return BreakerConfig(
-        fail_max=int(settings["breaker.fail_max"]),
-        reset_timeout_s=settings.seconds("breaker.reset_timeout"),
-        probe_lease_s=settings.seconds("database.command_timeout"),
+        fail_max=settings.breaker.fail_max,
+        reset_timeout_s=settings.breaker.reset_timeout,
+        probe_lease_s=settings.database.command_timeout,
     )
 
 

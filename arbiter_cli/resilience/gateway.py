@@ -100,14 +100,14 @@ class Resilience:
         deadline.install()
         self.directory = self.folder or resilience_dir(self.settings.paths.data_dir, self.url)
         self.local = LocalStore(self.directory)
-        self.deadline = Deadline(self.settings.seconds("database.command_timeout"))
+        self.deadline = Deadline(self.settings.database.command_timeout)
 
     # ------------------------------------------------------------------ parts
 
     @property
     def journal(self) -> Journal:
         if self._journal is None:
-            max_entries = int(self.settings["resilience.journal.max_entries"])
+            max_entries = self.settings.resilience.journal.max_entries
             data_dir = self.settings.paths.data_dir
             try:
                 self._journal = (
@@ -188,7 +188,7 @@ class Resilience:
         from sqlalchemy.exc import SQLAlchemyError
 
         budget = min(LIVENESS_MAX_S,
-                     LIVENESS_SHARE * self.settings.seconds("database.command_timeout"))
+                     LIVENESS_SHARE * self.settings.database.command_timeout)
         try:
             with Deadline(budget).active(), self.primary.connect() as conn:
                 conn.exec_driver_sql("SELECT 1").scalar()
@@ -229,7 +229,7 @@ class Resilience:
             written = Written()
             noting = current_written.set(written)
             budget = self.deadline.extended(
-                items * self.settings.seconds("database.per_item_timeout"))
+                items * self.settings.database.per_item_timeout)
             try:
                 result = self.guarded(lambda: primary(op), may_retry=lambda: not op.ambiguous,
                                       deadline=budget)
@@ -313,13 +313,13 @@ class Resilience:
         self.record_database()
         if not self.primary_ok or self.journal.pending() > 0:
             return
-        interval = self.settings.seconds("resilience.snapshot_interval")
+        interval = self.settings.resilience.snapshot_interval
         if not self.local.due(interval):
             return
         if (refresher.in_background(self.settings, self.local, self._count_agents)
                 and refresher.spawn(self.settings, self.local)):
             return
-        refresh_deadline = Deadline(max(1.0, self.settings.seconds("database.command_timeout")))
+        refresh_deadline = Deadline(max(1.0, self.settings.database.command_timeout))
         try:
             with refresh_deadline.active():
                 self.local.refresh(self.primary, interval_s=interval)

@@ -384,7 +384,7 @@ def open_for(settings: Any) -> Journal | None:
     if url.startswith("sqlite"):
         return None
     return open_journal(settings.paths.data_dir, url,
-                        max_entries=int(settings["resilience.journal.max_entries"]))
+                        max_entries=settings.resilience.journal.max_entries)
 
 
 def open_journal(data_dir: Path, url: str, *, max_entries: int,

@@ -39,7 +39,7 @@ def in_background(settings: Settings, store: LocalStore, count_agents: object) -
 
     ``count_agents`` is a callable returning the primary's agent count, asked only before
     the first refresh."""
-    mode = str(settings["resilience.snapshot_refresh"])
+    mode = settings.resilience.snapshot_refresh
     if mode != "auto":
         return mode == "background"
     took = store.last_took_s()
@@ -113,7 +113,7 @@ def _refresh(options: argparse.Namespace) -> int:
     try:
         store = LocalStore(resilience_dir(settings.paths.data_dir, settings.database_url))
         with deadline.Deadline(BACKGROUND_BUDGET_S).active():
-            store.refresh(engine, interval_s=settings.seconds("resilience.snapshot_interval"),
+            store.refresh(engine, interval_s=settings.resilience.snapshot_interval,
                           lock_held=True)
     finally:
         engine.dispose()

@@ -168,8 +168,8 @@ def entry_budget(settings: Settings, entry: Entry) -> float:
     ``database.per_item_timeout`` per item of a batch (SPEC §7.1)."""
     raws = entry.args.get("raws") if entry.kind == Kind.AGENTS_REGISTER else None
     items = len(raws) if isinstance(raws, list) else 0
-    return (settings.seconds("database.command_timeout")
-            + items * settings.seconds("database.per_item_timeout"))
+    return (settings.database.command_timeout
+            + items * settings.database.per_item_timeout)
 
 
 def _failed(res: Resilience, services: PrimaryFactory, entry: Entry, message: str) -> bool:
@@ -220,7 +220,7 @@ def apply_entry(res: Resilience, services: PrimaryFactory, entry: Entry,
     app = services(None, entry.correlation_id)
     op = OpContext(op_id=entry.op_id, tenant=entry.tenant, kind=entry.kind, now=res.clock)
     if budget is None:
-        budget = Deadline(res.settings.seconds("database.command_timeout"))
+        budget = Deadline(res.settings.database.command_timeout)
     admitted: Principal | None = None
 
     def run() -> Any:

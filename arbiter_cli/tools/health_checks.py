@@ -156,7 +156,7 @@ def _deadline(probe: Probe) -> Any:
         return nullcontext()
 
     deadline.install()
-    return deadline.Deadline(probe.settings.seconds("database.command_timeout")).active()
+    return deadline.Deadline(probe.settings.database.command_timeout).active()
 
 
 def _record_failure(breaker: Any, permit: Any, exc: BaseException) -> None:
@@ -265,7 +265,7 @@ def clock(probe: Probe) -> Check:
 
     Measured by the database check's own round trip; while the database is out of reach, the
     offset the last snapshot refresh measured stands in (the snapshot tells time with it)."""
-    limit = probe.settings.seconds("resilience.max_clock_skew")
+    limit = probe.settings.resilience.max_clock_skew
     if not probe.postgres:
         return Check("clock:skew", PASS, 0, "s", "SQLite primary: the database's clock is "
                      "this host's", "system")

@@ -96,9 +96,9 @@ class Server:
         self._count_lock = threading.Lock()
         self._fleet = _fleet_collector(settings, telemetry, metrics, engine)
         _register_collectors(metrics, settings, self._fleet)
-        self.shutdown_timeout_s = settings.seconds("serve.shutdown_timeout")
-        limits = Limits(read_timeout_s=settings.seconds("serve.read_timeout"),
-                        max_connections=int(settings["serve.max_connections"]))
+        self.shutdown_timeout_s = settings.serve.shutdown_timeout
+        limits = Limits(read_timeout_s=settings.serve.read_timeout,
+                        max_connections=settings.serve.max_connections)
         try:
             self.http = _HTTPServer((host, port), _Handler, limits)
         except OSError as exc:
@@ -109,9 +109,9 @@ class Server:
         self._threads = [
             threading.Thread(target=self.http.serve_forever, kwargs={"poll_interval": 0.2},
                              name="arbiter-serve-http", daemon=True),
-            _ReplayLoop(self, replay, settings.seconds("serve.replay_interval"),
-                        max(settings.seconds("serve.replay_interval"),
-                            settings.seconds("resilience.replay_budget"))),
+            _ReplayLoop(self, replay, settings.serve.replay_interval,
+                        max(settings.serve.replay_interval,
+                            settings.resilience.replay_budget)),
         ]
 
     @property
@@ -168,7 +168,7 @@ def _guard(settings: Settings) -> Callable[[Callable[[], Any]], Any]:
     if backend_of(settings.database_url) != "postgres":
         return lambda read: read()
     breaker = breaker_for(settings)
-    budget = settings.seconds("database.command_timeout")
+    budget = settings.database.command_timeout
     return lambda read: guarded(read, breaker=breaker, deadline=Deadline(budget), attempts=1)
 
 

@@ -215,7 +215,7 @@ def test_the_session_would_see_a_leak(canaries: dict[str, str], clean_env: dict[
     from arbiter_cli.config import load_settings
 
     settings = load_settings(environ=dict(os.environ))
-    assert settings["database.password"] == canaries["env"]
+    assert settings.database.password == canaries["env"]
     assert canaries["env"] in settings.secret_values()
     if canaries["backend"] == "postgres":
         assert canaries["env"] in settings.database_url

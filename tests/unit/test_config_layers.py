@@ -74,13 +74,13 @@ def test_packaged_defaults_pass_every_validator(environ):
 def test_spec_defaults_of_the_registry_query_and_performance(environ):
     """SPEC §2: capacity 10, max_agents 10 000, window 100, query weights 0.3/0.3/0.2/0.2."""
     settings = load_settings(environ=environ)
-    assert settings["registry.default_capacity"] == 10
-    assert settings["registry.max_agents"] == 10_000
-    assert settings["performance.window"] == 100
-    assert settings.weights("query.weights") == {"fit": 0.3, "success": 0.3, "quality": 0.2,
-                                                 "load": 0.2}
-    assert settings["registry.task_types"] == DEFAULT_TASK_TYPES
-    assert settings["registry.languages"] == DEFAULT_LANGUAGES
+    assert settings.registry.default_capacity == 10
+    assert settings.registry.max_agents == 10_000
+    assert settings.performance.window == 100
+    assert settings.query.weights.as_dict() == {"fit": 0.3, "success": 0.3, "quality": 0.2,
+                                                "load": 0.2}
+    assert settings.registry.task_types == tuple(DEFAULT_TASK_TYPES)
+    assert settings.registry.languages == tuple(DEFAULT_LANGUAGES)
     assert len(DEFAULT_TASK_TYPES) == 13
     assert DEFAULT_LANGUAGES == ["TypeScript", "JavaScript", "Python", "Rust", "Go", "Java",
                                  "C++", "C#"]
@@ -129,7 +129,7 @@ def test_each_layer_overrides_every_layer_below_it(environ, config_dir, tmp_path
         paths[name].write_text(body)
     settings = load_settings(environ=env, config_file=paths["config"], overrides=overrides)
     _, value, source = LAYERS[top]
-    assert settings["registry.default_capacity"] == value
+    assert settings.registry.default_capacity == value
     assert settings.sources["registry.default_capacity"] == source
 
 
@@ -149,7 +149,7 @@ def test_the_env_argument_selects_the_section(environ, config_dir):
     (config_dir / "settings.toml").write_text(
         '[production.logging]\nlevel = "error"\n[development.logging]\nlevel = "debug"\n')
     settings = load_settings(environ=environ, env="production")
-    assert settings["logging.level"] == "error"
+    assert settings.logging.level == "error"
     assert settings.sources["logging.level"] == "settings.toml [production]"
     assert settings.env == "production"
 
@@ -159,15 +159,15 @@ def test_arbiter_env_selects_the_section_when_no_env_is_given(environ, config_di
     (config_dir / "settings.toml").write_text(
         '[staging.logging]\nlevel = "info"\n[production.logging]\nlevel = "error"\n')
     environ["ARBITER_ENV"] = "staging"
-    assert load_settings(environ=environ)["logging.level"] == "info"
-    assert load_settings(environ=environ, env="production")["logging.level"] == "error"
+    assert load_settings(environ=environ).logging.level == "info"
+    assert load_settings(environ=environ, env="production").logging.level == "error"
 
 
 def test_environment_names_are_lower_cased(environ, config_dir):
     """--env PRODUCTION reads [production]."""
     (config_dir / "settings.toml").write_text('[production.logging]\nlevel = "error"\n')
     settings = load_settings(environ=environ, env="PRODUCTION")
-    assert (settings.env, settings["logging.level"]) == ("production", "error")
+    assert (settings.env, settings.logging.level) == ("production", "error")
 
 
 # ---------------------------------------------------------------------------- merging
@@ -177,12 +177,12 @@ def test_nested_tables_merge_with_the_packaged_defaults(environ, config_dir):
     """A user's [default.routing] with one key keeps every other routing default."""
     (config_dir / "settings.toml").write_text('[default.routing]\nstrategy = "ucb"\n')
     settings = load_settings(environ=environ)
-    assert settings["routing.strategy"] == "ucb"
+    assert settings.routing.strategy == "ucb"
     assert settings.sources["routing.strategy"] == "settings.toml [default]"
-    assert settings["routing.half_life"] == 200.0
+    assert settings.routing.half_life == 200.0
     assert settings.sources["routing.half_life"] == "default"
-    assert settings.weights("routing.weights") == {"performance": 0.6, "load": 0.2, "fit": 0.1,
-                                                   "latency": 0.1}
+    assert settings.routing.weights.as_dict() == {"performance": 0.6, "load": 0.2, "fit": 0.1,
+                                                  "latency": 0.1}
 
 
 def test_deeper_tables_merge_key_by_key_across_layers(environ, config_dir):
@@ -191,15 +191,15 @@ def test_deeper_tables_merge_key_by_key_across_layers(environ, config_dir):
         "[default.query.weights]\nfit = 0.1\nsuccess = 0.5\n")
     settings = load_settings(environ=environ, overrides={"query.weights.fit": 0.2,
                                                          "query.weights.success": 0.4})
-    assert settings.weights("query.weights") == {"fit": 0.2, "success": 0.4, "quality": 0.2,
-                                                 "load": 0.2}
+    assert settings.query.weights.as_dict() == {"fit": 0.2, "success": 0.4, "quality": 0.2,
+                                                "load": 0.2}
     assert settings.sources["query.weights.quality"] == "default"
 
 
 def test_lists_replace_rather_than_extend(environ, config_dir):
     """A user's registry.languages is the whole list."""
     (config_dir / "settings.toml").write_text('[default.registry]\nlanguages = ["Python", "Zig"]\n')
-    assert load_settings(environ=environ)["registry.languages"] == ["Python", "Zig"]
+    assert load_settings(environ=environ).registry.languages == ("Python", "Zig")
 
 
 def test_dynaconf_merge_markers_are_ignored(environ, config_dir):
@@ -207,13 +207,13 @@ def test_dynaconf_merge_markers_are_ignored(environ, config_dir):
     (config_dir / "settings.toml").write_text(
         '[default]\ndynaconf_merge = true\n[default.routing]\ndynaconf_merge = true\n'
         'strategy = "weighted"\n')
-    assert load_settings(environ=environ)["routing.strategy"] == "weighted"
+    assert load_settings(environ=environ).routing.strategy == "weighted"
 
 
 def test_flags_are_dotted_keys(environ):
     """Overrides use dotted names and are recorded as layer 'flag'."""
     settings = load_settings(environ=environ, overrides={"logging.level": "debug"})
-    assert (settings["logging.level"], settings.sources["logging.level"]) == ("debug", "flag")
+    assert (settings.logging.level, settings.sources["logging.level"]) == ("debug", "flag")
     assert settings.sources["logging.format"] == "default"
 
 
@@ -233,7 +233,7 @@ def test_environment_variables_nest_with_double_underscores_and_parse_as_toml(
     """ARBITER_A__B sets a.b, with the value parsed into its TOML type."""
     environ[name] = raw
     settings = load_settings(environ=environ)
-    assert settings[key] == value
+    assert settings.values[key] == value
     assert settings.sources[key] == "environment"
 
 
@@ -252,7 +252,7 @@ def test_reserved_variables_do_not_hide_the_settings_after_them(home, config_dir
     """A reserved variable listed first does not stop later ARBITER_* variables being read."""
     environ = {"ARBITER_TEST_X": "1", "ARBITER_TOKEN": "t", "HOME": str(home),
                "ARBITER_CONFIG_DIR": str(config_dir), "ARBITER_LOGGING__LEVEL": "debug"}
-    assert load_settings(environ=environ)["logging.level"] == "debug"
+    assert load_settings(environ=environ).logging.level == "debug"
 
 
 def test_the_process_environment_is_read_when_none_is_given(home, config_dir, monkeypatch):
@@ -264,7 +264,7 @@ def test_the_process_environment_is_read_when_none_is_given(home, config_dir, mo
     monkeypatch.setenv("ARBITER_CONFIG_DIR", str(config_dir))
     monkeypatch.setenv("ARBITER_LOGGING__FORMAT", "json")
     settings = load_settings()
-    assert (settings["logging.format"], settings.sources["logging.format"]) == ("json", "environment")
+    assert (settings.logging.format, settings.sources["logging.format"]) == ("json", "environment")
     assert settings.paths.config_dir == config_dir
 
 
@@ -329,7 +329,7 @@ def test_values_at_the_edges_of_their_range_are_accepted(environ, key, value):
     """Inclusive bounds: each minimum and maximum (and a one-item list) is valid."""
     balance = {"query.weights.fit": {"query.weights.success": 0.6}}  # keep the sum at 1
     overrides = {key: value, **balance.get(key, {})}
-    assert load_settings(environ=environ, overrides=overrides)[key] == value
+    assert load_settings(environ=environ, overrides=overrides).values[key] == value
 
 
 @pytest.mark.parametrize(("key", "value", "problem"), [
@@ -397,8 +397,8 @@ def test_weights_that_sum_to_one_in_another_mix_are_accepted(environ):
     weights = {"query.weights.fit": 0.25, "query.weights.success": 0.25,
                "query.weights.quality": 0.25, "query.weights.load": 0.25}
     settings = load_settings(environ=environ, overrides=weights)
-    assert settings.weights("query.weights") == {"fit": 0.25, "success": 0.25, "quality": 0.25,
-                                                 "load": 0.25}
+    assert settings.query.weights.as_dict() == {"fit": 0.25, "success": 0.25, "quality": 0.25,
+                                                "load": 0.25}
 
 
 def test_weight_sum_tolerance_is_one_millionth(environ):
@@ -462,14 +462,14 @@ def test_a_password_starting_with_at_is_an_ordinary_string(environ, config_dir, 
     """Regression: secrets are arbitrary strings; dynaconf '@' tokens in them are not evaluated."""
     (config_dir / ".secrets.toml").write_text(f"[default.database]\npassword = {password!r}\n")
     settings = load_settings(environ=environ)
-    assert settings["database.password"] == password
+    assert settings.database.password == password
     assert settings.display("database.password") == "***"
 
 
 def test_literal_at_strings_inside_lists_are_kept(environ):
     """List items starting with '@' are validated and stored as written."""
     settings = load_settings(environ=environ, overrides={"registry.languages": ["@lang", "Go"]})
-    assert settings["registry.languages"] == ["@lang", "Go"]
+    assert settings.registry.languages == ("@lang", "Go")
 
 
 @pytest.mark.parametrize("raw", ["@int abc", "@json {", "@format {x}"])
@@ -484,7 +484,7 @@ def test_a_malformed_converter_in_an_environment_variable_is_a_config_error(envi
 def test_environment_values_may_use_dynaconf_converters(environ):
     """An environment value is parsed once, so '@int 7' there is the integer 7."""
     environ["ARBITER_DATABASE__POOL_SIZE"] = "@int 7"
-    assert load_settings(environ=environ)["database.pool_size"] == 7
+    assert load_settings(environ=environ).database.pool_size == 7
 
 
 # ---------------------------------------------------------------------------- files
@@ -523,7 +523,7 @@ def test_settings_are_never_read_from_the_working_directory(environ, tmp_path, m
     cwd.mkdir()
     (cwd / "settings.toml").write_text('[default.logging]\nlevel = "loud"\n')
     monkeypatch.chdir(cwd)
-    assert load_settings(environ=environ)["logging.level"] == "warning"
+    assert load_settings(environ=environ).logging.level == "warning"
 
 
 def test_settings_are_found_under_xdg_config_home(home, tmp_path):
@@ -532,7 +532,7 @@ def test_settings_are_found_under_xdg_config_home(home, tmp_path):
     (xdg / "arbiter").mkdir(parents=True)
     (xdg / "arbiter" / "settings.toml").write_text('[default.logging]\nlevel = "info"\n')
     settings = load_settings(environ={"HOME": str(home), "XDG_CONFIG_HOME": str(xdg)})
-    assert settings["logging.level"] == "info"
+    assert settings.logging.level == "info"
     assert settings.paths.config_dir == xdg / "arbiter"
 
 
@@ -541,7 +541,7 @@ def test_settings_are_found_under_home_config(home):
     (home / ".config" / "arbiter").mkdir(parents=True)
     (home / ".config" / "arbiter" / "settings.toml").write_text(
         '[default.logging]\nlevel = "error"\n')
-    assert load_settings(environ={"HOME": str(home)})["logging.level"] == "error"
+    assert load_settings(environ={"HOME": str(home)}).logging.level == "error"
 
 
 # ---------------------------------------------------------------------------- paths
@@ -580,11 +580,11 @@ def test_parse_duration_rejects_anything_else(text):
         parse_duration(text)
 
 
-def test_settings_seconds_reads_a_duration_key(environ):
-    """Settings.seconds converts a duration setting."""
+def test_duration_keys_arrive_in_seconds(environ):
+    """A duration setting reaches its section parsed: routing.assignment_ttl 2h is 7200.0."""
     settings = load_settings(environ=environ)
-    assert settings.seconds("routing.assignment_ttl") == 7200.0
-    assert settings.seconds("database.connect_timeout") == 5.0
+    assert settings.routing.assignment_ttl == 7200.0
+    assert settings.database.connect_timeout == 5.0
 
 
 @pytest.mark.parametrize(("url", "masked"), [

@@ -210,7 +210,7 @@ def test_unknown_mode_is_rejected(test_settings: Settings) -> None:
 
 def open_breaker(settings: Settings) -> BreakerState:
     breaker = breaker_for(settings)
-    for _ in range(int(settings["breaker.fail_max"])):
+    for _ in range(settings.breaker.fail_max):
         breaker.failure(breaker.allow())
     return breaker.snapshot()
 

@@ -69,11 +69,11 @@ def engine_for(settings: Settings, url: str | None = None, *, create: bool = Fal
     settings (``bootstrap.sql_engine`` adds the command's telemetry to it)."""
     return make_engine(
         url or settings.database_url,
-        pool_size=int(settings["database.pool_size"]),
-        max_overflow=int(settings["database.max_overflow"]),
-        connect_timeout_s=settings.seconds("database.connect_timeout"),
-        statement_timeout_s=settings.seconds("database.statement_timeout"),
-        busy_timeout_s=settings.seconds("database.busy_timeout"),
+        pool_size=settings.database.pool_size,
+        max_overflow=settings.database.max_overflow,
+        connect_timeout_s=settings.database.connect_timeout,
+        statement_timeout_s=settings.database.statement_timeout,
+        busy_timeout_s=settings.database.busy_timeout,
         create=create,
     )
 

@@ -117,7 +117,7 @@ def run(settings: Settings, options: SoakOptions, *, context: dict[str, Any],
 
 def _check_fleet(settings: Settings, agents: int) -> None:
     """The churn keeps up to 10 % more agents than --agents: they must fit under the cap."""
-    cap = int(settings["registry.max_agents"])
+    cap = settings.registry.max_agents
     most = agents + max(1, agents // 10) + 1
     if most > cap:
         raise InvalidInput(f"agents: the churn of {agents} agents needs room for {most}, over "
