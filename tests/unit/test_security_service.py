@@ -556,6 +556,39 @@ def test_login_checks_a_token_without_spending_its_allowance(service):
     assert admitted(service, issued.token, 4) == 3
 
 
+LOGIN_DENIALS = {case: DENIALS[case] for case in ("malformed", "unknown id", "wrong secret",
+                                                  "expired", "revoked")}
+
+
+@pytest.mark.parametrize("case", list(LOGIN_DENIALS))
+def test_a_refused_login_is_audited_like_a_refused_admit(service, store, clock, acme, case):
+    """login refuses what admit refuses (exit 6), with one auth.denied event for command
+    login in the chain of the token's tenant, whose actor is the token it named."""
+    make_token, tenant, reason = LOGIN_DENIALS[case]
+    token = make_token(service, clock, acme)
+    before = len(chain(store, tenant))
+    with pytest.raises(Unauthenticated) as caught:
+        service.login(token)
+    assert caught.value.message.startswith(reason)
+    new = chain(store, tenant)[before:]
+    named = None if case in ("malformed", "unknown id") else parse_token(token)[0]
+    expected_details = {"reason": reason, "command": "login"}
+    if case == "unknown id":
+        expected_details["token_id"] = UNKNOWN_ID
+    assert [(e.actor, e.action, e.result, e.target, e.at, e.details) for e in new] == [
+        (named, "auth.denied", "denied", None, clock(), expected_details)]
+
+
+def test_login_checks_expiry_on_the_database_clock(service, clock):
+    """A token that expires in a minute logs in until the store's clock reaches the minute."""
+    issued = service.issue(LOCAL_ADMIN, role="viewer", name="brief", expires_in_s=60)
+    clock.advance(59)
+    assert service.login(issued.token) == principal_of(issued)
+    clock.advance(1)
+    with pytest.raises(Unauthenticated, match="^token expired"):
+        service.login(issued.token)
+
+
 # ---------------------------------------------------------------------------- revoke
 
 
