@@ -819,3 +819,79 @@ def test_without_a_correlation_id_events_carry_none(make, store):
     """A service built without one writes correlation_id None."""
     viewer(make(correlation_id=None))
     assert [e.correlation_id for e in chain(store, "default")] == [None]
+
+
+# ---------------------------------------------------------------------------- messages and limits
+
+
+@pytest.mark.parametrize(("token", "message"), [
+    (None, "no token: pass --token, set ARBITER_TOKEN, or run `arbiter login`"),
+    ("", "empty token: --token or ARBITER_TOKEN is set but empty (no profile is used instead)"),
+], ids=["missing", "empty"])
+def test_a_call_without_a_token_says_how_to_give_one(service, token, message):
+    with pytest.raises(Unauthenticated) as caught:
+        service.admit(token, "whoami")
+    assert caught.value.message == message
+
+
+def test_a_token_may_live_for_less_than_a_second(service, clock):
+    """Any positive lifetime is a lifetime; zero is refused with what to give instead."""
+    issued = service.issue(LOCAL_ADMIN, role="viewer", name="blink", expires_in_s=0.5)
+    assert issued.record.expires_at == clock() + timedelta(seconds=0.5)
+    with pytest.raises(InvalidInput) as caught:
+        service.issue(LOCAL_ADMIN, role="viewer", name="never", expires_in_s=0)
+    assert (caught.value.field, caught.value.message) == (
+        "expires_in", "expires_in: must be a positive duration, e.g. 30d (leave it out for a "
+        "token that never expires)")
+
+
+def test_revoke_checks_the_token_id_before_looking_it_up(service):
+    with pytest.raises(InvalidInput) as caught:
+        service.revoke(LOCAL_ADMIN, "NOT-AN-ID")
+    assert (caught.value.field, caught.value.rule) == ("token_id", "pattern")
+    assert caught.value.message.startswith("token_id: 'NOT-AN-ID' is not a valid token id (")
+
+
+def test_the_last_admin_token_is_revoked_only_with_force(service, acme):
+    with pytest.raises(Conflict) as caught:
+        service.revoke(principal_of(acme), acme.record.id)
+    assert caught.value.message == (
+        f"token '{acme.record.id}' is the last active admin token of tenant 'acme': create "
+        "another admin token first, or pass --force to leave the tenant without one")
+    assert service.revoke(principal_of(acme), acme.record.id, force=True).revoked_at is not None
+
+
+@pytest.mark.parametrize("lister", ["tokens", "events"])
+def test_token_and_event_lists_page_by_a_hundred_by_default(service, lister):
+    for n in range(101):
+        service.issue(LOCAL_ADMIN, role="viewer", name=f"v{n}", expires_in_s=None)
+    page, cursor = getattr(service, lister)(LOCAL_ADMIN)
+    assert len(page) == 100 and cursor is not None
+    everything, none = getattr(service, lister)(LOCAL_ADMIN, limit=0)
+    assert len(everything) == 101 and none is None
+
+
+@pytest.mark.parametrize("lister", ["tokens", "events"])
+def test_a_list_limit_is_a_number_from_zero(service, lister):
+    with pytest.raises(InvalidInput) as caught:
+        getattr(service, lister)(LOCAL_ADMIN, limit=-1)
+    assert (caught.value.field, caught.value.rule) == ("limit", "range")
+
+
+def test_a_tokenless_write_is_readmitted_as_admin_only_on_a_database_without_tokens(service):
+    at = T + timedelta(seconds=1)
+    assert service.readmit("acme", None, "agents register", at) == Principal(
+        "acme", "admin", None)
+    viewer(service)
+    with pytest.raises(Unauthenticated) as caught:
+        service.readmit("acme", None, "agents register", at)
+    assert caught.value.message == (
+        "written without a token (security.enabled = false), but the database holds tokens: "
+        "only a token it knows can vouch for a write")
+
+
+def test_a_write_by_another_tenant_s_token_is_not_readmitted(service, acme):
+    with pytest.raises(Unauthenticated) as caught:
+        service.readmit("default", acme.record.id, "agents list", T)
+    assert caught.value.message == (
+        f"token {acme.record.id} does not exist in tenant 'default' on the database")
