@@ -22,10 +22,15 @@ from arbiter_cli.errors import InvalidInput
 
 #: The core of SPEC §12, as globs relative to the project root: the domain (validation,
 #: agents and performance folding, query scoring, routing strategies, eligibility and arms,
-#: security policy, roles, tokens, rate limiter and audit chain), the breaker's transitions and
-#: the journal (its entry states and what an entry carries). Globs matching nothing are skipped.
+#: security policy, roles, tokens, rate limiter and audit chain), the use-case services over
+#: the ports (agents, routing, security: tested on the memory store), the breaker's transitions
+#: and the journal (its entry states and what an entry carries). Globs matching nothing are
+#: skipped.
 CORE_SCOPE: tuple[str, ...] = (
     "arbiter_cli/domain/*.py",
+    "arbiter_cli/services/agents.py",
+    "arbiter_cli/services/routing.py",
+    "arbiter_cli/services/security.py",
     "arbiter_cli/resilience/breaker.py",
     "arbiter_cli/resilience/journal.py",
     "arbiter_cli/resilience/records.py",

@@ -29,13 +29,17 @@ def arbiter() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "arbiter_cli"]
 
 
-def refused(result, field: str, rule: str) -> None:  # type: ignore[no-untyped-def]
-    assert result.exit_code == 2, result
+def refusal(result) -> tuple[int, str, dict[str, str]]:  # type: ignore[no-untyped-def]
+    """The exit code, error code and details of a refused ``--json`` command, whose only output
+    is its one JSON error line on stderr."""
+    assert (result.stdout, result.stderr.count("\n")) == ("", 1), result
     error = result.error()
-    assert error["code"] == "invalid_input"
-    assert error["details"] == {"field": field, "rule": rule}, error
-    assert result.stdout == ""
-    assert result.stderr.count("\n") == 1
+    return result.exit_code, error["code"], error["details"]
+
+
+def invalid(field: str, rule: str) -> tuple[int, str, dict[str, str]]:
+    """The refusal of invalid input (exit 2) on ``field`` by ``rule``."""
+    return 2, "invalid_input", {"field": field, "rule": rule}
 
 
 def test_every_file_option_is_walked_here():
@@ -68,8 +72,8 @@ def test_only_regular_files_are_read(initialized, tmp_path, command, kind):
     else:
         path = "/dev/zero"
     argv = [part.replace("{file}", path) for part in FILE_COMMANDS[command]]
-    refused(cli("--json", *argv), "truth" if command == "route simulate" else "file",
-            "regular_file")
+    field = "truth" if command == "route simulate" else "file"
+    assert refusal(cli("--json", *argv)) == invalid(field, "regular_file")
 
 
 @pytest.mark.parametrize("command", FILE_COMMANDS)
@@ -84,7 +88,7 @@ def test_a_file_over_the_limit_is_refused_and_one_at_it_is_read(initialized, tmp
     env = {"ARBITER_SECURITY__MAX_INPUT_BYTES": f"{len(body)}B"}
     field = "truth" if command == "route simulate" else "file"
     argv = [part.replace("{file}", str(over)) for part in FILE_COMMANDS[command]]
-    refused(cli("--json", *argv, env=env), field, "size")
+    assert refusal(cli("--json", *argv, env=env)) == invalid(field, "size")
     if command == "route task":
         assert cli("agents", "register", "--id", "a1", "--name", "A", "--model-family", "x",
                    "--task-type", "testing").exit_code == 0
@@ -99,7 +103,7 @@ def test_oversized_stdin_stops_at_the_limit(initialized):
     lines = "\n".join([AGENT_LINE] * 50)
     result = cli("--json", "agents", "register", "--file", "-", input=lines,
                  env={"ARBITER_SECURITY__MAX_INPUT_BYTES": "1KiB"})
-    refused(result, "file", "size")
+    assert refusal(result) == invalid("file", "size")
     assert "stdin" in result.error()["message"]
     assert cli("--json", "agents", "list").json()["count"] == 0
 
@@ -107,7 +111,8 @@ def test_oversized_stdin_stops_at_the_limit(initialized):
 def test_bytes_that_are_not_utf8_are_refused(initialized, tmp_path):
     path = tmp_path / "latin1.json"
     path.write_bytes(b'{"id": "caf\xe9"}')
-    refused(cli("--json", "agents", "register", "--file", str(path)), "file", "utf8")
+    assert refusal(cli("--json", "agents", "register", "--file", str(path))) == invalid(
+        "file", "utf8")
 
 
 def test_the_limit_is_a_validated_size_setting(clean_env):
@@ -158,7 +163,7 @@ def test_register_from_an_endless_source_exits_2_quickly_with_bounded_memory(ini
 def test_a_since_out_of_range_is_exit_2_with_field_and_rule(initialized, argv, since):
     """The issue's OverflowError (exit 70) is an input error on every --since."""
     filled = [part.replace("{since}", since) for part in argv]
-    refused(cli("--json", *filled), "since", "range")
+    assert refusal(cli("--json", *filled)) == invalid("since", "range")
     human = cli(*filled)
     assert human.exit_code == 2 and human.stderr.startswith("error: since:")
     assert "Traceback" not in human.stderr

@@ -272,8 +272,10 @@ def test_mutant_names_split_into_module_and_function() -> None:
         "arbiter_cli.domain.security", "TokenRecord.to_dict")
 
 
-def test_the_core_scope_is_the_domain_and_the_pure_resilience_modules() -> None:
-    assert "arbiter_cli/domain/*.py" in CORE_SCOPE
+def test_the_core_scope_is_the_domain_the_use_case_services_and_the_pure_resilience() -> None:
+    assert {"arbiter_cli/domain/*.py", "arbiter_cli/services/agents.py",
+            "arbiter_cli/services/routing.py", "arbiter_cli/services/security.py",
+            "arbiter_cli/resilience/breaker.py"} <= set(CORE_SCOPE)
     assert all(p.startswith("arbiter_cli/") and p.endswith(".py") for p in CORE_SCOPE)
 
 

@@ -228,8 +228,9 @@ def test_malformed_tokens_are_unauthenticated(token):
 
 @pytest.mark.parametrize("token", [None, 12, b"arb_abcdefghij12_" + SECRET.encode(), ["arb"]])
 def test_non_string_tokens_are_unauthenticated(token):
-    """A token that is not a str is exit 6, not a crash."""
-    unauthenticated(parse_token, token)
+    """A token that is not a str is exit 6 with the malformed-token message, not a crash."""
+    error = unauthenticated(parse_token, token)
+    assert error.message == "malformed token: expected arb_<id>_<secret>"
 
 
 @settings(max_examples=100, derandomize=True, deadline=None)

@@ -556,6 +556,39 @@ def test_login_checks_a_token_without_spending_its_allowance(service):
     assert admitted(service, issued.token, 4) == 3
 
 
+LOGIN_DENIALS = {case: DENIALS[case] for case in ("malformed", "unknown id", "wrong secret",
+                                                  "expired", "revoked")}
+
+
+@pytest.mark.parametrize("case", list(LOGIN_DENIALS))
+def test_a_refused_login_is_audited_like_a_refused_admit(service, store, clock, acme, case):
+    """login refuses what admit refuses (exit 6), with one auth.denied event for command
+    login in the chain of the token's tenant, whose actor is the token it named."""
+    make_token, tenant, reason = LOGIN_DENIALS[case]
+    token = make_token(service, clock, acme)
+    before = len(chain(store, tenant))
+    with pytest.raises(Unauthenticated) as caught:
+        service.login(token)
+    assert caught.value.message.startswith(reason)
+    new = chain(store, tenant)[before:]
+    named = None if case in ("malformed", "unknown id") else parse_token(token)[0]
+    expected_details = {"reason": reason, "command": "login"}
+    if case == "unknown id":
+        expected_details["token_id"] = UNKNOWN_ID
+    assert [(e.actor, e.action, e.result, e.target, e.at, e.details) for e in new] == [
+        (named, "auth.denied", "denied", None, clock(), expected_details)]
+
+
+def test_login_checks_expiry_on_the_database_clock(service, clock):
+    """A token that expires in a minute logs in until the store's clock reaches the minute."""
+    issued = service.issue(LOCAL_ADMIN, role="viewer", name="brief", expires_in_s=60)
+    clock.advance(59)
+    assert service.login(issued.token) == principal_of(issued)
+    clock.advance(1)
+    with pytest.raises(Unauthenticated, match="^token expired"):
+        service.login(issued.token)
+
+
 # ---------------------------------------------------------------------------- revoke
 
 
@@ -786,3 +819,79 @@ def test_without_a_correlation_id_events_carry_none(make, store):
     """A service built without one writes correlation_id None."""
     viewer(make(correlation_id=None))
     assert [e.correlation_id for e in chain(store, "default")] == [None]
+
+
+# ---------------------------------------------------------------------------- messages and limits
+
+
+@pytest.mark.parametrize(("token", "message"), [
+    (None, "no token: pass --token, set ARBITER_TOKEN, or run `arbiter login`"),
+    ("", "empty token: --token or ARBITER_TOKEN is set but empty (no profile is used instead)"),
+], ids=["missing", "empty"])
+def test_a_call_without_a_token_says_how_to_give_one(service, token, message):
+    with pytest.raises(Unauthenticated) as caught:
+        service.admit(token, "whoami")
+    assert caught.value.message == message
+
+
+def test_a_token_may_live_for_less_than_a_second(service, clock):
+    """Any positive lifetime is a lifetime; zero is refused with what to give instead."""
+    issued = service.issue(LOCAL_ADMIN, role="viewer", name="blink", expires_in_s=0.5)
+    assert issued.record.expires_at == clock() + timedelta(seconds=0.5)
+    with pytest.raises(InvalidInput) as caught:
+        service.issue(LOCAL_ADMIN, role="viewer", name="never", expires_in_s=0)
+    assert (caught.value.field, caught.value.message) == (
+        "expires_in", "expires_in: must be a positive duration, e.g. 30d (leave it out for a "
+        "token that never expires)")
+
+
+def test_revoke_checks_the_token_id_before_looking_it_up(service):
+    with pytest.raises(InvalidInput) as caught:
+        service.revoke(LOCAL_ADMIN, "NOT-AN-ID")
+    assert (caught.value.field, caught.value.rule) == ("token_id", "pattern")
+    assert caught.value.message.startswith("token_id: 'NOT-AN-ID' is not a valid token id (")
+
+
+def test_the_last_admin_token_is_revoked_only_with_force(service, acme):
+    with pytest.raises(Conflict) as caught:
+        service.revoke(principal_of(acme), acme.record.id)
+    assert caught.value.message == (
+        f"token '{acme.record.id}' is the last active admin token of tenant 'acme': create "
+        "another admin token first, or pass --force to leave the tenant without one")
+    assert service.revoke(principal_of(acme), acme.record.id, force=True).revoked_at is not None
+
+
+@pytest.mark.parametrize("lister", ["tokens", "events"])
+def test_token_and_event_lists_page_by_a_hundred_by_default(service, lister):
+    for n in range(101):
+        service.issue(LOCAL_ADMIN, role="viewer", name=f"v{n}", expires_in_s=None)
+    page, cursor = getattr(service, lister)(LOCAL_ADMIN)
+    assert len(page) == 100 and cursor is not None
+    everything, none = getattr(service, lister)(LOCAL_ADMIN, limit=0)
+    assert len(everything) == 101 and none is None
+
+
+@pytest.mark.parametrize("lister", ["tokens", "events"])
+def test_a_list_limit_is_a_number_from_zero(service, lister):
+    with pytest.raises(InvalidInput) as caught:
+        getattr(service, lister)(LOCAL_ADMIN, limit=-1)
+    assert (caught.value.field, caught.value.rule) == ("limit", "range")
+
+
+def test_a_tokenless_write_is_readmitted_as_admin_only_on_a_database_without_tokens(service):
+    at = T + timedelta(seconds=1)
+    assert service.readmit("acme", None, "agents register", at) == Principal(
+        "acme", "admin", None)
+    viewer(service)
+    with pytest.raises(Unauthenticated) as caught:
+        service.readmit("acme", None, "agents register", at)
+    assert caught.value.message == (
+        "written without a token (security.enabled = false), but the database holds tokens: "
+        "only a token it knows can vouch for a write")
+
+
+def test_a_write_by_another_tenant_s_token_is_not_readmitted(service, acme):
+    with pytest.raises(Unauthenticated) as caught:
+        service.readmit("default", acme.record.id, "agents list", T)
+    assert caught.value.message == (
+        f"token {acme.record.id} does not exist in tenant 'default' on the database")

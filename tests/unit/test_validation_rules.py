@@ -14,14 +14,20 @@ from arbiter_cli.errors import InvalidInput
 LANGS = ("TypeScript", "JavaScript", "Python", "Rust", "Go", "Java", "C++", "C#")
 
 
-def rejects(call: Any, *args: Any, field: str, rule: str, **kwargs: Any) -> InvalidInput:
-    """Call and return the InvalidInput it raises, checking its field, rule and exit code."""
+def refusal(call: Any, *args: Any, **kwargs: Any) -> InvalidInput:
+    """Call and return the InvalidInput it raises: exit code 2, its details naming field and rule."""
     with pytest.raises(InvalidInput) as caught:
         call(*args, **kwargs)
     error = caught.value
-    assert (error.field, error.rule, error.exit_code) == (field, rule, 2)
-    assert error.details == {"field": field, "rule": rule}
+    assert error.exit_code == 2
+    assert error.details == {"field": error.field, "rule": error.rule}
     return error
+
+
+def refused(call: Any, *args: Any, **kwargs: Any) -> tuple[str, str]:
+    """The (field, rule) of the InvalidInput that the call raises."""
+    error = refusal(call, *args, **kwargs)
+    return error.field, error.rule
 
 
 # ---------------------------------------------------------------------------- fail / pattern
@@ -47,13 +53,13 @@ def test_agent_id_pattern_accepts_valid_ids_unchanged(agent_id):
                                       "é", "a" * 129])
 def test_agent_id_pattern_rejects_invalid_ids(agent_id):
     """Empty, leading punctuation, spaces, slashes and 129 characters are rejected, not rewritten."""
-    rejects(v.pattern, agent_id, v.AGENT_ID_RE, "id", "agent id", field="id", rule="pattern")
+    assert refused(v.pattern, agent_id, v.AGENT_ID_RE, "id", "agent id") == ("id", "pattern")
 
 
 def test_agent_id_of_exactly_128_characters_is_accepted_and_129_rejected():
     """The id length limit is exactly 128."""
     assert v.pattern("a" * 128, v.AGENT_ID_RE, "id", "agent id") == "a" * 128
-    rejects(v.pattern, "a" * 129, v.AGENT_ID_RE, "id", "agent id", field="id", rule="pattern")
+    assert refused(v.pattern, "a" * 129, v.AGENT_ID_RE, "id", "agent id") == ("id", "pattern")
 
 
 @pytest.mark.parametrize(("regex", "value"), [(v.AGENT_ID_RE, "coder-1\n"), (v.SLUG_RE, "review\n"),
@@ -61,19 +67,19 @@ def test_agent_id_of_exactly_128_characters_is_accepted_and_129_rejected():
                          ids=["agent_id", "slug", "model_family", "task_id"])
 def test_patterns_reject_a_trailing_newline(regex, value):
     """Regression: '$' also matches before a final newline, so patterns must match in full."""
-    rejects(v.pattern, value, regex, "id", "id", field="id", rule="pattern")
+    assert refused(v.pattern, value, regex, "id", "id") == ("id", "pattern")
 
 
 @pytest.mark.parametrize("value", [None, 5, ["a"], b"a"])
 def test_pattern_rejects_non_strings_as_a_pattern_failure(value):
     """A value that is not a string never matches."""
-    rejects(v.pattern, value, v.AGENT_ID_RE, "x.id", "agent id", field="x.id", rule="pattern")
+    assert refused(v.pattern, value, v.AGENT_ID_RE, "x.id", "agent id") == ("x.id", "pattern")
 
 
 def test_pattern_message_names_the_value_what_and_regex():
     """The message shows the offending value, what was expected and the regex."""
-    error = rejects(v.pattern, "Bad", v.SLUG_RE, "task_types", "task type",
-                    field="task_types", rule="pattern")
+    error = refusal(v.pattern, "Bad", v.SLUG_RE, "task_types", "task type")
+    assert (error.field, error.rule) == ("task_types", "pattern")
     assert error.message == (
         f"task_types: 'Bad' is not a valid task type ({v.SLUG_RE.pattern})"
     )
@@ -81,9 +87,11 @@ def test_pattern_message_names_the_value_what_and_regex():
 
 def test_long_values_are_shown_truncated_to_80_characters():
     """A repr over 80 characters is cut to 77 plus '...'; one of exactly 80 is shown whole."""
-    whole = rejects(v.pattern, "X" * 78, v.SLUG_RE, "f", "slug", field="f", rule="pattern")
+    whole = refusal(v.pattern, "X" * 78, v.SLUG_RE, "f", "slug")
+    assert (whole.field, whole.rule) == ("f", "pattern")
     assert f"'{'X' * 78}' is not" in whole.message
-    cut = rejects(v.pattern, "X" * 79, v.SLUG_RE, "f", "slug", field="f", rule="pattern")
+    cut = refusal(v.pattern, "X" * 79, v.SLUG_RE, "f", "slug")
+    assert (cut.field, cut.rule) == ("f", "pattern")
     assert f"'{'X' * 76}... is not" in cut.message
 
 
@@ -97,7 +105,7 @@ def test_slug_model_family_and_task_id_patterns(regex, good, bad):
     for value in good:
         assert v.pattern(value, regex, "f", "thing") == value
     for value in bad:
-        rejects(v.pattern, value, regex, "f", "thing", field="f", rule="pattern")
+        assert refused(v.pattern, value, regex, "f", "thing") == ("f", "pattern")
 
 
 # ---------------------------------------------------------------------------- text
@@ -112,27 +120,28 @@ def test_text_accepts_1_to_200_characters(value):
 @pytest.mark.parametrize("value", ["", "x" * 201])
 def test_text_rejects_empty_and_201_characters(value):
     """Length is checked against [1, 200] inclusive."""
-    error = rejects(v.text, value, "name", field="name", rule="length")
+    error = refusal(v.text, value, "name")
+    assert (error.field, error.rule) == ("name", "length")
     assert error.message == "name: must be 1 to 200 characters"
 
 
 def test_text_honours_custom_length_bounds():
     """min_len and max_len are inclusive bounds."""
     assert v.text("abc", "f", min_len=3, max_len=3) == "abc"
-    rejects(v.text, "ab", "f", min_len=3, max_len=5, field="f", rule="length")
-    rejects(v.text, "abcdef", "f", min_len=3, max_len=5, field="f", rule="length")
+    assert refused(v.text, "ab", "f", min_len=3, max_len=5) == ("f", "length")
+    assert refused(v.text, "abcdef", "f", min_len=3, max_len=5) == ("f", "length")
 
 
 @pytest.mark.parametrize("value", ["a\nb", "tab\there", "nul\x00", "del\x7f", "nel\x85", "\x1b[31m"])
 def test_text_rejects_control_characters(value):
     """Newlines, tabs, NUL, DEL, C1 controls and escape sequences are rejected."""
-    rejects(v.text, value, "name", field="name", rule="no_control_characters")
+    assert refused(v.text, value, "name") == ("name", "no_control_characters")
 
 
 @pytest.mark.parametrize("value", [None, 5, ["a"]])
 def test_text_rejects_non_strings(value):
     """Only strings are text."""
-    rejects(v.text, value, "name", field="name", rule="type")
+    assert refused(v.text, value, "name") == ("name", "type")
 
 
 # ---------------------------------------------------------------------------- integer
@@ -155,25 +164,26 @@ def test_integer_accepts_negative_numeric_strings():
 @pytest.mark.parametrize("value", [0, 1001, "0", "1001", -1])
 def test_integer_rejects_values_outside_the_range(value):
     """One below low and one above high are out of range."""
-    rejects(v.integer, value, "capacity", low=1, high=1000, field="capacity", rule="range")
+    assert refused(v.integer, value, "capacity", low=1, high=1000) == ("capacity", "range")
 
 
 def test_integer_range_message_shows_bounds_and_value():
     """The range message says what is allowed and what was given."""
-    error = rejects(v.integer, 1001, "capacity", low=1, high=1000, field="capacity", rule="range")
+    error = refusal(v.integer, 1001, "capacity", low=1, high=1000)
+    assert (error.field, error.rule) == ("capacity", "range")
     assert error.message == "capacity: must be from 1 to 1000 (got 1001)"
 
 
 @pytest.mark.parametrize("value", [True, False, 5.0, "5.0", "1e3", "", "abc", "+5", None, [5]])
 def test_integer_rejects_bools_floats_and_other_strings(value):
     """Booleans are not integers, and neither are floats or non-numeric strings."""
-    rejects(v.integer, value, "n", low=0, high=10, field="n", rule="type")
+    assert refused(v.integer, value, "n", low=0, high=10) == ("n", "type")
 
 
 def test_integer_strings_are_limited_to_19_digits():
     """A 19-digit string converts (int64 range); a 20-digit string is not a number here."""
     assert v.integer("9" * 19, "n", low=0, high=10**20) == 10**19 - 1
-    rejects(v.integer, "1" + "0" * 19, "n", low=0, high=10**20, field="n", rule="type")
+    assert refused(v.integer, "1" + "0" * 19, "n", low=0, high=10**20) == ("n", "type")
 
 
 # ---------------------------------------------------------------------------- fraction / finite
@@ -191,19 +201,20 @@ def test_fraction_accepts_0_and_1_inclusive(value, expected):
 @pytest.mark.parametrize("value", [-0.000001, 1.000001, -1, 2, "1.5"])
 def test_fraction_rejects_values_outside_0_1(value):
     """Just below 0 or just above 1 is out of range."""
-    rejects(v.fraction, value, "quality", field="quality", rule="range")
+    assert refused(v.fraction, value, "quality") == ("quality", "range")
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, "nan", "NaN", "inf", "-Infinity"])
 def test_fraction_rejects_nan_and_infinity(value):
     """NaN and infinity, as numbers or strings, fail the finite rule."""
-    rejects(v.fraction, value, "quality", field="quality", rule="finite")
+    assert refused(v.fraction, value, "quality") == ("quality", "finite")
 
 
 @pytest.mark.parametrize("value", [True, False, None, "abc", "", [0.5], {"a": 1}])
 def test_finite_rejects_non_numbers(value):
     """Booleans, None, non-numeric strings and containers are not numbers."""
-    error = rejects(v.finite, value, "latency_ms", field="latency_ms", rule="type")
+    error = refusal(v.finite, value, "latency_ms")
+    assert (error.field, error.rule) == ("latency_ms", "type")
     assert error.message == "latency_ms: must be a number"
 
 
@@ -218,20 +229,23 @@ def test_finite_returns_a_float_without_a_lower_bound_by_default(value, expected
 def test_finite_lower_bound_is_inclusive():
     """low=0 accepts 0 and rejects the smallest negative step."""
     assert v.finite(0, "latency_ms", low=0.0) == 0.0
-    error = rejects(v.finite, -0.5, "latency_ms", low=0.0, field="latency_ms", rule="range")
+    error = refusal(v.finite, -0.5, "latency_ms", low=0.0)
+    assert (error.field, error.rule) == ("latency_ms", "range")
     assert error.message == "latency_ms: must be >= 0 (got -0.5)"
 
 
 @pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
 def test_finite_rejects_nan_and_infinity_with_the_finite_rule(value):
     """Infinite and NaN values fail as 'finite', not as 'range'."""
-    error = rejects(v.finite, value, "x", low=0.0, field="x", rule="finite")
+    error = refusal(v.finite, value, "x", low=0.0)
+    assert (error.field, error.rule) == ("x", "finite")
     assert error.message == "x: must be a finite number (NaN and infinity are rejected)"
 
 
 def test_finite_rejects_an_integer_too_large_for_a_float():
     """Regression: a JSON integer with 400 digits is invalid input (exit 2), not an internal error."""
-    error = rejects(v.finite, 10**400, "latency_ms", low=0.0, field="latency_ms", rule="finite")
+    error = refusal(v.finite, 10**400, "latency_ms", low=0.0)
+    assert (error.field, error.rule) == ("latency_ms", "finite")
     assert error.message == "latency_ms: must be a finite number (too large)"
 
 
@@ -256,7 +270,8 @@ def test_string_list_returns_a_new_list():
 @pytest.mark.parametrize("value", [None, 5, {"a": "b"}, ["a", 1], [None]])
 def test_string_list_rejects_anything_else(value):
     """Non-lists and lists with non-strings fail the type rule."""
-    error = rejects(v.string_list, value, "languages", field="languages", rule="type")
+    error = refusal(v.string_list, value, "languages")
+    assert (error.field, error.rule) == ("languages", "type")
     assert error.message == "languages: must be a list of strings"
 
 
@@ -285,15 +300,15 @@ def test_choose_of_nothing_is_empty():
 
 def test_choose_rejects_an_unknown_value_listing_the_allowed_ones():
     """The error names the bad value and every allowed value, sorted."""
-    error = rejects(v.choose, ["Python", "Cobol"], LANGS, "[2].languages",
-                    field="[2].languages", rule="allowed")
+    error = refusal(v.choose, ["Python", "Cobol"], LANGS, "[2].languages")
+    assert (error.field, error.rule) == ("[2].languages", "allowed")
     assert error.message == ("[2].languages: unknown value 'Cobol' (allowed: C#, C++, Go, Java, "
                              "JavaScript, Python, Rust, TypeScript)")
 
 
 def test_choose_rejects_non_string_values():
     """A non-string can never be an allowed value."""
-    rejects(v.choose, [3], LANGS, "languages", field="languages", rule="allowed")
+    assert refused(v.choose, [3], LANGS, "languages") == ("languages", "allowed")
 
 
 # ---------------------------------------------------------------------------- labels
@@ -313,14 +328,14 @@ def test_labels_are_sorted_ignoring_case():
 def test_labels_accept_64_characters_and_reject_65():
     """A label is 1 to 64 characters."""
     assert v.labels(["x" * 64], "s") == ("x" * 64,)
-    rejects(v.labels, ["x" * 65], "s", field="s", rule="length")
-    rejects(v.labels, [""], "s", field="s", rule="length")
+    assert refused(v.labels, ["x" * 65], "s") == ("s", "length")
+    assert refused(v.labels, [""], "s") == ("s", "length")
 
 
 def test_labels_reject_control_characters_and_non_strings():
     """Labels are text: no control characters, strings only."""
-    rejects(v.labels, ["ok", "bad\n"], "s", field="s", rule="no_control_characters")
-    rejects(v.labels, [7], "s", field="s", rule="type")
+    assert refused(v.labels, ["ok", "bad\n"], "s") == ("s", "no_control_characters")
+    assert refused(v.labels, [7], "s") == ("s", "type")
 
 
 # ---------------------------------------------------------------------------- metadata
@@ -341,21 +356,23 @@ def test_metadata_parses_a_json_object_string():
 
 def test_metadata_rejects_invalid_json():
     """Text that is not JSON fails the json rule, with the decoder's reason."""
-    error = rejects(v.metadata, "{not json", field="metadata", rule="json")
+    error = refusal(v.metadata, "{not json")
+    assert (error.field, error.rule) == ("metadata", "json")
     assert error.message.startswith("metadata: is not valid JSON (")
 
 
 @pytest.mark.parametrize("value", ["[1, 2]", '"text"', "3", "null", [1], 3, None])
 def test_metadata_must_be_an_object(value):
     """Arrays, strings, numbers and null are not objects."""
-    error = rejects(v.metadata, value, "[1].metadata", field="[1].metadata", rule="object")
+    error = refusal(v.metadata, value, "[1].metadata")
+    assert (error.field, error.rule) == ("[1].metadata", "object")
     assert error.message == "[1].metadata: must be a JSON object"
 
 
 @pytest.mark.parametrize("value", ['{"a": NaN}', '{"a": Infinity}', {"a": math.inf}, {"a": [math.nan]}])
 def test_metadata_rejects_nan_and_infinity(value):
     """NaN and infinity are not JSON and fail the finite rule."""
-    rejects(v.metadata, value, field="metadata", rule="finite")
+    assert refused(v.metadata, value) == ("metadata", "finite")
 
 
 def _metadata_of_size(size: int) -> dict[str, Any]:
@@ -376,7 +393,8 @@ def test_metadata_of_exactly_16_kib_is_accepted():
 
 def test_metadata_of_16_kib_plus_one_byte_is_rejected():
     """16385 bytes is over the limit."""
-    error = rejects(v.metadata, _metadata_of_size(16 * 1024 + 1), field="metadata", rule="size")
+    error = refusal(v.metadata, _metadata_of_size(16 * 1024 + 1))
+    assert (error.field, error.rule) == ("metadata", "size")
     assert error.message == "metadata: must be at most 16384 bytes of JSON"
 
 

@@ -1,5 +1,6 @@
-"""Routing rules the mutation run showed weakly tested (docs/mutation.md): input messages, how
-``explored`` and ``confidence`` are judged, rounding, and the packed ranking key of ``_ranked``.
+"""Routing rules at their edges: input messages, how ``explored`` and ``confidence`` are judged,
+rounding, and the packed ranking key of ``_ranked`` (first written to kill the mutants of
+docs/mutation.md).
 
 Pools are built by hand (rows in id order); every draw comes from a seeded generator.
 """
