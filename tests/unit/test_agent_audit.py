@@ -17,7 +17,7 @@ from arbiter_cli.domain.routing import RoutingPolicy
 from arbiter_cli.errors import Conflict, Forbidden, InvalidInput
 from arbiter_cli.services.agents import AgentService
 from arbiter_cli.services.routing import RoutingService
-from arbiter_cli.services.setup import initialize
+from arbiter_cli.tools.setup import initialize
 
 ADMIN = Principal("default", "admin", "admintoken01")
 MANAGER = Principal("default", "manager", "managertok01")
