@@ -466,8 +466,8 @@ def test_status_of_an_empty_journal_on_a_network_primary(tmp_path: Path) -> None
     status = resilience_status(settings)
     assert status == {"backlog": 0, "conflicts": 0, "oldest_age_s": None,
                       "journal_writable": True, "journal_problem": None,
-                      "journal_readable": True, "snapshot": True, "degraded": False, "breaker": {"state": "closed", "opened_at": None},
-                      "stranded": []}
+                      "journal_readable": True, "snapshot": True, "degraded": False,
+                      "breaker": {"state": "closed", "opened_at": None}, "stranded": []}
 
 
 def test_without_a_snapshot_the_journal_cannot_take_writes(tmp_path: Path) -> None:
