@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
 
+from arbiter_cli.adapters.sql.deadline import Deadline
 from arbiter_cli.adapters.sql.repository import OpContext
 from arbiter_cli.adapters.sql.written import Written, current_written
 from arbiter_cli.errors import SchemaOutdated, StorageUnavailable
 from arbiter_cli.ids import uuid7
-from arbiter_cli.resilience.deadline import Deadline
 from arbiter_cli.resilience.files import key_path
 from arbiter_cli.resilience.journal import Journal, open_journal, resilience_dir
 from arbiter_cli.resilience.snapshot import LocalStore, clock_offset
@@ -95,7 +95,7 @@ class Resilience:
     _local_clock_offset_s: float | None = None
 
     def __post_init__(self) -> None:
-        from arbiter_cli.resilience import deadline
+        from arbiter_cli.adapters.sql import deadline
 
         deadline.install()
         self.directory = self.folder or resilience_dir(self.settings.paths.data_dir, self.url)

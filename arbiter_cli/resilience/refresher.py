@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _refresh(options: argparse.Namespace) -> int:
+    from arbiter_cli.adapters.sql import deadline
     from arbiter_cli.adapters.sql.engine import engine_for
     from arbiter_cli.config import load_settings
-    from arbiter_cli.resilience import deadline
     from arbiter_cli.resilience.journal import resilience_dir
     from arbiter_cli.resilience.snapshot import LocalStore
 

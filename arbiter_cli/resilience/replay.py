@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from arbiter_cli.adapters.sql.deadline import Deadline
 from arbiter_cli.adapters.sql.repository import OpContext, already_applied
 from arbiter_cli.domain.results import Recorded, Routed
 from arbiter_cli.errors import (
@@ -40,7 +41,6 @@ from arbiter_cli.errors import (
     StorageUnavailable,
     Unauthenticated,
 )
-from arbiter_cli.resilience.deadline import Deadline
 from arbiter_cli.resilience.gateway import Resilience
 from arbiter_cli.resilience.journal import MAX_ATTEMPTS, Entry
 from arbiter_cli.resilience.records import (

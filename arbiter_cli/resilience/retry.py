@@ -3,7 +3,7 @@
 tenacity drives the attempts: ``wait_random_exponential(multiplier=0.1, max=2)``, at most four
 attempts, and never past the command's deadline. Each attempt first asks the breaker for a
 permit, so an open breaker fails fast and is not retried. What is retried, counted or passed
-through is decided by :func:`arbiter_cli.resilience.faults.classify`; a configuration error
+through is decided by :func:`arbiter_cli.adapters.sql.faults.classify`; a configuration error
 (wrong password, unknown database, a host name that does not resolve) leaves at once as
 ``ConfigInvalid`` (exit 3) and the breaker never hears of it (SPEC §7.1).
 
@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from arbiter_cli.adapters.sql.deadline import Deadline
+from arbiter_cli.adapters.sql.faults import Fault, classify, driver_error, slowness
 from arbiter_cli.errors import ConfigInvalid, StorageUnavailable
-from arbiter_cli.resilience.deadline import Deadline
-from arbiter_cli.resilience.faults import Fault, classify
 
 if TYPE_CHECKING:
     from arbiter_cli.resilience.breaker import FileBreaker
@@ -105,8 +105,6 @@ def guarded(
 
 def slow_but_alive(exc: Exception, alive: Callable[[], bool] | None) -> bool:
     """The primary answered a timeout, or was cut mid-statement and answers a probe."""
-    from arbiter_cli.resilience.faults import slowness
-
     if alive is None:
         return False
     kind = slowness(exc)
@@ -114,8 +112,6 @@ def slow_but_alive(exc: Exception, alive: Callable[[], bool] | None) -> bool:
 
 
 def too_slow(exc: BaseException, deadline: Deadline) -> PrimarySlow:
-    from arbiter_cli.resilience.faults import driver_error
-
     return PrimarySlow(
         f"the database is up but did not finish within the command's budget "
         f"({deadline.budget_s:g}s): the work was rolled back and nothing was journaled; retry, "
@@ -130,8 +126,6 @@ def counts(exc: Exception) -> bool:
 
 def unavailable_from(exc: BaseException) -> StorageUnavailable:
     """A one-line, password-free StorageUnavailable describing a driver failure."""
-    from arbiter_cli.resilience.faults import driver_error
-
     err = driver_error(exc)
     text = str(err).strip()
     first = text.splitlines()[0] if text else type(err).__name__
@@ -140,8 +134,6 @@ def unavailable_from(exc: BaseException) -> StorageUnavailable:
 
 def misconfigured_from(exc: BaseException, where: str = "") -> ConfigInvalid:
     """A one-line, password-free ConfigInvalid (exit 3) for a configuration error of the URL."""
-    from arbiter_cli.resilience.faults import driver_error
-
     err = driver_error(exc)
     text = str(err).strip()
     first = text.splitlines()[0] if text else type(err).__name__

@@ -14,8 +14,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from arbiter_cli.adapters.sql import deadline
 from arbiter_cli.adapters.sql.clock import measure_offset, now_expr
 from arbiter_cli.adapters.sql.engine import check_revision
+from arbiter_cli.adapters.sql.faults import Fault, classify, driver_error
 from arbiter_cli.adapters.sql.schema_version import HEAD
 from arbiter_cli.adapters.sql.tables import decisions as d
 from arbiter_cli.domain.health import (
@@ -36,9 +38,7 @@ from arbiter_cli.domain.health import (
     unreachable_status,
 )
 from arbiter_cli.errors import ArbiterError, SchemaOutdated, StorageUnavailable
-from arbiter_cli.resilience import deadline
 from arbiter_cli.resilience.breaker import BreakerOpen, breaker_for
-from arbiter_cli.resilience.faults import Fault, classify, driver_error
 from arbiter_cli.resilience.identity import mount_of, volatile_filesystem
 from arbiter_cli.resilience.journal import resilience_dir
 from arbiter_cli.resilience.journal import resilience_status as journal_resilience_status

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from arbiter_cli.adapters.http_transport import BoundedHandler, BoundedHTTPServer, Limits
+from arbiter_cli.adapters.sql.deadline import Deadline
 from arbiter_cli.adapters.sql.engine import backend_of
 from arbiter_cli.adapters.sql.fleet import SqlFleetQuery
 from arbiter_cli.errors import ArbiterError, InvalidInput
@@ -36,7 +37,6 @@ from arbiter_cli.observability import logging as log
 from arbiter_cli.observability.fleet import FleetCollector, ResilienceCollector, SoakCollector
 from arbiter_cli.observability.instrument import instrument_engine
 from arbiter_cli.resilience.breaker import breaker_for
-from arbiter_cli.resilience.deadline import Deadline
 from arbiter_cli.resilience.journal import resilience_status
 from arbiter_cli.resilience.retry import guarded
 from arbiter_cli.tools.health import evaluate

@@ -43,8 +43,8 @@ def db_url(pg_cluster: PgCluster) -> str:
 @pytest.fixture
 def engine(db_url: str, running_cluster: PgCluster) -> Iterator[Any]:
     """arbiter's own PostgreSQL engine (pool, pre-ping, timeouts) with its wait callback."""
+    from arbiter_cli.adapters.sql import deadline
     from arbiter_cli.adapters.sql.engine import make_engine
-    from arbiter_cli.resilience import deadline
 
     deadline.install()
     eng = make_engine(db_url, pool_size=2, max_overflow=2, connect_timeout_s=5,
@@ -88,7 +88,7 @@ class Naps:
 
 
 def run_guarded(fn: Attempts, breaker: Any, naps: Naps, budget_s: float = 60.0) -> Any:
-    from arbiter_cli.resilience.deadline import Deadline
+    from arbiter_cli.adapters.sql.deadline import Deadline
     from arbiter_cli.resilience.retry import guarded
 
     return guarded(fn, breaker=breaker, deadline=Deadline(budget_s), sleep=naps)
@@ -110,8 +110,8 @@ def assert_gave_up_transient(exc_info: pytest.ExceptionInfo[Any], fn: Attempts, 
                              breaker: Any, before: int) -> BaseException:
     """4 attempts, 3 backoffs within wait_random_exponential(0.1, max=2), 4 counted failures,
     and a StorageUnavailable (exit 10) chained to the driver's error."""
+    from arbiter_cli.adapters.sql.faults import Fault, classify, driver_error
     from arbiter_cli.errors import StorageUnavailable
-    from arbiter_cli.resilience.faults import Fault, classify, driver_error
 
     error = exc_info.value
     assert isinstance(error, StorageUnavailable) and error.exit_code == 10
@@ -178,7 +178,7 @@ def test_terminated_backend_then_healthy_succeeds_on_the_retry(
 def test_connection_refused_is_transient(engine: Any, breaker: Any, running_cluster: PgCluster) -> None:
     from sqlalchemy import text
 
-    from arbiter_cli.resilience.faults import Fault, classify
+    from arbiter_cli.adapters.sql.faults import Fault, classify
 
     def query(_: int) -> Any:
         with engine.connect() as conn:
@@ -240,7 +240,7 @@ def test_deadlock_is_transient_and_the_retry_succeeds(
 ) -> None:
     from sqlalchemy import text
 
-    from arbiter_cli.resilience.faults import Fault, classify
+    from arbiter_cli.adapters.sql.faults import Fault, classify
 
     seen: list[BaseException] = []
 
@@ -339,8 +339,8 @@ def test_a_reset_connection_is_transient(
     """The lost-connection case through the fault proxy: every attempt opens a new connection."""
     from sqlalchemy import text
 
+    from arbiter_cli.adapters.sql import deadline
     from arbiter_cli.adapters.sql.engine import make_engine
-    from arbiter_cli.resilience import deadline
 
     deadline.install()
     eng = make_engine(pg_cluster.url(DB, port=fault_proxy.port))
@@ -366,8 +366,8 @@ def test_a_reset_connection_is_transient(
 def test_statement_timeout_is_counted_but_not_retried(engine: Any, breaker: Any) -> None:
     from sqlalchemy import text
 
+    from arbiter_cli.adapters.sql.faults import Fault, classify, driver_error
     from arbiter_cli.errors import StorageUnavailable
-    from arbiter_cli.resilience.faults import Fault, classify, driver_error
 
     def slow(_: int) -> Any:
         with engine.connect() as conn:
@@ -418,8 +418,8 @@ def _postgres_ids() -> tuple[int, int]:
 def test_disk_full_is_counted_but_not_retried(engine: Any, breaker: Any, tiny_tablespace: str) -> None:
     from sqlalchemy import text
 
+    from arbiter_cli.adapters.sql.faults import Fault, classify, driver_error
     from arbiter_cli.errors import StorageUnavailable
-    from arbiter_cli.resilience.faults import Fault, classify, driver_error
 
     def fill(_: int) -> Any:
         with engine.begin() as conn:
@@ -459,7 +459,7 @@ def test_caller_errors_are_attempted_once_and_never_counted(engine: Any, breaker
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
-    from arbiter_cli.resilience.faults import Fault, classify
+    from arbiter_cli.adapters.sql.faults import Fault, classify
 
     sql, code = CALLER_ERRORS[name]
 
@@ -479,8 +479,8 @@ def test_caller_errors_are_attempted_once_and_never_counted(engine: Any, breaker
 
 
 def test_our_own_errors_are_caller_errors(engine: Any, breaker: Any) -> None:
+    from arbiter_cli.adapters.sql.faults import Fault, classify
     from arbiter_cli.errors import Conflict
-    from arbiter_cli.resilience.faults import Fault, classify
 
     def conflict(_: int) -> Any:
         raise Conflict("agent 'a' exists")

@@ -100,8 +100,8 @@ def test_the_deadline_tells_a_cut_handshake_from_a_cut_statement(
     from sqlalchemy.exc import OperationalError
     from sqlalchemy.pool import NullPool
 
-    from arbiter_cli.resilience import deadline
-    from arbiter_cli.resilience.faults import driver_error, slowness
+    from arbiter_cli.adapters.sql import deadline
+    from arbiter_cli.adapters.sql.faults import driver_error, slowness
 
     deadline.install()
     engine = create_engine(slow.cluster.url(slow.name, port=fault_proxy.port),

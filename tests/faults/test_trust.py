@@ -128,10 +128,10 @@ def test_psycopg2_reports_configuration_errors_as_we_classify_them(site: Site) -
     and without our wait callback (a libpq that rewords them must fail here)."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from arbiter_cli.adapters.sql import deadline
+    from arbiter_cli.adapters.sql.faults import Fault, classify
     from arbiter_cli.bootstrap import sql_engine
     from arbiter_cli.config import load_settings
-    from arbiter_cli.resilience import deadline
-    from arbiter_cli.resilience.faults import Fault, classify
 
     port = site.cluster.port
     cases = {

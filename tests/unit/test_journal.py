@@ -27,6 +27,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from arbiter_cli.adapters.memory import MemoryUnitOfWorkFactory
+from arbiter_cli.adapters.sql import deadline as deadline_module
+from arbiter_cli.adapters.sql.deadline import Deadline
+from arbiter_cli.adapters.sql.faults import Fault, classify, driver_error
 from arbiter_cli.config import DEFAULT_LANGUAGES, DEFAULT_TASK_TYPES, load_settings
 from arbiter_cli.domain.agents import RegistryPolicy, TaskResult
 from arbiter_cli.domain.principal import Principal
@@ -41,10 +44,7 @@ from arbiter_cli.errors import (
     StorageUnavailable,
     Unauthenticated,
 )
-from arbiter_cli.resilience import deadline as deadline_module
 from arbiter_cli.resilience.breaker import BreakerOpen
-from arbiter_cli.resilience.deadline import Deadline
-from arbiter_cli.resilience.faults import Fault, classify, driver_error
 from arbiter_cli.resilience.gateway import Done, Durability
 from arbiter_cli.resilience.journal import (
     CONFLICT,
@@ -1789,7 +1789,7 @@ def test_without_a_probe_running_out_of_time_still_counts(breaker: FakeBreaker,
 
 
 def test_slowness_tells_a_cut_statement_from_a_cut_handshake() -> None:
-    from arbiter_cli.resilience.faults import slowness
+    from arbiter_cli.adapters.sql.faults import slowness
 
     assert slowness(cut(connecting=False)) == "cut"
     assert slowness(cut(connecting=True)) is None

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 
 from arbiter_cli.adapters.files import create_private_file, private_dir
+from arbiter_cli.adapters.sql.faults import Fault, classify
 from arbiter_cli.adapters.sql.schema_version import HEAD, KNOWN
 from arbiter_cli.dburl import mask_url
 from arbiter_cli.dburl import parse as parse_url
@@ -173,12 +174,11 @@ def unavailable(engine: Engine, exc: DBAPIError) -> ConfigInvalid | StorageUnava
 def configuration_fault(err: BaseException | None) -> bool:
     """Whether a driver error is the configuration's fault rather than an outage (§7.1).
 
-    One rule for every path: ``resilience/faults.py`` classifies (SQLSTATE class 28 and 3D000,
+    One rule for every path: ``adapters/sql/faults.py`` classifies (SQLSTATE class 28 and 3D000,
     or libpq's connect-time message when there is no SQLSTATE yet).
     """
     if err is None:
         return False
-    from arbiter_cli.resilience.faults import Fault, classify  # deferred: start-up of `arbiter agents list`
 
     return classify(err) is Fault.CONFIG
 
