@@ -495,6 +495,7 @@ def test_every_command_has_a_permission_entry_or_is_on_the_no_token_list():
 def test_a_command_without_an_entry_is_denied_by_default(admin: str,
                                                          monkeypatch: pytest.MonkeyPatch):
     import arbiter_cli.cli.app as app_module
+    from arbiter_cli.cli.boundary import command
 
     real = app_module.build_app
 
@@ -507,7 +508,7 @@ def test_a_command_without_an_entry_is_denied_by_default(admin: str,
 
     def build() -> typer.Typer:
         app = real()
-        app_module.command(app, "rogue")(rogue)
+        command(app, "rogue")(rogue)
         return app
 
     monkeypatch.setattr(app_module, "build_app", build)
