@@ -13,17 +13,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 import arch  # noqa: E402 - scripts/arch.py, the AST walk behind docs/architecture.md
 
-# The one cycle left is inside the resilience package and bootstrap (s-resil of issue 18
-# removes it); every other module must be outside any cycle.
-RESILIENCE_CYCLE = ("arbiter_cli.resilience.", "arbiter_cli.bootstrap")
-
-
-def test_no_import_cycle_reaches_outside_the_resilience_package():
-    """Module-level, function-level and TYPE_CHECKING imports all count."""
+def test_no_module_is_part_of_an_import_cycle():
+    """Module-level, function-level and TYPE_CHECKING imports all count (scripts/arch.py)."""
     found = arch.measure(ROOT / "arbiter_cli")["cycles"]
-    assert isinstance(found, list)
-    outside = [c for c in found if not all(m.startswith(RESILIENCE_CYCLE) for m in c)]
-    assert outside == []
+    assert found == []
 
 
 @pytest.mark.skipif(importlib.util.find_spec("importlinter") is None,
