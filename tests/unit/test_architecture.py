@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 import arch  # noqa: E402 - scripts/arch.py, the AST walk behind docs/architecture.md
 
+
 def test_no_module_is_part_of_an_import_cycle():
     """Module-level, function-level and TYPE_CHECKING imports all count (scripts/arch.py)."""
     found = arch.measure(ROOT / "arbiter_cli")["cycles"]
