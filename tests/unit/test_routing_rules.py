@@ -44,6 +44,7 @@ from arbiter_cli.domain.routing import (
     parse_strategy,
     prior,
     reward,
+    shifted,
     update_arm,
 )
 from arbiter_cli.errors import AtCapacity, InvalidInput, NoCapableAgent
@@ -275,10 +276,11 @@ def test_task_parse_accepts_metadata_as_an_object_or_json_text():
     assert (error.field, error.rule) == ("metadata", "object")
 
 
-def test_strategies_are_the_four_documented_ones():
-    """Four strategies; three of them are bandits."""
-    assert STRATEGIES == ("thompson", "ucb", "epsilon-greedy", "weighted")
-    assert frozenset({"thompson", "ucb", "epsilon-greedy"}) == BANDITS
+def test_strategies_are_the_five_documented_ones():
+    """Five strategies; all but `weighted` are bandits (the stationary baseline last, so the
+    simulator's per-strategy seeds of the older four stay as they were)."""
+    assert STRATEGIES == ("thompson", "ucb", "epsilon-greedy", "weighted", "thompson-stationary")
+    assert frozenset({"thompson", "ucb", "epsilon-greedy", "thompson-stationary"}) == BANDITS
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -331,17 +333,57 @@ def test_reward_is_quality_on_success_and_zero_on_failure(success, quality, expe
     assert reward(success, quality) == expected
 
 
-def test_update_arm_decays_then_adds_the_reward():
-    """α ← γα + r, β ← γβ + (1 − r), outcomes + 1."""
-    arm = Arm(alpha=2.0, beta=3.0, outcomes=4)
-    assert update_arm(arm, 0.25, 0.5) == Arm(alpha=1.25, beta=2.25, outcomes=5)
-    assert arm == Arm(alpha=2.0, beta=3.0, outcomes=4)
+def test_update_arm_counts_since_the_change_decays_the_recent_and_keeps_the_total():
+    """α, β add r and 1 − r; recent_α ← γ·recent_α + r; the totals add; outcomes + 1."""
+    arm = Arm(alpha=2.0, beta=3.0, outcomes=4, recent_alpha=1.0, recent_beta=2.0,
+              total_alpha=7.0, total_beta=9.0, changes=1)
+    assert update_arm(arm, 0.25, 0.5) == Arm(
+        alpha=2.25, beta=3.75, outcomes=5, recent_alpha=0.75, recent_beta=1.75,
+        total_alpha=7.25, total_beta=9.75, changes=1)
+    assert arm.alpha == 2.0
 
 
 def test_update_arm_with_gamma_one_counts_plainly():
-    """Without decay, a success adds 1 to α and a failure adds 1 to β."""
+    """Without decay, a success adds 1 to α and a failure adds 1 to β, in every memory."""
     arm = update_arm(update_arm(Arm(), 1.0, 1.0), 0.0, 1.0)
-    assert arm == Arm(alpha=1.0, beta=1.0, outcomes=2)
+    assert arm == Arm(alpha=1.0, beta=1.0, outcomes=2, recent_alpha=1.0, recent_beta=1.0,
+                      total_alpha=1.0, total_beta=1.0)
+
+
+def feed(arm: Arm, rewards: list[float], gamma: float) -> Arm:
+    for r in rewards:
+        arm = update_arm(arm, r, gamma)
+    return arm
+
+
+def test_a_steady_arm_keeps_its_evidence():
+    """400 outcomes at a steady 0.9 rate (9 successes per 10): no change is detected."""
+    arm = feed(Arm(), ([1.0] * 9 + [0.0]) * 40, 2 ** (-1 / 200))
+    assert (arm.changes, arm.alpha, arm.beta) == (0, 360.0, 40.0)
+
+
+def test_a_drop_in_success_resets_the_arm_but_not_its_total():
+    """After 1000 outcomes at 0.9, the arm fails steadily: within 60 outcomes the detector fires,
+    the evidence since the change restarts, and the total keeps everything."""
+    gamma = 2 ** (-1 / 200)
+    arm = feed(Arm(), ([1.0] * 9 + [0.0]) * 100, gamma)
+    after = [feed(arm, [0.0] * k, gamma) for k in range(1, 61)]
+    fired = next(k for k, later in enumerate(after, 1) if later.changes == 1)
+    assert 5 <= fired <= 60
+    reset = after[fired - 1]
+    assert reset.alpha + reset.beta == 0.0 and reset.recent_alpha + reset.recent_beta == 0.0
+    assert (reset.total_alpha, reset.total_beta) == (900.0, 100.0 + fired)
+    assert reset.outcomes == 1000 + fired
+
+
+def test_shifted_is_a_two_sided_z_test_with_a_conservative_variance():
+    """|recent − since-change| > z·sqrt(p(1 − p)(1/W − 1/n)), nothing when W ≥ n."""
+    assert not shifted(50.0, 50.0, 50.0, 50.0, 5.0)  # W = n: no separate evidence
+    assert not shifted(0.0, 0.0, 0.0, 0.0, 5.0)
+    # n = 1000, p ≈ 0.5; W = 100: sd = sqrt(0.25·(0.01 − 0.001)) ≈ 0.0474
+    assert shifted(500.0, 500.0, 25.0, 75.0, 5.0)  # gap 0.25 > 5·0.0474
+    assert not shifted(500.0, 500.0, 70.0, 30.0, 5.0)  # gap 0.20 < 0.237
+    assert shifted(500.0, 500.0, 75.0, 25.0, 5.0)  # either direction
 
 
 def test_arms_are_immutable():

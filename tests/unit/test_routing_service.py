@@ -438,8 +438,9 @@ def test_outcome_releases_the_slot_folds_performance_and_updates_the_arm():
     assert world.routing.explain(ADMIN, decision.decision_id) == closed
 
 
-def test_arm_evidence_decays_by_gamma_on_each_outcome():
-    """Second outcome: α = γ·0.8 + 0 and β = γ·0.2 + 1 with γ = 2^(−1/10)."""
+def test_arm_recent_evidence_decays_by_gamma_on_each_outcome():
+    """Second outcome: recent α = γ·0.8 + 0 and β = γ·0.2 + 1 with γ = 2^(−1/10); the
+    evidence since the last change and the total count plainly."""
     world = build(half_life=10.0)
     world.register("a1")
     world.succeed(world.route("T-1"), quality=0.8)
@@ -447,7 +448,10 @@ def test_arm_evidence_decays_by_gamma_on_each_outcome():
     gamma = 2.0 ** (-1.0 / 10.0)
     arm = world.arm("a1")
     assert arm is not None and arm.outcomes == 2
-    assert (arm.alpha, arm.beta) == pytest.approx((gamma * 0.8, gamma * 0.2 + 1.0), rel=1e-12)
+    assert (arm.recent_alpha, arm.recent_beta) == pytest.approx((gamma * 0.8, gamma * 0.2 + 1.0),
+                                                                rel=1e-12)
+    assert (arm.alpha, arm.beta) == pytest.approx((0.8, 1.2), rel=1e-12)
+    assert (arm.total_alpha, arm.total_beta) == pytest.approx((0.8, 1.2), rel=1e-12)
     assert world.agent("a1").performance.task_count == 2
     assert world.arm("a1", "testing") is None
 
