@@ -30,6 +30,7 @@ CAPABILITY_REASONS = ("task_type", "language", "specialization")
 REASONS = (*CAPABILITY_REASONS, "status", "capacity")
 PRIOR_WEIGHT = 2.0  # pseudo-outcomes taken from the agent's global performance
 CHANGE_THRESHOLD = 5.0  # z-score at which an arm's recent outcomes count as a change
+REEVALUATE = 3.0  # `weighted` re-tries an arm with less evidence than REEVALUATE·ln(1 + N)
 CONFIDENCE_DRAWS = 200
 CONFIDENCE_TOP = 10
 EXAMPLES_PER_REASON = 3
@@ -266,8 +267,8 @@ def choose(pool: Pool, policy: RoutingPolicy, strategy: str, rng: np.random.Gene
     keep = max(policy.record_candidates, policy.max_claim_attempts)
     greedy = _ranked(np.round(policy.weights["performance"] * mean + fixed["load"] + fixed["fit"]
                               + fixed["latency"], 6), utilization, rows, 1)
-    untried = outcomes == 0
-    if strategy in BANDITS and untried.any():  # untried arms first: no starvation
+    untried = _starved(pool, rows, strategy, outcomes)
+    if untried is not None:  # untried (or, for weighted, under-evaluated) arms first
         ranked = _ranked(score, utilization, rows, keep, first=untried)
     else:
         ranked = _ranked(score, utilization, rows, keep)
@@ -308,6 +309,20 @@ def _posterior(pool: Pool, rows: npt.NDArray[np.intp], *, stationary: bool
     centre = pool.mean_reward[rows]
     return (1.0 + PRIOR_WEIGHT * centre + alpha[rows],
             1.0 + PRIOR_WEIGHT * (1.0 - centre) + beta[rows])
+
+
+def _starved(pool: Pool, rows: npt.NDArray[np.intp], strategy: str,
+             outcomes: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_] | None:
+    """The arms to try before all others, or None: untried ones under the bandits; under
+    ``weighted``, those with less evidence since their last change than REEVALUATE·ln(1 + N)
+    (N the eligible arms' outcomes), so a deterministic greedy choice still re-evaluates
+    every agent, ever more rarely, and an early unlucky streak cannot bury one."""
+    if strategy in BANDITS:
+        untried = outcomes == 0
+    else:
+        evidence = pool.arm_alpha[rows] + pool.arm_beta[rows]
+        untried = evidence < REEVALUATE * math.log1p(int(outcomes.sum()))
+    return untried if untried.any() else None
 
 
 def _nonzero(counts: Mapping[str, int]) -> dict[str, int]:

@@ -29,6 +29,7 @@ from arbiter_cli.domain.routing import (
     OPEN,
     PRIOR_WEIGHT,
     REASONS,
+    REEVALUATE,
     SEED_LIMIT,
     STRATEGIES,
     SUCCEEDED,
@@ -546,11 +547,28 @@ def test_bandits_try_an_untried_eligible_arm_first(strategy):
         assert choice.explored is True
 
 
-def test_weighted_does_not_force_exploration():
-    """Weighted ranks the untried arm by its score alone: last here."""
+def test_weighted_re_evaluates_an_arm_with_too_little_evidence_first():
+    """Weighted tries an arm whose evidence is below 3·ln(1 + N) first (here 0 < 3·ln 81)."""
     choice = pick(strong_pair_and_newcomer(), "weighted")
-    assert choice.order == [0, 1, 2]
+    assert REEVALUATE == 3.0
+    assert choice.order == [2, 0, 1]
+    assert choice.explored is True
+
+
+def test_weighted_is_greedy_once_every_arm_has_enough_evidence():
+    """Evidence 14 ≥ 3·ln(1 + 42) ≈ 11.3 everywhere: the posterior mean alone decides."""
+    pool = make_pool(3, mean_reward=[0.5, 0.5, 0.5], arm_alpha=[2.0, 10.0, 6.0],
+                     arm_beta=[12.0, 4.0, 8.0], arm_outcomes=[14, 14, 14])
+    choice = pick(pool, "weighted")
+    assert choice.order == [1, 2, 0]
     assert choice.explored is False
+
+
+def test_weighted_counts_evidence_since_the_last_change_not_all_outcomes():
+    """An arm reset by a detected change (evidence 0, 500 outcomes) is re-evaluated first."""
+    pool = make_pool(2, mean_reward=[0.5, 0.5], arm_alpha=[400.0, 0.0], arm_beta=[100.0, 0.0],
+                     arm_outcomes=[500, 500])
+    assert pick(pool, "weighted").order == [1, 0]
 
 
 @pytest.mark.parametrize("strategy", ["ucb", "epsilon-greedy"])

@@ -211,3 +211,13 @@ def test_simulate_reproduces_a_pinned_run(strategy, window, counts, regret):
                      window=window)["strategies"][0]
     assert entry["counts"] == counts
     assert entry["cumulative_regret"] == pytest.approx(regret, abs=1e-9)
+
+
+def test_weighted_does_not_lock_onto_an_early_lucky_agent():
+    """Issue 16: on the one-strong fleet of the issue (seed 7), `weighted` used to keep 2 994 of
+    3 000 tasks on a 0.5 agent after one failure of the 0.9 one; it must give the best agent
+    ≥ 80 % of the last 500 (SPEC 3.8)."""
+    truth = {"a": 0.9, "b": 0.5, "c": 0.5, "d": 0.5, "e": 0.5}
+    entry = run("weighted", truth=truth, tasks=3000, seed=7)
+    assert entry["best_agent_share_last_500"] >= 0.8
+
