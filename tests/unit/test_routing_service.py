@@ -921,3 +921,33 @@ def test_an_agent_removed_after_routing_keeps_its_decisions(world):
     world.agents.remove(ADMIN, "a1")
     assert world.routing.explain(ADMIN, decision.decision_id) == decision
     assert world.routing.history(ADMIN)[0] == [decision]
+
+
+# ---------------------------------------------------------------------------- issue 16: drift
+
+
+def test_thompson_stationary_is_a_strategy_route_task_accepts(world):
+    """The SPEC 3.8 baseline is a real strategy: chosen, recorded, and learned from."""
+    world.register("a1")
+    decision = world.route("T-1", strategy="thompson-stationary")
+    assert decision.strategy == "thompson-stationary" and decision.agent_id == "a1"
+    world.succeed(decision)
+    arm = world.arm("a1")
+    assert arm is not None and (arm.total_alpha, arm.total_beta, arm.outcomes) == (1.0, 0.0, 1)
+
+
+def test_the_routing_path_follows_a_drifting_fleet():
+    """Issue 16: the demo's drift, through the real route/outcome services on the memory store.
+    Before the change the old best holds most traffic; within 200 tasks of it, the new best
+    does (seed 7: 96 % of tasks 551-600; 10 % without the change detector)."""
+    from arbiter_cli.services import demo
+
+    world = build()
+    demo.register_fleet(world.agents, ADMIN)
+    report = demo.simulate(world.routing, ADMIN, tasks=800, seed=7, scenario="drift")
+    before = [w for w in report.windows if w["through_task"] <= 400]
+    after = [w for w in report.windows if w["through_task"] >= 600]
+    assert report.changed_at == 401 and report.best_agent == "harbor"
+    assert {w["best_agent"] for w in before} == {"garnet"}
+    assert before[-1]["best_agent_share"] >= 0.8
+    assert all(w["best_agent"] == "harbor" and w["best_agent_share"] >= 0.8 for w in after)
