@@ -37,3 +37,26 @@ def test_weighted_gives_the_best_agent_most_of_the_last_500_on_easy():
         entry = simulate(RoutingPolicy(), truth=fleet, tasks=fleet.tasks, strategies=["weighted"],
                          seed=seed)["strategies"][0]
         assert entry["best_agent_share_last_500"] >= 0.8, seed
+
+
+def test_default_strategy_is_within_1_1x_of_the_stationary_baseline_on_close():
+    """close (ten agents 0.60 … 0.42, 10 000 tasks): nothing changes, so the change detector
+    must cost (almost) nothing against an undecayed Thompson sampler."""
+    entries = measured("close", "thompson", "thompson-stationary")
+    ratio = entries["thompson"]["cumulative_regret"] / entries["thompson-stationary"][
+        "cumulative_regret"]
+    assert ratio <= 1.1, ratio
+
+
+def test_default_strategy_is_at_most_half_the_stationary_baseline_on_drift():
+    """drift (the 0.9 agent falls to 0.4 and a 0.5 one rises to 0.8 at task 2 000 of 4 000)."""
+    entries = measured("drift", "thompson", "thompson-stationary")
+    ratio = entries["thompson"]["cumulative_regret"] / entries["thompson-stationary"][
+        "cumulative_regret"]
+    assert ratio <= 0.5, ratio
+
+
+def test_default_strategy_gives_a_late_best_agent_most_of_the_last_1000_tasks():
+    """newcomer (a 0.8 agent joins at task 1 000 of 3 000): ≥ 80 % of the last 1 000."""
+    entries = measured("newcomer", "thompson")
+    assert entries["thompson"]["best_agent_share_last_1000"] >= 0.8
