@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 STRATEGIES = ("thompson", "ucb", "epsilon-greedy", "weighted", "thompson-stationary")
 BANDITS = frozenset({"thompson", "ucb", "epsilon-greedy", "thompson-stationary"})
+THOMPSONS = frozenset({"thompson", "thompson-stationary"})  # draw from posteriors; confidence
 CAPABILITY_REASONS = ("task_type", "language", "specialization")
 REASONS = (*CAPABILITY_REASONS, "status", "capacity")
 PRIOR_WEIGHT = 2.0  # pseudo-outcomes taken from the agent's global performance
@@ -276,7 +277,7 @@ def choose(pool: Pool, policy: RoutingPolicy, strategy: str, rng: np.random.Gene
             pick = int(rng.integers(rows.size))
             ranked = [pick] + [i for i in ranked if i != pick][: keep - 1]
     confidence = None
-    if strategy == "thompson":
+    if strategy in THOMPSONS:
         confidence = _confidence(ranked, a, b, fixed, policy, rng)
     top = np.asarray(ranked)
     chosen_rows = rows[top].tolist()
@@ -357,7 +358,7 @@ def _value(strategy: str, mean: npt.NDArray[np.float64], a: npt.NDArray[np.float
            rng: np.random.Generator) -> npt.NDArray[np.float64]:
     import numpy as np
 
-    if strategy in ("thompson", "thompson-stationary"):
+    if strategy in THOMPSONS:
         return rng.beta(a, b)
     if strategy == "ucb":
         total = max(int(outcomes.sum()), 1)

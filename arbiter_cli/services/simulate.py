@@ -115,7 +115,7 @@ def _run(policy: RoutingPolicy, fleet: Fleet, tasks: int, strategy: str, seed: i
          window: int) -> _Trace:
     import numpy as np
 
-    rng = np.random.default_rng([seed, STRATEGIES.index(strategy)])
+    rng = np.random.default_rng([seed, _stream(strategy)])
     agents, n = fleet.agents, len(fleet.agents)
     pool = Pool(
         ids=[a.name for a in agents], uids=[a.name for a in agents],
@@ -150,6 +150,13 @@ def _run(policy: RoutingPolicy, fleet: Fleet, tasks: int, strategy: str, seed: i
         else:
             learner.learn(row, success)
     return _Trace(chosen, np.array(_best_rows(fleet, tasks)), regret, pool.ids)
+
+
+def _stream(strategy: str) -> int:
+    """A strategy's generator: its place in STRATEGIES, except that thompson-stationary shares
+    thompson's (common random numbers), so the two make the same choices until the change
+    detector first resets an arm, and a difference between them is the detector's doing."""
+    return STRATEGIES.index("thompson" if strategy == "thompson-stationary" else strategy)
 
 
 class _Learner:

@@ -33,6 +33,7 @@ from arbiter_cli.domain.routing import (
     SEED_LIMIT,
     STRATEGIES,
     SUCCEEDED,
+    THOMPSONS,
     Arm,
     Choice,
     Decision,
@@ -517,15 +518,18 @@ def test_choose_always_picks_an_eligible_agent(drawn, strategy, seed, record, at
     assert len(set(choice.order)) == len(choice.order) == min(sum(eligible), max(record, attempts))
     assert set(choice.scores) == set(choice.components) == set(choice.order)
     assert choice.excluded == expected_excluded
-    assert (choice.confidence is None) == (strategy != "thompson")
+    assert (choice.confidence is None) == (strategy not in THOMPSONS)
     untried = [r for r in range(pool.size) if eligible[r] and pool.arm_outcomes[r] == 0]
     if strategy in BANDITS and untried:
         assert choice.order[0] in untried
     assert choice.explored == (choice.order[0] != greedy_top(pool, eligible))
-    if strategy == "weighted":
+    if strategy == "weighted":  # re-evaluated arms first, then score, load, id
         utilization = (pool.active / pool.capacity).tolist()
-        assert choice.order == sorted(choice.order,
-                                      key=lambda r: (-choice.scores[r], utilization[r], r))
+        outcomes = sum(int(pool.arm_outcomes[r]) for r in range(pool.size) if eligible[r])
+        bar = REEVALUATE * math.log1p(outcomes)
+        starved = [bool(pool.arm_alpha[r] + pool.arm_beta[r] < bar) for r in range(pool.size)]
+        assert choice.order == sorted(choice.order, key=lambda r: (
+            not starved[r], -choice.scores[r], utilization[r], r))
 
 
 # ---------------------------------------------------------------------------- forced exploration
@@ -742,13 +746,15 @@ def test_thompson_depends_on_the_seed():
     assert len({pick(pool, "thompson", seed).order[0] for seed in range(30)}) > 1
 
 
-def test_confidence_is_a_share_for_thompson_and_none_otherwise():
-    """confidence ∈ [0, 1] for thompson, null for the other strategies."""
+def test_confidence_is_a_share_for_the_thompson_samplers_and_none_otherwise():
+    """confidence ∈ [0, 1] for thompson and thompson-stationary, null for the others."""
     pool = tried_pool([0.5, 0.6, 0.4])
     assert CONFIDENCE_DRAWS == 200 and CONFIDENCE_TOP == 10
-    confidence = pick(pool, "thompson", 5).confidence
-    assert isinstance(confidence, float) and 0.0 <= confidence <= 1.0
-    assert confidence * CONFIDENCE_DRAWS == pytest.approx(round(confidence * CONFIDENCE_DRAWS))
+    assert frozenset({"thompson", "thompson-stationary"}) == THOMPSONS
+    for thompson in sorted(THOMPSONS):
+        confidence = pick(pool, thompson, 5).confidence
+        assert isinstance(confidence, float) and 0.0 <= confidence <= 1.0
+        assert confidence * CONFIDENCE_DRAWS == pytest.approx(round(confidence * CONFIDENCE_DRAWS))
     for strategy in ("ucb", "epsilon-greedy", "weighted"):
         assert pick(pool, strategy, 5).confidence is None
 
@@ -961,3 +967,12 @@ def test_an_open_decision_has_no_closing_time_or_outcome_in_its_document():
     document = make_decision(decision_id=None).to_dict()
     assert (document["decision_id"], document["closed_at"], document["outcome"]) == (None, None, None)
     assert document["status"] == "open"
+
+
+def test_the_two_thompson_samplers_agree_while_no_change_was_detected():
+    """Evidence since the last change equal to the total: same draws, same choice."""
+    pool = tried_pool([0.5, 0.6, 0.4])
+    pool.arm_total_alpha, pool.arm_total_beta = pool.arm_alpha.copy(), pool.arm_beta.copy()
+    assert pick(pool, "thompson", 9) == pick(pool, "thompson-stationary", 9)
+    pool.arm_total_alpha = pool.arm_total_alpha + np.array([0.0, 0.0, 90.0])
+    assert pick(pool, "thompson", 9) != pick(pool, "thompson-stationary", 9)
