@@ -116,9 +116,9 @@ KEYS: tuple[Key, ...] = (
     Key("query.weights.quality", "float", 0.2, "Query score weight of average quality.", 0, 1),
     Key("query.weights.load", "float", 0.2, "Query score weight of free capacity.", 0, 1),
     Key("routing.strategy", "choice", "thompson", "Default routing strategy.",
-        choices=("thompson", "ucb", "epsilon-greedy", "weighted")),
-    Key("routing.half_life", "float", 200.0, "Outcomes after which an arm's evidence weighs "
-        "half.", 1, 1_000_000),
+        choices=("thompson", "ucb", "epsilon-greedy", "weighted", "thompson-stationary")),
+    Key("routing.half_life", "float", 200.0, "Memory of the change detector: outcomes after "
+        "which an arm's recent evidence weighs half.", 1, 1_000_000),
     Key("routing.latency_ref_ms", "float", 5000.0, "Latency at which latency_score is 0.5.",
         1, 3_600_000),
     Key("routing.assignment_ttl", "duration", "2h", "Open decisions older than this are "

@@ -111,7 +111,7 @@ class MemoryStore:
         self.language_bits = _Bits()
         self.by_uid: dict[str, Agent] = {}
         self.arms: dict[tuple[str, str], dict[str, Arm]] = {}  # (tenant, task type) → uid → arm
-        self.arm_cache: dict[tuple[str, str], tuple[_Index, Any, Any, Any]] = {}
+        self.arm_cache: dict[tuple[str, str], tuple[_Index, Any, Any, Any, Any, Any]] = {}
         self.decisions: dict[str, Decision] = {}
         self.tokens: dict[str, TokenRecord] = {}
         self.buckets: dict[str, Bucket] = {}
@@ -146,13 +146,15 @@ class MemoryStore:
         index.uids = [a.uid for a in agents]
         return index
 
-    def arm_columns(self, tenant: str, task_type: str, index: _Index) -> tuple[Any, Any, Any]:
-        """Arm evidence aligned with the index rows, rebuilt when the index is."""
+    def arm_columns(self, tenant: str, task_type: str, index: _Index
+                    ) -> tuple[Any, Any, Any, Any, Any]:
+        """Arm evidence aligned with the index rows, rebuilt when the index is: alpha, beta,
+        outcomes, total alpha, total beta."""
         import numpy as np
 
         cached = self.arm_cache.get((tenant, task_type))
         if cached is not None and cached[0] is index:
-            return cached[1], cached[2], cached[3]
+            return cached[1], cached[2], cached[3], cached[4], cached[5]
         table = self.arms.get((tenant, task_type), {})
         found = [table.get(uid) for uid in index.uids]
         n = len(found)
@@ -160,6 +162,8 @@ class MemoryStore:
             np.fromiter((a.alpha if a else 0.0 for a in found), np.float64, n),
             np.fromiter((a.beta if a else 0.0 for a in found), np.float64, n),
             np.fromiter((a.outcomes if a else 0 for a in found), np.int64, n),
+            np.fromiter((a.total_alpha if a else 0.0 for a in found), np.float64, n),
+            np.fromiter((a.total_beta if a else 0.0 for a in found), np.float64, n),
         )
         self.arm_cache[(tenant, task_type)] = (index, *columns)
         return columns
@@ -173,7 +177,9 @@ class MemoryStore:
         if row is None:
             self.arm_cache.pop((tenant, task_type), None)
             return
-        cached[1][row], cached[2][row], cached[3][row] = arm.alpha, arm.beta, arm.outcomes
+        for column, value in zip(cached[1:], (arm.alpha, arm.beta, arm.outcomes,
+                                              arm.total_alpha, arm.total_beta), strict=True):
+            column[row] = value
 
     def put(self, tenant: str, agent_id: str, agent: Agent | None) -> None:
         """Store or delete one agent, keeping the tenant's index current."""
@@ -338,7 +344,8 @@ class MemoryRouting:
         if excluded["specialization"]:
             examples["specialization"] = [index.ids[r] for r in np.setdiff1d(
                 np.flatnonzero(has_languages), rows)[:EXAMPLES_PER_REASON]]
-        alpha, beta, outcomes = self._store.arm_columns(tenant, task.task_type, index)
+        alpha, beta, outcomes, total_alpha, total_beta = self._store.arm_columns(
+            tenant, task.task_type, index)
         everyone = rows.size == n
         return Pool(
             ids=index.ids if everyone else [index.ids[r] for r in rows],
@@ -349,7 +356,8 @@ class MemoryRouting:
             fit=np.ones(rows.size) if not task.prefer else fit_column(
                 [index.agents[r] for r in rows], task.prefer),  # type: ignore[arg-type]
             arm_alpha=alpha[rows], arm_beta=beta[rows], arm_outcomes=outcomes[rows],
-            excluded=excluded, examples=examples,
+            excluded=excluded, examples=examples, arm_total_alpha=total_alpha[rows],
+            arm_total_beta=total_beta[rows],
         )
 
     def _slot(self, tenant: str, agent_uid: str, delta: int, force: bool = False) -> bool:

@@ -294,42 +294,78 @@ def simulate(
     ctx: typer.Context,
     agents: Annotated[int, typer.Option("--agents", help="Simulated agents.", min=1,
                                         max=10_000)] = 5,
-    tasks: Annotated[int, typer.Option("--tasks", help="Simulated tasks.", min=1,
-                                       max=1_000_000)] = 3000,
+    tasks: Annotated[int | None, typer.Option(
+        "--tasks", help="Simulated tasks [default: the scenario's, else 3000].", min=1,
+        max=1_000_000, show_default=False)] = None,
     strategy: Annotated[str, typer.Option("--strategy", help="A strategy, or all.")] = "all",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the whole simulation.", min=0,
                                       max=2**63 - 1)] = 1,
     truth: Annotated[str | None, typer.Option(
-        "--truth", help='JSON file {"agent_id": success_probability}.',
+        "--truth", help='JSON file {"agent_id": p | [[task_index, p], ...] | {"p": ..., '
+        '"arrives_at": N, "capacity": C}}.', show_default=False)] = None,
+    scenario: Annotated[str | None, typer.Option(
+        "--scenario", help="Built-in fleet: easy, close, drift, newcomer or capacity.",
+        show_default=False)] = None,
+    runs: Annotated[int, typer.Option("--runs", help="Runs, with seeds seed … seed+runs-1.",
+                                      min=1, max=1000)] = 1,
+    plot: Annotated[str | None, typer.Option(
+        "--plot", help="Draw cumulative regret and best share to this PNG file.",
         show_default=False)] = None,
     json_out: JsonOpt = False,
     token: TokenOpt = None,
 ) -> None:
     """Compare strategies offline on agents with known success probabilities (deterministic).
 
-    Example: arbiter route simulate --agents 5 --tasks 3000 --strategy all --seed 7
+    Example: arbiter route simulate --scenario drift --runs 20 --strategy all --plot drift.png
     """
     from arbiter_cli.bootstrap import routing_policy  # deferred: start-up of `arbiter --help`
     from arbiter_cli.domain.routing import STRATEGIES  # deferred: start-up of `arbiter --help`
     from arbiter_cli.services import simulate as sim  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
-    documents = read_documents(
-        truth, "truth", max_bytes=state.settings.security.max_input_bytes) if truth else None
-    if documents is not None and len(documents) != 1:
-        raise fail("truth", "single", "must hold exactly one JSON object")
-    table = sim.truth_table(documents[0] if documents else None, agents, seed)
+    fleet = _simulated_fleet(state, truth, scenario, agents, seed)
     strategies = list(STRATEGIES) if strategy == "all" else [strategy]
-    result = sim.simulate(routing_policy(state.settings), truth=table, tasks=tasks,
-                          strategies=strategies, seed=seed)
+    result = sim.simulate(routing_policy(state.settings), truth=fleet,
+                          tasks=tasks or fleet.tasks, strategies=strategies, seed=seed,
+                          runs=runs)
+    if scenario:
+        result["scenario"] = scenario
+    if plot:
+        from pathlib import Path
+
+        # deferred: start-up of `arbiter --help` (matplotlib is imported by the plot itself)
+        from arbiter_cli.adapters.simulation_plot import plot_simulation
+
+        result["plot"] = str(plot_simulation(result, Path(plot), scenario or "simulation"))
 
     def human(console: Console) -> None:
-        console.print(f"{len(table)} agents, {tasks} tasks, seed {seed}; best agent "
-                      f"[bold]{result['best_agent']}[/] (p = {table[result['best_agent']]})")
+        console.print(f"{len(fleet.agents)} agents, {result['tasks']} tasks, {runs} run(s) from "
+                      f"seed {seed}; best agent at the end [bold]{result['best_agent']}[/]")
         console.print(render.table(None, ("strategy", "best share", "best share, last 500",
-                                          "cumulative regret"), [
+                                          "cumulative regret", "95 % interval"), [
             (s["strategy"], render.percent(s["best_agent_share"]),
-             render.percent(s["best_agent_share_last_500"]), f"{s['cumulative_regret']:.1f}")
-            for s in result["strategies"]]))
+             render.percent(s["best_agent_share_last_500"]), f"{s['cumulative_regret']:.1f}",
+             "{:.1f} … {:.1f}".format(*s["regret_ci95"])) for s in result["strategies"]]))
+        if plot:
+            console.print(f"plot: {result['plot']}")
 
     render.emit(state, result, human)
+
+
+def _simulated_fleet(state: Any, truth: str | None, scenario: str | None, agents: int,
+                     seed: int) -> Any:
+    """The fleet of --scenario, of --truth, or drawn from --agents and --seed."""
+    from arbiter_cli.domain.scenarios import scenario as built_in  # deferred: start-up
+    from arbiter_cli.services import simulate as sim  # deferred: start-up of `arbiter --help`
+
+    if scenario and truth:
+        raise fail("scenario", "exclusive", "give --scenario or --truth, not both")
+    if scenario:
+        return built_in(scenario)
+    limit = state.settings.security.max_input_bytes
+    documents = read_documents(truth, "truth", max_bytes=limit) if truth else None
+    if documents is not None and len(documents) != 1:
+        raise fail("truth", "single", "must hold exactly one JSON object")
+    if documents is not None and not isinstance(documents[0], dict):
+        raise fail("truth", "object", "must be a JSON object")
+    return sim.fleet_of(documents[0] if documents else None, agents, seed)

@@ -115,12 +115,16 @@ def demo(
         "--database", help="SQLite file of the demo (default: <data_dir>/demo.db); only a "
         "file the demo created is ever replaced.", dir_okay=False, show_default=False)] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the demo database afterwards.")] = False,
-    tasks: Annotated[int, typer.Option("--tasks", help="Simulated tasks.", min=10,
-                                       max=100_000)] = 300,
+    tasks: Annotated[int | None, typer.Option(
+        "--tasks", help="Simulated tasks [default: 300, or 800 for drift].", min=10,
+        max=100_000, show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the simulation.")] = 7,
     strategy: Annotated[str | None, typer.Option(
         "--strategy", help="Routing strategy (default: routing.strategy).",
         show_default=False)] = None,
+    demo_scenario: Annotated[str, typer.Option(
+        "--scenario", help="steady, or drift: half-way the best agent breaks and another "
+        "improves.")] = "steady",
     json_out: JsonOpt = False,
     token: TokenOpt = None,
 ) -> None:
@@ -129,7 +133,7 @@ def demo(
     It never touches database.url or your credentials, and refuses (exit 2) any --database
     it did not create itself.
 
-    Example: arbiter demo --tasks 500
+    Example: arbiter demo --scenario drift
     """
     import io
 
@@ -142,6 +146,11 @@ def demo(
     from arbiter_cli.tools import demo as scenario  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
+    if demo_scenario not in scenario.DEMO_SCENARIOS:
+        from arbiter_cli.domain.validation import fail
+
+        raise fail("scenario", "allowed", f"must be one of {', '.join(scenario.DEMO_SCENARIOS)}")
+    tasks = tasks or (800 if demo_scenario == "drift" else 300)
     settings = state.settings
     path = database or settings.paths.data_dir / "demo.db"
     live = (sqlite_path(settings.database_url) if backend_of(settings.database_url) == "sqlite"
@@ -157,7 +166,8 @@ def demo(
             scenario.register_fleet(app.agents, principal)
             with _bar(tasks, state.json) as advance:
                 report = scenario.simulate(app.routing, principal, tasks=tasks, seed=seed,
-                                           strategy=strategy, progress=advance)
+                                           strategy=strategy, progress=advance,
+                                           scenario=demo_scenario)
             fleet = app.agents.list(principal, limit=0).items
         finally:
             app.close()
@@ -210,11 +220,13 @@ def _demo_human(
     console.print(render.table("what the router learned", (
         "agent", "model", "tasks", "observed success", "success estimate", "quality",
         "task count"), rows))
-    console.print(f"\nshare of traffic to the best agent ([bold]{report.best_agent}[/]), "
-                  "per window of tasks:")
+    if report.changed_at:
+        console.print(f"\nfrom task {report.changed_at} garnet breaks (skill 0.40) and harbor "
+                      "improves (0.95).")
+    console.print("\nshare of traffic to the best agent at the time, per window of tasks:")
     for window in report.windows:
         share = window["best_agent_share"]
-        console.print(f"  through task {window['through_task']:>5}  "
+        console.print(f"  through task {window['through_task']:>5}  {window['best_agent']:<7} "
                       f"{'█' * int(share * 40):<40} {share * 100:5.1f}%")
     if kept:
         console.print(f"\nkept the demo database at {kept}")

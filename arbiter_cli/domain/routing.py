@@ -1,4 +1,4 @@
-"""Routing rules (SPEC §3): tasks, eligibility, arms, the four strategies, and decisions.
+"""Routing rules (SPEC §3): tasks, eligibility, arms, the five strategies, and decisions.
 
 ``choose`` is pure: it takes the capable candidates as numpy columns (``Pool``), the policy,
 the strategy and a seeded ``numpy.random.Generator``, and returns the candidates in claim
@@ -24,11 +24,14 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-STRATEGIES = ("thompson", "ucb", "epsilon-greedy", "weighted")
-BANDITS = frozenset({"thompson", "ucb", "epsilon-greedy"})
+STRATEGIES = ("thompson", "ucb", "epsilon-greedy", "weighted", "thompson-stationary")
+BANDITS = frozenset({"thompson", "ucb", "epsilon-greedy", "thompson-stationary"})
+THOMPSONS = frozenset({"thompson", "thompson-stationary"})  # draw from posteriors; confidence
 CAPABILITY_REASONS = ("task_type", "language", "specialization")
 REASONS = (*CAPABILITY_REASONS, "status", "capacity")
 PRIOR_WEIGHT = 2.0  # pseudo-outcomes taken from the agent's global performance
+CHANGE_THRESHOLD = 5.0  # z-score at which an arm's recent outcomes count as a change
+REEVALUATE = 3.0  # `weighted` re-tries an arm with less evidence than REEVALUATE·ln(1 + N)
 CONFIDENCE_DRAWS = 200
 CONFIDENCE_TOP = 10
 EXAMPLES_PER_REASON = 3
@@ -51,7 +54,7 @@ class RoutingPolicy:
 
     @property
     def gamma(self) -> float:
-        """Per-outcome decay of arm evidence: 2^(−1/half_life)."""
+        """Per-outcome decay of an arm's recent evidence: 2^(−1/half_life)."""
         return float(2.0 ** (-1.0 / self.half_life))
 
     def epsilon(self, outcomes: int) -> float:
@@ -131,21 +134,58 @@ def parse_seed(value: Any) -> int:
 
 @dataclass(frozen=True)
 class Arm:
-    """Decayed evidence of one (agent uid, task type): pseudo-counts and outcomes seen."""
+    """Evidence of one (agent uid, task type).
+
+    ``alpha``/``beta`` count the rewards since the arm's last detected change (what the
+    strategies use); ``recent_*`` is the same evidence decayed with ``routing.half_life`` (the
+    change detector's short memory); ``total_*`` is every reward, never forgotten
+    (``thompson-stationary``); ``outcomes`` counts every outcome and ``changes`` the detected
+    changes.
+    """
 
     alpha: float = 0.0
     beta: float = 0.0
     outcomes: int = 0
+    recent_alpha: float = 0.0
+    recent_beta: float = 0.0
+    total_alpha: float = 0.0
+    total_beta: float = 0.0
+    changes: int = 0
 
 
 def reward(success: bool, quality: float) -> float:
     return quality if success else 0.0
 
 
-def update_arm(arm: Arm, r: float, gamma: float) -> Arm:
-    """α ← γα + r and β ← γβ + (1 − r)."""
-    return Arm(alpha=gamma * arm.alpha + r, beta=gamma * arm.beta + (1.0 - r),
-               outcomes=arm.outcomes + 1)
+def update_arm(arm: Arm, r: float, gamma: float, threshold: float = CHANGE_THRESHOLD) -> Arm:
+    """Add reward r to every memory; when the recent mean departs from the mean since the last
+    change by more than ``threshold`` standard errors, forget all but the total (a change)."""
+    alpha, beta = arm.alpha + r, arm.beta + (1.0 - r)
+    recent_alpha, recent_beta = gamma * arm.recent_alpha + r, gamma * arm.recent_beta + (1.0 - r)
+    changed = shifted(alpha, beta, recent_alpha, recent_beta, threshold)
+    if changed:
+        alpha = beta = recent_alpha = recent_beta = 0.0
+    return Arm(alpha=alpha, beta=beta, outcomes=arm.outcomes + 1,
+               recent_alpha=recent_alpha, recent_beta=recent_beta,
+               total_alpha=arm.total_alpha + r, total_beta=arm.total_beta + (1.0 - r),
+               changes=arm.changes + int(changed))
+
+
+def shifted(alpha: float, beta: float, recent_alpha: float, recent_beta: float,
+            threshold: float) -> bool:
+    """Two-sided z-test of the decayed mean against the mean since the last change.
+
+    The decayed mean is a weighted mean of the same outcomes, so under no change the
+    difference has variance p(1 − p)·(Σw²/W² − 1/n) ≤ p(1 − p)·(1/W − 1/n), with W the decayed
+    weight and n the undecayed count; the bound is used, which errs towards no alarm.
+    """
+    n, weight = alpha + beta, recent_alpha + recent_beta
+    if weight <= 0.0 or n <= weight:
+        return False
+    p = (alpha + 1.0) / (n + 2.0)
+    variance = p * (1.0 - p) * (1.0 / weight - 1.0 / n)
+    gap = recent_alpha / weight - alpha / n
+    return variance > 0.0 and gap * gap > threshold * threshold * variance
 
 
 def prior(mean_reward: float) -> tuple[float, float]:
@@ -173,6 +213,9 @@ class Pool:
     arm_outcomes: npt.NDArray[np.int64]
     excluded: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    #: Every reward ever seen (``thompson-stationary``); None reads as the arm evidence.
+    arm_total_alpha: npt.NDArray[np.float64] | None = None
+    arm_total_beta: npt.NDArray[np.float64] | None = None
 
     @property
     def size(self) -> int:
@@ -214,9 +257,7 @@ def choose(pool: Pool, policy: RoutingPolicy, strategy: str, rng: np.random.Gene
     if rows.size == 0:
         raise AtCapacity("capable agents exist, but none is available with a free slot",
                          excluded=_nonzero(excluded))
-    centre = pool.mean_reward[rows]
-    a = 1.0 + PRIOR_WEIGHT * centre + pool.arm_alpha[rows]
-    b = 1.0 + PRIOR_WEIGHT * (1.0 - centre) + pool.arm_beta[rows]
+    a, b = _posterior(pool, rows, stationary=strategy == "thompson-stationary")
     mean = a / (a + b)
     outcomes = pool.arm_outcomes[rows]
     utilization = pool.active[rows] / pool.capacity[rows]
@@ -227,8 +268,8 @@ def choose(pool: Pool, policy: RoutingPolicy, strategy: str, rng: np.random.Gene
     keep = max(policy.record_candidates, policy.max_claim_attempts)
     greedy = _ranked(np.round(policy.weights["performance"] * mean + fixed["load"] + fixed["fit"]
                               + fixed["latency"], 6), utilization, rows, 1)
-    untried = outcomes == 0
-    if strategy in BANDITS and untried.any():  # untried arms first: no starvation
+    untried = _starved(pool, rows, strategy, outcomes)
+    if untried is not None:  # untried (or, for weighted, under-evaluated) arms first
         ranked = _ranked(score, utilization, rows, keep, first=untried)
     else:
         ranked = _ranked(score, utilization, rows, keep)
@@ -236,7 +277,7 @@ def choose(pool: Pool, policy: RoutingPolicy, strategy: str, rng: np.random.Gene
             pick = int(rng.integers(rows.size))
             ranked = [pick] + [i for i in ranked if i != pick][: keep - 1]
     confidence = None
-    if strategy == "thompson":
+    if strategy in THOMPSONS:
         confidence = _confidence(ranked, a, b, fixed, policy, rng)
     top = np.asarray(ranked)
     chosen_rows = rows[top].tolist()
@@ -257,6 +298,32 @@ def choose(pool: Pool, policy: RoutingPolicy, strategy: str, rng: np.random.Gene
         excluded=_nonzero(excluded),
         examples={k: v_ for k, v_ in examples.items() if v_},
     )
+
+
+def _posterior(pool: Pool, rows: npt.NDArray[np.intp], *, stationary: bool
+               ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Beta(a, b) per eligible row: the prior plus the evidence since the last change, or plus
+    every reward ever seen for ``thompson-stationary``."""
+    alpha, beta = pool.arm_alpha, pool.arm_beta
+    if stationary and pool.arm_total_alpha is not None and pool.arm_total_beta is not None:
+        alpha, beta = pool.arm_total_alpha, pool.arm_total_beta
+    centre = pool.mean_reward[rows]
+    return (1.0 + PRIOR_WEIGHT * centre + alpha[rows],
+            1.0 + PRIOR_WEIGHT * (1.0 - centre) + beta[rows])
+
+
+def _starved(pool: Pool, rows: npt.NDArray[np.intp], strategy: str,
+             outcomes: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_] | None:
+    """The arms to try before all others, or None: untried ones under the bandits; under
+    ``weighted``, those with less evidence since their last change than REEVALUATE·ln(1 + N)
+    (N the eligible arms' outcomes), so a deterministic greedy choice still re-evaluates
+    every agent, ever more rarely, and an early unlucky streak cannot bury one."""
+    if strategy in BANDITS:
+        untried = outcomes == 0
+    else:
+        evidence = pool.arm_alpha[rows] + pool.arm_beta[rows]
+        untried = evidence < REEVALUATE * math.log1p(int(outcomes.sum()))
+    return untried if untried.any() else None
 
 
 def _nonzero(counts: Mapping[str, int]) -> dict[str, int]:
@@ -291,7 +358,7 @@ def _value(strategy: str, mean: npt.NDArray[np.float64], a: npt.NDArray[np.float
            rng: np.random.Generator) -> npt.NDArray[np.float64]:
     import numpy as np
 
-    if strategy == "thompson":
+    if strategy in THOMPSONS:
         return rng.beta(a, b)
     if strategy == "ucb":
         total = max(int(outcomes.sum()), 1)

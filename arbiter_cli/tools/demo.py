@@ -3,6 +3,8 @@
 Each simulated task goes through the real services: ``route task`` picks an agent with the
 configured bandit strategy and claims a slot, the task succeeds with the agent's hidden
 probability, and ``route outcome`` releases the slot, folds performance and updates the arm.
+Under the ``drift`` scenario, half-way through the best agent breaks and another one improves
+(SPEC §3.8), so the share moving to the new best agent shows the router noticing the change.
 """
 
 from __future__ import annotations
@@ -45,16 +47,24 @@ FLEET: tuple[dict[str, Any], ...] = (
 )
 
 
+DEMO_SCENARIOS = ("steady", "drift")
+#: drift: from the middle of the run, these agents' hidden skills (garnet breaks, harbor improves).
+DRIFT = {"garnet": 0.40, "harbor": 0.95}
+
+
 @dataclass
 class DemoReport:
     tasks: int
     best_agent: str
+    scenario: str = "steady"
+    changed_at: int | None = None  # the first task of the drifted skills
     windows: list[dict[str, Any]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     successes: Counter[str] = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tasks": self.tasks, "best_agent": self.best_agent, "windows": self.windows,
+        return {"tasks": self.tasks, "best_agent": self.best_agent, "scenario": self.scenario,
+                "changed_at": self.changed_at, "windows": self.windows,
                 "counts": dict(self.counts), "successes": dict(self.successes)}
 
 
@@ -67,16 +77,25 @@ def register_fleet(agents: AgentsPort, principal: Principal) -> None:
 def simulate(
     routing: RoutingPort, principal: Principal, *, tasks: int, seed: int, window: int = 50,
     strategy: str | None = None, progress: Callable[[int], None] | None = None,
+    scenario: str = "steady",
 ) -> DemoReport:
-    """Route ``tasks`` Python code-editing tasks and report simulated outcomes back."""
+    """Route ``tasks`` Python code-editing tasks and report simulated outcomes back.
+
+    Each window reports the share of its tasks routed to the agent that was best at the time.
+    """
     rng = random.Random(seed)
     skill = {spec["id"]: float(spec["skill"]) for spec in FLEET}
     capable = [s["id"] for s in FLEET if "code-editing" in s["task_types"]
                and "Python" in s["languages"]]
-    report = DemoReport(tasks=tasks, best_agent=max(capable, key=skill.__getitem__))
-    window_counts: Counter[str] = Counter()
+    changed_at = tasks // 2 + 1 if scenario == "drift" else None
+    report = DemoReport(tasks=tasks, best_agent=max(capable, key=skill.__getitem__),
+                        scenario=scenario, changed_at=changed_at)
+    hits = routed = 0
     task = {"task_type": "code-editing", "languages": ["Python"]}
     for n in range(1, tasks + 1):
+        if n == changed_at:
+            skill.update(DRIFT)
+            report.best_agent = max(capable, key=skill.__getitem__)
         decision = routing.route(principal, {**task, "task_id": f"demo-{n}"}, strategy=strategy,
                                  seed=rng.getrandbits(63)).decision
         chosen = decision.agent_id
@@ -87,14 +106,11 @@ def simulate(
                         decision_id=decision.decision_id)
         report.counts[chosen] += 1
         report.successes[chosen] += int(success)
-        window_counts[chosen] += 1
-        if n % window == 0 or n == tasks:
-            size = sum(window_counts.values())
-            report.windows.append({
-                "through_task": n,
-                "best_agent_share": round(window_counts[report.best_agent] / size, 4),
-            })
-            window_counts.clear()
+        hits, routed = hits + (chosen == report.best_agent), routed + 1
+        if n % window == 0 or n == tasks or n + 1 == changed_at:
+            report.windows.append({"through_task": n, "best_agent": report.best_agent,
+                                   "best_agent_share": round(hits / routed, 4)})
+            hits = routed = 0
         if progress:
             progress(1)
     return report

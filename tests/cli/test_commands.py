@@ -223,6 +223,17 @@ def test_demo_runs_as_a_real_process_and_leaves_no_state(clean_env):
     assert human.returncode == 0 and "what the router learned" in human.stdout
 
 
+def test_demo_drift_reports_the_change_and_the_best_agent_of_each_window(clean_env):
+    """`demo --scenario drift`: half-way the best agent changes; windows name the best of their
+    time, and the JSON says where the change was."""
+    doc = cli("--json", "demo", "--scenario", "drift", "--tasks", "100").json()
+    assert (doc["scenario"], doc["changed_at"], doc["best_agent"]) == ("drift", 51, "harbor")
+    assert [(w["through_task"], w["best_agent"]) for w in doc["windows"]] == [
+        (50, "garnet"), (100, "harbor")]
+    bad = cli("--json", "demo", "--scenario", "rainy")
+    assert bad.exit_code == 2 and bad.error()["details"]["field"] == "scenario"
+
+
 def test_metrics_file_is_written_for_node_exporter(initialized, tmp_path: Path):
     from prometheus_client.parser import text_string_to_metric_families
 

@@ -106,10 +106,85 @@ def test_simulate_json_shape_and_determinism(clean_env, tmp_path: Path):
     doc = cli(*args).json()
     assert doc["best_agent"] == "best" and doc["tasks"] == 600 and doc["seed"] == 3
     assert [s["strategy"] for s in doc["strategies"]] == ["thompson", "ucb", "epsilon-greedy",
-                                                          "weighted"]
+                                                          "weighted", "thompson-stationary"]
     for entry in doc["strategies"]:
         assert sum(entry["counts"].values()) == 600
         assert set(entry) >= {"best_agent_share", "best_agent_share_last_500",
                               "cumulative_regret", "counts"}
     assert cli(*args).json()["strategies"] == doc["strategies"]
     assert cli("route", "simulate", "--strategy", "random").exit_code == 2
+
+
+def test_simulate_a_scenario_with_runs_reports_intervals_and_curves(clean_env):
+    """--scenario picks a built-in fleet and its task count; --runs K gives a 95 % interval
+    around the mean regret and 100-point curves (SPEC 3.8)."""
+    doc = cli("--json", "route", "simulate", "--scenario", "drift", "--strategy", "thompson",
+              "--runs", "2", "--tasks", "400").json()
+    assert (doc["scenario"], doc["runs"], doc["tasks"]) == ("drift", 2, 400)
+    assert doc["truth"]["a"] == [[0, 0.9], [2000, 0.4]]
+    entry = doc["strategies"][0]
+    low, high = entry["regret_ci95"]
+    assert low <= entry["cumulative_regret"] <= high
+    assert len(entry["regret_curve"]) == 100 and entry["regret_curve"][-1][0] == 400
+    assert entry["regret_curve"][-1][1] == pytest.approx(entry["cumulative_regret"], abs=1e-3)
+    assert len(entry["share_curve"]) == 100
+
+
+def test_simulate_truth_takes_schedules_and_late_arrivals(clean_env, tmp_path: Path):
+    """A schedule changes an agent's success mid-run; arrives_at keeps an agent out until then."""
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps({"a": [[0, 0.9], [150, 0.1]], "b": 0.5,
+                                 "late": {"p": 0.8, "arrives_at": 250}}))
+    doc = cli("--json", "route", "simulate", "--truth", str(truth), "--tasks", "300",
+              "--strategy", "weighted").json()
+    assert doc["best_agent"] == "late"
+    assert doc["truth"]["late"] == {"p": 0.8, "arrives_at": 250, "capacity": 1000}
+    counts = doc["strategies"][0]["counts"]
+    assert 0 < counts["late"] <= 50 and sum(counts.values()) == 300
+
+
+@pytest.mark.parametrize(("args", "field"), [
+    (["--scenario", "easy", "--truth", "x.json"], "scenario"),
+    (["--scenario", "rainy"], "scenario"),
+])
+def test_simulate_rejects_bad_scenarios(clean_env, args, field):
+    result = cli("--json", "route", "simulate", *args)
+    assert result.exit_code == 2 and result.error()["details"]["field"] == field
+
+
+@pytest.mark.parametrize(("truth", "field"), [
+    ({"a": [[0, 0.9], [10, "x"]]}, "truth.a"),
+    ({"a": []}, "truth.a"),
+    ({"a": {"p": 0.5, "colour": 1}}, "truth.a.colour"),
+    ({"a": {"arrives_at": 5}}, "truth.a.p"),
+    ({"a": {"p": 0.5, "arrives_at": 5}}, "truth"),
+])
+def test_simulate_rejects_bad_truth_documents(clean_env, tmp_path: Path, truth, field):
+    """Each mistake is one line naming the field, exit 2."""
+    path = tmp_path / "truth.json"
+    path.write_text(json.dumps(truth))
+    result = cli("--json", "route", "simulate", "--truth", str(path), "--tasks", "5")
+    assert result.exit_code == 2, result
+    assert result.error()["details"]["field"] == field
+
+
+def test_simulate_plot_writes_a_png(clean_env, tmp_path: Path):
+    """--plot draws the curves to a PNG file (matplotlib from the soak extra)."""
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "close.png"
+    doc = cli("--json", "route", "simulate", "--scenario", "close", "--tasks", "200",
+              "--strategy", "thompson", "--plot", str(target)).json()
+    assert doc["plot"] == str(target)
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulate_plot_without_matplotlib_is_one_clear_error(clean_env, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch):
+    """Without the soak extra, --plot exits 2 naming what to install, and writes nothing."""
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+    target = tmp_path / "x.png"
+    result = cli("route", "simulate", "--tasks", "5", "--strategy", "weighted", "--plot",
+                 str(target))
+    assert result.exit_code == 2
+    assert "install arbiter[soak]" in result.stderr and "Traceback" not in result.stderr
+    assert not target.exists()

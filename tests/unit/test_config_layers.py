@@ -344,8 +344,8 @@ def test_values_at_the_edges_of_their_range_are_accepted(environ, key, value):
     ("routing.half_life", float("nan"), "must be a number from 1 to 1e+06 (got nan)"),
     ("routing.half_life", float("inf"), "must be a number from 1 to 1e+06 (got inf)"),
     ("routing.epsilon.decay", 1.5, "must be a number from 0 to 1 (got 1.5)"),
-    ("routing.strategy", "random", "must be one of thompson, ucb, epsilon-greedy, weighted "
-     "(got 'random')"),
+    ("routing.strategy", "random", "must be one of thompson, ucb, epsilon-greedy, weighted, "
+     "thompson-stationary (got 'random')"),
     ("security.enabled", "yes", "must be true or false (got 'yes')"),
     ("security.enabled", 1, "must be true or false (got 1)"),
     ("database.url", 5, "must be " + SHAPE),

@@ -84,9 +84,10 @@ def test_task_input_errors_name_the_field_the_rule_and_what_is_expected(raw, fie
     assert error.message == f"{field}: {message}"
 
 
-def test_an_unknown_strategy_lists_the_four_strategies():
+def test_an_unknown_strategy_lists_the_five_strategies():
     error = rejection(parse_strategy, "greedy", "thompson")
-    assert error.message == "strategy: must be one of thompson, ucb, epsilon-greedy, weighted"
+    assert error.message == ("strategy: must be one of thompson, ucb, epsilon-greedy, weighted, "
+                             "thompson-stationary")
 
 
 def test_an_outcome_without_success_says_which_flags_to_give():

@@ -29,9 +29,11 @@ from arbiter_cli.domain.routing import (
     OPEN,
     PRIOR_WEIGHT,
     REASONS,
+    REEVALUATE,
     SEED_LIMIT,
     STRATEGIES,
     SUCCEEDED,
+    THOMPSONS,
     Arm,
     Choice,
     Decision,
@@ -44,6 +46,7 @@ from arbiter_cli.domain.routing import (
     parse_strategy,
     prior,
     reward,
+    shifted,
     update_arm,
 )
 from arbiter_cli.errors import AtCapacity, InvalidInput, NoCapableAgent
@@ -275,10 +278,11 @@ def test_task_parse_accepts_metadata_as_an_object_or_json_text():
     assert (error.field, error.rule) == ("metadata", "object")
 
 
-def test_strategies_are_the_four_documented_ones():
-    """Four strategies; three of them are bandits."""
-    assert STRATEGIES == ("thompson", "ucb", "epsilon-greedy", "weighted")
-    assert frozenset({"thompson", "ucb", "epsilon-greedy"}) == BANDITS
+def test_strategies_are_the_five_documented_ones():
+    """Five strategies; all but `weighted` are bandits (the stationary baseline last, so the
+    simulator's per-strategy seeds of the older four stay as they were)."""
+    assert STRATEGIES == ("thompson", "ucb", "epsilon-greedy", "weighted", "thompson-stationary")
+    assert frozenset({"thompson", "ucb", "epsilon-greedy", "thompson-stationary"}) == BANDITS
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -331,17 +335,57 @@ def test_reward_is_quality_on_success_and_zero_on_failure(success, quality, expe
     assert reward(success, quality) == expected
 
 
-def test_update_arm_decays_then_adds_the_reward():
-    """α ← γα + r, β ← γβ + (1 − r), outcomes + 1."""
-    arm = Arm(alpha=2.0, beta=3.0, outcomes=4)
-    assert update_arm(arm, 0.25, 0.5) == Arm(alpha=1.25, beta=2.25, outcomes=5)
-    assert arm == Arm(alpha=2.0, beta=3.0, outcomes=4)
+def test_update_arm_counts_since_the_change_decays_the_recent_and_keeps_the_total():
+    """α, β add r and 1 − r; recent_α ← γ·recent_α + r; the totals add; outcomes + 1."""
+    arm = Arm(alpha=2.0, beta=3.0, outcomes=4, recent_alpha=1.0, recent_beta=2.0,
+              total_alpha=7.0, total_beta=9.0, changes=1)
+    assert update_arm(arm, 0.25, 0.5) == Arm(
+        alpha=2.25, beta=3.75, outcomes=5, recent_alpha=0.75, recent_beta=1.75,
+        total_alpha=7.25, total_beta=9.75, changes=1)
+    assert arm.alpha == 2.0
 
 
 def test_update_arm_with_gamma_one_counts_plainly():
-    """Without decay, a success adds 1 to α and a failure adds 1 to β."""
+    """Without decay, a success adds 1 to α and a failure adds 1 to β, in every memory."""
     arm = update_arm(update_arm(Arm(), 1.0, 1.0), 0.0, 1.0)
-    assert arm == Arm(alpha=1.0, beta=1.0, outcomes=2)
+    assert arm == Arm(alpha=1.0, beta=1.0, outcomes=2, recent_alpha=1.0, recent_beta=1.0,
+                      total_alpha=1.0, total_beta=1.0)
+
+
+def feed(arm: Arm, rewards: list[float], gamma: float) -> Arm:
+    for r in rewards:
+        arm = update_arm(arm, r, gamma)
+    return arm
+
+
+def test_a_steady_arm_keeps_its_evidence():
+    """400 outcomes at a steady 0.9 rate (9 successes per 10): no change is detected."""
+    arm = feed(Arm(), ([1.0] * 9 + [0.0]) * 40, 2 ** (-1 / 200))
+    assert (arm.changes, arm.alpha, arm.beta) == (0, 360.0, 40.0)
+
+
+def test_a_drop_in_success_resets_the_arm_but_not_its_total():
+    """After 1000 outcomes at 0.9, the arm fails steadily: within 60 outcomes the detector fires,
+    the evidence since the change restarts, and the total keeps everything."""
+    gamma = 2 ** (-1 / 200)
+    arm = feed(Arm(), ([1.0] * 9 + [0.0]) * 100, gamma)
+    after = [feed(arm, [0.0] * k, gamma) for k in range(1, 61)]
+    fired = next(k for k, later in enumerate(after, 1) if later.changes == 1)
+    assert 5 <= fired <= 60
+    reset = after[fired - 1]
+    assert reset.alpha + reset.beta == 0.0 and reset.recent_alpha + reset.recent_beta == 0.0
+    assert (reset.total_alpha, reset.total_beta) == (900.0, 100.0 + fired)
+    assert reset.outcomes == 1000 + fired
+
+
+def test_shifted_is_a_two_sided_z_test_with_a_conservative_variance():
+    """|recent − since-change| > z·sqrt(p(1 − p)(1/W − 1/n)), nothing when W ≥ n."""
+    assert not shifted(50.0, 50.0, 50.0, 50.0, 5.0)  # W = n: no separate evidence
+    assert not shifted(0.0, 0.0, 0.0, 0.0, 5.0)
+    # n = 1000, p ≈ 0.5; W = 100: sd = sqrt(0.25·(0.01 − 0.001)) ≈ 0.0474
+    assert shifted(500.0, 500.0, 25.0, 75.0, 5.0)  # gap 0.25 > 5·0.0474
+    assert not shifted(500.0, 500.0, 70.0, 30.0, 5.0)  # gap 0.20 < 0.237
+    assert shifted(500.0, 500.0, 75.0, 25.0, 5.0)  # either direction
 
 
 def test_arms_are_immutable():
@@ -474,15 +518,18 @@ def test_choose_always_picks_an_eligible_agent(drawn, strategy, seed, record, at
     assert len(set(choice.order)) == len(choice.order) == min(sum(eligible), max(record, attempts))
     assert set(choice.scores) == set(choice.components) == set(choice.order)
     assert choice.excluded == expected_excluded
-    assert (choice.confidence is None) == (strategy != "thompson")
+    assert (choice.confidence is None) == (strategy not in THOMPSONS)
     untried = [r for r in range(pool.size) if eligible[r] and pool.arm_outcomes[r] == 0]
     if strategy in BANDITS and untried:
         assert choice.order[0] in untried
     assert choice.explored == (choice.order[0] != greedy_top(pool, eligible))
-    if strategy == "weighted":
+    if strategy == "weighted":  # re-evaluated arms first, then score, load, id
         utilization = (pool.active / pool.capacity).tolist()
-        assert choice.order == sorted(choice.order,
-                                      key=lambda r: (-choice.scores[r], utilization[r], r))
+        outcomes = sum(int(pool.arm_outcomes[r]) for r in range(pool.size) if eligible[r])
+        bar = REEVALUATE * math.log1p(outcomes)
+        starved = [bool(pool.arm_alpha[r] + pool.arm_beta[r] < bar) for r in range(pool.size)]
+        assert choice.order == sorted(choice.order, key=lambda r: (
+            not starved[r], -choice.scores[r], utilization[r], r))
 
 
 # ---------------------------------------------------------------------------- forced exploration
@@ -504,11 +551,28 @@ def test_bandits_try_an_untried_eligible_arm_first(strategy):
         assert choice.explored is True
 
 
-def test_weighted_does_not_force_exploration():
-    """Weighted ranks the untried arm by its score alone: last here."""
+def test_weighted_re_evaluates_an_arm_with_too_little_evidence_first():
+    """Weighted tries an arm whose evidence is below 3·ln(1 + N) first (here 0 < 3·ln 81)."""
     choice = pick(strong_pair_and_newcomer(), "weighted")
-    assert choice.order == [0, 1, 2]
+    assert REEVALUATE == 3.0
+    assert choice.order == [2, 0, 1]
+    assert choice.explored is True
+
+
+def test_weighted_is_greedy_once_every_arm_has_enough_evidence():
+    """Evidence 14 ≥ 3·ln(1 + 42) ≈ 11.3 everywhere: the posterior mean alone decides."""
+    pool = make_pool(3, mean_reward=[0.5, 0.5, 0.5], arm_alpha=[2.0, 10.0, 6.0],
+                     arm_beta=[12.0, 4.0, 8.0], arm_outcomes=[14, 14, 14])
+    choice = pick(pool, "weighted")
+    assert choice.order == [1, 2, 0]
     assert choice.explored is False
+
+
+def test_weighted_counts_evidence_since_the_last_change_not_all_outcomes():
+    """An arm reset by a detected change (evidence 0, 500 outcomes) is re-evaluated first."""
+    pool = make_pool(2, mean_reward=[0.5, 0.5], arm_alpha=[400.0, 0.0], arm_beta=[100.0, 0.0],
+                     arm_outcomes=[500, 500])
+    assert pick(pool, "weighted").order == [1, 0]
 
 
 @pytest.mark.parametrize("strategy", ["ucb", "epsilon-greedy"])
@@ -682,13 +746,15 @@ def test_thompson_depends_on_the_seed():
     assert len({pick(pool, "thompson", seed).order[0] for seed in range(30)}) > 1
 
 
-def test_confidence_is_a_share_for_thompson_and_none_otherwise():
-    """confidence ∈ [0, 1] for thompson, null for the other strategies."""
+def test_confidence_is_a_share_for_the_thompson_samplers_and_none_otherwise():
+    """confidence ∈ [0, 1] for thompson and thompson-stationary, null for the others."""
     pool = tried_pool([0.5, 0.6, 0.4])
     assert CONFIDENCE_DRAWS == 200 and CONFIDENCE_TOP == 10
-    confidence = pick(pool, "thompson", 5).confidence
-    assert isinstance(confidence, float) and 0.0 <= confidence <= 1.0
-    assert confidence * CONFIDENCE_DRAWS == pytest.approx(round(confidence * CONFIDENCE_DRAWS))
+    assert frozenset({"thompson", "thompson-stationary"}) == THOMPSONS
+    for thompson in sorted(THOMPSONS):
+        confidence = pick(pool, thompson, 5).confidence
+        assert isinstance(confidence, float) and 0.0 <= confidence <= 1.0
+        assert confidence * CONFIDENCE_DRAWS == pytest.approx(round(confidence * CONFIDENCE_DRAWS))
     for strategy in ("ucb", "epsilon-greedy", "weighted"):
         assert pick(pool, strategy, 5).confidence is None
 
@@ -901,3 +967,12 @@ def test_an_open_decision_has_no_closing_time_or_outcome_in_its_document():
     document = make_decision(decision_id=None).to_dict()
     assert (document["decision_id"], document["closed_at"], document["outcome"]) == (None, None, None)
     assert document["status"] == "open"
+
+
+def test_the_two_thompson_samplers_agree_while_no_change_was_detected():
+    """Evidence since the last change equal to the total: same draws, same choice."""
+    pool = tried_pool([0.5, 0.6, 0.4])
+    pool.arm_total_alpha, pool.arm_total_beta = pool.arm_alpha.copy(), pool.arm_beta.copy()
+    assert pick(pool, "thompson", 9) == pick(pool, "thompson-stationary", 9)
+    pool.arm_total_alpha = pool.arm_total_alpha + np.array([0.0, 0.0, 90.0])
+    assert pick(pool, "thompson", 9) != pick(pool, "thompson-stationary", 9)

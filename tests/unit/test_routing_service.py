@@ -438,8 +438,9 @@ def test_outcome_releases_the_slot_folds_performance_and_updates_the_arm():
     assert world.routing.explain(ADMIN, decision.decision_id) == closed
 
 
-def test_arm_evidence_decays_by_gamma_on_each_outcome():
-    """Second outcome: α = γ·0.8 + 0 and β = γ·0.2 + 1 with γ = 2^(−1/10)."""
+def test_arm_recent_evidence_decays_by_gamma_on_each_outcome():
+    """Second outcome: recent α = γ·0.8 + 0 and β = γ·0.2 + 1 with γ = 2^(−1/10); the
+    evidence since the last change and the total count plainly."""
     world = build(half_life=10.0)
     world.register("a1")
     world.succeed(world.route("T-1"), quality=0.8)
@@ -447,7 +448,10 @@ def test_arm_evidence_decays_by_gamma_on_each_outcome():
     gamma = 2.0 ** (-1.0 / 10.0)
     arm = world.arm("a1")
     assert arm is not None and arm.outcomes == 2
-    assert (arm.alpha, arm.beta) == pytest.approx((gamma * 0.8, gamma * 0.2 + 1.0), rel=1e-12)
+    assert (arm.recent_alpha, arm.recent_beta) == pytest.approx((gamma * 0.8, gamma * 0.2 + 1.0),
+                                                                rel=1e-12)
+    assert (arm.alpha, arm.beta) == pytest.approx((0.8, 1.2), rel=1e-12)
+    assert (arm.total_alpha, arm.total_beta) == pytest.approx((0.8, 1.2), rel=1e-12)
     assert world.agent("a1").performance.task_count == 2
     assert world.arm("a1", "testing") is None
 
@@ -917,3 +921,33 @@ def test_an_agent_removed_after_routing_keeps_its_decisions(world):
     world.agents.remove(ADMIN, "a1")
     assert world.routing.explain(ADMIN, decision.decision_id) == decision
     assert world.routing.history(ADMIN)[0] == [decision]
+
+
+# ---------------------------------------------------------------------------- issue 16: drift
+
+
+def test_thompson_stationary_is_a_strategy_route_task_accepts(world):
+    """The SPEC 3.8 baseline is a real strategy: chosen, recorded, and learned from."""
+    world.register("a1")
+    decision = world.route("T-1", strategy="thompson-stationary")
+    assert decision.strategy == "thompson-stationary" and decision.agent_id == "a1"
+    world.succeed(decision)
+    arm = world.arm("a1")
+    assert arm is not None and (arm.total_alpha, arm.total_beta, arm.outcomes) == (1.0, 0.0, 1)
+
+
+def test_the_routing_path_follows_a_drifting_fleet():
+    """Issue 16: the demo's drift, through the real route/outcome services on the memory store.
+    Before the change the old best holds most traffic; within 200 tasks of it, the new best
+    does (seed 7: 96 % of tasks 551-600; 10 % without the change detector)."""
+    from arbiter_cli.services import demo
+
+    world = build()
+    demo.register_fleet(world.agents, ADMIN)
+    report = demo.simulate(world.routing, ADMIN, tasks=800, seed=7, scenario="drift")
+    before = [w for w in report.windows if w["through_task"] <= 400]
+    after = [w for w in report.windows if w["through_task"] >= 600]
+    assert report.changed_at == 401 and report.best_agent == "harbor"
+    assert {w["best_agent"] for w in before} == {"garnet"}
+    assert before[-1]["best_agent_share"] >= 0.8
+    assert all(w["best_agent"] == "harbor" and w["best_agent_share"] >= 0.8 for w in after)

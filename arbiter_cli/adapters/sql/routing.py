@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -32,7 +33,8 @@ class SqlRouting:
         arms = t.arms.c
         rows = self._conn.execute(
             select(a.uid, a.id, a.active_tasks, a.capacity, a.status, a.average_latency_ms,
-                   a.average_quality, arms.alpha, arms.beta, arms.outcomes)
+                   a.average_quality, arms.alpha, arms.beta, arms.outcomes, arms.total_alpha,
+                   arms.total_beta)
             .select_from(t.agents.outerjoin(t.arms, and_(arms.agent_uid == a.uid,
                                                          arms.task_type == task.task_type)))
             .where(a.tenant == tenant, capable)
@@ -53,6 +55,8 @@ class SqlRouting:
             arm_beta=np.array([r.beta or 0.0 for r in rows], dtype=np.float64),
             arm_outcomes=np.array([r.outcomes or 0 for r in rows], dtype=np.int64),
             excluded=excluded, examples=examples,
+            arm_total_alpha=np.array([r.total_alpha or 0.0 for r in rows], dtype=np.float64),
+            arm_total_beta=np.array([r.total_beta or 0.0 for r in rows], dtype=np.float64),
         )
 
     def _exclusions(self, tenant: str, task: Task, conditions: tuple[Any, Any, Any],
@@ -111,18 +115,18 @@ class SqlRouting:
     def arm(self, tenant: str, agent_uid: str, task_type: str) -> Arm | None:
         arms = t.arms.c
         row = self._conn.execute(
-            select(arms.alpha, arms.beta, arms.outcomes)
+            select(arms.alpha, arms.beta, arms.outcomes, arms.recent_alpha, arms.recent_beta,
+                   arms.total_alpha, arms.total_beta, arms.changes)
             .where(arms.agent_uid == agent_uid, arms.task_type == task_type,
                    arms.tenant == tenant)
         ).first()
-        return None if row is None else Arm(row.alpha, row.beta, row.outcomes)
+        return None if row is None else Arm(*row)
 
     def save_arm(self, tenant: str, agent_uid: str, task_type: str, arm: Arm, now: datetime
                  ) -> None:
         """Update, else insert: callers hold the agent's row lock, so no two race here."""
         arms = t.arms.c
-        values = {"alpha": arm.alpha, "beta": arm.beta, "outcomes": arm.outcomes,
-                  "updated_at": now}
+        values = {**dataclasses.asdict(arm), "updated_at": now}
         result = self._conn.execute(
             update(t.arms).where(arms.agent_uid == agent_uid, arms.task_type == task_type)
             .values(**values))

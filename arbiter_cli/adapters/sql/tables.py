@@ -120,6 +120,11 @@ arms = Table(
     Column("alpha", Float, nullable=False),
     Column("beta", Float, nullable=False),
     Column("outcomes", Integer, nullable=False),
+    Column("recent_alpha", Float, nullable=False, server_default="0"),
+    Column("recent_beta", Float, nullable=False, server_default="0"),
+    Column("total_alpha", Float, nullable=False, server_default="0"),
+    Column("total_beta", Float, nullable=False, server_default="0"),
+    Column("changes", Integer, nullable=False, server_default="0"),
     _when("updated_at"),
     Index("ix_arms_tenant", "tenant"),
 )
