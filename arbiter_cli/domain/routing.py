@@ -278,7 +278,11 @@ def choose(pool: Pool, policy: RoutingPolicy, strategy: str, rng: np.random.Gene
             ranked = [pick] + [i for i in ranked if i != pick][: keep - 1]
     confidence = None
     if strategy in THOMPSONS:
-        confidence = _confidence(ranked, a, b, fixed, policy, rng)
+        # thompson-stationary makes the same draws as thompson, so that the simulator compares
+        # the two on one random stream, but reports none of them: SPEC §3.4 gives the
+        # confidence to thompson only
+        drawn = _confidence(ranked, a, b, fixed, policy, rng)
+        confidence = drawn if strategy == "thompson" else None
     top = np.asarray(ranked)
     chosen_rows = rows[top].tolist()
     columns = {name: np.round(array[top], 6).tolist() for name, array in (

@@ -6,6 +6,7 @@ a seeded ``numpy.random.Generator``, so each test is deterministic.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime, timedelta
@@ -746,16 +747,16 @@ def test_thompson_depends_on_the_seed():
     assert len({pick(pool, "thompson", seed).order[0] for seed in range(30)}) > 1
 
 
-def test_confidence_is_a_share_for_the_thompson_samplers_and_none_otherwise():
-    """confidence ∈ [0, 1] for thompson and thompson-stationary, null for the others."""
+def test_confidence_is_a_share_for_thompson_and_none_otherwise():
+    """SPEC §3.4: confidence ∈ [0, 1] for thompson, null for the others (the stationary
+    baseline included)."""
     pool = tried_pool([0.5, 0.6, 0.4])
     assert CONFIDENCE_DRAWS == 200 and CONFIDENCE_TOP == 10
     assert frozenset({"thompson", "thompson-stationary"}) == THOMPSONS
-    for thompson in sorted(THOMPSONS):
-        confidence = pick(pool, thompson, 5).confidence
-        assert isinstance(confidence, float) and 0.0 <= confidence <= 1.0
-        assert confidence * CONFIDENCE_DRAWS == pytest.approx(round(confidence * CONFIDENCE_DRAWS))
-    for strategy in ("ucb", "epsilon-greedy", "weighted"):
+    confidence = pick(pool, "thompson", 5).confidence
+    assert isinstance(confidence, float) and 0.0 <= confidence <= 1.0
+    assert confidence * CONFIDENCE_DRAWS == pytest.approx(round(confidence * CONFIDENCE_DRAWS))
+    for strategy in ("thompson-stationary", "ucb", "epsilon-greedy", "weighted"):
         assert pick(pool, strategy, 5).confidence is None
 
 
@@ -973,6 +974,8 @@ def test_the_two_thompson_samplers_agree_while_no_change_was_detected():
     """Evidence since the last change equal to the total: same draws, same choice."""
     pool = tried_pool([0.5, 0.6, 0.4])
     pool.arm_total_alpha, pool.arm_total_beta = pool.arm_alpha.copy(), pool.arm_beta.copy()
-    assert pick(pool, "thompson", 9) == pick(pool, "thompson-stationary", 9)
+    same, stationary = pick(pool, "thompson", 9), pick(pool, "thompson-stationary", 9)
+    assert stationary.confidence is None  # SPEC §3.4: the confidence is thompson's only
+    assert same == dataclasses.replace(stationary, confidence=same.confidence)
     pool.arm_total_alpha = pool.arm_total_alpha + np.array([0.0, 0.0, 90.0])
     assert pick(pool, "thompson", 9) != pick(pool, "thompson-stationary", 9)

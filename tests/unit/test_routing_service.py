@@ -940,7 +940,7 @@ def test_the_routing_path_follows_a_drifting_fleet():
     """Issue 16: the demo's drift, through the real route/outcome services on the memory store.
     Before the change the old best holds most traffic; within 200 tasks of it, the new best
     does (seed 7: 96 % of tasks 551-600; 10 % without the change detector)."""
-    from arbiter_cli.services import demo
+    from arbiter_cli.tools import demo
 
     world = build()
     demo.register_fleet(world.agents, ADMIN)
