@@ -212,7 +212,8 @@ def test_a_damaged_journal_is_reported_not_raised(tmp_path: Path) -> None:
     (folder / "journal.db").write_bytes(b"this is not a database" * 100)
     (found,) = stranded_journals(tmp_path, None)
     assert found.pending == -1
-    assert "cannot be read" in found.warning() and "-1" not in found.warning()  # A8
+    warning = found.warning().replace(str(folder), "<folder>")  # the tmp path may hold "-1"
+    assert "cannot be read" in warning and "-1" not in warning  # A8
     (tmp_path / "resilience" / "not-a-key").mkdir()
     assert len(stranded_journals(tmp_path, None)) == 1
 

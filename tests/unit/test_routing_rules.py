@@ -519,7 +519,7 @@ def test_choose_always_picks_an_eligible_agent(drawn, strategy, seed, record, at
     assert len(set(choice.order)) == len(choice.order) == min(sum(eligible), max(record, attempts))
     assert set(choice.scores) == set(choice.components) == set(choice.order)
     assert choice.excluded == expected_excluded
-    assert (choice.confidence is None) == (strategy not in THOMPSONS)
+    assert (choice.confidence is None) == (strategy != "thompson")
     untried = [r for r in range(pool.size) if eligible[r] and pool.arm_outcomes[r] == 0]
     if strategy in BANDITS and untried:
         assert choice.order[0] in untried
