@@ -81,3 +81,40 @@ def test_an_observed_method_takes_what_the_service_method_takes(
         assert [(p.name, p.kind, p.default) for p in ours.values()] == \
                [(p.name, p.kind, p.default) for p in theirs.values()], name
 
+
+
+def test_observed_routing_counts_decisions_refusals_and_outcomes(test_settings) -> None:  # type: ignore[no-untyped-def]
+    """The metric table's routing figures come from ``ObservedRouting``, on any store."""
+    from arbiter_cli.bootstrap import build_memory, utc_now
+    from arbiter_cli.domain.principal import Principal
+    from arbiter_cli.domain.routing import Outcome
+    from arbiter_cli.errors import ArbiterError
+    from arbiter_cli.observability.metrics import Metrics
+    from arbiter_cli.observability.runtime import Telemetry
+    from arbiter_cli.tools.setup import initialize
+
+    app = build_memory(test_settings)
+    initialize(app.uow, lambda: None, utc_now)
+    metrics = Metrics()
+    app.telemetry = Telemetry("cid-observed", metrics=metrics)
+    admin = Principal.local_admin()
+    app.agents.register(admin, [{"id": "a1", "name": "A1", "model_family": "claude-3.5",
+                                 "task_types": ["code-editing"], "capacity": 2}])
+    routed = app.routing.route(admin, {"task_type": "code-editing"}, strategy="ucb")
+    with pytest.raises(ArbiterError):
+        app.routing.route(admin, {"task_type": "testing"})
+    app.routing.outcome(admin, Outcome(success=True, quality=0.9),
+                        decision_id=routed.decision.decision_id)
+    assert app.routing.reap(admin) == []
+
+    def value(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)  # type: ignore[no-any-return]
+
+    assert isinstance(app.routing, ObservedRouting)
+    assert value("arbiter_routing_decisions_total", strategy="ucb", explored="false",
+                 result="routed") == 1
+    assert value("arbiter_routing_decisions_total", strategy=app.routing.policy.strategy,
+                 explored="false", result="no_capable_agent") == 1
+    assert value("arbiter_routing_decision_seconds_count") == 1
+    assert value("arbiter_outcomes_total", result="succeeded") == 1
+    assert value("arbiter_outcomes_total", result="expired") is None
