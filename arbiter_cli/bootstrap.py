@@ -129,7 +129,11 @@ class App:
 
             service = ResilientAgents(res, self._sides(res, self._agent_service),
                                       self.writes.append)
-        return self._observed("agents", service)
+        if self.telemetry is None:
+            return service
+        from arbiter_cli.observability.observed import ObservedAgents
+
+        return ObservedAgents(service, self.telemetry)
 
     @cached_property
     def routing(self) -> RoutingPort:
@@ -140,7 +144,11 @@ class App:
 
             service = ResilientRouting(res, self._sides(res, self._routing_service),
                                        self.writes.append)
-        return self._observed("routing", service)
+        if self.telemetry is None:
+            return service
+        from arbiter_cli.observability.observed import ObservedRouting
+
+        return ObservedRouting(service, self.telemetry)
 
     @cached_property
     def security(self) -> SecurityPort:
@@ -151,15 +159,11 @@ class App:
 
             service = ResilientSecurity(res, self._sides(res, self._security_service),
                                         self.writes.append)
-        return self._observed("security", service)
-
-    def _observed(self, name: str, service: S) -> S:
-        """A span per operation, and routing metrics, when the run is observed."""
         if self.telemetry is None:
             return service
-        from arbiter_cli.observability.instrument import instrument
+        from arbiter_cli.observability.observed import ObservedSecurity
 
-        return instrument(service, self.telemetry, name)
+        return ObservedSecurity(service, self.telemetry)
 
     def _agent_service(self, uow: UnitOfWorkFactory) -> AgentService:
         from arbiter_cli.services.agents import AgentService

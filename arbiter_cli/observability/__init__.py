@@ -9,6 +9,7 @@ prometheus-client and the OpenTelemetry SDK are imported when a run actually nee
 - ``metrics``: every metric's name, type, help and labels, defined once; per-run registries;
 - ``fleet``: the collectors ``arbiter serve`` adds (fleet state from the database, resilience);
 - ``tracing``: the tracer provider (none, console on stderr, OTLP) and the test hook;
-- ``instrument``: spans and metrics around service operations and database calls;
+- ``observed``: the services of an observed run: a span per call, and the routing metrics;
+- ``instrument``: spans and metrics around database calls;
 - ``runtime``: one command run's telemetry, set up and torn down by the CLI boundary.
 """

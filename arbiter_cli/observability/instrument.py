@@ -1,9 +1,6 @@
-"""Spans, metrics and log events around service operations and database calls.
+"""Spans, metrics and log events around database calls (the services' own spans and the
+routing metrics: ``observed.py``).
 
-- ``instrument(service, telemetry, name)`` wraps a service at the composition root (the
-  ``App`` properties): each public method call becomes a span ``<name>.<method>``, and the
-  routing results feed ``arbiter_routing_*`` and ``arbiter_outcomes_total`` and an ``info``
-  event. The services and the domain stay unaware of it; their signatures are unchanged.
 - ``instrument_engine(engine, ...)`` listens to SQLAlchemy's engine events: a span and an
   ``arbiter_db_call_seconds{operation}`` observation per statement, and
   ``arbiter_db_errors_total{kind}`` per failure (``handle_error``).
@@ -12,10 +9,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
 
-from arbiter_cli.errors import ArbiterError
 from arbiter_cli.observability import logging as log
 from arbiter_cli.observability.redact import Redactor
 
@@ -24,111 +20,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from arbiter_cli.observability.metrics import Metrics
-    from arbiter_cli.observability.runtime import Telemetry
 
-S = TypeVar("S")
 _log = log.get_logger()
-
-#: Routing errors that are decisions too (nobody could take the task).
-REFUSALS = frozenset({"no_capable_agent", "at_capacity"})
-
-
-def instrument(service: S, telemetry: Telemetry, name: str) -> S:
-    """``service`` with a span (and, for routing, metrics) around each public method."""
-    return cast(S, _Instrumented(service, telemetry, name))
-
-
-class _Instrumented:
-    __slots__ = ("_name", "_target", "_telemetry")
-
-    def __init__(self, target: Any, telemetry: Telemetry, name: str) -> None:
-        self._target = target
-        self._telemetry = telemetry
-        self._name = name
-
-    def __getattr__(self, attr: str) -> Any:
-        value = getattr(self._target, attr)
-        if attr.startswith("_") or not callable(value):
-            return value
-        operation = f"{self._name}.{attr}"
-        observer = OBSERVERS.get(operation)
-        telemetry, target = self._telemetry, self._target
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            with telemetry.span(operation):
-                try:
-                    result = value(*args, **kwargs)
-                except ArbiterError as exc:
-                    if observer is not None:
-                        observer(telemetry, target, kwargs, None, exc)
-                    raise
-            if observer is not None:
-                observer(telemetry, target, kwargs, result, None)
-            return result
-
-        return call
-
-
-Observer = Callable[["Telemetry", Any, Mapping[str, Any], Any, "ArbiterError | None"], None]
-
-
-def _routed(telemetry: Telemetry, service: Any, kwargs: Mapping[str, Any], routed: Any,
-            error: ArbiterError | None) -> None:
-    metrics = telemetry.metrics
-    if error is not None:
-        if error.code not in REFUSALS:
-            return
-        policy = getattr(service, "policy", None)
-        strategy = str(kwargs.get("strategy") or getattr(policy, "strategy", "unknown"))
-        if metrics is not None:
-            metrics.inc("arbiter_routing_decisions_total", strategy=strategy, explored="false",
-                        result=error.code)
-        _log.info("route.refused", code=error.code, strategy=strategy)
-        return
-    decision = routed.decision
-    if routed.already_routed:
-        result = "already_routed"
-    else:
-        result = "dry_run" if decision.decision_id is None else "routed"
-    explored = "true" if decision.explored else "false"
-    if metrics is not None:
-        metrics.inc("arbiter_routing_decisions_total", strategy=decision.strategy,
-                    explored=explored, result=result)
-        if not routed.already_routed:
-            metrics.observe("arbiter_routing_decision_seconds", decision.latency_us / 1e6)
-    _log.info("route.decided", result=result, decision_id=decision.decision_id,
-              task_id=decision.task_id, agent_id=decision.agent_id, strategy=decision.strategy,
-              explored=decision.explored, latency_us=decision.latency_us)
-
-
-def _recorded(telemetry: Telemetry, _service: Any, _kwargs: Mapping[str, Any], recorded: Any,
-              error: ArbiterError | None) -> None:
-    if error is not None:
-        return
-    decision = recorded.decision
-    if telemetry.metrics is not None and not recorded.already_recorded:
-        telemetry.metrics.inc("arbiter_outcomes_total", result=decision.status)
-    _log.info("route.outcome", decision_id=decision.decision_id, task_id=decision.task_id,
-              agent_id=decision.agent_id, status=decision.status,
-              already_recorded=recorded.already_recorded)
-
-
-def _reaped(telemetry: Telemetry, _service: Any, _kwargs: Mapping[str, Any], expired: Any,
-            error: ArbiterError | None) -> None:
-    if error is not None:
-        return
-    if telemetry.metrics is not None and expired:
-        telemetry.metrics.inc("arbiter_outcomes_total", float(len(expired)), result="expired")
-    _log.info("route.reaped", count=len(expired))
-
-
-OBSERVERS: dict[str, Observer] = {
-    "routing.route": _routed,
-    "routing.outcome": _recorded,
-    "routing.reap": _reaped,
-}
-
-# ----------------------------------------------------------------------------- database
 
 VERBS = frozenset({"select", "insert", "update", "delete", "begin", "commit", "rollback",
                    "savepoint", "release", "with", "pragma", "create", "alter", "drop", "set",
