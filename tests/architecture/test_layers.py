@@ -1,4 +1,8 @@
-"""The house keeps its shape: no import cycles, and import-linter's contracts hold."""
+"""The house keeps its shape: no import cycles, and import-linter's contracts hold.
+
+A tier of its own (not tests/unit): it reads scripts/ and runs lint-imports, which the
+isolated workspace of `arbiter mutate` does not hold.
+"""
 
 from __future__ import annotations
 
