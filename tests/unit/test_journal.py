@@ -1942,3 +1942,22 @@ def test_where_a_due_refresh_runs(tmp_path: Path, mode: str, took: float | None,
         return agents
 
     assert in_background(settings, Took(took), count) is background  # type: ignore[arg-type]
+
+
+# ============================================================================ a clock set back (A9)
+
+
+def test_an_entry_is_never_stamped_before_the_one_before_it(journal: Journal,
+                                                            ticks: Ticks) -> None:
+    """A9: entries are in order, so a host clock set back a day stamps the next entry at the
+    previous entry's time, not a day in the past."""
+    append(journal, 1)
+    ticks.now -= 86_400.0
+    append(journal, 2)
+    first, second = sorted(journal.entries(), key=lambda e: e.seq)
+    assert second.created_at == first.created_at == 1_000.0
+    assert journal.verify(second)  # the raised time is the one signed
+    ticks.now = 5_000.0
+    append(journal, 3)
+    assert journal.entries(limit=1)[0].created_at == 5_000.0  # a clock ahead is its own
+
