@@ -19,7 +19,10 @@ neither is journaled nor served from the snapshot.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import socket
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
 from arbiter_cli.adapters.sql.deadline import Deadline
 from arbiter_cli.adapters.sql.repository import OpContext
 from arbiter_cli.adapters.sql.written import Written, current_written
-from arbiter_cli.errors import SchemaOutdated, StorageUnavailable
+from arbiter_cli.errors import ArbiterError, SchemaOutdated, StorageUnavailable
 from arbiter_cli.ids import uuid7
 from arbiter_cli.resilience.files import key_path
 from arbiter_cli.resilience.journal import Journal, open_journal, resilience_dir
@@ -52,6 +55,9 @@ LIVENESS_SHARE = 0.2
 LIVENESS_MAX_S = 1.0
 #: How long a committed write waits for the snapshot's publish lock to write itself through.
 WRITE_THROUGH_WAIT_S = 1.0
+#: How far this host's clock may be behind the primary's time at the snapshot's last refresh
+#: before a degraded command warns (the stamps are raised to it either way).
+CLOCK_BEHIND_WARN_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,7 @@ class Resilience:
     _local_engine: Engine | None = None
     _breaker: FileBreaker | None = None
     _local_clock_offset_s: float | None = None
+    _time_floor: float | None = None
 
     def __post_init__(self) -> None:
         from arbiter_cli.adapters.sql import deadline
@@ -150,16 +157,42 @@ class Resilience:
     def primary_time(self) -> float:
         """The primary's time as this host knows it (its clock plus the snapshot's measured
         offset): what journal entries are stamped with, so a journaled outcome closes its
-        decision, and a journaled write is re-admitted, at the database's time (SPEC §4.1)."""
-        return time.time() + self.local_clock_offset_s()
+        decision, and a journaled write is re-admitted, at the database's time (SPEC §4.1).
+        Never earlier than :meth:`time_floor`: a host clock set back cannot back-date it."""
+        return max(time.time() + self.local_clock_offset_s(), self.time_floor())
 
     def local_clock_offset_s(self) -> float:
         """The primary's clock minus this host's, as the snapshot's last refresh measured it
         (0 for a snapshot taken before it was measured): the snapshot's units of work tell
-        the primary's time with it, never this host's alone (SPEC §4.1)."""
+        the primary's time with it, never this host's alone (SPEC §4.1). Raised, with a
+        warning, when this host's clock has gone back since that refresh, so that the time it
+        tells is never earlier than :meth:`time_floor` (attack A9)."""
         if self._local_clock_offset_s is None:
-            self._local_clock_offset_s = clock_offset(self.local.meta()) or 0.0
+            measured = clock_offset(self.local.meta()) or 0.0
+            behind = self.time_floor() - (time.time() + measured)
+            if behind > CLOCK_BEHIND_WARN_S:
+                self.warn(f"this host's clock is {behind:.0f}s behind the database's last "
+                          "known time (the local snapshot's last refresh, or the newest "
+                          "journal entry): set back? Times stamped here count from that time")
+            self._local_clock_offset_s = measured + max(0.0, behind)
         return self._local_clock_offset_s
+
+    def time_floor(self) -> float:
+        """The earliest the primary's time can be now, as this host knows for sure: its time
+        at the snapshot's last refresh (``refreshed_at`` plus the offset measured then) and
+        the time of the newest entry of this journal; -inf when neither tells it."""
+        if self._time_floor is None:
+            meta = self.local.meta()
+            known = [float(meta["refreshed_at"]) + (clock_offset(meta) or 0.0)
+                     if _finite(meta.get("refreshed_at")) else -math.inf]
+            if self._journal is not None or (self.directory / "journal.db").exists():
+                # A journal that cannot be read bounds nothing here: a degraded read still
+                # answers, and a write reports it when it appends (its entries stay in order).
+                with contextlib.suppress(sqlite3.Error, ArbiterError):
+                    known += [e.created_at for e in self.journal.entries(limit=1)
+                              if _finite(e.created_at)]
+            self._time_floor = max(known)
+        return self._time_floor
 
     def close(self) -> None:
         self.local.close()
@@ -366,3 +399,9 @@ class Resilience:
 def local_call(res: Resilience, fn: Callable[[], T]) -> T:
     res.local_engine()  # no snapshot: StorageUnavailable before anything runs
     return fn()
+
+
+def _finite(value: Any) -> bool:
+    """A number of seconds that can be a time (not a bool, not inf or NaN)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) \
+        and math.isfinite(value)

@@ -174,10 +174,13 @@ class Journal:
         key = self.key  # before the transaction: a missing key is made outside it
         principal_text, args_text = _dumps(principal), _dumps(args)
         with self._write() as db:
-            (count,) = db.execute("SELECT count(*) FROM entries").fetchone()
+            # Entries are in order: one is never stamped before the one before it (A9).
+            (count, last) = db.execute(
+                "SELECT count(*), max(CASE WHEN typeof(created_at) IN ('integer', 'real') "
+                "THEN created_at END) FROM entries").fetchone()
             if count >= self.max_entries:
                 raise self._full(count)
-            created_at = float(self._clock())
+            created_at = max(float(self._clock()), -math.inf if last is None else float(last))
             cursor = db.execute(
                 "INSERT INTO entries (op_id, tenant, kind, principal, args, correlation_id, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",

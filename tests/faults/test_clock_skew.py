@@ -116,3 +116,44 @@ def test_a_host_3h_ahead_expires_nothing_and_routes_nothing_over_capacity(
     a_health = health(a)
     a_skew = a_health["checks"]["clock:skew"][0]  # type: ignore[index]
     assert a_skew["status"] == "pass" and abs(float(a_skew["observedValue"])) < 5, a_health
+
+
+BEHIND_S = 86_400
+
+
+def test_a_host_clock_set_back_a_day_does_not_back_date_its_journaled_route(
+    tmp_path: Path, pg_cluster: PgCluster,
+) -> None:
+    """A9: the snapshot refreshed under a correct clock, the host cut off, then its clock set a
+    day back (libfaketime): the journaled decision is stamped no earlier than the refresh (the
+    primary's time then), with one warning, and replay stores it at that time, not a day ago."""
+    from tests.faults.harness import Arbiter
+    from tests.faults.hosts import skewed
+
+    dbname = f"back_{uuid.uuid4().hex[:10]}"
+    pg_cluster.create_database(dbname)
+    host = make_host("h", tmp_path, pg_cluster, dbname, **SETTINGS)
+    try:
+        assert host.arbiter("--json", "init").exit == 0
+        run = host.arbiter("--json", "agents", "register", "--id", AGENT, "--name", AGENT,
+                           "--model-family", "skew", "--task-type", "documentation",
+                           "--capacity", "2")
+        assert run.exit == 0, run  # its snapshot is refreshed under the correct clock
+        (before,), = psql_rows(pg_cluster, dbname, "SELECT now()")
+        host.cut_off()
+        set_back = Arbiter({**host.env, **skewed(-BEHIND_S)})
+        try:
+            run = set_back("--json", "route", "task", "--task-type", "documentation",
+                           "--task-id", "back-1")
+            assert run.exit == 0 and run.json()["meta"]["durability"] == "journaled", run
+            assert "behind the database's last known time" in run.stderr, run
+        finally:
+            host.reconnect()
+        drained = replay_until_empty(host.arbiter)
+        assert drained.exit == 0, drained
+        (age,), = psql_rows(pg_cluster, dbname,
+                            "SELECT extract(epoch FROM %s - created_at) FROM decisions "
+                            "WHERE task_id = 'back-1'", (before,))
+        assert float(age) < 60, age  # at the refresh's time, give or take: not a day old
+    finally:
+        stop_all([host])

@@ -1942,3 +1942,101 @@ def test_where_a_due_refresh_runs(tmp_path: Path, mode: str, took: float | None,
         return agents
 
     assert in_background(settings, Took(took), count) is background  # type: ignore[arg-type]
+
+
+# ============================================================================ a clock set back (A9)
+
+
+def test_an_entry_is_never_stamped_before_the_one_before_it(journal: Journal,
+                                                            ticks: Ticks) -> None:
+    """A9: entries are in order, so a host clock set back a day stamps the next entry at the
+    previous entry's time, not a day in the past."""
+    append(journal, 1)
+    ticks.now -= 86_400.0
+    append(journal, 2)
+    first, second = sorted(journal.entries(), key=lambda e: e.seq)
+    assert second.created_at == first.created_at == 1_000.0
+    assert journal.verify(second)  # the raised time is the one signed
+    ticks.now = 5_000.0
+    append(journal, 3)
+    assert journal.entries(limit=1)[0].created_at == 5_000.0  # a clock ahead is its own
+
+
+class SetBack:
+    """This host's clock, a day behind the one that refreshed the snapshot."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def set_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, SetBack]]:
+    """A resilience layer whose snapshot was refreshed at 100 000 (host clock) with the
+    primary 2 s ahead, on a host whose clock now reads a day before that."""
+    from sqlalchemy import create_engine
+
+    from arbiter_cli.resilience import gateway
+
+    wall = SetBack(100_000.0 - 86_400.0)
+    monkeypatch.setattr(gateway, "time", wall)
+    engine = create_engine(PG_URL)
+    res = gateway.Resilience(settings=settings_for(tmp_path, PG_URL), url=PG_URL,
+                             primary=engine, clock=lambda: datetime.now(UTC))
+    meta = {"refreshed_at": 100_000.0, "db_clock_offset_s": 2.0}
+    monkeypatch.setattr(res.local, "meta", lambda: meta)
+    yield res, wall
+    res.close()
+    engine.dispose()
+
+
+def test_a_host_clock_set_back_does_not_back_date_journaled_times(
+        set_back: tuple[Any, SetBack]) -> None:
+    """A9: the primary's time at the snapshot's last refresh bounds what this host stamps:
+    the journal entry and the snapshot's units of work (a degraded decision's created_at)."""
+    from arbiter_cli.adapters.sql.clock import EstimatedClock
+
+    res, wall = set_back
+    floor = 100_002.0  # refreshed_at plus the offset measured then
+    assert res.primary_time() == floor
+    offset = res.local_clock_offset_s()
+    assert EstimatedClock(offset, wall=wall.time)().timestamp() == floor
+    wall.now += 30.0  # the time since still counts
+    assert res.primary_time() == floor + 30.0
+    assert EstimatedClock(offset, wall=wall.time)().timestamp() == floor + 30.0
+    seq = res.journal.append(op_id="op-1", tenant="default", kind="agents.heartbeat",
+                             principal=principal_record(Principal.local_admin("default")),
+                             args={"agent_id": "a1"})
+    stamped = res.journal.by_seq(seq)
+    assert stamped is not None and stamped.created_at == floor + 30.0
+    assert any("clock is 86400s behind" in w for w in res.warnings)
+
+
+def test_a_correct_host_clock_is_neither_raised_nor_warned(
+        set_back: tuple[Any, SetBack]) -> None:
+    """Only a clock behind the last refresh is raised: a correct one keeps the measured
+    offset, silently."""
+    res, wall = set_back
+    wall.now = 100_060.0
+    assert res.local_clock_offset_s() == 2.0
+    assert res.primary_time() == 100_062.0
+    assert res.warnings == []
+
+
+def test_the_newest_journal_entry_bounds_a_later_process(
+        set_back: tuple[Any, SetBack]) -> None:
+    """A9: a host clock set back after this journal's newest entry (later than the snapshot)
+    stamps no earlier than that entry, in the journal and on the snapshot."""
+    from arbiter_cli.resilience.journal import open_journal
+
+    res, wall = set_back
+    journal = open_journal(res.settings.paths.data_dir, PG_URL, max_entries=5,
+                           clock=lambda: 200_000.0)
+    try:
+        append(journal, 1)
+    finally:
+        journal.close()
+    assert res.primary_time() == 200_000.0
+    assert wall.now + res.local_clock_offset_s() == 200_000.0
