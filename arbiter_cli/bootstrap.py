@@ -18,7 +18,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
-from arbiter_cli.adapters import scratch
 from arbiter_cli.config import Settings
 from arbiter_cli.domain.agents import RegistryPolicy
 from arbiter_cli.domain.routing import RoutingPolicy
@@ -26,7 +25,6 @@ from arbiter_cli.errors import InvalidInput
 from arbiter_cli.ids import uuid7
 from arbiter_cli.ports import AgentsPort, Clock, RoutingPort, SecurityPort, UnitOfWorkFactory
 from arbiter_cli.services.audit import Auditor
-from arbiter_cli.tools.setup import InitResult, init_database, initialize
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -41,6 +39,7 @@ if TYPE_CHECKING:
     from arbiter_cli.services.routing import RoutingService
     from arbiter_cli.services.security import SecurityService
     from arbiter_cli.tools.mutate import MutationReport, MutationRequest
+    from arbiter_cli.tools.setup import InitResult
 
 
 S = TypeVar("S")
@@ -337,6 +336,8 @@ def scratch_app(
     keep: bool = False,
 ) -> Iterator[tuple[App, str]]:
     """Yield an initialized app on a scratch store and a description of where it lives."""
+    from arbiter_cli.adapters import scratch  # deferred: start-up of `arbiter agents list`
+
     if backend not in scratch.BACKENDS:
         raise InvalidInput(f"backend: must be one of {', '.join(scratch.BACKENDS)}",
                            field="backend", rule="allowed")
@@ -354,6 +355,8 @@ def scratch_app(
 
 
 def _create_default_tenant(app: App) -> None:
+    from arbiter_cli.tools.setup import initialize  # deferred: start-up of `arbiter agents list`
+
     initialize(app.uow, lambda: None, utc_now)
 
 
@@ -380,6 +383,7 @@ def _postgres(
 ) -> Iterator[tuple[App, str]]:
     from sqlalchemy.exc import DBAPIError
 
+    from arbiter_cli.adapters import scratch
     from arbiter_cli.adapters.sql.engine import unavailable
     from arbiter_cli.dburl import render
 
@@ -427,6 +431,7 @@ def init_store(settings: Settings, url: str, *, out: TextIO, issue: bool,
     """``arbiter init`` and ``demo``: migrate ``url`` to head, then tenant 'default' and, with
     ``issue``, its first admin token, under the migration lock (concurrent inits issue one)."""
     from arbiter_cli.adapters import migrations
+    from arbiter_cli.tools.setup import init_database
 
     def bootstrap() -> Bootstrap:
         app = build(settings, url=url, telemetry=telemetry)

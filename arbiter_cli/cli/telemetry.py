@@ -25,7 +25,6 @@ from arbiter_cli.observability import logging as log
 from arbiter_cli.observability.redact import make_redactor
 from arbiter_cli.observability.runtime import Telemetry
 from arbiter_cli.observability.tracing import build_provider
-from arbiter_cli.resilience.journal import resilience_status
 
 if TYPE_CHECKING:
     from arbiter_cli.cli.state import State
@@ -90,11 +89,10 @@ def _write_metrics(state: State, telemetry: Telemetry | None, exit_code: int,
     metrics = telemetry.metrics if telemetry is not None else None
     settings = state._settings
     if metrics is not None and settings is not None:
-        # deferred: start-up of `arbiter agents list`
+        # deferred: start-up of `arbiter agents list` (only --metrics-file needs these)
         from arbiter_cli.observability.fleet import read_resilience
-
-        # deferred: start-up of `arbiter agents list`
         from arbiter_cli.observability.metrics import record_resilience
+        from arbiter_cli.resilience.journal import resilience_status
 
         status = read_resilience(settings, resilience_status)
         if status is not None:
