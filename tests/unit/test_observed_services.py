@@ -31,7 +31,8 @@ IDS = [area[0] for area in AREAS]
 def methods(cls: type) -> list[str]:
     """The public functions of ``cls``'s own body (not inherited)."""
     return [name for name, value in vars(cls).items()
-            if not name.startswith("_") and inspect.isfunction(value)]
+            if not name.startswith("_") and inspect.isfunction(value)
+            and "__mutmut_" not in name and "ǁ" not in name]  # arbiter mutate's copies
 
 
 def properties(cls: type) -> list[str]:

@@ -32,7 +32,12 @@ def public_methods(cls: type) -> list[str]:
     """The service calls of ``cls``: public functions of its own body. Static methods are
     helpers that take a unit of work (``AgentService.guard``), not calls a command makes."""
     return [name for name, value in vars(cls).items()
-            if not name.startswith("_") and inspect.isfunction(value)]
+            if not name.startswith("_") and inspect.isfunction(value) and not mutmut_copy(name)]
+
+
+def mutmut_copy(name: str) -> bool:
+    """A copy that ``arbiter mutate`` (mutmut 3) adds to a class beside each method."""
+    return "__mutmut_" in name or "ǁ" in name
 
 
 def policies(resilient: type) -> dict[str, Policy | None]:
