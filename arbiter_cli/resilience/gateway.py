@@ -29,13 +29,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
 
+from arbiter_cli.adapters.sql import deadline
 from arbiter_cli.adapters.sql.deadline import Deadline
 from arbiter_cli.adapters.sql.repository import OpContext
 from arbiter_cli.adapters.sql.written import Written, current_written
 from arbiter_cli.errors import ArbiterError, SchemaOutdated, StorageUnavailable
 from arbiter_cli.ids import uuid7
+from arbiter_cli.resilience.breaker import breaker_for, url_without_password
 from arbiter_cli.resilience.files import key_path
+from arbiter_cli.resilience.identity import RECORD_FILE, database_identity, write_record
 from arbiter_cli.resilience.journal import Journal, open_journal, resilience_dir
+from arbiter_cli.resilience.records import principal_record
 from arbiter_cli.resilience.snapshot import LocalStore, clock_offset
 
 if TYPE_CHECKING:
@@ -102,8 +106,6 @@ class Resilience:
     _time_floor: float | None = None
 
     def __post_init__(self) -> None:
-        from arbiter_cli.adapters.sql import deadline
-
         deadline.install()
         self.directory = self.folder or resilience_dir(self.settings.paths.data_dir, self.url)
         self.local = LocalStore(self.directory)
@@ -131,8 +133,6 @@ class Resilience:
     @property
     def breaker(self) -> FileBreaker:
         if self._breaker is None:
-            from arbiter_cli.resilience.breaker import breaker_for
-
             self._breaker = breaker_for(self.settings, self.url)
         return self._breaker
 
@@ -253,7 +253,6 @@ class Resilience:
         the op's id in ``applied_ops``). ``items``: a batch's size; its budget grows by
         ``database.per_item_timeout`` each. The result says what became of the write.
         """
-        from arbiter_cli.resilience.records import principal_record
         from arbiter_cli.resilience.retry import PrimarySlow
 
         op = OpContext(op_id=uuid7(), tenant=principal.tenant, kind=str(kind), now=self.clock)
@@ -363,12 +362,6 @@ class Resilience:
     def record_database(self) -> None:
         """After a command that reached the primary: record in the folder, once, which
         database it belongs to (``identity.py``). A stat per command once recorded."""
-        from arbiter_cli.resilience.breaker import url_without_password
-        from arbiter_cli.resilience.identity import (
-            RECORD_FILE,
-            database_identity,
-            write_record,
-        )
 
         if not self.primary_ok or (self.directory / RECORD_FILE).exists():
             return

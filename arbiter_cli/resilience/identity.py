@@ -39,8 +39,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from arbiter_cli.errors import Conflict, InvalidInput, NotFound, SchemaOutdated
 from arbiter_cli.resilience.breaker import url_without_password
-from arbiter_cli.resilience.files import FILE_MODE
+from arbiter_cli.resilience.files import FILE_MODE, private_dir
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -136,8 +137,6 @@ def write_record(directory: Path, identity: str, url: str) -> bool:
     ``url`` must already be password-free. The file is written 0600 to a temporary name and
     *linked* into place, so two processes recording at once leave one complete record.
     """
-    from arbiter_cli.resilience.files import private_dir
-
     target = directory / RECORD_FILE
     if target.exists():
         return False
@@ -260,7 +259,6 @@ def stranded_warnings(settings: Any) -> list[str]:
 def stranded_folder(settings: Any, key: str) -> Path:
     """The folder of ``journal replay --from KEY``: another journal of this data_dir (exit 2
     when ``key`` is not one, 4 when there is no such journal)."""
-    from arbiter_cli.errors import InvalidInput, NotFound
 
     if not KEY_RE.fullmatch(key):
         raise InvalidInput("--from: a journal key is 16 lowercase hex digits (see `arbiter "
@@ -283,7 +281,6 @@ def check_foreign_journal(res: Guarded, folder: Path, *, accept_unrecorded: bool
     recorded database identity is the identity the primary holds (exit 5 if not; exit 10
     when the primary is down or its schema is not at head)."""
     from arbiter_cli.adapters.sql.engine import check_revision
-    from arbiter_cli.errors import Conflict, SchemaOutdated
     from arbiter_cli.observability.logging import get_logger
 
     record = read_record(folder)
