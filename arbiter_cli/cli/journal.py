@@ -11,6 +11,7 @@ from arbiter_cli.cli import render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.consent import YesOpt, require_consent
 from arbiter_cli.cli.options import CursorOpt, JsonOpt, LimitOpt, TokenOpt, state_of
+from arbiter_cli.errors import InvalidInput, NotFound, StorageUnavailable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -94,14 +95,11 @@ def replay_cmd(
 
     Example: arbiter journal replay --from 3f2a9c41d07b5e68 --json
     """
-    from arbiter_cli.errors import StorageUnavailable
     from arbiter_cli.resilience.identity import stranded_folder
 
     state = state_of(ctx)
     budget_s = _duration(budget, "--budget")
     if accept_unrecorded and from_key is None:
-        from arbiter_cli.errors import InvalidInput
-
         raise InvalidInput("--accept-unrecorded applies only with --from KEY (the journal of "
                            "database.url itself needs no record)", field="accept_unrecorded",
                            rule="needs_from")
@@ -165,7 +163,6 @@ def _replay(state: State, res: Resilience, budget_s: float | None) -> dict[str, 
 
 def _duration(text: str | None, flag: str) -> float | None:
     from arbiter_cli.config import parse_duration
-    from arbiter_cli.errors import InvalidInput
 
     if text is None:
         return None
@@ -205,7 +202,6 @@ def list_cmd(
     """
     import time
 
-    from arbiter_cli.errors import InvalidInput
     from arbiter_cli.resilience.journal import open_for
 
     state = state_of(ctx)
@@ -264,7 +260,6 @@ def resolve_cmd(
     Example: arbiter journal resolve 0190f3b2-7c1e-7a10-8000-5e2f9d1c0a11 --retry
     """
     from arbiter_cli.bootstrap import sql_unit_of_work
-    from arbiter_cli.errors import InvalidInput, NotFound
     from arbiter_cli.resilience.conflicts import DROP, RETRY, find_conflict, resolve
 
     state = state_of(ctx)

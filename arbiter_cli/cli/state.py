@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from arbiter_cli.errors import ArbiterError, ConfigInvalid
+
 if TYPE_CHECKING:
     from arbiter_cli.adapters.metrics import RunGauge
     from arbiter_cli.bootstrap import App
@@ -124,7 +126,6 @@ class State:
         Whatever layer set it (a file, the environment, ``--config``), a client cannot switch
         off the security of a database that has tokens: exit 3.
         """
-        from arbiter_cli.errors import ConfigInvalid
 
         if app.security.holds_tokens():
             source = self.settings.sources.get("security.enabled", "?")
@@ -207,7 +208,6 @@ class State:
         or the snapshot could not be opened after the command answered) is reported as a
         warning: it runs in the error boundary's ``finally``, where raising would print a
         traceback instead of the command's one line, and skip the closers after it."""
-        from arbiter_cli.errors import ArbiterError
 
         while self._closers:
             closer = self._closers.pop()
