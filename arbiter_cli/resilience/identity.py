@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from arbiter_cli.errors import Conflict, InvalidInput, NotFound, SchemaOutdated
+from arbiter_cli.observability.logging import get_logger
 from arbiter_cli.resilience.breaker import url_without_password
 from arbiter_cli.resilience.files import FILE_MODE, private_dir
 
@@ -164,6 +165,7 @@ def database_identity(engine: Engine) -> str | None:
     """The identity the database at ``engine`` holds (None before migration 0003 ran)."""
     from sqlalchemy import select
 
+    # deferred: sqlalchemy, unloaded on a memory store (cli/state loads this module)
     from arbiter_cli.adapters.sql import tables as t
 
     with engine.connect() as conn:
@@ -280,8 +282,8 @@ def check_foreign_journal(res: Guarded, folder: Path, *, accept_unrecorded: bool
     """The stranded journal in ``folder`` may be drained into ``res.primary`` only when its
     recorded database identity is the identity the primary holds (exit 5 if not; exit 10
     when the primary is down or its schema is not at head)."""
+    # deferred: sqlalchemy, unloaded on a memory store (cli/state loads this module)
     from arbiter_cli.adapters.sql.engine import check_revision
-    from arbiter_cli.observability.logging import get_logger
 
     record = read_record(folder)
     res.guarded(lambda: check_revision(res.primary))  # behind or ahead: exit 10
