@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from arbiter_cli.config import Settings
+from arbiter_cli.dburl import render
 from arbiter_cli.domain.agents import RegistryPolicy
 from arbiter_cli.domain.routing import RoutingPolicy
 from arbiter_cli.errors import InvalidInput, MissingExtra, SchemaOutdated, StorageUnavailable
@@ -391,7 +392,6 @@ def _postgres(
 
     from arbiter_cli.adapters import scratch
     from arbiter_cli.adapters.sql.engine import unavailable
-    from arbiter_cli.dburl import render
 
     server = scratch.server_of(database_url or settings.database_url)
     stamp = f"{time.strftime('%Y%m%d%H%M%S')}_{secrets.token_hex(3)}"
