@@ -1,6 +1,13 @@
 """The composition root: ``build(settings)`` wires adapters into services.
 
 This is the one place that chooses adapters. Nothing is built at import time.
+
+Deferred imports: every import inside a function here is deferred for start-up. Each command
+loads only the store it uses: the SQL adapters, sqlalchemy and alembic stay unloaded on the
+memory path, the resilience layer (tenacity, the journal, replay) stays unloaded on SQLite,
+and the services, telemetry, scratch stores, set-up and mutation tools load only for the
+command that builds them, so ``arbiter --help`` and ``arbiter agents list`` (SQLite) import
+only what they run. Module-level imports here are the cheap ones every command needs.
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from arbiter_cli.config import Settings
+from arbiter_cli.dburl import render
 from arbiter_cli.domain.agents import RegistryPolicy
 from arbiter_cli.domain.routing import RoutingPolicy
-from arbiter_cli.errors import InvalidInput
+from arbiter_cli.errors import InvalidInput, MissingExtra, SchemaOutdated, StorageUnavailable
 from arbiter_cli.ids import uuid7
 from arbiter_cli.ports import AgentsPort, Clock, RoutingPort, SecurityPort, UnitOfWorkFactory
 from arbiter_cli.services.audit import Auditor
@@ -262,7 +270,6 @@ def build(
 
 def _check_revision_resilient(res: Resilience, engine: Engine) -> None:
     from arbiter_cli.adapters.sql.engine import check_revision
-    from arbiter_cli.errors import SchemaOutdated, StorageUnavailable
 
     try:
         res.guarded(lambda: check_revision(engine))
@@ -385,7 +392,6 @@ def _postgres(
 
     from arbiter_cli.adapters import scratch
     from arbiter_cli.adapters.sql.engine import unavailable
-    from arbiter_cli.dburl import render
 
     server = scratch.server_of(database_url or settings.database_url)
     stamp = f"{time.strftime('%Y%m%d%H%M%S')}_{secrets.token_hex(3)}"
@@ -454,7 +460,6 @@ def mutation_run(request: MutationRequest,
     import os
 
     from arbiter_cli.adapters import mutation as adapter
-    from arbiter_cli.errors import MissingExtra
     from arbiter_cli.tools import mutate as service
 
     executable = adapter.find_mutmut()

@@ -11,6 +11,7 @@ from arbiter_cli.cli import render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.consent import YesOpt, require_consent
 from arbiter_cli.cli.options import CursorOpt, JsonOpt, LimitOpt, TokenOpt, state_of
+from arbiter_cli.errors import InvalidInput, NotFound, StorageUnavailable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -23,6 +24,7 @@ app = typer.Typer(help="Inspect, replay and resolve the journal of writes made w
 
 
 def _resilience(state: State) -> Resilience | None:
+    # deferred: start-up of `arbiter --help`
     from arbiter_cli.bootstrap import build
 
     app_ = build(state.settings, check_schema=False, resilient=True,
@@ -37,6 +39,7 @@ def status(ctx: typer.Context, json_out: JsonOpt = False, token: TokenOpt = None
 
     Example: arbiter journal status --json
     """
+    # deferred: start-up of `arbiter --help`
     from arbiter_cli.resilience.journal import resilience_status
 
     state = state_of(ctx)
@@ -94,14 +97,12 @@ def replay_cmd(
 
     Example: arbiter journal replay --from 3f2a9c41d07b5e68 --json
     """
-    from arbiter_cli.errors import StorageUnavailable
+    # deferred: start-up of `arbiter --help`
     from arbiter_cli.resilience.identity import stranded_folder
 
     state = state_of(ctx)
     budget_s = _duration(budget, "--budget")
     if accept_unrecorded and from_key is None:
-        from arbiter_cli.errors import InvalidInput
-
         raise InvalidInput("--accept-unrecorded applies only with --from KEY (the journal of "
                            "database.url itself needs no record)", field="accept_unrecorded",
                            rule="needs_from")
@@ -145,6 +146,7 @@ def _replayed(console: Console, doc: dict[str, Any]) -> None:
 def _foreign(state: State, res: Resilience, folder: Path, *,
              accept_unrecorded: bool) -> Resilience:
     """The stranded journal in ``folder``, once it is known to belong to ``res.primary``."""
+    # deferred: start-up of `arbiter --help`
     from arbiter_cli.resilience.identity import check_foreign_journal
 
     check_foreign_journal(res, folder, accept_unrecorded=accept_unrecorded)
@@ -155,6 +157,7 @@ def _foreign(state: State, res: Resilience, folder: Path, *,
 
 def _replay(state: State, res: Resilience, budget_s: float | None) -> dict[str, Any]:
     """Replay ``res``'s journal into its primary, with a progress bar on a terminal."""
+    # deferred: start-up of `arbiter --help`
     from arbiter_cli.bootstrap import replay_services
     from arbiter_cli.resilience.replay import replay
 
@@ -164,8 +167,8 @@ def _replay(state: State, res: Resilience, budget_s: float | None) -> dict[str, 
 
 
 def _duration(text: str | None, flag: str) -> float | None:
+    # deferred: start-up of `arbiter --help`
     from arbiter_cli.config import parse_duration
-    from arbiter_cli.errors import InvalidInput
 
     if text is None:
         return None
@@ -205,7 +208,7 @@ def list_cmd(
     """
     import time
 
-    from arbiter_cli.errors import InvalidInput
+    # deferred: start-up of `arbiter --help`
     from arbiter_cli.resilience.journal import open_for
 
     state = state_of(ctx)
@@ -263,8 +266,8 @@ def resolve_cmd(
 
     Example: arbiter journal resolve 0190f3b2-7c1e-7a10-8000-5e2f9d1c0a11 --retry
     """
+    # deferred: start-up of `arbiter --help`
     from arbiter_cli.bootstrap import sql_unit_of_work
-    from arbiter_cli.errors import InvalidInput, NotFound
     from arbiter_cli.resilience.conflicts import DROP, RETRY, find_conflict, resolve
 
     state = state_of(ctx)

@@ -11,6 +11,7 @@ import typer
 from arbiter_cli.cli import render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
+from arbiter_cli.domain.validation import fail
 from arbiter_cli.errors import ConfigInvalid, Conflict
 
 if TYPE_CHECKING:
@@ -147,8 +148,6 @@ def demo(
 
     state = state_of(ctx)
     if demo_scenario not in scenario.DEMO_SCENARIOS:
-        from arbiter_cli.domain.validation import fail
-
         raise fail("scenario", "allowed", f"must be one of {', '.join(scenario.DEMO_SCENARIOS)}")
     tasks = tasks or (800 if demo_scenario == "drift" else 300)
     settings = state.settings

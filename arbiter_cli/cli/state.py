@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from arbiter_cli.errors import ArbiterError, ConfigInvalid
+
 if TYPE_CHECKING:
     from arbiter_cli.adapters.metrics import RunGauge
     from arbiter_cli.bootstrap import App
@@ -43,6 +45,7 @@ class State:
     def settings(self) -> Settings:
         """Loaded and validated on first use, so ``--help`` never pays for it."""
         if self._settings is None:
+            # deferred: start-up of `arbiter --help`
             from arbiter_cli.config import load_settings
 
             overrides: dict[str, Any] = {}
@@ -58,6 +61,7 @@ class State:
 
     def app(self) -> App:
         """The application on ``database.url``, schema checked (exit 10), built once."""
+        # deferred: start-up of `arbiter --help`
         from arbiter_cli.bootstrap import build
 
         if self._app is None:
@@ -76,6 +80,7 @@ class State:
     def warn_stranded(self) -> None:
         """A warning per other journal of data_dir that holds pending writes (issue 17, F1):
         a directory scan and local file reads, no database I/O."""
+        # deferred: start-up of `arbiter --help`
         from arbiter_cli.observability.logging import get_logger
         from arbiter_cli.resilience.identity import stranded_warnings
 
@@ -86,6 +91,7 @@ class State:
         """Journaled writes go first, for at most ``resilience.replay_budget`` (SPEC §7)."""
         if res.outage is not None or res.journal.pending() == 0:
             return  # the primary already failed this command: replaying would only wait
+        # deferred: start-up of `arbiter --help`
         from arbiter_cli.bootstrap import replay_services
         from arbiter_cli.resilience.replay import replay
 
@@ -102,6 +108,7 @@ class State:
 
     def admit(self) -> None:
         """Authenticate, authorize and rate-limit this command (SPEC §0 order: after 3 and 10)."""
+        # deferred: start-up of `arbiter --help`
         from arbiter_cli.domain.principal import Principal
         from arbiter_cli.observability import logging as log
         from arbiter_cli.observability.runtime import bind_tenant
@@ -124,7 +131,6 @@ class State:
         Whatever layer set it (a file, the environment, ``--config``), a client cannot switch
         off the security of a database that has tokens: exit 3.
         """
-        from arbiter_cli.errors import ConfigInvalid
 
         if app.security.holds_tokens():
             source = self.settings.sources.get("security.enabled", "?")
@@ -138,6 +144,7 @@ class State:
         An explicitly empty ``--token ""`` or ``ARBITER_TOKEN=`` is returned as ``""`` (exit 6
         at admission), never a fall-back to a profile's token (SPEC §4.1).
         """
+        # deferred: start-up of `arbiter --help`
         from arbiter_cli.adapters.credentials import load_token
 
         settings = self.settings
@@ -149,12 +156,14 @@ class State:
 
     def profile_name(self) -> str:
         """--profile, then ARBITER_PROFILE, then ``default``; exit 2 if it is not a valid name."""
+        # deferred: start-up of `arbiter --help`
         from arbiter_cli.adapters.credentials import check_profile
 
         return check_profile(self.profile if self.profile is not None else self.settings.profile)
 
     def gauge(self, name: str, help: str, value: float, **labels: str) -> None:
         """Add a figure to this run's ``--metrics-file`` (written when the command ends)."""
+        # deferred: start-up of `arbiter --help`
         from arbiter_cli.adapters.metrics import RunGauge
 
         self.gauges.append(RunGauge(name, help, value, labels))
@@ -165,9 +174,11 @@ class State:
 
     def principal(self) -> Principal:
         """The admitted caller; commands of the no-token list act as admin of ``default``."""
+        # deferred: start-up of `arbiter --help`
         from arbiter_cli.domain.principal import Principal
 
         if self._principal is None:
+            # deferred: start-up of `arbiter --help`
             from arbiter_cli.observability.runtime import bind_tenant
 
             self._principal = Principal.local_admin()
@@ -207,13 +218,13 @@ class State:
         or the snapshot could not be opened after the command answered) is reported as a
         warning: it runs in the error boundary's ``finally``, where raising would print a
         traceback instead of the command's one line, and skip the closers after it."""
-        from arbiter_cli.errors import ArbiterError
 
         while self._closers:
             closer = self._closers.pop()
             try:
                 closer()
             except ArbiterError as exc:
+                # deferred: start-up of `arbiter --help`
                 from arbiter_cli.observability.logging import get_logger
 
                 get_logger().warning(exc.message)

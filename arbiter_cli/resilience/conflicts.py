@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from arbiter_cli.domain.principal import DEFAULT_TENANT, Principal
 from arbiter_cli.errors import Conflict, NotFound
 from arbiter_cli.resilience.journal import CONFLICT, Entry
+from arbiter_cli.services.audit import Auditor
 
 if TYPE_CHECKING:
     from arbiter_cli.ports import UnitOfWorkFactory
@@ -55,8 +56,6 @@ def resolve(res: Resilience, uow: UnitOfWorkFactory, entry: Entry,
 
 
 def _audit(res: Resilience, uow: UnitOfWorkFactory, entry: Entry, resolution: str) -> None:
-    from arbiter_cli.services.audit import Auditor
-
     with uow(write=True) as work:
         tenant = entry.tenant if work.tenants.exists(entry.tenant) else DEFAULT_TENANT
         details: dict[str, Any] = {"resolution": resolution, "kind": entry.kind,

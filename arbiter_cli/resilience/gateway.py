@@ -29,13 +29,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
 
+from arbiter_cli.adapters.sql import deadline
+from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.deadline import Deadline
 from arbiter_cli.adapters.sql.repository import OpContext
 from arbiter_cli.adapters.sql.written import Written, current_written
 from arbiter_cli.errors import ArbiterError, SchemaOutdated, StorageUnavailable
 from arbiter_cli.ids import uuid7
+from arbiter_cli.observability.logging import get_logger
+from arbiter_cli.resilience import refresher
+from arbiter_cli.resilience.breaker import breaker_for, url_without_password
 from arbiter_cli.resilience.files import key_path
+from arbiter_cli.resilience.identity import RECORD_FILE, database_identity, write_record
 from arbiter_cli.resilience.journal import Journal, open_journal, resilience_dir
+from arbiter_cli.resilience.records import principal_record
+from arbiter_cli.resilience.retry import PrimarySlow, guarded
 from arbiter_cli.resilience.snapshot import LocalStore, clock_offset
 
 if TYPE_CHECKING:
@@ -102,8 +110,6 @@ class Resilience:
     _time_floor: float | None = None
 
     def __post_init__(self) -> None:
-        from arbiter_cli.adapters.sql import deadline
-
         deadline.install()
         self.directory = self.folder or resilience_dir(self.settings.paths.data_dir, self.url)
         self.local = LocalStore(self.directory)
@@ -131,8 +137,6 @@ class Resilience:
     @property
     def breaker(self) -> FileBreaker:
         if self._breaker is None:
-            from arbiter_cli.resilience.breaker import breaker_for
-
             self._breaker = breaker_for(self.settings, self.url)
         return self._breaker
 
@@ -207,8 +211,6 @@ class Resilience:
 
     def guarded(self, fn: Callable[[], T], may_retry: Callable[[], bool] | None = None,
                 deadline: Deadline | None = None) -> T:
-        from arbiter_cli.resilience.retry import guarded
-
         result = guarded(fn, breaker=self.breaker, deadline=deadline or self.deadline,
                          may_retry=may_retry, alive=self.alive)
         self.primary_ok = True
@@ -230,8 +232,6 @@ class Resilience:
         return True
 
     def read(self, primary: Callable[[], T], local: Callable[[], T]) -> T:
-        from arbiter_cli.resilience.retry import PrimarySlow
-
         try:
             return self.guarded(primary)
         except (SchemaOutdated, PrimarySlow):
@@ -253,9 +253,6 @@ class Resilience:
         the op's id in ``applied_ops``). ``items``: a batch's size; its budget grows by
         ``database.per_item_timeout`` each. The result says what became of the write.
         """
-        from arbiter_cli.resilience.records import principal_record
-        from arbiter_cli.resilience.retry import PrimarySlow
-
         op = OpContext(op_id=uuid7(), tenant=principal.tenant, kind=str(kind), now=self.clock)
         waiting = self.journal.pending(principal.tenant)
         if waiting == 0:
@@ -326,8 +323,6 @@ class Resilience:
 
     def flush_warnings(self) -> None:
         """Report the outage once, then each note, as warning log events on stderr."""
-        from arbiter_cli.observability.logging import get_logger
-
         log = get_logger()
         if self.outage is not None:
             log.warning(self.outage)
@@ -341,8 +336,6 @@ class Resilience:
     def maybe_refresh(self) -> None:
         """After a command that reached the primary: refresh the snapshot if it is due, in
         a detached process when it would cost the command more than 50 ms (refresher.py)."""
-        from arbiter_cli.resilience import refresher
-
         self.record_database()
         if not self.primary_ok or self.journal.pending() > 0:
             return
@@ -363,12 +356,6 @@ class Resilience:
     def record_database(self) -> None:
         """After a command that reached the primary: record in the folder, once, which
         database it belongs to (``identity.py``). A stat per command once recorded."""
-        from arbiter_cli.resilience.breaker import url_without_password
-        from arbiter_cli.resilience.identity import (
-            RECORD_FILE,
-            database_identity,
-            write_record,
-        )
 
         if not self.primary_ok or (self.directory / RECORD_FILE).exists():
             return
@@ -389,8 +376,6 @@ class Resilience:
 
     def _count_agents(self) -> int:
         from sqlalchemy import func, select
-
-        from arbiter_cli.adapters.sql import tables as t
 
         with Deadline(LIVENESS_MAX_S).active(), self.primary.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(t.agents)).scalar_one())

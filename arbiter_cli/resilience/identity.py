@@ -39,8 +39,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from arbiter_cli.errors import Conflict, InvalidInput, NotFound, SchemaOutdated
+from arbiter_cli.observability.logging import get_logger
 from arbiter_cli.resilience.breaker import url_without_password
-from arbiter_cli.resilience.files import FILE_MODE
+from arbiter_cli.resilience.files import FILE_MODE, private_dir
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -136,8 +138,6 @@ def write_record(directory: Path, identity: str, url: str) -> bool:
     ``url`` must already be password-free. The file is written 0600 to a temporary name and
     *linked* into place, so two processes recording at once leave one complete record.
     """
-    from arbiter_cli.resilience.files import private_dir
-
     target = directory / RECORD_FILE
     if target.exists():
         return False
@@ -165,6 +165,7 @@ def database_identity(engine: Engine) -> str | None:
     """The identity the database at ``engine`` holds (None before migration 0003 ran)."""
     from sqlalchemy import select
 
+    # deferred: sqlalchemy, unloaded on a memory store (cli/state loads this module)
     from arbiter_cli.adapters.sql import tables as t
 
     with engine.connect() as conn:
@@ -260,7 +261,6 @@ def stranded_warnings(settings: Any) -> list[str]:
 def stranded_folder(settings: Any, key: str) -> Path:
     """The folder of ``journal replay --from KEY``: another journal of this data_dir (exit 2
     when ``key`` is not one, 4 when there is no such journal)."""
-    from arbiter_cli.errors import InvalidInput, NotFound
 
     if not KEY_RE.fullmatch(key):
         raise InvalidInput("--from: a journal key is 16 lowercase hex digits (see `arbiter "
@@ -282,9 +282,8 @@ def check_foreign_journal(res: Guarded, folder: Path, *, accept_unrecorded: bool
     """The stranded journal in ``folder`` may be drained into ``res.primary`` only when its
     recorded database identity is the identity the primary holds (exit 5 if not; exit 10
     when the primary is down or its schema is not at head)."""
+    # deferred: sqlalchemy, unloaded on a memory store (cli/state loads this module)
     from arbiter_cli.adapters.sql.engine import check_revision
-    from arbiter_cli.errors import Conflict, SchemaOutdated
-    from arbiter_cli.observability.logging import get_logger
 
     record = read_record(folder)
     res.guarded(lambda: check_revision(res.primary))  # behind or ahead: exit 10

@@ -25,6 +25,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from arbiter_cli.adapters.sql import deadline
+from arbiter_cli.adapters.sql.engine import engine_for
+from arbiter_cli.config import load_settings
+from arbiter_cli.resilience.journal import resilience_dir
+from arbiter_cli.resilience.snapshot import LocalStore
+
 if TYPE_CHECKING:
     from arbiter_cli.config import Settings
     from arbiter_cli.resilience.snapshot import LocalStore
@@ -100,12 +106,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _refresh(options: argparse.Namespace) -> int:
-    from arbiter_cli.adapters.sql import deadline
-    from arbiter_cli.adapters.sql.engine import engine_for
-    from arbiter_cli.config import load_settings
-    from arbiter_cli.resilience.journal import resilience_dir
-    from arbiter_cli.resilience.snapshot import LocalStore
-
     settings = load_settings(environ=os.environ, env=options.env,
                              config_file=Path(options.config) if options.config else None)
     deadline.install()

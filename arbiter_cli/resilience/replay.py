@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from arbiter_cli.adapters.sql.deadline import Deadline
 from arbiter_cli.adapters.sql.repository import OpContext, already_applied
+from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.results import Recorded, Routed
 from arbiter_cli.errors import (
     ArbiterError,
@@ -51,11 +52,12 @@ from arbiter_cli.resilience.records import (
     outcome_from,
     task_result_from,
 )
+from arbiter_cli.resilience.retry import PrimarySlow
 from arbiter_cli.resilience.snapshot import file_lock
+from arbiter_cli.services.audit import Auditor
 
 if TYPE_CHECKING:
     from arbiter_cli.config import Settings
-    from arbiter_cli.domain.principal import Principal
     from arbiter_cli.ports import AgentsPort, RoutingPort, SecurityPort, UnitOfWorkFactory
 
 APPLIED = "applied"
@@ -115,8 +117,6 @@ def _replay_entries(res: Resilience, services: PrimaryFactory, report: dict[str,
                     total: Deadline | None,
                     within: Deadline | None, deletes: AppliedBatch,
                     progress: Callable[[int], None] | None, flags: dict[str, bool]) -> None:
-    from arbiter_cli.resilience.retry import PrimarySlow
-
     after = 0
     seen: dict[str | None, Any] = {}  # token rows read once per replay
     while total is None or not total.expired():
@@ -364,9 +364,6 @@ def _audit_conflict(res: Resilience, app: Primary, entry: Entry, admitted: Princ
     """``journal.conflict`` (denied) in the entry's tenant's chain. Its actor is the
     re-admitted token, or nobody when the entry was not admitted: a claimed token never
     becomes an actor (it is named in the details)."""
-    from arbiter_cli.domain.principal import Principal
-    from arbiter_cli.services.audit import Auditor
-
     actor = admitted or Principal(tenant=entry.tenant, role="none", token_id=None)
     details: dict[str, Any] = {"kind": entry.kind, "seq": entry.seq, "error": exc.message[:500]}
     if admitted is None:

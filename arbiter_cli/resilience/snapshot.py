@@ -44,6 +44,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from arbiter_cli.resilience.files import FILE_MODE, private_dir, private_sqlite
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
@@ -98,6 +100,7 @@ class LocalStore:
 
     def due(self, interval_s: float, now: float | None = None) -> bool:
         """Whether the snapshot is missing or older than ``interval_s`` (a cheap local read)."""
+        # deferred: sqlalchemy; `journal status` loads this module without it
         from arbiter_cli.adapters.sql.schema_version import HEAD
 
         meta = self.meta()
@@ -114,8 +117,6 @@ class LocalStore:
     def try_lock(self) -> int | None:
         """The refresh lock taken now on a new descriptor (handed to a background refresh,
         which keeps it while it runs), or None while someone else refreshes."""
-        from arbiter_cli.resilience.files import FILE_MODE, private_dir
-
         private_dir(self.directory, top=self.directory.parent)
         fd = os.open(self.directory / "snapshot.lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
@@ -193,10 +194,10 @@ class LocalStore:
         from sqlalchemy import create_engine
         from sqlalchemy.pool import NullPool
 
+        # deferred: sqlalchemy; `journal status` loads this module without it
         from arbiter_cli.adapters.sql import tables as t
         from arbiter_cli.adapters.sql.clock import measure_offset
         from arbiter_cli.adapters.sql.schema_version import HEAD
-        from arbiter_cli.resilience.files import private_dir, private_sqlite
 
         private_dir(self.directory, top=self.directory.parent)  # resilience/<key>/: 0700 (SPEC §4.1 "Files")
         generations = private_dir(self.directory / GENERATIONS)
@@ -257,6 +258,7 @@ def clock_offset(meta: dict[str, Any]) -> float | None:
 def _sync(src: Connection, dst: Connection, arms_watermark: str | None) -> str | None:
     from sqlalchemy import delete, insert, select
 
+    # deferred: sqlalchemy; `journal status` loads this module without it
     from arbiter_cli.adapters.sql import tables as t
 
     # Small tables: replaced whole.
@@ -327,6 +329,7 @@ def _write_rows(db: sqlite3.Connection, written: Written) -> bool:
 
     Plain ``sqlite3`` with the columns' own bind processors (what SQLAlchemy would store),
     since an engine and compiled statements per command cost more than the write itself."""
+    # deferred: sqlalchemy; `journal status` loads this module without it
     from arbiter_cli.adapters.sql.schema_version import HEAD
 
     agents, decisions = _processors()
@@ -379,6 +382,7 @@ def _processors() -> tuple[dict[str, Any], dict[str, Any]]:
     if _PROCESSORS is None:
         from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 
+        # deferred: sqlalchemy; `journal status` loads this module without it
         from arbiter_cli.adapters.sql import tables as t
 
         dialect = SQLiteDialect_pysqlite()
@@ -402,6 +406,7 @@ def _merge_newer(old: Path, new: Path) -> None:
     """Carry into the new generation what reached the old one after it was copied: agent rows
     with a higher ``version`` (write-throughs, and this host's degraded claims), and the
     decisions write-throughs closed."""
+    # deferred: sqlalchemy; `journal status` loads this module without it
     from arbiter_cli.adapters.sql import tables as t
 
     columns = [c.name for c in t.agents.c if c.name != "uid"]
@@ -447,8 +452,6 @@ def file_lock(path: Path, *, blocking: bool, wait_s: float | None = None) -> Ite
     The kernel releases it when the holder dies, so a SIGKILLed replay or refresh never
     leaves a stale lock behind.
     """
-    from arbiter_cli.resilience.files import FILE_MODE, private_dir
-
     private_dir(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
     try:

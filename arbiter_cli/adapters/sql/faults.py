@@ -111,6 +111,7 @@ def _class_codes() -> dict[type, str]:
 
 def classify(exc: BaseException) -> Fault:
     """TRANSIENT, COUNTED, CALLER or CONFIG for any exception a database call can raise."""
+    # deferred: start-up of `arbiter agents list`
     from arbiter_cli.adapters.sql.deadline import is_exceeded
 
     err = driver_error(exc)
@@ -155,6 +156,7 @@ def slowness(exc: BaseException) -> str | None:
     primary and a slow one look alike there, and only a liveness probe tells them apart. A
     deadline that cut the *handshake* is an unreachable primary: None.
     """
+    # deferred: start-up of `arbiter agents list`
     from arbiter_cli.adapters.sql.deadline import is_exceeded, while_connecting
 
     err = driver_error(exc)
