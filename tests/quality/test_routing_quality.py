@@ -1,5 +1,8 @@
 """The quality bars of SPEC §3.8, each over 20 seeds of the built-in scenarios (slow).
 
+A tier of its own, not tests/unit: `arbiter mutate` runs tests/unit for every mutant of
+domain/routing.py, and these minutes of simulation made that run take hours.
+
 How the seeds and margins were chosen so that these cannot flake:
 - Every run is seeded (seeds 1…20, each strategy its own generator from the seed), so these
   tests compute the same figures on every machine and every run; nothing is re-drawn.
