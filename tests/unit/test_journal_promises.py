@@ -127,6 +127,24 @@ def test_the_hmac_is_of_a_versioned_canonical_json_array_a_reader_can_recompute(
     assert entry_mac(journal.key, stored.signed_fields()) == expected
 
 
+def test_the_hmac_encodes_text_fields_as_ascii_escapes(journal: Journal) -> None:
+    """Non-ASCII in a tenant, op id or correlation id is signed as its \\u escape, so the
+    bytes signed do not depend on an encoder's defaults."""
+    seq = journal.append(op_id="op-é", tenant="équipe", kind="agents.heartbeat",
+                         principal=PRINCIPAL, args={}, correlation_id="c-é")
+    body = ('["arbiter-journal-v1",' + str(seq) + ',"op-\\u00e9","\\u00e9quipe",'
+            '"agents.heartbeat","{\\"role\\":\\"admin\\",\\"tenant\\":\\"default\\",'
+            '\\"token_id\\":null}","{}","c-\\u00e9",1000.0]')
+    (stored,) = journal.entries()
+    assert stored.mac == hmac.new(journal.key, body.encode(), hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize("created_at", [math.nan, math.inf, -math.inf])
+def test_entry_mac_refuses_a_time_that_is_not_a_finite_number(created_at: float) -> None:
+    with pytest.raises(ValueError):
+        entry_mac(b"k" * 32, (1, "op", "t", "k", "{}", "{}", None, created_at))
+
+
 def test_signed_fields_use_the_stored_text_and_fall_back_to_canonical_json() -> None:
     built = entry(principal={"tenant": "t", "role": "admin"}, args={"b": 2, "a": 1})
     assert built.signed_fields() == (1, "op-1", "default", "agents.heartbeat",
