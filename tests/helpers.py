@@ -122,3 +122,13 @@ def age_stored_times(engine, **delta: float) -> None:  # type: ignore[no-untyped
                 values["updated_at"] = table.c.updated_at - seconds
             if values:
                 conn.execute(update(table).values(**values))
+
+
+class Ticks:
+    """A float clock (seconds) the test moves by hand."""
+
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

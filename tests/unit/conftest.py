@@ -3,8 +3,9 @@ agent service wired to the in-memory store (our own fake of the ports; no databa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +14,9 @@ from arbiter_cli.adapters.memory import MemoryUnitOfWorkFactory
 from arbiter_cli.config import DEFAULT_LANGUAGES, DEFAULT_TASK_TYPES
 from arbiter_cli.domain.agents import Agent, RegistryPolicy
 from arbiter_cli.domain.principal import Principal
+from arbiter_cli.resilience.journal import Journal
 from arbiter_cli.services.agents import AgentService
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, Ticks
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 DEFAULT_WEIGHTS = {"fit": 0.3, "success": 0.3, "quality": 0.2, "load": 0.2}
@@ -108,3 +110,16 @@ def make_agent() -> Callable[..., Agent]:
         return Agent(**values)
 
     return build
+
+
+# The journal tests' clock and journal (test_journal.py, test_journal_promises.py).
+@pytest.fixture
+def ticks() -> Ticks:
+    return Ticks()
+
+
+@pytest.fixture
+def journal(tmp_path: Path, ticks: Ticks) -> Iterator[Journal]:
+    opened = Journal(tmp_path / "j" / "journal.db", max_entries=5, clock=ticks)
+    yield opened
+    opened.close()

@@ -76,34 +76,12 @@ from arbiter_cli.resilience.services import (
 from arbiter_cli.services.agents import AgentService
 from arbiter_cli.services.routing import Recorded, Routed, RoutingService
 from arbiter_cli.tools.setup import initialize
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, Ticks
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 ADMIN = Principal.local_admin()
 ORCH = Principal(tenant="team-b", role="orchestrator", token_id="tok-1")
 PG_URL = "postgresql+psycopg2://arbiter:s3cret@db.example:5432/arbiter"
-
-
-class Ticks:
-    """A float clock (seconds) the test moves by hand."""
-
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def ticks() -> Ticks:
-    return Ticks()
-
-
-@pytest.fixture
-def journal(tmp_path: Path, ticks: Ticks) -> Iterator[Journal]:
-    opened = Journal(tmp_path / "j" / "journal.db", max_entries=5, clock=ticks)
-    yield opened
-    opened.close()
 
 
 def append(journal: Journal, n: int, tenant: str = "default", kind: str = "agents.heartbeat",

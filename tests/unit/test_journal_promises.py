@@ -13,7 +13,6 @@ import hmac
 import json
 import math
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,31 +34,10 @@ from arbiter_cli.resilience.journal import (
     resilience_dir,
     resilience_status,
 )
+from tests.helpers import Ticks
 
 PRINCIPAL = {"role": "admin", "tenant": "default", "token_id": None}
 PG_URL = "postgresql+psycopg2://u:pw@127.0.0.1:1/none"
-
-
-class Ticks:
-    """A float clock (seconds) the test moves by hand."""
-
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def ticks() -> Ticks:
-    return Ticks()
-
-
-@pytest.fixture
-def journal(tmp_path: Path, ticks: Ticks) -> Iterator[Journal]:
-    opened = Journal(tmp_path / "j" / "journal.db", max_entries=5, clock=ticks)
-    yield opened
-    opened.close()
 
 
 def add(journal: Journal, n: int, *, tenant: str = "default", kind: str = "agents.heartbeat",
