@@ -146,6 +146,14 @@ def test_two_different_formats_are_a_usage_error_in_one_line(fleet):
     assert unknown.exit_code == 2 and unknown.stderr.startswith("error: ")
 
 
+@pytest.mark.parametrize("argv", [["--format", "json", "agents", "list", "--limit", "x"],
+                                  ["agents", "list", "--limit", "x", "--format=json"]])
+def test_a_usage_error_under_format_json_is_the_json_error_object(fleet, argv):
+    result = cli(*argv)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.error()["code"] == "invalid_input"
+
+
 @pytest.mark.parametrize("args", [["agents", "list"], ["route", "history"], ["tokens", "list"],
                                   ["audit", "list"]], ids=" ".join)
 @pytest.mark.parametrize("fmt", ["table", "tsv"])
