@@ -222,10 +222,10 @@ def list_agents(
         console.print(render.table(
             f"{len(page.items)} agents", ("id", "name", "status", "util", "success", "quality",
                                           "task types"), rows))
-        if page.next_cursor:
-            console.print(f"more: --cursor {page.next_cursor}")
 
-    render.emit_list(state, [a.to_dict() for a in page.items], page.next_cursor, human)
+    render.emit_list(state, [a.to_dict() for a in page.items], page.next_cursor, human,
+                     empty="no agent" + (" matches these filters" if status or task_type
+                                         else "s registered: see `arbiter agents register`"))
 
 
 @command(app, "query")
@@ -271,7 +271,8 @@ def query(
                                    ("#", "id", "score", "success", "quality", "util", "why"),
                                    rows))
 
-    render.emit_list(state, items, None, human)
+    render.emit_list(state, items, None, human,
+                     empty=f"no agent matches task type {task_type!r} and these filters")
 
 
 @command(app, "stats")
@@ -395,17 +396,22 @@ def cleanup(
     verb = "would mark" if dry_run else "marked"
 
     def human(console: Console) -> None:
-        console.print(f"{verb} {len(marked)} agents offline")
+        summary = f"{verb} {len(marked)} agents offline"
+        if render.output_format(state) == "table":
+            console.print(summary)
+        else:  # stdout keeps the rows alone
+            render.hint(summary)
         if marked:
             console.print(render.table(None, ("id", "last active"),
-                                       [(a.id, a.to_dict()["last_active_at"]) for a in marked]))
+                                       [(a.id, render.Stamp.of(a.last_active_at))
+                                        for a in marked]))
 
     if state.json:
         render.write_json({"items": [a.to_dict() for a in marked], "count": len(marked),
                            "next_cursor": None, "dry_run": dry_run,
                            "meta": state.meta(**({} if dry_run else {"durability": "committed"}))})
     else:
-        human(render.stdout_console())
+        human(render.stdout_console(state, titles=False))
 
 
 def _cleanup_action(state: State, principal: Principal, older_than: str, seconds: float,

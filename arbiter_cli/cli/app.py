@@ -29,7 +29,7 @@ from arbiter_cli.cli import (
     setup,
     soak,
 )
-from arbiter_cli.cli.options import JsonOpt, TokenOpt
+from arbiter_cli.cli.options import FormatOpt, JsonOpt, TokenOpt, choose_format
 from arbiter_cli.cli.state import State
 from arbiter_cli.errors import InvalidInput
 
@@ -65,6 +65,7 @@ def build_app() -> typer.Typer:
 def root(
     ctx: typer.Context,
     json_out: JsonOpt = False,
+    output_format: FormatOpt = None,
     token: TokenOpt = None,
     config: Annotated[Path | None, typer.Option(
         "--config", help="Extra settings file (layer 5 of 7).", dir_okay=False,
@@ -95,7 +96,7 @@ def root(
 ) -> None:
     """Operate fleets of AI coding agents: registry, routing, security, health.
 
-    Global options go before the command; --json and --token may also follow it.
+    Global options go before the command; --json, --format and --token may also follow it.
 
     Example: arbiter --json agents list
     """
@@ -113,6 +114,7 @@ def root(
         correlation_id=correlation_id or uuid7(),
         metrics_file=metrics_file, verbose=verbose,
     )
+    choose_format(ctx.obj, output_format)
 
 
 def _check_paths(profile: str | None, metrics_file: Path | None) -> None:
@@ -139,9 +141,17 @@ def _printable(value: str, limit: int) -> bool:
 
 
 def _usage_error(args: list[str], message: str) -> int:
-    state = State(json="--json" in args)
+    state = State(json=_asks_json(args))
     render.error(state, InvalidInput(" ".join(message.split())))
     return 2
+
+
+def _asks_json(args: list[str]) -> bool:
+    """Whether the command line asks for JSON (``--json``, ``--format json``): its usage
+    errors are JSON then, even though parsing never finished."""
+    pairs = zip(args, [*args[1:], ""], strict=True)
+    return any(arg in ("--json", "--format=json") or (arg, value) == ("--format", "json")
+               for arg, value in pairs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ traceback appears only with ``--verbose``. The command modules register through 
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import time
 import traceback
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 import typer
 
 from arbiter_cli.cli import render
-from arbiter_cli.cli.options import state_of
+from arbiter_cli.cli.options import FormatOpt, choose_format, state_of
 from arbiter_cli.cli.state import State
 from arbiter_cli.errors import ArbiterError, Forbidden, Interrupted
 
@@ -85,7 +86,9 @@ def command(group: typer.Typer, name: str | None = None, **options: Any) -> Call
     """Register ``fn`` on ``group`` inside the error boundary.
 
     The command's first parameter must be ``ctx: typer.Context``. Parameters named
-    ``json_out`` and ``token`` are the repeated global options.
+    ``json_out`` and ``token`` are the repeated global options. Every command also takes the
+    global ``--format`` after it: ``command`` adds that option to the command's signature
+    (``_with_format``) and records it on the state, so the command body never sees it.
     """
 
     def decorate(fn: F) -> F:
@@ -93,7 +96,8 @@ def command(group: typer.Typer, name: str | None = None, **options: Any) -> Call
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             ctx: typer.Context = kwargs["ctx"]
             state = state_of(ctx)
-            state.json = state.json or bool(kwargs.get("json_out"))
+            choose_format(state, kwargs.pop(FORMAT_PARAM, None),
+                          json_out=bool(kwargs.get("json_out")))
             if kwargs.get("token") is not None:  # "" too: an empty token is an answer (6)
                 state.token = kwargs["token"]
             if kwargs.get("database_url"):  # a password on the command line is a secret too
@@ -105,10 +109,22 @@ def command(group: typer.Typer, name: str | None = None, **options: Any) -> Call
                 _gate(state)
                 return fn(*args, **kwargs)
 
+        wrapper.__signature__ = _with_format(fn)  # type: ignore[attr-defined]
         group.command(name, **options)(wrapper)
         return fn
 
     return decorate
+
+
+FORMAT_PARAM = "output_format"
+
+
+def _with_format(fn: Callable[..., Any]) -> inspect.Signature:
+    """``fn``'s signature (annotations evaluated, as typer reads them) plus ``--format``."""
+    signature = inspect.signature(fn, eval_str=True)
+    extra = inspect.Parameter(FORMAT_PARAM, inspect.Parameter.KEYWORD_ONLY, default=None,
+                              annotation=FormatOpt)
+    return signature.replace(parameters=[*signature.parameters.values(), extra])
 
 
 def _gate(state: State) -> None:

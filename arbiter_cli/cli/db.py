@@ -155,7 +155,8 @@ def history(ctx: typer.Context, json_out: JsonOpt = False,
             (r.revision + (" (head)" if r.is_head else ""), r.down_revision or "base", r.message)
             for r in revisions]))
 
-    render.emit_list(state, [r.to_dict() for r in revisions], None, human)
+    render.emit_list(state, [r.to_dict() for r in revisions], None, human,
+                     empty="no migrations ship with this arbiter")
 
 
 @command(app, "check")

@@ -220,28 +220,25 @@ def list_cmd(
             raise InvalidInput("--cursor: not a cursor of `journal list`")
         before = int(cursor)
     journal = open_for(state.settings)
-    if journal is None:
-        render.emit_list(state, [], None, lambda c: c.print("no journal: the primary is a local "
-                                                            "SQLite file"))
-        return
-    state.on_close(journal.close)
+    found = [] if journal is None else journal.entries(conflicts_only=conflicts, limit=limit,
+                                                       before=before)
+    if journal is not None:
+        state.on_close(journal.close)
     now = time.time()
-    found = journal.entries(conflicts_only=conflicts, limit=limit, before=before)
     items = [e.to_dict(now) for e in found]
     next_cursor = str(found[-1].seq) if limit and len(found) == limit else None
 
     def human(c: Console) -> None:
-        if not items:
-            c.print("the journal holds no conflicts" if conflicts else "the journal is empty")
-            return
-        c.print(render.table(None, ["seq", "op id", "kind", "tenant", "age", "state", "why"], [
-            [str(i["seq"]), i["op_id"], i["kind"], i["tenant"],
-             "?" if i["age_s"] is None else f"{i['age_s']:.0f}s",
-             i["state"], i["error"] or ""] for i in items]))
-        if conflicts:
-            c.print("resolve one with `arbiter journal resolve OP_ID --retry` or `--drop`")
+        c.print(render.table(None, ["seq", "op id", "kind", "tenant", "written", "state", "why"], [
+            [str(e.seq), i["op_id"], i["kind"], i["tenant"],
+             render.Stamp.of(e.created_at, missing="?"),
+             i["state"], i["error"] or ""] for e, i in zip(found, items, strict=True)]))
+        if conflicts and found:
+            render.hint("resolve one with `arbiter journal resolve OP_ID --retry` or `--drop`")
 
-    render.emit_list(state, items, next_cursor, human)
+    empty = ("no journal: the primary is a local SQLite file" if journal is None else
+             "the journal holds no conflicts" if conflicts else "the journal is empty")
+    render.emit_list(state, items, next_cursor, human, empty=empty)
 
 
 @command(app, "resolve")

@@ -223,16 +223,17 @@ def history(
         since=parse_since(since), cursor=cursor, limit=limit, over_capacity=over_capacity)
 
     def human(console: Console) -> None:
-        rows = [(d.to_dict()["created_at"], d.task_id, d.task_type, d.agent_id, d.strategy,
-                 d.status, "yes" if d.explored else "", "yes" if d.over_capacity else "")
+        rows = [(render.Stamp.of(d.to_dict()["created_at"]), d.task_id, d.task_type, d.agent_id,
+                 d.strategy, d.status, "yes" if d.explored else "",
+                 "yes" if d.over_capacity else "")
                 for d in decisions]
         console.print(render.table(f"{len(decisions)} decisions", (
-            "at", "task", "type", "agent", "strategy", "status", "explored", "over capacity"),
+            "time", "task", "type", "agent", "strategy", "status", "explored", "over capacity"),
             rows))
-        if next_cursor:
-            console.print(f"more: --cursor {next_cursor}")
 
-    render.emit_list(state, [d.to_dict() for d in decisions], next_cursor, human)
+    render.emit_list(state, [d.to_dict() for d in decisions], next_cursor, human,
+                     empty="no decision matches" if cursor or any(
+                         (agent, task_type, status, since, over_capacity)) else "no decisions yet")
 
 
 @command(app, "stats")

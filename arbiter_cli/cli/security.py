@@ -136,11 +136,13 @@ def tokens_list(
     def human(console: Console) -> None:
         console.print(render.table(f"{len(found)} tokens", (
             "id", "name", "role", "expires", "revoked", "last used"), [
-            (t.id, t.name, t.role, t.to_dict()["expires_at"] or "never",
-             t.to_dict()["revoked_at"] or "", t.to_dict()["last_used_at"] or "")
+            (t.id, t.name, t.role, render.Stamp.of(t.to_dict()["expires_at"], missing="never"),
+             render.Stamp.of(t.to_dict()["revoked_at"]),
+             render.Stamp.of(t.to_dict()["last_used_at"], missing="never"))
             for t in found]))
 
-    render.emit_list(state, [t.to_dict() for t in found], next_cursor, human)
+    render.emit_list(state, [t.to_dict() for t in found], next_cursor, human,
+                     empty="no tokens" + (" after this cursor" if cursor else ""))
 
 
 @command(tokens_app, "revoke")
@@ -213,7 +215,8 @@ def tenants_list(ctx: typer.Context, json_out: JsonOpt = False,
     state = state_of(ctx)
     names = state.app().security.tenants()
     render.emit_list(state, [{"tenant": n} for n in names], None,
-                     lambda c: c.print("\n".join(names)))
+                     lambda c: c.print(render.table(None, ("tenant",), [(n,) for n in names])),
+                     empty="no tenants: run `arbiter init`")
 
 
 @command(audit_app, "list")
@@ -242,11 +245,14 @@ def audit_list(
 
     def human(console: Console) -> None:
         console.print(render.table(f"{len(events)} events", (
-            "seq", "at", "actor", "action", "target", "result"), [
-            (e.seq, e.body()["at"], e.actor or "-", e.action, e.target or "", e.result)
+            "seq", "time", "actor", "action", "target", "result"), [
+            (e.seq, render.Stamp.of(e.body()["at"]), e.actor or "-", e.action, e.target or "",
+             e.result)
             for e in events]))
 
-    render.emit_list(state, [e.to_dict() for e in events], next_cursor, human)
+    render.emit_list(state, [e.to_dict() for e in events], next_cursor, human,
+                     empty="no audit event matches" if since or action or actor or cursor
+                     else "no audit events yet")
 
 
 @command(audit_app, "verify")

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class State:
-    json: bool = False
+    json: bool = False  # --json, or --format json
+    format: str | None = None  # --format table|tsv (None: table on a terminal, else tsv)
     token: str | None = None
     config_file: Path | None = None
     env: str | None = None
