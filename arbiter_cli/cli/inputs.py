@@ -111,8 +111,8 @@ def parse_since(value: str | None) -> datetime | timedelta | None:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise fail("since", "format", "must be a duration like 24h or an RFC 3339 timestamp "
-                   "such as 2026-01-31T00:00:00Z") from None
+        raise fail("since", "format", "must be a duration such as 24h, 1h30m or 90s, or an "
+                   "RFC 3339 timestamp such as 2026-01-31T00:00:00Z") from None
     if moment.tzinfo is None:
         raise fail("since", "format", "an RFC 3339 timestamp needs a time zone (e.g. Z)")
     try:
