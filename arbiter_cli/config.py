@@ -28,6 +28,7 @@ import difflib
 import math
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -561,6 +562,7 @@ def _environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[Probl
             continue
         if name.startswith(RESERVED_PREFIXES):
             continue
+        _import_dynaconf()
         from dynaconf.utils.parse_conf import parse_conf_data
 
         dotted = name[len("ARBITER_"):].lower().replace("__", ".")
@@ -576,6 +578,22 @@ def _environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[Probl
             continue
         found[dotted] = value
     return _unflatten(found), problems
+
+
+def _import_dynaconf() -> None:
+    """Import dynaconf without jinja2, which it loads only for ``@jinja`` values.
+
+    arbiter refuses those tokens (``_environment``), and jinja2 (installed with the soak
+    extra) was about 40 % of dynaconf's import, paid by every command that sees one
+    ``ARBITER_*`` variable or a settings file. A later ``import jinja2`` works as usual.
+    """
+    if "dynaconf" in sys.modules or "jinja2" in sys.modules:
+        return
+    sys.modules["jinja2"] = None  # type: ignore[assignment]  # `import jinja2` fails here
+    try:
+        import dynaconf  # noqa: F401
+    finally:
+        del sys.modules["jinja2"]
 
 
 def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -646,6 +664,7 @@ def _validate(tree: dict[str, Any]) -> list[Problem]:
     object: storing into one would evaluate ``@`` tokens a second time (a password such as
     ``@format {x}`` would crash), so this checks exactly the values arbiter will use.
     """
+    _import_dynaconf()
     from dynaconf import ValidationError
 
     flat: dict[str, Any] = _flatten(tree)

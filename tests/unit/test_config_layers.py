@@ -663,3 +663,24 @@ def test_an_invalid_database_url_is_not_echoed_with_its_password(tmp_path: Path)
                                "ARBITER_DATABASE__URL": "mysql://bob:S3cretPw@db/arb"})
     assert "S3cretPw" not in str(caught.value)
     assert "database.url" in str(caught.value)
+
+
+def test_an_arbiter_variable_does_not_import_jinja2_with_dynaconf(tmp_path: Path) -> None:
+    """dynaconf imports jinja2 only for @jinja values, which arbiter refuses: with one
+    ARBITER_* variable, load_settings leaves jinja2 out (about 40 % of dynaconf's import),
+    and a later ``import jinja2`` (memray's reports) still works."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("jinja2")
+    probe = (
+        "import sys\n"
+        "from arbiter_cli.config import load_settings\n"
+        f"load_settings(environ={{'HOME': {str(tmp_path)!r}, 'ARBITER_CONFIG_DIR': "
+        f"{str(tmp_path)!r}, 'ARBITER_ROUTING__HALF_LIFE': '50'}})\n"
+        "assert 'dynaconf' in sys.modules and 'jinja2' not in sys.modules, 'jinja2 imported'\n"
+        "import jinja2\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=False, timeout=60)
+    assert result.returncode == 0, result.stderr
