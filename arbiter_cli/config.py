@@ -744,7 +744,7 @@ def _validators_for(validator_cls: Any, key: Key) -> list[tuple[str, Any]]:
 
 
 UNITS: dict[str, tuple[Any, Any]] = {
-    "duration": (parse_duration, lambda seconds: format_duration(seconds)),
+    "duration": (parse_duration, format_duration),
     "size": (parse_size, lambda count: format_size(int(count))),
 }
 """The kinds of key written in the grammar of ``arbiter_cli.units``: parse, and show a bound."""
