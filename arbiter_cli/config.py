@@ -653,7 +653,10 @@ class Problem(NamedTuple):
 def _unknown(name: str, source: str) -> Problem:
     """An unknown key, with the closest known one when there is one."""
     close = difflib.get_close_matches(name, KEYS_BY_NAME, n=1, cutoff=0.75)
-    hint = f"; did you mean `{close[0]}`?" if close else ""
+    hint = f"; did you mean `{close[0]}`" if close else ""
+    if close and source == "environment":
+        hint += f" ({KEYS_BY_NAME[close[0]].env_var})"
+    hint += "?" if close else ""
     return Problem(name, "unknown", f"{name}: unknown setting (from {source}){hint}")
 
 

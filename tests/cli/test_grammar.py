@@ -174,7 +174,7 @@ def test_config_validate_prints_one_problem_per_line_with_did_you_mean(clean_env
     assert len(lines) == 4, lines
     assert all(line.startswith("error: ") for line in lines)
     assert "error: databse.url: unknown setting (from environment); did you mean " \
-        "`database.url`?" in lines
+        "`database.url` (ARBITER_DATABASE__URL)?" in lines
     assert any("routing.strategi" in line and "did you mean `routing.strategy`?" in line
                for line in lines)
     assert any(line.startswith("error: logging.level: must be one of") for line in lines)
