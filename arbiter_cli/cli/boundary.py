@@ -66,14 +66,14 @@ def observed(state: State) -> Iterator[None]:
 
 
 def _report(state: State, error: ArbiterError, original: BaseException | None) -> None:
-    redact = _redactor(state)
+    redact = redactor(state)
     if state.verbose and original is not None:
         # Plain traceback without local variables: locals can hold secrets.
         sys.stderr.write(redact("".join(traceback.format_exception(original))))
     render.error(state, error, redact)
 
 
-def _redactor(state: State) -> Callable[[str], str]:
+def redactor(state: State) -> Callable[[str], str]:
     """The run's redaction (its secrets, token secrets, URL passwords): errors go through it."""
     if state.telemetry is not None:
         return state.telemetry.redact

@@ -111,8 +111,8 @@ def parse_since(value: str | None) -> datetime | timedelta | None:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise fail("since", "format", "must be a duration like 24h or an RFC 3339 timestamp "
-                   "such as 2026-01-31T00:00:00Z") from None
+        raise fail("since", "format", "must be a duration such as 24h, 1h30m or 90s, or an "
+                   "RFC 3339 timestamp such as 2026-01-31T00:00:00Z") from None
     if moment.tzinfo is None:
         raise fail("since", "format", "an RFC 3339 timestamp needs a time zone (e.g. Z)")
     try:
@@ -120,3 +120,18 @@ def parse_since(value: str | None) -> datetime | timedelta | None:
     except OverflowError:
         raise fail("since", "range", "must fall between 0001-01-01 and 9999-12-31 in UTC"
                    ) from None
+
+
+def duration_at_least(value: str, field: str, low: float) -> float:
+    """A duration flag in the one grammar (``90s``, ``1h30m``, ``500ms``, ``5``), in seconds;
+    exit 2 with ``field`` and ``rule`` when it is not one, or is shorter than ``low``."""
+    from arbiter_cli.units import format_duration, parse_duration  # deferred: start-up
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise fail(field, "duration", str(exc)) from None
+    if seconds < low:
+        raise fail(field, "range", f"must be at least {format_duration(low)}, such as "
+                   f"{format_duration(max(low, 5))}")
+    return seconds

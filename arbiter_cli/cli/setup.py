@@ -244,8 +244,8 @@ def bench(
         "(default: database.url).", show_default=False)] = None,
     queries: Annotated[int, typer.Option("--queries", help="Timed queries (registry-v1).",
                                          min=10)] = 1000,
-    seconds: Annotated[float, typer.Option("--seconds", help="Length of the throughput loop "
-                                           "(e2e: of the run).", min=0.5)] = 5.0,
+    seconds: Annotated[str, typer.Option("--seconds", help="Length of the throughput loop "
+                                         "(e2e: of the run), at least 500ms: 5, 30s, 2m.")] = "5s",
     processes: Annotated[int, typer.Option("--processes", help="Worker processes (e2e on "
                                            "sqlite or postgres).", min=1, max=64)] = 1,
     warm_outcomes: Annotated[int | None, typer.Option(
@@ -259,11 +259,13 @@ def bench(
     Example: arbiter bench --workload e2e --backend postgres --processes 4 --seconds 10
     """
     from arbiter_cli.bootstrap import scratch_app  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.cli.inputs import duration_at_least  # deferred: start-up of `arbiter --help`
     from arbiter_cli.tools import bench as benchmarks  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
+    loop_s = duration_at_least(seconds, "seconds", 0.5)
     result = benchmarks.run(state.settings, workload=workload, agents=agents, backend=backend,
-                            database_url=database_url, queries=queries, seconds=seconds,
+                            database_url=database_url, queries=queries, seconds=loop_s,
                             processes=processes, warm_outcomes=warm_outcomes,
                             scratch_app=scratch_app,
                             log=lambda message: render.stderr_console().print(message)
