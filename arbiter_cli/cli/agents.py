@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from arbiter_cli.domain.agents import Agent
     from arbiter_cli.domain.principal import Principal
 
-app = typer.Typer(help="Register, inspect, query and maintain agents.", no_args_is_help=True)
+app = typer.Typer(help="Register, inspect, query and maintain agents.\n\n"
+                  "Example: arbiter agents list --status available", no_args_is_help=True)
 
 IdArg = Annotated[str, typer.Argument(help="Agent id.", show_default=False)]
 TaskTypesOpt = Annotated[list[str] | None, typer.Option(

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import typer
 
 from arbiter_cli.cli import render
+from arbiter_cli.cli.helptext import HelpCommand
 from arbiter_cli.cli.options import state_of
 from arbiter_cli.cli.state import State
 from arbiter_cli.errors import ArbiterError, Forbidden, Interrupted
@@ -105,6 +106,7 @@ def command(group: typer.Typer, name: str | None = None, **options: Any) -> Call
                 _gate(state)
                 return fn(*args, **kwargs)
 
+        options.setdefault("cls", HelpCommand)  # help without <bool>, reflowed (cli/helptext.py)
         group.command(name, **options)(wrapper)
         return fn
 

@@ -8,17 +8,17 @@ import typer
 
 from arbiter_cli.cli import render
 from arbiter_cli.cli.boundary import command
-from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
+from arbiter_cli.cli.options import JsonOpt, state_of
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-app = typer.Typer(help="Show and validate the layered configuration.", no_args_is_help=True)
+app = typer.Typer(help="Show and validate the layered configuration.\n\n"
+                  "Example: arbiter config show", no_args_is_help=True)
 
 
 @command(app, "show")
-def show(ctx: typer.Context, json_out: JsonOpt = False,
-        token: TokenOpt = None) -> None:
+def show(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Print every effective setting with the layer it came from; secrets masked.
 
     Example: ARBITER_ROUTING__STRATEGY=ucb arbiter config show --json
@@ -59,8 +59,7 @@ def _short(value: object) -> str:
 
 
 @command(app, "validate")
-def validate(ctx: typer.Context, json_out: JsonOpt = False,
-        token: TokenOpt = None) -> None:
+def validate(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Exit 0 when the configuration is valid, or 3 listing every problem.
 
     Example: arbiter config validate

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
     from arbiter_cli.domain.routing import Decision
 
-app = typer.Typer(help="Route tasks to agents, record outcomes, and explain decisions.",
+app = typer.Typer(help="Route tasks to agents, record outcomes, and explain decisions.\n\n"
+                  "Example: arbiter route task --task-type code-review --task-id PR-1234",
                   no_args_is_help=True)
 
 LanguagesOpt = Annotated[list[str] | None, typer.Option(
@@ -312,7 +313,6 @@ def simulate(
         "--plot", help="Draw cumulative regret and best share to this PNG file.",
         show_default=False)] = None,
     json_out: JsonOpt = False,
-    token: TokenOpt = None,
 ) -> None:
     """Compare strategies offline on agents with known success probabilities (deterministic).
 

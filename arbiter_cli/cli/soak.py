@@ -9,7 +9,7 @@ import typer
 
 from arbiter_cli.cli import render
 from arbiter_cli.cli.boundary import command
-from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
+from arbiter_cli.cli.options import JsonOpt, state_of
 from arbiter_cli.errors import CheckFailed, Interrupted, LimitExceeded
 
 if TYPE_CHECKING:
@@ -59,7 +59,6 @@ def soak(
     workload: Annotated[str, typer.Option("--workload", help="normal, or leaky (leaks on "
                                           "purpose, to prove the detector).")] = "normal",
     json_out: JsonOpt = False,
-    token: TokenOpt = None,
 ) -> None:
     """Soak the core on a scratch store: sample RSS, profile with memray, fit the trend.
 
