@@ -17,6 +17,7 @@ import typer
 from arbiter_cli import __version__
 from arbiter_cli.cli import (
     agents,
+    completion,
     config_cmd,
     db,
     health,
@@ -78,9 +79,11 @@ def root(
         "--profile", help="Credentials profile (default: ARBITER_PROFILE or default).",
         show_default=False)] = None,
     log_level: Annotated[str | None, typer.Option(
-        "--log-level", help="debug, info, warning or error.", show_default=False)] = None,
+        "--log-level", help="debug, info, warning or error.", show_default=False,
+        autocompletion=completion.choices(*completion.LOG_LEVELS))] = None,
     log_format: Annotated[str | None, typer.Option(
         "--log-format", help="console or json (default: console on a TTY).",
+        autocompletion=completion.choices(*completion.LOG_FORMATS),
         show_default=False)] = None,
     correlation_id: Annotated[str | None, typer.Option(
         "--correlation-id", envvar="ARBITER_CORRELATION_ID", help="Id carried through logs, "

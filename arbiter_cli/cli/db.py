@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
-from arbiter_cli.cli import render
+from arbiter_cli.cli import completion, render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.consent import YesOpt, require_consent
 from arbiter_cli.cli.options import JsonOpt, state_of
@@ -43,7 +43,8 @@ def _alembic_out(state: State) -> TextIO:
 @command(app, "upgrade")
 def upgrade(
     ctx: typer.Context,
-    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    revision: Annotated[str, typer.Argument(help="Target revision.",
+                                                 autocompletion=completion.revisions)] = "head",
     database_url: UrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -64,6 +65,7 @@ def upgrade(
 def downgrade(
     ctx: typer.Context,
     revision: Annotated[str, typer.Argument(help="Target revision, e.g. base or head-1.",
+                                            autocompletion=completion.revisions,
                                             show_default=False)],
     database_url: UrlOpt = None,
     yes: YesOpt = False,

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from arbiter_cli.cli import render
+from arbiter_cli.cli import completion, render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.consent import YesOpt, require_consent
 from arbiter_cli.cli.helptext import HelpGroup
@@ -87,6 +87,7 @@ def login(
 def tokens_create(
     ctx: typer.Context,
     role: Annotated[str, typer.Option("--role", help="viewer, orchestrator, manager or admin.",
+                                      autocompletion=completion.choices(*completion.ROLES),
                                       show_default=False)],
     name: Annotated[str, typer.Option("--name", help="What the token is for.",
                                       show_default=False)],

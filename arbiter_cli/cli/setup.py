@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from arbiter_cli.cli import render
+from arbiter_cli.cli import completion, render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.options import JsonOpt, state_of
 from arbiter_cli.domain.validation import fail
@@ -123,9 +123,11 @@ def demo(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the simulation.")] = 7,
     strategy: Annotated[str | None, typer.Option(
         "--strategy", help="Routing strategy (default: routing.strategy).",
+        autocompletion=completion.choices(*completion.STRATEGIES),
         show_default=False)] = None,
     demo_scenario: Annotated[str, typer.Option(
-        "--scenario", help="steady, or drift: half-way the best agent breaks and another "
+        "--scenario", autocompletion=completion.choices(*completion.DEMO_SCENARIOS),
+        help="steady, or drift: half-way the best agent breaks and another "
         "improves.")] = "steady",
     json_out: JsonOpt = False,
 ) -> None:
@@ -234,11 +236,13 @@ def _demo_human(
 def bench(
     ctx: typer.Context,
     workload: Annotated[str, typer.Option(
-        "--workload", help="registry-v1, registry-v2, route or e2e.")] = "registry-v1",
+        "--workload", help="registry-v1, registry-v2, route or e2e.",
+        autocompletion=completion.choices(*completion.BENCH_WORKLOADS))] = "registry-v1",
     agents: Annotated[int, typer.Option("--agents", help="Agents (registry-v1).", min=1,
                                         max=100_000)] = 1000,
     backend: Annotated[str, typer.Option(
-        "--backend", help="memory, sqlite or postgres.")] = "memory",
+        "--backend", help="memory, sqlite or postgres.",
+        autocompletion=completion.choices(*completion.BACKENDS))] = "memory",
     database_url: Annotated[str | None, typer.Option(
         "--database-url", help="PostgreSQL server for the scratch database "
         "(default: database.url).", show_default=False)] = None,
