@@ -109,3 +109,17 @@ def test_the_cli_uses_only_typers_public_api():
                 if name.startswith("typer._") or name.split(".")[0] == "click":
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
     assert offenders == []
+
+
+def test_readme_names_every_no_token_command():
+    """README's sentence lists the no-token commands (a group by its name when all of it is)."""
+    import re
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    sentence = readme.split(" need no token", 1)[0].rsplit(". ", 1)[1]
+    expected = set()
+    for path in NO_TOKEN:
+        group = path.split()[0]
+        whole = all(leaf in NO_TOKEN for leaf in LEAVES if leaf.split()[0] == group)
+        expected.add(group if whole else path)
+    assert set(re.findall(r"`([a-z ]+)`", sentence)) == expected
