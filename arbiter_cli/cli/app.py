@@ -77,7 +77,7 @@ def root(
         show_default=False)] = None,
     profile: Annotated[str | None, typer.Option(
         "--profile", help="Credentials profile (default: ARBITER_PROFILE or default).",
-        show_default=False)] = None,
+        show_default=False, autocompletion=completion.profiles)] = None,
     log_level: Annotated[str | None, typer.Option(
         "--log-level", help="debug, info, warning or error.", show_default=False,
         autocompletion=completion.choices(*completion.LOG_LEVELS))] = None,

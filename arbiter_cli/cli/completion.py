@@ -7,7 +7,8 @@
   out here, so a key press imports neither numpy nor the tools that define them;
   tests/cli/test_completion.py checks each against its source.
 - Task types and languages come from the settings (``registry.task_types``,
-  ``registry.languages``), read as the command would read them.
+  ``registry.languages``), read as the command would read them; profile names from the
+  credentials file (never a token).
 - Agent and decision ids come from the database, read-only and within
   ``bootstrap.COMPLETION_TIMEOUT_S``, only for a token that may list them, and only of its
   tenant (``bootstrap.complete_ids``; docs/security.md, "Shell completion").
@@ -109,6 +110,18 @@ def task_types(ctx: typer.Context, incomplete: str) -> list[str]:
 def languages(ctx: typer.Context, incomplete: str) -> list[str]:
     """``registry.languages`` of the effective settings, as written there (Python, Go, ...)."""
     return _setting(ctx, incomplete, "languages")
+
+
+def profiles(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Profile names of the credentials file (never their tokens)."""
+
+    def look() -> list[str]:
+        from arbiter_cli.adapters.credentials import read_profiles  # deferred: start-up
+
+        path = _state(ctx).settings.paths.credentials_file
+        return [name for name in sorted(read_profiles(path)) if name.startswith(incomplete)]
+
+    return _guarded(look)
 
 
 def _ids(ctx: typer.Context, incomplete: str, kind: str) -> list[str]:

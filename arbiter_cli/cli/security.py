@@ -58,7 +58,7 @@ def login(
                                        show_default=False)],
     profile: Annotated[str | None, typer.Option(
         "--profile", help="Profile to save it as (default: ARBITER_PROFILE or default).",
-        show_default=False)] = None,
+        show_default=False, autocompletion=completion.profiles)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a token saved under that "
                                         "profile.")] = False,
     json_out: JsonOpt = False,

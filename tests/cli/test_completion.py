@@ -242,3 +242,14 @@ def test_with_security_off_ids_complete_as_the_commands_act(clean_env: dict[str,
     assert cli("init", env=env).exit_code == 0
     assert cli("agents", "register", "--id", "coder-1", *AGENT, env=env).exit_code == 0
     assert complete("agents show ", env) == ["coder-1"]
+
+
+@pytest.mark.slow
+def test_profiles_complete_from_the_credentials_file_without_their_tokens(initialized: Any):
+    assert cli("login", "--token", cli("--json", "tokens", "create", "--role", "viewer",
+                                        "--name", "ci").json()["token"],
+               "--profile", "ci").exit_code == 0
+    assert complete("--profile ") == ["ci", "default"]
+    assert complete("--profile d") == ["default"]
+    assert complete("login --token arb_x --profile c") == ["ci"]
+    assert complete("--profile nobody") == []
