@@ -268,6 +268,55 @@ def build(
     return app
 
 
+#: Shell completion waits at most this long for the database (connect, lock, statement).
+COMPLETION_TIMEOUT_S = 1.0
+#: The newest decisions completion offers (ids are time-ordered: the recent ones are typed).
+COMPLETION_DECISIONS = 200
+#: What each kind of id completes from: the command whose role lists them, and a filter.
+COMPLETION_KINDS = {"agents": ("agents list", None), "decisions": ("route history", None),
+                    "open-decisions": ("route history", "open")}
+
+
+def complete_ids(settings: Settings, token: str | None, kind: str, prefix: str) -> list[str]:
+    """Ids of ``kind`` starting with ``prefix``, for shell completion (SPEC §16).
+
+    Only the ids of the token's tenant, and only when the token may list them (``agents list``
+    or ``route history``): exactly what those commands would show, so completion reveals
+    nothing about other tenants (no existence oracle, SPEC §4.1). It reads only: no
+    resilience layer (no journal replay, no snapshot), no rate-limit token spent, nothing
+    audited, a missing SQLite file never created; every wait is COMPLETION_TIMEOUT_S.
+    """
+    from arbiter_cli.adapters.sql.engine import check_revision, make_engine
+    from arbiter_cli.domain.principal import Principal
+
+    command, status = COMPLETION_KINDS[kind]
+    engine = make_engine(settings.database_url, pool_size=1, max_overflow=0,
+                         connect_timeout_s=COMPLETION_TIMEOUT_S,
+                         statement_timeout_s=COMPLETION_TIMEOUT_S,
+                         busy_timeout_s=COMPLETION_TIMEOUT_S)
+    try:
+        check_revision(engine)
+        app = App(settings=settings, uow=sql_unit_of_work(settings, engine), clock=utc_now,
+                  engine=engine)
+        security = app._security_service(app.uow)
+        principal: Principal | None
+        if settings.security.enabled:
+            principal = security.peek(token, command)
+        else:  # as the commands act: admin of default, on a database without tokens only
+            principal = None if security.holds_tokens() else Principal.local_admin()
+        if principal is None:
+            return []
+        if kind == "agents":
+            ids = [a.id for a in app._agent_service(app.uow).list(principal, limit=0).items]
+        else:
+            found, _ = app._routing_service(app.uow).history(
+                principal, status=status, limit=COMPLETION_DECISIONS)
+            ids = [d.decision_id for d in found if d.decision_id]
+        return [i for i in ids if i.startswith(prefix)]
+    finally:
+        engine.dispose()
+
+
 def _check_revision_resilient(res: Resilience, engine: Engine) -> None:
     from arbiter_cli.adapters.sql.engine import check_revision
 

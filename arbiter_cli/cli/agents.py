@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from arbiter_cli.cli import render
+from arbiter_cli.cli import completion, render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.consent import YesOpt, require_consent, will_ask
 from arbiter_cli.cli.inputs import read_documents
@@ -20,13 +20,17 @@ if TYPE_CHECKING:
     from arbiter_cli.domain.agents import Agent
     from arbiter_cli.domain.principal import Principal
 
-app = typer.Typer(help="Register, inspect, query and maintain agents.", no_args_is_help=True)
+app = typer.Typer(help="Register, inspect, query and maintain agents.\n\n"
+                  "Example: arbiter agents list --status available", no_args_is_help=True)
 
-IdArg = Annotated[str, typer.Argument(help="Agent id.", show_default=False)]
+IdArg = Annotated[str, typer.Argument(help="Agent id.", show_default=False,
+                                          autocompletion=completion.agent_ids)]
 TaskTypesOpt = Annotated[list[str] | None, typer.Option(
-    "--task-type", help="Task type the agent handles (repeat for more).", show_default=False)]
+    "--task-type", autocompletion=completion.task_types,
+    help="Task type the agent handles (repeat for more).", show_default=False)]
 LanguagesOpt = Annotated[list[str] | None, typer.Option(
-    "--language", help="Language (repeat for more).", show_default=False)]
+    "--language", help="Language (repeat for more).", show_default=False,
+    autocompletion=completion.languages)]
 SpecsOpt = Annotated[list[str] | None, typer.Option(
     "--specialization", help="Free label (repeat for more).", show_default=False)]
 CapacityOpt = Annotated[int | None, typer.Option(
@@ -198,9 +202,11 @@ def show(ctx: typer.Context, agent_id: IdArg, json_out: JsonOpt = False,
 def list_agents(
     ctx: typer.Context,
     status: Annotated[str | None, typer.Option(
-        "--status", help="available, draining, offline or maintenance.", show_default=False)] = None,
+        "--status", help="available, draining, offline or maintenance.", show_default=False,
+        autocompletion=completion.choices(*completion.AGENT_STATUSES))] = None,
     task_type: Annotated[str | None, typer.Option(
-        "--task-type", help="Only agents that handle this task type.", show_default=False)] = None,
+        "--task-type", help="Only agents that handle this task type.", show_default=False,
+        autocompletion=completion.task_types)] = None,
     limit: LimitOpt = 100,
     cursor: CursorOpt = None,
     json_out: JsonOpt = False,
@@ -232,6 +238,7 @@ def list_agents(
 def query(
     ctx: typer.Context,
     task_type: Annotated[str, typer.Option("--task-type", help="Required task type.",
+                                           autocompletion=completion.task_types,
                                            show_default=False)],
     languages: LanguagesOpt = None,
     specializations: Annotated[list[str] | None, typer.Option(
@@ -246,7 +253,8 @@ def query(
         "--min-success-rate", help="Lowest success rate, 0-1 (default 0).",
         show_default=False)] = None,
     status: Annotated[str | None, typer.Option(
-        "--status", help="Only agents with this status.", show_default=False)] = None,
+        "--status", help="Only agents with this status.", show_default=False,
+        autocompletion=completion.choices(*completion.AGENT_STATUSES))] = None,
     limit: Annotated[int, typer.Option("--limit", help="Top K; 0 means all.")] = 10,
     json_out: JsonOpt = False,
     token: TokenOpt = None,
@@ -303,6 +311,7 @@ def status(
     agent_id: IdArg,
     new_status: Annotated[str, typer.Argument(
         metavar="{available|draining|offline|maintenance}", help="The new status.",
+        autocompletion=completion.choices(*completion.AGENT_STATUSES),
         show_default=False)],
     reason: Annotated[str | None, typer.Option("--reason", help="Why (kept with the agent).",
                                                show_default=False)] = None,
@@ -346,7 +355,8 @@ def record(
     latency_ms: Annotated[str | None, typer.Option(
         "--latency-ms", help="Task latency in ms, >= 0.", show_default=False)] = None,
     task_type: Annotated[str | None, typer.Option(
-        "--task-type", help="Task type of the finished task.", show_default=False)] = None,
+        "--task-type", help="Task type of the finished task.", show_default=False,
+        autocompletion=completion.task_types)] = None,
     json_out: JsonOpt = False,
     token: TokenOpt = None,
 ) -> None:

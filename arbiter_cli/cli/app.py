@@ -17,6 +17,7 @@ import typer
 from arbiter_cli import __version__
 from arbiter_cli.cli import (
     agents,
+    completion,
     config_cmd,
     db,
     health,
@@ -29,6 +30,7 @@ from arbiter_cli.cli import (
     setup,
     soak,
 )
+from arbiter_cli.cli.helptext import HelpGroup
 from arbiter_cli.cli.options import FormatOpt, JsonOpt, TokenOpt, choose_format
 from arbiter_cli.cli.state import State
 from arbiter_cli.errors import InvalidInput
@@ -43,6 +45,7 @@ def _version(value: bool) -> None:
 def build_app() -> typer.Typer:
     app = typer.Typer(
         name="arbiter",
+        cls=HelpGroup,
         help="Operate fleets of AI coding agents: registry, routing, security, health.\n\n"
         "Example: [bold]arbiter init && arbiter agents list[/]",
         no_args_is_help=True,
@@ -54,11 +57,11 @@ def build_app() -> typer.Typer:
     for register in (setup.register, security.register, soak.register, health.register,
                      mutate.register, serve.register):
         register(app)
-    app.add_typer(agents.app, name="agents")
-    app.add_typer(route.app, name="route")
-    app.add_typer(db.app, name="db")
-    app.add_typer(config_cmd.app, name="config")
-    app.add_typer(journal.app, name="journal")
+    app.add_typer(agents.app, name="agents", cls=HelpGroup)
+    app.add_typer(route.app, name="route", cls=HelpGroup)
+    app.add_typer(db.app, name="db", cls=HelpGroup)
+    app.add_typer(config_cmd.app, name="config", cls=HelpGroup)
+    app.add_typer(journal.app, name="journal", cls=HelpGroup)
     return app
 
 
@@ -75,11 +78,13 @@ def root(
         show_default=False)] = None,
     profile: Annotated[str | None, typer.Option(
         "--profile", help="Credentials profile (default: ARBITER_PROFILE or default).",
-        show_default=False)] = None,
+        show_default=False, autocompletion=completion.profiles)] = None,
     log_level: Annotated[str | None, typer.Option(
-        "--log-level", help="debug, info, warning or error.", show_default=False)] = None,
+        "--log-level", help="debug, info, warning or error.", show_default=False,
+        autocompletion=completion.choices(*completion.LOG_LEVELS))] = None,
     log_format: Annotated[str | None, typer.Option(
         "--log-format", help="console or json (default: console on a TTY).",
+        autocompletion=completion.choices(*completion.LOG_FORMATS),
         show_default=False)] = None,
     correlation_id: Annotated[str | None, typer.Option(
         "--correlation-id", envvar="ARBITER_CORRELATION_ID", help="Id carried through logs, "
@@ -96,16 +101,15 @@ def root(
 ) -> None:
     """Operate fleets of AI coding agents: registry, routing, security, health.
 
-    Global options go before the command; --json, --format and --token may also follow it.
+    Global options go before the command; --json and --format may also follow it, and so
+    may --token on the commands that take one.
 
     Example: arbiter --json agents list
     """
     from arbiter_cli.ids import uuid7  # deferred: start-up of `arbiter --help`
 
     if correlation_id is not None and not _printable(correlation_id, 200):
-        from typer._click.exceptions import BadParameter
-
-        raise BadParameter("must be 1 to 200 printable characters",
+        raise typer.BadParameter("must be 1 to 200 printable characters",
                            param_hint="--correlation-id")
     _check_paths(profile, metrics_file)
     ctx.obj = State(
@@ -119,13 +123,11 @@ def root(
 
 def _check_paths(profile: str | None, metrics_file: Path | None) -> None:
     """Usage errors (exit 2) of the root options that name files, before anything runs."""
-    from typer._click.exceptions import BadParameter
-
     if profile is not None:
         from arbiter_cli.adapters.credentials import PROFILE_RE  # deferred: start-up of `arbiter --help`
 
         if not PROFILE_RE.fullmatch(profile):
-            raise BadParameter("must be 1 to 64 letters, digits, '.', '_' or '-'",
+            raise typer.BadParameter("must be 1 to 64 letters, digits, '.', '_' or '-'",
                                param_hint="--profile")
     if metrics_file is not None:
         # deferred: start-up of `arbiter --help`
@@ -133,7 +135,7 @@ def _check_paths(profile: str | None, metrics_file: Path | None) -> None:
 
         problem = metrics_file_problem(metrics_file)
         if problem:
-            raise BadParameter(problem, param_hint="--metrics-file")
+            raise typer.BadParameter(problem, param_hint="--metrics-file")
 
 
 def _printable(value: str, limit: int) -> bool:
@@ -160,17 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     if args == ["--version"]:
         sys.stdout.write(f"arbiter {__version__}\n")
         return 0
-    from typer._click import exceptions as click_exc  # typer vendors click
-
     try:
         result = build_app()(args=args, prog_name="arbiter", standalone_mode=False)
-    except click_exc.NoArgsIsHelpError:
-        return 2
-    except click_exc.UsageError as exc:
-        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+    except typer.TyperException as exc:  # the public base of typer's usage and parameter errors
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is printed already (as typer
+            return 2  # itself tells it apart: the class is not public)
+        ctx = getattr(exc, "ctx", None)  # a usage error knows its command: point at its help
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         return _usage_error(args, exc.format_message() + hint)
-    except click_exc.ClickException as exc:
-        return _usage_error(args, exc.format_message())
     except typer.Abort:
         sys.stderr.write("error: interrupted\n")
         return 130

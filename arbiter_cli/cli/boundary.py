@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import typer
 
 from arbiter_cli.cli import render
+from arbiter_cli.cli.helptext import HelpCommand
 from arbiter_cli.cli.options import FormatOpt, choose_format, state_of
 from arbiter_cli.cli.state import State
 from arbiter_cli.errors import ArbiterError, Forbidden, Interrupted
@@ -110,6 +111,7 @@ def command(group: typer.Typer, name: str | None = None, **options: Any) -> Call
                 return fn(*args, **kwargs)
 
         wrapper.__signature__ = _with_format(fn)  # type: ignore[attr-defined]
+        options.setdefault("cls", HelpCommand)  # help without <bool>, reflowed (cli/helptext.py)
         group.command(name, **options)(wrapper)
         return fn
 

@@ -8,18 +8,18 @@ import typer
 
 from arbiter_cli.cli import render
 from arbiter_cli.cli.boundary import command, redactor
-from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
+from arbiter_cli.cli.options import JsonOpt, state_of
 from arbiter_cli.errors import ConfigInvalid
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-app = typer.Typer(help="Show and validate the layered configuration.", no_args_is_help=True)
+app = typer.Typer(help="Show and validate the layered configuration.\n\n"
+                  "Example: arbiter config show", no_args_is_help=True)
 
 
 @command(app, "show")
-def show(ctx: typer.Context, json_out: JsonOpt = False,
-        token: TokenOpt = None) -> None:
+def show(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Print every effective setting with the layer it came from; secrets masked, values
     never shortened (database.url is the URL arbiter connects to).
 
@@ -63,8 +63,7 @@ def _text(value: object) -> str:
 
 
 @command(app, "validate")
-def validate(ctx: typer.Context, json_out: JsonOpt = False,
-        token: TokenOpt = None) -> None:
+def validate(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Exit 0 when the configuration is valid, or 3 listing every problem, one per line.
 
     Example: arbiter config validate

@@ -10,7 +10,7 @@ import typer
 from arbiter_cli.cli import render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.consent import YesOpt, require_consent
-from arbiter_cli.cli.options import CursorOpt, JsonOpt, LimitOpt, TokenOpt, state_of
+from arbiter_cli.cli.options import CursorOpt, JsonOpt, LimitOpt, state_of
 from arbiter_cli.errors import InvalidInput, NotFound, StorageUnavailable
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from arbiter_cli.resilience.gateway import Resilience
 
 app = typer.Typer(help="Inspect, replay and resolve the journal of writes made while the "
-                  "database was unavailable.", no_args_is_help=True)
+                  "database was unavailable.\n\nExample: arbiter journal status", no_args_is_help=True)
 
 
 def _resilience(state: State) -> Resilience | None:
@@ -34,7 +34,7 @@ def _resilience(state: State) -> Resilience | None:
 
 
 @command(app, "status")
-def status(ctx: typer.Context, json_out: JsonOpt = False, token: TokenOpt = None) -> None:
+def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Backlog, conflicts, age of the oldest entry, and the circuit breaker. No database I/O.
 
     Example: arbiter journal status --json
@@ -81,7 +81,6 @@ def replay_cmd(
         "database (an older arbiter made it), on your word that it is this one. Never "
         "overrides a recorded, different database.")] = False,
     json_out: JsonOpt = False,
-    token: TokenOpt = None,
 ) -> None:
     """Replay every journaled write into the database, in order; stops if it fails again.
 
@@ -198,7 +197,6 @@ def list_cmd(
     limit: LimitOpt = 100,
     cursor: CursorOpt = None,
     json_out: JsonOpt = False,
-    token: TokenOpt = None,
 ) -> None:
     """List journaled writes, newest first (seq, kind, tenant, age, state, error).
 
@@ -254,7 +252,6 @@ def resolve_cmd(
         "and applies it, or keeps it as a conflict again.")] = False,
     yes: YesOpt = False,
     json_out: JsonOpt = False,
-    token: TokenOpt = None,
 ) -> None:
     """Resolve a journal conflict: drop it, or retry it. Audited in its tenant's chain.
 

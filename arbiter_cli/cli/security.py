@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from arbiter_cli.cli import render
+from arbiter_cli.cli import completion, render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.consent import YesOpt, require_consent
+from arbiter_cli.cli.helptext import HelpGroup
 from arbiter_cli.cli.inputs import parse_since
 from arbiter_cli.cli.options import CursorOpt, JsonOpt, LimitOpt, SinceOpt, TokenOpt, state_of
 from arbiter_cli.cli.setup import save_new_token
@@ -18,18 +19,21 @@ from arbiter_cli.errors import CheckFailed
 if TYPE_CHECKING:
     from rich.console import Console
 
-tokens_app = typer.Typer(help="Create, list and revoke API tokens of your tenant (admin).",
+tokens_app = typer.Typer(help="Create, list and revoke API tokens of your tenant (admin).\n\n"
+                         "Example: arbiter tokens list",
                          no_args_is_help=True)
-tenants_app = typer.Typer(help="Create and list tenants (direct database authority).",
+tenants_app = typer.Typer(help="Create and list tenants (direct database authority).\n\n"
+                          "Example: arbiter tenants list",
                           no_args_is_help=True)
-audit_app = typer.Typer(help="Read and verify the tamper-evident audit log (admin).",
+audit_app = typer.Typer(help="Read and verify the tamper-evident audit log (admin).\n\n"
+                        "Example: arbiter audit verify",
                         no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(tokens_app, name="tokens")
-    app.add_typer(tenants_app, name="tenants")
-    app.add_typer(audit_app, name="audit")
+    app.add_typer(tokens_app, name="tokens", cls=HelpGroup)
+    app.add_typer(tenants_app, name="tenants", cls=HelpGroup)
+    app.add_typer(audit_app, name="audit", cls=HelpGroup)
     command(app, "whoami")(whoami)
     command(app, "login")(login)
 
@@ -54,7 +58,7 @@ def login(
                                        show_default=False)],
     profile: Annotated[str | None, typer.Option(
         "--profile", help="Profile to save it as (default: ARBITER_PROFILE or default).",
-        show_default=False)] = None,
+        show_default=False, autocompletion=completion.profiles)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a token saved under that "
                                         "profile.")] = False,
     json_out: JsonOpt = False,
@@ -83,6 +87,7 @@ def login(
 def tokens_create(
     ctx: typer.Context,
     role: Annotated[str, typer.Option("--role", help="viewer, orchestrator, manager or admin.",
+                                      autocompletion=completion.choices(*completion.ROLES),
                                       show_default=False)],
     name: Annotated[str, typer.Option("--name", help="What the token is for.",
                                       show_default=False)],
@@ -178,7 +183,6 @@ def tenants_create(
     save: Annotated[bool, typer.Option("--save", help="Save its admin token as profile NAME.")
                     ] = False,
     json_out: JsonOpt = False,
-    token: TokenOpt = None,
 ) -> None:
     """Create a tenant and its first admin token (shown once).
 
@@ -206,8 +210,7 @@ def tenants_create(
 
 
 @command(tenants_app, "list")
-def tenants_list(ctx: typer.Context, json_out: JsonOpt = False,
-        token: TokenOpt = None) -> None:
+def tenants_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """List tenants.
 
     Example: arbiter tenants list --json
