@@ -36,9 +36,7 @@ def choose_format(state: State, fmt: str | None, *, json_out: bool = False) -> N
     chosen = {f for f in (fmt, "json" if json_out else None,
                           "json" if state.json else state.format) if f is not None}
     if len(chosen) > 1:
-        from typer._click.exceptions import BadParameter  # typer vendors click
-
-        raise BadParameter(f"{' and '.join(sorted(chosen))} both asked for: choose one "
+        raise typer.BadParameter(f"{' and '.join(sorted(chosen))} both asked for: choose one "
                                  "(--json is --format json)", param_hint="--format")
     if chosen:
         (only,) = chosen
