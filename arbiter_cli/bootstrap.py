@@ -268,6 +268,31 @@ def build(
     return app
 
 
+def serving_app(settings: Settings, engine: Engine, *, correlation_id: str,
+                clock: Clock | None = None) -> App:
+    """An app for one request of the API server (SPEC §15), on the server's shared engine.
+
+    The engine (and its connection pool) lives as long as the server; everything a command
+    keeps per run (the resilience state of §7: deadline, outage, warnings, which writes were
+    journaled) is built anew for each request, so requests on other threads never share it.
+    Closing the app never disposes the shared engine.
+    """
+    from arbiter_cli.adapters.sql.engine import backend_of
+
+    clock = clock or utc_now
+    app = App(settings=settings, uow=sql_unit_of_work(settings, engine), clock=clock,
+              engine=engine, correlation_id=correlation_id)
+    if backend_of(settings.database_url) == "postgres":
+        from arbiter_cli.resilience.gateway import Resilience
+
+        app.resilience = Resilience(settings=settings, url=settings.database_url,
+                                    primary=engine, clock=clock,
+                                    engine_for=lambda url: sql_engine(settings, url))
+        app.resilience.correlation_id = correlation_id
+        app._closers.append(app.resilience.close)
+    return app
+
+
 def _check_revision_resilient(res: Resilience, engine: Engine) -> None:
     from arbiter_cli.adapters.sql.engine import check_revision
 
