@@ -293,6 +293,62 @@ def serving_app(settings: Settings, engine: Engine, *, correlation_id: str,
     return app
 
 
+@dataclass
+class RemoteApp:
+    """The services of an ``arbiter serve`` at ``url``, over HTTP (SPEC §15 remote mode).
+
+    What a command reads of an ``App``: the three service ports, ``writes`` (what the server
+    said became of the command's writes), no resilience layer of its own (the server has it).
+    """
+
+    settings: Settings
+    url: str
+    token: str | None
+    timeout_s: float
+    correlation_id: str
+    resilience: None = None
+    writes: list[Durability] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from arbiter_cli.adapters.remote import RemoteClient
+
+        self.client = RemoteClient(self.url, self.token, timeout_s=self.timeout_s,
+                                   correlation_id=self.correlation_id)
+
+    @cached_property
+    def agents(self) -> AgentsPort:
+        from arbiter_cli.adapters.remote import RemoteAgents
+
+        return RemoteAgents(self.client, registry_policy(self.settings))
+
+    @cached_property
+    def routing(self) -> RoutingPort:
+        from arbiter_cli.adapters.remote import RemoteRouting
+
+        return RemoteRouting(self.client, registry_policy(self.settings),
+                             routing_policy(self.settings))
+
+    @cached_property
+    def security(self) -> SecurityPort:
+        from arbiter_cli.adapters.remote import RemoteSecurity
+
+        return RemoteSecurity(self.client)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """``meta`` of the server's last answer (tenant, durability, journal, staleness)."""
+        return self.client.meta
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def remote_app(settings: Settings, url: str, token: str | None, *, timeout_s: float,
+               correlation_id: str) -> RemoteApp:
+    return RemoteApp(settings=settings, url=url, token=token, timeout_s=timeout_s,
+                     correlation_id=correlation_id)
+
+
 def _check_revision_resilient(res: Resilience, engine: Engine) -> None:
     from arbiter_cli.adapters.sql.engine import check_revision
 
