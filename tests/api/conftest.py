@@ -31,14 +31,22 @@ class Live:
 
 def start_server(settings: Any) -> Iterator[str]:
     """uvicorn serving create_api on 127.0.0.1:<free port> in a thread, stopped afterwards."""
-    import uvicorn
-
     from arbiter_cli.api.server import create_api
     from arbiter_cli.bootstrap import sql_engine
 
     engine = sql_engine(settings)
-    config = uvicorn.Config(create_api(settings, engine), host="127.0.0.1", port=0,
-                            log_level="warning", lifespan="off")
+    try:
+        yield from serve_app(create_api(settings, engine))
+    finally:
+        engine.dispose()
+
+
+def serve_app(app: Any) -> Iterator[str]:
+    """uvicorn serving the ASGI ``app`` on 127.0.0.1:<free port> in a thread."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                            lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -52,7 +60,14 @@ def start_server(settings: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=20)
-        engine.dispose()
+
+
+@pytest.fixture
+def sqlite_live(clean_env: dict[str, str]) -> Iterator[Live]:
+    """The live server on SQLite only: for what does not depend on the backend."""
+    from arbiter_cli.config import load_settings
+
+    yield from _live(clean_env, load_settings)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
