@@ -51,6 +51,7 @@ RESERVED_ENV = frozenset(
         "ARBITER_CONFIG_DIR",
         "ARBITER_DATA_DIR",
         "ARBITER_CORRELATION_ID",
+        "ARBITER_SERVER",  # remote mode (SPEC §15): the server's URL, not a setting
     }
 )
 RESERVED_PREFIXES = ("ARBITER_TEST_",)
@@ -426,6 +427,7 @@ class Settings:
     files: tuple[str, ...] = field(default=())
     token: str | None = field(default=None, repr=False)  # ARBITER_TOKEN
     profile: str = "default"  # ARBITER_PROFILE
+    server: str | None = None  # ARBITER_SERVER: remote mode (SPEC §15)
     database: DatabaseSettings = field(init=False, repr=False, compare=False)
     registry: RegistrySettings = field(init=False, repr=False, compare=False)
     performance: PerformanceSettings = field(init=False, repr=False, compare=False)
@@ -522,7 +524,8 @@ def load_settings(
                     # Set but empty stays "": an explicitly empty token never falls back to a
                     # profile, and an empty profile name is refused (SPEC §4.1).
                     token=environ.get("ARBITER_TOKEN"),
-                    profile=environ.get("ARBITER_PROFILE", "default"))
+                    profile=environ.get("ARBITER_PROFILE", "default"),
+                    server=environ.get("ARBITER_SERVER"))
 
 
 def _defaults() -> dict[str, Any]:

@@ -92,6 +92,13 @@ def root(
     metrics_file: Annotated[Path | None, typer.Option(
         "--metrics-file", help="Write this run's metrics in node-exporter textfile format.",
         dir_okay=False, show_default=False)] = None,
+    server: Annotated[str | None, typer.Option(
+        "--server", help="Run token-checked commands on this arbiter server (remote mode; "
+        "default: ARBITER_SERVER, then the profile's, saved by login --server).",
+        show_default=False)] = None,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", help="Remote mode: seconds a command may wait for the server, "
+        "retries included.", min=0.1, max=3600)] = 30.0,
     verbose: Annotated[bool, typer.Option(
         "--verbose", help="Show tracebacks of internal errors (never with local variables).")
     ] = False,
@@ -116,7 +123,7 @@ def root(
         json=json_out, token=token, config_file=config, env=env, profile=profile,
         log_level=log_level, log_format=log_format,
         correlation_id=correlation_id or uuid7(),
-        metrics_file=metrics_file, verbose=verbose,
+        metrics_file=metrics_file, verbose=verbose, server=server, timeout_s=timeout,
     )
     choose_format(ctx.obj, output_format)
 

@@ -21,9 +21,13 @@ from arbiter_cli.cli import render
 from arbiter_cli.cli.helptext import HelpCommand
 from arbiter_cli.cli.options import FormatOpt, choose_format, state_of
 from arbiter_cli.cli.state import State
-from arbiter_cli.errors import ArbiterError, Forbidden, Interrupted
+from arbiter_cli.errors import ArbiterError, Forbidden, Interrupted, InvalidInput
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Command groups that need direct database access: refused in remote mode (SPEC §15).
+LOCAL_ONLY = frozenset({"init", "db", "tenants", "journal", "demo", "bench", "soak", "mutate",
+                        "serve"})
 
 
 @contextmanager
@@ -133,6 +137,11 @@ def _gate(state: State) -> None:
     """Token-checked commands are admitted before their body runs; deny by default."""
     from arbiter_cli.domain.security import NO_TOKEN, PERMISSIONS  # deferred: start-up of `arbiter --help`
 
+    if state.command.split(" ")[0] in LOCAL_ONLY and state.remote_url() is not None:
+        raise InvalidInput(f"`{state.command}` needs direct database access and cannot run "
+                           "against a server (--server, ARBITER_SERVER or the profile's "
+                           "server): run it where the database is", field="server",
+                           rule="local_only")
     if state.command in PERMISSIONS:
         state.admit()
     elif state.command not in NO_TOKEN:

@@ -61,11 +61,15 @@ def login(
         show_default=False, autocompletion=completion.profiles)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a token saved under that "
                                         "profile.")] = False,
+    server: Annotated[str | None, typer.Option(
+        "--server", help="The arbiter server the token is for: checked there, and saved "
+        "with the token (remote mode).", show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Check a token against the database and save it in the credentials file (0600).
+    """Check a token against the database (or a server) and save it in the credentials file
+    (0600); with --server, later commands of that profile run on the server.
 
-    Example: arbiter login --token arb_abcd1234efgh_... --profile ci
+    Example: arbiter login --server https://arbiter.internal:8787 --token arb_abcd1234efgh_...
     """
     # deferred: start-up of `arbiter --help`
     from arbiter_cli.adapters.credentials import check_profile, save_token
@@ -73,8 +77,11 @@ def login(
     state = state_of(ctx)
     name = check_profile(profile) if profile is not None else state.profile_name()
     path = state.settings.paths.credentials_file
+    if server is not None:
+        state.server = server
+    state.token = token  # remote mode: the server checks this token, not a saved one
     principal = state.app().security.login(token)
-    replaced = save_token(path, name, token, force=force)
+    replaced = save_token(path, name, token, force=force, server=state.remote_url())
     state.tenant = principal.tenant
     render.emit(state, {"profile": name, "credentials_file": str(path), "tenant":
                         principal.tenant, "role": principal.role,
