@@ -226,8 +226,15 @@ class LosesFirstAnswer:
 
     @staticmethod
     def _drop(client: Any, upstream: Any) -> None:
-        request = client.recv(65536)
-        upstream.sendall(request)
+        request = b""
+        while b"\r\n\r\n" not in request:  # the whole head, then the whole body
+            request += client.recv(65536)
+        head, _, body = request.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        while len(body) < length:
+            body += client.recv(65536)
+        upstream.sendall(head + b"\r\n\r\n" + body)
         upstream.settimeout(10)
         upstream.recv(65536)  # the server answered: the answer goes nowhere
         client.close()
