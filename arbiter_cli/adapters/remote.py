@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from arbiter_cli import errors as E  # noqa: N812 - the error family, by code
@@ -397,9 +397,11 @@ class RemoteSecurity:
             body["expires_in"] = f"{expires_in_s:g}s"
         document = self._client.call("POST", "/v1/tokens",
                                      body={k: v for k, v in body.items() if v is not None})
+        # The answer has no created_at (IssuedToken.to_dict shows none): the client's now
+        # stands in for it, and nothing renders it.
         record = TokenRecord(id=document["id"], tenant=document["tenant"],
                              name=document["name"], role=document["role"], secret_hash="",
-                             created_at=datetime.min, expires_at=_maybe_time(
+                             created_at=datetime.now(UTC), expires_at=_maybe_time(
                                  document.get("expires_at")),
                              rate=document.get("rate"), burst=document.get("burst"))
         return IssuedToken(record=record, token=document["token"])
