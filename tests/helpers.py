@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -132,3 +135,36 @@ class Ticks:
 
     def __call__(self) -> float:
         return self.now
+
+
+def start_server(settings: Any) -> Iterator[str]:
+    """uvicorn serving create_api on 127.0.0.1:<free port> in a thread, stopped afterwards."""
+    from arbiter_cli.api.server import create_api
+    from arbiter_cli.bootstrap import sql_engine
+
+    engine = sql_engine(settings)
+    try:
+        yield from serve_app(create_api(settings, engine))
+    finally:
+        engine.dispose()
+
+
+def serve_app(app: Any) -> Iterator[str]:
+    """uvicorn serving the ASGI ``app`` on 127.0.0.1:<free port> in a thread."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                            lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)

@@ -6,8 +6,6 @@ on a fresh PostgreSQL database; the admin token `init` printed is the client's.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import cli, fresh_postgres_database
+from tests.helpers import cli, fresh_postgres_database, serve_app, start_server
+
+__all__ = ["Live", "serve_app", "start_server"]
 
 
 @dataclass
@@ -27,39 +27,6 @@ class Live:
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {} if token == "" else {"Authorization": f"Bearer {token or self.token}"}
         return httpx.Client(base_url=self.url, headers=headers, timeout=20)
-
-
-def start_server(settings: Any) -> Iterator[str]:
-    """uvicorn serving create_api on 127.0.0.1:<free port> in a thread, stopped afterwards."""
-    from arbiter_cli.api.server import create_api
-    from arbiter_cli.bootstrap import sql_engine
-
-    engine = sql_engine(settings)
-    try:
-        yield from serve_app(create_api(settings, engine))
-    finally:
-        engine.dispose()
-
-
-def serve_app(app: Any) -> Iterator[str]:
-    """uvicorn serving the ASGI ``app`` on 127.0.0.1:<free port> in a thread."""
-    import uvicorn
-
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                            lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Tenant isolation matrix (SPEC §4): every token-checked command × every role × every target.
 
-Two tenants, ``alpha`` and ``bravo``, live in one initialized database per backend. Each has a
+Two tenants, ``alpha`` and ``bravo``, live in one initialized database per backend (SQLite,
+PostgreSQL, and the API: SQLite behind a live server, every case run by the remote CLI). Each has a
 token of every role and its own agents, decisions and tokens, all seeded through the CLI. Every
 case runs ``main()`` through ``tests.helpers.cli``, as the caller's token:
 
@@ -42,7 +43,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from tests.helpers import CliResult, cli, fresh_postgres_database
+from tests.helpers import CliResult, cli, fresh_postgres_database, start_server
 
 ROLES = ("viewer", "orchestrator", "manager", "admin")
 TENANTS = ("alpha", "bravo")
@@ -160,6 +161,8 @@ class Tenant:
 class World:
     def __init__(self, backend: str) -> None:
         self.backend = backend
+        #: The API backend: cases run as the remote CLI against a live server (SPEC §15).
+        self.server: str | None = None
         self.tenants = {name: Tenant(name) for name in TENANTS}
         self.ran: dict[Case, Ran] = {}
         self._serial = itertools.count()
@@ -176,7 +179,8 @@ class World:
                     "{metadata}": json.dumps({"marker": me.marker})}
             argv = tuple(fill.get(part, part) for part in template)
             correlation_id = f"mx-{self.backend}-{next(self._serial)}-{secrets.token_hex(4)}"
-            result = cli("--json", "--correlation-id", correlation_id,
+            through = ("--server", self.server) if self.server else ()
+            result = cli(*through, "--json", "--correlation-id", correlation_id,
                          "--token", me.tokens[case.role], *argv)
             self.ran[case] = Ran(case, argv, object_id, correlation_id, result)
         return self.ran[case]
@@ -294,7 +298,8 @@ def ok(result: CliResult) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres",
-                                                               marks=pytest.mark.postgres)])
+                                                               marks=pytest.mark.postgres),
+                                        "api"])
 def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[World]:
     """One initialized database per backend, seeded once for the whole module."""
@@ -322,6 +327,15 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             world = World("sqlite")
             world.setup(folder)
             yield world
+            return
+        if request.param == "api":  # seeded locally, every case through the server
+            from arbiter_cli.config import load_settings
+
+            world = World("api")
+            world.setup(folder)
+            for url in start_server(load_settings(environ=dict(os.environ))):
+                world.server = url
+                yield world
             return
         with fresh_postgres_database("matrix") as url:
             mp.setenv("ARBITER_DATABASE__URL", url)
