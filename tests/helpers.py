@@ -168,3 +168,13 @@ def serve_app(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=20)
+
+
+def local_principals_only(app: Any) -> None:
+    """Skip on the API backend a test that acts as principals of other tenants or roles, or
+    reads internal fields (uids): through the API the token is the caller, and those cases are
+    the isolation matrix's, run through the API by the remote CLI
+    (tests/integration/test_isolation_matrix.py)."""
+    if getattr(app, "through_api", False):
+        pytest.skip("through the API the token is the caller: see the isolation matrix's "
+                    "api backend")

@@ -15,7 +15,7 @@ import pytest
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.routing import Outcome
 from arbiter_cli.errors import Conflict, Forbidden
-from tests.helpers import cli
+from tests.helpers import cli, local_principals_only
 
 AGENT = {"id": "a1", "name": "A", "model_family": "x", "task_types": ["testing"], "capacity": 3}
 TASK = {"task_type": "testing"}
@@ -31,6 +31,7 @@ def audit(app, action: str | None = None):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("role", ["manager", "orchestrator", "viewer"])
 def test_only_an_admin_may_correct_active_tasks_and_a_refusal_is_audited(backend_app, role):
     """Any other role: exit 6 before the input is even read, audited authz.denied."""
+    local_principals_only(backend_app)
     backend_app.agents.register(ADMIN, [AGENT])
     caller = Principal("default", role, f"{role[:8]:0<12}")
     with pytest.raises(Forbidden) as caught:

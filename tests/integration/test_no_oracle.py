@@ -26,7 +26,7 @@ import pytest
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.routing import Outcome
 from arbiter_cli.errors import ArbiterError
-from tests.helpers import cli, fresh_postgres_database
+from tests.helpers import cli, fresh_postgres_database, local_principals_only
 
 OWNER = Principal("default", "admin", "owner0000000")
 CALLER = Principal("prober", "admin", "prober000000")
@@ -123,6 +123,7 @@ def test_the_walk_covers_every_service_method_that_takes_a_global_id():
 
 @pytest.fixture
 def seeded(backend_app) -> Seeded:  # type: ignore[no-untyped-def]
+    local_principals_only(backend_app)
     """Tenant default owns an agent, an open decision and a token; tenant prober exists."""
     from arbiter_cli.tools.setup import initialize
 

@@ -9,6 +9,7 @@ import pytest
 from arbiter_cli.domain.agents import TaskResult
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.errors import Conflict, InvalidInput, NotFound
+from tests.helpers import local_principals_only
 
 FLEET: list[dict[str, Any]] = [
     {"id": "zeta", "name": "Zeta", "model_family": "gpt-4", "task_types": ["code-review"],
@@ -135,8 +136,9 @@ def test_version_mismatch_is_a_conflict(agents, admin):
     assert agents.show(admin, "Beta").capacity == 10
 
 
-def test_removed_id_registered_again_is_a_new_agent(agents, admin):
+def test_removed_id_registered_again_is_a_new_agent(backend_app, agents, admin):
     """Removal deletes; a new registration of the id gets a new uid and fresh statistics."""
+    local_principals_only(backend_app)
     seed(agents, admin)
     old = agents.show(admin, "zeta")
     agents.remove(admin, "zeta")
@@ -204,6 +206,7 @@ def test_cleanup_marks_only_silent_idle_agents_offline(agents, admin, travel):
 
 def test_other_tenants_agents_are_invisible(backend_app, agents, admin, clock):
     """Every query filters on the caller's tenant."""
+    local_principals_only(backend_app)
     from arbiter_cli.tools.setup import initialize
 
     initialize(backend_app.uow, lambda: None, clock, tenant="other")

@@ -9,6 +9,7 @@ import pytest
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.routing import BANDITS, STRATEGIES, Outcome
 from arbiter_cli.errors import AtCapacity, Conflict, NoCapableAgent, NotFound
+from tests.helpers import local_principals_only
 
 TASK = {"task_type": "code-review", "languages": ["Python"]}
 
@@ -129,6 +130,7 @@ def test_outcome_releases_folds_and_is_idempotent(agents, routing, admin):
 
 def test_another_tenants_decision_answers_like_a_missing_one(backend_app, agents, routing,
                                                               admin, clock):
+    local_principals_only(backend_app)
     from arbiter_cli.tools.setup import initialize
 
     agents.register(admin, fleet(1))
