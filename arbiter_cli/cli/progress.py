@@ -1,0 +1,20 @@
+"""The progress of a long command (``observability.progress``), as this run should show it."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from arbiter_cli.cli.state import State
+    from arbiter_cli.observability.progress import Progress
+
+
+def progress(state: State, event: str, phase: str, total: float | None = None, *,
+             unit: str = "") -> Progress:
+    """A bar on a terminal unless the output is JSON; log events at most every 10 s otherwise."""
+    # deferred: start-up of `arbiter --help`
+    from arbiter_cli.observability.progress import Progress
+
+    terminal = not state.json and sys.stderr.isatty()
+    return Progress(event, phase, total, terminal=terminal, unit=unit)
