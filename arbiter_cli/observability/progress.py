@@ -80,12 +80,14 @@ class Progress:
 
     def __init__(self, event: str, phase: str, total: float | None = None, *,
                  terminal: bool, stream: TextIO | None = None, clock: Clock = time.monotonic,
-                 threshold_s: float = THRESHOLD_S, log_every_s: float = LOG_EVERY_S,
+                 threshold_s: float | None = None, log_every_s: float | None = None,
                  log: Log = _announce, unit: str = "") -> None:
         self.event, self.phase, self.total = event, phase, total
         self.terminal, self.stream, self.clock = terminal, stream, clock
-        self.threshold_s, self.log_every_s, self.log, self.unit = (
-            threshold_s, log_every_s, log, unit)
+        # read at each run, so a test may shorten them for a whole command
+        self.threshold_s = THRESHOLD_S if threshold_s is None else threshold_s
+        self.log_every_s = LOG_EVERY_S if log_every_s is None else log_every_s
+        self.log, self.unit = log, unit
         self.done = 0.0
         self.started = self.zero_at = self.logged_at = clock()
         self._bar: RichProgress | None = None
