@@ -149,15 +149,20 @@ class Progress:
         import sys
 
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, TaskProgressColumn, TextColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
         from rich.progress import Progress as RichProgress
-        from rich.progress import TimeElapsedColumn
 
         console = Console(file=self.stream or sys.stderr, highlight=False)
         bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                            TaskProgressColumn(), TimeElapsedColumn(),
                            TextColumn("{task.fields[eta]}"), console=console, transient=True)
-        self._task = bar.add_task(self.phase, total=self.total, completed=self.done,
+        self._task = bar.add_task(self.phase, total=self.total, completed=int(self.done),
                                   eta="eta ?")
         bar.start()
         self._bar = bar
