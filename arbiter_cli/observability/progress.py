@@ -37,7 +37,7 @@ class Tracker(Protocol):
     def advance(self, n: float = 1) -> None: ...
 
     def update(self, done: float | None = None, *, total: float | None = None,
-               phase: str | None = None) -> None: ...
+               phase: str | None = None, detail: str | None = None) -> None: ...
 
 
 class _NoProgress:
@@ -45,7 +45,7 @@ class _NoProgress:
         return None
 
     def update(self, done: float | None = None, *, total: float | None = None,
-               phase: str | None = None) -> None:
+               phase: str | None = None, detail: str | None = None) -> None:
         return None
 
 
@@ -89,6 +89,7 @@ class Progress:
         self.log_every_s = LOG_EVERY_S if log_every_s is None else log_every_s
         self.log, self.unit = log, unit
         self.done = 0.0
+        self.detail = ""
         self.started = self.zero_at = self.logged_at = clock()
         self._bar: RichProgress | None = None
         self._task: TaskID | None = None
@@ -110,10 +111,14 @@ class Progress:
         self.update(self.done + n)
 
     def update(self, done: float | None = None, *, total: float | None = None,
-               phase: str | None = None) -> None:
+               phase: str | None = None, detail: str | None = None) -> None:
+        """Where the run stands; a new ``phase`` starts from zero (and its own total)."""
         now = self.clock()
         if phase is not None and phase != self.phase:
-            self.phase, self.done, self.zero_at = phase, 0.0, now
+            self.phase, self.done, self.total, self.zero_at = phase, 0.0, None, now
+            self.detail = ""
+        if detail is not None:
+            self.detail = detail
         if total is not None:
             self.total = total
         if done is not None:
@@ -131,15 +136,21 @@ class Progress:
             if self._bar is None and elapsed >= self.threshold_s:
                 self._start_bar()
             if self._bar is not None and self._task is not None:
-                self._bar.update(self._task, description=self.phase, completed=self.done,
+                self._bar.update(self._task, description=self._description(), completed=self.done,
                                  total=self.total, eta=self._eta_text(now))
         elif now - self.logged_at >= self.log_every_s:
             self.logged_at = now
             eta = eta_s(self.done, self.total, now - self.zero_at)
-            self.log(f"{self.event}.progress", phase=self.phase, done=_number(self.done),
-                     total=None if self.total is None else _number(self.total),
-                     unit=self.unit or None, elapsed_s=round(elapsed, 1),
-                     eta_s=None if eta is None else round(eta, 1))
+            values: dict[str, Any] = {
+                "phase": self.phase, "detail": self.detail or None, "done": _number(self.done),
+                "total": None if self.total is None else _number(self.total),
+                "elapsed_s": round(elapsed, 1), "eta_s": None if eta is None else round(eta, 1)}
+            if self.unit:
+                values["unit"] = self.unit
+            self.log(f"{self.event}.progress", **values)
+
+    def _description(self) -> str:
+        return f"{self.phase} ({self.detail})" if self.detail else self.phase
 
     def _eta_text(self, now: float) -> str:
         left = eta_s(self.done, self.total, now - self.zero_at)
@@ -162,7 +173,7 @@ class Progress:
         bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                            TaskProgressColumn(), TimeElapsedColumn(),
                            TextColumn("{task.fields[eta]}"), console=console, transient=True)
-        self._task = bar.add_task(self.phase, total=self.total, completed=int(self.done),
+        self._task = bar.add_task(self._description(), total=self.total, completed=int(self.done),
                                   eta="eta ?")
         bar.start()
         self._bar = bar

@@ -90,7 +90,7 @@ def test_off_a_terminal_events_come_at_most_every_ten_seconds_with_done_total_an
     assert [values["done"] for _, values in events.seen] == [10, 20, 30]
     event, values = events.seen[0]
     assert event == "demo.progress"
-    assert values == {"phase": "simulating", "done": 10, "total": 100, "unit": None,
+    assert values == {"phase": "simulating", "detail": None, "done": 10, "total": 100,
                       "elapsed_s": 10.0, "eta_s": 90.0}
 
 
@@ -110,12 +110,21 @@ def test_a_new_phase_starts_again_from_zero() -> None:
     clock.now = 5.0
     bar.update(50)
     clock.now = 12.0
-    bar.update(1, total=4, phase="query loop")
+    bar.update(1, total=4, phase="query loop", detail="5 s")
     assert bar.done == 1 and bar.total == 4
     assert events.seen[-1][1]["phase"] == "query loop"
+    assert events.seen[-1][1]["detail"] == "5 s"
     assert events.seen[-1][1]["eta_s"] is None  # no time spent in this phase yet
 
 
 def test_no_progress_accepts_every_call() -> None:
     NO_PROGRESS.advance(3)
     NO_PROGRESS.update(1, total=2, phase="x")
+
+
+def test_a_new_phase_forgets_the_total_and_detail_of_the_last_one() -> None:
+    clock = Ticks(0.0)
+    bar, _ = _logging(clock)
+    bar.update(5, total=10, detail="3 killed")
+    bar.update(phase="reading the results")
+    assert (bar.done, bar.total, bar.detail) == (0, None, "")
