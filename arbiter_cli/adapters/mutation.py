@@ -73,9 +73,9 @@ class MutantData:
                 continue
             if isinstance(codes, dict):
                 self._codes[path] = codes
-        if not self._codes:
-            return Progress(phase)
         codes = [code for mutants in self._codes.values() for code in mutants.values()]
+        if not codes:  # nothing generated yet (or files without mutants so far)
+            return Progress(phase)
         done = [code for code in codes if code is not None]
         return Progress(phase, len(done), len(codes),
                         sum(code in _KILLED_CODES for code in done),

@@ -312,6 +312,9 @@ def test_progress_counts_mutants_from_mutmut_s_own_result_files(tmp_path: Path) 
 
 def test_before_mutmut_writes_its_results_only_the_phase_is_known(tmp_path: Path) -> None:
     assert MutantData(tmp_path).read("Starting mutmut") == Progress("Starting mutmut")
+    (tmp_path / "mutants").mkdir()
+    (tmp_path / "mutants" / "__init__.py.meta").write_text('{"exit_code_by_key": {}}')
+    assert MutantData(tmp_path).read("Generating mutants") == Progress("Generating mutants")
     assert parse_phase("⠋ Generating mutants\n⠋ Running clean tests") == "Running clean tests"
     assert parse_phase("") == "Starting mutmut"
 
