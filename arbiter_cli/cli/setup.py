@@ -238,12 +238,13 @@ def bench(
     from arbiter_cli.tools import bench as benchmarks  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
-    result = benchmarks.run(state.settings, workload=workload, agents=agents, backend=backend,
-                            database_url=database_url, queries=queries, seconds=seconds,
-                            processes=processes, warm_outcomes=warm_outcomes,
-                            scratch_app=scratch_app,
-                            log=lambda message: render.stderr_console().print(message)
-                            if not state.json else None)
+    with progress(state, "bench", "preparing the scratch store") as bar:
+        result = benchmarks.run(
+            state.settings, workload=workload, agents=agents, backend=backend,
+            database_url=database_url, queries=queries, seconds=seconds, processes=processes,
+            warm_outcomes=warm_outcomes, scratch_app=scratch_app, progress=bar,
+            log=lambda message: render.stderr_console().print(message)
+            if not state.json else None)
     render.emit(state, result, lambda c: _bench_human(c, result))
 
 

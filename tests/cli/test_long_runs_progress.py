@@ -57,3 +57,34 @@ def test_demo_logs_its_progress(clean_env: dict[str, str], every_step: None) -> 
     seen = events(result.stderr, "demo.progress")
     assert [e["done"] for e in seen] == list(range(1, 31))
     assert {e["total"] for e in seen} == {30} and seen[0]["phase"] == "simulating tasks"
+
+
+def test_bench_logs_the_progress_of_each_phase(clean_env: dict[str, str],
+                                               every_step: None) -> None:
+    result = cli("--json", "bench", "--agents", "50", "--queries", "20", "--seconds", "0.5")
+    assert result.exit_code == 0, result
+    seen = events(result.stderr, "bench.progress")
+    phases = list(dict.fromkeys(e["phase"] for e in seen))
+    assert phases == ["registering agents", "timing queries and updates", "query loop"]
+    timing = [e for e in seen if e["phase"] == "timing queries and updates"]
+    assert timing[-1]["done"] == timing[-1]["total"] == 20 + 20 + 20
+    assert {e["total"] for e in seen if e["phase"] == "query loop"} == {0.5}
+
+
+def test_bench_route_reports_its_cold_warm_up_and_warm_phases(clean_env: dict[str, str],
+                                                              every_step: None) -> None:
+    result = cli("--json", "bench", "--workload", "route", "--agents", "20", "--queries", "10",
+                 "--warm-outcomes", "5")
+    assert result.exit_code == 0, result
+    seen = events(result.stderr, "bench.progress")
+    last = {e["phase"]: (e["done"], e["total"]) for e in seen}
+    assert last == {"registering agents": (20, 20), "routing (cold)": (10, 10),
+                    "warm-up outcomes": (5, 5), "routing (warm)": (10, 10)}
+
+
+def test_bench_e2e_reports_the_seconds_spent(clean_env: dict[str, str], every_step: None) -> None:
+    result = cli("--json", "bench", "--workload", "e2e", "--agents", "5", "--seconds", "0.5")
+    assert result.exit_code == 0, result
+    seen = events(result.stderr, "bench.progress")
+    assert {e["phase"] for e in seen} == {"routing and reporting"}
+    assert {e["total"] for e in seen} == {0.5} and 0 < seen[-1]["done"] <= 0.5
