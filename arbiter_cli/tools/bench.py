@@ -12,7 +12,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from arbiter_cli.adapters.scratch import refresh_statistics
+from arbiter_cli.adapters.scratch import check_database_url, refresh_statistics
 from arbiter_cli.config import Settings
 from arbiter_cli.dburl import render
 from arbiter_cli.domain.agents import TaskResult
@@ -108,6 +108,7 @@ def run(
     if processes > 1 and (workload != "e2e" or backend == "memory"):
         raise InvalidInput("--processes > 1 needs --workload e2e on sqlite or postgres (a "
                            "memory store lives in one process)", field="processes", rule="backend")
+    check_database_url(backend, database_url)
     say = log or (lambda _message: None)
     principal = Principal.local_admin()
     with scratch_app(settings, backend, purpose="bench", database_url=database_url) as (app, where):
