@@ -134,10 +134,10 @@ class Progress:
         elapsed = now - self.started
         if self.terminal:
             if self._bar is None and elapsed >= self.threshold_s:
-                self._start_bar()
+                self._start_bar(now)
             if self._bar is not None and self._task is not None:
                 self._bar.update(self._task, description=self._description(), completed=self.done,
-                                 total=self.total, eta=self._eta_text(now))
+                                 total=self.total, eta=self._eta_text(now), count=self._count())
         elif now - self.logged_at >= self.log_every_s:
             self.logged_at = now
             eta = eta_s(self.done, self.total, now - self.zero_at)
@@ -152,17 +152,20 @@ class Progress:
     def _description(self) -> str:
         return f"{self.phase} ({self.detail})" if self.detail else self.phase
 
+    def _count(self) -> str:
+        total = "?" if self.total is None else str(_number(self.total))
+        return f"{_number(self.done)}/{total}{f' {self.unit}' if self.unit else ''}"
+
     def _eta_text(self, now: float) -> str:
         left = eta_s(self.done, self.total, now - self.zero_at)
         return "eta ?" if left is None else f"eta {clock_text(left)}"
 
-    def _start_bar(self) -> None:
+    def _start_bar(self, now: float) -> None:
         import sys
 
         from rich.console import Console
         from rich.progress import (
             BarColumn,
-            MofNCompleteColumn,
             TaskProgressColumn,
             TextColumn,
             TimeElapsedColumn,
@@ -170,11 +173,12 @@ class Progress:
         from rich.progress import Progress as RichProgress
 
         console = Console(file=self.stream or sys.stderr, highlight=False)
-        bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TaskProgressColumn(), TimeElapsedColumn(),
+        bar = RichProgress(TextColumn("{task.description}"), BarColumn(),
+                           TextColumn("{task.fields[count]}"), TaskProgressColumn(),
+                           TimeElapsedColumn(),
                            TextColumn("{task.fields[eta]}"), console=console, transient=True)
         self._task = bar.add_task(self._description(), total=self.total, completed=int(self.done),
-                                  eta="eta ?")
+                                  eta=self._eta_text(now), count=self._count())
         bar.start()
         self._bar = bar
 

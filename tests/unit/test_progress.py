@@ -128,3 +128,14 @@ def test_a_new_phase_forgets_the_total_and_detail_of_the_last_one() -> None:
     bar.update(5, total=10, detail="3 killed")
     bar.update(phase="reading the results")
     assert (bar.done, bar.total, bar.detail) == (0, None, "")
+
+
+def test_the_count_reads_whole_steps_or_seconds_with_its_unit() -> None:
+    clock = Ticks(0.0)
+    bar = Progress("soak", "running", 1_000_000, terminal=False, clock=clock, log=Events())
+    bar.update(312)
+    assert bar._count() == "312/1000000"
+    seconds = Progress("bench", "query loop", 5.0, terminal=False, clock=clock, log=Events(),
+                       unit="s")
+    seconds.update(1.25)
+    assert seconds._count() == "1.2/5 s"
