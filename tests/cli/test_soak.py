@@ -225,7 +225,7 @@ def test_rss_png_is_a_picture_of_the_run(runs: dict[str, Run]) -> None:
         path = runs[name].output / "rss.png"
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert path.stat().st_size > 10_000
-        assert matplotlib.image.imread(path).shape[:2] == (500, 1000)
+        assert matplotlib.image.imread(path).shape[:2] == (1100, 1000)  # RSS over ops/s, P95 latency and fds
 
 
 @pytest.mark.slow
