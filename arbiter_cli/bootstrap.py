@@ -269,6 +269,136 @@ def build(
     return app
 
 
+#: Shell completion waits at most this long for the database (connect, lock, statement).
+COMPLETION_TIMEOUT_S = 1.0
+#: The newest decisions completion offers (ids are time-ordered: the recent ones are typed).
+COMPLETION_DECISIONS = 200
+#: What each kind of id completes from: the command whose role lists them, and a filter.
+COMPLETION_KINDS = {"agents": ("agents list", None), "decisions": ("route history", None),
+                    "open-decisions": ("route history", "open")}
+
+
+def complete_ids(settings: Settings, token: str | None, kind: str, prefix: str) -> list[str]:
+    """Ids of ``kind`` starting with ``prefix``, for shell completion (SPEC §16).
+
+    Only the ids of the token's tenant, and only when the token may list them (``agents list``
+    or ``route history``): exactly what those commands would show, so completion reveals
+    nothing about other tenants (no existence oracle, SPEC §4.1). It reads only: no
+    resilience layer (no journal replay, no snapshot), no rate-limit token spent, nothing
+    audited, a missing SQLite file never created; every wait is COMPLETION_TIMEOUT_S.
+    """
+    from arbiter_cli.adapters.sql.engine import check_revision, make_engine
+    from arbiter_cli.domain.principal import Principal
+
+    command, status = COMPLETION_KINDS[kind]
+    engine = make_engine(settings.database_url, pool_size=1, max_overflow=0,
+                         connect_timeout_s=COMPLETION_TIMEOUT_S,
+                         statement_timeout_s=COMPLETION_TIMEOUT_S,
+                         busy_timeout_s=COMPLETION_TIMEOUT_S)
+    try:
+        check_revision(engine)
+        app = App(settings=settings, uow=sql_unit_of_work(settings, engine), clock=utc_now,
+                  engine=engine)
+        security = app._security_service(app.uow)
+        principal: Principal | None
+        if settings.security.enabled:
+            principal = security.peek(token, command)
+        else:  # as the commands act: admin of default, on a database without tokens only
+            principal = None if security.holds_tokens() else Principal.local_admin()
+        if principal is None:
+            return []
+        if kind == "agents":
+            ids = [a.id for a in app._agent_service(app.uow).list(principal, limit=0).items]
+        else:
+            found, _ = app._routing_service(app.uow).history(
+                principal, status=status, limit=COMPLETION_DECISIONS)
+            ids = [d.decision_id for d in found if d.decision_id]
+        return [i for i in ids if i.startswith(prefix)]
+    finally:
+        engine.dispose()
+
+
+def serving_app(settings: Settings, engine: Engine, *, correlation_id: str,
+                clock: Clock | None = None) -> App:
+    """An app for one request of the API server (SPEC §15), on the server's shared engine.
+
+    The engine (and its connection pool) lives as long as the server; everything a command
+    keeps per run (the resilience state of §7: deadline, outage, warnings, which writes were
+    journaled) is built anew for each request, so requests on other threads never share it.
+    Closing the app never disposes the shared engine.
+    """
+    from arbiter_cli.adapters.sql.engine import backend_of
+
+    clock = clock or utc_now
+    app = App(settings=settings, uow=sql_unit_of_work(settings, engine), clock=clock,
+              engine=engine, correlation_id=correlation_id)
+    if backend_of(settings.database_url) == "postgres":
+        from arbiter_cli.resilience.gateway import Resilience
+
+        app.resilience = Resilience(settings=settings, url=settings.database_url,
+                                    primary=engine, clock=clock,
+                                    engine_for=lambda url: sql_engine(settings, url))
+        app.resilience.correlation_id = correlation_id
+        app._closers.append(app.resilience.close)
+    return app
+
+
+@dataclass
+class RemoteApp:
+    """The services of an ``arbiter serve`` at ``url``, over HTTP (SPEC §15 remote mode).
+
+    What a command reads of an ``App``: the three service ports, ``writes`` (what the server
+    said became of the command's writes), no resilience layer of its own (the server has it).
+    """
+
+    settings: Settings
+    url: str
+    token: str | None
+    timeout_s: float
+    correlation_id: str
+    resilience: None = None
+    writes: list[Durability] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from arbiter_cli.adapters.remote import RemoteClient
+
+        self.client = RemoteClient(self.url, self.token, timeout_s=self.timeout_s,
+                                   correlation_id=self.correlation_id)
+
+    @cached_property
+    def agents(self) -> AgentsPort:
+        from arbiter_cli.adapters.remote import RemoteAgents
+
+        return RemoteAgents(self.client, registry_policy(self.settings))
+
+    @cached_property
+    def routing(self) -> RoutingPort:
+        from arbiter_cli.adapters.remote import RemoteRouting
+
+        return RemoteRouting(self.client, registry_policy(self.settings),
+                             routing_policy(self.settings))
+
+    @cached_property
+    def security(self) -> SecurityPort:
+        from arbiter_cli.adapters.remote import RemoteSecurity
+
+        return RemoteSecurity(self.client)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """``meta`` of the server's last answer (tenant, durability, journal, staleness)."""
+        return self.client.meta
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def remote_app(settings: Settings, url: str, token: str | None, *, timeout_s: float,
+               correlation_id: str) -> RemoteApp:
+    return RemoteApp(settings=settings, url=url, token=token, timeout_s=timeout_s,
+                     correlation_id=correlation_id)
+
+
 def _check_revision_resilient(res: Resilience, engine: Engine) -> None:
     from arbiter_cli.adapters.sql.engine import check_revision
 

@@ -24,18 +24,24 @@ fails when a key has no field or a field no key); durations arrive as ``Seconds`
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from arbiter_cli import dburl
 from arbiter_cli.dburl import mask_url as mask_url  # re-exported: config.mask_url
 from arbiter_cli.errors import ConfigInvalid
+from arbiter_cli.units import MAX_DURATION_S as MAX_DURATION_S  # re-exported
+from arbiter_cli.units import format_duration, format_size
+from arbiter_cli.units import parse_duration as parse_duration  # re-exported: the one grammar
+from arbiter_cli.units import parse_size as parse_size  # re-exported: the one grammar
 
 RESERVED_ENV = frozenset(
     {
@@ -45,6 +51,7 @@ RESERVED_ENV = frozenset(
         "ARBITER_CONFIG_DIR",
         "ARBITER_DATA_DIR",
         "ARBITER_CORRELATION_ID",
+        "ARBITER_SERVER",  # remote mode (SPEC §15): the server's URL, not a setting
     }
 )
 RESERVED_PREFIXES = ("ARBITER_TEST_",)
@@ -56,12 +63,7 @@ DEFAULT_TASK_TYPES = [
 ]  # fmt: skip
 DEFAULT_LANGUAGES = ["TypeScript", "JavaScript", "Python", "Rust", "Go", "Java", "C++", "C#"]
 
-DURATION_RE = re.compile(r"^(\d{1,15})(ms|[smhd])$")
-SIZE_RE = re.compile(r"^(\d{1,15})(B|KiB|MiB|GiB|TiB)$")
-_UNIT_BYTES = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 AUDIT_KEY_MIN = 32
-MAX_DURATION_S = 100 * 365 * 86400
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -180,25 +182,6 @@ KEYS: tuple[Key, ...] = (
 )
 KEYS_BY_NAME = {k.name: k for k in KEYS}
 WEIGHT_GROUPS = ("query.weights", "routing.weights")
-
-
-def parse_duration(text: str) -> float:
-    """``"90s"`` → 90.0, ``"2h"`` → 7200.0; raises ``ValueError`` otherwise."""
-    match = DURATION_RE.fullmatch(str(text).strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a duration like 30s, 5m, 2h or 1d")
-    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds > MAX_DURATION_S:
-        raise ValueError(f"{text!r} is longer than 100 years")
-    return float(seconds)
-
-
-def parse_size(text: str) -> int:
-    """``"64MiB"`` → 67108864; raises ``ValueError`` otherwise."""
-    match = SIZE_RE.fullmatch(str(text).strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a size like 64MiB (units B, KiB, MiB, GiB, TiB)")
-    return int(match.group(1)) * _UNIT_BYTES[match.group(2)]
 
 
 # ---------------------------------------------------------------------------- typed sections
@@ -444,6 +427,7 @@ class Settings:
     files: tuple[str, ...] = field(default=())
     token: str | None = field(default=None, repr=False)  # ARBITER_TOKEN
     profile: str = "default"  # ARBITER_PROFILE
+    server: str | None = None  # ARBITER_SERVER: remote mode (SPEC §15)
     database: DatabaseSettings = field(init=False, repr=False, compare=False)
     registry: RegistrySettings = field(init=False, repr=False, compare=False)
     performance: PerformanceSettings = field(init=False, repr=False, compare=False)
@@ -470,11 +454,12 @@ class Settings:
         return dburl.with_password(url, self.database.password)
 
     def display(self, name: str) -> Any:
-        """A value as ``config show`` prints it: secrets masked."""
+        """A value as ``config show`` prints it: secrets masked, ``database.url`` the URL
+        arbiter connects to (the SQLite file of an empty one, with database.password)."""
         value = self.values[name]
         key = KEYS_BY_NAME[name]
         if name == "database.url":
-            return mask_url(str(value))
+            return mask_url(self.database_url)
         if key.secret and value:
             return "***"
         return value
@@ -521,25 +506,26 @@ def load_settings(
         document = _read_toml(path)
         _merge(merged, sources, document.get("default", {}), f"{label} [default]")
         _merge(merged, sources, document.get(env_name, {}), f"{label} [{env_name}]")
-    from_environment, environment_problems = _environment(environ)
+    from_environment, problems = _environment(environ)
     _merge(merged, sources, from_environment, "environment")
     _merge(merged, sources, _unflatten(overrides or {}), "flag")
     flat = _flatten(merged)
-    unknown = sorted(k for k in flat if k not in KEYS_BY_NAME)
-    problems = environment_problems + [
-        f"{k}: unknown setting (from {sources.get(k, '?')})" for k in unknown]
+    problems += [_unknown(k, sources.get(k, "?")) for k in sorted(flat) if k not in KEYS_BY_NAME]
     if set(sources.values()) != {"default"}:
         # The packaged defaults alone are validated by the test suite; anything a user
         # supplied goes through every dynaconf validator.
         problems += _validate(merged)
     if problems:
-        raise ConfigInvalid("invalid configuration: " + "; ".join(problems), problems=problems)
+        raise ConfigInvalid("invalid configuration: " + "; ".join(p.message for p in problems),
+                            problems=[p.message for p in problems],
+                            errors=[p._asdict() for p in problems])
     values = {k.name: flat[k.name] for k in KEYS}
     return Settings(values=values, sources=sources, env=env_name, paths=paths, files=tuple(files),
                     # Set but empty stays "": an explicitly empty token never falls back to a
                     # profile, and an empty profile name is refused (SPEC §4.1).
                     token=environ.get("ARBITER_TOKEN"),
-                    profile=environ.get("ARBITER_PROFILE", "default"))
+                    profile=environ.get("ARBITER_PROFILE", "default"),
+                    server=environ.get("ARBITER_SERVER"))
 
 
 def _defaults() -> dict[str, Any]:
@@ -570,28 +556,47 @@ def _read_toml(path: Path) -> dict[str, Any]:
 PLAIN = (str, int, float, bool, list, dict)
 
 
-def _environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+def _environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[Problem]]:
     """``ARBITER_*`` variables parsed by dynaconf (TOML values, ``@int``-style casts)."""
     found: dict[str, Any] = {}
-    problems: list[str] = []
+    problems: list[Problem] = []
     for name, raw in environ.items():
         if not name.startswith("ARBITER_") or name in RESERVED_ENV:
             continue
         if name.startswith(RESERVED_PREFIXES):
             continue
+        _import_dynaconf()
         from dynaconf.utils.parse_conf import parse_conf_data
 
         dotted = name[len("ARBITER_"):].lower().replace("__", ".")
         try:
             value = parse_conf_data(raw, tomlfy=True, box_settings={})
         except Exception as exc:  # noqa: BLE001 - dynaconf's casts raise many kinds
-            problems.append(f"{dotted}: cannot parse {name} ({type(exc).__name__})")
+            problems.append(Problem(dotted, "parse",
+                                    f"{dotted}: cannot parse {name} ({type(exc).__name__})"))
             continue
         if not isinstance(value, PLAIN):  # lazy tokens such as @format, @jinja
-            problems.append(f"{dotted}: {name} uses an unsupported dynaconf token")
+            problems.append(Problem(dotted, "parse",
+                                    f"{dotted}: {name} uses an unsupported dynaconf token"))
             continue
         found[dotted] = value
     return _unflatten(found), problems
+
+
+def _import_dynaconf() -> None:
+    """Import dynaconf without jinja2, which it loads only for ``@jinja`` values.
+
+    arbiter refuses those tokens (``_environment``), and jinja2 (installed with the soak
+    extra) was about 40 % of dynaconf's import, paid by every command that sees one
+    ``ARBITER_*`` variable or a settings file. A later ``import jinja2`` works as usual.
+    """
+    if "dynaconf" in sys.modules or "jinja2" in sys.modules:
+        return
+    sys.modules["jinja2"] = None  # type: ignore[assignment]  # `import jinja2` fails here
+    try:
+        import dynaconf  # noqa: F401
+    finally:
+        del sys.modules["jinja2"]
 
 
 def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -640,13 +645,32 @@ def _merge(
 # ---------------------------------------------------------------------------- validation
 
 
-def _validate(tree: dict[str, Any]) -> list[str]:
+class Problem(NamedTuple):
+    """One thing wrong with the configuration: the key, the rule it breaks, one line."""
+
+    field: str
+    rule: str
+    message: str
+
+
+def _unknown(name: str, source: str) -> Problem:
+    """An unknown key, with the closest known one when there is one."""
+    close = difflib.get_close_matches(name, KEYS_BY_NAME, n=1, cutoff=0.75)
+    hint = f"; did you mean `{close[0]}`" if close else ""
+    if close and source == "environment":
+        hint += f" ({KEYS_BY_NAME[close[0]].env_var})"
+    hint += "?" if close else ""
+    return Problem(name, "unknown", f"{name}: unknown setting (from {source}){hint}")
+
+
+def _validate(tree: dict[str, Any]) -> list[Problem]:
     """Run every dynaconf validator and collect every problem.
 
     The validators check a flat mapping of the merged values rather than a ``Dynaconf``
     object: storing into one would evaluate ``@`` tokens a second time (a password such as
     ``@format {x}`` would crash), so this checks exactly the values arbiter will use.
     """
+    _import_dynaconf()
     from dynaconf import ValidationError
 
     flat: dict[str, Any] = _flatten(tree)
@@ -655,37 +679,44 @@ def _validate(tree: dict[str, Any]) -> list[str]:
         for part in group.split("."):
             node = node.get(part, {}) if isinstance(node, dict) else {}
         flat[group] = node
-    problems: list[str] = []
-    for validator in _validators():
+    problems: list[Problem] = []
+    for rule, validator in _validators():
         try:
             validator.validate(flat)
         except ValidationError as exc:
-            problems += [message for _validator, message in exc.details] or [str(exc)]
+            name = validator.names[0]
+            problems += [Problem(name, "required" if message.endswith(MISSING) else rule, message)
+                         for _validator, message in exc.details] or [Problem(name, rule, str(exc))]
     url = flat.get("database.url")
     reason = dburl.problem(url) if isinstance(url, str) and url else None
     if reason is not None:  # why, in one line that never echoes the URL or its password
-        problems.append(f"database.url: {reason}")
+        problems.append(Problem("database.url", "url", f"database.url: {reason}"))
     return problems
 
 
-def _validators() -> list[Any]:
+MISSING = "has no value (a value stands where its table belongs)"
+RULES = {"int": "number", "float": "number", "bool": "type", "str": "type", "choice": "allowed"}
+"""The ``rule`` of a refused value, by kind of key (duration, size and list are their own)."""
+
+
+def _validators() -> list[tuple[str, Any]]:
+    """Every dynaconf validator, each with the ``rule`` its refusal reports."""
     from dynaconf import Validator
 
-    validators = [_validator_for(Validator, key) for key in KEYS]
+    validators = [pair for key in KEYS for pair in _validators_for(Validator, key)]
     for group in WEIGHT_GROUPS:
         names = [k.name for k in KEYS if k.name.startswith(group + ".")]
-        validators.append(
-            Validator(
-                group,
-                condition=lambda table, names=names: _weights_sum_to_one(table, names),
-                messages={"condition": f"{group}: the weights must be numbers that sum to 1 "
-                          "(got {value})"},
-            )
-        )
+        validators.append(("weights", Validator(
+            group,
+            condition=lambda table, names=names: _weights_sum_to_one(table, names),
+            messages={"condition": f"{group}: the weights must be numbers that sum to 1 "
+                      "(got {value})"},
+        )))
     return validators
 
 
-def _validator_for(validator_cls: Any, key: Key) -> Any:
+def _validators_for(validator_cls: Any, key: Key) -> list[tuple[str, Any]]:
+    """A key's validator; a duration or size key has two: its grammar, then its range."""
     checks = {
         "int": lambda v: isinstance(v, int) and not isinstance(v, bool) and _in_range(v, key),
         "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool)
@@ -694,27 +725,58 @@ def _validator_for(validator_cls: Any, key: Key) -> Any:
         "str": lambda v: isinstance(v, str) and (
             key.name != "security.audit_key" or v == "" or len(v) >= AUDIT_KEY_MIN),
         "choice": lambda v: v in key.choices,
-        "duration": lambda v: _valid_duration(v, key),
-        "size": lambda v: _valid_size(v, key),
         "list": lambda v: _valid_list(v, key),
     }
-    return validator_cls(
-        key.name,
-        must_exist=True,
-        condition=checks[key.kind],
-        # A URL or a secret is never echoed: it can hold a password.
-        messages={"condition": f"{key.name}: must be {_describe(key)}" + (
-            "" if key.secret or key.name == "database.url" else " (got {value!r})")},
-    )
+    # A URL or a secret is never echoed: it can hold a password.
+    got = "" if key.secret or key.name == "database.url" else " (got {value!r})"
+    missing = f"{key.name}: {MISSING}"
+    if key.kind not in UNITS:
+        return [(RULES.get(key.kind, key.kind), validator_cls(
+            key.name, must_exist=True, condition=checks[key.kind],
+            messages={"condition": f"{key.name}: must be {_describe(key)}{got}",
+                      "must_exist_true": missing}))]
+    parse, show = UNITS[key.kind]
+    low, high = show(key.minimum or 0), show(key.maximum or 0)
+    return [
+        (key.kind, validator_cls(
+            key.name, must_exist=True, condition=lambda v: _parses(parse, v),
+            messages={"condition": f"{key.name}: must be a {key.kind} such as {key.default}: "
+                      f"{GRAMMAR[key.kind]}{got}", "must_exist_true": missing})),
+        ("range", validator_cls(
+            key.name,
+            condition=lambda v: not _parses(parse, v) or _in_range(parse(v), key),
+            messages={"condition": f"{key.name}: must be from {low} to {high}{got}"})),
+    ]
+
+
+UNITS: dict[str, tuple[Any, Any]] = {
+    "duration": (parse_duration, format_duration),
+    "size": (parse_size, lambda count: format_size(int(count))),
+}
+"""The kinds of key written in the grammar of ``arbiter_cli.units``: parse, and show a bound."""
+GRAMMAR = {
+    "duration": "units w, d, h, m, s, ms, largest first (2d12h, 1m30s, 250ms); "
+                "a plain number is seconds",
+    "size": "units B, KB, MB, GB, TB (powers of 1000; K, M, G, T alike) or KiB, MiB, GiB, TiB "
+            "(powers of 1024); a plain number is bytes",
+}
+"""The grammar of a kind of key, with examples, as its error states it."""
+
+
+def _parses(parse: Any, value: Any) -> bool:
+    try:
+        parse(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _describe(key: Key) -> str:
     if key.kind == "choice":
         return "one of " + ", ".join(key.choices)
-    if key.kind == "duration":
-        return "a duration like 30s, 5m, 2h or 1d"
-    if key.kind == "size":
-        return "a size like 64MiB (B, KiB, MiB, GiB or TiB)"
+    if key.kind in UNITS:
+        _parse, show = UNITS[key.kind]
+        return f"a {key.kind} from {show(key.minimum or 0)} to {show(key.maximum or 0)}"
     if key.name == "security.audit_key":
         return f"empty, or a secret of at least {AUDIT_KEY_MIN} characters"
     if key.kind == "list":
@@ -731,22 +793,6 @@ def _in_range(value: float, key: Key) -> bool:
     low = -math.inf if key.minimum is None else key.minimum
     high = math.inf if key.maximum is None else key.maximum
     return low <= value <= high
-
-
-def _valid_duration(value: Any, key: Key) -> bool:
-    try:
-        seconds = parse_duration(value)
-    except ValueError:
-        return False
-    return _in_range(seconds, key)
-
-
-def _valid_size(value: Any, key: Key) -> bool:
-    try:
-        size = parse_size(value)
-    except ValueError:
-        return False
-    return _in_range(size, key)
 
 
 def _valid_list(value: Any, key: Key) -> bool:

@@ -3,7 +3,7 @@
     ArbiterError (70 internal_error)
     ├── CheckFailed (1 check_failed)
     ├── InvalidInput (2 invalid_input)            field + rule in details
-    ├── ConfigInvalid (3 config_invalid)
+    ├── ConfigInvalid (3 config_invalid)          problems (+ field/rule of each) in details
     ├── NotFound (4 not_found)
     ├── Conflict (5 conflict)
     ├── Unauthenticated (6 unauthenticated)
@@ -74,8 +74,12 @@ class ConfigInvalid(ArbiterError):
     exit_code = 3
     code = "config_invalid"
 
-    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
-        super().__init__(message, details={"problems": problems} if problems else None)
+    def __init__(self, message: str, *, problems: list[str] | None = None,
+                 errors: list[dict[str, str]] | None = None) -> None:
+        details: dict[str, Any] = {"problems": problems} if problems else {}
+        if errors:  # the same problems with their key and rule: {"field", "rule", "message"}
+            details["errors"] = errors
+        super().__init__(message, details=details or None)
         self.problems = problems or []
 
 

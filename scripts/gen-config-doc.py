@@ -20,9 +20,7 @@ def table() -> str:
     rows = ["| key | type | default | environment variable | meaning |",
             "|---|---|---|---|---|"]
     for key in KEYS:
-        default = json.dumps(key.default) if key.kind == "list" else repr(key.default)
-        if key.kind == "list":
-            default = ", ".join(key.default)
+        default = ", ".join(key.default) if key.kind == "list" else _toml(key.default)
         kind = _describe(key).replace("|", "/")
         rows.append(f"| `{key.name}` | {kind} | `{default}` | `{key.env_var}` | {key.doc} |")
     return "\n".join(rows)

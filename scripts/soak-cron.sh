@@ -13,7 +13,10 @@
 #   SOAK_KEEP_DAYS=14           dated folders older than this are deleted (0 keeps all)
 #
 # Quiet on a pass; on any other exit it prints the verdict and the last log lines, which cron
-# mails to MAILTO. Exit codes are arbiter's: 0 pass, 1 leak, 11 RSS over the hard limit.
+# mails to MAILTO. Exit codes are arbiter's: 0 pass, 1 leak, 11 RSS over the hard limit; and 75
+# (EX_TEMPFAIL) when another soak-cron.sh still runs under the same SOAK_ROOT: a 24-hour soak
+# started daily would otherwise overlap the next one. The lock is `flock -n` on
+# SOAK_ROOT/.soak-cron.lock, released by the kernel when the script ends, however it ends.
 set -uo pipefail
 
 ARBITER=${SOAK_ARBITER:-arbiter}
@@ -24,6 +27,13 @@ INTERVAL=${SOAK_INTERVAL:-30s}
 BACKEND=${SOAK_BACKEND:-sqlite}
 MAX_RSS=${SOAK_MAX_RSS:-512MiB}
 KEEP_DAYS=${SOAK_KEEP_DAYS:-14}
+
+mkdir -p "$ROOT"
+exec 9>>"$ROOT/.soak-cron.lock"
+if ! flock -n 9; then
+    echo "soak-cron.sh: a soak is still running under $ROOT (lock $ROOT/.soak-cron.lock held); not starting another"
+    exit 75
+fi
 
 out="$ROOT/$(date -u +%Y-%m-%d)"
 [[ -e "$out" ]] && out="$out-$(date -u +%H%M%S)"  # a second run the same day

@@ -45,6 +45,13 @@ def load_token(path: Path, profile: str) -> str | None:
     return read_profiles(path).get(check_profile(profile))
 
 
+def load_server(path: Path, profile: str) -> str | None:
+    """The server URL saved with ``profile`` (``login --server``), if any."""
+    entry = _profiles(_document(path), path).get(check_profile(profile))
+    server = entry.get("server") if isinstance(entry, dict) else None
+    return server if isinstance(server, str) and server else None
+
+
 def check_saveable(path: Path, profile: str, token: str | None = None, *, force: bool,
                    hint: str = "pass --force to replace it, or choose another profile "
                    "(--profile NAME)") -> bool:
@@ -61,8 +68,10 @@ def check_saveable(path: Path, profile: str, token: str | None = None, *, force:
     return replaced
 
 
-def save_token(path: Path, profile: str, token: str, *, force: bool) -> bool:
-    """Store ``token`` as ``profile``; refuse to replace another token unless ``force``.
+def save_token(path: Path, profile: str, token: str, *, force: bool,
+               server: str | None = None) -> bool:
+    """Store ``token`` as ``profile``, with the ``server`` it is for (remote mode) or none (a
+    local database's token); refuse to replace another token unless ``force``.
 
     Returns True when an existing, different token was replaced.
     """
@@ -71,6 +80,10 @@ def save_token(path: Path, profile: str, token: str, *, force: bool) -> bool:
     profiles = _profiles(document, path)
     entry = profiles.get(profile)
     profiles[profile] = {**(entry if isinstance(entry, dict) else {}), "token": token}
+    if server:
+        profiles[profile]["server"] = server
+    else:  # a token of a local database: never sent to a server saved for an older token
+        profiles[profile].pop("server", None)
     document["profiles"] = profiles
     _write(path, document)
     return replaced

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from arbiter_cli.cli import render
+from arbiter_cli.cli import completion, render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.consent import YesOpt, require_consent, will_ask
 from arbiter_cli.cli.inputs import read_documents
@@ -21,13 +21,17 @@ if TYPE_CHECKING:
     from arbiter_cli.domain.agents import Agent
     from arbiter_cli.domain.principal import Principal
 
-app = typer.Typer(help="Register, inspect, query and maintain agents.", no_args_is_help=True)
+app = typer.Typer(help="Register, inspect, query and maintain agents.\n\n"
+                  "Example: arbiter agents list --status available", no_args_is_help=True)
 
-IdArg = Annotated[str, typer.Argument(help="Agent id.", show_default=False)]
+IdArg = Annotated[str, typer.Argument(help="Agent id.", show_default=False,
+                                          autocompletion=completion.agent_ids)]
 TaskTypesOpt = Annotated[list[str] | None, typer.Option(
-    "--task-type", help="Task type the agent handles (repeat for more).", show_default=False)]
+    "--task-type", autocompletion=completion.task_types,
+    help="Task type the agent handles (repeat for more).", show_default=False)]
 LanguagesOpt = Annotated[list[str] | None, typer.Option(
-    "--language", help="Language (repeat for more).", show_default=False)]
+    "--language", help="Language (repeat for more).", show_default=False,
+    autocompletion=completion.languages)]
 SpecsOpt = Annotated[list[str] | None, typer.Option(
     "--specialization", help="Free label (repeat for more).", show_default=False)]
 CapacityOpt = Annotated[int | None, typer.Option(
@@ -177,9 +181,11 @@ def show(ctx: typer.Context, agent_id: IdArg, json_out: JsonOpt = False,
 def list_agents(
     ctx: typer.Context,
     status: Annotated[str | None, typer.Option(
-        "--status", help="available, draining, offline or maintenance.", show_default=False)] = None,
+        "--status", help="available, draining, offline or maintenance.", show_default=False,
+        autocompletion=completion.choices(*completion.AGENT_STATUSES))] = None,
     task_type: Annotated[str | None, typer.Option(
-        "--task-type", help="Only agents that handle this task type.", show_default=False)] = None,
+        "--task-type", help="Only agents that handle this task type.", show_default=False,
+        autocompletion=completion.task_types)] = None,
     limit: LimitOpt = 100,
     cursor: CursorOpt = None,
     json_out: JsonOpt = False,
@@ -201,16 +207,17 @@ def list_agents(
         console.print(render.table(
             f"{len(page.items)} agents", ("id", "name", "status", "util", "success", "quality",
                                           "task types"), rows))
-        if page.next_cursor:
-            console.print(f"more: --cursor {page.next_cursor}")
 
-    render.emit_list(state, [a.to_dict() for a in page.items], page.next_cursor, human)
+    render.emit_list(state, [a.to_dict() for a in page.items], page.next_cursor, human,
+                     empty="no agent" + (" matches these filters" if status or task_type
+                                         else "s registered: see `arbiter agents register`"))
 
 
 @command(app, "query")
 def query(
     ctx: typer.Context,
     task_type: Annotated[str, typer.Option("--task-type", help="Required task type.",
+                                           autocompletion=completion.task_types,
                                            show_default=False)],
     languages: LanguagesOpt = None,
     specializations: Annotated[list[str] | None, typer.Option(
@@ -225,7 +232,8 @@ def query(
         "--min-success-rate", help="Lowest success rate, 0-1 (default 0).",
         show_default=False)] = None,
     status: Annotated[str | None, typer.Option(
-        "--status", help="Only agents with this status.", show_default=False)] = None,
+        "--status", help="Only agents with this status.", show_default=False,
+        autocompletion=completion.choices(*completion.AGENT_STATUSES))] = None,
     limit: Annotated[int, typer.Option("--limit", help="Top K; 0 means all.")] = 10,
     json_out: JsonOpt = False,
     token: TokenOpt = None,
@@ -250,7 +258,8 @@ def query(
                                    ("#", "id", "score", "success", "quality", "util", "why"),
                                    rows))
 
-    render.emit_list(state, items, None, human)
+    render.emit_list(state, items, None, human,
+                     empty=f"no agent matches task type {task_type!r} and these filters")
 
 
 @command(app, "stats")
@@ -281,6 +290,7 @@ def status(
     agent_id: IdArg,
     new_status: Annotated[str, typer.Argument(
         metavar="{available|draining|offline|maintenance}", help="The new status.",
+        autocompletion=completion.choices(*completion.AGENT_STATUSES),
         show_default=False)],
     reason: Annotated[str | None, typer.Option("--reason", help="Why (kept with the agent).",
                                                show_default=False)] = None,
@@ -324,7 +334,8 @@ def record(
     latency_ms: Annotated[str | None, typer.Option(
         "--latency-ms", help="Task latency in ms, >= 0.", show_default=False)] = None,
     task_type: Annotated[str | None, typer.Option(
-        "--task-type", help="Task type of the finished task.", show_default=False)] = None,
+        "--task-type", help="Task type of the finished task.", show_default=False,
+        autocompletion=completion.task_types)] = None,
     json_out: JsonOpt = False,
     token: TokenOpt = None,
 ) -> None:
@@ -374,17 +385,22 @@ def cleanup(
     verb = "would mark" if dry_run else "marked"
 
     def human(console: Console) -> None:
-        console.print(f"{verb} {len(marked)} agents offline")
+        summary = f"{verb} {len(marked)} agents offline"
+        if render.output_format(state) == "table":
+            console.print(summary)
+        else:  # stdout keeps the rows alone
+            render.hint(summary)
         if marked:
             console.print(render.table(None, ("id", "last active"),
-                                       [(a.id, a.to_dict()["last_active_at"]) for a in marked]))
+                                       [(a.id, render.Stamp.of(a.last_active_at))
+                                        for a in marked]))
 
     if state.json:
         render.write_json({"items": [a.to_dict() for a in marked], "count": len(marked),
                            "next_cursor": None, "dry_run": dry_run,
                            "meta": state.meta(**({} if dry_run else {"durability": "committed"}))})
     else:
-        human(render.stdout_console())
+        human(render.stdout_console(state, titles=False))
 
 
 def _cleanup_action(state: State, principal: Principal, older_than: str, seconds: float,

@@ -17,6 +17,7 @@ import typer
 from arbiter_cli import __version__
 from arbiter_cli.cli import (
     agents,
+    completion,
     config_cmd,
     db,
     health,
@@ -29,7 +30,8 @@ from arbiter_cli.cli import (
     setup,
     soak,
 )
-from arbiter_cli.cli.options import JsonOpt, TokenOpt
+from arbiter_cli.cli.helptext import HelpGroup
+from arbiter_cli.cli.options import FormatOpt, JsonOpt, TokenOpt, choose_format
 from arbiter_cli.cli.state import State
 from arbiter_cli.errors import InvalidInput
 
@@ -43,6 +45,7 @@ def _version(value: bool) -> None:
 def build_app() -> typer.Typer:
     app = typer.Typer(
         name="arbiter",
+        cls=HelpGroup,
         help="Operate fleets of AI coding agents: registry, routing, security, health.\n\n"
         "Example: [bold]arbiter init && arbiter agents list[/]",
         no_args_is_help=True,
@@ -54,17 +57,18 @@ def build_app() -> typer.Typer:
     for register in (setup.register, security.register, soak.register, health.register,
                      mutate.register, serve.register):
         register(app)
-    app.add_typer(agents.app, name="agents")
-    app.add_typer(route.app, name="route")
-    app.add_typer(db.app, name="db")
-    app.add_typer(config_cmd.app, name="config")
-    app.add_typer(journal.app, name="journal")
+    app.add_typer(agents.app, name="agents", cls=HelpGroup)
+    app.add_typer(route.app, name="route", cls=HelpGroup)
+    app.add_typer(db.app, name="db", cls=HelpGroup)
+    app.add_typer(config_cmd.app, name="config", cls=HelpGroup)
+    app.add_typer(journal.app, name="journal", cls=HelpGroup)
     return app
 
 
 def root(
     ctx: typer.Context,
     json_out: JsonOpt = False,
+    output_format: FormatOpt = None,
     token: TokenOpt = None,
     config: Annotated[Path | None, typer.Option(
         "--config", help="Extra settings file (layer 5 of 7).", dir_okay=False,
@@ -74,11 +78,13 @@ def root(
         show_default=False)] = None,
     profile: Annotated[str | None, typer.Option(
         "--profile", help="Credentials profile (default: ARBITER_PROFILE or default).",
-        show_default=False)] = None,
+        show_default=False, autocompletion=completion.profiles)] = None,
     log_level: Annotated[str | None, typer.Option(
-        "--log-level", help="debug, info, warning or error.", show_default=False)] = None,
+        "--log-level", help="debug, info, warning or error.", show_default=False,
+        autocompletion=completion.choices(*completion.LOG_LEVELS))] = None,
     log_format: Annotated[str | None, typer.Option(
         "--log-format", help="console or json (default: console on a TTY).",
+        autocompletion=completion.choices(*completion.LOG_FORMATS),
         show_default=False)] = None,
     correlation_id: Annotated[str | None, typer.Option(
         "--correlation-id", envvar="ARBITER_CORRELATION_ID", help="Id carried through logs, "
@@ -86,6 +92,13 @@ def root(
     metrics_file: Annotated[Path | None, typer.Option(
         "--metrics-file", help="Write this run's metrics in node-exporter textfile format.",
         dir_okay=False, show_default=False)] = None,
+    server: Annotated[str | None, typer.Option(
+        "--server", help="Run token-checked commands on this arbiter server (remote mode; "
+        "default: ARBITER_SERVER, then the profile's, saved by login --server).",
+        show_default=False)] = None,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", help="Remote mode: seconds a command may wait for the server, "
+        "retries included.", min=0.1, max=3600)] = 30.0,
     verbose: Annotated[bool, typer.Option(
         "--verbose", help="Show tracebacks of internal errors (never with local variables).")
     ] = False,
@@ -95,35 +108,33 @@ def root(
 ) -> None:
     """Operate fleets of AI coding agents: registry, routing, security, health.
 
-    Global options go before the command; --json and --token may also follow it.
+    Global options go before the command; --json and --format may also follow it, and so
+    may --token on the commands that take one.
 
     Example: arbiter --json agents list
     """
     from arbiter_cli.ids import uuid7  # deferred: start-up of `arbiter --help`
 
     if correlation_id is not None and not _printable(correlation_id, 200):
-        from typer._click.exceptions import BadParameter
-
-        raise BadParameter("must be 1 to 200 printable characters",
+        raise typer.BadParameter("must be 1 to 200 printable characters",
                            param_hint="--correlation-id")
     _check_paths(profile, metrics_file)
     ctx.obj = State(
         json=json_out, token=token, config_file=config, env=env, profile=profile,
         log_level=log_level, log_format=log_format,
         correlation_id=correlation_id or uuid7(),
-        metrics_file=metrics_file, verbose=verbose,
+        metrics_file=metrics_file, verbose=verbose, server=server, timeout_s=timeout,
     )
+    choose_format(ctx.obj, output_format)
 
 
 def _check_paths(profile: str | None, metrics_file: Path | None) -> None:
     """Usage errors (exit 2) of the root options that name files, before anything runs."""
-    from typer._click.exceptions import BadParameter
-
     if profile is not None:
         from arbiter_cli.adapters.credentials import PROFILE_RE  # deferred: start-up of `arbiter --help`
 
         if not PROFILE_RE.fullmatch(profile):
-            raise BadParameter("must be 1 to 64 letters, digits, '.', '_' or '-'",
+            raise typer.BadParameter("must be 1 to 64 letters, digits, '.', '_' or '-'",
                                param_hint="--profile")
     if metrics_file is not None:
         # deferred: start-up of `arbiter --help`
@@ -131,7 +142,7 @@ def _check_paths(profile: str | None, metrics_file: Path | None) -> None:
 
         problem = metrics_file_problem(metrics_file)
         if problem:
-            raise BadParameter(problem, param_hint="--metrics-file")
+            raise typer.BadParameter(problem, param_hint="--metrics-file")
 
 
 def _printable(value: str, limit: int) -> bool:
@@ -139,9 +150,17 @@ def _printable(value: str, limit: int) -> bool:
 
 
 def _usage_error(args: list[str], message: str) -> int:
-    state = State(json="--json" in args)
+    state = State(json=_asks_json(args))
     render.error(state, InvalidInput(" ".join(message.split())))
     return 2
+
+
+def _asks_json(args: list[str]) -> bool:
+    """Whether the command line asks for JSON (``--json``, ``--format json``): its usage
+    errors are JSON then, even though parsing never finished."""
+    pairs = zip(args, [*args[1:], ""], strict=True)
+    return any(arg in ("--json", "--format=json") or (arg, value) == ("--format", "json")
+               for arg, value in pairs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,17 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     if args == ["--version"]:
         sys.stdout.write(f"arbiter {__version__}\n")
         return 0
-    from typer._click import exceptions as click_exc  # typer vendors click
-
     try:
         result = build_app()(args=args, prog_name="arbiter", standalone_mode=False)
-    except click_exc.NoArgsIsHelpError:
-        return 2
-    except click_exc.UsageError as exc:
-        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+    except typer.TyperException as exc:  # the public base of typer's usage and parameter errors
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is printed already (as typer
+            return 2  # itself tells it apart: the class is not public)
+        ctx = getattr(exc, "ctx", None)  # a usage error knows its command: point at its help
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         return _usage_error(args, exc.format_message() + hint)
-    except click_exc.ClickException as exc:
-        return _usage_error(args, exc.format_message())
     except typer.Abort:
         sys.stderr.write("error: interrupted\n")
         return 130

@@ -7,6 +7,7 @@ traceback appears only with ``--verbose``. The command modules register through 
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import time
 import traceback
@@ -17,11 +18,16 @@ from typing import Any, TypeVar
 import typer
 
 from arbiter_cli.cli import render
-from arbiter_cli.cli.options import state_of
+from arbiter_cli.cli.helptext import HelpCommand
+from arbiter_cli.cli.options import FormatOpt, choose_format, state_of
 from arbiter_cli.cli.state import State
-from arbiter_cli.errors import ArbiterError, Forbidden, Interrupted
+from arbiter_cli.errors import ArbiterError, Forbidden, Interrupted, InvalidInput
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Command groups that need direct database access: refused in remote mode (SPEC §15).
+LOCAL_ONLY = frozenset({"init", "db", "tenants", "journal", "demo", "bench", "soak", "mutate",
+                        "serve"})
 
 
 @contextmanager
@@ -65,14 +71,14 @@ def observed(state: State) -> Iterator[None]:
 
 
 def _report(state: State, error: ArbiterError, original: BaseException | None) -> None:
-    redact = _redactor(state)
+    redact = redactor(state)
     if state.verbose and original is not None:
         # Plain traceback without local variables: locals can hold secrets.
         sys.stderr.write(redact("".join(traceback.format_exception(original))))
     render.error(state, error, redact)
 
 
-def _redactor(state: State) -> Callable[[str], str]:
+def redactor(state: State) -> Callable[[str], str]:
     """The run's redaction (its secrets, token secrets, URL passwords): errors go through it."""
     if state.telemetry is not None:
         return state.telemetry.redact
@@ -85,7 +91,9 @@ def command(group: typer.Typer, name: str | None = None, **options: Any) -> Call
     """Register ``fn`` on ``group`` inside the error boundary.
 
     The command's first parameter must be ``ctx: typer.Context``. Parameters named
-    ``json_out`` and ``token`` are the repeated global options.
+    ``json_out`` and ``token`` are the repeated global options. Every command also takes the
+    global ``--format`` after it: ``command`` adds that option to the command's signature
+    (``_with_format``) and records it on the state, so the command body never sees it.
     """
 
     def decorate(fn: F) -> F:
@@ -93,7 +101,8 @@ def command(group: typer.Typer, name: str | None = None, **options: Any) -> Call
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             ctx: typer.Context = kwargs["ctx"]
             state = state_of(ctx)
-            state.json = state.json or bool(kwargs.get("json_out"))
+            choose_format(state, kwargs.pop(FORMAT_PARAM, None),
+                          json_out=bool(kwargs.get("json_out")))
             if kwargs.get("token") is not None:  # "" too: an empty token is an answer (6)
                 state.token = kwargs["token"]
             if kwargs.get("database_url"):  # a password on the command line is a secret too
@@ -105,16 +114,34 @@ def command(group: typer.Typer, name: str | None = None, **options: Any) -> Call
                 _gate(state)
                 return fn(*args, **kwargs)
 
+        wrapper.__signature__ = _with_format(fn)  # type: ignore[attr-defined]
+        options.setdefault("cls", HelpCommand)  # help without <bool>, reflowed (cli/helptext.py)
         group.command(name, **options)(wrapper)
         return fn
 
     return decorate
 
 
+FORMAT_PARAM = "output_format"
+
+
+def _with_format(fn: Callable[..., Any]) -> inspect.Signature:
+    """``fn``'s signature (annotations evaluated, as typer reads them) plus ``--format``."""
+    signature = inspect.signature(fn, eval_str=True)
+    extra = inspect.Parameter(FORMAT_PARAM, inspect.Parameter.KEYWORD_ONLY, default=None,
+                              annotation=FormatOpt)
+    return signature.replace(parameters=[*signature.parameters.values(), extra])
+
+
 def _gate(state: State) -> None:
     """Token-checked commands are admitted before their body runs; deny by default."""
     from arbiter_cli.domain.security import NO_TOKEN, PERMISSIONS  # deferred: start-up of `arbiter --help`
 
+    if state.command.split(" ")[0] in LOCAL_ONLY and state.remote_url() is not None:
+        raise InvalidInput(f"`{state.command}` needs direct database access and cannot run "
+                           "against a server (--server, ARBITER_SERVER or the profile's "
+                           "server): run it where the database is", field="server",
+                           rule="local_only")
     if state.command in PERMISSIONS:
         state.admit()
     elif state.command not in NO_TOKEN:

@@ -7,19 +7,21 @@ from typing import TYPE_CHECKING
 import typer
 
 from arbiter_cli.cli import render
-from arbiter_cli.cli.boundary import command
-from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
+from arbiter_cli.cli.boundary import command, redactor
+from arbiter_cli.cli.options import JsonOpt, state_of
+from arbiter_cli.errors import ConfigInvalid
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-app = typer.Typer(help="Show and validate the layered configuration.", no_args_is_help=True)
+app = typer.Typer(help="Show and validate the layered configuration.\n\n"
+                  "Example: arbiter config show", no_args_is_help=True)
 
 
 @command(app, "show")
-def show(ctx: typer.Context, json_out: JsonOpt = False,
-        token: TokenOpt = None) -> None:
-    """Print every effective setting with the layer it came from; secrets masked.
+def show(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Print every effective setting with the layer it came from; secrets masked, values
+    never shortened (database.url is the URL arbiter connects to).
 
     Example: ARBITER_ROUTING__STRATEGY=ucb arbiter config show --json
     """
@@ -42,7 +44,7 @@ def show(ctx: typer.Context, json_out: JsonOpt = False,
         console.print(f"env {settings.env}; config dir {settings.paths.config_dir}; "
                       f"data dir {settings.paths.data_dir}")
         console.print(render.table(None, ("key", "value", "source"), [
-            (name, _short(entry["value"]), entry["source"]) for name, entry in values.items()]))
+            (name, _text(entry["value"]), entry["source"]) for name, entry in values.items()]))
 
     render.emit(state, document, human)
 
@@ -53,20 +55,29 @@ def _masked(url: str) -> str:
     return mask_url(url)
 
 
-def _short(value: object) -> str:
-    text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _text(value: object) -> str:
+    """A value as TOML would spell it (true/false), a list comma-separated; never shortened."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 @command(app, "validate")
-def validate(ctx: typer.Context, json_out: JsonOpt = False,
-        token: TokenOpt = None) -> None:
-    """Exit 0 when the configuration is valid, or 3 listing every problem.
+def validate(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Exit 0 when the configuration is valid, or 3 listing every problem, one per line.
 
     Example: arbiter config validate
     """
     state = state_of(ctx)
-    settings = state.settings
+    try:
+        settings = state.settings
+    except ConfigInvalid as exc:
+        if state.json or not exc.problems:
+            raise  # one JSON object (details.problems, details.errors), or one line
+        redact = redactor(state)
+        for problem in exc.problems:
+            render.error(state, ConfigInvalid(problem), redact)
+        raise typer.Exit(exc.exit_code) from None
     render.emit(state, {"valid": True, "env": settings.env, "files": list(settings.files)},
                 lambda c: c.print(f"configuration valid (env {settings.env}, "
                                   f"{len(settings.files)} file(s))"))

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
-from arbiter_cli.cli import render
+from arbiter_cli.cli import completion, render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.consent import YesOpt, require_consent
-from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
+from arbiter_cli.cli.options import JsonOpt, state_of
 from arbiter_cli.errors import CheckFailed
 
 if TYPE_CHECKING:
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from arbiter_cli.adapters.migrations import DowngradePlan
     from arbiter_cli.cli.state import State
 
-app = typer.Typer(help="Migrate the database and check it for drift.", no_args_is_help=True)
+app = typer.Typer(help="Migrate the database and check it for drift.\n\n"
+                  "Example: arbiter db upgrade", no_args_is_help=True)
 
 UrlOpt = Annotated[str | None, typer.Option(
     "--database-url", help="Database to act on (default: database.url).", show_default=False)]
@@ -42,10 +43,10 @@ def _alembic_out(state: State) -> TextIO:
 @command(app, "upgrade")
 def upgrade(
     ctx: typer.Context,
-    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    revision: Annotated[str, typer.Argument(help="Target revision.",
+                                                 autocompletion=completion.revisions)] = "head",
     database_url: UrlOpt = None,
     json_out: JsonOpt = False,
-    token: TokenOpt = None,
 ) -> None:
     """Upgrade the schema (creates a SQLite file if needed). Safe to run concurrently.
 
@@ -64,11 +65,11 @@ def upgrade(
 def downgrade(
     ctx: typer.Context,
     revision: Annotated[str, typer.Argument(help="Target revision, e.g. base or head-1.",
+                                            autocompletion=completion.revisions,
                                             show_default=False)],
     database_url: UrlOpt = None,
     yes: YesOpt = False,
     json_out: JsonOpt = False,
-    token: TokenOpt = None,
 ) -> None:
     """Downgrade the schema to REVISION ('base' drops every table, the audit log included).
 
@@ -122,8 +123,7 @@ def _masked(url: str) -> str:
 
 
 @command(app, "current")
-def current(ctx: typer.Context, database_url: UrlOpt = None, json_out: JsonOpt = False,
-        token: TokenOpt = None) -> None:
+def current(ctx: typer.Context, database_url: UrlOpt = None, json_out: JsonOpt = False) -> None:
     """Print the database's schema revision and whether it is the head.
 
     Example: arbiter db current --json
@@ -139,8 +139,7 @@ def current(ctx: typer.Context, database_url: UrlOpt = None, json_out: JsonOpt =
 
 
 @command(app, "history")
-def history(ctx: typer.Context, json_out: JsonOpt = False,
-        token: TokenOpt = None) -> None:
+def history(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """List the migrations this arbiter ships, newest first.
 
     Example: arbiter db history
@@ -155,12 +154,12 @@ def history(ctx: typer.Context, json_out: JsonOpt = False,
             (r.revision + (" (head)" if r.is_head else ""), r.down_revision or "base", r.message)
             for r in revisions]))
 
-    render.emit_list(state, [r.to_dict() for r in revisions], None, human)
+    render.emit_list(state, [r.to_dict() for r in revisions], None, human,
+                     empty="no migrations ship with this arbiter")
 
 
 @command(app, "check")
-def check(ctx: typer.Context, database_url: UrlOpt = None, json_out: JsonOpt = False,
-        token: TokenOpt = None) -> None:
+def check(ctx: typer.Context, database_url: UrlOpt = None, json_out: JsonOpt = False) -> None:
     """Compare the database with the models: 0 no drift, 1 drift, 10 not at head.
 
     Example: arbiter db check

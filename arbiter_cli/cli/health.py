@@ -8,7 +8,7 @@ import typer
 
 from arbiter_cli.cli import render
 from arbiter_cli.cli.boundary import command
-from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
+from arbiter_cli.cli.options import JsonOpt, state_of
 from arbiter_cli.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -33,7 +33,6 @@ def health(
         "--ready", help="Readiness to serve: database or journal, schema, breaker, backlog.")
     ] = False,
     json_out: JsonOpt = False,
-    token: TokenOpt = None,
 ) -> None:
     """Check configuration, database, schema, breaker, journal, disk and live soak runs.
 

@@ -6,10 +6,12 @@ import json
 import os
 import stat
 import sys
-from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
 from arbiter_cli.domain.validation import fail
+from arbiter_cli.inputs import parse_since
+
+__all__ = ["duration_at_least", "parse_since", "read_documents", "read_text"]
 
 
 def read_documents(source: str, field: str = "file", *, max_bytes: int) -> list[dict[str, Any]]:
@@ -97,26 +99,16 @@ def _line(line: str, number: int, field: str) -> dict[str, Any]:
     return document
 
 
-def parse_since(value: str | None) -> datetime | timedelta | None:
-    """``--since``: a duration (meaning the database's now minus it) or an RFC 3339 timestamp
-    with a zone, in UTC. Anything else, or a time outside years 1–9999 in UTC, is exit 2."""
-    from arbiter_cli.config import parse_duration  # deferred: start-up of `arbiter --help`
+def duration_at_least(value: str, field: str, low: float) -> float:
+    """A duration flag in the one grammar (``90s``, ``1h30m``, ``500ms``, ``5``), in seconds;
+    exit 2 with ``field`` and ``rule`` when it is not one, or is shorter than ``low``."""
+    from arbiter_cli.units import format_duration, parse_duration  # deferred: start-up
 
-    if value is None:
-        return None
     try:
-        return timedelta(seconds=parse_duration(value))
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise fail("since", "format", "must be a duration like 24h or an RFC 3339 timestamp "
-                   "such as 2026-01-31T00:00:00Z") from None
-    if moment.tzinfo is None:
-        raise fail("since", "format", "an RFC 3339 timestamp needs a time zone (e.g. Z)")
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError:
-        raise fail("since", "range", "must fall between 0001-01-01 and 9999-12-31 in UTC"
-                   ) from None
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise fail(field, "duration", str(exc)) from None
+    if seconds < low:
+        raise fail(field, "range", f"must be at least {format_duration(low)}, such as "
+                   f"{format_duration(max(low, 5))}")
+    return seconds

@@ -10,7 +10,7 @@ import typer
 from arbiter_cli.cli import render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.consent import YesOpt, require_consent
-from arbiter_cli.cli.options import CursorOpt, JsonOpt, LimitOpt, TokenOpt, state_of
+from arbiter_cli.cli.options import CursorOpt, JsonOpt, LimitOpt, state_of
 from arbiter_cli.cli.progress import progress
 from arbiter_cli.errors import InvalidInput, NotFound, StorageUnavailable
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from arbiter_cli.resilience.gateway import Resilience
 
 app = typer.Typer(help="Inspect, replay and resolve the journal of writes made while the "
-                  "database was unavailable.", no_args_is_help=True)
+                  "database was unavailable.\n\nExample: arbiter journal status", no_args_is_help=True)
 
 
 def _resilience(state: State) -> Resilience | None:
@@ -35,7 +35,7 @@ def _resilience(state: State) -> Resilience | None:
 
 
 @command(app, "status")
-def status(ctx: typer.Context, json_out: JsonOpt = False, token: TokenOpt = None) -> None:
+def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Backlog, conflicts, age of the oldest entry, and the circuit breaker. No database I/O.
 
     Example: arbiter journal status --json
@@ -82,7 +82,6 @@ def replay_cmd(
         "database (an older arbiter made it), on your word that it is this one. Never "
         "overrides a recorded, different database.")] = False,
     json_out: JsonOpt = False,
-    token: TokenOpt = None,
 ) -> None:
     """Replay every journaled write into the database, in order; stops if it fails again.
 
@@ -187,7 +186,6 @@ def list_cmd(
     limit: LimitOpt = 100,
     cursor: CursorOpt = None,
     json_out: JsonOpt = False,
-    token: TokenOpt = None,
 ) -> None:
     """List journaled writes, newest first (seq, kind, tenant, age, state, error).
 
@@ -209,28 +207,25 @@ def list_cmd(
             raise InvalidInput("--cursor: not a cursor of `journal list`")
         before = int(cursor)
     journal = open_for(state.settings)
-    if journal is None:
-        render.emit_list(state, [], None, lambda c: c.print("no journal: the primary is a local "
-                                                            "SQLite file"))
-        return
-    state.on_close(journal.close)
+    found = [] if journal is None else journal.entries(conflicts_only=conflicts, limit=limit,
+                                                       before=before)
+    if journal is not None:
+        state.on_close(journal.close)
     now = time.time()
-    found = journal.entries(conflicts_only=conflicts, limit=limit, before=before)
     items = [e.to_dict(now) for e in found]
     next_cursor = str(found[-1].seq) if limit and len(found) == limit else None
 
     def human(c: Console) -> None:
-        if not items:
-            c.print("the journal holds no conflicts" if conflicts else "the journal is empty")
-            return
-        c.print(render.table(None, ["seq", "op id", "kind", "tenant", "age", "state", "why"], [
-            [str(i["seq"]), i["op_id"], i["kind"], i["tenant"],
-             "?" if i["age_s"] is None else f"{i['age_s']:.0f}s",
-             i["state"], i["error"] or ""] for i in items]))
-        if conflicts:
-            c.print("resolve one with `arbiter journal resolve OP_ID --retry` or `--drop`")
+        c.print(render.table(None, ["seq", "op id", "kind", "tenant", "written", "state", "why"], [
+            [str(e.seq), i["op_id"], i["kind"], i["tenant"],
+             render.Stamp.of(e.created_at, missing="?"),
+             i["state"], i["error"] or ""] for e, i in zip(found, items, strict=True)]))
+        if conflicts and found:
+            render.hint("resolve one with `arbiter journal resolve OP_ID --retry` or `--drop`")
 
-    render.emit_list(state, items, next_cursor, human)
+    empty = ("no journal: the primary is a local SQLite file" if journal is None else
+             "the journal holds no conflicts" if conflicts else "the journal is empty")
+    render.emit_list(state, items, next_cursor, human, empty=empty)
 
 
 @command(app, "resolve")
@@ -246,7 +241,6 @@ def resolve_cmd(
         "and applies it, or keeps it as a conflict again.")] = False,
     yes: YesOpt = False,
     json_out: JsonOpt = False,
-    token: TokenOpt = None,
 ) -> None:
     """Resolve a journal conflict: drop it, or retry it. Audited in its tenant's chain.
 

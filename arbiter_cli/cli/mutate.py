@@ -11,7 +11,7 @@ import typer
 import arbiter_cli
 from arbiter_cli.cli import render
 from arbiter_cli.cli.boundary import command
-from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
+from arbiter_cli.cli.options import JsonOpt, state_of
 from arbiter_cli.cli.progress import progress
 from arbiter_cli.errors import CheckFailed, InvalidInput
 
@@ -30,7 +30,7 @@ def mutate(
     ctx: typer.Context,
     paths: Annotated[list[str] | None, typer.Option(
         "--paths", help="Glob of modules to mutate, relative to the project; repeat it "
-        "(default: the core of SPEC §12).", show_default=False)] = None,
+        "(default: the core: domain, use-case services, breaker, journal).", show_default=False)] = None,
     threshold: Annotated[float, typer.Option(
         "--threshold", help="Least score that passes, a fraction in [0, 1].")] = 0.8,
     max_children: Annotated[int | None, typer.Option(
@@ -48,7 +48,6 @@ def mutate(
         "--project", help="Source checkout to test (default: the one this arbiter runs "
         "from).", file_okay=False, show_default=False)] = None,
     json_out: JsonOpt = False,
-    token: TokenOpt = None,
 ) -> None:
     """Mutation-test the core with mutmut in an isolated copy; exit 1 under --threshold.
 

@@ -12,9 +12,10 @@ if TYPE_CHECKING:
 
 def progress(state: State, event: str, phase: str, total: float | None = None, *,
              unit: str = "") -> Progress:
-    """A bar on a terminal unless the output is JSON; log events at most every 10 s otherwise."""
+    """A bar on a terminal (not ``TERM=dumb``) unless the output is JSON; log events at most
+    every 10 s otherwise."""
     # deferred: start-up of `arbiter --help`
-    from arbiter_cli.observability.progress import Progress
+    from arbiter_cli.observability.progress import Progress, can_draw
 
-    terminal = not state.json and sys.stderr.isatty()
+    terminal = not state.json and can_draw(sys.stderr)
     return Progress(event, phase, total, terminal=terminal, unit=unit)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from arbiter_cli.cli import render
+from arbiter_cli.cli import completion, render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.inputs import parse_since, read_documents
 from arbiter_cli.cli.options import CursorOpt, JsonOpt, LimitOpt, SinceOpt, TokenOpt, state_of
@@ -18,11 +18,13 @@ if TYPE_CHECKING:
 
     from arbiter_cli.domain.routing import Decision
 
-app = typer.Typer(help="Route tasks to agents, record outcomes, and explain decisions.",
+app = typer.Typer(help="Route tasks to agents, record outcomes, and explain decisions.\n\n"
+                  "Example: arbiter route task --task-type code-review --task-id PR-1234",
                   no_args_is_help=True)
 
 LanguagesOpt = Annotated[list[str] | None, typer.Option(
-    "--language", help="Required language (repeat for more).", show_default=False)]
+    "--language", help="Required language (repeat for more).", show_default=False,
+    autocompletion=completion.languages)]
 SpecsOpt = Annotated[list[str] | None, typer.Option(
     "--specialization", help="Required label (repeat for more).", show_default=False)]
 
@@ -69,6 +71,7 @@ def _routed_human(decision: Decision, already: bool, explain: bool) -> Any:
 def task(
     ctx: typer.Context,
     task_type: Annotated[str | None, typer.Option("--task-type", help="Task type.",
+                                                  autocompletion=completion.task_types,
                                                   show_default=False)] = None,
     task_id: Annotated[str | None, typer.Option(
         "--task-id", help="Your id for the task; routing is idempotent on it while open.",
@@ -85,7 +88,8 @@ def task(
         "--file", help="One JSON task with the same names ('-' reads stdin).",
         show_default=False)] = None,
     strategy: Annotated[str | None, typer.Option(
-        "--strategy", help="thompson, ucb, epsilon-greedy or weighted (default: routing.strategy).",
+        "--strategy", help="thompson, ucb, epsilon-greedy, weighted or thompson-stationary "
+        "(default: routing.strategy).", autocompletion=completion.choices(*completion.STRATEGIES),
         show_default=False)] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of the decision (stored).",
                                              show_default=False)] = None,
@@ -126,6 +130,7 @@ def task(
 def outcome(
     ctx: typer.Context,
     decision_id: Annotated[str | None, typer.Argument(help="Decision id (or use --task-id).",
+                                                      autocompletion=completion.open_decision_ids,
                                                       show_default=False)] = None,
     task_id: Annotated[str | None, typer.Option("--task-id", help="The task's id instead.",
                                                 show_default=False)] = None,
@@ -168,7 +173,8 @@ def outcome(
 
 @command(app, "explain")
 def explain(ctx: typer.Context, decision_id: Annotated[str, typer.Argument(
-        help="Decision id.", show_default=False)], json_out: JsonOpt = False,
+        help="Decision id.", show_default=False, autocompletion=completion.decision_ids)],
+        json_out: JsonOpt = False,
         token: TokenOpt = None) -> None:
     """Show a stored decision: every candidate with its components, exclusions, and the seed.
 
@@ -198,11 +204,14 @@ def explain(ctx: typer.Context, decision_id: Annotated[str, typer.Argument(
 def history(
     ctx: typer.Context,
     agent: Annotated[str | None, typer.Option("--agent", help="Only this agent.",
+                                              autocompletion=completion.agent_ids,
                                               show_default=False)] = None,
     task_type: Annotated[str | None, typer.Option("--task-type", help="Only this task type.",
+                                                  autocompletion=completion.task_types,
                                                   show_default=False)] = None,
     status: Annotated[str | None, typer.Option(
-        "--status", help="open, succeeded, failed or expired.", show_default=False)] = None,
+        "--status", help="open, succeeded, failed or expired.", show_default=False,
+        autocompletion=completion.choices(*completion.DECISION_STATUSES))] = None,
     since: SinceOpt = None,
     over_capacity: Annotated[bool, typer.Option(
         "--over-capacity", help="Only decisions flagged over_capacity (their agent held more "
@@ -223,23 +232,26 @@ def history(
         since=parse_since(since), cursor=cursor, limit=limit, over_capacity=over_capacity)
 
     def human(console: Console) -> None:
-        rows = [(d.to_dict()["created_at"], d.task_id, d.task_type, d.agent_id, d.strategy,
-                 d.status, "yes" if d.explored else "", "yes" if d.over_capacity else "")
+        rows = [(render.Stamp.of(d.to_dict()["created_at"]), d.task_id, d.task_type, d.agent_id,
+                 d.strategy, d.status, "yes" if d.explored else "",
+                 "yes" if d.over_capacity else "")
                 for d in decisions]
         console.print(render.table(f"{len(decisions)} decisions", (
-            "at", "task", "type", "agent", "strategy", "status", "explored", "over capacity"),
+            "time", "task", "type", "agent", "strategy", "status", "explored", "over capacity"),
             rows))
-        if next_cursor:
-            console.print(f"more: --cursor {next_cursor}")
 
-    render.emit_list(state, [d.to_dict() for d in decisions], next_cursor, human)
+    render.emit_list(state, [d.to_dict() for d in decisions], next_cursor, human,
+                     empty="no decision matches" if cursor or any(
+                         (agent, task_type, status, since, over_capacity)) else "no decisions yet")
 
 
 @command(app, "stats")
 def stats(
     ctx: typer.Context,
     since: SinceOpt = None,
-    by: Annotated[str, typer.Option("--by", help="agent, task-type or strategy.")] = "agent",
+    by: Annotated[str, typer.Option(
+        "--by", help="agent, task-type or strategy.",
+        autocompletion=completion.choices(*completion.STATS_BY))] = "agent",
     json_out: JsonOpt = False,
     token: TokenOpt = None,
 ) -> None:
@@ -297,7 +309,9 @@ def simulate(
     tasks: Annotated[int | None, typer.Option(
         "--tasks", help="Simulated tasks [default: the scenario's, else 3000].", min=1,
         max=1_000_000, show_default=False)] = None,
-    strategy: Annotated[str, typer.Option("--strategy", help="A strategy, or all.")] = "all",
+    strategy: Annotated[str, typer.Option(
+        "--strategy", help="A strategy, or all.",
+        autocompletion=completion.choices(*completion.STRATEGIES, "all"))] = "all",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the whole simulation.", min=0,
                                       max=2**63 - 1)] = 1,
     truth: Annotated[str | None, typer.Option(
@@ -305,6 +319,7 @@ def simulate(
         '"arrives_at": N, "capacity": C}}.', show_default=False)] = None,
     scenario: Annotated[str | None, typer.Option(
         "--scenario", help="Built-in fleet: easy, close, drift, newcomer or capacity.",
+        autocompletion=completion.choices(*completion.SCENARIOS),
         show_default=False)] = None,
     runs: Annotated[int, typer.Option("--runs", help="Runs, with seeds seed … seed+runs-1.",
                                       min=1, max=1000)] = 1,
@@ -312,7 +327,6 @@ def simulate(
         "--plot", help="Draw cumulative regret and best share to this PNG file.",
         show_default=False)] = None,
     json_out: JsonOpt = False,
-    token: TokenOpt = None,
 ) -> None:
     """Compare strategies offline on agents with known success probabilities (deterministic).
 

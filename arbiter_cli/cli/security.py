@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from arbiter_cli.cli import render
+from arbiter_cli.cli import completion, render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.consent import YesOpt, require_consent
+from arbiter_cli.cli.helptext import HelpGroup
 from arbiter_cli.cli.inputs import parse_since
 from arbiter_cli.cli.options import CursorOpt, JsonOpt, LimitOpt, SinceOpt, TokenOpt, state_of
 from arbiter_cli.cli.setup import save_new_token
@@ -18,18 +19,21 @@ from arbiter_cli.errors import CheckFailed
 if TYPE_CHECKING:
     from rich.console import Console
 
-tokens_app = typer.Typer(help="Create, list and revoke API tokens of your tenant (admin).",
+tokens_app = typer.Typer(help="Create, list and revoke API tokens of your tenant (admin).\n\n"
+                         "Example: arbiter tokens list",
                          no_args_is_help=True)
-tenants_app = typer.Typer(help="Create and list tenants (direct database authority).",
+tenants_app = typer.Typer(help="Create and list tenants (direct database authority).\n\n"
+                          "Example: arbiter tenants list",
                           no_args_is_help=True)
-audit_app = typer.Typer(help="Read and verify the tamper-evident audit log (admin).",
+audit_app = typer.Typer(help="Read and verify the tamper-evident audit log (admin).\n\n"
+                        "Example: arbiter audit verify",
                         no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(tokens_app, name="tokens")
-    app.add_typer(tenants_app, name="tenants")
-    app.add_typer(audit_app, name="audit")
+    app.add_typer(tokens_app, name="tokens", cls=HelpGroup)
+    app.add_typer(tenants_app, name="tenants", cls=HelpGroup)
+    app.add_typer(audit_app, name="audit", cls=HelpGroup)
     command(app, "whoami")(whoami)
     command(app, "login")(login)
 
@@ -54,14 +58,18 @@ def login(
                                        show_default=False)],
     profile: Annotated[str | None, typer.Option(
         "--profile", help="Profile to save it as (default: ARBITER_PROFILE or default).",
-        show_default=False)] = None,
+        show_default=False, autocompletion=completion.profiles)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a token saved under that "
                                         "profile.")] = False,
+    server: Annotated[str | None, typer.Option(
+        "--server", help="The arbiter server the token is for: checked there, and saved "
+        "with the token (remote mode).", show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Check a token against the database and save it in the credentials file (0600).
+    """Check a token against the database (or a server) and save it in the credentials file
+    (0600); with --server, later commands of that profile run on the server.
 
-    Example: arbiter login --token arb_abcd1234efgh_... --profile ci
+    Example: arbiter login --server https://arbiter.internal:8787 --token arb_abcd1234efgh_...
     """
     # deferred: start-up of `arbiter --help`
     from arbiter_cli.adapters.credentials import check_profile, save_token
@@ -69,8 +77,11 @@ def login(
     state = state_of(ctx)
     name = check_profile(profile) if profile is not None else state.profile_name()
     path = state.settings.paths.credentials_file
+    if server is not None:
+        state.server = server
+    state.token = token  # remote mode: the server checks this token, not a saved one
     principal = state.app().security.login(token)
-    replaced = save_token(path, name, token, force=force)
+    replaced = save_token(path, name, token, force=force, server=state.remote_url())
     state.tenant = principal.tenant
     render.emit(state, {"profile": name, "credentials_file": str(path), "tenant":
                         principal.tenant, "role": principal.role,
@@ -83,6 +94,7 @@ def login(
 def tokens_create(
     ctx: typer.Context,
     role: Annotated[str, typer.Option("--role", help="viewer, orchestrator, manager or admin.",
+                                      autocompletion=completion.choices(*completion.ROLES),
                                       show_default=False)],
     name: Annotated[str, typer.Option("--name", help="What the token is for.",
                                       show_default=False)],
@@ -136,11 +148,13 @@ def tokens_list(
     def human(console: Console) -> None:
         console.print(render.table(f"{len(found)} tokens", (
             "id", "name", "role", "expires", "revoked", "last used"), [
-            (t.id, t.name, t.role, t.to_dict()["expires_at"] or "never",
-             t.to_dict()["revoked_at"] or "", t.to_dict()["last_used_at"] or "")
+            (t.id, t.name, t.role, render.Stamp.of(t.to_dict()["expires_at"], missing="never"),
+             render.Stamp.of(t.to_dict()["revoked_at"]),
+             render.Stamp.of(t.to_dict()["last_used_at"], missing="never"))
             for t in found]))
 
-    render.emit_list(state, [t.to_dict() for t in found], next_cursor, human)
+    render.emit_list(state, [t.to_dict() for t in found], next_cursor, human,
+                     empty="no tokens" + (" after this cursor" if cursor else ""))
 
 
 @command(tokens_app, "revoke")
@@ -176,7 +190,6 @@ def tenants_create(
     save: Annotated[bool, typer.Option("--save", help="Save its admin token as profile NAME.")
                     ] = False,
     json_out: JsonOpt = False,
-    token: TokenOpt = None,
 ) -> None:
     """Create a tenant and its first admin token (shown once).
 
@@ -204,8 +217,7 @@ def tenants_create(
 
 
 @command(tenants_app, "list")
-def tenants_list(ctx: typer.Context, json_out: JsonOpt = False,
-        token: TokenOpt = None) -> None:
+def tenants_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """List tenants.
 
     Example: arbiter tenants list --json
@@ -213,7 +225,8 @@ def tenants_list(ctx: typer.Context, json_out: JsonOpt = False,
     state = state_of(ctx)
     names = state.app().security.tenants()
     render.emit_list(state, [{"tenant": n} for n in names], None,
-                     lambda c: c.print("\n".join(names)))
+                     lambda c: c.print(render.table(None, ("tenant",), [(n,) for n in names])),
+                     empty="no tenants: run `arbiter init`")
 
 
 @command(audit_app, "list")
@@ -242,11 +255,14 @@ def audit_list(
 
     def human(console: Console) -> None:
         console.print(render.table(f"{len(events)} events", (
-            "seq", "at", "actor", "action", "target", "result"), [
-            (e.seq, e.body()["at"], e.actor or "-", e.action, e.target or "", e.result)
+            "seq", "time", "actor", "action", "target", "result"), [
+            (e.seq, render.Stamp.of(e.body()["at"]), e.actor or "-", e.action, e.target or "",
+             e.result)
             for e in events]))
 
-    render.emit_list(state, [e.to_dict() for e in events], next_cursor, human)
+    render.emit_list(state, [e.to_dict() for e in events], next_cursor, human,
+                     empty="no audit event matches" if since or action or actor or cursor
+                     else "no audit events yet")
 
 
 @command(audit_app, "verify")

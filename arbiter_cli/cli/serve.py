@@ -11,7 +11,7 @@ import typer
 
 from arbiter_cli.cli import render
 from arbiter_cli.cli.boundary import command
-from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
+from arbiter_cli.cli.options import JsonOpt, state_of
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -29,7 +29,6 @@ def serve(
     port: Annotated[int, typer.Option("--port", help="Port; 0 picks a free one (printed).",
                                       min=0, max=65535)] = 8787,
     json_out: JsonOpt = False,
-    token: TokenOpt = None,
 ) -> None:
     """Serve /livez, /readyz, /health and /metrics; replay the journal in the background.
 

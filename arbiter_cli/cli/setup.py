@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from arbiter_cli.cli import render
+from arbiter_cli.cli import completion, render
 from arbiter_cli.cli.boundary import command
-from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
+from arbiter_cli.cli.options import JsonOpt, state_of
 from arbiter_cli.cli.progress import progress
 from arbiter_cli.domain.validation import fail
 from arbiter_cli.errors import ConfigInvalid, Conflict
@@ -37,11 +37,12 @@ def init(
     force: Annotated[bool, typer.Option(
         "--force", help="Replace a token already saved under the profile.")] = False,
     json_out: JsonOpt = False,
-    token: TokenOpt = None,
 ) -> None:
-    """Create and migrate the database and tenant 'default'; on a database without tokens,
-    print its first admin token once and save it in the credentials file as the profile
-    (--profile before the command, default 'default'). Safe to run again.
+    """Create and migrate the database and tenant 'default', and save its first admin token.
+
+    On a database without tokens it prints the first admin token once and saves it in the
+    credentials file as the profile (--profile before the command, default 'default'). Safe
+    to run again.
 
     A profile that already holds a token (of another database, say) is never replaced without
     --force: save the new token under another name with `arbiter --profile NAME init`.
@@ -121,12 +122,13 @@ def demo(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the simulation.")] = 7,
     strategy: Annotated[str | None, typer.Option(
         "--strategy", help="Routing strategy (default: routing.strategy).",
+        autocompletion=completion.choices(*completion.STRATEGIES),
         show_default=False)] = None,
     demo_scenario: Annotated[str, typer.Option(
-        "--scenario", help="steady, or drift: half-way the best agent breaks and another "
+        "--scenario", autocompletion=completion.choices(*completion.DEMO_SCENARIOS),
+        help="steady, or drift: half-way the best agent breaks and another "
         "improves.")] = "steady",
     json_out: JsonOpt = False,
-    token: TokenOpt = None,
 ) -> None:
     """Show the router learning on its own SQLite file: a sample fleet, simulated outcomes.
 
@@ -210,38 +212,41 @@ def _demo_human(
 def bench(
     ctx: typer.Context,
     workload: Annotated[str, typer.Option(
-        "--workload", help="registry-v1, registry-v2, route or e2e.")] = "registry-v1",
+        "--workload", help="registry-v1, registry-v2, route or e2e.",
+        autocompletion=completion.choices(*completion.BENCH_WORKLOADS))] = "registry-v1",
     agents: Annotated[int, typer.Option("--agents", help="Agents (registry-v1).", min=1,
                                         max=100_000)] = 1000,
     backend: Annotated[str, typer.Option(
-        "--backend", help="memory, sqlite or postgres.")] = "memory",
+        "--backend", help="memory, sqlite or postgres.",
+        autocompletion=completion.choices(*completion.BACKENDS))] = "memory",
     database_url: Annotated[str | None, typer.Option(
         "--database-url", help="PostgreSQL server for the scratch database "
         "(default: database.url).", show_default=False)] = None,
     queries: Annotated[int, typer.Option("--queries", help="Timed queries (registry-v1).",
                                          min=10)] = 1000,
-    seconds: Annotated[float, typer.Option("--seconds", help="Length of the throughput loop "
-                                           "(e2e: of the run).", min=0.5)] = 5.0,
+    seconds: Annotated[str, typer.Option("--seconds", help="Length of the throughput loop "
+                                         "(e2e: of the run), at least 500ms: 5, 30s, 2m.")] = "5s",
     processes: Annotated[int, typer.Option("--processes", help="Worker processes (e2e on "
                                            "sqlite or postgres).", min=1, max=64)] = 1,
     warm_outcomes: Annotated[int | None, typer.Option(
         "--warm-outcomes", help="Outcomes before the warm route run (default 10 x agents).",
         min=0, show_default=False)] = None,
     json_out: JsonOpt = False,
-    token: TokenOpt = None,
 ) -> None:
-    """Benchmark through the services on a scratch store (SPEC §13); never touches your data.
+    """Benchmark through the services on a scratch store; never touches your data.
 
     Example: arbiter bench --workload e2e --backend postgres --processes 4 --seconds 10
     """
     from arbiter_cli.bootstrap import scratch_app  # deferred: start-up of `arbiter --help`
+    from arbiter_cli.cli.inputs import duration_at_least  # deferred: start-up of `arbiter --help`
     from arbiter_cli.tools import bench as benchmarks  # deferred: start-up of `arbiter --help`
 
     state = state_of(ctx)
+    loop_s = duration_at_least(seconds, "seconds", 0.5)
     with progress(state, "bench", "preparing the scratch store") as bar:
         result = benchmarks.run(
             state.settings, workload=workload, agents=agents, backend=backend,
-            database_url=database_url, queries=queries, seconds=seconds, processes=processes,
+            database_url=database_url, queries=queries, seconds=loop_s, processes=processes,
             warm_outcomes=warm_outcomes, scratch_app=scratch_app, progress=bar,
             log=lambda message: render.stderr_console().print(message)
             if not state.json else None)

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from arbiter_cli.cli import render
+from arbiter_cli.cli import completion, render
 from arbiter_cli.cli.boundary import command
-from arbiter_cli.cli.options import JsonOpt, TokenOpt, state_of
+from arbiter_cli.cli.options import JsonOpt, state_of
 from arbiter_cli.errors import CheckFailed, Interrupted, LimitExceeded
 
 if TYPE_CHECKING:
@@ -33,7 +33,9 @@ def soak(
     mix: Annotated[str, typer.Option("--mix", help="Relative weights of register, query, route, "
                                      "outcome, heartbeat and remove.")] =
     "register=5,query=35,route=30,outcome=30,heartbeat=10,remove=5",
-    backend: Annotated[str, typer.Option("--backend", help="memory, sqlite or postgres.")
+    backend: Annotated[str, typer.Option(
+        "--backend", help="memory, sqlite or postgres.",
+        autocompletion=completion.choices(*completion.BACKENDS))
                        ] = "sqlite",
     database_url: Annotated[str | None, typer.Option(
         "--database-url", help="PostgreSQL server for the scratch database <db>_soak_<time> "
@@ -56,10 +58,10 @@ def soak(
         "--output", help="Artifacts folder (default: <data_dir>/soak/<timestamp>/).",
         file_okay=False, show_default=False)] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the scratch store.")] = False,
-    workload: Annotated[str, typer.Option("--workload", help="normal, or leaky (leaks on "
+    workload: Annotated[str, typer.Option("--workload", autocompletion=completion.choices(
+        *completion.SOAK_WORKLOADS), help="normal, or leaky (leaks on "
                                           "purpose, to prove the detector).")] = "normal",
     json_out: JsonOpt = False,
-    token: TokenOpt = None,
 ) -> None:
     """Soak the core on a scratch store: sample RSS, profile with memray, fit the trend.
 

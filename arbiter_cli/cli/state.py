@@ -8,20 +8,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from arbiter_cli.errors import ArbiterError, ConfigInvalid
+from arbiter_cli.errors import ArbiterError, ConfigInvalid, InvalidInput
 
 if TYPE_CHECKING:
     from arbiter_cli.adapters.metrics import RunGauge
-    from arbiter_cli.bootstrap import App
+    from arbiter_cli.bootstrap import App, RemoteApp
     from arbiter_cli.config import Settings
     from arbiter_cli.domain.principal import Principal
     from arbiter_cli.observability.runtime import Telemetry
     from arbiter_cli.resilience.gateway import Resilience
 
 
+#: Commands that show who the caller is: in remote mode they ask the server (``/v1/whoami``).
+REMOTE_WHOAMI = frozenset({"whoami", "agents remove", "agents cleanup", "tokens revoke"})
+
+
+def check_server(url: str) -> str:
+    """A server URL of remote mode: http(s)://host[:port][/prefix]; exit 2 otherwise."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise InvalidInput(f"server: {url!r} is not a server URL (e.g. http://127.0.0.1:8787)",
+                           field="server", rule="url")
+    if parts.username or parts.password:
+        raise InvalidInput("server: a server URL carries no user or password; the token "
+                           "goes in --token or the profile", field="server", rule="url")
+    return url.rstrip("/")
+
+
 @dataclass
 class State:
-    json: bool = False
+    json: bool = False  # --json, or --format json
+    format: str | None = None  # --format table|tsv (None: table on a terminal, else tsv)
     token: str | None = None
     config_file: Path | None = None
     env: str | None = None
@@ -31,6 +50,8 @@ class State:
     correlation_id: str = ""
     metrics_file: Path | None = None
     verbose: bool = False
+    server: str | None = None  # --server (SPEC §15 remote mode); "" forces local mode
+    timeout_s: float = 30.0  # --timeout: the remote client's budget, retries included
     command: str = ""
     tenant: str | None = None
     gauges: list[RunGauge] = field(default_factory=list, repr=False)
@@ -38,7 +59,7 @@ class State:
     telemetry: Telemetry | None = field(default=None, repr=False)  # set by the boundary
     _settings: Settings | None = field(default=None, repr=False)
     _closers: list[Callable[[], object]] = field(default_factory=list, repr=False)
-    _app: App | None = field(default=None, repr=False)
+    _app: App | RemoteApp | None = field(default=None, repr=False)
     _principal: Principal | None = field(default=None, repr=False)
 
     @property
@@ -59,8 +80,32 @@ class State:
             )
         return self._settings
 
-    def app(self) -> App:
-        """The application on ``database.url``, schema checked (exit 10), built once."""
+    def remote_url(self) -> str | None:
+        """The server of remote mode: --server, then ARBITER_SERVER, then the profile's
+        (``login --server``); None in local mode. An empty value forces local mode."""
+        for given in (self.server, self.settings.server):
+            if given is not None:
+                return check_server(given) if given else None
+        # deferred: start-up of `arbiter --help`
+        from arbiter_cli.adapters.credentials import load_server
+
+        saved = load_server(self.settings.paths.credentials_file, self.profile_name())
+        return None if saved is None else check_server(saved)
+
+    def app(self) -> App | RemoteApp:
+        """The application on ``database.url``, schema checked (exit 10), built once; in
+        remote mode the server's services over HTTP."""
+        if self._app is None:
+            url = self.remote_url()
+            if url is not None:
+                # deferred: start-up of `arbiter --help`
+                from arbiter_cli.bootstrap import remote_app
+
+                self._app = remote_app(self.settings, url, self.resolve_token(),
+                                       timeout_s=self.timeout_s,
+                                       correlation_id=self.correlation_id)
+                self.on_close(self._app.close)
+                return self._app
         # deferred: start-up of `arbiter --help`
         from arbiter_cli.bootstrap import build
 
@@ -109,12 +154,18 @@ class State:
     def admit(self) -> None:
         """Authenticate, authorize and rate-limit this command (SPEC §0 order: after 3 and 10)."""
         # deferred: start-up of `arbiter --help`
+        from arbiter_cli.bootstrap import RemoteApp
         from arbiter_cli.domain.principal import Principal
         from arbiter_cli.observability import logging as log
         from arbiter_cli.observability.runtime import bind_tenant
 
         settings = self.settings
         app = self.app()
+        if isinstance(app, RemoteApp):  # the server admits every request itself
+            self._principal = self._remote_principal(app)
+            self.tenant = self._principal.tenant or None
+            bind_tenant(self.telemetry, self.tenant)
+            return
         if not settings.security.enabled:
             self._refuse_switch_off(app)
             log.get_logger().warning("security.enabled = false: every command acts as admin "
@@ -124,6 +175,16 @@ class State:
             self._principal = app.security.admit(self.resolve_token(), self.command)
         self.tenant = self._principal.tenant
         bind_tenant(self.telemetry, self.tenant)
+
+    def _remote_principal(self, app: RemoteApp) -> Principal:
+        """Who the token is, asked of the server only where the command shows it (``whoami``,
+        the question before a destructive command); elsewhere each answer's ``meta`` says
+        the tenant, and the server's admission of the request itself is the check."""
+        from arbiter_cli.domain.principal import Principal
+
+        if self.command in REMOTE_WHOAMI:
+            return app.security.admit(None, self.command)
+        return Principal(tenant="", role="remote", token_id=None)
 
     def _refuse_switch_off(self, app: App) -> None:
         """``security.enabled = false`` only on a database without tokens (SPEC §4.1).
@@ -193,6 +254,15 @@ class State:
             "tenant": self.tenant,
         }
         meta.update(extra)
+        remote = getattr(self._app, "meta", None)
+        if isinstance(remote, dict) and remote:  # remote mode: the server's own meta
+            meta["tenant"] = remote.get("tenant", meta["tenant"])
+            for name in ("durability", "journal", "stale", "stale_age_s"):
+                if name in remote:
+                    meta[name] = remote[name]
+            if "durability" not in remote:
+                meta.pop("durability", None)
+            return meta
         res = self._app.resilience if self._app is not None else None
         if res is not None:
             if "durability" in extra:

@@ -2,6 +2,8 @@
 
 - JSON lines with ``--log-format json`` (``logging.format = "json"``) or when stderr is not a
   terminal; structlog's console renderer on a terminal. Always stderr: stdout holds results.
+- Colour only on a terminal, and never with ``NO_COLOR`` (any non-empty value) or
+  ``TERM=dumb`` (``colour``: result tables follow the same rule).
 - Every event carries ``correlation_id`` and ``command``, and ``tenant`` once admission knows
   it (``bind``), through a context variable, so threads and nested calls need no plumbing.
 - A redaction processor (``redact.py``) runs last before rendering, on every value.
@@ -17,12 +19,13 @@ configuration is in place before the first line is written.
 from __future__ import annotations
 
 import logging as std
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
 from arbiter_cli.observability.redact import Redactor, make_redactor, redact_value
 
@@ -38,6 +41,7 @@ _WRITE = threading.Lock()
 class _Config:
     level: int = std.WARNING
     json: bool = True
+    colours: bool = False
     redact: Redactor = field(default=lambda text: text)
     structlog_ready: bool = False
     handler: std.Handler | None = None
@@ -47,18 +51,32 @@ class _Config:
 _config = _Config()
 
 
-def _isatty(stream: TextIO) -> bool:
+def _isatty(stream: Any) -> bool:
     try:
-        return stream.isatty()
+        return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
 
 
-def configure(level: str = "warning", fmt: str = "auto", secrets: Iterable[str | None] = ()) -> None:
-    """Set the level, format and secrets of this run's logs; route stdlib logging here."""
+def colour(stream: Any, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether to write colour to ``stream``: a terminal, without ``NO_COLOR`` (any non-empty
+    value, https://no-color.org) and without ``TERM=dumb`` (or ``unknown``, as rich reads it)."""
+    env = os.environ if environ is None else environ
+    if env.get("NO_COLOR", "") != "" or env.get("TERM", "").strip().lower() in ("dumb", "unknown"):
+        return False
+    return _isatty(stream)
+
+
+def configure(level: str = "warning", fmt: str = "auto", secrets: Iterable[str | None] = (),
+              environ: Mapping[str, str] | None = None) -> None:
+    """Set the level, format and secrets of this run's logs; route stdlib logging here.
+
+    ``environ`` (default: the process's) decides colour: see ``colour``.
+    """
     reset()
     _config.level = LEVELS.get(level, std.WARNING)
     _config.json = fmt == "json" or (fmt != "console" and not _isatty(sys.stderr))
+    _config.colours = colour(sys.stderr, environ)
     _config.redact = make_redactor(secrets)
     root = std.getLogger()
     _config.saved_levels = {"": root.level}
@@ -201,7 +219,7 @@ def _renderer() -> Callable[..., Any]:
 
     if _config.json:
         return structlog.processors.JSONRenderer(ensure_ascii=False, default=str)
-    return structlog.dev.ConsoleRenderer(colors=_isatty(sys.stderr),
+    return structlog.dev.ConsoleRenderer(colors=_config.colours,
                                          exception_formatter=structlog.dev.plain_traceback)
 
 

@@ -219,6 +219,9 @@ class ObservedSecurity(_Observed[SecurityPort]):
     def admit(self, token: str | None, command: str) -> Principal:
         return self._span("security.admit", lambda s: s.admit(token, command))
 
+    def peek(self, token: str | None, command: str) -> Principal | None:
+        return self._span("security.peek", lambda s: s.peek(token, command))
+
     def readmit(self, tenant: str, token_id: str | None, command: str, at: datetime, *,
                 seen: dict[str | None, Any] | None = None) -> Principal:
         return self._span("security.readmit",

@@ -16,8 +16,9 @@ A caller that hands progress down takes a ``Tracker`` (``NO_PROGRESS`` by defaul
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 if TYPE_CHECKING:
@@ -67,6 +68,17 @@ def clock_text(seconds: float | None) -> str:
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def can_draw(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """A bar needs a terminal that moves its cursor: not ``TERM=dumb`` (nor ``unknown``)."""
+    env = os.environ if environ is None else environ
+    if env.get("TERM", "").strip().lower() in ("dumb", "unknown"):
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _announce(event: str, **values: Any) -> None:
@@ -172,7 +184,11 @@ class Progress:
         )
         from rich.progress import Progress as RichProgress
 
-        console = Console(file=self.stream or sys.stderr, highlight=False)
+        from arbiter_cli.observability.logging import colour
+
+        stream = self.stream or sys.stderr
+        console = Console(file=stream, highlight=False,  # NO_COLOR: a bar without colour
+                          color_system="auto" if colour(stream) else None)
         bar = RichProgress(TextColumn("{task.description}"), BarColumn(),
                            TextColumn("{task.fields[count]}"), TaskProgressColumn(),
                            TimeElapsedColumn(),

@@ -237,6 +237,10 @@ class ResilientSecurity(_Resilient[SecurityPort]):
     def admit(self, token: str | None, command: str) -> Principal:
         return self._read(lambda s: s.admit(token, command))
 
+    @read
+    def peek(self, token: str | None, command: str) -> Principal | None:
+        return self._read(lambda s: s.peek(token, command))
+
     @needs_primary
     def readmit(self, tenant: str, token_id: str | None, command: str, at: datetime, *,
                 seen: dict[str | None, Any] | None = None) -> Principal:

@@ -120,6 +120,26 @@ class SecurityService:
             uow.commit()
         return principal
 
+    def peek(self, token: str | None, command: str) -> Principal | None:
+        """The principal ``token`` would be admitted as for ``command``, or None; reads only.
+
+        For shell completion, which answers a key press and runs no command: it spends no
+        rate-limit token, stamps no ``last_used_at`` and audits nothing, and a missing, refused
+        or unknown token yields None alike (docs/security.md, "Shell completion").
+        """
+        if not token:
+            return None
+        try:
+            token_id, secret = parse_token(token)
+            with self._uow() as uow:
+                record = uow.tokens.get(token_id)
+                now = uow.now()
+            principal = check_token(record, secret, now)
+            authorize(principal, command)
+        except (Unauthenticated, Forbidden):
+            return None
+        return principal
+
     def readmit(self, tenant: str, token_id: str | None, command: str, at: datetime, *,
                 seen: dict[str | None, Any] | None = None) -> Principal:
         """Admit a journaled write again on *this* database, before replay applies it

@@ -143,7 +143,8 @@ def test_a_weakened_test_lowers_the_score_and_fails_the_gate(
     last = result.stderr.splitlines()[-1]  # progress and "wrote ..." lines come first
     assert last.startswith("error: mutation score ") and last.endswith("under the threshold 95.0%")
     assert "Mutation score per module of toyrules" in result.stdout
-    assert " limits " in result.stdout and "FAIL" in result.stdout
+    # piped stdout: the per-module table is tab-separated rows (SPEC §16)
+    assert "\nlimits\t" in result.stdout and "FAIL" in result.stdout
 
 
 def test_show_survivors_prints_each_diff(weakened: tuple[CliResult, Path]) -> None:

@@ -250,7 +250,7 @@ def test_no_state_file_is_left_after_a_run(runs: dict[str, Run]) -> None:
 @pytest.mark.parametrize(("args", "field"), [
     (["--max-rss", "12XB"], "max_rss"), (["--max-slope", "1MiB"], "max_slope"),
     (["--mix", "query=1,fly=2"], "mix"), (["--warmup", "100%"], "warmup"),
-    (["--duration", "10"], "duration"), (["--backend", "oracle"], "backend"),
+    (["--duration", "10 minutes"], "duration"), (["--backend", "oracle"], "backend"),
     (["--workload", "greedy"], "workload"), (["--agents", "10000"], "agents"),
     (["--min-r2", "2"], "min_r2"),
 ])

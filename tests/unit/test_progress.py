@@ -139,3 +139,22 @@ def test_the_count_reads_whole_steps_or_seconds_with_its_unit() -> None:
                        unit="s")
     seconds.update(1.25)
     assert seconds._count() == "1.2/5 s"
+
+
+def test_a_bar_needs_a_terminal_that_is_not_dumb() -> None:
+    from arbiter_cli.observability.progress import can_draw
+
+    assert can_draw(Terminal(), {"TERM": "xterm-256color"})
+    assert not can_draw(Terminal(), {"TERM": "dumb"})
+    assert not can_draw(io.StringIO(), {"TERM": "xterm"})
+
+
+def test_no_color_draws_the_bar_without_colour(monkeypatch: Any) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    clock, screen = Ticks(0.0), Terminal()
+    with Progress("demo", "simulating", 10, terminal=True, stream=screen, clock=clock) as bar:
+        clock.now = 3.0
+        bar.advance()
+        assert bar._bar is not None
+        bar._bar.refresh()
+    assert "simulating" in screen.getvalue() and "\x1b[3" not in screen.getvalue()

@@ -589,6 +589,49 @@ def test_login_checks_expiry_on_the_database_clock(service, clock):
         service.login(issued.token)
 
 
+# ---------------------------------------------------------------------------- peek
+
+
+@pytest.mark.parametrize("case", list(DENIALS))
+def test_peek_answers_none_for_every_refused_token_and_audits_nothing(service, store, clock,
+                                                                     acme, case):
+    """Shell completion: a token admit would refuse yields None, with no event anywhere."""
+    token = DENIALS[case][0](service, clock, acme)
+    before = {t: len(chain(store, t)) for t in ("default", "acme")}
+    assert service.peek(token, "agents list") is None
+    assert {t: len(chain(store, t)) for t in ("default", "acme")} == before
+
+
+def test_peek_answers_the_principal_admit_would_and_changes_nothing(service, store, clock,
+                                                                   acme):
+    """No last_used_at stamp, no rate-limit token spent, no audit event."""
+    issued = viewer(service, principal_of(acme))
+    record = stored(store, issued.record.id)
+    events = len(chain(store, "acme"))
+    for _ in range(10):
+        assert service.peek(issued.token, "agents list") == principal_of(issued)
+    assert stored(store, issued.record.id) == record and record.last_used_at is None
+    assert len(chain(store, "acme")) == events
+    assert admitted(service, issued.token, 4) == 3  # the whole burst is left
+
+
+def test_peek_answers_none_where_the_role_may_not_run_the_command(service, store, acme):
+    issued = viewer(service, principal_of(acme))
+    events = len(chain(store, "acme"))
+    assert service.peek(issued.token, "agents register") is None
+    assert service.peek(issued.token, "no such command") is None
+    assert service.peek(acme.token, "agents register") == principal_of(acme)
+    assert len(chain(store, "acme")) == events
+
+
+def test_peek_checks_expiry_on_the_database_clock(service, clock):
+    issued = service.issue(LOCAL_ADMIN, role="viewer", name="brief", expires_in_s=60)
+    clock.advance(59)
+    assert service.peek(issued.token, "route history") == principal_of(issued)
+    clock.advance(1)
+    assert service.peek(issued.token, "route history") is None
+
+
 # ---------------------------------------------------------------------------- revoke
 
 

@@ -32,13 +32,16 @@ MIB = 2**20
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("512MiB", 512 * MIB), ("1B", 1), ("2KiB", 2048), ("1.5GiB", 3 * 2**29), ("64 mib", 64 * MIB),
+    ("512M", 512 * 10**6), ("512MB", 512 * 10**6), ("1TiB", 2**40), ("1024TiB", 2**50),
+    ("512", 512),
 ])
-def test_sizes_are_read_in_binary_units(text: str, expected: int) -> None:
+def test_sizes_are_read_in_the_one_size_grammar(text: str, expected: int) -> None:
+    """IEC units are binary, SI units (and K/M/G/T alone) decimal, a plain number is bytes."""
     assert opts.parse_size(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "512", "MiB", "512MB", "-1MiB", "0B", "1e3MiB", "12XB",
-                                  "2000000TiB", "nanGiB"])
+@pytest.mark.parametrize("text", ["", "MiB", "-1MiB", "0B", "1e3MiB", "12XB", "1025TiB",
+                                  "2000000TiB", "nanGiB", "1.5B"])
 def test_a_bad_size_is_refused_with_its_field(text: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         opts.parse_size(text, "max_rss")
@@ -54,7 +57,7 @@ def test_slopes_are_converted_to_mib_per_hour(text: str, mib_per_hour: float) ->
     assert opts.parse_slope(text) == pytest.approx(mib_per_hour)
 
 
-@pytest.mark.parametrize("text", ["1MiB", "1MiB/week", "/h", "1MB/h"])
+@pytest.mark.parametrize("text", ["1MiB", "1MiB/week", "/h", "1XB/h"])
 def test_a_bad_slope_is_refused(text: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         opts.parse_slope(text)
@@ -109,7 +112,7 @@ def test_options_are_converted_to_seconds_bytes_and_mib_per_hour() -> None:
 
 
 @pytest.mark.parametrize(("changes", "field"), [
-    ({"duration": "0s"}, "duration"), ({"duration": "10"}, "duration"),
+    ({"duration": "0s"}, "duration"), ({"duration": "10 minutes"}, "duration"),
     ({"sample_interval": "20m"}, "sample_interval"), ({"backend": "oracle"}, "backend"),
     ({"workload": "greedy"}, "workload"), ({"rate": -1.0}, "rate"),
     ({"rate": float("nan")}, "rate"), ({"min_r2": 1.5}, "min_r2"),

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from arbiter_cli import units
 from arbiter_cli.adapters.scratch import BACKENDS, check_database_url
 from arbiter_cli.config import parse_duration
 from arbiter_cli.errors import InvalidInput
@@ -16,23 +16,20 @@ OPS = ("register", "query", "route", "outcome", "heartbeat", "remove")
 DEFAULT_MIX = "register=5,query=35,route=30,outcome=30,heartbeat=10,remove=5"
 WORKLOADS = ("normal", "leaky")
 MIB = 1 << 20
-SIZE_UNITS = {"b": 1, "kib": 1 << 10, "mib": MIB, "gib": 1 << 30}
 PER_HOUR = {"s": 3600.0, "m": 60.0, "min": 60.0, "h": 1.0, "d": 1 / 24}
-SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([A-Za-z]+)")
 
 
 def parse_size(text: str, field: str = "size") -> int:
-    """``"512MiB"`` → 536870912. Units: B, KiB, MiB, GiB (SPEC §0)."""
-    match = SIZE_RE.fullmatch(str(text).strip())
-    unit = SIZE_UNITS.get(match.group(2).lower()) if match else None
-    if match is None or unit is None:
-        raise InvalidInput(f"{field}: {text!r} is not a size like 512MiB (units B, KiB, MiB, GiB)",
-                           field=field, rule="size")
-    value = float(match.group(1)) * unit
-    if not math.isfinite(value) or value < 1 or value > 1 << 50:
-        raise InvalidInput(f"{field}: {text!r} must be between 1B and 1024TiB", field=field,
-                           rule="range")
-    return int(value)
+    """``"512MiB"`` → 536870912, ``"512M"`` → 512000000: the one grammar of sizes
+    (``arbiter_cli.units``), from 1B to 1024TiB."""
+    try:
+        value = units.parse_size(text)
+    except ValueError as exc:
+        raise InvalidInput(f"{field}: {exc}", field=field, rule="size") from None
+    if value < 1:
+        raise InvalidInput(f"{field}: {text!r} must be between 1B and 1024TiB, such as 512MiB",
+                           field=field, rule="range")
+    return value
 
 
 def parse_slope(text: str, field: str = "max_slope") -> float:

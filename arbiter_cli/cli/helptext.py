@@ -1,0 +1,51 @@
+"""How every command and group prints its help (SPEC §16 "Help").
+
+Typer builds each command with these classes (``cls=``): a flag shows no ``<bool>`` type, and
+help text reflows to the terminal: the lines of a paragraph in a docstring are joined, so a
+summary never keeps the hard line breaks of the source. Only typer is imported here.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from typer.core import TyperCommand, TyperGroup
+
+
+def reflow(text: str | None) -> str | None:
+    """Join the lines of each paragraph; paragraphs stay apart (a blank line between them)."""
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs if paragraph.strip())
+
+
+def _without_bool_type(params: list[Any]) -> list[Any]:
+    """A flag takes no value: print no ``<bool>`` next to it (an empty metavar)."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class HelpCommand(TyperCommand):
+    """A command whose help reflows and whose flags show no value type."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["help"] = reflow(kwargs.get("help"))
+        super().__init__(*args, **kwargs)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _without_bool_type(super().get_params(ctx))
+
+
+class HelpGroup(TyperGroup):
+    """A command group whose help reflows and whose flags show no value type."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["help"] = reflow(kwargs.get("help"))
+        super().__init__(*args, **kwargs)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _without_bool_type(super().get_params(ctx))
