@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from arbiter_cli.adapters.sql.repository import OpContext, SqlUnitOfWorkFactory
     from arbiter_cli.domain.results import Bootstrap
+    from arbiter_cli.observability.progress import Tracker
     from arbiter_cli.observability.runtime import Telemetry
     from arbiter_cli.resilience.gateway import Durability, Resilience
     from arbiter_cli.resilience.replay import Primary
@@ -584,8 +585,7 @@ def init_store(settings: Settings, url: str, *, out: TextIO, issue: bool,
 # ---------------------------------------------------------------------------- mutation testing
 
 
-def mutation_run(request: MutationRequest,
-                 on_progress: Callable[[str], None]) -> MutationReport:
+def mutation_run(request: MutationRequest, progress: Tracker) -> MutationReport:
     """``arbiter mutate``: the mutation tool wired to mutmut, git and the isolated workspace."""
     import os
 
@@ -607,5 +607,5 @@ def mutation_run(request: MutationRequest,
         request, adapter.MutmutRunner(executable, os.environ),
         changed_files=changed, build_workspace=adapter.build_workspace,
         pytest_options=adapter.pytest_options(request.project),
-        log_reason=adapter.log_reason, on_progress=on_progress,
+        log_reason=adapter.log_reason, progress=progress,
     )

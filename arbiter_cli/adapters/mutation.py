@@ -2,8 +2,8 @@
 
 mutmut 3 is only ever run as a subprocess inside a generated temporary project (it reads its
 configuration from the current directory when imported, and its spinner floods a terminal), so
-nothing of the caller's project state leaks into the run. Its output goes to a log file, which
-is also where progress is read from.
+nothing of the caller's project state leaks into the run. Its output goes to a log file (where
+its phase is read from); its progress is read from its own result files (``mutants/*.meta``).
 """
 
 from __future__ import annotations
@@ -23,16 +23,19 @@ from typing import Any
 UNIT_TESTS = "tests/unit"
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis", ".pytest_cache",
                                   "mutants")
-_PROGRESS = re.compile(r"(\d+)/(\d+)\s+\S+\s+(\d+)\s+\S+\s+(\d+)\s+\S+\s+(\d+)\s+\S+\s+(\d+)"
-                       r"\s+\S+\s+(\d+)")
 _PHASES = ("Generating mutants", "Running stats", "Running clean tests",
            "Running forced fail test", "Running mutation testing")
+#: mutmut's exit codes (``mutmut.stats.status_by_exit_code``, mirrored: importing mutmut here
+#: would read the caller's configuration) that make a mutant killed or a survivor; any other
+#: code (timeout, suspicious, skipped, ...) is decided but neither.
+_KILLED_CODES = frozenset({1, 3, 37})
+_SURVIVED_CODES = frozenset({0, 5, 33})
 _STATUS_LINE = re.compile(r"^\s*(\S+__mutmut_\d+): (.+?)\s*$")
 
 
 @dataclass(frozen=True)
 class Progress:
-    """What the mutmut log says so far: its phase and, while mutating, the counts."""
+    """Where mutmut stands: its phase (from its log) and its mutants (from its own data)."""
 
     phase: str
     done: int | None = None
@@ -47,16 +50,36 @@ class Progress:
                 f"{self.survived} survived")
 
 
-def parse_progress(tail: str) -> Progress:
-    """The latest progress shown in the end of a mutmut log."""
-    counts = list(_PROGRESS.finditer(tail))
-    if counts:
-        done, total, killed, _no_tests, _timeout, _suspicious, survived = (
-            int(g) for g in counts[-1].groups())
-        return Progress("Running mutation testing", done, total, killed, survived)
-    found = [(tail.rfind(phase), phase) for phase in _PHASES]
-    position, phase = max(found)
-    return Progress(phase if position >= 0 else "Starting mutmut")
+def parse_phase(tail: str) -> str:
+    """The latest phase named in the end of a mutmut log."""
+    position, phase = max((tail.rfind(phase), phase) for phase in _PHASES)
+    return phase if position >= 0 else "Starting mutmut"
+
+
+class MutantData:
+    """Counts read from mutmut's own results: ``mutants/**/*.meta``, one JSON file a source
+    file whose ``exit_code_by_key`` holds every mutant, ``null`` until it is tested. mutmut
+    rewrites a file after each result, so a file caught half-written keeps its last reading."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.folder = workdir / "mutants"
+        self._codes: dict[Path, dict[str, int | None]] = {}
+
+    def read(self, phase: str) -> Progress:
+        for path in self.folder.rglob("*.meta") if self.folder.is_dir() else ():
+            try:
+                codes = json.loads(path.read_text("utf-8"))["exit_code_by_key"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if isinstance(codes, dict):
+                self._codes[path] = codes
+        codes = [code for mutants in self._codes.values() for code in mutants.values()]
+        if not codes:  # nothing generated yet (or files without mutants so far)
+            return Progress(phase)
+        done = [code for code in codes if code is not None]
+        return Progress(phase, len(done), len(codes),
+                        sum(code in _KILLED_CODES for code in done),
+                        sum(code in _SURVIVED_CODES for code in done))
 
 
 def parse_statuses(output: str) -> dict[str, str]:
@@ -103,9 +126,10 @@ class MutmutRunner:
                 cwd=workdir, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
+            data = MutantData(workdir)
             try:
                 while process.poll() is None:
-                    on_progress(parse_progress(_tail(log)))
+                    on_progress(data.read(parse_phase(_tail(log))))
                     self.sleep(0.5)
             except BaseException:
                 process.terminate()

@@ -21,6 +21,15 @@ if TYPE_CHECKING:
 BACKENDS = ("memory", "sqlite", "postgres")
 
 
+def check_database_url(backend: str, database_url: str | None) -> None:
+    """``--database-url`` names the server of ``--backend postgres`` only: with memory or
+    sqlite (a temporary file) it would be silently ignored, so it is refused (exit 2)."""
+    if database_url is not None and backend in ("memory", "sqlite"):
+        raise InvalidInput(f"--database-url applies only to --backend postgres (the {backend} "
+                           "backend runs on its own scratch store): drop it, or use --backend "
+                           "postgres", field="database_url", rule="backend")
+
+
 def server_of(url: str) -> URL:
     """The PostgreSQL server of ``url``: a refused URL is exit 3, another backend exit 2."""
     from sqlalchemy.engine import make_url

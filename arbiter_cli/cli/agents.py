@@ -11,6 +11,7 @@ from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.consent import YesOpt, require_consent, will_ask
 from arbiter_cli.cli.inputs import read_documents
 from arbiter_cli.cli.options import CursorOpt, JsonOpt, LimitOpt, TokenOpt, state_of
+from arbiter_cli.cli.progress import progress
 from arbiter_cli.domain.validation import fail
 
 if TYPE_CHECKING:
@@ -99,8 +100,8 @@ def register(
     raws = [given] if file is None else read_documents(
         file, max_bytes=state.settings.security.max_input_bytes)
     app_ = state.app()
-    with _progress(len(raws)) as advance:
-        created = app_.agents.register(state.principal(), raws, progress=advance)
+    with progress(state, "agents.register", "registering", len(raws)) as bar:
+        created = app_.agents.register(state.principal(), raws, progress=bar.advance)
     if len(created) == 1 and file is None:
         render.emit(state, created[0].to_dict(), _show_agent(created[0], "registered"),
                     durability="committed")
@@ -110,28 +111,6 @@ def register(
         lambda console: console.print(f"registered {len(created)} agents"),
         durability="committed",
     )
-
-
-class _progress:
-    """A rich progress bar on stderr for inputs of more than 100 items."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self._bar: Any = None
-
-    def __enter__(self) -> Any:
-        if self.total <= 100:
-            return None
-        from rich.progress import Progress
-
-        self._bar = Progress(console=render.stderr_console(), transient=True)
-        self._bar.start()
-        task = self._bar.add_task("registering", total=self.total)
-        return lambda n: self._bar.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
 
 
 @command(app, "update")

@@ -11,6 +11,7 @@ from arbiter_cli.cli import render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.consent import YesOpt, require_consent
 from arbiter_cli.cli.options import CursorOpt, JsonOpt, LimitOpt, state_of
+from arbiter_cli.cli.progress import progress
 from arbiter_cli.errors import InvalidInput, NotFound, StorageUnavailable
 
 if TYPE_CHECKING:
@@ -155,14 +156,14 @@ def _foreign(state: State, res: Resilience, folder: Path, *,
 
 
 def _replay(state: State, res: Resilience, budget_s: float | None) -> dict[str, Any]:
-    """Replay ``res``'s journal into its primary, with a progress bar on a terminal."""
+    """Replay ``res``'s journal into its primary, with its progress (``cli/progress.py``)."""
     # deferred: start-up of `arbiter --help`
     from arbiter_cli.bootstrap import replay_services
     from arbiter_cli.resilience.replay import replay
 
     services = replay_services(state.settings, res.primary)
-    return _with_progress(state, res.journal.pending(), lambda tick: replay(
-        res, services, budget_s=budget_s, blocking=True, progress=tick))
+    with progress(state, "journal.replay", "replaying", res.journal.pending()) as bar:
+        return replay(res, services, budget_s=budget_s, blocking=True, progress=bar.advance)
 
 
 def _duration(text: str | None, flag: str) -> float | None:
@@ -175,18 +176,6 @@ def _duration(text: str | None, flag: str) -> float | None:
         return parse_duration(text)
     except ValueError as exc:
         raise InvalidInput(f"{flag}: {exc}", field=flag.lstrip("-"), rule="duration") from None
-
-
-def _with_progress(state: State, total: int, run: Any) -> dict[str, Any]:
-    import sys
-
-    if state.json or not sys.stderr.isatty() or total == 0:
-        return run(None)  # type: ignore[no-any-return]
-    from rich.progress import Progress
-
-    with Progress(console=render.stderr_console(), transient=True) as bar:
-        task = bar.add_task("replaying", total=total)
-        return run(lambda n: bar.advance(task, n))  # type: ignore[no-any-return]
 
 
 @command(app, "list")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,19 +12,15 @@ import arbiter_cli
 from arbiter_cli.cli import render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.options import JsonOpt, state_of
+from arbiter_cli.cli.progress import progress
 from arbiter_cli.errors import CheckFailed, InvalidInput
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
 
     from rich.console import Console
-    from rich.status import Status
     from rich.table import Table
 
     from arbiter_cli.tools.mutate import MutationReport
-
-LOG_EVERY_S = 30.0
-
 
 def register(app: typer.Typer) -> None:
     command(app, "mutate")(mutate)
@@ -81,8 +76,8 @@ def mutate(
         changed_since=changed_since,
         explicit_paths=bool(paths),
     )
-    with _Progress(sys.stderr.isatty()) as on_progress:
-        report = mutation_run(request, on_progress)
+    with progress(state, "mutate", "starting mutmut") as bar:
+        report = mutation_run(request, bar)
     render.emit(state, report.to_dict(), lambda console: _human(console, report, show_survivors))
     announce("mutate.wrote", path=str(report.report_path))
     if not report.passed:
@@ -103,33 +98,6 @@ def announce(event: str, **values: object) -> None:
 def _checkout() -> Path:
     """The directory holding the imported ``arbiter_cli`` package (a clone, or site-packages)."""
     return Path(arbiter_cli.__file__).resolve().parent.parent
-
-
-class _Progress:
-    """A spinner on a terminal; elsewhere one log line every 30 s (SPEC §0)."""
-
-    def __init__(self, tty: bool) -> None:
-        self.tty = tty
-        self.started = time.monotonic()
-        self.last_line = self.started
-        self._live: Status | None = None
-
-    def __enter__(self) -> Callable[[str], None]:
-        if not self.tty:
-            return self._line
-        live = self._live = render.stderr_console().status("mutate: starting")
-        live.start()
-        return lambda message: live.update(f"mutate: {message}")
-
-    def __exit__(self, *exc: object) -> None:
-        if self._live is not None:
-            self._live.stop()
-
-    def _line(self, message: str) -> None:
-        now = time.monotonic()
-        if now - self.last_line >= LOG_EVERY_S:
-            self.last_line = now
-            announce("mutate.progress", status=message, elapsed_s=round(now - self.started))
 
 
 def _human(console: Console, report: MutationReport, show_survivors: bool) -> None:

@@ -11,14 +11,13 @@ import typer
 from arbiter_cli.cli import completion, render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.options import JsonOpt, state_of
+from arbiter_cli.cli.progress import progress
 from arbiter_cli.domain.validation import fail
 from arbiter_cli.errors import ConfigInvalid, Conflict
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
 
     from rich.console import Console
-    from rich.progress import Progress
 
     from arbiter_cli.domain.agents import Agent
     from arbiter_cli.tools.demo import DemoReport
@@ -165,9 +164,9 @@ def demo(
         app = build(settings, url=url, telemetry=state.telemetry)
         try:
             scenario.register_fleet(app.agents, principal)
-            with _bar(tasks, state.json) as advance:
+            with progress(state, "demo", "simulating tasks", tasks) as bar:
                 report = scenario.simulate(app.routing, principal, tasks=tasks, seed=seed,
-                                           strategy=strategy, progress=advance,
+                                           strategy=strategy, progress=bar.advance,
                                            scenario=demo_scenario)
             fleet = app.agents.list(principal, limit=0).items
         finally:
@@ -179,29 +178,6 @@ def demo(
     document = {**report.to_dict(), "database": str(path) if keep else None,
                 "agents": [a.to_dict() for a in fleet]}
     render.emit(state, document, lambda c: _demo_human(c, report, fleet, path if keep else None))
-
-
-class _bar:
-    """A progress bar on stderr when it is a terminal and the output is not JSON."""
-
-    def __init__(self, total: int, quiet: bool) -> None:
-        self.total, self.quiet = total, quiet
-        self._progress: Progress | None = None
-
-    def __enter__(self) -> Callable[[int], None] | None:
-        if self.quiet or not sys.stderr.isatty():
-            return None
-        from rich.progress import Progress
-
-        progress = Progress(console=render.stderr_console(), transient=True)
-        self._progress = progress
-        progress.start()
-        task = progress.add_task("simulating tasks", total=self.total)
-        return lambda n: progress.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
 
 
 def _demo_human(
@@ -267,12 +243,13 @@ def bench(
 
     state = state_of(ctx)
     loop_s = duration_at_least(seconds, "seconds", 0.5)
-    result = benchmarks.run(state.settings, workload=workload, agents=agents, backend=backend,
-                            database_url=database_url, queries=queries, seconds=loop_s,
-                            processes=processes, warm_outcomes=warm_outcomes,
-                            scratch_app=scratch_app,
-                            log=lambda message: render.stderr_console().print(message)
-                            if not state.json else None)
+    with progress(state, "bench", "preparing the scratch store") as bar:
+        result = benchmarks.run(
+            state.settings, workload=workload, agents=agents, backend=backend,
+            database_url=database_url, queries=queries, seconds=loop_s, processes=processes,
+            warm_outcomes=warm_outcomes, scratch_app=scratch_app, progress=bar,
+            log=lambda message: render.stderr_console().print(message)
+            if not state.json else None)
     render.emit(state, result, lambda c: _bench_human(c, result))
 
 

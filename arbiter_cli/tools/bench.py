@@ -12,13 +12,14 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from arbiter_cli.adapters.scratch import refresh_statistics
+from arbiter_cli.adapters.scratch import check_database_url, refresh_statistics
 from arbiter_cli.config import Settings
 from arbiter_cli.dburl import render
 from arbiter_cli.domain.agents import TaskResult
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.domain.routing import Outcome
 from arbiter_cli.errors import InvalidInput
+from arbiter_cli.observability.progress import NO_PROGRESS, Tracker
 from arbiter_cli.ports import AgentsPort
 from arbiter_cli.tools.wiring import ScratchStore
 
@@ -57,19 +58,57 @@ class Timer:
         return {op: round(len(v) / (sum(v) / 1e9), 1) for op, v in self.samples.items() if sum(v)}
 
 
+class _Counted(Timer):
+    """A timer that counts each timed call as one step of the phase in progress."""
+
+    def __init__(self, progress: Tracker) -> None:
+        super().__init__()
+        self.progress = progress
+
+    def time(self, op: str, call: Callable[[], object]) -> object:
+        result = super().time(op, call)
+        self.progress.advance()
+        return result
+
+
+def _register_in_batches(progress: Tracker, agents: int,
+                         register: Callable[[int, int], object]) -> None:
+    """``register(first, last)`` for each batch of 1 000 agents, as the phase "registering"."""
+    progress.update(0, total=agents, phase="registering agents")
+    for first in range(0, agents, 1000):
+        last = min(agents, first + 1000)
+        register(first, last)
+        progress.update(last)
+
+
+def _loop(progress: Tracker, seconds: float, phase: str, call: Callable[[], object]) -> float:
+    """Calls per second of ``call`` repeated for ``seconds`` (progress: the seconds spent)."""
+    progress.update(0, total=seconds, phase=phase)
+    done, started = 0, time.perf_counter()
+    deadline = started + seconds
+    while (now := time.perf_counter()) < deadline:
+        call()
+        done += 1
+        if not done & 0xFF:
+            progress.update(now - started)
+    return round(done / (time.perf_counter() - started), 1)
+
+
 def run(
     settings: Settings, *, workload: str, agents: int, backend: str,
     database_url: str | None = None, queries: int = 1000, seconds: float = 5.0,
     processes: int = 1, warm_outcomes: int | None = None, log: Log | None = None,
-    scratch_app: ScratchStore,
+    scratch_app: ScratchStore, progress: Tracker = NO_PROGRESS,
 ) -> dict[str, Any]:
-    """Run ``workload`` on a store from ``scratch_app`` (``bootstrap.scratch_app``)."""
+    """Run ``workload`` on a store from ``scratch_app`` (``bootstrap.scratch_app``); each
+    phase reports its progress (``observability.progress``)."""
     if workload not in WORKLOADS:
         raise InvalidInput(f"workload: must be one of {', '.join(WORKLOADS)}",
                            field="workload", rule="allowed")
     if processes > 1 and (workload != "e2e" or backend == "memory"):
         raise InvalidInput("--processes > 1 needs --workload e2e on sqlite or postgres (a "
                            "memory store lives in one process)", field="processes", rule="backend")
+    check_database_url(backend, database_url)
     say = log or (lambda _message: None)
     principal = Principal.local_admin()
     with scratch_app(settings, backend, purpose="bench", database_url=database_url) as (app, where):
@@ -78,16 +117,18 @@ def run(
         extra: dict[str, Any]
         if workload == "registry-v1":
             timer, throughput, extra = _registry_v1(service, principal, agents, queries, seconds,
-                                                    say, partial(refresh_statistics, app.engine))
+                                                    say, partial(refresh_statistics, app.engine),
+                                                    progress)
         elif workload == "registry-v2":
-            timer, throughput, extra = _registry_v2(service, principal, say)
+            timer, throughput, extra = _registry_v2(service, principal, say, progress)
             agents = 500
         elif workload == "route":
             timer, throughput, extra = _route(app, principal, agents, queries,
                                               10 * agents if warm_outcomes is None
-                                              else warm_outcomes, say)
+                                              else warm_outcomes, say, progress)
         else:
-            timer, throughput, extra = _e2e(app, principal, agents, seconds, processes, say)
+            timer, throughput, extra = _e2e(app, principal, agents, seconds, processes, say,
+                                            progress)
     return {
         "workload": workload, "backend": backend, "agents": agents,
         "operations": timer.summary(), "throughput": throughput, **extra,
@@ -105,20 +146,21 @@ def _v1_agent(i: int) -> dict[str, Any]:
 
 def _registry_v1(
     service: AgentsPort, principal: Principal, agents: int, queries: int, seconds: float,
-    say: Log, after_load: Callable[[], None],
+    say: Log, after_load: Callable[[], None], progress: Tracker,
 ) -> tuple[Timer, dict[str, float], dict[str, Any]]:
     rng = random.Random(1)
-    timer = Timer()
+    timer = _Counted(progress)
     start = time.perf_counter()
-    for first in range(0, agents, 1000):
-        service.register(principal, [_v1_agent(i) for i in range(first, min(agents, first + 1000))])
+    _register_in_batches(progress, agents, lambda first, last: service.register(
+        principal, [_v1_agent(i) for i in range(first, last)]))
     say(f"registered {agents} agents in {time.perf_counter() - start:.2f} s")
     after_load()
     query = {"task_type": "code-editing", "languages": ["TypeScript"], "max_utilization": 0.8}
     everything = {**query, "limit": 0}
+    all_samples = queries if agents <= 1000 else max(10, queries // 10)
+    progress.update(0, total=2 * queries + all_samples, phase="timing queries and updates")
     for _ in range(queries):
         timer.time("query", partial(service.query, principal, query))
-    all_samples = queries if agents <= 1000 else max(10, queries // 10)
     for _ in range(all_samples):
         timer.time("query_all", partial(service.query, principal, everything))
     for _ in range(queries):
@@ -127,22 +169,19 @@ def _registry_v1(
         timer.time("update", partial(service.record, principal, "benchmark-agent-0", result))
     say(f"timed {queries} queries and updates; running the {seconds:g} s query loop")
     throughput = timer.throughput()
-    done, deadline = 0, time.perf_counter() + seconds
-    loop_start = time.perf_counter()
-    while time.perf_counter() < deadline:
-        service.query(principal, query)
-        done += 1
-    throughput["query"] = round(done / (time.perf_counter() - loop_start), 1)
+    throughput["query"] = _loop(progress, seconds, "query loop",
+                                partial(service.query, principal, query))
     return timer, throughput, {"query_all_samples": all_samples}
 
 
 def _registry_v2(
-    service: AgentsPort, principal: Principal, say: Log
+    service: AgentsPort, principal: Principal, say: Log, progress: Tracker
 ) -> tuple[Timer, dict[str, float], dict[str, Any]]:
     import psutil
 
     rng = random.Random(2)
-    timer = Timer()
+    timer = _Counted(progress)
+    progress.update(0, total=REGISTRY_V2_OPS, phase="registry-v2 operations")
     families = ("gpt-4", "claude-3")
     for i in range(100):
         raw = {"id": f"agent-{i}", "name": f"Agent {i}", "model_family": families[i % 2],
@@ -174,29 +213,31 @@ def _route_agents(agents: int, capacity: int) -> list[dict[str, Any]]:
             for i in range(agents)]
 
 
+REGISTRY_V2_OPS = 100 + 500 + 200 + 300 + 400  # its five loops below
 TASK = {"task_type": "code-editing", "languages": ["TypeScript"]}
 
 
 def _route(app: Any, principal: Principal, agents: int, decisions: int, warm_outcomes: int,
-           say: Log) -> tuple[Timer, dict[str, float], dict[str, Any]]:
+           say: Log, progress: Tracker) -> tuple[Timer, dict[str, float], dict[str, Any]]:
     """Decisions only (a dry run: choose, no claim, no commit), cold and after outcomes."""
     rng = random.Random(3)
-    timer = Timer()
-    for first in range(0, agents, 1000):
-        app.agents.register(principal, _route_agents(min(1000, agents - first), 1000)
-                            if first == 0 else [
-                                {**a, "id": f"route-agent-{first + i}"}
-                                for i, a in enumerate(_route_agents(min(1000, agents - first),
-                                                                    1000))])
+    timer = _Counted(progress)
+    _register_in_batches(progress, agents, lambda first, last: app.agents.register(
+        principal, [{**a, "id": f"route-agent-{first + i}"}
+                    for i, a in enumerate(_route_agents(last - first, 1000))]))
     refresh_statistics(app.engine)
     routing = app.routing
+    progress.update(0, total=decisions, phase="routing (cold)")
     for i in range(decisions):
         timer.time("route_cold", partial(routing.route, principal, TASK, seed=i, dry_run=True))
     say(f"warming up with {warm_outcomes} routed tasks and outcomes")
+    progress.update(0, total=warm_outcomes, phase="warm-up outcomes")
     for i in range(warm_outcomes):
         decision = routing.route(principal, TASK, seed=i).decision
         routing.outcome(principal, Outcome(success=rng.random() < 0.8, quality=rng.random()),
                         decision_id=decision.decision_id)
+        progress.advance()
+    progress.update(0, total=decisions, phase="routing (warm)")
     for i in range(decisions):
         timer.time("route_warm", partial(routing.route, principal, TASK, seed=10**6 + i,
                                          dry_run=True))
@@ -234,7 +275,7 @@ print(json.dumps({"route": routes, "outcome": outcomes, "e2e": both}))
 
 
 def _e2e(app: Any, principal: Principal, agents: int, seconds: float, processes: int,
-         say: Log) -> tuple[Timer, dict[str, float], dict[str, Any]]:
+         say: Log, progress: Tracker) -> tuple[Timer, dict[str, float], dict[str, Any]]:
     """Route + outcome, committed, from ``processes`` OS processes on one store.
 
     As a real command would: each call is admitted with a bench token (authenticated,
@@ -250,8 +291,9 @@ def _e2e(app: Any, principal: Principal, agents: int, seconds: float, processes:
                                expires_in_s=None, rate=1e6, burst=10**7).token
     timer = Timer()
     started = time.perf_counter()
+    progress.update(0, total=seconds, phase="routing and reporting")
     if app.engine is None:  # memory: one process, in this one
-        _e2e_loop(app, token, timer, seconds)
+        _e2e_loop(app, token, timer, seconds, progress)
     else:
         url = render(app.engine.url)
         say(f"{processes} processes routing and reporting for {seconds:g} s")
@@ -263,6 +305,10 @@ def _e2e(app: Any, principal: Principal, agents: int, seconds: float, processes:
             worker.stdin.write(json.dumps({"url": url, "worker": number, "seconds": seconds,
                                            "token": token}) + "\n")
             worker.stdin.flush()
+        while (spent := time.perf_counter() - started) < seconds:  # they print at the end
+            progress.update(spent)
+            time.sleep(min(0.25, seconds - spent))
+        progress.update(seconds)
         for worker in workers:
             out, err = worker.communicate(timeout=seconds * 10 + 120)
             if worker.returncode != 0:
@@ -277,10 +323,13 @@ def _e2e(app: Any, principal: Principal, agents: int, seconds: float, processes:
                                "decisions": decisions, "security": "on", "audit": "on"}
 
 
-def _e2e_loop(app: Any, token: str, timer: Timer, seconds: float) -> None:
+def _e2e_loop(app: Any, token: str, timer: Timer, seconds: float, progress: Tracker) -> None:
     security, routing = app.security, app.routing
-    deadline, n = time.perf_counter() + seconds, 0
-    while time.perf_counter() < deadline:
+    started = time.perf_counter()
+    deadline, n = started + seconds, 0
+    while (now := time.perf_counter()) < deadline:
+        if not n & 0xF:
+            progress.update(now - started)
         t0 = time.perf_counter_ns()
         decision = routing.route(security.admit(token, "route task"),
                                  {**TASK, "task_id": f"t-{n}"}).decision

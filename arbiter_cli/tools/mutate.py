@@ -14,11 +14,13 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from arbiter_cli.domain import validation as v
 from arbiter_cli.errors import InvalidInput
+from arbiter_cli.observability.progress import NO_PROGRESS, Tracker
 
 #: The core of SPEC §12, as globs relative to the project root: the domain (validation,
 #: agents and performance folding, query scoring, routing strategies, eligibility and arms,
@@ -252,7 +254,7 @@ def run_mutation(
     build_workspace: Callable[[Path, Sequence[str], Sequence[str], Mapping[str, Any]], Path],
     pytest_options: Mapping[str, Any],
     log_reason: Callable[[Path], str],
-    on_progress: Callable[[str], None] = lambda message: None,
+    progress: Tracker = NO_PROGRESS,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> MutationReport:
     """Run mutmut over the scope in a fresh workspace and write ``mutation.json``."""
@@ -273,10 +275,10 @@ def run_mutation(
                             request.changed_since, note, log_path=log)
     if scope:
         packages = sorted({path.split("/")[0] for path in scope})
-        on_progress("building the isolated workspace")
+        progress.update(phase="building the isolated workspace")
         workdir = build_workspace(request.project, packages, scope, pytest_options)
         try:
-            _mutate(request, runner, workdir, report, log, log_reason, on_progress)
+            _mutate(request, runner, workdir, report, log, log_reason, progress)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     report.duration_s = monotonic() - started
@@ -286,10 +288,8 @@ def run_mutation(
 
 
 def _mutate(request: MutationRequest, runner: Runner, workdir: Path, report: MutationReport,
-            log: Path, log_reason: Callable[[Path], str],
-            on_progress: Callable[[str], None]) -> None:
-    code = runner.run(workdir, request.max_children, log,
-                      lambda progress: on_progress(progress.describe()))
+            log: Path, log_reason: Callable[[Path], str], progress: Tracker) -> None:
+    code = runner.run(workdir, request.max_children, log, partial(_mutmut_progress, progress))
     if code != 0:
         text = log.read_text("utf-8", "replace") if log.exists() else ""
         if any(marker in text for marker in BASELINE_FAILED):
@@ -298,7 +298,7 @@ def _mutate(request: MutationRequest, runner: Runner, workdir: Path, report: Mut
                 f"{log_reason(log)} (full log: {log})", field="tests", rule="baseline")
         raise InvalidInput(f"mutmut exited {code} without a result: {log_reason(log)} "
                            f"(full log: {log})", field="tests", rule="mutmut")
-    on_progress("reading the results")
+    progress.update(phase="reading the results")
     statuses = runner.statuses(workdir)
     report.mutmut = runner.stats(workdir)
     report.modules = tally(statuses, (module_of(path) for path in report.scope))
@@ -310,7 +310,17 @@ def _mutate(request: MutationRequest, runner: Runner, workdir: Path, report: Mut
     elif report.totals().killed + report.totals().survived == 0:
         report.note = "no mutant was decided (all timed out, suspicious or skipped)"
     if request.show_survivors:
+        progress.update(0, total=len(report.survivors), phase="diffs of the survivors")
         for i, survivor in enumerate(report.survivors):
-            on_progress(f"diff of survivor {i + 1}/{len(report.survivors)}")
+            progress.update(i)
             report.survivors[i] = Survivor(survivor.name, survivor.module, survivor.function,
                                            survivor.status, runner.show(workdir, survivor.name))
+
+
+def _mutmut_progress(progress: Tracker, stands: Any) -> None:
+    """mutmut's phase and counts (``adapters.mutation.Progress``) as the run's progress."""
+    if stands.phase == "Running mutation testing" and stands.done is not None:
+        progress.update(stands.done, total=stands.total, phase="mutants tested",
+                        detail=f"{stands.killed} killed, {stands.survived} survived")
+    else:
+        progress.update(stands.done or 0, total=stands.total, phase=stands.phase.lower())

@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from arbiter_cli.adapters.mutation import Progress, parse_progress, parse_statuses, pyproject
+from arbiter_cli.adapters.mutation import (
+    MutantData,
+    Progress,
+    parse_phase,
+    parse_statuses,
+    pyproject,
+)
 from arbiter_cli.tools.mutate import (
     CORE_SCOPE,
     ModuleCounts,
@@ -61,9 +67,13 @@ def mutate(project: Path, output: Path, *extra: str) -> CliResult:
 
 @pytest.fixture(scope="module")
 def full(tmp_path_factory: pytest.TempPathFactory) -> tuple[CliResult, Path]:
+    from arbiter_cli.observability import progress
+
     root = tmp_path_factory.mktemp("full")
     project = copy_fixture(root / "project")
-    return mutate(project, root / "out", "--json", "--threshold", "0.5"), root / "out"
+    with pytest.MonkeyPatch.context() as patch:  # progress events at every poll, not every 10 s
+        patch.setattr(progress, "LOG_EVERY_S", 0.0)
+        return mutate(project, root / "out", "--json", "--threshold", "0.5"), root / "out"
 
 
 @pytest.fixture(scope="module")
@@ -283,12 +293,42 @@ def test_the_core_scope_is_the_domain_the_use_case_services_and_the_pure_resilie
 # ---------------------------------------------------------------------------- mutmut's output
 
 
-def test_progress_is_read_from_mutmut_s_status_line() -> None:
-    tail = ("⠇ 136/2803  🎉 133 🫥 0  ⏰ 0  🤔 0  🙁 3  🔇 0  🧙 0"
-            "⠏ 137/2803  🎉 133 🫥 1  ⏰ 0  🤔 0  🙁 3  🔇 0  🧙 0")
-    assert parse_progress(tail) == Progress("Running mutation testing", 137, 2803, 133, 3)
-    assert parse_progress("⠋ Running clean tests").phase == "Running clean tests"
-    assert parse_progress("").phase == "Starting mutmut"
+def test_progress_counts_mutants_from_mutmut_s_own_result_files(tmp_path: Path) -> None:
+    """mutants/**/*.meta: every mutant of a file, its exit code once tested (1 killed,
+    0 survived, 33 no tests: a survivor, 36 timeout: neither)."""
+    folder = tmp_path / "mutants" / "pkg"
+    folder.mkdir(parents=True)
+    meta = {"exit_code_by_key": {"pkg.a.x_f__mutmut_1": 1, "pkg.a.x_f__mutmut_2": 0,
+                                 "pkg.a.x_f__mutmut_3": None},
+            "durations_by_key": {}, "estimated_durations_by_key": {}}
+    (folder / "a.py.meta").write_text(json.dumps(meta))
+    (folder / "b.py.meta").write_text(json.dumps(
+        {"exit_code_by_key": {"pkg.b.x_g__mutmut_1": 33, "pkg.b.x_g__mutmut_2": 36}}))
+    data = MutantData(tmp_path)
+    assert data.read("Running mutation testing") == Progress(
+        "Running mutation testing", done=4, total=5, killed=1, survived=2)
+    (folder / "b.py.meta").write_text('{"exit_code_by_key": {"pkg.b')  # caught mid-write
+    assert data.read("Running mutation testing").total == 5  # its last reading stays
+
+
+def test_before_mutmut_writes_its_results_only_the_phase_is_known(tmp_path: Path) -> None:
+    assert MutantData(tmp_path).read("Starting mutmut") == Progress("Starting mutmut")
+    (tmp_path / "mutants").mkdir()
+    (tmp_path / "mutants" / "__init__.py.meta").write_text('{"exit_code_by_key": {}}')
+    assert MutantData(tmp_path).read("Generating mutants") == Progress("Generating mutants")
+    assert parse_phase("⠋ Generating mutants\n⠋ Running clean tests") == "Running clean tests"
+    assert parse_phase("") == "Starting mutmut"
+
+
+def test_a_mutate_run_logs_its_progress_off_a_terminal(full: tuple[CliResult, Path]) -> None:
+    """SPEC §16: done/total of mutants (from mutmut's data) in log events; here at every poll."""
+    result, _ = full
+    events = [json.loads(line) for line in result.stderr.splitlines()
+              if '"mutate.progress"' in line]
+    assert events, result.stderr
+    totals = {e["total"] for e in events if e["total"] is not None}
+    assert totals == {result.json()["modules"][MODULE]["total"]}, events
+    assert all(e["done"] <= e["total"] for e in events if e["total"] is not None)
 
 
 def test_statuses_are_parsed_from_mutmut_results() -> None:

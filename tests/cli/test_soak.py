@@ -225,7 +225,7 @@ def test_rss_png_is_a_picture_of_the_run(runs: dict[str, Run]) -> None:
         path = runs[name].output / "rss.png"
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert path.stat().st_size > 10_000
-        assert matplotlib.image.imread(path).shape[:2] == (500, 1000)
+        assert matplotlib.image.imread(path).shape[:2] == (1100, 1000)  # RSS over ops/s, P95 latency and fds
 
 
 @pytest.mark.slow
@@ -260,6 +260,20 @@ def test_bad_options_exit_2_with_the_field(clean_env: dict[str, str], args: list
     assert result.exit_code == 2, result
     assert result.error()["details"]["field"] == field
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("command", [["soak", "--no-memray"], ["bench"]])
+@pytest.mark.parametrize("backend", ["sqlite", "memory"])
+def test_a_database_url_with_a_local_backend_is_refused_not_ignored(
+        clean_env: dict[str, str], command: list[str], backend: str) -> None:
+    """--database-url names the PostgreSQL server of --backend postgres; elsewhere it used to
+    be silently ignored (the run went to a temporary file)."""
+    result = cli(*command[:1], "--backend", backend, "--database-url",
+                 "postgresql+psycopg2://u:hunter2secret@db.example/arbiter", *command[1:],
+                 "--json")
+    assert result.exit_code == 2, result
+    assert result.error()["details"] == {"field": "database_url", "rule": "backend"}
+    assert "hunter2secret" not in result.stderr and result.stdout == ""
 
 
 def test_a_short_run_on_the_memory_store(clean_env: dict[str, str], tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arbiter_cli import units
-from arbiter_cli.adapters.scratch import BACKENDS
+from arbiter_cli.adapters.scratch import BACKENDS, check_database_url
 from arbiter_cli.config import parse_duration
 from arbiter_cli.errors import InvalidInput
 
@@ -135,6 +135,7 @@ def parse_options(
     if backend not in BACKENDS:
         raise InvalidInput(f"backend: must be one of {', '.join(BACKENDS)}", field="backend",
                            rule="allowed")
+    check_database_url(backend, database_url)
     if workload not in WORKLOADS:
         raise InvalidInput(f"workload: must be one of {', '.join(WORKLOADS)}", field="workload",
                            rule="allowed")

@@ -20,7 +20,7 @@ from typing import Any
 from arbiter_cli import __version__
 from arbiter_cli.config import Settings
 from arbiter_cli.errors import InvalidInput
-from arbiter_cli.tools.soak import artifacts, profiling
+from arbiter_cli.tools.soak import artifacts, picture, profiling
 from arbiter_cli.tools.soak import state as soak_state
 from arbiter_cli.tools.soak.display import LogLines, monitor
 from arbiter_cli.tools.soak.options import SoakOptions
@@ -179,10 +179,11 @@ def _conclude(current: Run, sampler: Sampler, where: str, capture: Path | None,
                      aborted=sampler.aborted.is_set())
     notes: list[str] = []
     memray_report = _memray(capture, options.output, notes)
-    note = artifacts.plot_rss(options.output, series.times, series.rss, result,
-                              warmup_s=options.warmup_s,
-                              verdict=verdict, title=f"soak {options.workload} on "
-                              f"{options.backend}")
+    note = picture.draw(options.output, options.output / artifacts.SAMPLES, result,
+                        picture.Limits(options.max_slope_mib_h, options.warmup_s,
+                                       options.max_rss_bytes),
+                        verdict=verdict, title=f"soak {options.workload} on {options.backend}",
+                        name=artifacts.PLOT)
     if note:
         notes.append(note)
     for text in notes:
