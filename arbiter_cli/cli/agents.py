@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Register, inspect, query and maintain agents.", no_args_is_help=True)
 
+
+def add_commands(root: typer.Typer) -> None:
+    root.add_typer(app, name="agents")
+
 IdArg = Annotated[str, typer.Argument(help="Agent id.", show_default=False)]
 TaskTypesOpt = Annotated[list[str] | None, typer.Option(
     "--task-type", help="Task type the agent handles (repeat for more).", show_default=False)]

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Show and validate the layered configuration.", no_args_is_help=True)
 
 
+def add_commands(root: typer.Typer) -> None:
+    root.add_typer(app, name="config")
+
+
 @command(app, "show")
 def show(ctx: typer.Context, json_out: JsonOpt = False,
         token: TokenOpt = None) -> None:

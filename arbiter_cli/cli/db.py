@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Migrate the database and check it for drift.", no_args_is_help=True)
 
+
+def add_commands(root: typer.Typer) -> None:
+    root.add_typer(app, name="db")
+
 UrlOpt = Annotated[str | None, typer.Option(
     "--database-url", help="Database to act on (default: database.url).", show_default=False)]
 

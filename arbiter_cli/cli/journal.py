@@ -23,6 +23,10 @@ app = typer.Typer(help="Inspect, replay and resolve the journal of writes made w
                   "database was unavailable.", no_args_is_help=True)
 
 
+def add_commands(root: typer.Typer) -> None:
+    root.add_typer(app, name="journal")
+
+
 def _resilience(state: State) -> Resilience | None:
     # deferred: start-up of `arbiter --help`
     from arbiter_cli.bootstrap import build

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 LOG_EVERY_S = 30.0
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     command(app, "mutate")(mutate)
 
 

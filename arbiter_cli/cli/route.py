@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Route tasks to agents, record outcomes, and explain decisions.",
                   no_args_is_help=True)
 
+
+def add_commands(root: typer.Typer) -> None:
+    root.add_typer(app, name="route")
+
 LanguagesOpt = Annotated[list[str] | None, typer.Option(
     "--language", help="Required language (repeat for more).", show_default=False)]
 SpecsOpt = Annotated[list[str] | None, typer.Option(
