@@ -20,13 +20,14 @@ same with or without a confidence.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-CELLS = 64  # grid cells per candidate: about 0.3 standard deviation each
+CELLS = 48  # grid cells per candidate: about 0.4 standard deviation each
 SPREAD = 10.0  # the grid covers mean ± SPREAD standard deviations
 
 
@@ -39,25 +40,32 @@ def win_probability(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64],
         return 1.0
     if weight <= 0.0:  # no draw moves a score: the fixed parts decide, ties to the first
         return 1.0 if bool(base[0] >= base[1:].max()) else 0.0
+    half, rows = _steps(a.size)
     mean = a / (a + b)
     sd = np.sqrt(mean * (1.0 - mean) / (a + b + 1.0))
     lo = np.maximum(mean - SPREAD * sd, 0.0)
-    hi = np.minimum(mean + SPREAD * sd, 1.0)
-    width = (hi - lo) / CELLS
-    mids = lo[:, None] + width[:, None] * (np.arange(CELLS) + 0.5)
+    width = (np.minimum(mean + SPREAD * sd, 1.0) - lo) / CELLS
+    mids = lo[:, None] + width[:, None] * half
     log_pdf = (a - 1.0)[:, None] * np.log(mids) + (b - 1.0)[:, None] * np.log1p(-mids)
     mass = np.exp(log_pdf - log_pdf.max(axis=1, keepdims=True))
-    cdf = np.zeros((a.size, CELLS + 1))  # at the cell edges lo, lo + width, …, hi
-    np.cumsum(mass, axis=1, out=cdf[:, 1:])
-    cdf /= cdf[:, -1:]
-    # where the others' cdfs are read: x + (c_0 - c_j)/w for each midpoint x of the chosen one,
-    # in cell units of their own grids, then linear interpolation between edges
-    at = (mids[0] + ((base[0] - base[1:]) / weight)[:, None] - lo[1:, None]) / width[1:, None]
-    np.clip(at, 0.0, CELLS, out=at)
-    left = np.minimum(at.astype(np.intp), CELLS - 1)
-    left += np.arange(1, a.size)[:, None] * (CELLS + 1)  # rows 1.. of the flattened cdf
-    flat = cdf.ravel()
-    below = flat[left]
-    beaten = below + (at - left % (CELLS + 1)) * (flat[left + 1] - below)
-    win = float(mass[0] @ beaten.prod(axis=0)) / float(mass[0].sum())
+    below = np.cumsum(mass, axis=1)
+    total = below[:, -1].copy()
+    below -= mass  # the mass left of each cell
+    # The others' cdfs where the chosen one's midpoints x put them, x + (c_0 − c_j)/w, in
+    # cells of their own grids: a cell's mass grows linearly across it.
+    at = (mids[0] + ((base[0] - base[1:]) / weight - lo[1:])[:, None]) / width[1:, None]
+    at = np.minimum(np.maximum(at, 0.0), float(CELLS))
+    cell = np.minimum(at.astype(np.intp), CELLS - 1)
+    share = at - cell
+    cell += rows
+    beaten = (below.ravel()[cell] + share * mass.ravel()[cell]) / total[1:, None]
+    win = float(mass[0] @ beaten.prod(axis=0)) / float(total[0])
     return min(max(win, 0.0), 1.0)
+
+
+@functools.cache
+def _steps(size: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.intp]]:
+    """The midpoints 0.5, 1.5, … in cell units, and the flat offsets of rows 1 … size − 1."""
+    import numpy as np
+
+    return np.arange(CELLS) + 0.5, (np.arange(1, size) * CELLS)[:, None]
