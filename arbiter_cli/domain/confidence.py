@@ -68,4 +68,4 @@ def _steps(size: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.intp]]:
     """The midpoints 0.5, 1.5, … in cell units, and the flat offsets of rows 1 … size − 1."""
     import numpy as np
 
-    return np.arange(CELLS) + 0.5, (np.arange(1, size) * CELLS)[:, None]
+    return np.arange(CELLS, dtype=np.float64) + 0.5, (np.arange(1, size) * CELLS)[:, None]
