@@ -49,6 +49,29 @@ def fresh_postgres_database(purpose: str = "t") -> Iterator[str]:
 
 
 
+def cli_commands() -> dict[str, Any]:
+    """Every leaf command of the CLI by its path (``"agents list"``), as Click objects.
+
+    Walks with ``list_commands``/``get_command``, which load the root's lazy command modules.
+    """
+    import typer.main
+
+    from arbiter_cli.cli.app import build_app
+
+    found: dict[str, Any] = {}
+
+    def walk(command: Any, path: tuple[str, ...], ctx: Any) -> None:
+        if not hasattr(command, "list_commands"):
+            found[" ".join(path)] = command
+            return
+        for name in command.list_commands(ctx):
+            walk(command.get_command(ctx, name), (*path, name), ctx)
+
+    root = typer.main.get_command(build_app())
+    walk(root, (), root.make_context("arbiter", [], resilient_parsing=True))
+    return found
+
+
 class FakeClock:
     """A clock the test moves by hand."""
 

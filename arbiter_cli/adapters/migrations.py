@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
 from arbiter_cli.adapters.sql.schema_version import HEAD
-from arbiter_cli.adapters.sql.tables import metadata
+from arbiter_cli.adapters.sql.tables import postgresql_options
 from arbiter_cli.errors import InvalidInput, SchemaOutdated
 
 #: PostgreSQL advisory-lock key shared by every arbiter process: migrations (``env.py``) and
@@ -229,7 +229,7 @@ def check(engine: Engine) -> list[str]:
     try:
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
-            diffs = compare_metadata(context, metadata)
+            diffs = compare_metadata(context, postgresql_options())
     except DBAPIError as exc:
         raise unavailable(engine, exc) from None
     return [_describe(diff) for diff in diffs]

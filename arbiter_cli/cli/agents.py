@@ -9,6 +9,7 @@ import typer
 from arbiter_cli.cli import completion, render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.consent import YesOpt, require_consent, will_ask
+from arbiter_cli.cli.helptext import HelpGroup
 from arbiter_cli.cli.inputs import read_documents
 from arbiter_cli.cli.options import CursorOpt, JsonOpt, LimitOpt, TokenOpt, state_of
 from arbiter_cli.cli.progress import progress
@@ -23,6 +24,12 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Register, inspect, query and maintain agents.\n\n"
                   "Example: arbiter agents list --status available", no_args_is_help=True)
+
+
+
+def add_commands(root: typer.Typer) -> None:
+    root.add_typer(app, name="agents", cls=HelpGroup)
+
 
 IdArg = Annotated[str, typer.Argument(help="Agent id.", show_default=False,
                                           autocompletion=completion.agent_ids)]

@@ -2,8 +2,9 @@
 
 The error boundary lives in ``cli/boundary.py``, the shared options in ``cli/options.py``.
 
-Only typer and small arbiter modules are imported here; every heavy library is imported inside
-the command that needs it, so ``arbiter --help`` and ``--version`` stay fast.
+Only typer and small arbiter modules are imported here; a command module is imported when its
+command runs (``cli/lazy.py``), and every heavy library inside the command that needs it, so
+``arbiter --help`` and ``--version`` stay fast.
 """
 
 from __future__ import annotations
@@ -15,22 +16,9 @@ from typing import Annotated
 import typer
 
 from arbiter_cli import __version__
-from arbiter_cli.cli import (
-    agents,
-    completion,
-    config_cmd,
-    db,
-    health,
-    journal,
-    mutate,
-    render,
-    route,
-    security,
-    serve,
-    setup,
-    soak,
-)
+from arbiter_cli.cli import completion, render
 from arbiter_cli.cli.helptext import HelpGroup
+from arbiter_cli.cli.lazy import Entry, LazyGroup
 from arbiter_cli.cli.options import FormatOpt, JsonOpt, TokenOpt, choose_format
 from arbiter_cli.cli.state import State
 from arbiter_cli.errors import InvalidInput
@@ -42,10 +30,49 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+# The root commands in the order of `arbiter --help`, each with the module that defines it
+# and the first paragraph of its help (a test keeps these equal to the real ones).
+COMMANDS: dict[str, Entry] = {
+    "init": Entry("setup", "Create and migrate the database and tenant 'default', and save its "
+                  "first admin token."),
+    "demo": Entry("setup", "Show the router learning on its own SQLite file: a sample fleet, "
+                  "simulated outcomes."),
+    "bench": Entry("setup", "Benchmark through the services on a scratch store; never touches "
+                   "your data."),
+    "whoami": Entry("security", "Show the tenant, role and token id you act as."),
+    "login": Entry("security", "Check a token against the database (or a server) and save it "
+                   "in the credentials file (0600); with --server, later commands of that "
+                   "profile run on the server."),
+    "soak": Entry("soak", "Soak the core on a scratch store: sample RSS, profile with memray, "
+                  "fit the trend."),
+    "health": Entry("health", "Check configuration, database, schema, breaker, journal, disk and "
+                    "live soak runs."),
+    "mutate": Entry("mutate", "Mutation-test the core with mutmut in an isolated copy; exit 1 "
+                    "under --threshold."),
+    "serve": Entry("serve", "Serve /livez, /readyz, /health and /metrics; replay the journal in "
+                   "the background."),
+    "tokens": Entry("security", "Create, list and revoke API tokens of your tenant (admin)."),
+    "tenants": Entry("security", "Create and list tenants (direct database authority)."),
+    "audit": Entry("security", "Read and verify the tamper-evident audit log (admin)."),
+    "agents": Entry("agents", "Register, inspect, query and maintain agents."),
+    "route": Entry("route", "Route tasks to agents, record outcomes, and explain decisions."),
+    "db": Entry("db", "Migrate the database and check it for drift."),
+    "config": Entry("config_cmd", "Show and validate the layered configuration."),
+    "journal": Entry("journal", "Inspect, replay and resolve the journal of writes made while "
+                     "the database was unavailable."),
+}
+
+
+class Root(LazyGroup, HelpGroup):
+    """Commands loaded on first use (cli/lazy.py), help without value types (cli/helptext.py)."""
+
+    entries = COMMANDS
+
+
 def build_app() -> typer.Typer:
     app = typer.Typer(
         name="arbiter",
-        cls=HelpGroup,
+        cls=Root,
         help="Operate fleets of AI coding agents: registry, routing, security, health.\n\n"
         "Example: [bold]arbiter init && arbiter agents list[/]",
         no_args_is_help=True,
@@ -54,14 +81,6 @@ def build_app() -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(root)
-    for register in (setup.register, security.register, soak.register, health.register,
-                     mutate.register, serve.register):
-        register(app)
-    app.add_typer(agents.app, name="agents", cls=HelpGroup)
-    app.add_typer(route.app, name="route", cls=HelpGroup)
-    app.add_typer(db.app, name="db", cls=HelpGroup)
-    app.add_typer(config_cmd.app, name="config", cls=HelpGroup)
-    app.add_typer(journal.app, name="journal", cls=HelpGroup)
     return app
 
 

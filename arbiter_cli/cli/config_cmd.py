@@ -8,6 +8,7 @@ import typer
 
 from arbiter_cli.cli import render
 from arbiter_cli.cli.boundary import command, redactor
+from arbiter_cli.cli.helptext import HelpGroup
 from arbiter_cli.cli.options import JsonOpt, state_of
 from arbiter_cli.errors import ConfigInvalid
 
@@ -16,6 +17,10 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Show and validate the layered configuration.\n\n"
                   "Example: arbiter config show", no_args_is_help=True)
+
+
+def add_commands(root: typer.Typer) -> None:
+    root.add_typer(app, name="config", cls=HelpGroup)
 
 
 @command(app, "show")

@@ -10,6 +10,7 @@ import typer
 from arbiter_cli.cli import completion, render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.consent import YesOpt, require_consent
+from arbiter_cli.cli.helptext import HelpGroup
 from arbiter_cli.cli.options import JsonOpt, state_of
 from arbiter_cli.errors import CheckFailed
 
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Migrate the database and check it for drift.\n\n"
                   "Example: arbiter db upgrade", no_args_is_help=True)
+
+
+def add_commands(root: typer.Typer) -> None:
+    root.add_typer(app, name="db", cls=HelpGroup)
 
 UrlOpt = Annotated[str | None, typer.Option(
     "--database-url", help="Database to act on (default: database.url).", show_default=False)]

@@ -21,7 +21,7 @@ MARKS = {"pass": ("[+]", "green", "ok"), "warn": ("[!]", "yellow", "warn"),
          "fail": ("[-]", "red", "failed")}
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     command(app, "health")(health)
 
 

@@ -10,6 +10,7 @@ import typer
 from arbiter_cli.cli import render
 from arbiter_cli.cli.boundary import command
 from arbiter_cli.cli.consent import YesOpt, require_consent
+from arbiter_cli.cli.helptext import HelpGroup
 from arbiter_cli.cli.options import CursorOpt, JsonOpt, LimitOpt, state_of
 from arbiter_cli.cli.progress import progress
 from arbiter_cli.errors import InvalidInput, NotFound, StorageUnavailable
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Inspect, replay and resolve the journal of writes made while the "
                   "database was unavailable.\n\nExample: arbiter journal status", no_args_is_help=True)
+
+
+def add_commands(root: typer.Typer) -> None:
+    root.add_typer(app, name="journal", cls=HelpGroup)
 
 
 def _resilience(state: State) -> Resilience | None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from arbiter_cli.tools.mutate import MutationReport
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     command(app, "mutate")(mutate)
 
 

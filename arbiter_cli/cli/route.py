@@ -8,6 +8,7 @@ import typer
 
 from arbiter_cli.cli import completion, render
 from arbiter_cli.cli.boundary import command
+from arbiter_cli.cli.helptext import HelpGroup
 from arbiter_cli.cli.inputs import parse_since, read_documents
 from arbiter_cli.cli.options import CursorOpt, JsonOpt, LimitOpt, SinceOpt, TokenOpt, state_of
 from arbiter_cli.domain.validation import fail
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Route tasks to agents, record outcomes, and explain decisions.\n\n"
                   "Example: arbiter route task --task-type code-review --task-id PR-1234",
                   no_args_is_help=True)
+
+
+def add_commands(root: typer.Typer) -> None:
+    root.add_typer(app, name="route", cls=HelpGroup)
 
 LanguagesOpt = Annotated[list[str] | None, typer.Option(
     "--language", help="Required language (repeat for more).", show_default=False,

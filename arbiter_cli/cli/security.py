@@ -30,7 +30,7 @@ audit_app = typer.Typer(help="Read and verify the tamper-evident audit log (admi
                         no_args_is_help=True)
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     app.add_typer(tokens_app, name="tokens", cls=HelpGroup)
     app.add_typer(tenants_app, name="tenants", cls=HelpGroup)
     app.add_typer(audit_app, name="audit", cls=HelpGroup)

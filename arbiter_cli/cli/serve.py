@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 WAIT_TICK_S = 0.5  # how often the main thread looks up from waiting for a signal
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     command(app, "serve")(serve)
 
 

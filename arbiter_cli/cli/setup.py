@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from arbiter_cli.tools.demo import DemoReport
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     command(app, "init")(init)
     command(app, "demo")(demo)
     command(app, "bench")(bench)

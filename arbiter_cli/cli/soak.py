@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from arbiter_cli.cli.state import State
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     command(app, "soak")(soak)
 
 

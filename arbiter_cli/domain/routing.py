@@ -26,13 +26,12 @@ if TYPE_CHECKING:
 
 STRATEGIES = ("thompson", "ucb", "epsilon-greedy", "weighted", "thompson-stationary")
 BANDITS = frozenset({"thompson", "ucb", "epsilon-greedy", "thompson-stationary"})
-THOMPSONS = frozenset({"thompson", "thompson-stationary"})  # draw from posteriors; confidence
+THOMPSONS = frozenset({"thompson", "thompson-stationary"})  # draw from posteriors
 CAPABILITY_REASONS = ("task_type", "language", "specialization")
 REASONS = (*CAPABILITY_REASONS, "status", "capacity")
 PRIOR_WEIGHT = 2.0  # pseudo-outcomes taken from the agent's global performance
 CHANGE_THRESHOLD = 5.0  # z-score at which an arm's recent outcomes count as a change
 REEVALUATE = 3.0  # `weighted` re-tries an arm with less evidence than REEVALUATE·ln(1 + N)
-CONFIDENCE_DRAWS = 200
 CONFIDENCE_TOP = 10
 EXAMPLES_PER_REASON = 3
 SEED_LIMIT = 2**63 - 1
@@ -276,13 +275,9 @@ def choose(pool: Pool, policy: RoutingPolicy, strategy: str, rng: np.random.Gene
         if strategy == "epsilon-greedy" and rng.random() < policy.epsilon(int(outcomes.sum())):
             pick = int(rng.integers(rows.size))
             ranked = [pick] + [i for i in ranked if i != pick][: keep - 1]
-    confidence = None
-    if strategy in THOMPSONS:
-        # thompson-stationary makes the same draws as thompson, so that the simulator compares
-        # the two on one random stream, but reports none of them: SPEC §3.4 gives the
-        # confidence to thompson only
-        drawn = _confidence(ranked, a, b, fixed, policy, rng)
-        confidence = drawn if strategy == "thompson" else None
+    # SPEC §3.4 gives a confidence to thompson only (not to the stationary baseline); it takes
+    # no draws, so thompson and thompson-stationary still share one random stream
+    confidence = _confidence(ranked, a, b, fixed, policy) if strategy == "thompson" else None
     top = np.asarray(ranked)
     chosen_rows = rows[top].tolist()
     columns = {name: np.round(array[top], 6).tolist() for name, array in (
@@ -399,16 +394,16 @@ def _ranked(score: npt.NDArray[np.float64], utilization: npt.NDArray[np.float64]
 
 
 def _confidence(ranked: Sequence[int], a: npt.NDArray[np.float64], b: npt.NDArray[np.float64],
-                fixed: Mapping[str, npt.NDArray[np.float64]], policy: RoutingPolicy,
-                rng: np.random.Generator) -> float:
-    """Share of 200 posterior draws over the top 10 candidates won by the chosen one."""
+                fixed: Mapping[str, npt.NDArray[np.float64]], policy: RoutingPolicy) -> float:
+    """The probability that the chosen candidate wins a posterior draw over the top 10
+    (SPEC §3.4), computed by ``domain/confidence.py`` instead of sampled (§13.1)."""
     import numpy as np
 
+    from arbiter_cli.domain.confidence import win_probability
+
     top = np.asarray(ranked[:CONFIDENCE_TOP])
-    draws = rng.beta(a[top], b[top], size=(CONFIDENCE_DRAWS, top.size))
     base = fixed["load"][top] + fixed["fit"][top] + fixed["latency"][top]
-    scores = policy.weights["performance"] * draws + base
-    return round(float((scores.argmax(axis=1) == 0).mean()), 4)
+    return round(win_probability(a[top], b[top], base, policy.weights["performance"]), 4)
 
 
 # ---------------------------------------------------------------------------- decisions

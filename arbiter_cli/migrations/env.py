@@ -10,14 +10,14 @@ from alembic import context
 from sqlalchemy import text
 
 from arbiter_cli.adapters.migrations import MIGRATION_LOCK_KEY
-from arbiter_cli.adapters.sql.tables import metadata
+from arbiter_cli.adapters.sql.tables import postgresql_options
 
 
 def run_migrations_online() -> None:
     connection = context.config.attributes["connection"]
     context.configure(
         connection=connection,
-        target_metadata=metadata,
+        target_metadata=postgresql_options(),
         render_as_batch=True,
         compare_type=True,
         transaction_per_migration=False,

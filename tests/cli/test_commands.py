@@ -12,7 +12,7 @@ import pytest
 
 from arbiter_cli.adapters.sql.schema_version import HEAD
 from tests.cli.conftest import AGENT
-from tests.helpers import cli
+from tests.helpers import cli, cli_commands
 
 
 def test_register_prints_the_flat_agent_with_meta(initialized):
@@ -155,24 +155,8 @@ def test_config_show_masks_secrets_and_names_the_layer(clean_env):
     assert "canary-s3cr3t" not in human.stdout + human.stderr
 
 
-def _all_commands():  # type: ignore[no-untyped-def]
-    import typer
-
-    from arbiter_cli.cli.app import build_app
-
-    root = typer.main.get_command(build_app())
-    stack = [((), root)]
-    while stack:
-        path, command = stack.pop()
-        children = getattr(command, "commands", None)
-        if children:
-            stack.extend(((*path, name), child) for name, child in children.items())
-        else:
-            yield " ".join(path), command
-
-
 def test_every_command_has_help_with_an_example():
-    commands = dict(_all_commands())
+    commands = cli_commands()
     assert {"agents register", "agents query", "db check", "config show", "init", "demo",
             "bench"} <= set(commands)
     for name, command in commands.items():
@@ -194,7 +178,62 @@ def _imported_after(*args: str) -> set[str]:
 def test_version_and_help_do_not_import_heavy_libraries(args):
     modules = _imported_after(*args)
     heavy = {"sqlalchemy", "alembic", "memray", "numpy", "dynaconf", "opentelemetry"}
+    if args[0].startswith("--"):  # typer validates option values with pydantic: none here
+        heavy.add("pydantic")
     assert not {m.split(".")[0] for m in modules} & heavy
+
+
+def test_help_imports_no_command_module():
+    """`arbiter --help` lists the commands from the root's table (cli/app.py COMMANDS)."""
+    modules = _imported_after("--help")
+    assert not {m for m in modules if m.startswith("arbiter_cli.cli.")} - {
+        "arbiter_cli.cli.app", "arbiter_cli.cli.lazy", "arbiter_cli.cli.options",
+        "arbiter_cli.cli.render", "arbiter_cli.cli.state",
+        # the root's own options and help: small, typer and the standard library only
+        "arbiter_cli.cli.helptext", "arbiter_cli.cli.completion", "arbiter_cli.cli.cells"}
+
+
+def test_help_lists_each_root_command_as_the_loaded_command_would(
+        monkeypatch: pytest.MonkeyPatch):
+    """The root's table of names and first paragraphs matches the commands themselves: the
+    listing of `--help` is the same before and after every command module is loaded."""
+    import contextlib
+    import io
+
+    import typer.main
+
+    from arbiter_cli.cli.app import COMMANDS, build_app
+
+    monkeypatch.setenv("COLUMNS", "200")
+    root = typer.main.get_command(build_app())
+
+    def help_text() -> str:
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            assert root.main(["--help"], prog_name="arbiter", standalone_mode=False) == 0
+        return out.getvalue()
+
+    lazy = help_text()
+    ctx = root.make_context("arbiter", [], resilient_parsing=True)
+    loaded = {name: root.get_command(ctx, name) for name in COMMANDS}
+    assert all(command is not None and (command.callback or hasattr(command, "list_commands"))
+               for command in loaded.values())
+    assert "journal" in lazy and lazy == help_text()
+
+
+def test_agents_list_on_sqlite_imports_only_what_it_needs(initialized):
+    """No PostgreSQL dialect or driver, no numpy, no server, no other command group."""
+    modules = _imported_after("agents", "list")
+    assert "arbiter_cli.cli.agents" in modules and "sqlalchemy" in modules
+    unwanted = {"psycopg2", "fastapi", "uvicorn", "numpy", "alembic", "dynaconf", "structlog",
+                "opentelemetry", "prometheus_client", "sqlalchemy.dialects.postgresql",
+                "arbiter_cli.cli.route", "arbiter_cli.cli.setup", "arbiter_cli.cli.db"}
+    assert not unwanted & modules
+
+
+def test_a_mistyped_root_command_is_refused_with_a_suggestion():
+    result = cli("agnets", "list")
+    assert result.exit_code == 2
+    assert "No such command 'agnets'. Did you mean 'agents'?" in result.stderr
 
 
 def test_version_prints_the_package_version():

@@ -115,14 +115,18 @@ CLOSED = {"--strategy", "--status", "--role", "--backend", "--workload", "--scen
 def _closed_options() -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
 
+    root = typer.main.get_command(build_app())
+    ctx = root.make_context("arbiter", [], resilient_parsing=True)
+
     def walk(command: Any, path: tuple[str, ...]) -> None:
         for param in command.params:
             for opt in set(param.opts) & CLOSED:
                 found.append((" ".join(path), opt))
-        for name, child in (getattr(command, "commands", None) or {}).items():
-            walk(child, (*path, name))
+        if hasattr(command, "list_commands"):  # the root loads its lazy modules here
+            for name in command.list_commands(ctx):
+                walk(command.get_command(ctx, name), (*path, name))
 
-    walk(typer.main.get_command(build_app()), ())
+    walk(root, ())
     return sorted(found)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.dbstate import dump
-from tests.helpers import CliResult, cli, fresh_postgres_database
+from tests.helpers import CliResult, cli, cli_commands, fresh_postgres_database
 
 YES = "asks on a terminal; --yes off one (exit 2 without it)"
 YES_UNLESS_DRY_RUN = YES + ", unless --dry-run"
@@ -71,22 +71,7 @@ SAFE = {
 
 
 def _leaf_commands() -> dict[str, Any]:
-    import typer.main
-
-    from arbiter_cli.cli.app import build_app
-
-    found: dict[str, Any] = {}
-
-    def walk(command: Any, path: tuple[str, ...]) -> None:
-        children = getattr(command, "commands", None)
-        if children:
-            for name, child in children.items():
-                walk(child, (*path, name))
-        else:
-            found[" ".join(path)] = command
-
-    walk(typer.main.get_command(build_app()), ())
-    return found
+    return cli_commands()
 
 
 def _options(command: Any) -> set[str]:

@@ -27,17 +27,21 @@ def _tree() -> dict[tuple[str, ...], Any]:
     """Every command and group by its path (the root is ``()``)."""
     found: dict[tuple[str, ...], Any] = {}
 
+    root = typer.main.get_command(build_app())
+    ctx = root.make_context("arbiter", [], resilient_parsing=True)
+
     def walk(command: Any, path: tuple[str, ...]) -> None:
         found[path] = command
-        for name, child in (getattr(command, "commands", None) or {}).items():
-            walk(child, (*path, name))
+        if hasattr(command, "list_commands"):  # the root loads its lazy modules here
+            for name in command.list_commands(ctx):
+                walk(command.get_command(ctx, name), (*path, name))
 
-    walk(typer.main.get_command(build_app()), ())
+    walk(root, ())
     return found
 
 
 TREE = _tree()
-LEAVES = sorted(" ".join(p) for p, c in TREE.items() if p and not getattr(c, "commands", None))
+LEAVES = sorted(" ".join(p) for p, c in TREE.items() if p and not hasattr(c, "list_commands"))
 
 
 def _options(path: str) -> set[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli
+from tests.helpers import cli, cli_commands
 
 AGENT_LINE = json.dumps({"id": "a1", "name": "A", "model_family": "x", "task_types": ["testing"]})
 TASK = json.dumps({"task_type": "testing"})
@@ -44,19 +44,9 @@ def invalid(field: str, rule: str) -> tuple[int, str, dict[str, str]]:
 
 def test_every_file_option_is_walked_here():
     """A new command option that reads a file must be added to FILE_COMMANDS."""
-    import typer.main
-
-    from arbiter_cli.cli.app import build_app
-
-    def walk(group, prefix=()):  # type: ignore[no-untyped-def]
-        for name, command in getattr(group, "commands", {}).items():
-            yield from walk(command, (*prefix, name))
-        for param in getattr(group, "params", []):
-            if param.name in ("file", "truth") and prefix:
-                yield " ".join(prefix)
-
-    root = typer.main.get_command(build_app())
-    assert set(walk(root)) == set(FILE_COMMANDS)
+    reading = {path for path, command in cli_commands().items()
+               if any(param.name in ("file", "truth") for param in command.params)}
+    assert reading == set(FILE_COMMANDS)
 
 
 @pytest.mark.parametrize("command", FILE_COMMANDS)

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import typer
 
-from tests.helpers import CliResult, cli, fresh_postgres_database
+from tests.helpers import CliResult, cli, cli_commands, fresh_postgres_database
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -466,22 +466,7 @@ def test_four_processes_never_exceed_the_burst_on_postgres(clean_env: dict[str, 
 
 
 def _leaf_commands() -> set[str]:
-    import typer.main
-
-    from arbiter_cli.cli.app import build_app
-
-    found: set[str] = set()
-
-    def walk(command: Any, path: tuple[str, ...]) -> None:
-        children = getattr(command, "commands", None)
-        if children:
-            for name, child in children.items():
-                walk(child, (*path, name))
-        else:
-            found.add(" ".join(path))
-
-    walk(typer.main.get_command(build_app()), ())
-    return found
+    return set(cli_commands())
 
 
 def test_every_command_has_a_permission_entry_or_is_on_the_no_token_list():

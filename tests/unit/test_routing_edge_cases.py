@@ -169,7 +169,7 @@ def test_an_exploring_epsilon_greedy_pick_keeps_the_candidate_count():
 
 
 def test_confidence_counts_latency_like_the_ranking_does():
-    """Equal tight posteriors: a00's 0.1 latency advantage wins every one of the 200 draws."""
+    """Equal tight posteriors: a00's 0.1 latency advantage wins every posterior draw."""
     p = pool(2, latency_ms=[0.0, 1e9], arm_alpha=[1000.0, 1000.0], arm_beta=[1000.0, 1000.0],
              arm_outcomes=[2000, 2000])
     choice = pick(p, "thompson", 5)

@@ -203,7 +203,8 @@ def test_a_strategy_simulates_the_same_alone_or_among_all():
 @pytest.mark.parametrize(("strategy", "window", "counts", "regret"), [
     ("ucb", 100, {"a": 9, "b": 103, "c": 25}, 12.9),
     ("ucb", 5, {"a": 14, "b": 101, "c": 22}, 15.0),
-    ("thompson", 100, {"a": 2, "b": 84, "c": 51}, 16.5),
+    # re-pinned when confidence stopped drawing from the generator (computed, SPEC §13.1)
+    ("thompson", 100, {"a": 1, "b": 127, "c": 9}, 3.3),
 ])
 def test_simulate_reproduces_a_pinned_run(strategy, window, counts, regret):
     """Golden run: seed 7, 137 tasks; the window shapes how fast the prior centre moves."""

@@ -34,6 +34,8 @@ from arbiter_cli.adapters.sql.types import Json, Key, UtcDateTime
 
 metadata = MetaData()
 
+OPEN_TASK = text("status = 'open'")  # the predicate of the partial index on open decisions
+
 TENANT = 64
 AGENT_ID = 128
 UID = 36
@@ -156,8 +158,8 @@ decisions = Table(
     Column("outcome", Json()),
     Column("over_capacity", Boolean, nullable=False),
     Column("agent_unavailable", Boolean, nullable=False, server_default=false()),
-    Index("uq_decisions_open_task", "tenant", "task_id", unique=True,
-          sqlite_where=text("status = 'open'"), postgresql_where=text("status = 'open'")),
+    # Partial on both backends; the PostgreSQL predicate is attached by postgresql_options().
+    Index("uq_decisions_open_task", "tenant", "task_id", unique=True, sqlite_where=OPEN_TASK),
     Index("ix_decisions_tenant_created", "tenant", "created_at"),
     Index("ix_decisions_tenant_agent", "tenant", "agent_id"),
     Index("ix_decisions_status_created", "status", "created_at"),
@@ -220,3 +222,16 @@ database_identity = Table(
     Column("identity", String(36), nullable=False),
     CheckConstraint("id = 1", name="ck_database_identity_one_row"),
 )
+
+
+def postgresql_options() -> MetaData:
+    """``metadata`` with its PostgreSQL-only options: the open-task index's predicate.
+
+    Declaring ``postgresql_where=`` in the ``Index`` makes SQLAlchemy import its PostgreSQL
+    dialect to validate the keyword (about 24 ms on the reference machine) at every start, on
+    SQLite too. Only schema work (alembic's environment and ``db check``) needs it, and it
+    imports that dialect anyway. Idempotent.
+    """
+    index = next(i for i in decisions.indexes if i.name == "uq_decisions_open_task")
+    index.dialect_options["postgresql"]["where"] = OPEN_TASK
+    return metadata
