@@ -38,10 +38,10 @@ class LazyGroup(TyperGroup):
     entries: ClassVar[dict[str, Entry]] = {}
     _listing = False
 
-    def list_commands(self, ctx: typer.Context) -> list[str]:
+    def list_commands(self, ctx: Any) -> list[str]:
         return [*self.entries, *(name for name in self.commands if name not in self.entries)]
 
-    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name in self.commands:
             return self.commands[cmd_name]
         entry = self.entries.get(cmd_name)
@@ -61,14 +61,14 @@ class LazyGroup(TyperGroup):
         for name, command in built.commands.items():
             self.commands.setdefault(name, command)
 
-    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+    def format_help(self, ctx: Any, formatter: Any) -> None:
         self._listing = True
         try:
             super().format_help(ctx, formatter)
         finally:
             self._listing = False
 
-    def resolve_command(self, ctx: typer.Context, args: list[str]
+    def resolve_command(self, ctx: Any, args: list[str]
                         ) -> tuple[str | None, Any, list[str]]:
         try:
             return super().resolve_command(ctx, args)
