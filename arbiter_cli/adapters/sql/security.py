@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import String, extract, func, insert, select, type_coerce, update
+from sqlalchemy import String, bindparam, extract, func, insert, select, type_coerce, update
 from sqlalchemy.engine import Connection, Row
 
 from arbiter_cli.adapters.sql import tables as t
@@ -119,6 +119,36 @@ TEXT_FIELDS = ("actor", "action", "target", "result", "correlation_id", "prev_ha
 NULLABLE = frozenset({"actor", "target", "correlation_id"})
 
 
+def _head(dialect: str) -> Any:
+    """The database's time of this statement and the chain head, in one round trip."""
+    last = (select(a.seq, a.hash).where(a.tenant == bindparam("tenant"))
+            .order_by(a.seq.desc()).limit(1))
+    return select(now_expr(dialect, statement=True),
+                  last.with_only_columns(a.seq).scalar_subquery(),
+                  last.with_only_columns(a.hash).scalar_subquery())
+
+
+def _append(dialect: str) -> Any:
+    """Insert the event at ``seq`` unless that ``seq`` exists (then: no row returned)."""
+    upsert: Any
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert
+    columns = ("tenant", "seq", "at", "actor", "action", "target", "result", "correlation_id",
+               "details", "prev_hash", "hash")
+    return (upsert(t.audit_events)
+            .values({name: bindparam(name, type_=t.audit_events.c[name].type)
+                     for name in columns})
+            .on_conflict_do_nothing(index_elements=["tenant", "seq"])
+            .returning(a.seq))
+
+
+#: Statements built once per dialect (SQLAlchemy then reuses their compiled form).
+_HEAD: dict[str, Any] = {}
+_APPEND: dict[str, Any] = {}
+
+
 class SqlAudit:
     def __init__(self, conn: Connection, key: bytes | None = None) -> None:
         self._conn = conn
@@ -128,28 +158,42 @@ class SqlAudit:
     def append(self, tenant: str, *, actor: str | None, action: str, target: str | None,
                result: str, correlation_id: str | None, details: Mapping[str, object]
                ) -> AuditEvent:
-        """Stamp with the database's time and chain at the head, both read under the lock."""
-        if self._dialect == "postgresql":
-            # Serialise appends per tenant. NO KEY UPDATE, not UPDATE: the foreign keys to
-            # tenants take KEY SHARE locks, which FOR UPDATE would wait on (a deadlock). The
-            # head is read by a second statement: under READ COMMITTED only a new statement
-            # sees what the previous lock holder committed.
-            self._conn.execute(select(t.tenants.c.name).where(t.tenants.c.name == tenant)
-                               .with_for_update(key_share=True))
-        last = select(a.seq, a.hash).where(a.tenant == tenant).order_by(a.seq.desc()).limit(1)
-        at, head_seq, head_hash = self._conn.execute(select(
-            now_expr(self._dialect, statement=True),
-            last.with_only_columns(a.seq).scalar_subquery(),
-            last.with_only_columns(a.hash).scalar_subquery(),
-        )).one()
-        seq, prev = (1, GENESIS) if head_seq is None else (int(head_seq) + 1, str(head_hash))
-        event = seal(tenant, seq, at, prev, actor=actor, action=action, target=target,
-                     result=result, correlation_id=correlation_id, details=details, key=self._key)
-        self._conn.execute(insert(t.audit_events).values(
-            tenant=tenant, seq=seq, at=at, actor=actor, action=action, target=target,
-            result=result, correlation_id=correlation_id, details=dict(event.details),
-            prev_hash=prev, hash=event.hash))
-        return event
+        """Stamp with the database's time and chain at the head: two statements.
+
+        The head and the time are read together; the insert of ``seq = head + 1`` is
+        conditional on the primary key ``(tenant, seq)`` (``ON CONFLICT DO NOTHING``). Appends
+        are thereby serialised per tenant by the key itself: an append racing another for
+        the same ``seq`` waits for that transaction (PostgreSQL's speculative insertion), and
+        if it committed, inserts nothing; this one then reads the new head in a new statement
+        (READ COMMITTED: a new snapshot) and chains again. No event is ever chained to a head
+        that is not the committed predecessor of its ``seq``, and no lock is held longer than
+        the insert. SQLite's write transaction (``BEGIN IMMEDIATE``) never races here.
+        """
+        while True:
+            at, head_seq, head_hash = self._conn.execute(self._head_statement(),
+                                                         {"tenant": tenant}).one()
+            seq, prev = (1, GENESIS) if head_seq is None else (int(head_seq) + 1,
+                                                               str(head_hash))
+            event = seal(tenant, seq, at, prev, actor=actor, action=action, target=target,
+                         result=result, correlation_id=correlation_id, details=details,
+                         key=self._key)
+            inserted = self._conn.execute(self._insert_statement(), {
+                "tenant": tenant, "seq": seq, "at": at, "actor": actor, "action": action,
+                "target": target, "result": result, "correlation_id": correlation_id,
+                "details": dict(event.details), "prev_hash": prev, "hash": event.hash,
+            }).first()
+            if inserted is not None:
+                return event
+
+    def _head_statement(self) -> Any:
+        if self._dialect not in _HEAD:
+            _HEAD[self._dialect] = _head(self._dialect)
+        return _HEAD[self._dialect]
+
+    def _insert_statement(self) -> Any:
+        if self._dialect not in _APPEND:
+            _APPEND[self._dialect] = _append(self._dialect)
+        return _APPEND[self._dialect]
 
     def events(self, tenant: str, *, since: datetime | None = None, action: str | None = None,
                actor: str | None = None, before: int | None = None, limit: int = 0,
