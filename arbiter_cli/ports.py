@@ -80,6 +80,13 @@ class RoutingRepository(Protocol):
 class DecisionRepository(Protocol):
     def add(self, decision: Decision) -> None: ...
 
+    def claim_and_add(self, decision: Decision) -> Decision | None:
+        """Claim a slot of ``decision.agent_uid`` (the conditional claim of
+        ``RoutingRepository.claim``) and, if it was won, store the decision stamped at the
+        claim's moment (``UnitOfWork.moment``); the decision as stored, or None when the claim
+        lost (nothing is written)."""
+        ...
+
     def save(self, decision: Decision, *, was: str) -> bool:
         """Store status, outcome, closing time and flags if the stored status is still ``was``.
 

@@ -416,6 +416,13 @@ class MemoryDecisions:
     def add(self, decision: Decision) -> None:
         self._put(decision)
 
+    def claim_and_add(self, decision: Decision) -> Decision | None:
+        if not self._uow.routing.claim(decision.tenant, decision.agent_uid):
+            return None
+        stored = replace(decision, created_at=self._uow.moment())
+        self._put(stored)
+        return stored
+
     def save(self, decision: Decision, *, was: str) -> bool:
         stored = self._store.decisions.get(decision.decision_id or "")
         if stored is None or stored.status != was or stored.tenant != decision.tenant:
