@@ -149,6 +149,17 @@ class TokenRepository(Protocol):
         """Store revocation and last use."""
         ...
 
+    def admit(self, token_id: str, *, secret_hash: str, roles: tuple[str, ...], rate: float,
+              burst: int, last_used_resolution: timedelta
+              ) -> tuple[TokenRecord | None, Bucket | None]:
+        """An admission's reads and writes, in as few statements as the store allows: the
+        token (as ``get``, with the database's time), and, only if the token is
+        ``domain.security.admissible`` at that time, its bucket spent (``RateLimiter.spend``
+        with the token's own rate and burst, else ``rate`` and ``burst``) and, when the spend
+        was allowed, ``last_used_at`` set to that time unless it already lies within
+        ``last_used_resolution`` before it. The bucket is None when nothing was spent."""
+        ...
+
     def count(self) -> int: ...
 
 

@@ -17,10 +17,11 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from arbiter_cli.adapters.admission import admit_stepwise
 from arbiter_cli.domain.agents import Agent, FleetStats, Status
 from arbiter_cli.domain.overlap import Claim
 from arbiter_cli.domain.query import STATUS_CODES, Columns, Query, Ranking, fit_column, rank
@@ -533,6 +534,13 @@ class MemoryTokens:
 
     def get(self, token_id: str) -> TokenRecord | None:
         return self._tokens.get(token_id)
+
+    def admit(self, token_id: str, *, secret_hash: str, roles: tuple[str, ...], rate: float,
+              burst: int, last_used_resolution: timedelta
+              ) -> tuple[TokenRecord | None, Bucket | None]:
+        return admit_stepwise(self, self._uow.rate, self._uow.now, token_id,
+                              secret_hash=secret_hash, roles=roles, rate=rate, burst=burst,
+                              last_used_resolution=last_used_resolution)
 
     def list(self, tenant: str, *, after: str | None = None, limit: int = 100
              ) -> builtins.list[TokenRecord]:

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Row
 
 from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.capability import conditions, fit_shares
+from arbiter_cli.adapters.sql.clock import now_expr
 from arbiter_cli.adapters.sql.types import UtcDateTime
 from arbiter_cli.adapters.sql.written import current_written
 from arbiter_cli.domain.agents import Status
@@ -227,10 +228,11 @@ class SqlDecisions:
     and the insert may be one statement stamped by PostgreSQL itself."""
 
     def __init__(self, conn: Connection, moment: Callable[[], datetime] | None = None,
-                 *, stamp_in_sql: bool = False) -> None:
+                 *, stamp_in_sql: bool = False, clock: Any = None) -> None:
         self._conn = conn
         self._moment = moment
         self._stamp_in_sql = stamp_in_sql
+        self._clock = clock  # a lookup carries the database's time for it (no extra trip)
 
     def claim_and_add(self, decision: Decision) -> Decision | None:
         if not self._stamp_in_sql:  # SQLite, or a snapshot: UPDATE … RETURNING, then INSERT
@@ -282,8 +284,14 @@ class SqlDecisions:
         return result.rowcount == 1
 
     def _one(self, stmt: Any) -> Decision | None:
+        if self._clock is not None:
+            stmt = stmt.add_columns(now_expr(self._conn.dialect.name).label("database_now"))
         row = self._conn.execute(stmt).first()
-        return None if row is None else _row_to_decision(row)
+        if row is None:
+            return None
+        if self._clock is not None:
+            self._clock.remember(row.database_now)
+        return _row_to_decision(row)
 
     def _locked(self, stmt: Any, for_update: bool, **options: bool) -> Any:
         if for_update and self._conn.dialect.name == "postgresql":
