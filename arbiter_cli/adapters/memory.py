@@ -421,7 +421,7 @@ class MemoryDecisions:
         if not self._uow.routing.claim(decision.tenant, decision.agent_uid):
             return None
         stored = replace(decision, created_at=self._uow.moment())
-        self._put(stored)
+        self.add(stored)
         return stored
 
     def save(self, decision: Decision, *, was: str) -> bool:
