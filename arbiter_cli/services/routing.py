@@ -70,13 +70,18 @@ class RoutingService:
         seed_value = secrets.randbits(63) if seed is None else parse_seed(seed)
         try:
             with self._uow(write=not dry_run) as uow:
+                if not dry_run and caller_named_it:  # a generated id cannot have a decision
+                    # Looked up first: the lookup carries the database's time (no extra
+                    # statement). An open decision the reap below would expire is not
+                    # returned; one past the reap's batch meets the open-task key at the
+                    # insert and comes back through _concurrent_duplicate, as before.
+                    existing = uow.decisions.for_task(principal.tenant, task.task_id)
+                    if (existing is not None and existing.status == OPEN
+                            and existing.created_at >= self._cutoff(uow.now())):
+                        return Routed(existing, already_routed=True)
                 now = uow.now()
                 if not dry_run:
                     self._reap(uow, principal.tenant, REAP_BATCH, now)
-                if not dry_run and caller_named_it:  # a generated id cannot have a decision
-                    existing = uow.decisions.for_task(principal.tenant, task.task_id)
-                    if existing is not None and existing.status == OPEN:
-                        return Routed(existing, already_routed=True)
                 decision = self._decide(uow, principal, task, chosen, seed_value, dry_run, now,
                                         correlation_id or self._audit.correlation_id)
                 if dry_run:
@@ -327,9 +332,13 @@ class RoutingService:
             uow.commit()
         return expired
 
+    def _cutoff(self, now: datetime) -> datetime:
+        """Open decisions created before this are expired by a reap."""
+        return now - timedelta(seconds=self.policy.assignment_ttl_s)
+
     def _reap(self, uow: UnitOfWork, tenant: str, limit: int, now: datetime) -> list[Decision]:
         """``now`` is the database's: the cutoff never follows a caller's clock."""
-        cutoff = now - timedelta(seconds=self.policy.assignment_ttl_s)
+        cutoff = self._cutoff(now)
         expired = []
         for decision in uow.decisions.expired(tenant, cutoff, limit or 1_000_000):
             closed = decision.expire(now)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     case,
     func,
     insert,
+    literal,
     or_,
     select,
     true,
@@ -284,14 +285,27 @@ class SqlDecisions:
         return result.rowcount == 1
 
     def _one(self, stmt: Any) -> Decision | None:
-        if self._clock is not None:
-            stmt = stmt.add_columns(now_expr(self._conn.dialect.name).label("database_now"))
-        row = self._conn.execute(stmt).first()
+        """The first decision of ``stmt``, and the database's time with it (``clock``).
+
+        A locking lookup carries the time as a column (found or not, the caller fails or
+        goes on without needing it); any other lookup is outer-joined to a one-row select of
+        the time, so the time comes back even when no decision does.
+        """
+        if self._clock is None:
+            row = self._conn.execute(stmt).first()
+            return None if row is None else _row_to_decision(row)
+        now = now_expr(self._conn.dialect.name).label("database_now")
+        if stmt._for_update_arg is not None:
+            row = self._conn.execute(stmt.add_columns(now)).first()
+        else:
+            found = stmt.subquery("found")
+            one = select(literal(1).label("one")).subquery("one")
+            row = self._conn.execute(select(now, *found.c).select_from(
+                one.outerjoin(found, true()))).first()
         if row is None:
             return None
-        if self._clock is not None:
-            self._clock.remember(row.database_now)
-        return _row_to_decision(row)
+        self._clock.remember(row.database_now)
+        return None if row.decision_id is None else _row_to_decision(row)
 
     def _locked(self, stmt: Any, for_update: bool, **options: bool) -> Any:
         if for_update and self._conn.dialect.name == "postgresql":
