@@ -249,7 +249,8 @@ class StatementCounter:
 
 
 class CapacityWatch:
-    """Checks, every 20 ms while the workers run and once after, that no agent of the scratch
+    """Checks, every 100 ms while the workers run (more often would take CPU from the workers
+    on a 2-core machine) and once after, that no agent of the scratch
     store holds more active tasks than its capacity, nor more than its open decisions."""
 
     def __init__(self, engine: Any) -> None:
@@ -277,7 +278,7 @@ class CapacityWatch:
         self._exceeded = self._exceeded or bool(over)
 
     def _watch(self) -> None:
-        while not self._done.wait(0.02):
+        while not self._done.wait(0.1):
             self._check()
 
     def stop(self) -> None:
