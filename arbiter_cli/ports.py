@@ -80,6 +80,13 @@ class RoutingRepository(Protocol):
 class DecisionRepository(Protocol):
     def add(self, decision: Decision) -> None: ...
 
+    def claim_and_add(self, decision: Decision) -> Decision | None:
+        """Claim a slot of ``decision.agent_uid`` (the conditional claim of
+        ``RoutingRepository.claim``) and, if it was won, store the decision stamped at the
+        claim's moment (``UnitOfWork.moment``); the decision as stored, or None when the claim
+        lost (nothing is written)."""
+        ...
+
     def save(self, decision: Decision, *, was: str) -> bool:
         """Store status, outcome, closing time and flags if the stored status is still ``was``.
 
@@ -140,6 +147,17 @@ class TokenRepository(Protocol):
 
     def save(self, token: TokenRecord) -> None:
         """Store revocation and last use."""
+        ...
+
+    def admit(self, token_id: str, *, secret_hash: str, roles: tuple[str, ...], rate: float,
+              burst: int, last_used_resolution: timedelta
+              ) -> tuple[TokenRecord | None, Bucket | None]:
+        """An admission's reads and writes, in as few statements as the store allows: the
+        token (as ``get``, with the database's time), and, only if the token is
+        ``domain.security.admissible`` at that time, its bucket spent (``RateLimiter.spend``
+        with the token's own rate and burst, else ``rate`` and ``burst``) and, when the spend
+        was allowed, ``last_used_at`` set to that time unless it already lies within
+        ``last_used_resolution`` before it. The bucket is None when nothing was spent."""
         ...
 
     def count(self) -> int: ...

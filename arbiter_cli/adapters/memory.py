@@ -17,10 +17,11 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from arbiter_cli.adapters.admission import admit_stepwise
 from arbiter_cli.domain.agents import Agent, FleetStats, Status
 from arbiter_cli.domain.overlap import Claim
 from arbiter_cli.domain.query import STATUS_CODES, Columns, Query, Ranking, fit_column, rank
@@ -416,6 +417,13 @@ class MemoryDecisions:
     def add(self, decision: Decision) -> None:
         self._put(decision)
 
+    def claim_and_add(self, decision: Decision) -> Decision | None:
+        if not self._uow.routing.claim(decision.tenant, decision.agent_uid):
+            return None
+        stored = replace(decision, created_at=self._uow.moment())
+        self.add(stored)
+        return stored
+
     def save(self, decision: Decision, *, was: str) -> bool:
         stored = self._store.decisions.get(decision.decision_id or "")
         if stored is None or stored.status != was or stored.tenant != decision.tenant:
@@ -526,6 +534,13 @@ class MemoryTokens:
 
     def get(self, token_id: str) -> TokenRecord | None:
         return self._tokens.get(token_id)
+
+    def admit(self, token_id: str, *, secret_hash: str, roles: tuple[str, ...], rate: float,
+              burst: int, last_used_resolution: timedelta
+              ) -> tuple[TokenRecord | None, Bucket | None]:
+        return admit_stepwise(self, self._uow.rate, self._uow.now, token_id,
+                              secret_hash=secret_hash, roles=roles, rate=rate, burst=burst,
+                              last_used_resolution=last_used_resolution)
 
     def list(self, tenant: str, *, after: str | None = None, limit: int = 100
              ) -> builtins.list[TokenRecord]:

@@ -68,6 +68,23 @@ FIELD_PERMISSIONS: Mapping[tuple[str, str], str] = {
 }
 
 
+def roles_allowed(command: str) -> tuple[str, ...]:
+    """The roles :func:`authorize` lets run ``command`` (none for a command without an entry)."""
+    needed = PERMISSIONS.get(command)
+    return () if needed is None else tuple(r for r in ROLES if RANK[r] >= RANK[needed])
+
+
+def admissible(record: TokenRecord | None, secret_hash: str, roles: tuple[str, ...],
+               now: datetime) -> bool:
+    """Whether a store may spend the token's bucket in the statement that reads it: the same
+    judgement as :func:`check_token` and :func:`authorize`, which the caller still makes (and
+    which alone decide, with their constant-time comparison)."""
+    return (record is not None and hmac.compare_digest(secret_hash, record.secret_hash)
+            and record.revoked_at is None
+            and (record.expires_at is None or now < record.expires_at)
+            and record.role in roles)
+
+
 def authorize_field(principal: Principal, command: str, field: str) -> None:
     """Refuse (exit 6) a field the caller's role may not set through ``command``."""
     needed = FIELD_PERMISSIONS.get((command, field))

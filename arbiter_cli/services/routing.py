@@ -70,19 +70,22 @@ class RoutingService:
         seed_value = secrets.randbits(63) if seed is None else parse_seed(seed)
         try:
             with self._uow(write=not dry_run) as uow:
+                if not dry_run and caller_named_it:  # a generated id cannot have a decision
+                    # Looked up first: the lookup carries the database's time (no extra
+                    # statement). An open decision the reap below would expire is not
+                    # returned; one past the reap's batch meets the open-task key at the
+                    # insert and comes back through _concurrent_duplicate, as before.
+                    existing = uow.decisions.for_task(principal.tenant, task.task_id)
+                    if (existing is not None and existing.status == OPEN
+                            and existing.created_at >= self._cutoff(uow.now())):
+                        return Routed(existing, already_routed=True)
                 now = uow.now()
                 if not dry_run:
                     self._reap(uow, principal.tenant, REAP_BATCH, now)
-                if not dry_run and caller_named_it:  # a generated id cannot have a decision
-                    existing = uow.decisions.for_task(principal.tenant, task.task_id)
-                    if existing is not None and existing.status == OPEN:
-                        return Routed(existing, already_routed=True)
-                decision = self._decide(uow, principal, task, chosen, seed_value, dry_run, now)
-                decision = replace(decision, correlation_id=correlation_id
-                                   or self._audit.correlation_id)  # the command's, by default
+                decision = self._decide(uow, principal, task, chosen, seed_value, dry_run, now,
+                                        correlation_id or self._audit.correlation_id)
                 if dry_run:
                     return Routed(decision)
-                uow.decisions.add(decision)
                 self._audit.record(uow, principal, "route.task", decision.decision_id, {
                     "task_id": task.task_id, "agent_id": decision.agent_id,
                     "strategy": chosen, "seed": seed_value})
@@ -92,39 +95,49 @@ class RoutingService:
         return Routed(decision)
 
     def _decide(self, uow: UnitOfWork, principal: Principal, task: Task, strategy: str,
-                seed: int, dry_run: bool, now: datetime) -> Decision:
-        """Pool, choose and (unless a dry run) claim: the decision, not yet stored."""
+                seed: int, dry_run: bool, now: datetime, correlation_id: str | None
+                ) -> Decision:
+        """Pool, choose and (unless a dry run) claim and store: the decision.
+
+        A claim that loses a race tries the next candidate, up to ``max_claim_attempts``;
+        the store claims and inserts together (``DecisionRepository.claim_and_add``).
+        """
         import numpy as np
 
         started = time.perf_counter_ns()
         pool = uow.routing.pool(principal.tenant, task)
         choice = choose(pool, self.policy, strategy, np.random.default_rng(seed))
-        row = choice.order[0] if dry_run else self._claim(uow, principal, pool.uids,
-                                                          choice.order, choice.excluded)
-        return Decision(
-            decision_id=None if dry_run else uuid7(), tenant=principal.tenant,
-            task_id=task.task_id, task_type=task.task_type, requirements=task.requirements(),
-            metadata=task.metadata, priority=task.priority, agent_id=pool.ids[row],
-            agent_uid=pool.uids[row], strategy=strategy, seed=seed,
-            explored=choice.explored or row != choice.order[0], confidence=choice.confidence,
-            candidates=choice.candidates(pool, self.policy.record_candidates),
-            excluded=choice.excluded, examples=choice.examples,
-            config_hash=self.policy.config_hash,
-            latency_us=(time.perf_counter_ns() - started) // 1000,
-            # The slot is held from the claim on, not from the start of the transaction: a
-            # claim that waited for another transaction's release (an outcome, a reap) must
-            # not begin before the interval that release ended (the over_capacity rule).
-            created_at=now if dry_run else uow.moment(),
-        )
+        candidates = choice.candidates(pool, self.policy.record_candidates)
 
-    def _claim(self, uow: UnitOfWork, principal: Principal, uids: list[str], order: list[int],
-               excluded: dict[str, int]) -> int:
-        for row in order[: self.policy.max_claim_attempts]:
-            if uow.routing.claim(principal.tenant, uids[row]):
-                return row
+        def decision_for(row: int) -> Decision:
+            return Decision(
+                decision_id=None if dry_run else uuid7(), tenant=principal.tenant,
+                task_id=task.task_id, task_type=task.task_type,
+                requirements=task.requirements(), metadata=task.metadata,
+                priority=task.priority, agent_id=pool.ids[row], agent_uid=pool.uids[row],
+                strategy=strategy, seed=seed,
+                explored=choice.explored or row != choice.order[0],
+                confidence=choice.confidence, candidates=candidates,
+                excluded=choice.excluded, examples=choice.examples,
+                config_hash=self.policy.config_hash,
+                latency_us=(time.perf_counter_ns() - started) // 1000,
+                # The store stamps a claimed decision at the claim's moment, not at the start
+                # of the transaction: a claim that waited for another transaction's release
+                # (an outcome, a reap) must not begin before the interval that release ended
+                # (the over_capacity rule).
+                created_at=now, correlation_id=correlation_id,
+            )
+
+        if dry_run:
+            return decision_for(choice.order[0])
+        attempts = choice.order[: self.policy.max_claim_attempts]
+        for row in attempts:
+            stored = uow.decisions.claim_and_add(decision_for(row))
+            if stored is not None:
+                return stored
         raise AtCapacity("every candidate's last slot was taken meanwhile; retry",
-                         excluded={**excluded, "capacity": excluded.get("capacity", 0)
-                                   + min(len(order), self.policy.max_claim_attempts)})
+                         excluded={**choice.excluded, "capacity": choice.excluded.get(
+                             "capacity", 0) + len(attempts)})
 
     def _concurrent_duplicate(self, principal: Principal, task: Task) -> Routed:
         """Another process opened a decision for this task id at the same moment."""
@@ -319,9 +332,13 @@ class RoutingService:
             uow.commit()
         return expired
 
+    def _cutoff(self, now: datetime) -> datetime:
+        """Open decisions created before this are expired by a reap."""
+        return now - timedelta(seconds=self.policy.assignment_ttl_s)
+
     def _reap(self, uow: UnitOfWork, tenant: str, limit: int, now: datetime) -> list[Decision]:
         """``now`` is the database's: the cutoff never follows a caller's clock."""
-        cutoff = now - timedelta(seconds=self.policy.assignment_ttl_s)
+        cutoff = self._cutoff(now)
         expired = []
         for decision in uow.decisions.expired(tenant, cutoff, limit or 1_000_000):
             closed = decision.expire(now)

@@ -29,6 +29,7 @@ from arbiter_cli.domain.security import (
     parse_anchor,
     parse_token,
     retry_after,
+    roles_allowed,
 )
 from arbiter_cli.errors import Conflict, Forbidden, NotFound, RateLimited, Unauthenticated
 from arbiter_cli.ports import UnitOfWork, UnitOfWorkFactory
@@ -90,7 +91,12 @@ class SecurityService:
                              {"reason": "malformed token", "command": command})
             raise
         with self._uow(write=True) as uow:
-            record = uow.tokens.get(token_id)
+            # One statement on PostgreSQL: the token, its bucket spent only if it is
+            # admissible, and its last use; the checks below still decide (constant-time).
+            record, bucket = uow.tokens.admit(
+                token_id, secret_hash=hash_secret(secret), roles=roles_allowed(command),
+                rate=self._rates.rate, burst=self._rates.burst,
+                last_used_resolution=LAST_USED_RESOLUTION)
             now = uow.now()  # the database's: a client clock set back revives nothing
             try:
                 principal = check_token(record, secret, now)
@@ -108,15 +114,13 @@ class SecurityService:
             assert record is not None
             rate = record.rate if record.rate is not None else self._rates.rate
             burst = record.burst if record.burst is not None else self._rates.burst
-            bucket = uow.rate.spend(record.id, record.tenant, rate, burst)
+            if bucket is None:  # the store judged the token otherwise: it cannot, but spend
+                bucket = uow.rate.spend(record.id, record.tenant, rate, burst)
             if not allowed(bucket):
                 self._audit_refusal(uow, principal, now, command)
                 uow.commit()
                 raise RateLimited(f"rate limited: token {record.id} may make {rate:g} calls/s "
                                   f"(burst {burst})", retry_after_s=retry_after(bucket, rate))
-            last = record.last_used_at
-            if last is None or not timedelta(0) <= now - last < LAST_USED_RESOLUTION:
-                uow.tokens.save(replace(record, last_used_at=now))  # a future stamp heals too
             uow.commit()
         return principal
 

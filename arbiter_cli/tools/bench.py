@@ -10,14 +10,14 @@ import random
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from arbiter_cli.adapters.scratch import check_database_url, refresh_statistics
 from arbiter_cli.config import Settings
 from arbiter_cli.dburl import render
 from arbiter_cli.domain.agents import TaskResult
 from arbiter_cli.domain.principal import Principal
-from arbiter_cli.domain.routing import Outcome
+from arbiter_cli.domain.routing import OPEN, Outcome
 from arbiter_cli.errors import InvalidInput
 from arbiter_cli.observability.progress import NO_PROGRESS, Tracker
 from arbiter_cli.ports import AgentsPort
@@ -244,33 +244,125 @@ def _route(app: Any, principal: Principal, agents: int, decisions: int, warm_out
     return timer, timer.throughput(), {"warm_outcomes": warm_outcomes}
 
 
+T = TypeVar("T")
+
+
+class StatementCounter:
+    """Database statements per operation, counted by SQLAlchemy's ``before_cursor_execute``
+    event (every statement a cursor sends, not an estimate). ``BEGIN`` and ``COMMIT`` that the
+    driver sends by itself (psycopg2) do not pass through a cursor and are not counted; on
+    SQLite the ``BEGIN [IMMEDIATE]`` that arbiter issues is. No engine (the memory store):
+    nothing is counted."""
+
+    def __init__(self, engine: Any) -> None:
+        self.totals: dict[str, int] = {}
+        self.calls: dict[str, int] = {}
+        self._seen = 0
+        if engine is not None:
+            from sqlalchemy import event
+
+            event.listen(engine, "before_cursor_execute", self._statement)
+
+    def _statement(self, *_args: Any) -> None:
+        self._seen += 1
+
+    def count(self, op: str, call: Callable[[], T]) -> T:
+        before = self._seen
+        result = call()
+        self.totals[op] = self.totals.get(op, 0) + self._seen - before
+        self.calls[op] = self.calls.get(op, 0) + 1
+        return result
+
+    def merge(self, totals: dict[str, int], calls: dict[str, int]) -> None:
+        for op, n in totals.items():
+            self.totals[op] = self.totals.get(op, 0) + n
+        for op, n in calls.items():
+            self.calls[op] = self.calls.get(op, 0) + n
+
+    def per_operation(self) -> dict[str, float]:
+        """Mean statements per call of each op, and per decision (route, outcome and the two
+        admissions)."""
+        found = {op: round(self.totals[op] / n, 2) for op, n in self.calls.items() if n}
+        decisions = self.calls.get("route", 0)
+        if decisions:
+            found["decision"] = round(sum(self.totals.values()) / decisions, 2)
+        return found
+
+
+class CapacityWatch:
+    """Checks, every 100 ms while the workers run (more often would take CPU from the workers
+    on a 2-core machine) and once after, that no agent of the scratch
+    store holds more active tasks than its capacity, nor more than its open decisions."""
+
+    def __init__(self, engine: Any) -> None:
+        import threading
+
+        self._engine = engine
+        self.checks = 0
+        self._exceeded = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _check(self) -> None:
+        from sqlalchemy import func, select
+
+        from arbiter_cli.adapters.sql import tables as t
+
+        a, d = t.agents.c, t.decisions.c
+        open_count = (select(func.count()).where(d.agent_uid == a.uid, d.status == OPEN)
+                      .scalar_subquery())
+        with self._engine.connect() as conn:
+            over = conn.execute(select(func.count()).select_from(t.agents).where(
+                (a.active_tasks > a.capacity) | (open_count > a.capacity))).scalar_one()
+        self.checks += 1
+        self._exceeded = self._exceeded or bool(over)
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.1):
+            self._check()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+        self._check()
+
+    def held(self) -> bool:
+        return not self._exceeded
+
+
 E2E_WORKER = """
 import json, random, sys, time
 from arbiter_cli.bootstrap import build
 from arbiter_cli.config import load_settings
 from arbiter_cli.domain.principal import Principal
-from arbiter_cli.domain.routing import Outcome
+from arbiter_cli.domain.routing import OPEN, Outcome
 job = json.loads(sys.stdin.readline())  # on stdin: argv is visible to every user of the host
 url, worker, seconds, token = job["url"], job["worker"], job["seconds"], job["token"]
 app = build(load_settings(), url=url)
 routing, security, rng = app.routing, app.security, random.Random(worker)
+from arbiter_cli.tools.bench import StatementCounter
+counter = StatementCounter(app.engine)
 task = {"task_type": "code-editing", "languages": ["TypeScript"]}
 routes, outcomes, both = [], [], []
 deadline = time.perf_counter() + seconds
 n = 0
 while time.perf_counter() < deadline:
     t0 = time.perf_counter_ns()
-    admin = security.admit(token, "route task")
-    decision = routing.route(admin, {**task, "task_id": f"w{worker}-{n}"}).decision
+    admin = counter.count("admission", lambda: security.admit(token, "route task"))
+    decision = counter.count("route", lambda: routing.route(
+        admin, {**task, "task_id": f"w{worker}-{n}"})).decision
     t1 = time.perf_counter_ns()
-    admin = security.admit(token, "route outcome")
-    routing.outcome(admin, Outcome(success=rng.random() < 0.8, quality=rng.random()),
-                    decision_id=decision.decision_id)
+    admin = counter.count("admission", lambda: security.admit(token, "route outcome"))
+    counter.count("outcome", lambda: routing.outcome(
+        admin, Outcome(success=rng.random() < 0.8, quality=rng.random()),
+        decision_id=decision.decision_id))
     t2 = time.perf_counter_ns()
     routes.append(t1 - t0); outcomes.append(t2 - t1); both.append(t2 - t0)
     n += 1
 app.close()
-print(json.dumps({"route": routes, "outcome": outcomes, "e2e": both}))
+print(json.dumps({"samples": {"route": routes, "outcome": outcomes, "e2e": both},
+                  "statements": counter.totals, "calls": counter.calls}))
 """
 
 
@@ -292,8 +384,10 @@ def _e2e(app: Any, principal: Principal, agents: int, seconds: float, processes:
     timer = Timer()
     started = time.perf_counter()
     progress.update(0, total=seconds, phase="routing and reporting")
-    if app.engine is None:  # memory: one process, in this one
-        _e2e_loop(app, token, timer, seconds, progress)
+    counter = StatementCounter(app.engine if app.engine is None else None)  # workers count
+    watch = None if app.engine is None else CapacityWatch(app.engine)
+    if watch is None:  # memory: one process, in this one
+        _e2e_loop(app, token, timer, seconds, counter, progress)
     else:
         url = render(app.engine.url)
         say(f"{processes} processes routing and reporting for {seconds:g} s")
@@ -313,17 +407,26 @@ def _e2e(app: Any, principal: Principal, agents: int, seconds: float, processes:
             out, err = worker.communicate(timeout=seconds * 10 + 120)
             if worker.returncode != 0:
                 raise RuntimeError(f"bench worker failed: {err.strip().splitlines()[-1:]}")
-            for op, values in json.loads(out.strip().splitlines()[-1]).items():
+            found = json.loads(out.strip().splitlines()[-1])
+            for op, values in found["samples"].items():
                 timer.samples.setdefault(op, []).extend(values)
+            counter.merge(found["statements"], found["calls"])
+        watch.stop()
     wall = time.perf_counter() - started
     decisions = len(timer.samples.get("route", []))
     throughput = {op: round(len(values) / wall, 1) for op, values in timer.samples.items()}
     throughput["decisions"] = round(decisions / wall, 1)
+    verdict = app.security.verify(principal)
     return timer, throughput, {"processes": processes, "wall_s": round(wall, 2),
-                               "decisions": decisions, "security": "on", "audit": "on"}
+                               "decisions": decisions, "security": "on", "audit": "on",
+                               "statements": counter.per_operation(),
+                               "capacity_never_exceeded": watch is None or watch.held(),
+                               "capacity_checks": 0 if watch is None else watch.checks,
+                               "audit_verifies": verdict.ok, "audit_events": verdict.events}
 
 
-def _e2e_loop(app: Any, token: str, timer: Timer, seconds: float, progress: Tracker) -> None:
+def _e2e_loop(app: Any, token: str, timer: Timer, seconds: float,
+              counter: StatementCounter, progress: Tracker = NO_PROGRESS) -> None:
     security, routing = app.security, app.routing
     started = time.perf_counter()
     deadline, n = started + seconds, 0
@@ -331,11 +434,14 @@ def _e2e_loop(app: Any, token: str, timer: Timer, seconds: float, progress: Trac
         if not n & 0xF:
             progress.update(now - started)
         t0 = time.perf_counter_ns()
-        decision = routing.route(security.admit(token, "route task"),
-                                 {**TASK, "task_id": f"t-{n}"}).decision
+        admitted = counter.count("admission", partial(security.admit, token, "route task"))
+        decision = counter.count("route", partial(routing.route, admitted,
+                                                  {**TASK, "task_id": f"t-{n}"})).decision
         t1 = time.perf_counter_ns()
-        routing.outcome(security.admit(token, "route outcome"),
-                        Outcome(success=True, quality=0.9), decision_id=decision.decision_id)
+        admitted = counter.count("admission", partial(security.admit, token, "route outcome"))
+        counter.count("outcome", partial(routing.outcome, admitted,
+                                         Outcome(success=True, quality=0.9),
+                                         decision_id=decision.decision_id))
         t2 = time.perf_counter_ns()
         for op, value in (("route", t1 - t0), ("outcome", t2 - t1), ("e2e", t2 - t0)):
             timer.samples.setdefault(op, []).append(value)

@@ -129,17 +129,17 @@ def test_a_claim_that_waited_for_a_release_begins_after_the_released_interval(te
     host routes (taking that slot) and closes its task (releasing it); the claim then
     succeeds. The decision must not begin at the start of its transaction: its interval
     would overlap the other task's, two decisions on a capacity-1 agent, neither flagged."""
-    from arbiter_cli.adapters.sql.routing import SqlRouting
+    from arbiter_cli.adapters.sql.routing import SqlDecisions
 
     with fresh_postgres_database("sql") as url:
         (first, second), _ = _apps(url, test_settings)
         admin = Principal.local_admin()
         first.agents.register(admin, [{"id": "solo", "name": "S", "model_family": "x",
                                        "task_types": ["testing"], "capacity": 1}])
-        claim = SqlRouting.claim
+        claim = SqlDecisions.claim_and_add  # the claim and the decision's insert: one statement
         meanwhile: list[str] = []  # the other host's decision id
 
-        def claim_after_the_other_host(self, tenant: str, agent_uid: str) -> bool:
+        def claim_after_the_other_host(self, decision):  # type: ignore[no-untyped-def]
             if not meanwhile:
                 meanwhile.append("")
                 other = second.routing.route(admin, {"task_type": "testing",
@@ -147,9 +147,9 @@ def test_a_claim_that_waited_for_a_release_begins_after_the_released_interval(te
                 second.routing.outcome(admin, Outcome(success=True, quality=1.0),
                                        decision_id=other.decision_id)
                 meanwhile[0] = str(other.decision_id)
-            return claim(self, tenant, agent_uid)
+            return claim(self, decision)
 
-        monkeypatch.setattr(SqlRouting, "claim", claim_after_the_other_host)
+        monkeypatch.setattr(SqlDecisions, "claim_and_add", claim_after_the_other_host)
         mine = first.routing.route(admin, {"task_type": "testing", "task_id": "MINE"}).decision
         monkeypatch.undo()
         other = first.routing.explain(admin, meanwhile[0])

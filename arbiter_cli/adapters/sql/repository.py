@@ -320,7 +320,10 @@ class SqlUnitOfWork:
         self.agents = SqlAgents(self._conn)
         self.tenants = SqlTenants(self._conn)
         self.routing = SqlRouting(self._conn)
-        self.decisions = SqlDecisions(self._conn)
+        self.decisions = SqlDecisions(
+            self._conn, self.moment,
+            stamp_in_sql=self._clock_offset_s is None and conn.dialect.name == "postgresql",
+            clock=self._clock)
         self.tokens = SqlTokens(self._conn, self._clock)
         self.rate = SqlRate(self._conn)
         self.audit = SqlAudit(self._conn, self._audit_key)

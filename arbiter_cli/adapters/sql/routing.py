@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+    type_coerce,
+    update,
+)
 from sqlalchemy.engine import Connection, Row
 
 from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.capability import conditions, fit_shares
+from arbiter_cli.adapters.sql.clock import now_expr
+from arbiter_cli.adapters.sql.types import UtcDateTime
 from arbiter_cli.adapters.sql.written import current_written
 from arbiter_cli.domain.agents import Status
 from arbiter_cli.domain.overlap import Claim
@@ -64,15 +78,15 @@ class SqlRouting:
         """Counts per capability reason from index-backed counts; examples only when needed."""
         has_type, with_languages, capable = conditions
         tt = t.task_types.c
-        total, typed = self._conn.execute(
+        typed_count = (select(func.count()).select_from(t.task_types)
+                       .where(tt.tenant == tenant, tt.task_type == task.task_type)
+                       .scalar_subquery())
+        total, typed, languaged = self._conn.execute(  # one round trip for the three counts
             select(select(func.count()).where(a.tenant == tenant).scalar_subquery(),
-                   select(func.count()).select_from(t.task_types)
-                   .where(tt.tenant == tenant, tt.task_type == task.task_type).scalar_subquery())
+                   typed_count,
+                   select(func.count()).where(a.tenant == tenant, with_languages)
+                   .scalar_subquery() if task.languages else typed_count)
         ).one()
-        languaged = typed
-        if task.languages:
-            languaged = self._conn.execute(
-                select(func.count()).where(a.tenant == tenant, with_languages)).scalar_one()
         total, typed, languaged = int(total), int(typed), int(languaged)
         excluded = {"task_type": total - typed, "language": typed - languaged,
                     "specialization": languaged - n_capable}
@@ -184,9 +198,70 @@ def _row_to_decision(row: Row[Any]) -> Decision:
     )
 
 
+def _claim_and_insert() -> Any:
+    """PostgreSQL: the conditional claim and the decision's insert in one statement.
+
+    The decision is inserted only from the claimed row (none when the claim lost), stamped
+    with the statement's time, never before the transaction's (``SqlUnitOfWork.moment``); the
+    claimed agent row comes back whole (for ``written.py``) with the stamp."""
+    claimed = (update(t.agents)
+               .where(a.uid == bindparam("claim_uid"), a.tenant == bindparam("claim_tenant"),
+                      a.active_tasks < a.capacity, a.status == Status.AVAILABLE.value)
+               .values(active_tasks=a.active_tasks + 1, version=a.version + 1)
+               .returning(*t.agents.c).cte("claimed"))
+    names = [c.name for c in t.decisions.c if c.name != "created_at"]
+    stamp = type_coerce(func.greatest(func.clock_timestamp(), func.now()), UtcDateTime())
+    inserted = (insert(t.decisions)
+                .from_select([*names, "created_at"], select(
+                    *(bindparam(f"d_{name}", type_=t.decisions.c[name].type) for name in names),
+                    stamp).select_from(claimed))
+                .returning(d.created_at.label("decision_created_at")).cte("inserted"))
+    return select(claimed, inserted.c.decision_created_at).select_from(
+        claimed.join(inserted, true()))
+
+
+#: Built once: SQLAlchemy then reuses the compiled form from its cache.
+_CLAIM_AND_INSERT: list[Any] = []
+
+
 class SqlDecisions:
-    def __init__(self, conn: Connection) -> None:
+    """``moment``: the unit of work's (``SqlUnitOfWork.moment``); ``stamp_in_sql``: the claim
+    and the insert may be one statement stamped by PostgreSQL itself."""
+
+    def __init__(self, conn: Connection, moment: Callable[[], datetime] | None = None,
+                 *, stamp_in_sql: bool = False, clock: Any = None) -> None:
         self._conn = conn
+        self._moment = moment
+        self._stamp_in_sql = stamp_in_sql
+        self._clock = clock  # a lookup carries the database's time for it (no extra trip)
+
+    def claim_and_add(self, decision: Decision) -> Decision | None:
+        if not self._stamp_in_sql:  # SQLite, or a snapshot: UPDATE … RETURNING, then INSERT
+            assert self._moment is not None
+            if not SqlRouting(self._conn).claim(decision.tenant, decision.agent_uid):
+                return None
+            stored = dataclasses.replace(decision, created_at=self._moment())
+            self.add(stored)
+            return stored
+        if not _CLAIM_AND_INSERT:
+            _CLAIM_AND_INSERT.append(_claim_and_insert())
+        # Prefixed names: a parameter named like an agents column would join the UPDATE's SET.
+        values = {f"d_{name}": value for name, value in _decision_values(decision).items()
+                  if name != "created_at"}
+        row = self._conn.execute(_CLAIM_AND_INSERT[0], {
+            **values, "claim_uid": decision.agent_uid, "claim_tenant": decision.tenant,
+        }).first()
+        if row is None:
+            return None
+        stored = dataclasses.replace(decision, created_at=row.decision_created_at)
+        written = current_written.get()
+        if written is not None:
+            agent = dict(row._mapping)
+            del agent["decision_created_at"]
+            written.agent(agent)
+            if stored.status == OPEN:
+                written.decision_opened(_decision_values(stored))
+        return stored
 
     def add(self, decision: Decision) -> None:
         values = _decision_values(decision)
@@ -210,8 +285,27 @@ class SqlDecisions:
         return result.rowcount == 1
 
     def _one(self, stmt: Any) -> Decision | None:
-        row = self._conn.execute(stmt).first()
-        return None if row is None else _row_to_decision(row)
+        """The first decision of ``stmt``, and the database's time with it (``clock``).
+
+        A locking lookup carries the time as a column (found or not, the caller fails or
+        goes on without needing it); any other lookup is outer-joined to a one-row select of
+        the time, so the time comes back even when no decision does.
+        """
+        if self._clock is None:
+            row = self._conn.execute(stmt).first()
+            return None if row is None else _row_to_decision(row)
+        now = now_expr(self._conn.dialect.name).label("database_now")
+        if stmt._for_update_arg is not None:
+            row = self._conn.execute(stmt.add_columns(now)).first()
+        else:
+            found = stmt.subquery("found")
+            one = select(literal(1).label("one")).subquery("one")
+            row = self._conn.execute(select(now, *found.c).select_from(
+                one.outerjoin(found, true()))).first()
+        if row is None:
+            return None
+        self._clock.remember(row.database_now)
+        return None if row.decision_id is None else _row_to_decision(row)
 
     def _locked(self, stmt: Any, for_update: bool, **options: bool) -> Any:
         if for_update and self._conn.dialect.name == "postgresql":

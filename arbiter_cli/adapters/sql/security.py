@@ -14,11 +14,24 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import String, extract, func, insert, select, type_coerce, update
+from sqlalchemy import (
+    Float,
+    String,
+    bindparam,
+    extract,
+    func,
+    insert,
+    select,
+    text,
+    type_coerce,
+    update,
+)
 from sqlalchemy.engine import Connection, Row
 
+from arbiter_cli.adapters.admission import admit_stepwise
 from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.clock import DatabaseClock, EstimatedClock, epoch_expr, now_expr
+from arbiter_cli.adapters.sql.types import UtcDateTime
 from arbiter_cli.domain.security import (
     GENESIS,
     Anchor,
@@ -67,6 +80,27 @@ class SqlTokens:
         self._clock.remember(row.database_now)
         return _token(row)
 
+    def admit(self, token_id: str, *, secret_hash: str, roles: tuple[str, ...], rate: float,
+              burst: int, last_used_resolution: timedelta
+              ) -> tuple[TokenRecord | None, Bucket | None]:
+        """On PostgreSQL one statement (``ADMIT``); elsewhere one step at a time."""
+        if self._conn.dialect.name != "postgresql" or not isinstance(self._clock,
+                                                                      DatabaseClock):
+            return admit_stepwise(self, SqlRate(self._conn), self._clock, token_id,
+                                  secret_hash=secret_hash, roles=roles, rate=rate,
+                                  burst=burst, last_used_resolution=last_used_resolution)
+        row = self._conn.execute(_admit_statement(), {
+            "id": token_id, "secret_hash": secret_hash, "roles": list(roles),
+            "rate": float(rate), "burst": float(burst),
+            "resolution": last_used_resolution.total_seconds(),
+        }).first()
+        if row is None:
+            return None, None
+        self._clock.remember(row.database_now)
+        bucket = (None if row.bucket_tokens is None else
+                  Bucket(tokens=float(row.bucket_tokens), updated_at=float(row.bucket_updated_at)))
+        return _token(row), bucket
+
     def list(self, tenant: str, *, after: str | None = None, limit: int = 100
              ) -> builtins.list[TokenRecord]:
         stmt = select(t.tokens).where(k.tenant == tenant).order_by(k.id)
@@ -78,6 +112,54 @@ class SqlTokens:
 
     def count(self) -> int:
         return int(self._conn.execute(select(func.count()).select_from(t.tokens)).scalar_one())
+
+
+#: PostgreSQL: the token (with the transaction's time), its bucket spent only if the token is
+#: admissible then (hash, revocation, expiry, role: ``domain.security.admissible``; the caller
+#: still judges with ``check_token``'s constant-time comparison), and ``last_used_at`` stamped
+#: when the spend was allowed and the last stamp is not within the resolution before now: one
+#: round trip. The bucket arithmetic is ``SqlRate.spend``'s, at ``clock_timestamp()``.
+ADMIT = """
+WITH tok AS (
+    SELECT tokens.*, now() AS database_now,
+           CAST(coalesce(tokens.rate, :rate) AS FLOAT) AS eff_rate,
+           CAST(coalesce(tokens.burst, :burst) AS FLOAT) AS eff_burst,
+           (tokens.secret_hash = :secret_hash AND tokens.revoked_at IS NULL
+            AND (tokens.expires_at IS NULL OR now() < tokens.expires_at)
+            AND tokens.role = ANY(:roles)) AS admissible
+    FROM tokens WHERE tokens.id = :id
+), spent AS (
+    INSERT INTO rate_buckets (token_id, tenant, tokens, updated_at)
+    SELECT tok.id, tok.tenant, tok.eff_burst - 1.0,
+           CAST(EXTRACT(epoch FROM clock_timestamp()) AS FLOAT)
+    FROM tok WHERE tok.admissible
+    ON CONFLICT (token_id) DO UPDATE SET
+        tokens = greatest(-(SELECT eff_burst FROM tok), least((SELECT eff_burst FROM tok),
+                 rate_buckets.tokens + greatest(0.0, excluded.updated_at
+                 - rate_buckets.updated_at) * (SELECT eff_rate FROM tok)) - 1.0),
+        updated_at = excluded.updated_at
+    RETURNING rate_buckets.tokens, rate_buckets.updated_at
+), used AS (
+    UPDATE tokens SET last_used_at = tok.database_now FROM tok, spent
+    WHERE tokens.id = tok.id AND spent.tokens >= 0.0
+      AND (tok.last_used_at IS NULL OR tok.database_now < tok.last_used_at
+           OR tok.database_now - tok.last_used_at >= make_interval(secs => :resolution))
+    RETURNING tokens.id
+)
+SELECT tok.*, spent.tokens AS bucket_tokens, spent.updated_at AS bucket_updated_at
+FROM tok LEFT JOIN spent ON true
+"""
+
+_ADMIT: list[Any] = []
+
+
+def _admit_statement() -> Any:
+    if not _ADMIT:  # built once; typed by name, so the time stamps come back aware (UTC)
+        times = {name: t.tokens.c[name].type
+                 for name in ("created_at", "expires_at", "revoked_at", "last_used_at")}
+        _ADMIT.append(text(ADMIT).columns(database_now=UtcDateTime(), bucket_tokens=Float(),
+                                          bucket_updated_at=Float(), **times))
+    return _ADMIT[0]
 
 
 class SqlRate:
@@ -119,6 +201,36 @@ TEXT_FIELDS = ("actor", "action", "target", "result", "correlation_id", "prev_ha
 NULLABLE = frozenset({"actor", "target", "correlation_id"})
 
 
+def _head(dialect: str) -> Any:
+    """The database's time of this statement and the chain head, in one round trip."""
+    last = (select(a.seq, a.hash).where(a.tenant == bindparam("tenant"))
+            .order_by(a.seq.desc()).limit(1))
+    return select(now_expr(dialect, statement=True),
+                  last.with_only_columns(a.seq).scalar_subquery(),
+                  last.with_only_columns(a.hash).scalar_subquery())
+
+
+def _append(dialect: str) -> Any:
+    """Insert the event at ``seq`` unless that ``seq`` exists (then: no row returned)."""
+    upsert: Any
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert
+    columns = ("tenant", "seq", "at", "actor", "action", "target", "result", "correlation_id",
+               "details", "prev_hash", "hash")
+    return (upsert(t.audit_events)
+            .values({name: bindparam(name, type_=t.audit_events.c[name].type)
+                     for name in columns})
+            .on_conflict_do_nothing(index_elements=["tenant", "seq"])
+            .returning(a.seq))
+
+
+#: Statements built once per dialect (SQLAlchemy then reuses their compiled form).
+_HEAD: dict[str, Any] = {}
+_APPEND: dict[str, Any] = {}
+
+
 class SqlAudit:
     def __init__(self, conn: Connection, key: bytes | None = None) -> None:
         self._conn = conn
@@ -128,28 +240,42 @@ class SqlAudit:
     def append(self, tenant: str, *, actor: str | None, action: str, target: str | None,
                result: str, correlation_id: str | None, details: Mapping[str, object]
                ) -> AuditEvent:
-        """Stamp with the database's time and chain at the head, both read under the lock."""
-        if self._dialect == "postgresql":
-            # Serialise appends per tenant. NO KEY UPDATE, not UPDATE: the foreign keys to
-            # tenants take KEY SHARE locks, which FOR UPDATE would wait on (a deadlock). The
-            # head is read by a second statement: under READ COMMITTED only a new statement
-            # sees what the previous lock holder committed.
-            self._conn.execute(select(t.tenants.c.name).where(t.tenants.c.name == tenant)
-                               .with_for_update(key_share=True))
-        last = select(a.seq, a.hash).where(a.tenant == tenant).order_by(a.seq.desc()).limit(1)
-        at, head_seq, head_hash = self._conn.execute(select(
-            now_expr(self._dialect, statement=True),
-            last.with_only_columns(a.seq).scalar_subquery(),
-            last.with_only_columns(a.hash).scalar_subquery(),
-        )).one()
-        seq, prev = (1, GENESIS) if head_seq is None else (int(head_seq) + 1, str(head_hash))
-        event = seal(tenant, seq, at, prev, actor=actor, action=action, target=target,
-                     result=result, correlation_id=correlation_id, details=details, key=self._key)
-        self._conn.execute(insert(t.audit_events).values(
-            tenant=tenant, seq=seq, at=at, actor=actor, action=action, target=target,
-            result=result, correlation_id=correlation_id, details=dict(event.details),
-            prev_hash=prev, hash=event.hash))
-        return event
+        """Stamp with the database's time and chain at the head: two statements.
+
+        The head and the time are read together; the insert of ``seq = head + 1`` is
+        conditional on the primary key ``(tenant, seq)`` (``ON CONFLICT DO NOTHING``). Appends
+        are thereby serialised per tenant by the key itself: an append racing another for
+        the same ``seq`` waits for that transaction (PostgreSQL's speculative insertion), and
+        if it committed, inserts nothing; this one then reads the new head in a new statement
+        (READ COMMITTED: a new snapshot) and chains again. No event is ever chained to a head
+        that is not the committed predecessor of its ``seq``, and no lock is held longer than
+        the insert. SQLite's write transaction (``BEGIN IMMEDIATE``) never races here.
+        """
+        while True:
+            at, head_seq, head_hash = self._conn.execute(self._head_statement(),
+                                                         {"tenant": tenant}).one()
+            seq, prev = (1, GENESIS) if head_seq is None else (int(head_seq) + 1,
+                                                               str(head_hash))
+            event = seal(tenant, seq, at, prev, actor=actor, action=action, target=target,
+                         result=result, correlation_id=correlation_id, details=details,
+                         key=self._key)
+            inserted = self._conn.execute(self._insert_statement(), {
+                "tenant": tenant, "seq": seq, "at": at, "actor": actor, "action": action,
+                "target": target, "result": result, "correlation_id": correlation_id,
+                "details": dict(event.details), "prev_hash": prev, "hash": event.hash,
+            }).first()
+            if inserted is not None:
+                return event
+
+    def _head_statement(self) -> Any:
+        if self._dialect not in _HEAD:
+            _HEAD[self._dialect] = _head(self._dialect)
+        return _HEAD[self._dialect]
+
+    def _insert_statement(self) -> Any:
+        if self._dialect not in _APPEND:
+            _APPEND[self._dialect] = _append(self._dialect)
+        return _APPEND[self._dialect]
 
     def events(self, tenant: str, *, since: datetime | None = None, action: str | None = None,
                actor: str | None = None, before: int | None = None, limit: int = 0,
