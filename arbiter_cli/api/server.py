@@ -156,6 +156,25 @@ COMMITTED = {"durability": "committed"}
 # ----------------------------------------------------------------------------- the app
 
 
+class JsonBodies:
+    """Every ``/v1`` request body is read as JSON, whatever its ``Content-Type`` says.
+
+    ``curl -d '{"task_type": "testing"}'`` sends ``application/x-www-form-urlencoded``; the API
+    takes nothing but JSON, so the header is not a choice the client has to get right. A body
+    that is not JSON is the usual 400 with ``field`` ``body``.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (scope["type"] == "http" and scope["method"] in ("POST", "PATCH", "PUT")
+                and scope["path"].startswith("/v1/")):
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
 def create_api(settings: Settings, engine: Engine) -> FastAPI:
     """The FastAPI application of ``/v1`` on ``engine`` (the composition root's)."""
     api = Api(settings, engine)
@@ -167,14 +186,18 @@ def create_api(settings: Settings, engine: Engine) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
-        where = [str(part) for part in first.get("loc", ()) if part not in ("body", "query")]
-        field = ".".join(where) or "body"
-        rule = "object" if field == "body" else "type"
+        if first.get("type") == "json_invalid":  # not JSON at all
+            field, rule = "body", "json"
+        else:
+            where = [str(part) for part in first.get("loc", ()) if part not in ("body", "query")]
+            field = ".".join(where) or "body"
+            rule = "object" if field == "body" else "type"
         return api.error(InvalidInput(f"{field}: {first.get('msg', 'invalid')}", field=field,
                                       rule=rule),
                          {"X-Correlation-ID": correlation_of(request)},
                          command=request.url.path, tenant=None)
 
+    app.add_middleware(JsonBodies)
     _agents(app, api)
     _routing(app, api)
     _security(app, api)

@@ -158,3 +158,16 @@ def test_writes_say_their_durability_and_reads_do_not(live: Live):
     assert "durability" not in read["meta"]
     if live.settings.database_url.startswith("postgres"):
         assert agent["meta"]["durability"] == "committed"
+
+
+def test_a_body_is_json_whatever_its_content_type_says(live: Live):
+    """`curl -d '{…}'` sends application/x-www-form-urlencoded: the body is still read as JSON."""
+    register(live)
+    with live.client() as http:
+        answer = http.post("/v1/route", content=b'{"task_type": "code-editing"}',
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["agent_id"] == "coder-1"
+        text = http.post("/v1/route", content=b"task_type=code-editing",
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert text.status_code == 400 and text.json()["error"]["details"]["field"] == "body"
