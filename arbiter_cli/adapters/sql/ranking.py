@@ -35,8 +35,8 @@ from arbiter_cli.domain.query import COMPONENTS, Query, match_score
 
 def top(tenant: str, query: Query, weights: Mapping[str, float], dialect: str
         ) -> tuple[Select[Any], dict[str, Any]]:
-    """Agent rows of ``tenant`` that pass every hard filter of ``query``, best ``query.limit``
-    first (0 = all): the statement and its parameters."""
+    """Agent rows of ``tenant`` that pass every hard filter of ``query``, with their rounded
+    ``score``, best ``query.limit`` first (0 = all): the statement and its parameters."""
     stmt = _statement(dialect, len(query.languages), len(query.specializations),
                       len(query.prefer), query.status is not None, query.limit > 0)
     params: dict[str, Any] = {
@@ -65,9 +65,9 @@ def _statement(dialect: str, languages: int, labels: int, prefer: int, status: b
     score = match_score(
         {name: double(f"w_{name}") for name in COMPONENTS}, a.success_rate, a.average_quality,
         double(1.0) - case((utilization < double(1.0), utilization), else_=double(1.0)),
-        _fit(double) if prefer else None)
+        _fit(double) if prefer else None).label("score")
     stmt = (
-        select(t.agents)
+        select(t.agents, score)
         .where(a.tenant == bindparam("tenant"),
                has(t.task_types, t.task_types.c.task_type, bindparam("task_type")),
                *(has(t.languages, t.languages.c.language_key, bindparam(f"language_{i}"))
