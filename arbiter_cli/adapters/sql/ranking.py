@@ -66,8 +66,9 @@ def _statement(dialect: str, languages: int, labels: int, prefer: int, status: b
         {name: double(f"w_{name}") for name in COMPONENTS}, a.success_rate, a.average_quality,
         double(1.0) - case((utilization < double(1.0), utilization), else_=double(1.0)),
         _fit(double) if prefer else None).label("score")
-    stmt = (
-        select(t.agents, score)
+    narrow = dialect == "postgresql"
+    best = (
+        select(*((a.uid, a.id) if narrow else (t.agents,)), score)
         .where(a.tenant == bindparam("tenant"),
                has(t.task_types, t.task_types.c.task_type, bindparam("task_type")),
                *(has(t.languages, t.languages.c.language_key, bindparam(f"language_{i}"))
@@ -79,8 +80,18 @@ def _statement(dialect: str, languages: int, labels: int, prefer: int, status: b
         .order_by(score.desc(), a.id)
     )
     if status:
-        stmt = stmt.where(a.status == bindparam("status"))
-    return stmt.limit(bindparam("limit", type_=t.agents.c.capacity.type)) if limited else stmt
+        best = best.where(a.status == bindparam("status"))
+    if limited:
+        best = best.limit(bindparam("limit", type_=t.agents.c.capacity.type))
+    if not narrow:
+        return best
+    # PostgreSQL ranks narrow rows, then joins the winners' full rows: hashing and sorting the
+    # wide rows took a third of the statement at 10 000 agents (SQLite evaluates its EXISTS
+    # per row and was faster in one pass)
+    ranked = best.subquery("best")
+    return (select(t.agents, ranked.c.score)
+            .join_from(t.agents, ranked, ranked.c.uid == a.uid)
+            .order_by(ranked.c.score.desc(), ranked.c.id))
 
 
 def _fit(double: _Doubles) -> Any:
