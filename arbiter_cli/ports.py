@@ -46,7 +46,10 @@ class AgentRepository(Protocol):
     def search(
         self, tenant: str, query: Query, weights: Mapping[str, float]
     ) -> tuple[builtins.list[Agent], Ranking]:
-        """Capable agents ranked by the domain scorer: the agents of ``ranking.rows``."""
+        """Capable agents ranked by the domain scorer: the agents of ``ranking.rows``.
+
+        SQL stores hand the scorer only the database's top ``query.limit`` (picked with the
+        same formula), so there ``ranking.matched`` counts those rows, not every candidate."""
         ...
 
     def stats(self, tenant: str) -> FleetStats: ...

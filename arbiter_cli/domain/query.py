@@ -4,6 +4,11 @@ Backends narrow candidates by capability (task type, languages, specializations)
 survivors to ``rank`` as columns; ``rank`` applies the numeric hard filters, scores, rounds to
 6 decimals and orders by score descending, then by id ascending (the columns arrive in id
 order, and every sort here is stable).
+
+The formula is ``match_score``, written once over anything with ``*``, ``+``, ``-`` and ``/``:
+numpy columns here, and SQL column expressions in the SQL adapter, which uses it only to pick
+the top K in the database (the same IEEE double operations in the same order give the same
+rounded scores); ``rank`` then scores and orders the rows it picked.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 COMPONENTS = ("fit", "success", "quality", "load")
+SCALE = 1e6  # scores are rounded to 6 decimals
+SHIFT = 2.0**52  # 0 ≤ x < 2⁵²: (x + SHIFT) − SHIFT is x rounded to an integer, ties to even
 STATUS_CODES = {name: code for code, name in enumerate(STATUSES)}
 
 
@@ -112,6 +119,21 @@ def fit_column(agents: Sequence[Agent], prefer: tuple[str, ...]) -> npt.NDArray[
                        len(agents))
 
 
+def match_score(weights: Mapping[str, Any], success: Any, quality: Any, load: Any,
+                fit: Any | None) -> Any:
+    """The match score of SPEC §2.2, rounded to 6 decimals, in one fixed order of operations.
+
+    The operands may be floats, numpy columns or SQL expressions, so the rule is written once
+    for every backend; floating-point addition is not associative, so the order is part of
+    the rule. The rounding is ``numpy.round(total, 6)``, that is ``rint(total · 10⁶) / 10⁶``,
+    with ``rint`` written as adding and taking away 2⁵² (exact for the scores' range 0–1, in
+    IEEE doubles rounding to nearest even), which every SQL engine can evaluate as well.
+    """
+    total = weights["success"] * success + weights["quality"] * quality + weights["load"] * load
+    total = total + (weights["fit"] if fit is None else weights["fit"] * fit)
+    return (total * SCALE + SHIFT - SHIFT) / SCALE
+
+
 def rank(columns: Columns, query: Query, weights: Mapping[str, float]) -> Ranking:
     """Apply the numeric hard filters, score, and keep the top ``query.limit`` (0 = all)."""
     import numpy as np
@@ -131,9 +153,7 @@ def rank(columns: Columns, query: Query, weights: Mapping[str, float]) -> Rankin
         utilization = columns.utilization[rows]
         fit = None if columns.fit is None else columns.fit[rows]
     load = 1.0 - np.minimum(utilization, 1.0)
-    total = weights["success"] * success + weights["quality"] * quality + weights["load"] * load
-    total += weights["fit"] if fit is None else weights["fit"] * fit
-    scores = np.round(total, 6)
+    scores = match_score(weights, success, quality, load, fit)
     order = _top(scores, query.limit)
     return Ranking(
         rows=rows[order].tolist(),

@@ -17,6 +17,7 @@ from arbiter_cli.domain.query import (
     Query,
     fit_share,
     match_item,
+    match_score,
     rank,
     reasons,
 )
@@ -479,3 +480,32 @@ def test_match_item_has_the_documented_shape():
     item = match_item(candidate, 0.78, parts, query())
     assert item == {"agent": candidate.to_dict(), "match_score": 0.78, "components": parts,
                     "reasons": ["supports general", "success 80.0%", "utilization 50%"]}
+
+
+# ---------------------------------------------------------------------------- the one formula
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=4, max_size=4), weight_sets)
+def test_match_score_rounds_like_numpy_round_for_floats_and_columns(values, weights):
+    """``match_score`` is numpy's ``round(total, 6)``, on plain floats (as SQL evaluates it)
+    and on numpy columns alike."""
+    success, quality, load, fit = values
+    total = (weights["success"] * success + weights["quality"] * quality
+             + weights["load"] * load) + weights["fit"] * fit
+    expected = float(np.round(np.float64(total), 6))
+    assert match_score(weights, success, quality, load, fit) == expected
+    column = match_score(weights, *(np.array([v]) for v in values))
+    assert column.tolist() == [expected]
+
+
+@pytest.mark.parametrize("whole", [0, 1, 2, 3, 880000, 999999])
+def test_match_score_rounds_exact_halves_to_even(whole):
+    """A total of exactly (k + ½)·10⁻⁶ after scaling rounds to the even neighbour, as numpy's
+    ``rint`` does (SQLite's own ``round`` would round it away from zero)."""
+    weights = {"fit": 0.0, "success": 1.0, "quality": 0.0, "load": 0.0}
+    half = (whole + 0.5) / 1e6
+    if half * 1e6 != whole + 0.5:
+        pytest.skip("not an exact half once scaled")
+    even = whole if whole % 2 == 0 else whole + 1
+    assert match_score(weights, half, 0.0, 0.0, None) == even / 1e6

@@ -17,8 +17,9 @@ from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.domain.query import fit_share
 
 
-def has(table: Any, column: Any, value: str) -> Any:
-    """The agent row has a child row in ``table`` whose ``column`` is ``value``."""
+def has(table: Any, column: Any, value: Any) -> Any:
+    """The agent row has a child row in ``table`` whose ``column`` is ``value`` (a string, or
+    a bound parameter of a statement built once)."""
     return exists().where(and_(table.c.agent_uid == t.agents.c.uid, column == value))
 
 

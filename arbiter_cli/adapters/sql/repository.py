@@ -7,22 +7,24 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import case, delete, func, insert, literal, select, union_all, update
+from sqlalchemy import bindparam, case, delete, func, insert, literal, select, union_all, update
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from arbiter_cli.adapters.sql import tables as t
-from arbiter_cli.adapters.sql.capability import conditions, fit_shares, has
+from arbiter_cli.adapters.sql.capability import has
 from arbiter_cli.adapters.sql.clock import DatabaseClock, EstimatedClock, now_expr
 from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
+from arbiter_cli.adapters.sql.ranking import top
 from arbiter_cli.adapters.sql.routing import SqlDecisions, SqlRouting, updated_agent
 from arbiter_cli.adapters.sql.security import SqlAudit, SqlRate, SqlTokens
 from arbiter_cli.adapters.sql.written import current_written
 from arbiter_cli.domain.agents import Agent, FleetStats, Performance, Status
-from arbiter_cli.domain.query import STATUS_CODES, Columns, Query, Ranking, rank
+from arbiter_cli.domain.query import Columns, Query, Ranking, rank
 from arbiter_cli.errors import Conflict
 
 AGENT_COLUMNS = [c for c in t.agents.c]
@@ -145,27 +147,11 @@ class SqlAgents:
     def search(
         self, tenant: str, query: Query, weights: Mapping[str, float]
     ) -> tuple[builtins.list[Agent], Ranking]:
-        import numpy as np
-
-        a = t.agents.c
-        capable = conditions(query.task_type, query.languages, query.specializations)[2]
-        rows = self._conn.execute(
-            select(a.uid, a.success_rate, a.average_quality, a.active_tasks, a.capacity, a.status)
-            .where(a.tenant == tenant, capable).order_by(a.id)
-        ).fetchall()
-        uids = [r.uid for r in rows]
-        columns = Columns(
-            success=np.array([r.success_rate for r in rows], dtype=np.float64),
-            quality=np.array([r.average_quality for r in rows], dtype=np.float64),
-            utilization=np.array([r.active_tasks / r.capacity for r in rows], dtype=np.float64),
-            status=np.array([STATUS_CODES[r.status] for r in rows], dtype=np.int8),
-            fit=np.array(fit_shares(self._conn, uids, query.prefer)) if query.prefer else None,
-        )
-        ranking = rank(columns, query, weights)
-        chosen = [uids[i] for i in ranking.rows]
-        by_uid = {agent.uid: agent for agent in self._load(
-            select(*AGENT_COLUMNS).where(t.agents.c.uid.in_(chosen)))} if chosen else {}
-        return [by_uid[uid] for uid in chosen], ranking
+        """The database picks the top K (``ranking.top``); the one scorer ranks those K."""
+        rows = self._conn.execute(*top(tenant, query, weights, self._conn.dialect.name)).fetchall()
+        agents = sorted(self._agents(rows), key=lambda agent: agent.id)
+        ranking = rank(Columns.from_agents(agents, query.prefer), query, weights)
+        return [agents[i] for i in ranking.rows], ranking
 
     def stats(self, tenant: str) -> FleetStats:
         a = t.agents.c
@@ -203,7 +189,9 @@ class SqlAgents:
     # ------------------------------------------------------------------ helpers
 
     def _load(self, stmt: Any) -> builtins.list[Agent]:
-        rows = self._conn.execute(stmt).fetchall()
+        return self._agents(self._conn.execute(stmt).fetchall())
+
+    def _agents(self, rows: Sequence[Row[Any]]) -> builtins.list[Agent]:
         if not rows:
             return []
         children = self._children([r.uid for r in rows])
@@ -216,17 +204,22 @@ class SqlAgents:
         found: dict[str, tuple[builtins.list[str], builtins.list[str], builtins.list[str]]] = (
             defaultdict(lambda: ([], [], [])))
         for chunk in _chunks(uids, 900):
-            parts = [
-                select(literal(position).label("kind"), table.c.agent_uid, column.label("value"))
-                .where(table.c.agent_uid.in_(chunk))
-                for position, (table, column) in enumerate(
-                    ((t.task_types, t.task_types.c.task_type),
-                     (t.languages, t.languages.c.language),
-                     (t.specializations, t.specializations.c.label)))
-            ]
-            for kind, uid, value in self._conn.execute(union_all(*parts)):
+            for kind, uid, value in self._conn.execute(_children_statement(), {"uids": chunk}):
                 found[uid][kind].append(value)
         return dict(found)
+
+
+@lru_cache(maxsize=1)
+def _children_statement() -> Any:
+    """Task types (0), languages (1) and labels (2) of the agents ``uids``, built once."""
+    uids = bindparam("uids", type_=t.agents.c.uid.type, expanding=True)
+    return union_all(*(
+        select(literal(position).label("kind"), table.c.agent_uid, column.label("value"))
+        .where(table.c.agent_uid.in_(uids))
+        for position, (table, column) in enumerate(
+            ((t.task_types, t.task_types.c.task_type),
+             (t.languages, t.languages.c.language),
+             (t.specializations, t.specializations.c.label)))))
 
 
 def _chunks(items: builtins.list[str], size: int) -> builtins.list[builtins.list[str]]:
