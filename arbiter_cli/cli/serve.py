@@ -154,10 +154,34 @@ def _serve_workers(state: State, sock: socket.socket, limits: Limits,
 
     build = partial(worker_app, state.settings, state.correlation_id, state.secrets)
     config = BoundedConfig(build, limits, **options)
-    supervisor = Supervisor(config, sockets=[sock])
-    supervisor.run()
+    with _multiprocess_metrics():
+        supervisor = Supervisor(config, sockets=[sock])
+        supervisor.run()
     return {"requests": None, "refused_connections": None, "cut_connections": None,
             "replays": None, "replayed": None, "stopped_by": supervisor.stopped_by}
+
+
+@contextmanager
+def _multiprocess_metrics() -> Iterator[None]:
+    """A private folder for prometheus-client's multiprocess mode, set in the environment the
+    workers inherit (each imports prometheus-client after it), removed at the end."""
+    import os
+    import shutil
+    import tempfile
+
+    from arbiter_cli.tools.serve import MULTIPROCESS_DIR
+
+    folder = tempfile.mkdtemp(prefix="arbiter-serve-metrics-")  # 0700
+    before = os.environ.get(MULTIPROCESS_DIR)
+    os.environ[MULTIPROCESS_DIR] = folder
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(MULTIPROCESS_DIR, None)
+        else:
+            os.environ[MULTIPROCESS_DIR] = before
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def worker_app(settings: Settings, correlation_id: str, secrets: list[str]) -> Any:

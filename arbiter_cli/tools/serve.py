@@ -48,6 +48,7 @@ from arbiter_cli.tools.health import evaluate
 from arbiter_cli.tools.soak.state import live_states
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
     from sqlalchemy.engine import Engine
 
     from arbiter_cli.config import Settings
@@ -58,6 +59,7 @@ HEALTH_JSON = "application/health+json"
 HEALTH_MODES = {"/livez": "live", "/readyz": "ready", "/health": "full"}
 PATHS = (*HEALTH_MODES, "/metrics")
 OWN = (*PATHS, "/")
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's multiprocess mode
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 _log = log.get_logger()
@@ -108,7 +110,7 @@ class Server:
         self.stopping = threading.Event()
         self._count_lock = threading.Lock()
         self._fleet = _fleet_collector(settings, telemetry, metrics, engine)
-        _register_collectors(metrics, settings, self._fleet)
+        self.exposed = _exposed_registry(metrics, settings, self._fleet)
         self.app = ServeApp(self, api)
         self._replay = _ReplayLoop(self, replay, settings.serve.replay_interval,
                                    max(settings.serve.replay_interval,
@@ -182,15 +184,30 @@ def _guard(settings: Settings) -> Callable[[Callable[[], Any]], Any]:
     return lambda read: guarded(read, breaker=breaker, deadline=Deadline(budget), attempts=1)
 
 
-def _register_collectors(metrics: Metrics, settings: Settings, fleet: FleetCollector) -> None:
-    from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+def _exposed_registry(metrics: Metrics, settings: Settings,
+                      fleet: FleetCollector) -> CollectorRegistry:
+    """What /metrics shows: serve's registry plus process metrics and the collectors read at
+    scrape time. Under ``--workers N`` (``PROMETHEUS_MULTIPROC_DIR`` set by the parent before
+    the workers start) serve's own series are summed over every worker from their files,
+    whichever worker answers the scrape; process metrics are then left out (per process)."""
+    import os
 
-    ProcessCollector(registry=metrics.registry)
-    PlatformCollector(registry=metrics.registry)
-    GCCollector(registry=metrics.registry)
+    from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+
+    if os.environ.get(MULTIPROCESS_DIR):
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry = metrics.registry
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
     for collector in (fleet, ResilienceCollector(settings, resilience_status),
                       SoakCollector(settings.paths.data_dir, live_states)):
-        metrics.registry.register(collector)
+        registry.register(collector)
+    return registry
 
 
 class ServeApp:
@@ -250,11 +267,11 @@ class ServeApp:
     async def _own(self, scope: Scope, send: Send) -> None:
         path, method = scope["path"], scope["method"]
         headers = _headers(scope)
+        correlation_id = _correlation_id(headers.get("x-correlation-id"))
         if method not in ("GET", "HEAD"):
             await _answer(send, 405, "application/json", _json({"error": "method not allowed"}),
-                          extra={"Allow": "GET, HEAD"})
+                          extra={"Allow": "GET, HEAD", "X-Correlation-Id": correlation_id})
             return
-        correlation_id = _correlation_id(headers.get("x-correlation-id"))
         from anyio import to_thread
 
         def work() -> tuple[int, str, bytes]:
@@ -280,7 +297,7 @@ class ServeApp:
             from prometheus_client.exposition import choose_encoder
 
             encoder, content_type = choose_encoder(accept)
-            return 200, content_type, encoder(server.metrics.registry)
+            return 200, content_type, encoder(server.exposed)
         return 200, "application/json", _json({"endpoints": [*PATHS, "/openapi.json",
                                                              "/v1/..."]})
 

@@ -543,6 +543,11 @@ def test_two_workers_answer_and_stop_on_sigterm(clean_env):
         for _ in range(6):
             assert server.get("/livez")[0] == 200
             assert _api(server, "GET", "/v1/whoami")[0] == 200
+        for _ in range(3):  # whichever worker answers the scrape, the counts are everyone's
+            samples = server.metrics()
+            assert total(samples, "arbiter_http_requests_total", route="/livez") == 6
+            assert total(samples, "arbiter_http_requests_total", route="/v1/whoami") == 6
+            assert total(samples, "arbiter_fleet_up") == 1
         took, summary = _stop_within(server, 10 + 5)
     assert summary["workers"] == 2 and summary["stopped_by"] == "SIGTERM"
     assert not any(worker.is_running() for worker in workers)
