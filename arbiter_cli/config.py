@@ -175,10 +175,13 @@ KEYS: tuple[Key, ...] = (
         "journal in the background.", 0.05, 3600),
     Key("serve.shutdown_timeout", "duration", "10s", "How long SIGTERM lets `arbiter serve` "
         "finish the requests in flight before it closes their connections and exits.", 1, 3600),
-    Key("serve.read_timeout", "duration", "10s", "Time a client has to send its whole request "
-        "(idle and slow clients are cut off), and to take each write of the answer.", 1, 3600),
+    Key("serve.read_timeout", "duration", "10s", "Time a client has to send its whole request, "
+        "headers and body, from connecting or from its previous answer (idle and slow clients "
+        "are cut off).", 1, 3600),
     Key("serve.max_connections", "int", 64, "Connections `arbiter serve` handles at once; "
         "more are answered 503 at once.", 1, 10_000),
+    Key("serve.max_body", "size", "10MiB", "Largest request body `arbiter serve` accepts "
+        "(by Content-Length or as it streams); larger ones are answered 413.", 1, 2**40),
 )
 KEYS_BY_NAME = {k.name: k for k in KEYS}
 WEIGHT_GROUPS = ("query.weights", "routing.weights")
@@ -353,6 +356,7 @@ class ServeSettings:
     shutdown_timeout: Seconds
     read_timeout: Seconds
     max_connections: int
+    max_body: Bytes
 
 
 SECTIONS: dict[str, type[Any]] = {cls.__name__: cls for cls in (

@@ -1,166 +1,185 @@
-"""The transport of ``arbiter serve`` on the stdlib's ``http.server``: bounded, so that no
-client can hold the server open (SPEC §15 "Transport").
+"""The transport of ``arbiter serve`` on uvicorn: bounded, so that no client can hold the server
+open (SPEC §15 "Transport").
 
-One thread per connection, with three bounds:
+uvicorn's h11 protocol, with three bounds uvicorn does not have by itself:
 
-- **a deadline per request**: the request line and headers must arrive whole within
-  ``read_timeout_s`` of the connection being accepted. A timeout per ``recv`` alone never
-  fires for a client that trickles one header line every few seconds; the deadline does. The
-  same time bounds each write of the answer.
-- **a cap on connections**: at most ``max_connections`` are open at once; the next one is
-  answered ``503`` with ``Retry-After`` straight from the accepting thread and closed.
-- **a bounded drain**: ``BoundedHTTPServer.drain(timeout_s)`` (at SIGTERM, after the listener
-  is closed) waits for the open connections to finish for at most ``timeout_s``, then shuts
-  their sockets down so that a blocked read or write returns and the thread ends. Request
-  threads are daemons: once the drain is over nothing keeps the process alive.
+- **a deadline per request**: the request (line, headers and body) must arrive whole within
+  ``read_timeout_s`` of the connection being accepted, or of the previous answer on a
+  kept-alive connection. uvicorn's keep-alive timer is reset by every byte, so a client that
+  trickles one header line every few seconds would never be cut off; the deadline is armed
+  once and is not moved by data.
+- **a cap on connections**: at most ``max_connections`` are open at once (per process); the
+  next one is answered ``503`` with ``Retry-After`` as it is accepted, and closed.
+- **a bounded drain**: at shutdown uvicorn closes idle connections and lets requests in flight
+  finish. A connection that has sent part of a request counts as in flight (it is answered
+  if it completes in time), and every connection still open ``shutdown_timeout_s`` after the
+  shutdown began is aborted, so uvicorn's wait for open connections ends on time.
+
+``BoundedConfig`` carries the limits to each protocol instance (and, pickled, to each worker
+process of ``--workers N``); its ``build`` makes the ASGI app inside the process that serves.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import socket
+import asyncio
 import threading
-import time
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.supervisors import Multiprocess
 
 from arbiter_cli.observability import logging as log
 
 _log = log.get_logger()
-REFUSED = (b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
            b"Connection: close\r\n\r\n")
-AFTER_CUT_S = 1.0  # how long the drain waits for threads whose sockets it shut down
 
 
 @dataclass(frozen=True)
 class Limits:
     read_timeout_s: float = 10.0
     max_connections: int = 64
+    shutdown_timeout_s: float = 10.0
 
 
-class Connections:
-    """The open client sockets: admitted under a cap, released when their thread ends."""
+@dataclass
+class Stats:
+    """What the transport of one process did (read by ``serve``'s summary)."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._open: set[socket.socket] = set()
-        self._changed = threading.Condition()
+    refused: int = 0
+    cut: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def admit(self, sock: socket.socket) -> bool:
-        with self._changed:
-            if len(self._open) >= self.limit:
-                return False
-            self._open.add(sock)
-            return True
+    def add(self, name: str) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + 1)
 
-    def release(self, sock: socket.socket) -> None:
-        with self._changed:
-            self._open.discard(sock)
-            self._changed.notify_all()
+    def __getstate__(self) -> dict[str, Any]:  # pickled into worker processes: no lock
+        return {"refused": self.refused, "cut": self.cut}
 
-    def wait_closed(self, timeout_s: float) -> list[socket.socket]:
-        """Wait until every connection is closed, for at most ``timeout_s``; the ones left."""
-        deadline = time.monotonic() + timeout_s
-        with self._changed:
-            while self._open and (left := deadline - time.monotonic()) > 0:
-                self._changed.wait(left)
-            return list(self._open)
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
 
 
-class DeadlineReader(io.RawIOBase):
-    """Reads from ``sock`` until ``deadline`` (monotonic), then raises ``TimeoutError``."""
+class BoundedConfig(uvicorn.Config):
+    """uvicorn's configuration plus our limits; ``build()`` makes the app in the serving
+    process (a worker builds its own engine and app)."""
 
-    def __init__(self, sock: socket.socket, deadline: float, io_timeout_s: float) -> None:
-        super().__init__()
-        self._sock = sock
-        self._deadline = deadline
-        self._io_timeout_s = io_timeout_s
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the request did not arrive in time")
-        self._sock.settimeout(left)
-        try:
-            return self._sock.recv_into(buffer)
-        finally:
-            self._sock.settimeout(self._io_timeout_s)  # the answer's writes
-
-
-class BoundedHTTPServer(ThreadingHTTPServer):
-    """``ThreadingHTTPServer`` with a connection cap and a bounded drain."""
-
-    daemon_threads = True  # the drain, not the interpreter, decides how long requests run
-    block_on_close = False
-
-    def __init__(self, address: tuple[str, int], handler: type[BoundedHandler],
-                 limits: Limits) -> None:
+    def __init__(self, build: Callable[[], Any], limits: Limits, **options: Any) -> None:
+        super().__init__(app="arbiter_cli:built-by-BoundedConfig", factory=True,
+                         http=BoundedH11Protocol, **options)
+        self.build = build
         self.limits = limits
-        self.connections = Connections(limits.max_connections)
-        self.refused = 0
-        self._warned_at = -1e9
-        super().__init__(address, handler)
+        self.stats = Stats()
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.connections.admit(request):
-            self._refuse(request)
+    def load_app(self) -> Any:
+        return self.build  # a factory: uvicorn calls it once, in the process that serves
+
+
+class BoundedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a request deadline, a connection cap and a bounded drain."""
+
+    config: BoundedConfig
+
+    def __init__(self, config: BoundedConfig, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.limits = config.limits
+        self.stats = config.stats
+        self._deadline: asyncio.TimerHandle | None = None
+        self._refused = False
+        self._draining = False
+
+    # -- the cap
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.limits.max_connections:
+            self._refused = True
+            self.transport = transport
+            self.stats.add("refused")
+            transport.write(REFUSED)
+            transport.close()
+            if self.stats.refused == 1 or self.stats.refused % 100 == 0:
+                _log.warning("serve.connection_limit", max_connections=self.limits.max_connections,
+                             refused=self.stats.refused,
+                             message="too many open connections: answered 503")
             return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.connections.release(request)  # its thread never started
-            raise
+        super().connection_made(transport)
+        self._arm()
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.connections.release(request)
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._refused:
+            return
+        super().connection_lost(exc)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away mid-answer is not a server error: one debug line."""
-        import sys
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        super().data_received(data)
 
-        exc = sys.exc_info()[1]
-        _log.debug("serve.connection_error", error=type(exc).__name__ if exc else None)
+    # -- the deadline
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.limits.read_timeout_s, self._expired)
 
-    def drain(self, timeout_s: float) -> int:
-        """After ``shutdown()``: wait for open connections, then cut the rest; how many cut."""
-        left = self.connections.wait_closed(timeout_s)
-        for sock in left:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        if left:
-            self.connections.wait_closed(AFTER_CUT_S)
-        return len(left)
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
-    def _refuse(self, request: socket.socket) -> None:
-        self.refused += 1
-        with contextlib.suppress(OSError):
-            request.setblocking(False)  # never wait on a client from the accepting thread
-            request.send(REFUSED)
-        self.shutdown_request(request)
-        now = time.monotonic()
-        if now - self._warned_at >= 10:
-            self._warned_at = now
-            _log.warning("serve.connection_limit", max_connections=self.limits.max_connections,
-                         refused=self.refused, message="too many open connections: answered 503")
+    def _expired(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.stats.add("cut")
+            _log.debug("serve.read_timeout", read_timeout_s=self.limits.read_timeout_s)
+            self.transport.close()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
+            self._disarm()  # the whole request is in: the app's time is not the client's
+        if self._draining and self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False  # answered during the drain: then closed
+
+    def on_response_complete(self) -> None:
+        if not self.transport.is_closing():
+            self._arm()  # the next request on this connection has its own deadline
+        super().on_response_complete()
+
+    # -- the drain
+    def shutdown(self) -> None:
+        """A connection with part of a request read is in flight: it may finish. Whatever is
+        still open when the drain's time is up is aborted."""
+        if self.transport.is_closing():
+            return
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle and self.conn.trailing_data[0]:
+            self._draining = True
+        else:
+            super().shutdown()
+        if not self.transport.is_closing():
+            self.loop.call_later(self.limits.shutdown_timeout_s, self._abort)
+
+    def _abort(self) -> None:
+        if not self.transport.is_closing():
+            self.stats.add("cut")
+            self.transport.abort()
 
 
-class BoundedHandler(BaseHTTPRequestHandler):
-    """A handler whose request must arrive within the server's ``read_timeout_s``."""
+class Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, remembering which signal stopped it."""
 
-    server: BoundedHTTPServer
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stopped_by: str | None = None
 
-    def setup(self) -> None:
-        timeout = self.server.limits.read_timeout_s
-        super().setup()
-        self.connection.settimeout(timeout)  # each send of the answer
-        self.rfile.close()  # replaced: the makefile() reader has no deadline
-        self.rfile = io.BufferedReader(
-            DeadlineReader(self.connection, time.monotonic() + timeout, timeout))
+    def handle_int(self) -> None:
+        self.stopped_by = self.stopped_by or "SIGINT"
+        super().handle_int()
+
+    def handle_term(self) -> None:
+        self.stopped_by = self.stopped_by or "SIGTERM"
+        super().handle_term()

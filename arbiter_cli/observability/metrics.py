@@ -101,10 +101,11 @@ SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("arbiter_fleet_up", "gauge", "1 when the last read of the fleet from the "
                "database succeeded.", source="fleet"),
     # -- serve itself
-    MetricSpec("arbiter_serve_requests_total", "counter", "HTTP requests served, by path and "
-               "status code.", ("path", "code"), source="serve"),
-    MetricSpec("arbiter_serve_request_seconds", "histogram", "HTTP request time, by path.",
-               ("path",), REQUEST_BUCKETS, source="serve"),
+    MetricSpec("arbiter_http_requests_total", "counter", "HTTP requests served, by route (the "
+               "path template, e.g. /v1/agents/{agent_id}; other for unknown paths), method and "
+               "status code.", ("route", "method", "status"), source="serve"),
+    MetricSpec("arbiter_http_request_duration_seconds", "histogram", "HTTP request time, by "
+               "route (the path template).", ("route",), REQUEST_BUCKETS, source="serve"),
     MetricSpec("arbiter_journal_replays_total", "counter", "Background journal replays, by "
                "result (ok, error, unavailable).", ("result",), source="serve"),
     MetricSpec("arbiter_journal_replayed_total", "counter", "Journal entries replayed in the "

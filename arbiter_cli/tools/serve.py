@@ -1,37 +1,42 @@
-"""``arbiter serve``: health and metrics over HTTP, and the journal drained in the background.
+"""``arbiter serve``: the API, health and metrics over HTTP, and the journal drained in the
+background.
 
-A stdlib ``ThreadingHTTPServer`` (one thread per connection, bounded by
-``adapters/http_transport.py``: a deadline for each request, a cap on connections, a bounded
-drain) with four endpoints (SPEC §8, §9):
+One ASGI application served by uvicorn (the transport and its bounds are
+``adapters/http_transport.py``), built from the ``/v1`` API app the composition root hands in
+(``cli/serve.py``: this layer never imports the API) plus five endpoints of its own (SPEC §8,
+§9, §15):
 
 - ``/livez``, ``/readyz``, ``/health``: ``tools.health.evaluate`` in mode live, ready and
   full; the body is ``application/health+json``; 200 on pass or warn, 503 on fail;
-- ``/metrics``: Prometheus text from serve's own registry (requests, replays, its database
-  calls, process metrics) plus collectors read at scrape time: the fleet from the database,
-  the breaker and journal, live soak runs.
+- ``/metrics``: Prometheus text from serve's own registry (HTTP requests by route template,
+  replays, its database calls, process metrics) plus collectors read at scrape time: the fleet
+  from the database, the breaker and journal, live soak runs;
+- ``/``: the list of endpoints. Other methods on these paths answer 405 with ``Allow``.
 
-A replay thread calls ``bootstrap.replay_pending`` every ``serve.replay_interval``.
+Every request is counted by route template (``arbiter_http_requests_total``), and request
+bodies past ``serve.max_body`` are answered 413 with the CLI's error object, whether the
+size is announced (Content-Length) or streamed (chunked).
 
-``Server.stop()`` stops accepting, lets in-flight requests finish for at most
-``serve.shutdown_timeout`` (then closes their connections), stops the replay loop and releases
-the database: a slow or idle client can delay the exit by that long and no longer.
+A replay thread calls ``bootstrap.replay_pending`` every ``serve.replay_interval``. With
+``--workers N`` each worker process runs its own (the journal is drained under a file lock,
+so concurrent drains on one host are safe: docs/resilience.md).
 """
 
 from __future__ import annotations
 
 import contextvars
 import json
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from arbiter_cli.adapters.http_transport import BoundedHandler, BoundedHTTPServer, Limits
 from arbiter_cli.adapters.sql.deadline import Deadline
 from arbiter_cli.adapters.sql.engine import backend_of
 from arbiter_cli.adapters.sql.fleet import SqlFleetQuery
-from arbiter_cli.errors import ArbiterError, InvalidInput
+from arbiter_cli.errors import ArbiterError, InvalidInput, LimitExceeded
 from arbiter_cli.ids import uuid7
 from arbiter_cli.observability import logging as log
 from arbiter_cli.observability.fleet import FleetCollector, ResilienceCollector, SoakCollector
@@ -43,6 +48,7 @@ from arbiter_cli.tools.health import evaluate
 from arbiter_cli.tools.soak.state import live_states
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
     from sqlalchemy.engine import Engine
 
     from arbiter_cli.config import Settings
@@ -52,11 +58,19 @@ if TYPE_CHECKING:
 HEALTH_JSON = "application/health+json"
 HEALTH_MODES = {"/livez": "live", "/readyz": "ready", "/health": "full"}
 PATHS = (*HEALTH_MODES, "/metrics")
+OWN = (*PATHS, "/")
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's multiprocess mode
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 _log = log.get_logger()
 Evaluate = Callable[["Settings", str], tuple[int, dict[str, Any]]]
 EngineFactory = Callable[["Settings"], "Engine"]
 Replay = Callable[["Settings", float], dict[str, Any]]
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 @dataclass
@@ -79,14 +93,15 @@ def health_evaluator(engine: EngineFactory) -> Evaluate:
 
 
 class Server:
-    """The HTTP server, its collectors and the replay loop of one ``arbiter serve``."""
+    """The ASGI app, collectors and replay loop of one ``arbiter serve`` process."""
 
     def __init__(self, settings: Settings, telemetry: Telemetry, metrics: Metrics, *,
-                 host: str, port: int, engine: EngineFactory, evaluate: Evaluate | None = None,
+                 api: ASGIApp, engine: EngineFactory, evaluate: Evaluate | None = None,
                  replay: Replay) -> None:
-        """``engine`` (settings -> Engine) and ``replay`` (settings, budget -> what the journal's
-        drain did) come from the composition root: the health checks and the fleet collector
-        connect with the one, the replay loop drains with the other."""
+        """``api`` is the ``/v1`` application; ``engine`` (settings -> Engine) and ``replay``
+        (settings, budget -> what the journal's drain did) come from the composition root: the
+        health checks and the fleet collector connect with the one, the replay loop drains with
+        the other."""
         self.settings = settings
         self.telemetry = telemetry
         self.metrics = metrics
@@ -95,57 +110,54 @@ class Server:
         self.stopping = threading.Event()
         self._count_lock = threading.Lock()
         self._fleet = _fleet_collector(settings, telemetry, metrics, engine)
-        _register_collectors(metrics, settings, self._fleet)
-        self.shutdown_timeout_s = settings.serve.shutdown_timeout
-        limits = Limits(read_timeout_s=settings.serve.read_timeout,
-                        max_connections=settings.serve.max_connections)
-        try:
-            self.http = _HTTPServer((host, port), _Handler, limits)
-        except OSError as exc:
-            self._fleet.close()
-            raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-                               field="port", rule="available") from None
-        self.http.owner = self
-        self._threads = [
-            threading.Thread(target=self.http.serve_forever, kwargs={"poll_interval": 0.2},
-                             name="arbiter-serve-http", daemon=True),
-            _ReplayLoop(self, replay, settings.serve.replay_interval,
-                        max(settings.serve.replay_interval,
-                            settings.resilience.replay_budget)),
-        ]
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self.http.server_address[:2]
-        return str(host), int(port)
+        self.exposed = _exposed_registry(metrics, settings, self._fleet)
+        self.app = ServeApp(self, api)
+        self._replay = _ReplayLoop(self, replay, settings.serve.replay_interval,
+                                   max(settings.serve.replay_interval,
+                                       settings.resilience.replay_budget))
 
     def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
+        self._replay.start()
 
     def stop(self) -> None:
-        """Graceful and bounded: no new connections; in-flight requests get at most
-        ``serve.shutdown_timeout`` to finish, then their connections are closed."""
-        ends = time.monotonic() + self.shutdown_timeout_s
+        """Stop the replay loop (within ``serve.shutdown_timeout``) and release the database."""
         self.stopping.set()
-        self.http.shutdown()  # no more accepting
-        self.http.server_close()  # the listening socket
-        cut = self.http.drain(self.shutdown_timeout_s)
-        if cut:
-            _log.warning("serve.drain_timeout", closed=cut,
-                         shutdown_timeout_s=self.shutdown_timeout_s,
-                         message="requests still open at the end of the drain were closed")
-        for thread in self._threads[1:]:
-            thread.join(timeout=max(1.0, ends - time.monotonic()))
+        if self._replay.is_alive():
+            self._replay.join(timeout=self.settings.serve.shutdown_timeout)
         self._fleet.close()
 
-    def summary(self, uptime_s: float) -> dict[str, Any]:
-        host, port = self.address
-        return {"url": f"http://{_url_host(host)}:{port}", "host": host, "port": port,
-                "uptime_s": round(uptime_s, 3), "requests": self.counts.requests,
-                "refused_connections": self.http.refused,
-                "replays": dict(self.counts.replays),
-                "replayed": {"applied": self.counts.applied, "conflicts": self.counts.conflicts}}
+    def counted(self) -> None:
+        with self._count_lock:
+            self.counts.requests += 1
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket (bound here, so a busy port is one clear line and ``--port 0``
+    is known before the server starts; handed to uvicorn and to its workers)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                           field="host", rule="resolvable") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                           field="port", rule="available") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket, *, tls: bool) -> tuple[str, str, int]:
+    host, port = sock.getsockname()[:2]
+    return f"{'https' if tls else 'http'}://{_url_host(str(host))}:{port}", str(host), int(port)
 
 
 def _url_host(host: str) -> str:
@@ -172,62 +184,111 @@ def _guard(settings: Settings) -> Callable[[Callable[[], Any]], Any]:
     return lambda read: guarded(read, breaker=breaker, deadline=Deadline(budget), attempts=1)
 
 
-def _register_collectors(metrics: Metrics, settings: Settings, fleet: FleetCollector) -> None:
-    from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+def _exposed_registry(metrics: Metrics, settings: Settings,
+                      fleet: FleetCollector) -> CollectorRegistry:
+    """What /metrics shows: serve's registry plus process metrics and the collectors read at
+    scrape time. Under ``--workers N`` (``PROMETHEUS_MULTIPROC_DIR`` set by the parent before
+    the workers start) serve's own series are summed over every worker from their files,
+    whichever worker answers the scrape; process metrics are then left out (per process)."""
+    import os
 
-    ProcessCollector(registry=metrics.registry)
-    PlatformCollector(registry=metrics.registry)
-    GCCollector(registry=metrics.registry)
+    from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+
+    if os.environ.get(MULTIPROCESS_DIR):
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry = metrics.registry
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
     for collector in (fleet, ResilienceCollector(settings, resilience_status),
                       SoakCollector(settings.paths.data_dir, live_states)):
-        metrics.registry.register(collector)
+        registry.register(collector)
+    return registry
 
 
-class _HTTPServer(BoundedHTTPServer):
-    owner: Server
+class ServeApp:
+    """The ASGI app of serve: its own endpoints, then the API; every request counted by route
+    template, every body held to ``serve.max_body``."""
 
+    def __init__(self, server: Server, api: ASGIApp) -> None:
+        self.server = server
+        self.api = api
+        self.max_body = server.settings.serve.max_body
 
-class _Handler(BoundedHandler):
-    server: _HTTPServer
-    server_version = "arbiter"
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.api(scope, receive, send)
+            return
+        path = scope["path"]
+        route = path if path in OWN else self._route_of(scope)
+        status = [500]
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self._serve(body=True)
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
 
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._serve(body=False)
-
-    def _not_allowed(self) -> None:
-        self._answer(405, "application/json", _json({"error": "method not allowed"}),
-                     extra={"Allow": "GET, HEAD"})
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed  # noqa: N815
-
-    def _serve(self, *, body: bool) -> None:
-        owner = self.server.owner
-        path = self.path.split("?", 1)[0]
-        label = path if path in PATHS else "other"
-        correlation_id = _correlation_id(self.headers.get("X-Correlation-Id"))
         started = time.perf_counter()
-        log.bind(correlation_id=correlation_id, command="serve")
-        with owner.telemetry.span(f"GET {label}", **{"http.route": label,
-                                                      "correlation_id": correlation_id}):
-            code, content_type, payload = self._route(owner, path)
-            self._answer(code, content_type, payload if body else b"",
-                         extra={"X-Correlation-Id": correlation_id},
-                         length=len(payload))
-        with owner._count_lock:
-            owner.counts.requests += 1
-        owner.metrics.inc("arbiter_serve_requests_total", path=label, code=str(code))
-        owner.metrics.observe("arbiter_serve_request_seconds", time.perf_counter() - started,
-                              path=label)
-        _log.debug("serve.request", path=label, code=code,
-                   duration_ms=round((time.perf_counter() - started) * 1000, 2))
+        try:
+            if path in OWN:
+                await self._own(scope, sending)
+            elif route is None and not path.startswith("/v1/"):
+                await _answer(sending, 404, "application/json", _json(
+                    {"error": f"no such endpoint {path!r}",
+                     "endpoints": [*OWN, "/openapi.json", "/v1/..."]}))
+            else:
+                await self._limited(scope, receive, sending)
+        finally:
+            label = route or "other"
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            metrics = self.server.metrics
+            metrics.inc("arbiter_http_requests_total", route=label, method=method,
+                        status=str(status[0]))
+            metrics.observe("arbiter_http_request_duration_seconds",
+                            time.perf_counter() - started, route=label)
+            self.server.counted()
+            _log.debug("serve.request", route=label, method=method, status=status[0],
+                       duration_ms=round((time.perf_counter() - started) * 1000, 2))
 
-    def _route(self, owner: Server, path: str) -> tuple[int, str, bytes]:
+    def _route_of(self, scope: Scope) -> str | None:
+        """The path template of the API route that matches (bounded label values)."""
+        from starlette.routing import Match
+
+        for candidate in getattr(self.api, "routes", ()):
+            matched, _ = candidate.matches(scope)
+            if matched != Match.NONE:
+                return str(candidate.path)
+        return None
+
+    async def _own(self, scope: Scope, send: Send) -> None:
+        path, method = scope["path"], scope["method"]
+        headers = _headers(scope)
+        correlation_id = _correlation_id(headers.get("x-correlation-id"))
+        if method not in ("GET", "HEAD"):
+            await _answer(send, 405, "application/json", _json({"error": "method not allowed"}),
+                          extra={"Allow": "GET, HEAD", "X-Correlation-Id": correlation_id})
+            return
+        from anyio import to_thread
+
+        def work() -> tuple[int, str, bytes]:
+            log.bind(correlation_id=correlation_id, command="serve")
+            with self.server.telemetry.span(f"GET {path}", **{"http.route": path,
+                                                               "correlation_id": correlation_id}):
+                return self._route(path, headers.get("accept", ""))
+
+        code, content_type, payload = await to_thread.run_sync(work)
+        await _answer(send, code, content_type, payload, body=method == "GET",
+                      extra={"X-Correlation-Id": correlation_id})
+
+    def _route(self, path: str, accept: str) -> tuple[int, str, bytes]:
+        server = self.server
         if path in HEALTH_MODES:
             try:
-                code, document = owner.evaluate(owner.settings, HEALTH_MODES[path])
+                code, document = server.evaluate(server.settings, HEALTH_MODES[path])
             except Exception as exc:  # noqa: BLE001 - a broken check is a failing check
                 _log.warning("serve.health_failed", error=f"{type(exc).__name__}: {exc}")
                 code, document = 503, {"status": "fail", "output": type(exc).__name__}
@@ -235,27 +296,67 @@ class _Handler(BoundedHandler):
         if path == "/metrics":
             from prometheus_client.exposition import choose_encoder
 
-            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-            return 200, content_type, encoder(owner.metrics.registry)
-        if path == "/":
-            return 200, "application/json", _json({"endpoints": list(PATHS)})
-        return 404, "application/json", _json({"error": f"no such endpoint {path!r}",
-                                                "endpoints": list(PATHS)})
+            encoder, content_type = choose_encoder(accept)
+            return 200, content_type, encoder(server.exposed)
+        return 200, "application/json", _json({"endpoints": [*PATHS, "/openapi.json",
+                                                             "/v1/..."]})
 
-    def _answer(self, code: int, content_type: str, payload: bytes, *,
-                extra: dict[str, str] | None = None, length: int | None = None) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload) if length is None else length))
-        self.send_header("Cache-Control", "no-store")
-        for name, value in (extra or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        if payload:
-            self.wfile.write(payload)
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The API, with request bodies held to ``max_body``: a Content-Length past it is
+        refused before any byte is read; a streamed body is refused as it crosses it."""
+        limit = self.max_body
+        headers = _headers(scope)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            await self._too_large(scope, send)
+            return
+        seen = 0
+        refused = False
+        started = False
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        """Requests are logged as structured events (``serve.request``), not Apache lines."""
+        async def receiving() -> Message:
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit and not started:
+                    refused = True
+                    await self._too_large(scope, send)
+                    return {"type": "http.disconnect"}  # the app stops reading and answering
+            return message
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return  # the 413 went out; whatever the app says after the disconnect is dropped
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.api(scope, receiving, sending)
+
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        error = LimitExceeded(f"request body larger than serve.max_body ({self.max_body} bytes)",
+                              details={"limit_bytes": self.max_body})
+        correlation_id = _correlation_id(_headers(scope).get("x-correlation-id"))
+        await _answer(send, 413, "application/json", _json(error.to_dict()),
+                      extra={"X-Correlation-ID": correlation_id, "Connection": "close"})
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def _answer(send: Send, code: int, content_type: str, payload: bytes, *,
+                  body: bool = True, extra: dict[str, str] | None = None) -> None:
+    headers = [(b"content-type", content_type.encode()),
+               (b"content-length", str(len(payload)).encode()),
+               (b"cache-control", b"no-store")]
+    headers += [(k.lower().encode(), v.encode()) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": code, "headers": headers})
+    await send({"type": "http.response.body", "body": payload if body else b""})
 
 
 def _json(document: dict[str, Any]) -> bytes:
@@ -270,6 +371,8 @@ def _correlation_id(given: str | None) -> str:
 
 class _ReplayLoop(threading.Thread):
     """Drains the journal every ``interval_s`` until the server stops."""
+
+    _server: Server
 
     def __init__(self, server: Server, replay: Replay, interval_s: float,
                  budget_s: float) -> None:

@@ -4,6 +4,7 @@ routing done by *other* CLI processes, and a graceful SIGTERM that lets a reques
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import queue
@@ -25,7 +26,7 @@ import pytest
 from tests.helpers import fresh_postgres_database
 
 ARBITER = [sys.executable, "-m", "arbiter_cli"]
-LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+LISTENING = re.compile(r"listening on https?://127\.0\.0\.1:(\d+)")
 
 
 def run(env: dict[str, str], *argv: str) -> dict[str, Any]:
@@ -39,8 +40,11 @@ def run(env: dict[str, str], *argv: str) -> dict[str, Any]:
 class Served:
     """A running ``arbiter serve --port 0`` and the lines it wrote on stderr."""
 
-    def __init__(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen([*ARBITER, "--json", "serve", "--port", "0"], env=env,
+    token: str | None = None  # the admin token of `arbiter init`, when the test ran it
+
+    def __init__(self, env: dict[str, str], *flags: str) -> None:
+        self.process = subprocess.Popen([*ARBITER, "--json", "serve", "--port", "0", *flags],
+                                        env=env,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True)
         self.lines: queue.Queue[str] = queue.Queue()
@@ -144,7 +148,8 @@ def test_the_fleet_series_move_with_routing_done_by_other_processes(
     assert total(after, "arbiter_breaker_state") == 0
     assert total(after, "arbiter_journal_backlog") == 0
     assert total(after, "process_resident_memory_bytes") > 0
-    assert total(after, "arbiter_serve_requests_total", path="/metrics", code="200") >= 1
+    assert total(after, "arbiter_http_requests_total", route="/metrics", method="GET",
+                 status="200") >= 1
     assert total(after, "arbiter_db_call_seconds_count", operation="select") >= 1  # serve's own
 
     code, out = served.stop()
@@ -190,7 +195,7 @@ def test_sigterm_lets_an_in_flight_request_finish_then_exits_0(served: Served):
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
-    assert answer.startswith(b"HTTP/1.0 200")
+    assert answer.startswith(b"HTTP/1.1 200")  # h11 answers a 1.0 request in its own version
     started = time.monotonic()
     code, out = served.stop(signalled=True)
     assert code == 0 and time.monotonic() - started < 10
@@ -260,17 +265,29 @@ class SlowClient(threading.Thread):
 
 
 @contextlib.contextmanager
-def _served(env: dict[str, str], **settings: str) -> Iterator[Served]:
+def _served(env: dict[str, str], *flags: str, **settings: str) -> Iterator[Served]:
     """``arbiter init`` then ``serve`` with ``serve.*`` settings; killed if a test fails."""
     env = {**env, **{f"ARBITER_SERVE__{k.upper()}": v for k, v in settings.items()}}
-    run(env, "init")
-    server = Served(env)
+    token = run(env, "init")["admin_token"]
+    server = Served(env, *flags)
+    server.token = token
     try:
         yield server
     finally:
         if server.process.poll() is None:
-            server.process.kill()
-            server.process.communicate()
+            _kill_tree(server.process)
+
+
+def _kill_tree(process: subprocess.Popen[str]) -> None:
+    """Kill serve and its worker processes (they hold its stderr open), then reap it."""
+    import psutil
+
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for child in psutil.Process(process.pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+    process.kill()
+    process.communicate()
 
 
 def _stop_within(server: Served, limit_s: float) -> tuple[float, dict[str, Any]]:
@@ -280,8 +297,7 @@ def _stop_within(server: Served, limit_s: float) -> tuple[float, dict[str, Any]]
     try:
         out, _ = server.process.communicate(timeout=limit_s + 30)
     except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.communicate()
+        _kill_tree(server.process)
         raise AssertionError(f"serve still running {limit_s + 30:.0f} s after SIGTERM") from None
     took = time.monotonic() - started
     assert server.process.returncode == 0, out
@@ -388,7 +404,7 @@ def test_connections_over_the_cap_are_answered_503_at_once(clean_env):
                 with contextlib.suppress(ConnectionResetError):
                     while chunk := extra.recv(65536):
                         answer += chunk
-            assert answer.startswith(b"HTTP/1.0 503") and b"Retry-After: 1" in answer
+            assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in answer
         finally:
             for sock in held:
                 sock.close()
@@ -398,3 +414,209 @@ def test_connections_over_the_cap_are_answered_503_at_once(clean_env):
         assert server.get("/livez")[0] == 200
         _took, summary = _stop_within(server, 10)
     assert summary["refused_connections"] >= 1
+
+
+# ---------------------------------------------------------------------------- the API server (§15)
+
+def _api(server: Served, method: str, path: str, body: bytes | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
+    """One API call with the admin token; (status, headers (case-insensitive), body)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.port}{path}", data=body, method=method,
+        headers={"Authorization": f"Bearer {server.token}", "Content-Type": "application/json",
+                 **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+@pytest.mark.slow
+def test_the_api_is_served_beside_health_and_counted_by_route_template(clean_env):
+    with _served({**os.environ, **clean_env}) as server:
+        code, headers, body = _api(server, "GET", "/v1/whoami",
+                                   headers={"X-Correlation-ID": "probe-9"})
+        assert code == 200 and json.loads(body)["role"] == "admin"
+        assert headers["X-Correlation-ID"] == "probe-9"
+        for agent in ("ghost-1", "ghost-2"):
+            code, _, body = _api(server, "GET", f"/v1/agents/{agent}")
+            assert code == 404 and json.loads(body)["error"]["exit_code"] == 4
+        assert server.get("/openapi.json")[0] == 200
+        samples = server.metrics()
+        assert total(samples, "arbiter_http_requests_total", route="/v1/agents/{agent_id}",
+                     method="GET", status="404") == 2
+        assert total(samples, "arbiter_http_requests_total", route="/v1/whoami",
+                     status="200") == 1
+        assert total(samples, "arbiter_http_request_duration_seconds_count",
+                     route="/v1/agents/{agent_id}") == 2
+        routes = {dict(labels).get("route") for (name, labels) in samples
+                  if name == "arbiter_http_requests_total"}
+        assert not any("ghost" in str(route) for route in routes)  # never the raw path
+        assert server.stop()[0] == 0
+
+
+@pytest.mark.slow
+def test_bodies_past_serve_max_body_are_answered_413_announced_or_streamed(clean_env):
+    with _served({**os.environ, **clean_env}, max_body="1KiB") as server:
+        agent = {"id": "coder-1", "name": "coder", "model_family": "claude-3.5",
+                 "task_types": ["code-review"], "capacity": 2}
+        code, _, body = _api(server, "POST", "/v1/agents", json.dumps(agent).encode())
+        assert code == 200, body  # under the limit: served
+        big = json.dumps({**agent, "id": "coder-2", "name": "x" * 2000}).encode()
+        code, headers, body = _api(server, "POST", "/v1/agents", big)
+        assert code == 413
+        error = json.loads(body)["error"]
+        assert (error["code"], error["exit_code"]) == ("limit_exceeded", 11)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/agents HTTP/1.1\r\nHost: t\r\n"
+                         b"Authorization: Bearer " + str(server.token).encode() + b"\r\n"
+                         b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for start in range(0, len(big), 500):  # no length announced: counted as it comes
+                chunk = big[start:start + 500]
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            answer = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := sock.recv(65536):
+                    answer += chunk
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert b'"limit_exceeded"' in answer
+        assert _api(server, "GET", "/v1/agents/coder-2")[0] == 404  # nothing was registered
+        assert server.stop()[0] == 0
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True,
+                   timeout=60)
+    return cert, key
+
+
+@pytest.mark.slow
+def test_tls_serves_https(clean_env, tmp_path: Path):
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    with _served({**os.environ, **clean_env}, "--tls-cert", str(cert),
+                 "--tls-key", str(key)) as server:
+        context = ssl.create_default_context(cafile=str(cert))
+        with urllib.request.urlopen(f"https://127.0.0.1:{server.port}/livez", timeout=30,
+                                    context=context) as response:
+            assert response.status == 200
+        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/livez", timeout=10)
+        assert server.stop()[0] == 0
+
+
+def test_tls_flags_must_come_in_pairs_and_be_readable(clean_env, tmp_path: Path):
+    env = {**os.environ, **clean_env}
+    for flags in (["--tls-cert", str(tmp_path / "c.pem")],
+                  ["--tls-cert", str(tmp_path / "c.pem"), "--tls-key", str(tmp_path / "k.pem")]):
+        done = subprocess.run([*ARBITER, "serve", "--port", "0", *flags], capture_output=True,
+                              text=True, env=env, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_security_disabled_is_refused_off_loopback(clean_env):
+    env = {**os.environ, **clean_env, "ARBITER_SECURITY__ENABLED": "false"}
+    done = subprocess.run([*ARBITER, "serve", "--host", "0.0.0.0", "--port", "0"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 3
+    assert done.stderr.startswith("error: security.enabled = false is refused by serve")
+    assert done.stderr.count("\n") == 1 and done.stdout == ""
+
+
+@pytest.mark.slow
+def test_security_disabled_serves_on_loopback(clean_env):
+    server = Served({**os.environ, **clean_env, "ARBITER_SECURITY__ENABLED": "false"})
+    try:
+        assert server.get("/livez")[0] == 200
+    finally:
+        assert server.stop()[0] == 0
+
+
+@pytest.mark.slow
+def test_two_workers_answer_and_stop_on_sigterm(clean_env):
+    import psutil
+
+    with _served({**os.environ, **clean_env}, "--workers", "2") as server:
+        deadline = time.monotonic() + 30
+        workers: list[Any] = []
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            workers = [child for child in psutil.Process(server.process.pid).children()
+                       if "resource_tracker" not in " ".join(child.cmdline())]
+        assert len(workers) == 2
+        served_by: set[int] = set()
+        kept: list[http.client.HTTPConnection] = []
+        try:
+            while len(served_by) < 2 and len(kept) < 60:  # until both workers have answered
+                connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+                connection.request("GET", "/livez")
+                response = connection.getresponse()
+                assert response.status == 200 and response.read()
+                kept.append(connection)  # kept alive: its server end shows which worker it is
+                mine = connection.sock.getsockname()[1]
+                served_by |= {worker.pid for worker in workers
+                              if any(c.raddr and c.raddr[1] == mine
+                                     for c in worker.net_connections())}
+            assert len(served_by) == 2, "every request went to one worker"
+            asked = len(kept)
+            for _ in range(3):  # whichever worker answers the scrape, the counts are everyone's
+                samples = server.metrics()
+                assert total(samples, "arbiter_http_requests_total", route="/livez") == asked
+                assert total(samples, "arbiter_fleet_up") == 1
+            assert _api(server, "GET", "/v1/whoami")[0] == 200
+        finally:
+            for connection in kept:
+                connection.close()
+        took, summary = _stop_within(server, 10 + 5)
+    assert summary["workers"] == 2 and summary["stopped_by"] == "SIGTERM"
+    assert not any(worker.is_running() for worker in workers)
+
+
+@pytest.mark.slow
+def test_the_slow_header_attack_cannot_hold_serve_open_after_sigterm(clean_env):
+    """The attack: a few clients sending one header line every 8 s kept serve alive > 45 s."""
+    with _served({**os.environ, **clean_env}, shutdown_timeout="3s",
+                 read_timeout="60s") as server:
+        clients = [SlowClient(server.port, every_s=8) for _ in range(4)]
+        for client in clients:
+            client.start()
+        time.sleep(1.0)
+        took, summary = _stop_within(server, 3 + 2)
+    assert took < 3 + 2, f"serve took {took:.1f} s to exit after SIGTERM"
+    assert summary["stopped_by"] == "SIGTERM"
+    assert all(client.closed_by_server() for client in clients)
+
+
+@pytest.mark.slow
+def test_a_trickled_body_is_cut_at_the_read_timeout(clean_env):
+    with _served({**os.environ, **clean_env}, read_timeout="2s") as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/agents HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n"
+                         b"Content-Type: application/json\r\n\r\n")
+            started = time.monotonic()
+            closed = None
+            while time.monotonic() - started < 8:
+                try:
+                    sock.sendall(b" ")
+                except OSError:
+                    closed = time.monotonic() - started
+                    break
+                sock.settimeout(0.5)
+                try:
+                    if sock.recv(65536) == b"":
+                        closed = time.monotonic() - started
+                        break
+                except TimeoutError:
+                    continue
+                except ConnectionResetError:
+                    closed = time.monotonic() - started
+                    break
+        assert closed is not None and closed <= 4, closed
+        assert server.stop()[0] == 0
