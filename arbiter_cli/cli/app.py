@@ -49,8 +49,8 @@ COMMANDS: dict[str, Entry] = {
                     "live soak runs."),
     "mutate": Entry("mutate", "Mutation-test the core with mutmut in an isolated copy; exit 1 "
                     "under --threshold."),
-    "serve": Entry("serve", "Serve /livez, /readyz, /health and /metrics; replay the journal in "
-                   "the background."),
+    "serve": Entry("serve", "Serve the API under /v1, plus /livez, /readyz, /health and /metrics; "
+                   "replay the journal in the background."),
     "tokens": Entry("security", "Create, list and revoke API tokens of your tenant (admin)."),
     "tenants": Entry("security", "Create and list tenants (direct database authority)."),
     "audit": Entry("security", "Read and verify the tamper-evident audit log (admin)."),
