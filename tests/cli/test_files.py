@@ -79,13 +79,19 @@ def test_saving_keeps_the_rest_of_the_file(tmp_path: Path):
     from arbiter_cli.adapters.credentials import save_token
 
     path = tmp_path / "credentials.toml"
-    path.write_text('[profiles.ci]\ntoken = "arb_a"\nserver = "https://arbiter.internal"\n\n'
-                    '[profiles."odd name"]\ntoken = "arb_b"\n')
+    path.write_text('[profiles.ci]\ntoken = "arb_a"\nnote = "kept"\n'
+                    'server = "https://arbiter.internal"\n\n'
+                    '[profiles."odd name"]\ntoken = "arb_b"\nserver = "https://other"\n')
     path.chmod(0o600)
-    save_token(path, "ci", "arb_c", force=True)
+    save_token(path, "ci", "arb_c", force=True, server="https://arbiter.internal")
     assert tomllib.loads(path.read_text())["profiles"] == {
-        "ci": {"token": "arb_c", "server": "https://arbiter.internal"},
-        "odd name": {"token": "arb_b"}}
+        "ci": {"token": "arb_c", "note": "kept", "server": "https://arbiter.internal"},
+        "odd name": {"token": "arb_b", "server": "https://other"}}
+    # a token of a local database (init, tenants create --save, login without a server) is
+    # never left paired with the server of the token it replaces: it would be sent there
+    save_token(path, "ci", "arb_d", force=True)
+    assert tomllib.loads(path.read_text())["profiles"]["ci"] == {"token": "arb_d",
+                                                                  "note": "kept"}
 
 
 # ---------------------------------------------------------------------------- L6: modes
