@@ -200,7 +200,9 @@ def explain(ctx: typer.Context, decision_id: Annotated[str, typer.Argument(
             console.print(f"[yellow]over capacity[/]: {OVER_CAPACITY}")
         _decision_table(console, decision)
         if decision.outcome:
-            console.print(f"outcome: {decision.outcome}")
+            shown = ", ".join(f"{key} {value}" for key, value in decision.outcome.items()
+                              if value is not None)
+            console.print(f"outcome: {shown}", markup=False)
 
     render.emit(state, decision.to_dict(), human)
 

@@ -188,3 +188,14 @@ def test_simulate_plot_without_matplotlib_is_one_clear_error(clean_env, tmp_path
     assert result.exit_code == 2
     assert "install arbiter[soak]" in result.stderr and "Traceback" not in result.stderr
     assert not target.exists()
+
+
+def test_explain_shows_the_outcome_as_words_not_a_python_dict(fleet):
+    decision = cli("--json", "route", "task", "--task-type", "code-review", "--task-id", "PR-9"
+                   ).json()["decision_id"]
+    assert cli("route", "outcome", "--task-id", "PR-9", "--success", "--quality", "0.9"
+               ).exit_code == 0
+    shown = cli("route", "explain", decision)
+    assert shown.exit_code == 0, shown
+    line = next(x for x in shown.stdout.splitlines() if x.startswith("outcome:"))
+    assert line == "outcome: success True, quality 0.9"
