@@ -245,3 +245,23 @@ def test_on_a_real_terminal_a_table_with_colour_unless_no_color_or_a_dumb_termin
         assert ANSI not in out, out
     else:
         assert ANSI in out
+
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(LISTS))
+@pytest.mark.parametrize("no_color", [False, True], ids=["colour", "NO_COLOR"])
+def test_every_list_on_a_terminal_has_colour_only_without_no_color(fleet, name, no_color):
+    """Every list command on a real (pseudo-)terminal: NO_COLOR removes every ANSI escape, in
+    the table and in the log lines; without it the same run has colour."""
+    args, _ = LISTS[name]
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    env.update({"TERM": "xterm-256color", **({"NO_COLOR": "1"} if no_color else {})})
+    out = _on_a_terminal(["--log-level", "info", *args], env)
+    assert "command.end" in out  # a console log line on the same terminal
+    if name != "journal list":  # SQLite has no journal: one line, no table
+        assert BOX & set(out) and "\t" not in out, out
+    if no_color:
+        assert ANSI not in out, out
+    else:
+        assert ANSI in out, out
