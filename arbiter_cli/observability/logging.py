@@ -101,6 +101,8 @@ def reset() -> None:
     for name, level in _config.saved_levels.items():
         std.getLogger(name or None).setLevel(level)
     _config.saved_levels = {}
+    _config.level, _config.json, _config.colours = std.WARNING, True, False  # as found
+    _config.redact = _Config().redact
     if _config.structlog_ready:
         import structlog
 
