@@ -171,3 +171,19 @@ def test_a_body_is_json_whatever_its_content_type_says(live: Live):
         text = http.post("/v1/route", content=b"task_type=code-editing",
                          headers={"Content-Type": "application/x-www-form-urlencoded"})
         assert text.status_code == 400 and text.json()["error"]["details"]["field"] == "body"
+
+
+def test_answers_the_framework_gives_are_the_error_object_too(sqlite_live: Live):
+    """An unknown path, a method a resource does not take and a body the JSON parser gives up
+    on (nested past its depth) answer the CLI's error object with X-Correlation-ID, as every
+    other error does: a remote CLI reads its exit code instead of blaming the server."""
+    with sqlite_live.client() as http:
+        cases = [("GET", "/v1/nope", None, 404, 4), ("PUT", "/v1/agents", None, 405, 2),
+                 ("POST", "/v1/agents", "[" * 100_000 + "]" * 100_000, 400, 2)]
+        for method, path, body, status, exit_code in cases:
+            answer = http.request(method, path, content=body,
+                                  headers={"X-Correlation-ID": "probe-1"})
+            assert answer.status_code == status, (method, path, answer.text)
+            assert answer.json()["error"]["exit_code"] == exit_code, (method, path)
+            assert answer.headers["X-Correlation-ID"] == "probe-1"
+        assert "POST" in http.put("/v1/agents").headers["Allow"]
