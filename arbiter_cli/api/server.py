@@ -108,8 +108,12 @@ class Api:
     def error(self, exc: ArbiterError, headers: dict[str, str], *, command: str,
               tenant: str | None) -> JSONResponse:
         status = api_errors.status_of(exc)
-        log.get_logger().info("request refused", command=command, tenant=tenant,
-                              code=exc.code, status=status)
+        if status == 500:  # the answer says nothing: the log has what happened
+            log.get_logger().error("request failed", command=command, tenant=tenant,
+                                   code=exc.code, status=status, error=exc.message)
+        else:
+            log.get_logger().info("request refused", command=command, tenant=tenant,
+                                  code=exc.code, status=status)
         retry = self.settings.breaker.reset_timeout
         return JSONResponse(api_errors.body_of(exc), status_code=status,
                             headers={**headers, **api_errors.headers_of(

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+import pytest
+
 from tests.api.conftest import Live
 from tests.helpers import cli
 
@@ -187,3 +190,31 @@ def test_answers_the_framework_gives_are_the_error_object_too(sqlite_live: Live)
             assert answer.json()["error"]["exit_code"] == exit_code, (method, path)
             assert answer.headers["X-Correlation-ID"] == "probe-1"
         assert "POST" in http.put("/v1/agents").headers["Allow"]
+
+
+def test_a_500_carries_no_detail_not_even_a_refused_configuration(
+        clean_env: dict[str, str], monkeypatch: pytest.MonkeyPatch):
+    """A server whose database refuses its configuration answers 500 with the code and exit
+    code only: never the database's host, port, user or name, to a caller without a token."""
+    import os
+
+    from sqlalchemy.engine import make_url
+
+    from arbiter_cli.config import load_settings
+    from tests.api.conftest import start_server
+
+    given = os.environ.get("ARBITER_TEST_DATABASE_URL")
+    if not given:
+        pytest.skip("PostgreSQL tests need ARBITER_TEST_DATABASE_URL")
+    url = make_url(given).set(database="arbiter_no_such_database_here")
+    url = url.render_as_string(hide_password=False)
+    monkeypatch.setenv("ARBITER_DATABASE__URL", url)
+    settings = load_settings(environ={**clean_env, "ARBITER_DATABASE__URL": url})
+    for base in start_server(settings):
+        answer = httpx.get(f"{base}/v1/whoami", timeout=30)
+        assert answer.status_code == 500
+        error = answer.json()["error"]
+        assert (error["code"], error["exit_code"]) == ("config_invalid", 3)
+        assert "details" not in error
+        for secret in ("arbiter_no_such_database_here", "127.0.0.1", "5432", "postgres"):
+            assert secret not in answer.text
