@@ -114,6 +114,8 @@ class RemoteClient:
         self.timeout_s = timeout_s
         headers = {"X-Correlation-ID": correlation_id, "Accept": "application/json"}
         if token:
+            if not (token.isascii() and token.isprintable()):  # cannot be a header value
+                raise E.Unauthenticated("malformed token: expected arb_<id>_<secret>")
             headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.Client(base_url=self.url, headers=headers,
                                   timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)))

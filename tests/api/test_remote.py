@@ -351,3 +351,13 @@ def test_a_server_answering_odd_documents_is_exit_10_or_its_code_never_a_crash(
                 assert says in result.stderr and "\x1b" not in result.stderr, result.stderr
                 assert "Traceback" not in result.stderr
     assert elsewhere_hits == []
+
+
+def test_a_token_that_cannot_be_a_header_is_exit_6_as_locally(sqlite_live: Live,
+                                                                elsewhere: dict[str, str]):
+    """A token with a non-ASCII letter or a line break never reaches the wire: exit 6 with the
+    local message, not `internal error: UnicodeEncodeError` (70) or `cannot reach` (10)."""
+    for token in ("arb_abc_s\u00e9cret", f"{sqlite_live.token}\r\nX-Evil: 1"):
+        result = remote(sqlite_live, "whoami", token=token)
+        assert result.exit_code == 6, result
+        assert result.stderr == "error: malformed token: expected arb_<id>_<secret>\n"
