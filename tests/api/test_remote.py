@@ -361,3 +361,18 @@ def test_a_token_that_cannot_be_a_header_is_exit_6_as_locally(sqlite_live: Live,
         result = remote(sqlite_live, "whoami", token=token)
         assert result.exit_code == 6, result
         assert result.stderr == "error: malformed token: expected arb_<id>_<secret>\n"
+
+
+def test_a_token_sent_in_clear_off_this_host_is_warned_about(elsewhere: dict[str, str]):
+    """http:// to another host carries the bearer token unencrypted: one warning line;
+    https:// and loopback hosts say nothing."""
+    warning = "the token travels unencrypted"
+    far = cli("--server", "http://192.0.2.1:9", "--token", "arb_abc_def", "--timeout", "0.2",
+              "agents", "list")
+    assert far.exit_code != 0 and warning in far.stderr, far
+    assert "arb_abc_def" not in far.stderr
+    for url in ("https://192.0.2.1:9", "http://127.0.0.1:9", "http://[::1]:9",
+                "http://localhost:9"):
+        near = cli("--server", url, "--token", "arb_abc_def", "--timeout", "0.2",
+                   "agents", "list")
+        assert warning not in near.stderr, (url, near)
