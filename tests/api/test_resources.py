@@ -3,6 +3,7 @@ documents, its admission and its errors, over real HTTP."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -218,3 +219,17 @@ def test_a_500_carries_no_detail_not_even_a_refused_configuration(
         assert "details" not in error
         for secret in ("arbiter_no_such_database_here", "127.0.0.1", "5432", "postgres"):
             assert secret not in answer.text
+
+
+def test_deeply_nested_metadata_is_stored_never_500(sqlite_live: Live):
+    """Metadata nested as deep as JSON encoding allows (here 900 objects, under the size cap)
+    is read by every check without exhausting the stack: stored and shown, never a 500."""
+    nested = '{"a":' * 900 + "1" + "}" * 900
+    body = ('{"id": "deep-1", "name": "Deep", "model_family": "x", "task_types": ["testing"], '
+            f'"capacity": 1, "metadata": {nested}}}')
+    with sqlite_live.client() as http:
+        answer = http.post("/v1/agents", content=body)
+        assert answer.status_code == 200, answer.text[:300]
+        shown = http.get("/v1/agents/deep-1")
+    assert shown.status_code == 200, shown.text[:300]
+    assert json.dumps(shown.json()["metadata"], separators=(",", ":")) == nested
