@@ -117,10 +117,11 @@ class State:
 
                 token = self.resolve_token()
                 if token and not private_transport(url):
-                    from arbiter_cli.cli import render
+                    # deferred: start-up of `arbiter --help`
+                    from arbiter_cli.observability import logging as log
 
-                    render.warn(f"the token travels unencrypted to {url}: use https:// for a "
-                                "server off this host")
+                    log.get_logger().warning(f"the token travels unencrypted to {url}: use "
+                                             "https:// for a server off this host")
                 self._app = remote_app(self.settings, url, token, timeout_s=self.timeout_s,
                                        correlation_id=self.correlation_id)
                 self.on_close(self._app.close)
