@@ -18,9 +18,11 @@ chooses its task id.
 from __future__ import annotations
 
 import builtins
+import functools
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from arbiter_cli import errors as E  # noqa: N812 - the error family, by code
 from arbiter_cli.domain.agents import Agent, FleetStats, Performance, RegistryPolicy, Status
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from arbiter_cli.domain.agents import TaskResult
 
 Doc = dict[str, Any]
+T = TypeVar("T")
 Since = datetime | timedelta | None
 
 #: The error class of each ``code`` of the error object (SPEC §5.2).
@@ -58,14 +61,46 @@ def error_of(document: Any, status: int) -> E.ArbiterError:
     cls = ERRORS.get(body["code"], E.ArbiterError)
     exc = cls.__new__(cls)
     details = body.get("details") if isinstance(body.get("details"), dict) else None
-    E.ArbiterError.__init__(exc, str(body.get("message", "")), details=details)
+    E.ArbiterError.__init__(exc, printable(str(body.get("message", ""))), details=details)
     if isinstance(exc, E.InvalidInput) and details:
         exc.field, exc.rule = details.get("field"), details.get("rule")
     if isinstance(exc, E.RateLimited):
-        exc.retry_after_s = float((details or {}).get("retry_after_s") or 0.0)
+        wait = (details or {}).get("retry_after_s")
+        exc.retry_after_s = float(wait) if isinstance(wait, int | float) else 0.0
     if isinstance(exc, E.ConfigInvalid):
-        exc.problems = list((details or {}).get("problems") or [])
+        problems = (details or {}).get("problems")
+        exc.problems = [str(p) for p in problems] if isinstance(problems, builtins.list) else []
     return exc
+
+
+def printable(text: str) -> str:
+    """A server's message without control characters: it goes to the operator's terminal,
+    where an escape sequence would be obeyed."""
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
+def _reads_server_documents(cls: type[T]) -> type[T]:
+    """Each service method reads what the server answered: a document of another shape (a
+    missing key, a wrong type) is the server's fault, exit 10 with one line, not an internal
+    error of this client (exit 70)."""
+    for name, method in builtins.list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(method):
+            setattr(cls, name, _reading(method))
+    return cls
+
+
+def _reading(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def reading(service: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(service, *args, **kwargs)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise E.StorageUnavailable(
+                f"the arbiter server at {service._client.url} answered a document this client "
+                f"cannot read ({type(exc).__name__}: {printable(str(exc))[:200]}): is it an "
+                "arbiter server of this version?") from None
+
+    return reading
 
 
 class RemoteClient:
@@ -79,6 +114,8 @@ class RemoteClient:
         self.timeout_s = timeout_s
         headers = {"X-Correlation-ID": correlation_id, "Accept": "application/json"}
         if token:
+            if not (token.isascii() and token.isprintable()):  # cannot be a header value
+                raise E.Unauthenticated("malformed token: expected arb_<id>_<secret>")
             headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.Client(base_url=self.url, headers=headers,
                                   timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)))
@@ -235,6 +272,7 @@ def _local_only(what: str) -> E.InvalidInput:
 # ----------------------------------------------------------------------------- services
 
 
+@_reads_server_documents
 class RemoteAgents:
     def __init__(self, client: RemoteClient, policy: RegistryPolicy) -> None:
         self._client = client
@@ -305,6 +343,7 @@ class RemoteAgents:
         return fleet_of(self._client.call("GET", "/v1/agents/stats"))
 
 
+@_reads_server_documents
 class RemoteRouting:
     def __init__(self, client: RemoteClient, registry: RegistryPolicy,
                  policy: RoutingPolicy) -> None:
@@ -372,6 +411,7 @@ class RemoteRouting:
                                  params={"since": since_param(since), "by": by})
 
 
+@_reads_server_documents
 class RemoteSecurity:
     def __init__(self, client: RemoteClient) -> None:
         self._client = client

@@ -39,8 +39,15 @@ def status_of(exc: ArbiterError) -> int:
 
 
 def body_of(exc: ArbiterError) -> dict[str, Any]:
-    """The error object; an internal error keeps its message to the log only."""
-    return INTERNAL if status_of(exc) == 500 and exc.code == "internal_error" else exc.to_dict()
+    """The error object; a 500 keeps its message and details to the server's log (SPEC §15:
+    no detail). A refused configuration would otherwise tell any caller, token or not, the
+    database's host, port, user and name."""
+    if status_of(exc) != 500:
+        return exc.to_dict()
+    if exc.code == "internal_error":
+        return INTERNAL
+    return {"error": {"code": exc.code, "message": f"{exc.code.replace('_', ' ')} on the server: "
+                      "see the server's log", "exit_code": exc.exit_code}}
 
 
 def headers_of(exc: ArbiterError, *, unavailable_retry_s: float) -> dict[str, str]:

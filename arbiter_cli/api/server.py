@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from arbiter_cli.api import errors as api_errors
 from arbiter_cli.api import schema
 from arbiter_cli.bootstrap import serving_app
 from arbiter_cli.domain.validation import fail, integer
-from arbiter_cli.errors import ArbiterError, ConfigInvalid, InvalidInput
+from arbiter_cli.errors import ArbiterError, ConfigInvalid, InvalidInput, NotFound
 from arbiter_cli.ids import uuid7
 from arbiter_cli.inputs import parse_since
 from arbiter_cli.observability import logging as log
@@ -107,8 +108,12 @@ class Api:
     def error(self, exc: ArbiterError, headers: dict[str, str], *, command: str,
               tenant: str | None) -> JSONResponse:
         status = api_errors.status_of(exc)
-        log.get_logger().info("request refused", command=command, tenant=tenant,
-                              code=exc.code, status=status)
+        if status == 500:  # the answer says nothing: the log has what happened
+            log.get_logger().error("request failed", command=command, tenant=tenant,
+                                   code=exc.code, status=status, error=exc.message)
+        else:
+            log.get_logger().info("request refused", command=command, tenant=tenant,
+                                  code=exc.code, status=status)
         retry = self.settings.breaker.reset_timeout
         return JSONResponse(api_errors.body_of(exc), status_code=status,
                             headers={**headers, **api_errors.headers_of(
@@ -196,6 +201,24 @@ def create_api(settings: Settings, engine: Engine) -> FastAPI:
                                       rule=rule),
                          {"X-Correlation-ID": correlation_of(request)},
                          command=request.url.path, tenant=None)
+
+    @app.exception_handler(HTTPException)
+    def framework(request: Request, exc: HTTPException) -> JSONResponse:
+        """The framework's own refusals (no such path, a method the resource does not take,
+        a body its JSON parser gives up on) answer the error object too, not ``{"detail"}``."""
+        error: ArbiterError
+        if exc.status_code == 404:
+            error = NotFound(f"no such resource: {request.url.path}")
+        elif exc.status_code == 405:
+            error = InvalidInput(f"method {request.method} not allowed on {request.url.path}",
+                                 field="method", rule="allowed")
+        else:
+            error = InvalidInput(f"body: {exc.detail}", field="body", rule="json")
+        headers = {"X-Correlation-ID": correlation_of(request), **(exc.headers or {})}
+        log.get_logger().info("request refused", command=request.url.path, tenant=None,
+                              code=error.code, status=exc.status_code)
+        return JSONResponse(api_errors.body_of(error), status_code=exc.status_code,
+                            headers=headers)
 
     app.add_middleware(JsonBodies)
     _agents(app, api)

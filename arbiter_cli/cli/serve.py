@@ -253,7 +253,11 @@ class _Api:
                 self.engine = sql_engine(self.settings,
                                          telemetry=replace(self.telemetry, metrics=self.metrics))
             except ArbiterError as exc:
-                self.problem = exc
+                from arbiter_cli.observability import logging as log
+
+                self.problem = exc  # answered without its message (api/errors.py): logged here
+                log.get_logger().warning("serve.api_unavailable", code=exc.code,
+                                         error=exc.message)
                 return
             self.app = create_api(self.settings, self.engine)
 

@@ -37,6 +37,20 @@ def check_server(url: str) -> str:
     return url.rstrip("/")
 
 
+def private_transport(url: str) -> bool:
+    """Whether a token sent to ``url`` is out of other hosts' sight: https, or a loopback host."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "https" or parts.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname or "").is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass
 class State:
     json: bool = False  # --json, or --format json
@@ -101,8 +115,14 @@ class State:
                 # deferred: start-up of `arbiter --help`
                 from arbiter_cli.bootstrap import remote_app
 
-                self._app = remote_app(self.settings, url, self.resolve_token(),
-                                       timeout_s=self.timeout_s,
+                token = self.resolve_token()
+                if token and not private_transport(url):
+                    # deferred: start-up of `arbiter --help`
+                    from arbiter_cli.observability import logging as log
+
+                    log.get_logger().warning(f"the token travels unencrypted to {url}: use "
+                                             "https:// for a server off this host")
+                self._app = remote_app(self.settings, url, token, timeout_s=self.timeout_s,
                                        correlation_id=self.correlation_id)
                 self.on_close(self._app.close)
                 return self._app

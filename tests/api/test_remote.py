@@ -304,3 +304,75 @@ def test_503_is_retried_within_the_timeout_then_reported(elsewhere: dict[str, st
         assert time.monotonic() - started < 3
         client.close()
         short.close()
+
+
+def test_a_server_answering_odd_documents_is_exit_10_or_its_code_never_a_crash(
+        elsewhere: dict[str, str]):
+    """A server of another version (or a compromised one) answers documents of other shapes:
+    the remote CLI says so in one line (exit 10), never `internal error: KeyError` (exit 70);
+    an error object with odd details keeps its exit code; escape sequences in a message never
+    reach the operator's terminal; a redirect is not followed (the token stays put)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, RedirectResponse, Response
+    from starlette.routing import Route
+
+    from tests.api.conftest import serve_app
+
+    answers: dict[str, Response] = {}
+    elsewhere_hits: list[str] = []
+
+    async def answer(request: Request) -> Response:
+        if request.url.path.startswith("/stolen"):
+            elsewhere_hits.append(request.headers.get("authorization", ""))
+            return JSONResponse({"tenant": "default", "role": "admin", "token_id": None})
+        return answers["now"]
+
+    app = Starlette(routes=[Route("/{p:path}", answer, methods=["GET", "POST"])])
+    for url in serve_app(app):
+        cases: list[tuple[Response, int, str]] = [
+            (JSONResponse({"tenant": 5}), 10, "cannot read"),
+            (JSONResponse({"id": "x", "performance": "?"}), 10, "cannot read"),
+            (JSONResponse({"error": {"code": "rate_limited", "message": "slow down",
+                                     "exit_code": 7, "details": {"retry_after_s": "soon"}}},
+                          status_code=429), 7, "slow down"),
+            (JSONResponse({"error": {"code": "config_invalid", "message": "bad",
+                                     "exit_code": 3, "details": {"problems": 5}}},
+                          status_code=500), 3, "bad"),
+            (JSONResponse({"error": {"code": "not_found", "message": "\x1b[2J\x1b]0;owned\x07x",
+                                     "exit_code": 4}}, status_code=404), 4, "x"),
+            (RedirectResponse(f"{url}/stolen", status_code=307), 10, "HTTP 307"),
+        ]
+        for response, exit_code, says in cases:
+            answers["now"] = response
+            for args in (["whoami"], ["agents", "show", "coder-1"]):
+                result = cli("--server", url, "--token", "arb_x_y", "--timeout", "2", *args)
+                assert result.exit_code == exit_code, (args, response.body, result)
+                assert says in result.stderr and "\x1b" not in result.stderr, result.stderr
+                assert "Traceback" not in result.stderr
+    assert elsewhere_hits == []
+
+
+def test_a_token_that_cannot_be_a_header_is_exit_6_as_locally(sqlite_live: Live,
+                                                                elsewhere: dict[str, str]):
+    """A token with a non-ASCII letter or a line break never reaches the wire: exit 6 with the
+    local message, not `internal error: UnicodeEncodeError` (70) or `cannot reach` (10)."""
+    for token in ("arb_abc_s\u00e9cret", f"{sqlite_live.token}\r\nX-Evil: 1"):
+        result = remote(sqlite_live, "whoami", token=token)
+        assert result.exit_code == 6, result
+        assert result.stderr == "error: malformed token: expected arb_<id>_<secret>\n"
+
+
+def test_a_token_sent_in_clear_off_this_host_is_warned_about(elsewhere: dict[str, str]):
+    """http:// to another host carries the bearer token unencrypted: one warning line;
+    https:// and loopback hosts say nothing."""
+    warning = "the token travels unencrypted"
+    far = cli("--server", "http://192.0.2.1:9", "--token", "arb_abc_def", "--timeout", "0.2",
+              "agents", "list")
+    assert far.exit_code != 0 and warning in far.stderr, far
+    assert "arb_abc_def" not in far.stderr
+    for url in ("https://192.0.2.1:9", "http://127.0.0.1:9", "http://[::1]:9",
+                "http://localhost:9"):
+        near = cli("--server", url, "--token", "arb_abc_def", "--timeout", "0.2",
+                   "agents", "list")
+        assert warning not in near.stderr, (url, near)

@@ -3,7 +3,11 @@ documents, its admission and its errors, over real HTTP."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import httpx
+import pytest
 
 from tests.api.conftest import Live
 from tests.helpers import cli
@@ -171,3 +175,61 @@ def test_a_body_is_json_whatever_its_content_type_says(live: Live):
         text = http.post("/v1/route", content=b"task_type=code-editing",
                          headers={"Content-Type": "application/x-www-form-urlencoded"})
         assert text.status_code == 400 and text.json()["error"]["details"]["field"] == "body"
+
+
+def test_answers_the_framework_gives_are_the_error_object_too(sqlite_live: Live):
+    """An unknown path, a method a resource does not take and a body the JSON parser gives up
+    on (nested past its depth) answer the CLI's error object with X-Correlation-ID, as every
+    other error does: a remote CLI reads its exit code instead of blaming the server."""
+    with sqlite_live.client() as http:
+        cases = [("GET", "/v1/nope", None, 404, 4), ("PUT", "/v1/agents", None, 405, 2),
+                 ("POST", "/v1/agents", "[" * 100_000 + "]" * 100_000, 400, 2)]
+        for method, path, body, status, exit_code in cases:
+            answer = http.request(method, path, content=body,
+                                  headers={"X-Correlation-ID": "probe-1"})
+            assert answer.status_code == status, (method, path, answer.text)
+            assert answer.json()["error"]["exit_code"] == exit_code, (method, path)
+            assert answer.headers["X-Correlation-ID"] == "probe-1"
+        assert "POST" in http.put("/v1/agents").headers["Allow"]
+
+
+def test_a_500_carries_no_detail_not_even_a_refused_configuration(
+        clean_env: dict[str, str], monkeypatch: pytest.MonkeyPatch):
+    """A server whose database refuses its configuration answers 500 with the code and exit
+    code only: never the database's host, port, user or name, to a caller without a token."""
+    import os
+
+    from sqlalchemy.engine import make_url
+
+    from arbiter_cli.config import load_settings
+    from tests.api.conftest import start_server
+
+    given = os.environ.get("ARBITER_TEST_DATABASE_URL")
+    if not given:
+        pytest.skip("PostgreSQL tests need ARBITER_TEST_DATABASE_URL")
+    url = make_url(given).set(database="arbiter_no_such_database_here")
+    url = url.render_as_string(hide_password=False)
+    monkeypatch.setenv("ARBITER_DATABASE__URL", url)
+    settings = load_settings(environ={**clean_env, "ARBITER_DATABASE__URL": url})
+    for base in start_server(settings):
+        answer = httpx.get(f"{base}/v1/whoami", timeout=30)
+        assert answer.status_code == 500
+        error = answer.json()["error"]
+        assert (error["code"], error["exit_code"]) == ("config_invalid", 3)
+        assert "details" not in error
+        for secret in ("arbiter_no_such_database_here", "127.0.0.1", "5432", "postgres"):
+            assert secret not in answer.text
+
+
+def test_deeply_nested_metadata_is_stored_never_500(sqlite_live: Live):
+    """Metadata nested as deep as JSON encoding allows (here 900 objects, under the size cap)
+    is read by every check without exhausting the stack: stored and shown, never a 500."""
+    nested = '{"a":' * 900 + "1" + "}" * 900
+    body = ('{"id": "deep-1", "name": "Deep", "model_family": "x", "task_types": ["testing"], '
+            f'"capacity": 1, "metadata": {nested}}}')
+    with sqlite_live.client() as http:
+        answer = http.post("/v1/agents", content=body)
+        assert answer.status_code == 200, answer.text[:300]
+        shown = http.get("/v1/agents/deep-1")
+    assert shown.status_code == 200, shown.text[:300]
+    assert json.dumps(shown.json()["metadata"], separators=(",", ":")) == nested
