@@ -39,9 +39,14 @@ def status_of(exc: ArbiterError) -> int:
 
 
 def body_of(exc: ArbiterError) -> dict[str, Any]:
-    """The error object; a 500 keeps its message and details to the server's log (SPEC §15:
-    no detail). A refused configuration would otherwise tell any caller, token or not, the
-    database's host, port, user and name."""
+    """The error object; a 500 and a storage outage keep their message and details to the
+    server's log (SPEC §15: no detail). A refused configuration, or the driver's first line of
+    an outage, would otherwise tell any caller, token or not, the database's host, port, user
+    and name."""
+    if exc.code == "storage_unavailable":  # the driver's words can name the database's host
+        return {"error": {"code": exc.code, "message": "the server's database is unavailable "
+                          "and the write could not be journaled: retry after Retry-After "
+                          "seconds", "exit_code": exc.exit_code}}
     if status_of(exc) != 500:
         return exc.to_dict()
     if exc.code == "internal_error":
