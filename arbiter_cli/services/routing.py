@@ -109,6 +109,19 @@ class RoutingService:
         choice = choose(pool, self.policy, strategy, np.random.default_rng(seed))
         candidates = choice.candidates(pool, self.policy.record_candidates)
 
+        if dry_run:  # no claim: the first choice, built without the claim loop's closure
+            row = choice.order[0]
+            decision = Decision(
+                decision_id=None, tenant=principal.tenant, task_id=task.task_id,
+                task_type=task.task_type, requirements=task.requirements(),
+                metadata=task.metadata, priority=task.priority, agent_id=pool.ids[row],
+                agent_uid=pool.uids[row], strategy=strategy, seed=seed,
+                explored=choice.explored, confidence=choice.confidence,
+                candidates=candidates, excluded=choice.excluded, examples=choice.examples,
+                config_hash=self.policy.config_hash,
+                latency_us=(time.perf_counter_ns() - started) // 1000, created_at=now)
+            return replace(decision, correlation_id=correlation_id)
+
         def decision_for(row: int) -> Decision:
             return Decision(
                 decision_id=None if dry_run else uuid7(), tenant=principal.tenant,
@@ -128,8 +141,6 @@ class RoutingService:
                 created_at=now, correlation_id=correlation_id,
             )
 
-        if dry_run:
-            return decision_for(choice.order[0])
         attempts = choice.order[: self.policy.max_claim_attempts]
         for row in attempts:
             stored = uow.decisions.claim_and_add(decision_for(row))
