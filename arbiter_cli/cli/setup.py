@@ -270,3 +270,12 @@ def _bench_human(console: Console, result: dict[str, Any]) -> None:
         ("operation", "samples", "p50 ms", "p95 ms", "p99 ms", "mean ms", "ops/s"), rows))
     if result.get("memory"):
         console.print(f"memory: {result['memory']}")
+    if result.get("server"):
+        server = result["server"]
+        own = server.get("own_cpu_per_request_ms")
+        console.print(f"{result['throughput']['decisions']:,.1f} decisions/s; serve "
+                      f"({server['workers']} worker(s)) CPU per request "
+                      f"{server['cpu_per_request_ms']} ms"
+                      + (f", outside the services {own} ms (py-spy)" if own is not None else "")
+                      + f"; capacity never exceeded: {result['capacity_never_exceeded']}, "
+                      f"audit verifies: {result['audit_verifies']}")
