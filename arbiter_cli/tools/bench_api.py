@@ -94,6 +94,7 @@ class Served:
             stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.tail: list[str] = []
+        self.exit_code: int | None = None
         self._pumping = threading.Thread(target=self._pump, daemon=True)
         self._pumping.start()
         self.url = self._address()
@@ -147,6 +148,7 @@ class Served:
         self._pumping.join(timeout=10)
         assert self.process.stderr is not None
         self.process.stderr.close()
+        self.exit_code = code
         return code
 
 
@@ -206,6 +208,20 @@ def _profiled(pids: list[int], seconds: float) -> Iterator[dict[str, Any]]:
                          outside_services=round(outside / (inside + outside), 4))
 
 
+@contextmanager
+def _serving(database_url: str, workers: int) -> Iterator[Served]:
+    """``arbiter serve`` on a throwaway data directory; stopped and removed at the end."""
+    data_dir = tempfile.mkdtemp(prefix="arbiter-bench-serve-")
+    try:
+        served = Served(database_url, workers, data_dir)
+        try:
+            yield served
+        finally:
+            served.stop()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 def run_api(app: Any, principal: Any, *, seconds: float, processes: int, workers: int,
             say: Log, progress: Tracker, watch_capacity: Callable[[Any], Watch],
             ) -> tuple[dict[str, list[int]], dict[str, Any]]:
@@ -214,10 +230,8 @@ def run_api(app: Any, principal: Any, *, seconds: float, processes: int, workers
     check (``bench.CapacityWatch``)."""
     token = app.security.issue(principal, role="orchestrator", name="bench-api",
                                expires_in_s=None, rate=1e6, burst=10**7).token
-    data_dir = tempfile.mkdtemp(prefix="arbiter-bench-serve-")
     progress.update(0, total=seconds, phase="starting arbiter serve")
-    served = Served(render(app.engine.url), workers, data_dir)
-    try:
+    with _serving(render(app.engine.url), workers) as served:
         _ready(served.url, workers)
         say(f"arbiter serve ({workers} worker(s)) at {served.url}; {processes} client processes "
             f"for {seconds:g} s")
@@ -232,9 +246,7 @@ def run_api(app: Any, principal: Any, *, seconds: float, processes: int, workers
         wall = time.perf_counter() - started
         cpu = served.cpu_s() - cpu_before
         watch.stop()
-    finally:
-        code = served.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+    code = served.exit_code
     samples: dict[str, list[int]] = {}
     errors: dict[str, int] = {}
     for one in found:
