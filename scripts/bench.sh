@@ -8,6 +8,8 @@
 #   BENCH_REPEAT=3   runs of each registry-v1 memory benchmark
 #   BENCH_RUNS=20    timed runs of each CLI command (after BENCH_WARMUP=3 warm-up runs)
 #   BENCH_TIMER=auto hyperfine, loop, or auto (hyperfine when installed)
+#   BENCH_DATABASE_URL=  a PostgreSQL server: also run the api workload there (1 and 2 serve
+#                        workers, interleaved, BENCH_REPEAT times; scratch databases only)
 #
 # Everything runs in a throwaway data and config directory, removed on exit; the real store
 # and settings are never touched. Timings use hyperfine when it is installed
@@ -56,6 +58,17 @@ done
 for agents in 100 1000; do
     "$ARBITER" --json bench --workload route --agents "$agents" --queries 1000
 done
+
+# --- route + outcome over HTTP through arbiter serve on PostgreSQL (SPEC §13.1) -----------
+if [[ -n ${BENCH_DATABASE_URL:-} ]]; then
+    for _ in $(seq "$REPEAT"); do
+        for workers in 1 2; do
+            "$ARBITER" --json bench --workload api --agents 100 --backend postgres \
+                --database-url "$BENCH_DATABASE_URL" --processes 4 --server-workers "$workers" \
+                --seconds 10
+        done
+    done
+fi
 
 # --- CLI wall time on SQLite with 5 agents ------------------------------------------------
 "$ARBITER" init >/dev/null

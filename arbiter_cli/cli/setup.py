@@ -212,7 +212,8 @@ def _demo_human(
 def bench(
     ctx: typer.Context,
     workload: Annotated[str, typer.Option(
-        "--workload", help="registry-v1, registry-v2, route or e2e.",
+        "--workload", help="registry-v1, registry-v2, route, e2e or api (HTTP, through "
+        "arbiter serve).",
         autocompletion=completion.choices(*completion.BENCH_WORKLOADS))] = "registry-v1",
     agents: Annotated[int, typer.Option("--agents", help="Agents (registry-v1).", min=1,
                                         max=100_000)] = 1000,
@@ -226,8 +227,12 @@ def bench(
                                          min=10)] = 1000,
     seconds: Annotated[str, typer.Option("--seconds", help="Length of the throughput loop "
                                          "(e2e: of the run), at least 500ms: 5, 30s, 2m.")] = "5s",
-    processes: Annotated[int, typer.Option("--processes", help="Worker processes (e2e on "
-                                           "sqlite or postgres).", min=1, max=64)] = 1,
+    processes: Annotated[int | None, typer.Option(
+        "--processes", help="Worker processes (e2e, default 1) or HTTP client processes (api, "
+        "default 4), on sqlite or postgres.", min=1, max=64, show_default=False)] = None,
+    server_workers: Annotated[int, typer.Option(
+        "--server-workers", help="arbiter serve --workers for the api workload.", min=1,
+        max=16)] = 1,
     warm_outcomes: Annotated[int | None, typer.Option(
         "--warm-outcomes", help="Outcomes before the warm route run (default 10 x agents).",
         min=0, show_default=False)] = None,
@@ -236,6 +241,8 @@ def bench(
     """Benchmark through the services on a scratch store; never touches your data.
 
     Example: arbiter bench --workload e2e --backend postgres --processes 4 --seconds 10
+
+    Example: arbiter bench --workload api --backend postgres --server-workers 2 --seconds 10
     """
     from arbiter_cli.bootstrap import scratch_app  # deferred: start-up of `arbiter --help`
     from arbiter_cli.cli.inputs import duration_at_least  # deferred: start-up of `arbiter --help`
@@ -248,6 +255,7 @@ def bench(
             state.settings, workload=workload, agents=agents, backend=backend,
             database_url=database_url, queries=queries, seconds=loop_s, processes=processes,
             warm_outcomes=warm_outcomes, scratch_app=scratch_app, progress=bar,
+            server_workers=server_workers,
             log=lambda message: render.stderr_console().print(message)
             if not state.json else None)
     render.emit(state, result, lambda c: _bench_human(c, result))
@@ -262,3 +270,12 @@ def _bench_human(console: Console, result: dict[str, Any]) -> None:
         ("operation", "samples", "p50 ms", "p95 ms", "p99 ms", "mean ms", "ops/s"), rows))
     if result.get("memory"):
         console.print(f"memory: {result['memory']}")
+    if result.get("server"):
+        server = result["server"]
+        own = server.get("own_cpu_per_request_ms")
+        console.print(f"{result['throughput']['decisions']:,.1f} decisions/s; serve "
+                      f"({server['workers']} worker(s)) CPU per request "
+                      f"{server['cpu_per_request_ms']} ms"
+                      + (f", outside the services {own} ms (py-spy)" if own is not None else "")
+                      + f"; capacity never exceeded: {result['capacity_never_exceeded']}, "
+                      f"audit verifies: {result['audit_verifies']}")

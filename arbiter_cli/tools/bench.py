@@ -23,7 +23,7 @@ from arbiter_cli.observability.progress import NO_PROGRESS, Tracker
 from arbiter_cli.ports import AgentsPort
 from arbiter_cli.tools.wiring import ScratchStore
 
-WORKLOADS = ("registry-v1", "registry-v2", "route", "e2e")
+WORKLOADS = ("registry-v1", "registry-v2", "route", "e2e", "api")
 Log = Callable[[str], None]
 
 
@@ -97,17 +97,16 @@ def _loop(progress: Tracker, seconds: float, phase: str, call: Callable[[], obje
 def run(
     settings: Settings, *, workload: str, agents: int, backend: str,
     database_url: str | None = None, queries: int = 1000, seconds: float = 5.0,
-    processes: int = 1, warm_outcomes: int | None = None, log: Log | None = None,
-    scratch_app: ScratchStore, progress: Tracker = NO_PROGRESS,
+    processes: int | None = None, warm_outcomes: int | None = None, log: Log | None = None,
+    scratch_app: ScratchStore, progress: Tracker = NO_PROGRESS, server_workers: int = 1,
 ) -> dict[str, Any]:
     """Run ``workload`` on a store from ``scratch_app`` (``bootstrap.scratch_app``); each
     phase reports its progress (``observability.progress``)."""
     if workload not in WORKLOADS:
         raise InvalidInput(f"workload: must be one of {', '.join(WORKLOADS)}",
                            field="workload", rule="allowed")
-    if processes > 1 and (workload != "e2e" or backend == "memory"):
-        raise InvalidInput("--processes > 1 needs --workload e2e on sqlite or postgres (a "
-                           "memory store lives in one process)", field="processes", rule="backend")
+    _check_processes(workload, backend, processes, server_workers)
+    processes = processes or (4 if workload == "api" else 1)
     check_database_url(backend, database_url)
     say = log or (lambda _message: None)
     principal = Principal.local_admin()
@@ -126,13 +125,30 @@ def run(
             timer, throughput, extra = _route(app, principal, agents, queries,
                                               10 * agents if warm_outcomes is None
                                               else warm_outcomes, say, progress)
-        else:
+        elif workload == "e2e":
             timer, throughput, extra = _e2e(app, principal, agents, seconds, processes, say,
                                             progress)
+        else:
+            timer, throughput, extra = _api(app, principal, agents, seconds, processes,
+                                            server_workers, say, progress)
     return {
         "workload": workload, "backend": backend, "agents": agents,
         "operations": timer.summary(), "throughput": throughput, **extra,
     }
+
+
+def _check_processes(workload: str, backend: str, processes: int | None,
+                     server_workers: int) -> None:
+    if workload == "api" and backend == "memory":
+        raise InvalidInput("--workload api needs --backend sqlite or postgres (arbiter serve "
+                           "runs in its own process)", field="backend", rule="allowed")
+    if (processes or 1) > 1 and (workload not in ("e2e", "api") or backend == "memory"):
+        raise InvalidInput("--processes > 1 needs --workload e2e or api on sqlite or postgres "
+                           "(a memory store lives in one process)", field="processes",
+                           rule="backend")
+    if server_workers > 1 and workload != "api":
+        raise InvalidInput("--server-workers > 1 needs --workload api", field="server_workers",
+                           rule="workload")
 
 
 def _v1_agent(i: int) -> dict[str, Any]:
@@ -446,3 +462,22 @@ def _e2e_loop(app: Any, token: str, timer: Timer, seconds: float,
         for op, value in (("route", t1 - t0), ("outcome", t2 - t1), ("e2e", t2 - t0)):
             timer.samples.setdefault(op, []).append(value)
         n += 1
+
+
+def _api(app: Any, principal: Principal, agents: int, seconds: float, processes: int,
+         workers: int, say: Log, progress: Tracker,
+         ) -> tuple[Timer, dict[str, float], dict[str, Any]]:
+    """Route + outcome over HTTP against ``arbiter serve --workers N`` (``tools.bench_api``)."""
+    from arbiter_cli.tools.bench_api import run_api
+
+    app.agents.register(principal, _route_agents(agents, 1000))
+    refresh_statistics(app.engine)
+    samples, extra = run_api(app, principal, seconds=seconds, processes=processes,
+                             workers=workers, say=say, progress=progress,
+                             watch_capacity=CapacityWatch)
+    timer = Timer()
+    timer.samples = samples
+    wall = extra["wall_s"] or 1.0
+    throughput = {op: round(len(values) / wall, 1) for op, values in samples.items()}
+    throughput["decisions"] = round(extra["decisions"] / wall, 1)
+    return timer, throughput, {"security": "on", "audit": "on", **extra}

@@ -358,9 +358,12 @@ def _subprocess_env(clean_env: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.mark.postgres
-def test_bench_workers_get_no_password_in_their_command_line(clean_env: dict[str, str]) -> None:
+@pytest.mark.parametrize("workload", ["e2e", pytest.param("api", marks=pytest.mark.slow)])
+def test_bench_workers_get_no_password_in_their_command_line(clean_env: dict[str, str],
+                                                             workload: str) -> None:
     """argv is readable by every user of the host (ps, /proc): the scratch URL and the bench
-    token reach the e2e worker processes on stdin."""
+    token reach the e2e worker processes on stdin, and the api workload's serve (URL in its
+    environment) and HTTP clients (token on stdin)."""
     import subprocess
     import sys
     import time
@@ -371,7 +374,7 @@ def test_bench_workers_get_no_password_in_their_command_line(clean_env: dict[str
     url = make_url(postgres_url()).set(password=canary).render_as_string(hide_password=False)
     env = {**_subprocess_env(clean_env), "ARBITER_DATABASE__URL": url}
     bench = subprocess.Popen([sys.executable, "-m", "arbiter_cli", "--json", "bench",
-                              "--workload", "e2e", "--backend", "postgres", "--agents", "10",
+                              "--workload", workload, "--backend", "postgres", "--agents", "10",
                               "--processes", "2", "--seconds", "3"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     seen: dict[int, bytes] = {}
