@@ -92,6 +92,9 @@ NOT_A_LOOKUP = {
     # Replay stores a decision under the id the journal gave it: an id already taken is a
     # conflict whoever holds it. Tested below: it never returns or changes the holder's data.
     "routing.apply_decision(decision)",
+    # Completion's read-only check answers None, never an error, for any token it will not
+    # admit: tested below, the same None and no audit row for another tenant's and a missing id.
+    "security.peek(token)",
 }
 
 
@@ -154,6 +157,16 @@ def attempt(app: Any, lookup: Lookup, ref: str) -> tuple[Any, list[dict[str, Any
              for k, v in row.items() if k not in ("seq", "at", "hash", "prev_hash")}
             for row in chain(app, CALLER.tenant)[before:]]
     return seen, rows
+
+
+def test_peek_answers_none_alike_for_another_tenants_token_and_a_missing_one(backend_app,
+                                                                          seeded):
+    """Shell completion's token check: no error, no audit row, no difference."""
+    before = (chain(backend_app, CALLER.tenant), chain(backend_app, OWNER.tenant))
+    theirs = backend_app.security.peek(f"arb_{seeded.token_id}_{SECRET}", "agents list")
+    missing = backend_app.security.peek(f"arb_{MISSING_TOKEN}_{SECRET}", "agents list")
+    assert theirs is None and missing is None
+    assert (chain(backend_app, CALLER.tenant), chain(backend_app, OWNER.tenant)) == before
 
 
 @pytest.mark.parametrize("lookup", LOOKUPS, ids=lambda lookup: lookup.name)
