@@ -112,6 +112,10 @@ class RemoteClient:
 
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
+        if not (correlation_id.isascii() and correlation_id.isprintable()):  # a header value
+            raise E.InvalidInput("correlation_id: must be printable ASCII to travel to the "
+                                 "server in X-Correlation-ID (e.g. job-42/step:1)",
+                                 field="correlation_id", rule="ascii")
         headers = {"X-Correlation-ID": correlation_id, "Accept": "application/json"}
         if token:
             if not (token.isascii() and token.isprintable()):  # cannot be a header value
