@@ -58,6 +58,10 @@ def error_of(document: Any, status: int) -> E.ArbiterError:
     if not isinstance(body, dict) or not isinstance(body.get("code"), str):
         return E.StorageUnavailable(f"the arbiter server answered HTTP {status} without an "
                                     "arbiter error object")
+    if body["code"] != "internal_error" and body["code"] not in ERRORS:  # another version's
+        return E.StorageUnavailable(f"the arbiter server answered HTTP {status} with an error "
+                                    f"this client does not know ({printable(body['code'])[:64]}"
+                                    f"): {printable(str(body.get('message', '')))}")
     cls = ERRORS.get(body["code"], E.ArbiterError)
     exc = cls.__new__(cls)
     details = body.get("details") if isinstance(body.get("details"), dict) else None
