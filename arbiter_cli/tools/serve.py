@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import re
 import socket
 import threading
 import time
@@ -410,10 +411,13 @@ def _json(document: dict[str, Any]) -> bytes:
     return json.dumps(document, ensure_ascii=False, default=str).encode()
 
 
+#: A correlation id a client may choose, the API's rule (``api/server.py``): it goes into logs
+#: and back into a header, so no spaces, quotes or non-ASCII.
+CORRELATION_ID = re.compile(r"[A-Za-z0-9._:/@+=-]{1,128}")
+
+
 def _correlation_id(given: str | None) -> str:
-    if given and 0 < len(given) <= 200 and given.isprintable():
-        return given
-    return uuid7()
+    return given if given is not None and CORRELATION_ID.fullmatch(given) else uuid7()
 
 
 class _ReplayLoop(threading.Thread):

@@ -71,3 +71,25 @@ def test_web_pages_cannot_drive_a_loopback_server_without_security(open_server: 
         assert status == 403, (headers, document)
         assert document["error"]["exit_code"] == 6  # type: ignore[index]
     assert open_server.stop()[0] == 0
+
+
+@pytest.mark.slow
+def test_serve_endpoints_echo_only_a_correlation_id_the_api_would_keep(open_server: Served):
+    """/livez & co. keep a client's X-Correlation-ID under the API's rule (short, no spaces,
+    quotes or non-ASCII: it goes into logs and back into a header); anything else is replaced
+    by a generated id, as ``/v1`` does."""
+    for given, kept in (("probe-7", True), ("job-42/step:1", True), ('a" b} {c', False),
+                        ("caf\u00e9", False), ("x" * 150, False)):
+        for path in ("/livez", "/v1/whoami"):
+            connection = http.client.HTTPConnection("127.0.0.1", open_server.port, timeout=30)
+            try:
+                connection.request("GET", path, headers={"X-Correlation-ID": given})
+                response = connection.getresponse()
+                response.read()
+                echoed = response.getheader("X-Correlation-ID")
+            finally:
+                connection.close()
+            assert (echoed == given) is kept, (path, given, echoed)
+            if not kept:
+                assert echoed is not None and len(echoed) == 36, (path, echoed)
+    assert open_server.stop()[0] == 0
