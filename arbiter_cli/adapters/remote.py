@@ -58,6 +58,10 @@ def error_of(document: Any, status: int) -> E.ArbiterError:
     if not isinstance(body, dict) or not isinstance(body.get("code"), str):
         return E.StorageUnavailable(f"the arbiter server answered HTTP {status} without an "
                                     "arbiter error object")
+    if body["code"] != "internal_error" and body["code"] not in ERRORS:  # another version's
+        return E.StorageUnavailable(f"the arbiter server answered HTTP {status} with an error "
+                                    f"this client does not know ({printable(body['code'])[:64]}"
+                                    f"): {printable(str(body.get('message', '')))}")
     cls = ERRORS.get(body["code"], E.ArbiterError)
     exc = cls.__new__(cls)
     details = body.get("details") if isinstance(body.get("details"), dict) else None
@@ -112,6 +116,10 @@ class RemoteClient:
 
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
+        if not (correlation_id.isascii() and correlation_id.isprintable()):  # a header value
+            raise E.InvalidInput("correlation_id: must be printable ASCII to travel to the "
+                                 "server in X-Correlation-ID (e.g. job-42/step:1)",
+                                 field="correlation_id", rule="ascii")
         headers = {"X-Correlation-ID": correlation_id, "Accept": "application/json"}
         if token:
             if not (token.isascii() and token.isprintable()):  # cannot be a header value

@@ -380,6 +380,14 @@ class RoutingService:
     ) -> tuple[list[Decision], str | None]:
         if status is not None and status not in ("open", "succeeded", "failed", "expired"):
             raise v.fail("status", "allowed", "must be open, succeeded, failed or expired")
+        # Filters the stored data can never match are input errors (2), not a query: a NUL
+        # would otherwise reach PostgreSQL, which refuses it (an internal error).
+        if agent_id is not None:
+            v.pattern(agent_id, v.AGENT_ID_RE, "agent", "agent id")
+        if task_type is not None:
+            v.pattern(task_type, v.SLUG_RE, "task_type", "task type")
+        if cursor is not None:
+            v.pattern(cursor, v.TASK_ID_RE, "cursor", "cursor")
         limit = v.integer(limit, "limit", low=0, high=1_000_000)
         with self._uow() as uow:
             found = uow.decisions.history(principal.tenant, agent_id=agent_id,

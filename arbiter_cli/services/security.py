@@ -231,6 +231,8 @@ class SecurityService:
 
     def tokens(self, principal: Principal, *, cursor: str | None = None, limit: int = 100
                ) -> tuple[list[TokenRecord], str | None]:
+        if cursor is not None:  # a token id, as the previous page returned it
+            v.pattern(cursor, TOKEN_ID_RE, "cursor", "cursor")
         limit = v.integer(limit, "limit", low=0, high=1_000_000)
         with self._uow() as uow:
             found = uow.tokens.list(principal.tenant, after=cursor, limit=limit + 1 if limit else 0)
@@ -337,6 +339,9 @@ class SecurityService:
     def events(self, principal: Principal, *, since: Since = None,
                action: str | None = None, actor: str | None = None, cursor: int | None = None,
                limit: int = 100) -> tuple[list[AuditEvent], str | None]:
+        for name, value in (("action", action), ("actor", actor)):
+            if value is not None:  # never a NUL or control character into a query
+                v.text(value, name)
         limit = v.integer(limit, "limit", low=0, high=1_000_000)
         with self._uow() as uow:
             found = uow.audit.events(principal.tenant, since=window.since(uow, since),

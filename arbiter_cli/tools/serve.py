@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import re
 import socket
 import threading
 import time
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from arbiter_cli.adapters.sql.deadline import Deadline
 from arbiter_cli.adapters.sql.engine import backend_of
 from arbiter_cli.adapters.sql.fleet import SqlFleetQuery
-from arbiter_cli.errors import ArbiterError, InvalidInput, LimitExceeded
+from arbiter_cli.errors import ArbiterError, Forbidden, InvalidInput, LimitExceeded
 from arbiter_cli.ids import uuid7
 from arbiter_cli.observability import logging as log
 from arbiter_cli.observability.fleet import FleetCollector, ResilienceCollector, SoakCollector
@@ -240,6 +241,8 @@ class ServeApp:
                 await _answer(sending, 404, "application/json", _json(
                     {"error": f"no such endpoint {path!r}",
                      "endpoints": [*OWN, "/openapi.json", "/v1/..."]}))
+            elif (refusal := self._from_a_page(scope)) is not None:
+                await self._refuse(scope, sending, refusal)
             else:
                 await self._limited(scope, receive, sending)
         finally:
@@ -253,6 +256,34 @@ class ServeApp:
             self.server.counted()
             _log.debug("serve.request", route=label, method=method, status=status[0],
                        duration_ms=round((time.perf_counter() - started) * 1000, 2))
+
+    def _from_a_page(self, scope: Scope) -> str | None:
+        """Why a request may not reach the API of a server without security, or None.
+
+        ``security.enabled = false`` makes every caller admin and is served on loopback only;
+        a web page in the operator's browser reaches loopback too. A cross-site POST with a
+        ``text/plain`` body needs no CORS preflight (and ``/v1`` reads any body as JSON), and
+        DNS rebinding makes a page's own host name resolve to 127.0.0.1. So the API answers
+        only requests that name a loopback host and that no browser marks as a page's.
+        """
+        if self.server.settings.security.enabled:
+            return None
+        headers = _headers(scope)
+        host = headers.get("host")
+        if host is not None and not _loopback_host(host):
+            return f"host {host!r} is not a loopback address"
+        if "origin" in headers or headers.get("sec-fetch-site", "none") != "none":
+            return "a web page's request (Origin or Sec-Fetch-Site)"
+        return None
+
+    async def _refuse(self, scope: Scope, send: Send, reason: str) -> None:
+        error = Forbidden(f"refused with security.enabled = false: {reason}; call the API "
+                          "from the CLI or an HTTP client at 127.0.0.1, or enable security")
+        correlation_id = _correlation_id(_headers(scope).get("x-correlation-id"))
+        _log.info("request refused", command=scope["path"], tenant=None, code=error.code,
+                  status=403, reason=reason)
+        await _answer(send, 403, "application/json", _json(error.to_dict()),
+                      extra={"X-Correlation-ID": correlation_id})
 
     def _route_of(self, scope: Scope) -> str | None:
         """The path template of the API route that matches (bounded label values)."""
@@ -345,6 +376,23 @@ class ServeApp:
                       extra={"X-Correlation-ID": correlation_id, "Connection": "close"})
 
 
+def _loopback_host(host: str) -> bool:
+    """Whether a ``Host`` header names this machine by a loopback address or ``localhost``."""
+    import ipaddress
+
+    name = host.strip().lower()
+    if name.startswith("["):  # [v6]:port
+        name = name[1:].partition("]")[0]
+    elif name.count(":") == 1:  # name:port or v4:port
+        name = name.partition(":")[0]
+    if name in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
@@ -363,10 +411,13 @@ def _json(document: dict[str, Any]) -> bytes:
     return json.dumps(document, ensure_ascii=False, default=str).encode()
 
 
+#: A correlation id a client may choose, the API's rule (``api/server.py``): it goes into logs
+#: and back into a header, so no spaces, quotes or non-ASCII.
+CORRELATION_ID = re.compile(r"[A-Za-z0-9._:/@+=-]{1,128}")
+
+
 def _correlation_id(given: str | None) -> str:
-    if given and 0 < len(given) <= 200 and given.isprintable():
-        return given
-    return uuid7()
+    return given if given is not None and CORRELATION_ID.fullmatch(given) else uuid7()
 
 
 class _ReplayLoop(threading.Thread):

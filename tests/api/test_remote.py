@@ -376,3 +376,44 @@ def test_a_token_sent_in_clear_off_this_host_is_warned_about(elsewhere: dict[str
         near = cli("--server", url, "--token", "arb_abc_def", "--timeout", "0.2",
                    "agents", "list")
         assert warning not in near.stderr, (url, near)
+
+
+@pytest.mark.parametrize("correlation_id", ["café", "\u65e5\u672c"])
+def test_a_correlation_id_that_cannot_be_a_header_is_exit_2_not_an_internal_error(
+        sqlite_live: Live, elsewhere: dict[str, str], correlation_id: str):
+    """--correlation-id takes any printable text locally; over HTTP it is a header, which
+    carries ASCII only: one line, exit 2, never `internal error: UnicodeEncodeError` (70)."""
+    result = cli("--server", sqlite_live.url, "--token", sqlite_live.token,
+                 "--correlation-id", correlation_id, "whoami")
+    assert result.exit_code == 2, result
+    assert result.stderr.count("\n") == 1 and "correlation" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and sqlite_live.token not in result.stderr
+    ascii_id = cli("--server", sqlite_live.url, "--token", sqlite_live.token, "--json",
+                   "--correlation-id", "job-42/step:1", "whoami")
+    assert ascii_id.exit_code == 0, ascii_id
+    assert ascii_id.json()["meta"]["correlation_id"] == "job-42/step:1"
+
+
+def test_an_error_code_this_client_does_not_know_is_the_servers_not_a_client_bug(
+        elsewhere: dict[str, str]):
+    """A server of another version may answer a ``code`` this client has no class for: that is
+    the server's answer (exit 10, its message kept, in one line), not exit 70, which says
+    "a bug in this program"."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from tests.api.conftest import serve_app
+
+    async def answer(request: Request) -> Response:
+        return JSONResponse({"error": {"code": "quota_exceeded", "message": "over quota",
+                                       "exit_code": 12}}, status_code=418)
+
+    app = Starlette(routes=[Route("/{p:path}", answer, methods=["GET", "POST"])])
+    for url in serve_app(app):
+        for args in (["whoami"], ["agents", "show", "coder-1"]):
+            result = cli("--server", url, "--token", "arb_x_y", "--timeout", "2", *args)
+            assert result.exit_code == 10, (args, result)
+            assert result.stderr.count("\n") == 1 and "over quota" in result.stderr, result
+            assert "quota_exceeded" in result.stderr
