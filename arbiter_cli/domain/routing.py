@@ -438,7 +438,7 @@ def _best(keys: npt.NDArray[np.int64], keep: int) -> list[int]:
     import numpy as np
 
     size = keys.size
-    if size <= SORT_ALL_BELOW:  # one sort of a few hundred beats partition + sort
+    if size <= SORT_ALL_BELOW or size <= keep:  # one sort of a few hundred beats partition + sort
         ranked: list[int] = np.argsort(keys)[::-1][:keep].tolist()
         return ranked
     top = np.argpartition(keys, size - keep)[size - keep:]
