@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from arbiter_cli.domain import confidence
 from arbiter_cli.domain.confidence import win_probability
 
 DRAWS = 10_000
@@ -107,3 +108,30 @@ def test_deterministic_and_draw_free():
     rng = np.random.default_rng(3)
     a, b, base = posteriors(rng, 1)
     assert win_probability(a, b, base, 0.6) == win_probability(a.copy(), b.copy(), base, 0.6)
+
+
+def test_kept_grids_give_the_figures_of_fresh_ones():
+    """A decision whose candidates' grids are kept, all or some, gets the very same figure as
+    one that computes them all (the grids depend on (a, b) only)."""
+    rng = np.random.default_rng(8)
+    cases = [posteriors(rng, case) for case in range(40)]
+    confidence._grids.clear()
+    fresh = []
+    for a, b, base in cases:
+        fresh.append(win_probability(a, b, base, 0.6))
+        confidence._grids.clear()
+    for a, b, base in cases[::2]:  # some grids kept before the rest are asked for
+        win_probability(a[::2], b[::2], base[::2], 0.6)
+    assert [win_probability(a, b, base, 0.6) for a, b, base in cases] == fresh
+    assert [win_probability(a, b, base, 0.6) for a, b, base in cases] == fresh  # all kept
+
+
+def test_at_most_grids_posteriors_are_kept_the_oldest_dropped_first():
+    confidence._grids.clear()
+    a = 1.0 + np.arange(confidence.GRIDS + 30, dtype=np.float64)
+    for k in range(0, a.size, 10):
+        win_probability(a[k:k + 10], a[k:k + 10] + 0.5, np.zeros(a[k:k + 10].size), 0.6)
+    assert len(confidence._grids) == confidence.GRIDS
+    assert (a[-1], a[-1] + 0.5) in confidence._grids
+    assert (a[0], a[0] + 0.5) not in confidence._grids
+    assert all(not row.flags.writeable for row in confidence._grids.values())

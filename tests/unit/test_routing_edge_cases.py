@@ -196,6 +196,17 @@ def test_utilizations_one_millionth_apart_are_told_apart_before_the_id():
     assert ranked([0.5, 0.5], [0.200000, 0.200001]) == [0, 1]
 
 
+def test_keeping_more_than_a_large_pool_holds_returns_every_row_in_order():
+    """routing.record_candidates goes up to 1 000: above 256 rows the ranking partitions, and
+    a pool smaller than what is kept still comes back whole, best first."""
+    rng = np.random.default_rng(4)
+    scores, utilization = rng.random(300).round(6).tolist(), (rng.random(300) / 2).tolist()
+    everyone = ranked(scores, utilization, keep=1000)
+    assert sorted(everyone) == list(range(300))
+    assert everyone == sorted(range(300), key=lambda r: (-scores[r], utilization[r], r))
+    assert ranked(scores, utilization, keep=20) == everyone[:20]
+
+
 def test_scores_keep_their_order_up_to_the_cap_of_4_194303():
     assert ranked([4.194302, 4.194303], [0.1, 0.5]) == [1, 0]
 
