@@ -2,7 +2,8 @@
 
 Typer builds each command with these classes (``cls=``): a flag shows no ``<bool>`` type, and
 help text reflows to the terminal: the lines of a paragraph in a docstring are joined, so a
-summary never keeps the hard line breaks of the source. Only typer is imported here.
+summary never keeps the hard line breaks of the source. Their option values are coerced
+without pydantic where that is certain (``cli/coercion.py``). Only typer is imported here.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import inspect
 from typing import Any
 
 from typer.core import TyperCommand, TyperGroup
+
+from arbiter_cli.cli.coercion import lighten
 
 
 def reflow(text: str | None) -> str | None:
@@ -22,7 +25,9 @@ def reflow(text: str | None) -> str | None:
 
 
 def _without_bool_type(params: list[Any]) -> list[Any]:
-    """A flag takes no value: print no ``<bool>`` next to it (an empty metavar)."""
+    """A flag takes no value: print no ``<bool>`` next to it (an empty metavar). And every
+    value is coerced by ``cli/coercion.py`` (typer's completion options too)."""
+    lighten(params)
     for param in params:
         if getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""
