@@ -7,8 +7,6 @@ must return the same value of the same type, or fail with the same message.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -93,14 +91,3 @@ def test_light_and_typer_coercion_agree_on_numbers(index, value):
 def test_light_and_typer_coercion_agree_on_any_text(value):
     for _, param, ctx in PARAMS[:: max(1, len(PARAMS) // 40)]:
         _agree(param, ctx, value)
-
-
-def test_a_data_command_imports_no_pydantic(initialized, tmp_path):
-    code = ("import sys\nfrom arbiter_cli.cli.app import main\n"
-            "code = main(['agents', 'list', '--limit', '5', '--status', 'available'])\n"
-            "assert code == 0, code\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'pydantic_core')))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=False)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "[]"
