@@ -43,3 +43,19 @@ def test_route_task_starts_no_blas_threads_unless_asked(initialized):
     assert _probe(*route, env=env)[0] == 1
     if (os.cpu_count() or 1) > 1:
         assert _probe(*route, env={**env, "OPENBLAS_NUM_THREADS": "2"})[0] == 2
+
+
+def test_help_loads_no_markdown_and_rich_markdown_stays_importable():
+    """cli/helptext.load_rich_help: stand-ins for typer's help import only, then the real ones."""
+    code = ("import sys\nfrom arbiter_cli.cli.app import main\n"
+            "assert main(['agents', '--help']) == 0\n"
+            "heavy = sorted(m for m in ('rich.markdown', 'rich.traceback', 'rich.syntax', "
+            "'markdown_it', 'pygments') if m in sys.modules)\n"
+            "import rich.markdown, rich.traceback\n"
+            "real = rich.markdown.Markdown('*x*') is not None and "
+            "hasattr(rich.traceback.Traceback, 'from_exception')\n"
+            "print(heavy, real)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, env={**os.environ, "COLUMNS": "100"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[] True"
