@@ -2,7 +2,7 @@
 """CLI start-up, interleaved between builds: wall and CPU (user + sys) per call, median of N.
 
     scripts/bench_start.py --tree before=/work/wt-before --tree after=. --runs 9
-    scripts/bench_start.py --tree now=. agents-list route-task
+    scripts/bench_start.py --tree now=. agents-list route-task remote-agents-list
 
 Each tree needs its own .venv. Every tree runs in a scratch data and config directory of its
 own (init, 5 agents), removed afterwards; no ARBITER_* variable of the caller reaches the runs,
@@ -15,12 +15,17 @@ data command needs.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import resource
 import shutil
 import statistics
 import subprocess
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 COMMANDS = {
@@ -31,7 +36,9 @@ COMMANDS = {
     "agents-list": ["{arbiter}", "agents", "list"],
     "route-task-dry-run": ["{arbiter}", "route", "task", "--task-type", "code-editing", "--dry-run"],
     "route-task": ["{arbiter}", "route", "task", "--task-type", "code-editing"],
+    "remote-agents-list": ["{arbiter}", "agents", "list"],  # remote: see remote_environment
 }
+LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
 
 
 def environment(home: Path) -> dict[str, str]:
@@ -54,13 +61,44 @@ def run(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def seed(arbiter: str, env: dict[str, str]) -> None:
-    subprocess.run([arbiter, "init"], env=env, check=True, stdout=subprocess.DEVNULL)
+def seed(arbiter: str, env: dict[str, str]) -> str:
+    """init (its admin token is returned) and 5 agents."""
+    init = subprocess.run([arbiter, "--json", "init"], env=env, check=True, text=True,
+                          stdout=subprocess.PIPE)
+    token: str = json.loads(init.stdout)["admin_token"]
     for i in range(1, 6):
         subprocess.run([arbiter, "agents", "register", "--id", f"coder-{i}", "--name",
                         f"Coder {i}", "--model-family", "claude-3.5", "--task-type",
                         "code-editing", "--language", "Python", "--capacity", "1000"],
                        env=env, check=True, stdout=subprocess.DEVNULL)
+    return token
+
+
+@contextmanager
+def serving(arbiter: str, env: dict[str, str]) -> Iterator[str]:
+    """``arbiter serve --port 0`` on the tree's scratch store; its URL, then SIGTERM."""
+    server = subprocess.Popen([arbiter, "serve", "--port", "0"], env=env, text=True,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    try:
+        assert server.stderr is not None
+        for line in server.stderr:
+            found = LISTENING.search(line)
+            if found:
+                break
+        else:
+            raise SystemExit(f"arbiter serve did not start (exit {server.wait()})")
+        threading.Thread(target=server.stderr.read, daemon=True).start()  # drained
+        yield found.group(1)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def remote_environment(home: Path, url: str, token: str) -> dict[str, str]:
+    """A home with no database, configuration or credentials: the server and token only."""
+    (home / "config").mkdir(parents=True, exist_ok=True)
+    return {**environment(home), "ARBITER_SERVER": url, "ARBITER_TOKEN": token}
 
 
 def main() -> None:
@@ -76,28 +114,36 @@ def main() -> None:
     args.commands = args.commands or list(COMMANDS)
     scratch = Path(tempfile.mkdtemp(prefix="arbiter-start."))
     try:
-        trees = {}
-        for spec in args.tree:
-            name, _, path = spec.partition("=")
-            venv = Path(path).resolve() / ".venv" / "bin"
-            env = environment(scratch / name)
-            (scratch / name / "config").mkdir(parents=True)
-            seed(str(venv / "arbiter"), env)
-            trees[name] = ({"py": str(venv / "python"), "arbiter": str(venv / "arbiter")}, env)
-        print(f"{'command':22} {'tree':8} {'wall median':>12} {'CPU median':>11}"
-              f" {'wall min':>9}  (runs={args.runs}, interleaved)")
-        for command in args.commands:
-            results: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
-            for exe, env in trees.values():  # warm-up: bytecode, page cache
-                run([part.format(**exe) for part in COMMANDS[command]], env)
-            for _ in range(args.runs):
-                for name, (exe, env) in trees.items():
-                    results[name].append(run([p.format(**exe) for p in COMMANDS[command]], env))
-            for name, samples in results.items():
-                wall = [s[0] for s in samples]
-                cpu = [s[1] for s in samples]
-                print(f"{command:22} {name:8} {statistics.median(wall) * 1000:10.1f}ms"
-                      f" {statistics.median(cpu) * 1000:9.1f}ms {min(wall) * 1000:7.1f}ms")
+        with ExitStack() as servers:
+            trees = {}
+            for spec in args.tree:
+                name, _, path = spec.partition("=")
+                venv = Path(path).resolve() / ".venv" / "bin"
+                env = environment(scratch / name)
+                (scratch / name / "config").mkdir(parents=True)
+                token = seed(str(venv / "arbiter"), env)
+                exe = {"py": str(venv / "python"), "arbiter": str(venv / "arbiter")}
+                envs = {command: env for command in args.commands}
+                if "remote-agents-list" in args.commands:
+                    url = servers.enter_context(serving(exe["arbiter"], env))
+                    envs["remote-agents-list"] = remote_environment(scratch / f"{name}-remote", url,
+                                                                    token)
+                trees[name] = (exe, envs)
+            print(f"{'command':22} {'tree':8} {'wall median':>12} {'CPU median':>11}"
+                  f" {'wall min':>9}  (runs={args.runs}, interleaved)")
+            for command in args.commands:
+                results: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
+                for exe, envs in trees.values():  # warm-up: bytecode, page cache
+                    run([part.format(**exe) for part in COMMANDS[command]], envs[command])
+                for _ in range(args.runs):
+                    for name, (exe, envs) in trees.items():
+                        results[name].append(run([p.format(**exe) for p in COMMANDS[command]],
+                                                 envs[command]))
+                for name, samples in results.items():
+                    wall = [s[0] for s in samples]
+                    cpu = [s[1] for s in samples]
+                    print(f"{command:22} {name:8} {statistics.median(wall) * 1000:10.1f}ms"
+                          f" {statistics.median(cpu) * 1000:9.1f}ms {min(wall) * 1000:7.1f}ms")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import builtins
 import functools
 import inspect
+import sys
+import types
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -107,12 +109,38 @@ def _reading(method: Callable[..., Any]) -> Callable[..., Any]:
     return reading
 
 
+def _import_httpx() -> Any:
+    """``httpx``, without importing its command-line tool.
+
+    ``import httpx`` imports ``httpx._main`` (click, rich's Syntax and Progress, pygments)
+    whenever those are installed, as they are with arbiter: about a third of a remote
+    command's start-up CPU (docs/performance.md, Start-up). A stand-in serves that one import
+    and leaves ``sys.modules`` afterwards; ``httpx.main`` is the one name it provides.
+    """
+    if "httpx" not in sys.modules and "httpx._main" not in sys.modules:
+        stand_in = types.ModuleType("httpx._main")
+
+        def main() -> None:
+            raise RuntimeError("httpx's command-line tool is not loaded in arbiter")
+
+        stand_in.main = main  # type: ignore[attr-defined]
+        sys.modules["httpx._main"] = stand_in
+        try:
+            import httpx  # noqa: F401
+        finally:
+            if sys.modules.get("httpx._main") is stand_in:
+                del sys.modules["httpx._main"]
+    import httpx
+
+    return httpx
+
+
 class RemoteClient:
     """One command's connection to a server: keep-alive, the token, the correlation id."""
 
     def __init__(self, url: str, token: str | None, *, timeout_s: float,
                  correlation_id: str) -> None:
-        import httpx
+        httpx = _import_httpx()
 
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s

@@ -9,6 +9,7 @@ command runs (``cli/lazy.py``), and every heavy library inside the command that 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -185,6 +186,10 @@ def _asks_json(args: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app with ``standalone_mode=False`` and return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    # numpy's OpenBLAS starts a thread per core at import, which spins for a while: ≈ 60 ms of
+    # CPU per `route task` on 2 cores, for vectors of tens to thousands of numbers that BLAS
+    # never splits. One thread, unless the caller chose (docs/performance.md, Start-up).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     if args == ["--version"]:
         sys.stdout.write(f"arbiter {__version__}\n")
         return 0

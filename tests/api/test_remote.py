@@ -177,12 +177,14 @@ def test_an_unreachable_server_is_exit_10_within_the_timeout(elsewhere: dict[str
 
 
 def test_a_remote_command_imports_no_sql(sqlite_live: Live, elsewhere: dict[str, str]):
+    """Nor pydantic (cli/coercion.py) or httpx's command-line tool (click, pygments, rich's
+    Syntax: adapters/remote._import_httpx); ``httpx._main`` stays importable afterwards."""
     live = sqlite_live
     code = ("import sys\nfrom arbiter_cli.cli.app import main\n"
             f"rc = main(['--server', {live.url!r}, '--token', {live.token!r}, '--json', "
             "'agents', 'list'])\n"
             "print(rc, sorted(m for m in ('sqlalchemy', 'psycopg2', 'alembic', 'fastapi', "
-            "'uvicorn') if m in sys.modules))")
+            "'uvicorn', 'pydantic', 'click', 'pygments', 'rich.syntax') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, **elsewhere}, timeout=60, check=False)
     rc, modules = done.stdout.strip().splitlines()[-1].split(" ", 1)
@@ -417,3 +419,13 @@ def test_an_error_code_this_client_does_not_know_is_the_servers_not_a_client_bug
             assert result.exit_code == 10, (args, result)
             assert result.stderr.count("\n") == 1 and "over quota" in result.stderr, result
             assert "quota_exceeded" in result.stderr
+
+def test_httpx_keeps_its_command_line_tool_for_a_later_import():
+    code = ("import sys\nfrom arbiter_cli.adapters.remote import _import_httpx\n"
+            "httpx = _import_httpx()\nbefore = 'click' in sys.modules\n"
+            "import httpx._main\n"
+            "print(before, 'click' in sys.modules, hasattr(httpx._main, 'click'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True", "True"]

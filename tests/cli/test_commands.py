@@ -192,7 +192,8 @@ def test_help_imports_no_command_module():
         "arbiter_cli.cli.app", "arbiter_cli.cli.lazy", "arbiter_cli.cli.options",
         "arbiter_cli.cli.render", "arbiter_cli.cli.state",
         # the root's own options and help: small, typer and the standard library only
-        "arbiter_cli.cli.helptext", "arbiter_cli.cli.completion", "arbiter_cli.cli.cells"}
+        "arbiter_cli.cli.helptext", "arbiter_cli.cli.completion", "arbiter_cli.cli.cells",
+        "arbiter_cli.cli.coercion"}
 
 
 def test_help_lists_each_root_command_as_the_loaded_command_would(

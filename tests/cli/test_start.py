@@ -1,0 +1,61 @@
+"""What a data command loads and starts (SPEC §13.1, start-up; docs/performance.md)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import AGENT
+from tests.helpers import cli
+
+PROBE = ("import os, sys\nfrom arbiter_cli.cli.app import main\n"
+         "code = main(sys.argv[1:])\nassert code == 0, code\n"
+         "tasks = len(os.listdir('/proc/self/task')) if os.path.isdir('/proc/self/task') else 1\n"
+         "print(tasks, sorted(m for m in sys.modules if m.split('.')[0] in "
+         "('pydantic', 'pydantic_core')))")
+
+
+def _probe(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
+                          check=False, env=env)
+    assert done.returncode == 0, done.stderr
+    tasks, modules = done.stdout.strip().splitlines()[-1].split(" ", 1)
+    return int(tasks), modules
+
+
+def test_a_data_command_imports_no_pydantic(initialized):
+    """typer would build a pydantic TypeAdapter for --limit's 100 and --status (cli/coercion.py)."""
+    assert cli("agents", "register", *AGENT).exit_code == 0
+    assert _probe("agents", "list", "--limit", "5", "--status", "available")[1] == "[]"
+    assert _probe("route", "task", "--task-type", "code-editing", "--dry-run")[1] == "[]"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_route_task_starts_no_blas_threads_unless_asked(initialized):
+    """numpy's OpenBLAS would start a spinning thread per core; the caller's choice stays."""
+    assert cli("agents", "register", *AGENT).exit_code == 0
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    route = ("route", "task", "--task-type", "code-editing", "--dry-run")
+    assert _probe(*route, env=env)[0] == 1
+    if (os.cpu_count() or 1) > 1:
+        assert _probe(*route, env={**env, "OPENBLAS_NUM_THREADS": "2"})[0] == 2
+
+
+def test_help_loads_no_markdown_and_rich_markdown_stays_importable():
+    """cli/helptext.load_rich_help: stand-ins for typer's help import only, then the real ones."""
+    code = ("import sys\nfrom arbiter_cli.cli.app import main\n"
+            "assert main(['agents', '--help']) == 0\n"
+            "heavy = sorted(m for m in ('rich.markdown', 'rich.traceback', 'rich.syntax', "
+            "'markdown_it', 'pygments') if m in sys.modules)\n"
+            "import rich.markdown, rich.traceback\n"
+            "real = rich.markdown.Markdown('*x*') is not None and "
+            "hasattr(rich.traceback.Traceback, 'from_exception')\n"
+            "print(heavy, real)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, env={**os.environ, "COLUMNS": "100"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[] True"
