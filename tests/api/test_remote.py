@@ -420,6 +420,7 @@ def test_an_error_code_this_client_does_not_know_is_the_servers_not_a_client_bug
             assert result.stderr.count("\n") == 1 and "over quota" in result.stderr, result
             assert "quota_exceeded" in result.stderr
 
+
 def test_httpx_keeps_its_command_line_tool_for_a_later_import():
     code = ("import sys\nfrom arbiter_cli.adapters.remote import _import_httpx\n"
             "httpx = _import_httpx()\nbefore = 'click' in sys.modules\n"
