@@ -111,6 +111,9 @@ class Api:
         if status == 500:  # the answer says nothing: the log has what happened
             log.get_logger().error("request failed", command=command, tenant=tenant,
                                    code=exc.code, status=status, error=exc.message)
+        elif status == 503:  # nor does an outage's: the reason is the operator's to see
+            log.get_logger().warning("request unavailable", command=command, tenant=tenant,
+                                     code=exc.code, status=status, error=exc.message)
         else:
             log.get_logger().info("request refused", command=command, tenant=tenant,
                                   code=exc.code, status=status)
