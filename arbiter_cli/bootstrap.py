@@ -460,6 +460,54 @@ def replay_pending(settings: Settings, *, budget_s: float | None) -> dict[str, A
         app.close()
 
 
+class Replayer:
+    """``serve``'s replay pass (its replay thread's only): ``replay_pending`` when the journal
+    of ``database.url`` holds pending entries, else nothing.
+
+    ``replay_pending`` builds an app (a new engine, a connection, the replay lock) every
+    ``serve.replay_interval``; with an empty journal, which is the usual case, that was the
+    serve process's own CPU for nothing. Here one journal connection stays open (only this
+    thread uses it) and a count of its pending entries decides; entries other processes of the
+    host journaled are seen at the next pass, as before. A SQLite primary has no journal."""
+
+    def __init__(self) -> None:
+        self._journal: Any = None
+        self._key: tuple[str, str] | None = None
+
+    def __call__(self, settings: Settings, budget_s: float | None) -> dict[str, Any]:
+        from arbiter_cli.adapters.sql.engine import backend_of
+
+        if backend_of(settings.database_url) != "postgres":
+            return {"applied": 0, "conflicts": 0, "remaining": 0, "stopped": None}
+        if self._waiting(settings) == 0:
+            return {"applied": 0, "conflicts": 0, "remaining": 0, "stopped": None}
+        return replay_pending(settings, budget_s=budget_s)
+
+    def _waiting(self, settings: Settings) -> int | None:
+        """Pending entries, or None when the journal cannot be read here (the full pass
+        then runs and reports why)."""
+        import sqlite3
+
+        from arbiter_cli.resilience.journal import open_journal
+
+        key = (str(settings.paths.data_dir), settings.database_url)
+        try:
+            if self._journal is None or self._key != key:
+                self.close()
+                self._journal = open_journal(settings.paths.data_dir, settings.database_url,
+                                             max_entries=settings.resilience.journal.max_entries)
+                self._key = key
+            return int(self._journal.pending())
+        except (OSError, sqlite3.Error, StorageUnavailable):
+            self.close()
+            return None
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+
 # ---------------------------------------------------------------------------- scratch stores
 # ``bench`` and ``soak`` run on a scratch store, never a live database or tenant:
 # - ``memory``: a fresh in-memory store;

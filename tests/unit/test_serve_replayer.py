@@ -1,0 +1,68 @@
+"""serve's replay pass (bootstrap.Replayer): the full replay only when the journal holds work.
+
+``arbiter serve`` replays every ``serve.replay_interval`` (1 s). Each pass used to build an app
+(an engine, the replay lock, the journal opened and closed) even with nothing journaled, which
+was most of the serve process's own CPU between requests (bench --workload api, py-spy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from arbiter_cli import bootstrap
+from arbiter_cli.config import Settings, load_settings
+from arbiter_cli.resilience.journal import open_journal
+
+PG = "postgresql+psycopg2://nobody@127.0.0.1:1/nowhere"
+
+
+def settings_for(tmp_path: Path, url: str) -> Settings:
+    return load_settings(environ={"ARBITER_DATA_DIR": str(tmp_path / "data"),
+                                  "ARBITER_CONFIG_DIR": str(tmp_path / "config"),
+                                  "ARBITER_DATABASE__URL": url})
+
+
+@pytest.fixture
+def passes(monkeypatch: pytest.MonkeyPatch) -> list[float | None]:
+    calls: list[float | None] = []
+
+    def full(settings: Settings, *, budget_s: float | None) -> dict[str, Any]:
+        calls.append(budget_s)
+        return {"applied": 1, "conflicts": 0, "remaining": 0, "stopped": None}
+
+    monkeypatch.setattr(bootstrap, "replay_pending", full)
+    return calls
+
+
+def test_an_empty_journal_costs_no_replay(tmp_path: Path, passes: list[float | None]) -> None:
+    replayer = bootstrap.Replayer()
+    settings = settings_for(tmp_path, PG)
+    for _ in range(3):
+        assert replayer(settings, 5.0) == {"applied": 0, "conflicts": 0, "remaining": 0,
+                                           "stopped": None}
+    replayer.close()
+    assert passes == []
+
+
+def test_a_pending_entry_another_process_journaled_is_replayed(
+        tmp_path: Path, passes: list[float | None]) -> None:
+    replayer = bootstrap.Replayer()
+    settings = settings_for(tmp_path, PG)
+    assert replayer(settings, 5.0)["applied"] == 0  # its journal is open from here on
+    other = open_journal(settings.paths.data_dir, settings.database_url, max_entries=100)
+    other.append(op_id="op-1", tenant="default", kind="agents.heartbeat",
+                 principal={"tenant": "default", "role": "admin"}, args={"agent_id": "a"})
+    other.close()
+    assert replayer(settings, 5.0)["applied"] == 1
+    replayer.close()
+    assert passes == [5.0]
+
+
+def test_a_sqlite_primary_has_no_journal_to_replay(tmp_path: Path,
+                                                   passes: list[float | None]) -> None:
+    settings = settings_for(tmp_path, f"sqlite:///{tmp_path / 'arbiter.db'}")
+    assert bootstrap.Replayer()(settings, 5.0)["applied"] == 0
+    assert passes == []
+    assert not (tmp_path / "data" / "resilience").exists()
