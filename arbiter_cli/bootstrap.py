@@ -13,9 +13,11 @@ only what they run. Module-level imports here are the cheap ones every command n
 from __future__ import annotations
 
 import io
+import os
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
 from arbiter_cli.config import Settings
 from arbiter_cli.dburl import render
@@ -337,10 +339,32 @@ def serving_app(settings: Settings, engine: Engine, *, correlation_id: str,
 
         app.resilience = Resilience(settings=settings, url=settings.database_url,
                                     primary=engine, clock=clock,
-                                    engine_for=lambda url: sql_engine(settings, url))
+                                    engine_for=lambda url: sql_engine(settings, url),
+                                    pending_of=pending_probe(settings))
         app.resilience.correlation_id = correlation_id
         app._closers.append(app.resilience.close)
     return app
+
+
+_probes: dict[tuple[int, str, str], Any] = {}
+_probes_lock = threading.Lock()
+
+
+def pending_probe(settings: Settings) -> Callable[[str], int | None]:
+    """This process's ``journal.PendingProbe`` for ``database.url`` (thread-safe, kept open):
+    a request's write asks it instead of opening the journal itself. Keyed by the process id
+    too: a forked child never uses its parent's SQLite connection."""
+    from arbiter_cli.resilience.journal import PendingProbe
+
+    data_dir = settings.paths.data_dir
+    key = (os.getpid(), str(data_dir), settings.database_url)
+    with _probes_lock:
+        probe = _probes.get(key)
+        if probe is None:
+            probe = _probes[key] = PendingProbe(
+                data_dir, settings.database_url,
+                max_entries=settings.resilience.journal.max_entries)
+        return cast("Callable[[str], int | None]", probe)
 
 
 @dataclass

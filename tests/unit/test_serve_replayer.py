@@ -66,3 +66,31 @@ def test_a_sqlite_primary_has_no_journal_to_replay(tmp_path: Path,
     assert bootstrap.Replayer()(settings, 5.0)["applied"] == 0
     assert passes == []
     assert not (tmp_path / "data" / "resilience").exists()
+
+
+def test_the_pending_probe_sees_what_other_connections_journal_per_tenant(
+        tmp_path: Path) -> None:
+    """serve's writes ask the process's probe how many of their tenant's entries wait (to keep
+    their order behind them, SPEC §7); it must see each entry as soon as it is committed."""
+    from arbiter_cli.resilience.journal import PendingProbe
+
+    settings = settings_for(tmp_path, PG)
+    probe = PendingProbe(settings.paths.data_dir, settings.database_url, max_entries=100)
+    assert probe("default") == 0
+    other = open_journal(settings.paths.data_dir, settings.database_url, max_entries=100)
+    seq = other.append(op_id="op-1", tenant="default", kind="agents.heartbeat",
+                       principal={"tenant": "default", "role": "admin"}, args={"agent_id": "a"})
+    assert probe("default") == 1 and probe("other") == 0
+    other.applied(seq)
+    assert probe("default") == 0
+    other.close()
+    probe.close()
+
+
+def test_a_probe_that_cannot_open_the_journal_says_so(tmp_path: Path) -> None:
+    from arbiter_cli.resilience.journal import PendingProbe
+
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    probe = PendingProbe(blocked / "data", PG, max_entries=100)  # a folder under a file
+    assert probe("default") is None  # the write then opens its own journal, which says why
