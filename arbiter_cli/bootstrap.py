@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from arbiter_cli.domain.results import Bootstrap
     from arbiter_cli.observability.progress import Tracker
     from arbiter_cli.observability.runtime import Telemetry
+    from arbiter_cli.resilience.breaker import FileBreaker
     from arbiter_cli.resilience.gateway import Durability, Resilience
     from arbiter_cli.resilience.replay import Primary
     from arbiter_cli.resilience.services import Sides
@@ -340,7 +341,8 @@ def serving_app(settings: Settings, engine: Engine, *, correlation_id: str,
         app.resilience = Resilience(settings=settings, url=settings.database_url,
                                     primary=engine, clock=clock,
                                     engine_for=lambda url: sql_engine(settings, url),
-                                    pending_of=pending_probe(settings))
+                                    pending_of=pending_probe(settings),
+                                    _breaker=process_breaker(settings))
         app.resilience.correlation_id = correlation_id
         app._closers.append(app.resilience.close)
     return app
@@ -365,6 +367,24 @@ def pending_probe(settings: Settings) -> Callable[[str], int | None]:
                 data_dir, settings.database_url,
                 max_entries=settings.resilience.journal.max_entries)
         return cast("Callable[[str], int | None]", probe)
+
+
+_breakers: dict[tuple[Any, ...], Any] = {}
+
+
+def process_breaker(settings: Settings) -> FileBreaker:
+    """The host's breaker of ``database.url`` as one object per process: it holds nothing
+    but its path, configuration and clock (its state is the shared file, read under the file
+    lock on each call), so every request's Resilience can use it; building it parsed the URL
+    and hashed it on every request."""
+    from arbiter_cli.resilience.breaker import breaker_for
+
+    key = (str(settings.paths.data_dir), settings.database_url, settings.breaker.fail_max,
+           settings.breaker.reset_timeout, settings.database.command_timeout)
+    breaker = _breakers.get(key)
+    if breaker is None:
+        breaker = _breakers[key] = breaker_for(settings)
+    return cast("FileBreaker", breaker)
 
 
 @dataclass

@@ -94,3 +94,26 @@ def test_a_probe_that_cannot_open_the_journal_says_so(tmp_path: Path) -> None:
     blocked.write_text("")
     probe = PendingProbe(blocked / "data", PG, max_entries=100)  # a folder under a file
     assert probe("default") is None  # the write then opens its own journal, which says why
+
+
+def test_requests_share_the_process_breaker_and_still_see_its_shared_state(
+        tmp_path: Path) -> None:
+    """serving_app hands each request's Resilience the process's FileBreaker (it holds only
+    its path and configuration): an open breaker written by any process refuses them all."""
+    from arbiter_cli.errors import StorageUnavailable
+    from arbiter_cli.resilience.breaker import breaker_for
+
+    settings = settings_for(tmp_path, PG)
+    engine = bootstrap.sql_engine(settings)
+    first = bootstrap.serving_app(settings, engine, correlation_id="a")
+    second = bootstrap.serving_app(settings, engine, correlation_id="b")
+    assert first.resilience is not None and second.resilience is not None
+    assert first.resilience.breaker is second.resilience.breaker
+    other = breaker_for(settings)  # another process's view of the same file
+    for _ in range(settings.breaker.fail_max):
+        other.failure(other.allow())
+    with pytest.raises(StorageUnavailable):
+        second.resilience.breaker.allow()
+    first.close()
+    second.close()
+    engine.dispose()
