@@ -13,9 +13,11 @@ only what they run. Module-level imports here are the cheap ones every command n
 from __future__ import annotations
 
 import io
+import os
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
 from arbiter_cli.config import Settings
 from arbiter_cli.dburl import render
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from arbiter_cli.domain.results import Bootstrap
     from arbiter_cli.observability.progress import Tracker
     from arbiter_cli.observability.runtime import Telemetry
+    from arbiter_cli.resilience.breaker import FileBreaker
     from arbiter_cli.resilience.gateway import Durability, Resilience
     from arbiter_cli.resilience.replay import Primary
     from arbiter_cli.resilience.services import Sides
@@ -337,10 +340,51 @@ def serving_app(settings: Settings, engine: Engine, *, correlation_id: str,
 
         app.resilience = Resilience(settings=settings, url=settings.database_url,
                                     primary=engine, clock=clock,
-                                    engine_for=lambda url: sql_engine(settings, url))
+                                    engine_for=lambda url: sql_engine(settings, url),
+                                    pending_of=pending_probe(settings),
+                                    _breaker=process_breaker(settings))
         app.resilience.correlation_id = correlation_id
         app._closers.append(app.resilience.close)
     return app
+
+
+_probes: dict[tuple[int, str, str], Any] = {}
+_probes_lock = threading.Lock()
+
+
+def pending_probe(settings: Settings) -> Callable[[str], int | None]:
+    """This process's ``journal.PendingProbe`` for ``database.url`` (thread-safe, kept open):
+    a request's write asks it instead of opening the journal itself. Keyed by the process id
+    too: a forked child never uses its parent's SQLite connection."""
+    from arbiter_cli.resilience.journal import PendingProbe
+
+    data_dir = settings.paths.data_dir
+    key = (os.getpid(), str(data_dir), settings.database_url)
+    with _probes_lock:
+        probe = _probes.get(key)
+        if probe is None:
+            probe = _probes[key] = PendingProbe(
+                data_dir, settings.database_url,
+                max_entries=settings.resilience.journal.max_entries)
+        return cast("Callable[[str], int | None]", probe)
+
+
+_breakers: dict[tuple[Any, ...], Any] = {}
+
+
+def process_breaker(settings: Settings) -> FileBreaker:
+    """The host's breaker of ``database.url`` as one object per process: it holds nothing
+    but its path, configuration and clock (its state is the shared file, read under the file
+    lock on each call), so every request's Resilience can use it; building it parsed the URL
+    and hashed it on every request."""
+    from arbiter_cli.resilience.breaker import breaker_for
+
+    key = (str(settings.paths.data_dir), settings.database_url, settings.breaker.fail_max,
+           settings.breaker.reset_timeout, settings.database.command_timeout)
+    breaker = _breakers.get(key)
+    if breaker is None:
+        breaker = _breakers[key] = breaker_for(settings)
+    return cast("FileBreaker", breaker)
 
 
 @dataclass
@@ -458,6 +502,54 @@ def replay_pending(settings: Settings, *, budget_s: float | None) -> dict[str, A
         return replay(app.resilience, replay_services(settings, app.engine), budget_s=budget_s)
     finally:
         app.close()
+
+
+class Replayer:
+    """``serve``'s replay pass (its replay thread's only): ``replay_pending`` when the journal
+    of ``database.url`` holds pending entries, else nothing.
+
+    ``replay_pending`` builds an app (a new engine, a connection, the replay lock) every
+    ``serve.replay_interval``; with an empty journal, which is the usual case, that was the
+    serve process's own CPU for nothing. Here one journal connection stays open (only this
+    thread uses it) and a count of its pending entries decides; entries other processes of the
+    host journaled are seen at the next pass, as before. A SQLite primary has no journal."""
+
+    def __init__(self) -> None:
+        self._journal: Any = None
+        self._key: tuple[str, str] | None = None
+
+    def __call__(self, settings: Settings, budget_s: float | None) -> dict[str, Any]:
+        from arbiter_cli.adapters.sql.engine import backend_of
+
+        if backend_of(settings.database_url) != "postgres":
+            return {"applied": 0, "conflicts": 0, "remaining": 0, "stopped": None}
+        if self._waiting(settings) == 0:
+            return {"applied": 0, "conflicts": 0, "remaining": 0, "stopped": None}
+        return replay_pending(settings, budget_s=budget_s)
+
+    def _waiting(self, settings: Settings) -> int | None:
+        """Pending entries, or None when the journal cannot be read here (the full pass
+        then runs and reports why)."""
+        import sqlite3
+
+        from arbiter_cli.resilience.journal import open_journal
+
+        key = (str(settings.paths.data_dir), settings.database_url)
+        try:
+            if self._journal is None or self._key != key:
+                self.close()
+                self._journal = open_journal(settings.paths.data_dir, settings.database_url,
+                                             max_entries=settings.resilience.journal.max_entries)
+                self._key = key
+            return int(self._journal.pending())
+        except (OSError, sqlite3.Error, StorageUnavailable):
+            self.close()
+            return None
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
 
 
 # ---------------------------------------------------------------------------- scratch stores

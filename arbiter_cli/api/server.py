@@ -111,6 +111,9 @@ class Api:
         if status == 500:  # the answer says nothing: the log has what happened
             log.get_logger().error("request failed", command=command, tenant=tenant,
                                    code=exc.code, status=status, error=exc.message)
+        elif status == 503:  # nor does an outage's: the reason is the operator's to see
+            log.get_logger().warning("request unavailable", command=command, tenant=tenant,
+                                     code=exc.code, status=status, error=exc.message)
         else:
             log.get_logger().info("request refused", command=command, tenant=tenant,
                                   code=exc.code, status=status)
@@ -149,6 +152,23 @@ def flag_of(value: Any, name: str) -> bool:
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     raise fail(name, "type", "must be true or false")
+
+
+#: How a body field of the wrong type is described (``typed``).
+KIND_WORDS: dict[type, str] = {str: "must be a string", bool: "must be true or false"}
+
+
+def typed(value: Any, name: str, kind: type, *, required: str | None = None) -> Any:
+    """A body field's ``value`` if it is a ``kind``; None if absent and optional. Otherwise
+    the 400 the services would give: rule ``required`` (with the hint ``required``) for a
+    field that must be there, ``type`` for an optional one of the wrong type."""
+    if isinstance(value, kind):
+        return value
+    if required is not None:
+        raise fail(name, "required", required)
+    if value is not None:
+        raise fail(name, "type", KIND_WORDS[kind])
+    return None
 
 
 def listed(items: list[Doc], next_cursor: str | None, **more: Any) -> Doc:
@@ -312,12 +332,8 @@ def _agents(app: FastAPI, api: Api) -> None:
     def set_status(request: Request, agent_id: str, body: dict[str, Any] = Body(...)
                    ) -> JSONResponse:
         def work(app_: App, who: Principal) -> tuple[Doc, Doc]:
-            status = body.get("status")
-            if not isinstance(status, str):
-                raise fail("status", "required", "give the new status")
-            reason = body.get("reason")
-            if reason is not None and not isinstance(reason, str):
-                raise fail("reason", "type", "must be a string")
+            status = typed(body.get("status"), "status", str, required="give the new status")
+            reason = typed(body.get("reason"), "reason", str)
             return app_.agents.set_status(who, agent_id, status, reason).to_dict(), COMMITTED
 
         return api.run(request, "agents status", work)
@@ -334,9 +350,8 @@ def _agents(app: FastAPI, api: Api) -> None:
         from arbiter_cli.domain.agents import TaskResult
 
         def work(app_: App, who: Principal) -> tuple[Doc, Doc]:
-            success = body.get("success")
-            if not isinstance(success, bool):
-                raise fail("success", "required", "give success: true or false")
+            success = typed(body.get("success"), "success", bool,
+                            required="give success: true or false")
             result = TaskResult.parse(success=success, quality=body.get("quality"),
                                       latency_ms=body.get("latency_ms"),
                                       task_type=body.get("task_type"),
@@ -358,8 +373,7 @@ def _routing(app: FastAPI, api: Api) -> None:
             strategy = raw.pop("strategy", None)
             seed = raw.pop("seed", None)
             dry_run = flag_of(raw.pop("dry_run", None), "dry_run")
-            if strategy is not None and not isinstance(strategy, str):
-                raise fail("strategy", "type", "must be a string")
+            typed(strategy, "strategy", str)
             routed = app_.routing.route(who, raw, strategy=strategy, seed=seed, dry_run=dry_run,
                                         correlation_id=app_.correlation_id)
             document = routed.decision.to_dict()
@@ -378,13 +392,9 @@ def _routing(app: FastAPI, api: Api) -> None:
         from arbiter_cli.domain.routing import Outcome
 
         def work(app_: App, who: Principal) -> tuple[Doc, Doc]:
-            success = body.get("success")
-            if success is not None and not isinstance(success, bool):
-                raise fail("success", "type", "must be true or false")
-            decision_id, task_id = body.get("decision_id"), body.get("task_id")
-            for name, value in (("decision_id", decision_id), ("task_id", task_id)):
-                if value is not None and not isinstance(value, str):
-                    raise fail(name, "type", "must be a string")
+            success = typed(body.get("success"), "success", bool)
+            decision_id = typed(body.get("decision_id"), "decision_id", str)
+            task_id = typed(body.get("task_id"), "task_id", str)
             result = Outcome.parse(success=success, quality=body.get("quality"),
                                    latency_ms=body.get("latency_ms"), tokens=body.get("tokens"),
                                    error=body.get("error"))
@@ -453,10 +463,9 @@ def _security(app: FastAPI, api: Api) -> None:
                     seconds = parse_duration(str(expires_in))
                 except ValueError as exc:
                     raise fail("expires_in", "duration", str(exc)) from None
-            for name in ("role", "name"):
-                if not isinstance(body.get(name), str):
-                    raise fail(name, "required", f"give {name}")
-            issued = app_.security.issue(who, role=body["role"], name=body["name"],
+            role = typed(body.get("role"), "role", str, required="give role")
+            name = typed(body.get("name"), "name", str, required="give name")
+            issued = app_.security.issue(who, role=role, name=name,
                                          expires_in_s=seconds, rate=body.get("rate"),
                                          burst=body.get("burst"))
             return issued.to_dict(), COMMITTED
@@ -493,18 +502,6 @@ def _security(app: FastAPI, api: Api) -> None:
 
     @app.get("/v1/audit/verify", tags=["security"], responses=responses(schema.OBJECT))
     def audit_verify(request: Request, expect_head: str | None = None) -> JSONResponse:
-        from arbiter_cli.errors import CheckFailed
-
-        def work(app_: App, who: Principal) -> tuple[Doc, Doc]:
-            verdict = app_.security.verify(who, expect_head)
-            document = {"ok": verdict.ok, "events": verdict.events, "head": verdict.head,
-                        "head_seq": verdict.head_seq, "head_hash": verdict.head_hash,
-                        "keyed": bool(api.settings.security.audit_key),
-                        "first_bad_seq": verdict.first_bad_seq, "reason": verdict.reason}
-            if not verdict.ok:
-                raise CheckFailed(f"audit chain broken at seq {verdict.first_bad_seq}: "
-                                  f"{verdict.reason} (last good head {verdict.head})",
-                                  details=document)
-            return document, {}
-
-        return api.run(request, "audit verify", work)
+        keyed = bool(api.settings.security.audit_key)
+        return api.run(request, "audit verify", lambda app_, who: (
+            app_.security.verify(who, expect_head).document(keyed=keyed), {}))

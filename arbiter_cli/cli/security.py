@@ -14,7 +14,6 @@ from arbiter_cli.cli.inputs import parse_since
 from arbiter_cli.cli.options import CursorOpt, JsonOpt, LimitOpt, SinceOpt, TokenOpt, state_of
 from arbiter_cli.cli.setup import save_new_token
 from arbiter_cli.domain.validation import fail, integer
-from arbiter_cli.errors import CheckFailed
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -284,12 +283,6 @@ def audit_verify(
     """
     state = state_of(ctx)
     verdict = state.app().security.verify(state.principal(), expect_head)
-    document = {"ok": verdict.ok, "events": verdict.events, "head": verdict.head,
-                "head_seq": verdict.head_seq, "head_hash": verdict.head_hash,
-                "keyed": bool(state.settings.security.audit_key),
-                "first_bad_seq": verdict.first_bad_seq, "reason": verdict.reason}
-    if not verdict.ok:
-        raise CheckFailed(f"audit chain broken at seq {verdict.first_bad_seq}: {verdict.reason} "
-                          f"(last good head {verdict.head})", details=document)
+    document = verdict.document(keyed=bool(state.settings.security.audit_key))
     render.emit(state, document, lambda c: c.print(
         f"audit chain intact: {verdict.events} events, head {verdict.head}"))

@@ -205,14 +205,14 @@ def worker_app(settings: Settings, correlation_id: str, secrets: list[str]) -> A
 
 def _build(settings: Settings, telemetry: Telemetry) -> tuple[Server, _Api]:
     """The composition of one serving process: the API on a shared engine, inside serve's app."""
-    from arbiter_cli.bootstrap import replay_pending, sql_engine
+    from arbiter_cli.bootstrap import Replayer, sql_engine
     from arbiter_cli.observability.metrics import Metrics
     from arbiter_cli.tools.serve import Server
 
     metrics = Metrics()
     api = _Api(settings, telemetry, metrics)
     server = Server(settings, telemetry, metrics, api=api, engine=sql_engine,
-                    replay=lambda given, budget_s: replay_pending(given, budget_s=budget_s))
+                    replay=Replayer())
     return server, api
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from arbiter_cli.domain.agents import rfc3339
 from arbiter_cli.domain.principal import ROLES, Principal
 from arbiter_cli.domain.validation import fail
-from arbiter_cli.errors import Forbidden, Unauthenticated
+from arbiter_cli.errors import CheckFailed, Forbidden, Unauthenticated
 
 TOKEN_RE = re.compile(r"arb_([a-z0-9]{12})_([A-Za-z0-9_-]{43,})")
 TOKEN_ID_RE = re.compile(r"^[a-z0-9]{12}$")
@@ -291,6 +291,17 @@ class Verdict:
     def head(self) -> str:
         """``SEQ:HASH`` of the last event that verified (``0:000…0`` for none)."""
         return f"{self.head_seq}:{self.head_hash}"
+
+    def document(self, *, keyed: bool) -> dict[str, Any]:
+        """The ``audit verify`` document (CLI and API alike); ``CheckFailed`` (exit 1, HTTP
+        409) carrying it when the chain is broken."""
+        document = {"ok": self.ok, "events": self.events, "head": self.head,
+                    "head_seq": self.head_seq, "head_hash": self.head_hash, "keyed": keyed,
+                    "first_bad_seq": self.first_bad_seq, "reason": self.reason}
+        if not self.ok:
+            raise CheckFailed(f"audit chain broken at seq {self.first_bad_seq}: {self.reason} "
+                              f"(last good head {self.head})", details=document)
+        return document
 
 
 def verify(events: Iterable[AuditEvent | Undecodable], anchor: Anchor | None = None,

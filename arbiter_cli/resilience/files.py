@@ -20,6 +20,7 @@ entries signed with it). ``OpenSSH``'s ``StrictModes`` makes the same check.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -91,7 +92,9 @@ def private_sqlite(path: Path, *, top: Path | None = None) -> Path:
     private_file(path)
     for suffix in ("-wal", "-shm"):
         companion = Path(f"{path}{suffix}")
-        if companion.exists():
+        # The last connection to close deletes its companions: one that is gone by the time
+        # it is looked at needs nothing (SQLite makes the next with the database's own mode).
+        with contextlib.suppress(FileNotFoundError):
             _tighten(companion, FILE_MODE)
     return path
 

@@ -103,6 +103,9 @@ class Resilience:
     #: The folder whose journal this replays, when not ``database.url``'s own
     #: (``journal replay --from KEY``, identity.py); its entries go to ``primary``.
     folder: Path | None = None
+    #: A cheaper count of a tenant's pending entries than opening this command's own journal
+    #: (``serve``: one per process, ``journal.PendingProbe``); None when it cannot tell.
+    pending_of: Callable[[str], int | None] | None = None
     _journal: Journal | None = None
     _local_engine: Engine | None = None
     _breaker: FileBreaker | None = None
@@ -254,7 +257,9 @@ class Resilience:
         ``database.per_item_timeout`` each. The result says what became of the write.
         """
         op = OpContext(op_id=uuid7(), tenant=principal.tenant, kind=str(kind), now=self.clock)
-        waiting = self.journal.pending(principal.tenant)
+        waiting = self.pending_of(principal.tenant) if self.pending_of is not None else None
+        if waiting is None:
+            waiting = self.journal.pending(principal.tenant)
         if waiting == 0:
             written = Written()
             noting = current_written.set(written)

@@ -20,9 +20,10 @@ import hmac
 import json
 import math
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -379,6 +380,43 @@ def _loads(text: Any) -> dict[str, Any]:
     except (TypeError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+class PendingProbe:
+    """How many entries of a tenant wait in the journal of ``url`` on this host, for every
+    thread of one process (``arbiter serve``): one connection, kept open, used under a lock.
+
+    A write asks this before it runs (``Resilience.write``); opening the journal for it on every
+    request cost more CPU than the rest of the request's wiring together. The count is what a
+    fresh connection would read (autocommit: each statement sees what other connections and
+    processes committed). ``None`` when the journal cannot be opened or read here: the caller
+    then opens its own, which reports why."""
+
+    def __init__(self, data_dir: Path, url: str, *, max_entries: int) -> None:
+        self._data_dir, self._url, self._max_entries = data_dir, url, max_entries
+        self._journal: Journal | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, tenant: str) -> int | None:
+        with self._lock:
+            try:
+                if self._journal is None:
+                    self._journal = open_journal(self._data_dir, self._url,
+                                                 max_entries=self._max_entries)
+                return self._journal.pending(tenant)
+            except (OSError, sqlite3.Error, StorageUnavailable):
+                self._close()
+                return None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        if self._journal is not None:
+            with suppress(sqlite3.Error):
+                self._journal.close()
+            self._journal = None
 
 
 def open_for(settings: Any) -> Journal | None:

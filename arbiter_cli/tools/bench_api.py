@@ -29,6 +29,7 @@ from arbiter_cli.observability.progress import Tracker
 
 Log = Callable[[str], None]
 LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
+MAX_WARNINGS = 10  # distinct warning events of serve kept in the result
 SERVICES = "(arbiter_cli/services/"  # a sample with a frame of a service is the services' CPU
 
 
@@ -50,6 +51,13 @@ rng = random.Random(worker)
 task = {"task_type": "code-editing", "languages": ["TypeScript"]}
 samples = {"route": [], "outcome": [], "e2e": []}
 errors = {}
+def failed(op, answer):  # "route 503 storage_unavailable": the status and the error's code
+    try:
+        code = answer.json()["error"]["code"]
+    except Exception:
+        code = "-"
+    key = f"{op} {answer.status_code} {code}"
+    errors[key] = errors.get(key, 0) + 1
 with httpx.Client(base_url=job["url"], timeout=30,
                   headers={"Authorization": "Bearer " + job["token"]}) as client:
     warm = client.post("/v1/route", json={**task, "task_id": f"w{worker}-warm-up"})
@@ -66,14 +74,14 @@ with httpx.Client(base_url=job["url"], timeout=30,
         t1 = time.perf_counter_ns()
         n += 1
         if routed.status_code != 200:
-            errors[f"route {routed.status_code}"] = errors.get(f"route {routed.status_code}", 0) + 1
+            failed("route", routed)
             continue
         told = client.post("/v1/outcomes", json={"decision_id": routed.json()["decision_id"],
                                                  "success": rng.random() < 0.8,
                                                  "quality": rng.random()})
         t2 = time.perf_counter_ns()
         if told.status_code != 200:
-            errors[f"outcome {told.status_code}"] = errors.get(f"outcome {told.status_code}", 0) + 1
+            failed("outcome", told)
             continue
         samples["route"].append(t1 - t0); samples["outcome"].append(t2 - t1)
         samples["e2e"].append(t2 - t0)
@@ -94,6 +102,9 @@ class Served:
             stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.tail: list[str] = []
+        #: How often serve logged each warning or error event (the outage and degraded-mode
+        #: lines a refused request leaves in its log), so that a run with errors says why.
+        self.warnings: dict[str, int] = {}
         self.exit_code: int | None = None
         self._pumping = threading.Thread(target=self._pump, daemon=True)
         self._pumping.start()
@@ -104,6 +115,17 @@ class Served:
         for line in self.process.stderr:
             self.lines.put(line)
             self.tail = [*self.tail[-4:], line.strip()]
+            self._note(line)
+
+    def _note(self, line: str) -> None:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return
+        if isinstance(event, dict) and event.get("level") in ("warning", "error", "critical"):
+            what = f"{event['level']}: {str(event.get('event', ''))[:200]}"
+            if what in self.warnings or len(self.warnings) < MAX_WARNINGS:
+                self.warnings[what] = self.warnings.get(what, 0) + 1
 
     def _address(self) -> str:
         deadline = time.monotonic() + 120
@@ -258,6 +280,7 @@ def run_api(app: Any, principal: Any, *, seconds: float, processes: int, workers
     verdict = app.security.verify(principal)
     per_request = cpu / requests * 1000 if requests else None
     server = {"workers": workers, "exit_code": code, "requests": requests,
+              "warnings": served.warnings,
               "cpu_s": round(cpu, 3),
               "cpu_per_request_ms": None if per_request is None else round(per_request, 4),
               **profile}

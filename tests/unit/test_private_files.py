@@ -63,3 +63,32 @@ def test_missing_folders_are_created_private(tmp_path: Path) -> None:
     leaf = tmp_path / "a" / "b"
     private_dir(leaf)
     assert (mode(tmp_path / "a"), mode(leaf), mode(tmp_path)) == (0o700, 0o700, 0o755)
+
+
+def test_a_companion_that_vanishes_while_tightened_is_no_error(tmp_path: Path,
+                                                                monkeypatch) -> None:
+    """The last connection to a WAL database deletes its ``-wal`` and ``-shm`` as it closes.
+    ``arbiter serve`` opens the journal once per request, so one request's close raced another's
+    open: ``-wal`` existed when looked for and was gone when its mode was read, and the
+    FileNotFoundError answered 503 storage_unavailable ("cannot open the journal") under
+    ordinary load (bench --workload api, one request in ~800). A companion that is gone needs
+    no tightening: SQLite creates the next one with the database file's mode (0600)."""
+    from arbiter_cli.resilience import files
+
+    _, top, leaf = tree(tmp_path)
+    db = leaf / "journal.db"
+    db.write_bytes(b"")
+    os.chmod(db, 0o600)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").write_bytes(b"")
+    real = files.ours
+
+    def closed_meanwhile(path: Path, **kwargs: bool) -> os.stat_result:
+        if str(path).endswith(("-wal", "-shm")):
+            Path(path).unlink()  # the other connection's close, between exists() and lstat
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(files, "ours", closed_meanwhile)
+    assert private_sqlite(db, top=top) == db
+    assert mode(db) == 0o600
+    assert not Path(f"{db}-wal").exists() and not Path(f"{db}-shm").exists()
