@@ -423,9 +423,9 @@ class _OpenJournals(threading.local):
                 with contextlib.suppress(sqlite3.Error):
                     journal.close()
         journal = open_()
-        identity = _private_identity(path)
-        if identity is not None:
-            self.kept[path] = (os.getpid(), identity, journal)
+        opened = _private_identity(path)
+        if opened is not None:
+            self.kept[path] = (os.getpid(), opened, journal)
         return journal
 
 
