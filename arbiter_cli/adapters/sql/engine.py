@@ -83,7 +83,8 @@ def ping_when_idle(engine: Engine, idle_s: float = PING_IDLE_S,
     replaced at its next checkout), and the resilience layer retries the call on a fresh
     connection (``resilience/retry.py``; nothing of it ran, so nothing is ambiguous). An idle
     connection, the usual casualty of a restart or an idle-session timeout, is pinged as
-    before; a failed ping invalidates the pool exactly as ``pool_pre_ping`` does.
+    before; a failed ping invalidates the pool exactly as ``pool_pre_ping`` does. So is one
+    checked out after the command's budget ran out (:func:`_budget_spent`).
     """
     dialect = engine.dialect
 
@@ -95,7 +96,7 @@ def ping_when_idle(engine: Engine, idle_s: float = PING_IDLE_S,
     @event.listens_for(engine.pool, "checkout")
     def _ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         since = record.info.pop(_IDLE_SINCE, None)
-        if since is None or clock() - since < idle_s:
+        if since is None or (clock() - since < idle_s and not _budget_spent()):
             return  # a new connection, or one in use a moment ago
         try:
             dialect.do_ping(dbapi_connection)
@@ -103,6 +104,20 @@ def ping_when_idle(engine: Engine, idle_s: float = PING_IDLE_S,
             if dialect.is_disconnect(exc, dbapi_connection, None):
                 raise InvalidatePoolError(f"ping failed: {exc}") from exc
             raise
+
+
+def _budget_spent() -> bool:
+    """Whether the command's database budget (``deadline.py``) ran out before this checkout.
+
+    Then the connection is pinged as ``pool_pre_ping`` did: the deadline cuts the ping, the
+    pool is invalidated and the reconnect is cut too, so the call fails as an unreachable
+    primary (SPEC §7.1: journaled, or served from the snapshot), exactly as before, instead of
+    a statement cut on a live connection (``PrimarySlow``)."""
+    # deferred: the deadline module is loaded by the resilience layer, not by every command
+    from arbiter_cli.adapters.sql.deadline import current
+
+    budget = current()
+    return budget is not None and budget.expired()
 
 
 def engine_for(settings: Settings, url: str | None = None, *, create: bool = False) -> Engine:
