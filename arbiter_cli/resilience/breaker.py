@@ -25,6 +25,7 @@ Why not pybreaker: see ``docs/resilience.md``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -302,6 +303,7 @@ def rfc3339(epoch_s: float) -> str:
 # ---------------------------------------------------------------------------- per database
 
 
+@functools.lru_cache(maxsize=64)
 def url_without_password(url: str) -> str:
     """``postgresql+psycopg2://u:pw@h/db?password=x`` → ``postgresql://u@h/db``.
 

@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import socket
 import sqlite3
+import stat
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,6 +110,7 @@ class Resilience:
     #: (``serve``: one per process, ``journal.PendingProbe``); None when it cannot tell.
     pending_of: Callable[[str], int | None] | None = None
     _journal: Journal | None = None
+    _journal_shared: bool = False
     _local_engine: Engine | None = None
     _breaker: FileBreaker | None = None
     _local_clock_offset_s: float | None = None
@@ -126,15 +130,19 @@ class Resilience:
             max_entries = self.settings.resilience.journal.max_entries
             data_dir = self.settings.paths.data_dir
             try:
-                self._journal = (
-                    open_journal(data_dir, self.url, max_entries=max_entries,
-                                 clock=self.primary_time)
-                    if self.folder is None else
-                    Journal(self.folder / "journal.db", max_entries=max_entries,
-                            clock=self.primary_time, key_file=key_path(data_dir)))
+                if self.folder is None:
+                    self._journal = _OPEN.journal(
+                        self.directory / "journal.db", max_entries,
+                        lambda: open_journal(data_dir, self.url, max_entries=max_entries,
+                                             clock=self.primary_time))
+                    self._journal_shared = True
+                else:
+                    self._journal = Journal(self.folder / "journal.db", max_entries=max_entries,
+                                            clock=self.primary_time, key_file=key_path(data_dir))
             except OSError as exc:
                 raise StorageUnavailable(f"cannot open the journal in {self.directory}: "
                                          f"{exc.strerror}") from None
+            self._journal.use_clock(self.primary_time)  # a kept one: this command's time
         return self._journal
 
     @property
@@ -207,8 +215,12 @@ class Resilience:
             self._local_engine.dispose()
             self._local_engine = None
         if self._journal is not None:
-            self._journal.close()
+            if self._journal_shared:  # this thread's open journal stays open (_OpenJournals)
+                self._journal.use_clock(time.time)  # and no longer holds this command
+            else:
+                self._journal.close()
             self._journal = None
+            self._journal_shared = False
 
     # ------------------------------------------------------------------ calls
 
@@ -384,6 +396,59 @@ class Resilience:
 
         with Deadline(LIVENESS_MAX_S).active(), self.primary.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(t.agents)).scalar_one())
+
+
+class _OpenJournals(threading.local):
+    """Each thread's open journal per path, kept between the resilience layers of one
+    long-lived process (``arbiter serve`` builds one per request).
+
+    Opening the journal (its folder and file checked private, SQLite connected, WAL and
+    ``synchronous=FULL`` set, the schema made sure of, its first read) costs ~0.7 ms of CPU,
+    every write asks it for the tenant's backlog, and the backlog query itself costs ~5 µs.
+    A kept connection is reused only while it is safe: same process (not a forked child),
+    the file at the path is still the same file (not moved aside, replaced or removed: the
+    journal names that as the way to recover a damaged one), and the folder and the file are
+    still ours, not links, and private; otherwise the journal is opened anew, with the full
+    checks and tightening of ``open_journal``. Each thread has its own SQLite connection, so
+    two requests never share a transaction.
+    """
+
+    def __init__(self) -> None:
+        self.kept: dict[Path, tuple[int, tuple[int, int], Journal]] = {}
+
+    def journal(self, path: Path, max_entries: int, open_: Callable[[], Journal]) -> Journal:
+        found = self.kept.get(path)
+        if found is not None:
+            pid, identity, journal = found
+            if pid == os.getpid() and identity == _private_identity(path) \
+                    and journal.max_entries == max_entries:
+                return journal
+            del self.kept[path]
+            if pid == os.getpid():
+                with contextlib.suppress(sqlite3.Error):
+                    journal.close()
+        journal = open_()
+        opened = _private_identity(path)
+        if opened is not None:
+            self.kept[path] = (os.getpid(), opened, journal)
+        return journal
+
+
+def _private_identity(path: Path) -> tuple[int, int] | None:
+    """``(device, inode)`` of the journal file while it and its folder are ours, no links, and
+    private (0600 in 0700, as ``open_journal`` leaves them); else None."""
+    uid = os.geteuid()
+    try:
+        folder, found = os.lstat(path.parent), os.lstat(path)
+    except OSError:
+        return None
+    for entry, kind in ((folder, stat.S_ISDIR), (found, stat.S_ISREG)):
+        if not kind(entry.st_mode) or entry.st_uid != uid or entry.st_mode & 0o077:
+            return None
+    return found.st_dev, found.st_ino
+
+
+_OPEN = _OpenJournals()
 
 
 def local_call(res: Resilience, fn: Callable[[], T]) -> T:

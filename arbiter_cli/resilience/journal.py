@@ -135,6 +135,11 @@ class Journal:
             self._db.close()
             raise damaged(path, exc) from None
 
+    def use_clock(self, clock: Any) -> None:
+        """Stamp the next entries with ``clock`` (a journal kept open between commands gets
+        each command's, ``gateway._OpenJournals``)."""
+        self._clock = clock
+
     @property
     def key(self) -> bytes:
         """The host's journal key, read (or created) on first use."""

@@ -6,17 +6,19 @@ pysqlite's own transaction handling is switched off so that a write unit of work
 interleave), while reads start with a plain ``BEGIN``.
 
 PostgreSQL: psycopg2 with a pool, ``application_name=arbiter``, ``connect_timeout`` and
-``statement_timeout``.
+``statement_timeout``. A pooled connection is pinged (``SELECT 1``) before use only when it
+sat idle for ``PING_IDLE_S`` or more (:func:`ping_when_idle`), not at every checkout.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError
 
 from arbiter_cli.adapters.files import create_private_file, private_dir
 from arbiter_cli.adapters.sql.faults import Fault, classify
@@ -29,6 +31,9 @@ if TYPE_CHECKING:
     from arbiter_cli.config import Settings
 
 WRITE_OPTION = "arbiter_write"
+#: A pooled PostgreSQL connection idle this long or longer is pinged before it is used.
+PING_IDLE_S = 1.0
+_IDLE_SINCE = "arbiter_idle_since"
 
 
 def backend_of(url: str) -> str:
@@ -52,17 +57,67 @@ def make_engine(
     parse_url(url)
     if backend_of(url) == "sqlite":
         return _sqlite_engine(url, busy_timeout_s, create)
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
         connect_args={
             "connect_timeout": max(1, int(connect_timeout_s)),
             "application_name": "arbiter",
             "options": f"-c statement_timeout={int(statement_timeout_s * 1000)}",
         },
     )
+    ping_when_idle(engine)
+    return engine
+
+
+def ping_when_idle(engine: Engine, idle_s: float = PING_IDLE_S,
+                   clock: Any = time.monotonic) -> None:
+    """Ping a pooled connection at checkout only if it sat idle ``idle_s`` or longer.
+
+    SQLAlchemy's ``pool_pre_ping`` costs a round trip at *every* checkout (four per routing
+    decision). A connection handed back less than ``idle_s`` ago was talking to the server
+    then; one the server dropped since (a restart, ``pg_terminate_backend``) fails at its
+    first statement instead, and that is recovered like a ping failure would be: SQLAlchemy
+    sees a disconnect, invalidates the pool (every connection older than the failure is
+    replaced at its next checkout), and the resilience layer retries the call on a fresh
+    connection (``resilience/retry.py``; nothing of it ran, so nothing is ambiguous). An idle
+    connection, the usual casualty of a restart or an idle-session timeout, is pinged as
+    before; a failed ping invalidates the pool exactly as ``pool_pre_ping`` does. So is one
+    checked out after the command's budget ran out (:func:`_budget_spent`).
+    """
+    dialect = engine.dialect
+
+    @event.listens_for(engine.pool, "checkin")
+    def _idle_since(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_IDLE_SINCE] = clock()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop(_IDLE_SINCE, None)
+        if since is None or (clock() - since < idle_s and not _budget_spent()):
+            return  # a new connection, or one in use a moment ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_connection, None):
+                raise InvalidatePoolError(f"ping failed: {exc}") from exc
+            raise
+
+
+def _budget_spent() -> bool:
+    """Whether the command's database budget (``deadline.py``) ran out before this checkout.
+
+    Then the connection is pinged as ``pool_pre_ping`` did: the deadline cuts the ping, the
+    pool is invalidated and the reconnect is cut too, so the call fails as an unreachable
+    primary (SPEC §7.1: journaled, or served from the snapshot), exactly as before, instead of
+    a statement cut on a live connection (``PrimarySlow``)."""
+    # deferred: the deadline module is loaded by the resilience layer, not by every command
+    from arbiter_cli.adapters.sql.deadline import current
+
+    budget = current()
+    return budget is not None and budget.expired()
 
 
 def engine_for(settings: Settings, url: str | None = None, *, create: bool = False) -> Engine:
