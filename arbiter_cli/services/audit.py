@@ -5,8 +5,11 @@ Events are stamped by the store with the database's time (SPEC §4.1), never the
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from arbiter_cli.domain.principal import Principal
@@ -15,6 +18,50 @@ from arbiter_cli.ports import UnitOfWork
 
 #: What the caller's chain says when a globally unique id does not resolve in its tenant.
 NOT_FOUND = {"reason": "not found"}
+
+#: A refusal's aggregation key: (tenant, actor, action, reason).
+RefusalKey = tuple[str, str | None, str, str | None]
+
+
+class _Folds:
+    """How many refusals this process folded into an earlier event, per store and key.
+
+    The chain is append-only, so the count cannot go into the event it was folded into: it
+    rides on the key's next event as ``folded``. Keys are bounded (the actor is a real token
+    id or none, reasons are fixed texts), and the table is cleared past ``LIMIT`` anyway.
+    """
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_store: weakref.WeakKeyDictionary[Any, dict[RefusalKey, int]] = (
+            weakref.WeakKeyDictionary())
+
+    def _table(self, store: Any) -> dict[RefusalKey, int] | None:
+        # The database behind the factory: a server builds a factory per request over one
+        # engine (SQL) or store (memory), and the count must outlive the request.
+        held = getattr(store, "engine", None) or getattr(store, "store", None) or store
+        try:
+            return self._by_store.setdefault(held, {})
+        except TypeError:  # a store that cannot be weakly referenced: nothing is counted
+            return None
+
+    def add(self, store: Any, key: RefusalKey) -> None:
+        with self._lock:
+            table = self._table(store)
+            if table is not None:
+                if len(table) >= self.LIMIT and key not in table:
+                    table.clear()
+                table[key] = table.get(key, 0) + 1
+
+    def take(self, store: Any, key: RefusalKey) -> int:
+        with self._lock:
+            table = self._table(store)
+            return 0 if table is None else table.pop(key, 0)
+
+
+_FOLDS = _Folds()
 
 
 @dataclass(frozen=True)
@@ -30,12 +77,39 @@ class Auditor:
                          target=target, result=result, correlation_id=self.correlation_id,
                          details=redact(details or {}))
 
+    def refuse(self, store: Any, uow: UnitOfWork, principal: Principal, action: str,
+               details: Mapping[str, Any], now: datetime, target: str | None = None) -> bool:
+        """One aggregated ``denied`` event per (tenant, actor, action, reason) per second of
+        the database's clock (SPEC §4), so refused calls cannot flood the chain; whether one
+        was appended. ``store`` is the unit-of-work factory the fold count is kept under.
+
+        The event carries ``window_start`` (its second) and, when this process folded
+        refusals of the same key into that key's previous event, their number as ``folded``.
+        """
+        second = int(now.timestamp())
+        key: RefusalKey = (principal.tenant, principal.token_id, action, details.get("reason"))
+        # The key's latest event, if it is recent: newest first, read through (tenant, at).
+        latest = next((event for event in uow.audit.events(
+            principal.tenant, since=now.replace(microsecond=0), action=action,
+            actor=principal.token_id)
+            if event.actor == principal.token_id and event.target == target
+            and event.details.get("reason") == key[3]), None)
+        if latest is not None and int(latest.at.timestamp()) == second:
+            _FOLDS.add(store, key)
+            return False
+        folded = _FOLDS.take(store, key)
+        self.record(uow, principal, action, target,
+                    {**details, "window_start": second, **({"folded": folded} if folded else {})},
+                    result="denied")
+        return True
+
     def deny(self, uow_factory: Any, principal: Principal, action: str, target: str | None,
              details: Mapping[str, Any] | None = None) -> None:
-        """Audit a refused attempt in its own committed transaction."""
+        """Audit a refused attempt (``auth.denied``, ``authz.denied``) in its own committed
+        transaction, aggregated per second like every refusal (``refuse``)."""
         with uow_factory(write=True) as uow:
-            if uow.tenants.exists(principal.tenant):
-                self.record(uow, principal, action, target, details, result="denied")
+            if uow.tenants.exists(principal.tenant) and self.refuse(
+                    uow_factory, uow, principal, action, dict(details or {}), uow.now(), target):
                 uow.commit()
 
     def missing(self, uow: UnitOfWork, principal: Principal, action: str, target: str,

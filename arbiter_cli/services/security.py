@@ -73,7 +73,8 @@ class SecurityService:
     # ------------------------------------------------------------------ admission
 
     def admit(self, token: str | None, command: str) -> Principal:
-        """Authenticate (6), authorize (6), then rate-limit (7); every refusal is audited."""
+        """Authenticate (6), authorize (6), then rate-limit (7); every refusal is audited, as
+        one aggregated event per (tenant, actor, reason) per second (``Auditor.refuse``)."""
         nobody = Principal(tenant=DEFAULT_TENANT, role="none")
         if not token:
             empty = token == ""  # given explicitly, but empty: never a fall-back (SPEC §4.1)
@@ -106,9 +107,9 @@ class SecurityService:
                                                                record.id)
                 action = "authz.denied" if isinstance(exc, Forbidden) else "auth.denied"
                 if uow.tenants.exists(who.tenant):
-                    self._audit.record(uow, who, action, None, {
+                    self._audit.refuse(self._uow, uow, who, action, {
                         "reason": exc.message, "command": command,
-                        **({"token_id": token_id} if record is None else {})}, result="denied")
+                        **({"token_id": token_id} if record is None else {})}, now)
                     uow.commit()
                 raise
             assert record is not None
@@ -186,12 +187,8 @@ class SecurityService:
     def _audit_refusal(self, uow: UnitOfWork, principal: Principal, now: datetime,
                        command: str) -> None:
         """One aggregated event per token per second, so refusals cannot flood the chain."""
-        last = uow.audit.last(principal.tenant, "rate_limit.denied", principal.token_id)
-        if last is not None and int(last.at.timestamp()) == int(now.timestamp()):
-            return
-        self._audit.record(uow, principal, "rate_limit.denied", None,
-                           {"command": command, "window_start": int(now.timestamp())},
-                           result="denied")
+        self._audit.refuse(self._uow, uow, principal, "rate_limit.denied", {"command": command},
+                           now)
 
     # ------------------------------------------------------------------ tokens
 

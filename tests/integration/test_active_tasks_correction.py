@@ -10,6 +10,8 @@ count that drifted upwards.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from arbiter_cli.domain.principal import Principal
@@ -23,25 +25,38 @@ ADMIN = Principal("default", "admin", "admin0000000")
 MANAGER = Principal("default", "manager", "manager00000")
 
 
+def next_second(app, clock, store_now) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the store's clock is in a later whole second (the fake clock is moved)."""
+    if app.engine is None:
+        clock.advance(seconds=1)
+        return
+    start = int(store_now().timestamp())
+    while int(store_now().timestamp()) == start:
+        time.sleep(0.02)
+
+
 def audit(app, action: str | None = None):  # type: ignore[no-untyped-def]
     with app.uow() as uow:
         return uow.audit.events("default", action=action)
 
 
 @pytest.mark.parametrize("role", ["manager", "orchestrator", "viewer"])
-def test_only_an_admin_may_correct_active_tasks_and_a_refusal_is_audited(backend_app, role):
-    """Any other role: exit 6 before the input is even read, audited authz.denied."""
+def test_only_an_admin_may_correct_active_tasks_and_a_refusal_is_audited(backend_app, role,
+                                                                        clock, store_now):
+    """Any other role: exit 6 before the input is even read, audited authz.denied (one event
+    per second, SPEC §4: the second refusal is made in the next second of the store's clock)."""
     local_principals_only(backend_app)
     backend_app.agents.register(ADMIN, [AGENT])
     caller = Principal("default", role, f"{role[:8]:0<12}")
     with pytest.raises(Forbidden) as caught:
         backend_app.agents.update(caller, "a1", {"active_tasks": 0})
     assert caught.value.exit_code == 6 and "active_tasks" in caught.value.message
+    next_second(backend_app, clock, store_now)
     with pytest.raises(Forbidden):  # permission comes before the input model (SPEC §0)
         backend_app.agents.update(caller, "a1", {"active_tasks": "not a number"})
-    [denied, _] = audit(backend_app, "authz.denied")
-    assert (denied.actor, denied.result) == (caller.token_id, "denied")
-    assert denied.details["field"] == "active_tasks"
+    denials = audit(backend_app, "authz.denied")
+    assert [(e.actor, e.result, e.details["field"]) for e in denials] == [
+        (caller.token_id, "denied", "active_tasks")] * 2
     assert backend_app.agents.show(ADMIN, "a1").version == 1
 
 

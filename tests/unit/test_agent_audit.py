@@ -98,13 +98,14 @@ def test_a_correction_of_active_tasks_is_audited_with_the_open_decisions(
 
 
 def test_a_manager_correcting_active_tasks_is_refused_and_audited(
-        service: AgentService, audited, raw):
+        service: AgentService, audited, raw, clock):
     """Only an admin corrects active_tasks: a manager gets exit 6 and an authz.denied event."""
     service.register(ADMIN, [raw("a", capacity=4)])
     with pytest.raises(Forbidden) as caught:
         service.update(MANAGER, "a", {"active_tasks": 2})
     assert events(audited)[-1] == ("managertok01", "authz.denied", None, "denied", {
-        "reason": caught.value.message, "command": "agents update", "field": "active_tasks"})
+        "reason": caught.value.message, "command": "agents update", "field": "active_tasks",
+        "window_start": int(clock().timestamp())})
     assert service.show(ADMIN, "a").active_tasks == 0
 
 

@@ -9,6 +9,7 @@ arithmetic has to be exact.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,6 +40,8 @@ from arbiter_cli.services.security import IssuedToken, RatePolicy, SecurityServi
 from arbiter_cli.tools.setup import initialize
 
 T = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+#: The aggregation window (second) of a refusal at T (SPEC §4).
+WINDOW = int(T.timestamp())
 CORRELATION = "corr-sec-1"
 LOCAL_ADMIN = Principal.local_admin()
 
@@ -328,7 +331,7 @@ def test_an_unknown_token_id_is_audited_with_that_id_and_no_actor(service, store
     [event] = chain(store, "default")
     assert event.actor is None
     assert event.details == {"reason": "invalid token", "command": "whoami",
-                             "token_id": UNKNOWN_ID}
+                             "token_id": UNKNOWN_ID, "window_start": WINDOW}
 
 
 def test_a_wrong_secret_is_audited_against_the_token_it_named(service, store, acme):
@@ -337,7 +340,8 @@ def test_a_wrong_secret_is_audited_against_the_token_it_named(service, store, ac
         service.admit(wrong_secret(acme), "whoami")
     [event] = actions(store, "acme", "auth.denied")
     assert event.actor == acme.record.id
-    assert event.details == {"reason": "invalid token", "command": "whoami"}
+    assert event.details == {"reason": "invalid token", "command": "whoami",
+                             "window_start": WINDOW}
 
 
 def test_a_missing_token_is_audited_with_its_reason_and_command(service, store):
@@ -346,7 +350,8 @@ def test_a_missing_token_is_audited_with_its_reason_and_command(service, store):
         service.admit(None, "route task")
     [event] = chain(store, "default")
     assert (event.actor, event.details) == (None, {"reason": "missing token",
-                                                   "command": "route task"})
+                                                   "command": "route task",
+                                                   "window_start": WINDOW})
 
 
 def test_a_malformed_token_is_audited_without_the_token(service, store):
@@ -354,7 +359,8 @@ def test_a_malformed_token_is_audited_without_the_token(service, store):
     with pytest.raises(Unauthenticated, match="^malformed token"):
         service.admit("arb_NOTVALID_secret-text-here", "whoami")
     [event] = chain(store, "default")
-    assert event.details == {"reason": "malformed token", "command": "whoami"}
+    assert event.details == {"reason": "malformed token", "command": "whoami",
+                             "window_start": WINDOW}
     assert "secret-text-here" not in json.dumps(event.to_dict())
 
 
@@ -393,7 +399,7 @@ def test_a_viewer_running_a_manager_command_is_forbidden_and_audited(service, st
         "authz.denied", "denied", issued.record.id, None)
     assert event.details == {
         "reason": "role 'viewer' may not run `agents register` (needs manager)",
-        "command": "agents register"}
+        "command": "agents register", "window_start": WINDOW}
     assert actions(store, "default", "authz.denied") == []
 
 
@@ -572,7 +578,8 @@ def test_a_refused_login_is_audited_like_a_refused_admit(service, store, clock, 
     assert caught.value.message.startswith(reason)
     new = chain(store, tenant)[before:]
     named = None if case in ("malformed", "unknown id") else parse_token(token)[0]
-    expected_details = {"reason": reason, "command": "login"}
+    expected_details: dict[str, Any] = {"reason": reason, "command": "login",
+                                        "window_start": int(clock().timestamp())}
     if case == "unknown id":
         expected_details["token_id"] = UNKNOWN_ID
     assert [(e.actor, e.action, e.result, e.target, e.at, e.details) for e in new] == [
@@ -938,3 +945,97 @@ def test_a_write_by_another_tenant_s_token_is_not_readmitted(service, acme):
         service.readmit("default", acme.record.id, "agents list", T)
     assert caught.value.message == (
         f"token {acme.record.id} does not exist in tenant 'default' on the database")
+
+
+# ---------------------------------------------------------------------------- denial flood
+# SPEC §4: refusals are audited as one aggregated event per (tenant, actor, reason) per
+# second, so a client without a valid token cannot flood a chain (trust finding "auditflood").
+
+FLOOD = 200
+
+
+def refuse(service: SecurityService, token: str | None, calls: int = FLOOD,
+           command: str = "whoami") -> None:
+    """``calls`` admits of ``token``, every one of which must be refused (exit 6)."""
+    for _ in range(calls):
+        with pytest.raises((Unauthenticated, Forbidden)):
+            service.admit(token, command)
+
+
+def weight(events: list[AuditEvent]) -> int:
+    """How many refusals the events stand for: each itself, plus those folded before it."""
+    return sum(1 + e.details.get("folded", 0) for e in events)
+
+
+def test_a_flood_without_a_token_leaves_one_event_per_second(service, store, clock):
+    """200 calls with no token in one second: one auth.denied row, not 200; the next
+    second's refusal is a new event that carries the 199 folded into the first."""
+    refuse(service, None)
+    [event] = actions(store, "default", "auth.denied")
+    assert (event.actor, event.result, event.at) == (None, "denied", T)
+    assert event.details == {"reason": "missing token", "command": "whoami",
+                             "window_start": WINDOW}
+    clock.advance(1)
+    refuse(service, None, 1)
+    first, second = actions(store, "default", "auth.denied")
+    assert second.details == {"reason": "missing token", "command": "whoami",
+                              "window_start": WINDOW + 1, "folded": FLOOD - 1}
+    assert weight([first, second]) == FLOOD + 1
+    with store() as uow:
+        assert uow.audit.verify("default").ok
+
+
+def test_varying_fake_token_ids_do_not_defeat_the_aggregation(service, store):
+    """Ids that exist nowhere are one actor (none): 200 random ids, one event, and no
+    attacker's id becomes an actor."""
+    for _ in range(FLOOD):
+        refuse(service, format_token("".join(secrets.choice("abcdefghijkl") for _ in range(12)),
+                                     secrets.token_urlsafe(32)), 1)
+    [event] = actions(store, "default", "auth.denied")
+    assert event.actor is None and event.details["reason"] == "invalid token"
+
+
+def test_a_flood_of_wrong_secrets_is_one_event_in_the_named_token_s_tenant(service, store,
+                                                                           acme, clock):
+    """A wrong secret for a real id is aggregated under that token's id, in its tenant."""
+    before = len(chain(store, "acme"))
+    refuse(service, wrong_secret(acme))
+    assert [(e.action, e.actor, e.details["reason"]) for e in chain(store, "acme")[before:]] == [
+        ("auth.denied", acme.record.id, "invalid token")]
+    assert actions(store, "default", "auth.denied") == []
+
+
+def test_each_reason_and_actor_keeps_its_own_event(service, store, acme):
+    """Aggregation never hides a different denial: alternating causes in one second leave
+    one event per (tenant, actor, reason), each still recorded."""
+    issued = viewer(service, principal_of(acme))
+    tokens = [None, "", "arb_short_secret", format_token(UNKNOWN_ID, "s" * 43),
+              wrong_secret(acme), issued.token]
+    for _ in range(FLOOD // len(tokens)):
+        for token in tokens:
+            refuse(service, token, 1, "agents register")
+    mine = {(e.tenant, e.action, e.actor, e.details["reason"])
+            for e in chain(store, "default") + chain(store, "acme") if e.result == "denied"}
+    assert sorted(mine, key=str) == sorted({
+        ("default", "auth.denied", None, "missing token"),
+        ("default", "auth.denied", None, "empty token"),
+        ("default", "auth.denied", None, "malformed token"),
+        ("default", "auth.denied", None, "invalid token"),
+        ("acme", "auth.denied", acme.record.id, "invalid token"),
+        ("acme", "authz.denied", issued.record.id,
+         "role 'viewer' may not run `agents register` (needs manager)")}, key=str)
+    denied = [e for e in chain(store, "default") + chain(store, "acme") if e.result == "denied"]
+    assert len(denied) == len(tokens)
+
+
+def test_a_flood_of_forbidden_calls_is_one_authz_event_per_second(service, store, acme,
+                                                                  clock):
+    """authz.denied is aggregated like auth.denied; a later second still records."""
+    issued = viewer(service, principal_of(acme))
+    refuse(service, issued.token, FLOOD, "agents register")
+    clock.advance(1.5)
+    refuse(service, issued.token, 3, "agents register")
+    events = actions(store, "acme", "authz.denied")
+    assert [(e.actor, e.details["window_start"]) for e in events] == [
+        (issued.record.id, WINDOW), (issued.record.id, WINDOW + 1)]
+    assert events[1].details["folded"] == FLOOD - 1
