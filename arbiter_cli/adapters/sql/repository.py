@@ -313,13 +313,13 @@ class SqlUnitOfWork:
         self.agents = SqlAgents(self._conn)
         self.tenants = SqlTenants(self._conn)
         self.routing = SqlRouting(self._conn)
-        self.decisions = SqlDecisions(
-            self._conn, self.moment,
-            stamp_in_sql=self._clock_offset_s is None and conn.dialect.name == "postgresql",
-            clock=self._clock)
+        self.audit = SqlAudit(self._conn, self._audit_key)
+        stamp_in_sql = self._clock_offset_s is None and conn.dialect.name == "postgresql"
+        self.decisions = SqlDecisions(self._conn, self.moment, stamp_in_sql=stamp_in_sql,
+                                      clock=self._clock,
+                                      audit=self.audit if stamp_in_sql else None)
         self.tokens = SqlTokens(self._conn, self._clock)
         self.rate = SqlRate(self._conn)
-        self.audit = SqlAudit(self._conn, self._audit_key)
         return self
 
     def __exit__(

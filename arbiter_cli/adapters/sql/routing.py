@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Row
 from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.capability import conditions, fit_shares
 from arbiter_cli.adapters.sql.clock import now_expr
+from arbiter_cli.adapters.sql.security import SqlAudit, head_columns
 from arbiter_cli.adapters.sql.types import UtcDateTime
 from arbiter_cli.adapters.sql.written import current_written
 from arbiter_cli.domain.agents import Status
@@ -203,7 +204,9 @@ def _claim_and_insert() -> Any:
 
     The decision is inserted only from the claimed row (none when the claim lost), stamped
     with the statement's time, never before the transaction's (``SqlUnitOfWork.moment``); the
-    claimed agent row comes back whole (for ``written.py``) with the stamp."""
+    claimed agent row comes back whole (for ``written.py``) with the stamp, and the tenant's
+    audit chain head as this statement saw it (``SqlAudit.prime``: the route's audit event is
+    then one statement, stamped like the decision)."""
     claimed = (update(t.agents)
                .where(a.uid == bindparam("claim_uid"), a.tenant == bindparam("claim_tenant"),
                       a.active_tasks < a.capacity, a.status == Status.AVAILABLE.value)
@@ -216,7 +219,8 @@ def _claim_and_insert() -> Any:
                     *(bindparam(f"d_{name}", type_=t.decisions.c[name].type) for name in names),
                     stamp).select_from(claimed))
                 .returning(d.created_at.label("decision_created_at")).cte("inserted"))
-    return select(claimed, inserted.c.decision_created_at).select_from(
+    return select(claimed, inserted.c.decision_created_at,
+                  *head_columns(bindparam("claim_tenant"))).select_from(
         claimed.join(inserted, true()))
 
 
@@ -226,11 +230,14 @@ _CLAIM_AND_INSERT: list[Any] = []
 
 class SqlDecisions:
     """``moment``: the unit of work's (``SqlUnitOfWork.moment``); ``stamp_in_sql``: the claim
-    and the insert may be one statement stamped by PostgreSQL itself."""
+    and the insert may be one statement stamped by PostgreSQL itself; ``audit``: that
+    statement and the locking lookups also read the tenant's audit chain head for it."""
 
     def __init__(self, conn: Connection, moment: Callable[[], datetime] | None = None,
-                 *, stamp_in_sql: bool = False, clock: Any = None) -> None:
+                 *, stamp_in_sql: bool = False, clock: Any = None,
+                 audit: SqlAudit | None = None) -> None:
         self._conn = conn
+        self._audit = audit
         self._moment = moment
         self._stamp_in_sql = stamp_in_sql
         self._clock = clock  # a lookup carries the database's time for it (no extra trip)
@@ -254,10 +261,13 @@ class SqlDecisions:
         if row is None:
             return None
         stored = dataclasses.replace(decision, created_at=row.decision_created_at)
+        if self._audit is not None:
+            self._audit.prime(decision.tenant, row.decision_created_at, row.audit_head_seq,
+                              row.audit_head_hash)
         written = current_written.get()
         if written is not None:
             agent = dict(row._mapping)
-            del agent["decision_created_at"]
+            del agent["decision_created_at"], agent["audit_head_seq"], agent["audit_head_hash"]
             written.agent(agent)
             if stored.status == OPEN:
                 written.decision_opened(_decision_values(stored))
@@ -295,7 +305,15 @@ class SqlDecisions:
             row = self._conn.execute(stmt).first()
             return None if row is None else _row_to_decision(row)
         now = now_expr(self._conn.dialect.name).label("database_now")
-        if stmt._for_update_arg is not None:
+        if stmt._for_update_arg is not None and self._audit is not None:
+            # The lock comes before the audit event (an outcome's): its head comes with it.
+            row = self._conn.execute(stmt.add_columns(
+                now, now_expr("postgresql", statement=True).label("audit_at"),
+                *head_columns(d.tenant))).first()
+            if row is not None:
+                self._audit.prime(row.tenant, row.audit_at, row.audit_head_seq,
+                                  row.audit_head_hash)
+        elif stmt._for_update_arg is not None:
             row = self._conn.execute(stmt.add_columns(now)).first()
         else:
             found = stmt.subquery("found")
