@@ -41,22 +41,29 @@ class SqlRouting:
         self._conn = conn
 
     def pool(self, tenant: str, task: Task) -> Pool:
+        """The capable agents with their arms, and the exclusion counts, in one round trip:
+        the counts are a one-row select the pool is outer-joined to (so they come back even
+        when no agent is capable)."""
         import numpy as np
 
         has_type, with_languages, capable = conditions(task.task_type, task.languages,
                                                        task.specializations)
         arms = t.arms.c
-        rows = self._conn.execute(
-            select(a.uid, a.id, a.active_tasks, a.capacity, a.status, a.average_latency_ms,
-                   a.average_quality, arms.alpha, arms.beta, arms.outcomes, arms.total_alpha,
-                   arms.total_beta)
-            .select_from(t.agents.outerjoin(t.arms, and_(arms.agent_uid == a.uid,
-                                                         arms.task_type == task.task_type)))
-            .where(a.tenant == tenant, capable)
-            .order_by(a.id)
+        pool = (select(a.uid, a.id, a.active_tasks, a.capacity, a.status, a.average_latency_ms,
+                       a.average_quality, arms.alpha, arms.beta, arms.outcomes, arms.total_alpha,
+                       arms.total_beta)
+                .select_from(t.agents.outerjoin(t.arms, and_(arms.agent_uid == a.uid,
+                                                             arms.task_type == task.task_type)))
+                .where(a.tenant == tenant, capable)
+                .subquery("pool"))
+        counts = self._counts(tenant, task, with_languages).subquery("counts")
+        found = self._conn.execute(
+            select(counts, pool).select_from(counts.outerjoin(pool, true())).order_by(pool.c.id)
         ).fetchall()
-        excluded, examples = self._exclusions(tenant, task, (has_type, with_languages, capable),
-                                              len(rows))
+        rows = [r for r in found if r.uid is not None]
+        excluded, examples = self._exclusions(tenant, (found[0].total, found[0].typed,
+                                                       found[0].languaged),
+                                              (has_type, with_languages, capable), len(rows))
         uids = [r.uid for r in rows]
         return Pool(
             ids=[r.id for r in rows], uids=uids,
@@ -74,21 +81,26 @@ class SqlRouting:
             arm_total_beta=np.array([r.total_beta or 0.0 for r in rows], dtype=np.float64),
         )
 
-    def _exclusions(self, tenant: str, task: Task, conditions: tuple[Any, Any, Any],
-                    n_capable: int) -> tuple[dict[str, int], dict[str, list[str]]]:
-        """Counts per capability reason from index-backed counts; examples only when needed."""
-        has_type, with_languages, capable = conditions
+    @staticmethod
+    def _counts(tenant: str, task: Task, with_languages: Any) -> Any:
+        """The tenant's agents, those with the task type, and those with its languages too:
+        index-backed counts, as one row (``total``, ``typed``, ``languaged``)."""
         tt = t.task_types.c
         typed_count = (select(func.count()).select_from(t.task_types)
                        .where(tt.tenant == tenant, tt.task_type == task.task_type)
                        .scalar_subquery())
-        total, typed, languaged = self._conn.execute(  # one round trip for the three counts
-            select(select(func.count()).where(a.tenant == tenant).scalar_subquery(),
-                   typed_count,
-                   select(func.count()).where(a.tenant == tenant, with_languages)
-                   .scalar_subquery() if task.languages else typed_count)
-        ).one()
-        total, typed, languaged = int(total), int(typed), int(languaged)
+        return select(
+            select(func.count()).where(a.tenant == tenant).scalar_subquery().label("total"),
+            typed_count.label("typed"),
+            (select(func.count()).where(a.tenant == tenant, with_languages).scalar_subquery()
+             if task.languages else typed_count).label("languaged"))
+
+    def _exclusions(self, tenant: str, counts: tuple[Any, Any, Any],
+                    conditions: tuple[Any, Any, Any], n_capable: int
+                    ) -> tuple[dict[str, int], dict[str, list[str]]]:
+        """Counts per capability reason (``counts``: ``_counts``); examples only when needed."""
+        has_type, with_languages, capable = conditions
+        total, typed, languaged = (int(n) for n in counts)
         excluded = {"task_type": total - typed, "language": typed - languaged,
                     "specialization": languaged - n_capable}
         failing = {"task_type": ~has_type, "language": and_(has_type, ~with_languages),
