@@ -19,8 +19,9 @@ ADMIN = Principal.local_admin()
 TASK = {"task_type": "code-editing", "languages": ["TypeScript"]}
 #: admission, route (a named task), outcome; SQLite counts its own BEGIN IMMEDIATE. On
 #: PostgreSQL the claim and the outcome's decision lock carry the audit chain head (no head
-#: read before the audit insert); on both, the pool carries the exclusion counts.
-EXPECTED = {"postgres": {"admission": 1, "route": 5, "outcome": 8},
+#: read before the audit insert) and the agent lock its capabilities and arms; on both, the
+#: pool carries the exclusion counts.
+EXPECTED = {"postgres": {"admission": 1, "route": 5, "outcome": 6},
             "sqlite": {"admission": 3, "route": 8, "outcome": 10}}
 
 

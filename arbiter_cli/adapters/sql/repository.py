@@ -24,6 +24,7 @@ from arbiter_cli.adapters.sql.routing import SqlDecisions, SqlRouting, updated_a
 from arbiter_cli.adapters.sql.security import SqlAudit, SqlRate, SqlTokens
 from arbiter_cli.adapters.sql.written import current_written
 from arbiter_cli.domain.agents import Agent, FleetStats, Performance, Status
+from arbiter_cli.domain.routing import Arm
 from arbiter_cli.domain.query import Columns, Query, Ranking, rank
 from arbiter_cli.errors import Conflict
 
@@ -60,10 +61,14 @@ def _agent_values(agent: Agent) -> dict[str, Any]:
 
 
 class SqlAgents:
-    def __init__(self, conn: Connection) -> None:
+    """``arms``: shared with ``SqlRouting`` of the same unit of work; a locking ``get`` on
+    PostgreSQL fills it with the agent's arms, read with the lock (``_locked_statement``)."""
+
+    def __init__(self, conn: Connection, arms: dict[str, dict[str, Arm]] | None = None) -> None:
         self._conn = conn
         self._postgres = conn.dialect.name == "postgresql"
         self._seen: dict[str, Agent] = {}
+        self._arms = arms
 
     # ------------------------------------------------------------------ writes
 
@@ -119,11 +124,39 @@ class SqlAgents:
     # ------------------------------------------------------------------ reads
 
     def get(self, tenant: str, agent_id: str, *, for_update: bool = False) -> Agent | None:
-        stmt = select(*AGENT_COLUMNS).where(t.agents.c.tenant == tenant, t.agents.c.id == agent_id)
         if for_update and self._postgres:
-            stmt = stmt.with_for_update()
-        found = self._load(stmt)
+            return self._get_locked(tenant, agent_id)
+        found = self._load(select(*AGENT_COLUMNS).where(t.agents.c.tenant == tenant,
+                                                         t.agents.c.id == agent_id))
         return found[0] if found else None
+
+    def _get_locked(self, tenant: str, agent_id: str) -> Agent | None:
+        """The agent row locked, with its capabilities and its arms: one round trip.
+
+        Only the agent row is locked and re-read after a wait (READ COMMITTED); the
+        capabilities and the arms are read in the statement's snapshot. Every write of them
+        bumps the agent's ``version`` in the same transaction, so when the version in the
+        snapshot is the version locked, they are current; otherwise (a commit on the agent
+        while this statement waited for its lock) they are read again, after the lock.
+        """
+        rows = self._conn.execute(_locked_statement(), {"tenant": tenant, "id": agent_id}
+                                  ).fetchall()
+        if not rows:
+            return None
+        first = rows[0]
+        if first.snapshot_version != first.version:
+            return self._agents([first])[0]
+        agent = _row_to_agent(first, {first.uid: (first.agent_task_types or (),
+                                                   first.agent_languages or (),
+                                                   first.agent_labels or ())})
+        self._seen[agent.uid] = agent
+        if self._arms is not None:
+            self._arms[agent.uid] = {
+                r.arm_task_type: Arm(r.arm_alpha, r.arm_beta, r.arm_outcomes, r.arm_recent_alpha,
+                                     r.arm_recent_beta, r.arm_total_alpha, r.arm_total_beta,
+                                     r.arm_changes)
+                for r in rows if r.arm_task_type is not None}
+        return agent
 
     def count(self, tenant: str) -> int:
         stmt = select(func.count()).select_from(t.agents).where(t.agents.c.tenant == tenant)
@@ -222,6 +255,31 @@ def _children_statement() -> Any:
              (t.specializations, t.specializations.c.label)))))
 
 
+@lru_cache(maxsize=1)
+def _locked_statement() -> Any:
+    """PostgreSQL: one agent ``FOR UPDATE OF agents``, its task types, languages and labels
+    as arrays, its version in the statement's snapshot, and one row per arm (built once)."""
+    ag, arms = t.agents.c, t.arms.c
+    snapshot = t.agents.alias("snapshot")
+
+    def values(table: Any, column: Any, label: str) -> Any:
+        return (select(func.array_agg(column)).where(table.c.agent_uid == ag.uid)
+                .scalar_subquery().label(label))
+
+    return (select(*AGENT_COLUMNS,
+                   values(t.task_types, t.task_types.c.task_type, "agent_task_types"),
+                   values(t.languages, t.languages.c.language, "agent_languages"),
+                   values(t.specializations, t.specializations.c.label, "agent_labels"),
+                   select(snapshot.c.version).where(snapshot.c.uid == ag.uid)
+                   .scalar_subquery().label("snapshot_version"),
+                   *(column.label(f"arm_{column.name}") for column in (
+                       arms.task_type, arms.alpha, arms.beta, arms.outcomes, arms.recent_alpha,
+                       arms.recent_beta, arms.total_alpha, arms.total_beta, arms.changes)))
+            .select_from(t.agents.outerjoin(t.arms, arms.agent_uid == ag.uid))
+            .where(ag.tenant == bindparam("tenant"), ag.id == bindparam("id"))
+            .with_for_update(of=t.agents))
+
+
 def _chunks(items: builtins.list[str], size: int) -> builtins.list[builtins.list[str]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
@@ -310,9 +368,10 @@ class SqlUnitOfWork:
         written = current_written.get()
         if written is not None and self._write:
             written.begin()  # what an earlier, rolled-back attempt noted does not count
-        self.agents = SqlAgents(self._conn)
+        arms: dict[str, dict[str, Arm]] = {}  # read with an agent's lock (``SqlAgents.get``)
+        self.agents = SqlAgents(self._conn, arms)
         self.tenants = SqlTenants(self._conn)
-        self.routing = SqlRouting(self._conn)
+        self.routing = SqlRouting(self._conn, arms)
         self.audit = SqlAudit(self._conn, self._audit_key)
         stamp_in_sql = self._clock_offset_s is None and conn.dialect.name == "postgresql"
         self.decisions = SqlDecisions(self._conn, self.moment, stamp_in_sql=stamp_in_sql,

@@ -37,8 +37,12 @@ a = t.agents.c
 
 
 class SqlRouting:
-    def __init__(self, conn: Connection) -> None:
+    """``arms``: an agent's arms as its locking lookup read them (``SqlAgents.get``), by
+    uid, then task type; kept current by ``save_arm``."""
+
+    def __init__(self, conn: Connection, arms: dict[str, dict[str, Arm]] | None = None) -> None:
         self._conn = conn
+        self._arms = arms if arms is not None else {}
 
     def pool(self, tenant: str, task: Task) -> Pool:
         """The capable agents with their arms, and the exclusion counts, in one round trip:
@@ -140,6 +144,9 @@ class SqlRouting:
         )
 
     def arm(self, tenant: str, agent_uid: str, task_type: str) -> Arm | None:
+        known = self._arms.get(agent_uid)
+        if known is not None:  # read with the agent's lock, which this transaction holds
+            return known.get(task_type)
         arms = t.arms.c
         row = self._conn.execute(
             select(arms.alpha, arms.beta, arms.outcomes, arms.recent_alpha, arms.recent_beta,
@@ -154,12 +161,19 @@ class SqlRouting:
         """Update, else insert: callers hold the agent's row lock, so no two race here."""
         arms = t.arms.c
         values = {**dataclasses.asdict(arm), "updated_at": now}
-        result = self._conn.execute(
+        known = self._arms.get(agent_uid)
+        exists = (task_type in known if known is not None else self._conn.execute(
             update(t.arms).where(arms.agent_uid == agent_uid, arms.task_type == task_type)
-            .values(**values))
-        if result.rowcount == 0:
+            .values(**values)).rowcount == 1)
+        if known is not None and exists:
+            self._conn.execute(
+                update(t.arms).where(arms.agent_uid == agent_uid, arms.task_type == task_type)
+                .values(**values))
+        elif not exists:
             self._conn.execute(insert(t.arms).values(agent_uid=agent_uid, task_type=task_type,
                                                      tenant=tenant, **values))
+        if known is not None:
+            known[task_type] = arm
 
 
 def updated_agent(conn: Connection, stmt: Any) -> bool:
