@@ -74,11 +74,14 @@ def test_a_head_read_with_the_claim_or_the_lock_that_went_stale_chains_again(tes
         inserts: list[str] = []
 
         def other_append_first(conn, _cursor, statement, params, _context, _many):  # type: ignore[no-untyped-def]
-            if not statement.startswith("INSERT INTO audit_events"):
+            # An outcome's insert carries its deferred writes, with every value bound in it.
+            if "INSERT INTO audit_events" not in statement:
                 return
-            inserts.append(params["action"])
-            if params.get("action") == action and not interleaved:
-                interleaved.append(params["seq"])
+            values = list(params.values())
+            inserts.extend(v for v in values if v in (action, "winner"))
+            if action in values and not interleaved:
+                with app.uow() as uow:  # the seq this insert tries: the committed head's next
+                    interleaved.append(uow.audit.events("default")[0].seq + 1)
                 with app.uow(write=True) as other:  # another connection, committed first
                     won = other.audit.append("default", actor=None, action="winner",
                                              target=None, result="ok", correlation_id=None,

@@ -21,7 +21,7 @@ TASK = {"task_type": "code-editing", "languages": ["TypeScript"]}
 #: PostgreSQL the claim and the outcome's decision lock carry the audit chain head (no head
 #: read before the audit insert) and the agent lock its capabilities and arms; on both, the
 #: pool carries the exclusion counts.
-EXPECTED = {"postgres": {"admission": 1, "route": 5, "outcome": 6},
+EXPECTED = {"postgres": {"admission": 1, "route": 5, "outcome": 3},
             "sqlite": {"admission": 3, "route": 8, "outcome": 10}}
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from sqlalchemy import bindparam, case, delete, func, insert, literal, select, union_all, update
 from sqlalchemy.engine import Connection, Engine, Row
@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.capability import has
 from arbiter_cli.adapters.sql.clock import DatabaseClock, EstimatedClock, now_expr
+from arbiter_cli.adapters.sql.deferred import DeferringConnection, bound
 from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
 from arbiter_cli.adapters.sql.ranking import top
 from arbiter_cli.adapters.sql.routing import SqlDecisions, SqlRouting, updated_agent
@@ -64,11 +65,14 @@ class SqlAgents:
     """``arms``: shared with ``SqlRouting`` of the same unit of work; a locking ``get`` on
     PostgreSQL fills it with the agent's arms, read with the lock (``_locked_statement``)."""
 
-    def __init__(self, conn: Connection, arms: dict[str, dict[str, Arm]] | None = None) -> None:
+    def __init__(self, conn: Connection, arms: dict[str, dict[str, Arm]] | None = None,
+                 deferring: DeferringConnection | None = None) -> None:
         self._conn = conn
         self._postgres = conn.dialect.name == "postgresql"
         self._seen: dict[str, Agent] = {}
         self._arms = arms
+        self._deferring = deferring
+        self._locked: dict[str, int] = {}  # uid -> version, of the agents this one locked
 
     # ------------------------------------------------------------------ writes
 
@@ -93,6 +97,24 @@ class SqlAgents:
     def update(self, agent: Agent, *, expect_version: int) -> bool:
         values = _agent_values(agent)
         del values["uid"], values["tenant"], values["id"], values["registered_at"]
+        before = self._seen.get(agent.uid)
+        if (self._deferring is not None and self._locked.get(agent.uid) == expect_version
+                and before is not None and (before.task_types, before.languages,
+                                            before.specializations)
+                == (agent.task_types, agent.languages, agent.specializations)):
+            # Locked at that version by this transaction: it matches (``deferred.py``).
+            stmt = (update(t.agents).where(t.agents.c.uid == agent.uid,
+                                           t.agents.c.version == expect_version)
+                    .values(**bound(t.agents, values)))
+            written = current_written.get()
+            self._deferring.defer(
+                stmt.returning(*t.agents.c) if written is not None
+                else stmt.returning(t.agents.c.uid),
+                f"agent {agent.id!r} changed meanwhile; retry",
+                None if written is None else written.agent)
+            self._locked[agent.uid] = agent.version
+            self._seen[agent.uid] = agent
+            return True
         if not updated_agent(self._conn, update(t.agents)
                              .where(t.agents.c.uid == agent.uid,
                                     t.agents.c.version == expect_version)
@@ -144,6 +166,7 @@ class SqlAgents:
         if not rows:
             return None
         first = rows[0]
+        self._locked[first.uid] = first.version
         if first.snapshot_version != first.version:
             return self._agents([first])[0]
         agent = _row_to_agent(first, {first.uid: (first.agent_task_types or (),
@@ -369,16 +392,20 @@ class SqlUnitOfWork:
         if written is not None and self._write:
             written.begin()  # what an earlier, rolled-back attempt noted does not count
         arms: dict[str, dict[str, Arm]] = {}  # read with an agent's lock (``SqlAgents.get``)
-        self.agents = SqlAgents(self._conn, arms)
-        self.tenants = SqlTenants(self._conn)
-        self.routing = SqlRouting(self._conn, arms)
-        self.audit = SqlAudit(self._conn, self._audit_key)
         stamp_in_sql = self._clock_offset_s is None and conn.dialect.name == "postgresql"
-        self.decisions = SqlDecisions(self._conn, self.moment, stamp_in_sql=stamp_in_sql,
+        self._deferring = (DeferringConnection(self._conn) if stamp_in_sql and self._write
+                           else None)
+        shared = self._conn if self._deferring is None else cast(Connection, self._deferring)
+        self.agents = SqlAgents(shared, arms, self._deferring)
+        self.tenants = SqlTenants(shared)
+        self.routing = SqlRouting(shared, arms, self._deferring)
+        self.audit = SqlAudit(shared, self._audit_key, self._deferring)
+        self.decisions = SqlDecisions(shared, self.moment, stamp_in_sql=stamp_in_sql,
                                       clock=self._clock,
-                                      audit=self.audit if stamp_in_sql else None)
-        self.tokens = SqlTokens(self._conn, self._clock)
-        self.rate = SqlRate(self._conn)
+                                      audit=self.audit if stamp_in_sql else None,
+                                      deferring=self._deferring)
+        self.tokens = SqlTokens(shared, self._clock)
+        self.rate = SqlRate(shared)
         return self
 
     def __exit__(
@@ -417,9 +444,19 @@ class SqlUnitOfWork:
         op = self._op
         if op is not None and self._write and not op.recorded:
             # The op's id goes in with its effect: a replay after an ambiguous commit sees it.
-            self._conn.execute(insert(t.applied_ops).values(
-                op_id=op.op_id, tenant=op.tenant, kind=op.kind, applied_at=op.now()))
+            stmt = insert(t.applied_ops).values(
+                op_id=op.op_id, tenant=op.tenant, kind=op.kind, applied_at=op.now())
+            if self._deferring is None:
+                self._conn.execute(stmt)
+            else:  # with the writes still deferred: one statement
+                self._deferring.defer(
+                    insert(t.applied_ops).values(**bound(t.applied_ops, {
+                        "op_id": op.op_id, "tenant": op.tenant, "kind": op.kind,
+                        "applied_at": op.now()})).returning(t.applied_ops.c.op_id),
+                    f"op {op.op_id} was not recorded")
             op.recorded = True
+        if self._deferring is not None:
+            self._deferring.flush()
         try:
             self._tx.commit()
         except DBAPIError as exc:

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Row
 from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.capability import conditions, fit_shares
 from arbiter_cli.adapters.sql.clock import now_expr
+from arbiter_cli.adapters.sql.deferred import DeferringConnection, bound
 from arbiter_cli.adapters.sql.security import SqlAudit, head_columns
 from arbiter_cli.adapters.sql.types import UtcDateTime
 from arbiter_cli.adapters.sql.written import current_written
@@ -40,9 +41,11 @@ class SqlRouting:
     """``arms``: an agent's arms as its locking lookup read them (``SqlAgents.get``), by
     uid, then task type; kept current by ``save_arm``."""
 
-    def __init__(self, conn: Connection, arms: dict[str, dict[str, Arm]] | None = None) -> None:
+    def __init__(self, conn: Connection, arms: dict[str, dict[str, Arm]] | None = None,
+                 deferring: DeferringConnection | None = None) -> None:
         self._conn = conn
         self._arms = arms if arms is not None else {}
+        self._deferring = deferring
 
     def pool(self, tenant: str, task: Task) -> Pool:
         """The capable agents with their arms, and the exclusion counts, in one round trip:
@@ -162,6 +165,19 @@ class SqlRouting:
         arms = t.arms.c
         values = {**dataclasses.asdict(arm), "updated_at": now}
         known = self._arms.get(agent_uid)
+        if known is not None and self._deferring is not None:  # under the agent's lock
+            if task_type in known:
+                stmt: Any = (update(t.arms).where(arms.agent_uid == agent_uid,
+                                                  arms.task_type == task_type)
+                             .values(**bound(t.arms, values)))
+            else:
+                stmt = insert(t.arms).values(**bound(t.arms, {
+                    "agent_uid": agent_uid, "task_type": task_type, "tenant": tenant,
+                    **values}))
+            self._deferring.defer(stmt.returning(arms.agent_uid),
+                                  f"the arm of agent uid {agent_uid} changed meanwhile; retry")
+            known[task_type] = arm
+            return
         exists = (task_type in known if known is not None else self._conn.execute(
             update(t.arms).where(arms.agent_uid == agent_uid, arms.task_type == task_type)
             .values(**values)).rowcount == 1)
@@ -261,9 +277,12 @@ class SqlDecisions:
 
     def __init__(self, conn: Connection, moment: Callable[[], datetime] | None = None,
                  *, stamp_in_sql: bool = False, clock: Any = None,
-                 audit: SqlAudit | None = None) -> None:
+                 audit: SqlAudit | None = None,
+                 deferring: DeferringConnection | None = None) -> None:
         self._conn = conn
         self._audit = audit
+        self._deferring = deferring
+        self._held: dict[str, str] = {}  # decision id -> status, of those this one locked
         self._moment = moment
         self._stamp_in_sql = stamp_in_sql
         self._clock = clock  # a lookup carries the database's time for it (no extra trip)
@@ -310,6 +329,21 @@ class SqlDecisions:
         written = current_written.get()
         if written is not None and decision.status != OPEN and decision.decision_id:
             written.decision_closed(decision.decision_id)
+        if (self._deferring is not None and decision.decision_id is not None
+                and self._held.get(decision.decision_id) == was):
+            # Locked with that status by this transaction: it matches (``deferred.py``).
+            self._deferring.defer(
+                update(t.decisions)
+                .where(d.decision_id == decision.decision_id, d.tenant == decision.tenant,
+                       d.status == was)
+                .values(**bound(t.decisions, {
+                    "status": decision.status, "closed_at": decision.closed_at,
+                    "outcome": None if decision.outcome is None else dict(decision.outcome),
+                    "over_capacity": decision.over_capacity}))
+                .returning(d.decision_id),
+                f"decision {decision.decision_id} changed meanwhile; retry")
+            self._held[decision.decision_id] = decision.status
+            return True
         result = self._conn.execute(
             update(t.decisions)
             .where(d.decision_id == decision.decision_id, d.tenant == decision.tenant,
@@ -339,6 +373,7 @@ class SqlDecisions:
             if row is not None:
                 self._audit.prime(row.tenant, row.audit_at, row.audit_head_seq,
                                   row.audit_head_hash)
+                self._held[row.decision_id] = row.status
         elif stmt._for_update_arg is not None:
             row = self._conn.execute(stmt.add_columns(now)).first()
         else:

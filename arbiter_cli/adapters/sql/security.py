@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection, Row
 from arbiter_cli.adapters.admission import admit_stepwise
 from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.clock import DatabaseClock, EstimatedClock, epoch_expr, now_expr
+from arbiter_cli.adapters.sql.deferred import DeferringConnection
 from arbiter_cli.adapters.sql.types import UtcDateTime
 from arbiter_cli.domain.security import (
     GENESIS,
@@ -215,8 +216,10 @@ def _head(dialect: str) -> Any:
     return select(now_expr(dialect, statement=True), *head_columns(bindparam("tenant")))
 
 
-def _append(dialect: str) -> Any:
-    """Insert the event at ``seq`` unless that ``seq`` exists (then: no row returned)."""
+def _append(dialect: str, values: Mapping[str, Any] | None = None) -> Any:
+    """Insert the event at ``seq`` unless that ``seq`` exists (then: no row returned); with
+    ``values``, bound in the statement (``DeferringConnection.flush``), else as parameters
+    of the same names."""
     upsert: Any
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as upsert
@@ -225,7 +228,10 @@ def _append(dialect: str) -> Any:
     columns = ("tenant", "seq", "at", "actor", "action", "target", "result", "correlation_id",
                "details", "prev_hash", "hash")
     return (upsert(t.audit_events)
-            .values({name: bindparam(name, type_=t.audit_events.c[name].type)
+            .values({name: bindparam(name if values is None else None,
+                                     None if values is None else values[name],
+                                     type_=t.audit_events.c[name].type,
+                                     unique=values is not None)
                      for name in columns})
             .on_conflict_do_nothing(index_elements=["tenant", "seq"])
             .returning(a.seq))
@@ -237,9 +243,11 @@ _APPEND: dict[str, Any] = {}
 
 
 class SqlAudit:
-    def __init__(self, conn: Connection, key: bytes | None = None) -> None:
+    def __init__(self, conn: Connection, key: bytes | None = None,
+                 deferring: DeferringConnection | None = None) -> None:
         self._conn = conn
         self._key = key
+        self._deferring = deferring  # the insert carries the writes deferred before it
         self._dialect = conn.dialect.name
         self._primed: tuple[str, datetime, Any, Any] | None = None
 
@@ -281,11 +289,14 @@ class SqlAudit:
             event = seal(tenant, seq, at, prev, actor=actor, action=action, target=target,
                          result=result, correlation_id=correlation_id, details=details,
                          key=self._key)
-            inserted = self._conn.execute(self._insert_statement(), {
+            params = {
                 "tenant": tenant, "seq": seq, "at": at, "actor": actor, "action": action,
                 "target": target, "result": result, "correlation_id": correlation_id,
                 "details": dict(event.details), "prev_hash": prev, "hash": event.hash,
-            }).first()
+            }
+            inserted = (self._conn.execute(self._insert_statement(), params).first()
+                        if self._deferring is None or not self._deferring.pending
+                        else self._deferring.flush(_append(self._dialect, params)))
             if inserted is not None:
                 return event
 
