@@ -25,8 +25,8 @@ from arbiter_cli.adapters.sql.routing import SqlDecisions, SqlRouting, updated_a
 from arbiter_cli.adapters.sql.security import SqlAudit, SqlRate, SqlTokens
 from arbiter_cli.adapters.sql.written import current_written
 from arbiter_cli.domain.agents import Agent, FleetStats, Performance, Status
-from arbiter_cli.domain.routing import Arm
 from arbiter_cli.domain.query import Columns, Query, Ranking, rank
+from arbiter_cli.domain.routing import Arm
 from arbiter_cli.errors import Conflict
 
 AGENT_COLUMNS = [c for c in t.agents.c]

@@ -275,6 +275,10 @@ class SqlAudit:
         (READ COMMITTED: a new snapshot) and chains again. No event is ever chained to a head
         that is not the committed predecessor of its ``seq``, and no lock is held longer than
         the insert. SQLite's write transaction (``BEGIN IMMEDIATE``) never races here.
+
+        On PostgreSQL the head often came with an earlier statement (``prime``), and the
+        insert carries the writes the transaction deferred (``deferred.py``): then the append
+        is one statement, or part of one.
         """
         primed, self._primed = self._primed, None
         while True:
