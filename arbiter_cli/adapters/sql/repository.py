@@ -22,7 +22,7 @@ from arbiter_cli.adapters.sql.deferred import DeferringConnection, bound
 from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
 from arbiter_cli.adapters.sql.ranking import top
 from arbiter_cli.adapters.sql.routing import SqlDecisions, SqlRouting, updated_agent
-from arbiter_cli.adapters.sql.security import SqlAudit, SqlRate, SqlTokens
+from arbiter_cli.adapters.sql.security import SqlAudit, SqlRate, SqlTokens, head_columns
 from arbiter_cli.adapters.sql.written import current_written
 from arbiter_cli.domain.agents import Agent, FleetStats, Performance, Status
 from arbiter_cli.domain.query import Columns, Query, Ranking, rank
@@ -66,11 +66,13 @@ class SqlAgents:
     PostgreSQL fills it with the agent's arms, read with the lock (``_locked_statement``)."""
 
     def __init__(self, conn: Connection, arms: dict[str, dict[str, Arm]] | None = None,
-                 deferring: DeferringConnection | None = None) -> None:
+                 deferring: DeferringConnection | None = None,
+                 audit: SqlAudit | None = None) -> None:
         self._conn = conn
         self._postgres = conn.dialect.name == "postgresql"
         self._seen: dict[str, Agent] = {}
         self._arms = arms
+        self._audit = audit  # a locking get reads its tenant's audit head for it
         self._deferring = deferring
         self._locked: dict[str, int] = {}  # uid -> version, of the agents this one locked
 
@@ -159,7 +161,9 @@ class SqlAgents:
         capabilities and the arms are read in the statement's snapshot. Every write of them
         bumps the agent's ``version`` in the same transaction, so when the version in the
         snapshot is the version locked, they are current; otherwise (a commit on the agent
-        while this statement waited for its lock) they are read again, after the lock.
+        while this statement waited for its lock) they are read again, after the lock. The
+        tenant's audit chain head comes along (``SqlAudit.prime``), used only in the first
+        case too: after such a wait it is likely stale.
         """
         rows = self._conn.execute(_locked_statement(), {"tenant": tenant, "id": agent_id}
                                   ).fetchall()
@@ -169,6 +173,10 @@ class SqlAgents:
         self._locked[first.uid] = first.version
         if first.snapshot_version != first.version:
             return self._agents([first])[0]
+        if self._audit is not None:
+            # The lock comes just before an outcome's writes and audit event: the head too.
+            self._audit.prime(first.tenant, first.audit_at, first.audit_head_seq,
+                              first.audit_head_hash)
         agent = _row_to_agent(first, {first.uid: (first.agent_task_types or (),
                                                    first.agent_languages or (),
                                                    first.agent_labels or ())})
@@ -295,6 +303,8 @@ def _locked_statement() -> Any:
                    values(t.specializations, t.specializations.c.label, "agent_labels"),
                    select(snapshot.c.version).where(snapshot.c.uid == ag.uid)
                    .scalar_subquery().label("snapshot_version"),
+                   now_expr("postgresql", statement=True).label("audit_at"),
+                   *head_columns(ag.tenant),
                    *(column.label(f"arm_{column.name}") for column in (
                        arms.task_type, arms.alpha, arms.beta, arms.outcomes, arms.recent_alpha,
                        arms.recent_beta, arms.total_alpha, arms.total_beta, arms.changes)))
@@ -396,10 +406,11 @@ class SqlUnitOfWork:
         self._deferring = (DeferringConnection(self._conn) if stamp_in_sql and self._write
                            else None)
         shared = self._conn if self._deferring is None else cast(Connection, self._deferring)
-        self.agents = SqlAgents(shared, arms, self._deferring)
+        self.audit = SqlAudit(shared, self._audit_key, self._deferring)
+        self.agents = SqlAgents(shared, arms, self._deferring,
+                                self.audit if self._deferring is not None else None)
         self.tenants = SqlTenants(shared)
         self.routing = SqlRouting(shared, arms, self._deferring)
-        self.audit = SqlAudit(shared, self._audit_key, self._deferring)
         self.decisions = SqlDecisions(shared, self.moment, stamp_in_sql=stamp_in_sql,
                                       clock=self._clock,
                                       audit=self.audit if stamp_in_sql else None,

@@ -248,7 +248,9 @@ def _claim_and_insert() -> Any:
     with the statement's time, never before the transaction's (``SqlUnitOfWork.moment``); the
     claimed agent row comes back whole (for ``written.py``) with the stamp, and the tenant's
     audit chain head as this statement saw it (``SqlAudit.prime``: the route's audit event is
-    then one statement, stamped like the decision)."""
+    then one statement, stamped like the decision), with the agent's version in the
+    statement's snapshot: a claim that waited for the agent's lock has a head as old as that
+    wait, which is not used."""
     claimed = (update(t.agents)
                .where(a.uid == bindparam("claim_uid"), a.tenant == bindparam("claim_tenant"),
                       a.active_tasks < a.capacity, a.status == Status.AVAILABLE.value)
@@ -261,8 +263,11 @@ def _claim_and_insert() -> Any:
                     *(bindparam(f"d_{name}", type_=t.decisions.c[name].type) for name in names),
                     stamp).select_from(claimed))
                 .returning(d.created_at.label("decision_created_at")).cte("inserted"))
+    snapshot = t.agents.alias("claim_snapshot")
     return select(claimed, inserted.c.decision_created_at,
-                  *head_columns(bindparam("claim_tenant"))).select_from(
+                  *head_columns(bindparam("claim_tenant")),
+                  select(snapshot.c.version).where(snapshot.c.uid == bindparam("claim_uid"))
+                  .scalar_subquery().label("claim_snapshot_version")).select_from(
         claimed.join(inserted, true()))
 
 
@@ -273,7 +278,7 @@ _CLAIM_AND_INSERT: list[Any] = []
 class SqlDecisions:
     """``moment``: the unit of work's (``SqlUnitOfWork.moment``); ``stamp_in_sql``: the claim
     and the insert may be one statement stamped by PostgreSQL itself; ``audit``: that
-    statement and the locking lookups also read the tenant's audit chain head for it."""
+    statement also reads the tenant's audit chain head for it."""
 
     def __init__(self, conn: Connection, moment: Callable[[], datetime] | None = None,
                  *, stamp_in_sql: bool = False, clock: Any = None,
@@ -306,13 +311,16 @@ class SqlDecisions:
         if row is None:
             return None
         stored = dataclasses.replace(decision, created_at=row.decision_created_at)
-        if self._audit is not None:
+        if self._audit is not None and row.version == row.claim_snapshot_version + 1:
+            # No wait for the agent's lock: the head is as fresh as the claim.
             self._audit.prime(decision.tenant, row.decision_created_at, row.audit_head_seq,
                               row.audit_head_hash)
         written = current_written.get()
         if written is not None:
             agent = dict(row._mapping)
-            del agent["decision_created_at"], agent["audit_head_seq"], agent["audit_head_hash"]
+            for extra in ("decision_created_at", "audit_head_seq", "audit_head_hash",
+                          "claim_snapshot_version"):
+                del agent[extra]
             written.agent(agent)
             if stored.status == OPEN:
                 written.decision_opened(_decision_values(stored))
@@ -365,17 +373,10 @@ class SqlDecisions:
             row = self._conn.execute(stmt).first()
             return None if row is None else _row_to_decision(row)
         now = now_expr(self._conn.dialect.name).label("database_now")
-        if stmt._for_update_arg is not None and self._audit is not None:
-            # The lock comes before the audit event (an outcome's): its head comes with it.
-            row = self._conn.execute(stmt.add_columns(
-                now, now_expr("postgresql", statement=True).label("audit_at"),
-                *head_columns(d.tenant))).first()
-            if row is not None:
-                self._audit.prime(row.tenant, row.audit_at, row.audit_head_seq,
-                                  row.audit_head_hash)
-                self._held[row.decision_id] = row.status
-        elif stmt._for_update_arg is not None:
+        if stmt._for_update_arg is not None:
             row = self._conn.execute(stmt.add_columns(now)).first()
+            if row is not None and self._deferring is not None:
+                self._held[row.decision_id] = row.status  # its save may be deferred
         else:
             found = stmt.subquery("found")
             one = select(literal(1).label("one")).subquery("one")
