@@ -53,3 +53,58 @@ def test_an_append_that_loses_its_seq_chains_at_the_new_head(test_settings):
         assert events[-1].prev_hash == events[-2].hash
         verdict = app.security.verify(admin)
         assert verdict.ok and verdict.head_seq == late.seq
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("action", ["route.task", "route.outcome"])
+def test_a_head_read_with_the_claim_or_the_lock_that_went_stale_chains_again(test_settings,
+                                                                               action):
+    """The route's claim and the outcome's decision lock read the audit chain head for the
+    append (``SqlAudit.prime``): an event committed between that statement and the audit
+    insert makes the insert lose its ``seq``, and the append chains at the new head."""
+    from arbiter_cli.bootstrap import scratch_app
+    from arbiter_cli.domain.routing import Outcome
+
+    with fresh_postgres_database("auditprime") as url, \
+            scratch_app(test_settings, "postgres", purpose="t", database_url=url) as (app, _):
+        admin = Principal.local_admin()
+        app.agents.register(admin, [{"id": "a1", "name": "A", "model_family": "x",
+                                     "task_types": ["code-editing"], "capacity": 5}])
+        interleaved: list[int] = []
+        inserts: list[str] = []
+
+        def other_append_first(conn, _cursor, statement, params, _context, _many):  # type: ignore[no-untyped-def]
+            # An outcome's insert carries its deferred writes, with every value bound in it.
+            if "INSERT INTO audit_events" not in statement:
+                return
+            values = list(params.values())
+            inserts.extend(v for v in values if v in (action, "winner"))
+            if action in values and not interleaved:
+                with app.uow() as uow:  # the seq this insert tries: the committed head's next
+                    interleaved.append(uow.audit.events("default")[0].seq + 1)
+                with app.uow(write=True) as other:  # another connection, committed first
+                    won = other.audit.append("default", actor=None, action="winner",
+                                             target=None, result="ok", correlation_id=None,
+                                             details={})
+                    other.commit()
+                interleaved.append(won.seq)
+
+        event.listen(app.engine, "before_cursor_execute", other_append_first)
+        try:
+            decision = app.routing.route(admin, {"task_type": "code-editing",
+                                                 "task_id": "t-1"}).decision
+            app.routing.outcome(admin, Outcome(success=True, quality=0.8),
+                                decision_id=decision.decision_id)
+        finally:
+            event.remove(app.engine, "before_cursor_execute", other_append_first)
+
+        tried, won_seq = interleaved
+        assert won_seq == tried
+        assert inserts.count(action) == 2  # the stale head inserted nothing; chained again
+        with app.uow() as uow:
+            events = uow.audit.events("default", ascending=True)
+        ours = next(e for e in events if e.action == action)
+        assert ours.seq == won_seq + 1
+        assert ours.prev_hash == next(e for e in events if e.seq == won_seq).hash
+        assert ours.at >= next(e for e in events if e.seq == won_seq).at
+        assert app.security.verify(admin).ok

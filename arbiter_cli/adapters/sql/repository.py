@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from sqlalchemy import bindparam, case, delete, func, insert, literal, select, union_all, update
 from sqlalchemy.engine import Connection, Engine, Row
@@ -18,13 +18,15 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.capability import has
 from arbiter_cli.adapters.sql.clock import DatabaseClock, EstimatedClock, now_expr
+from arbiter_cli.adapters.sql.deferred import DeferringConnection, bound
 from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
 from arbiter_cli.adapters.sql.ranking import top
 from arbiter_cli.adapters.sql.routing import SqlDecisions, SqlRouting, updated_agent
-from arbiter_cli.adapters.sql.security import SqlAudit, SqlRate, SqlTokens
+from arbiter_cli.adapters.sql.security import SqlAudit, SqlRate, SqlTokens, head_columns
 from arbiter_cli.adapters.sql.written import current_written
 from arbiter_cli.domain.agents import Agent, FleetStats, Performance, Status
 from arbiter_cli.domain.query import Columns, Query, Ranking, rank
+from arbiter_cli.domain.routing import Arm
 from arbiter_cli.errors import Conflict
 
 AGENT_COLUMNS = [c for c in t.agents.c]
@@ -60,10 +62,19 @@ def _agent_values(agent: Agent) -> dict[str, Any]:
 
 
 class SqlAgents:
-    def __init__(self, conn: Connection) -> None:
+    """``arms``: shared with ``SqlRouting`` of the same unit of work; a locking ``get`` on
+    PostgreSQL fills it with the agent's arms, read with the lock (``_locked_statement``)."""
+
+    def __init__(self, conn: Connection, arms: dict[str, dict[str, Arm]] | None = None,
+                 deferring: DeferringConnection | None = None,
+                 audit: SqlAudit | None = None) -> None:
         self._conn = conn
         self._postgres = conn.dialect.name == "postgresql"
         self._seen: dict[str, Agent] = {}
+        self._arms = arms
+        self._audit = audit  # a locking get reads its tenant's audit head for it
+        self._deferring = deferring
+        self._locked: dict[str, int] = {}  # uid -> version, of the agents this one locked
 
     # ------------------------------------------------------------------ writes
 
@@ -88,6 +99,24 @@ class SqlAgents:
     def update(self, agent: Agent, *, expect_version: int) -> bool:
         values = _agent_values(agent)
         del values["uid"], values["tenant"], values["id"], values["registered_at"]
+        before = self._seen.get(agent.uid)
+        if (self._deferring is not None and self._locked.get(agent.uid) == expect_version
+                and before is not None and (before.task_types, before.languages,
+                                            before.specializations)
+                == (agent.task_types, agent.languages, agent.specializations)):
+            # Locked at that version by this transaction: it matches (``deferred.py``).
+            stmt = (update(t.agents).where(t.agents.c.uid == agent.uid,
+                                           t.agents.c.version == expect_version)
+                    .values(**bound(t.agents, values)))
+            written = current_written.get()
+            self._deferring.defer(
+                stmt.returning(*t.agents.c) if written is not None
+                else stmt.returning(t.agents.c.uid),
+                f"agent {agent.id!r} changed meanwhile; retry",
+                None if written is None else written.agent)
+            self._locked[agent.uid] = agent.version
+            self._seen[agent.uid] = agent
+            return True
         if not updated_agent(self._conn, update(t.agents)
                              .where(t.agents.c.uid == agent.uid,
                                     t.agents.c.version == expect_version)
@@ -119,11 +148,46 @@ class SqlAgents:
     # ------------------------------------------------------------------ reads
 
     def get(self, tenant: str, agent_id: str, *, for_update: bool = False) -> Agent | None:
-        stmt = select(*AGENT_COLUMNS).where(t.agents.c.tenant == tenant, t.agents.c.id == agent_id)
         if for_update and self._postgres:
-            stmt = stmt.with_for_update()
-        found = self._load(stmt)
+            return self._get_locked(tenant, agent_id)
+        found = self._load(select(*AGENT_COLUMNS).where(t.agents.c.tenant == tenant,
+                                                         t.agents.c.id == agent_id))
         return found[0] if found else None
+
+    def _get_locked(self, tenant: str, agent_id: str) -> Agent | None:
+        """The agent row locked, with its capabilities and its arms: one round trip.
+
+        Only the agent row is locked and re-read after a wait (READ COMMITTED); the
+        capabilities and the arms are read in the statement's snapshot. Every write of them
+        bumps the agent's ``version`` in the same transaction, so when the version in the
+        snapshot is the version locked, they are current; otherwise (a commit on the agent
+        while this statement waited for its lock) they are read again, after the lock. The
+        tenant's audit chain head comes along (``SqlAudit.prime``), used only in the first
+        case too: after such a wait it is likely stale.
+        """
+        rows = self._conn.execute(_locked_statement(), {"tenant": tenant, "id": agent_id}
+                                  ).fetchall()
+        if not rows:
+            return None
+        first = rows[0]
+        self._locked[first.uid] = first.version
+        if first.snapshot_version != first.version:
+            return self._agents([first])[0]
+        if self._audit is not None:
+            # The lock comes just before an outcome's writes and audit event: the head too.
+            self._audit.prime(first.tenant, first.audit_at, first.audit_head_seq,
+                              first.audit_head_hash)
+        agent = _row_to_agent(first, {first.uid: (first.agent_task_types or (),
+                                                   first.agent_languages or (),
+                                                   first.agent_labels or ())})
+        self._seen[agent.uid] = agent
+        if self._arms is not None:
+            self._arms[agent.uid] = {
+                r.arm_task_type: Arm(r.arm_alpha, r.arm_beta, r.arm_outcomes, r.arm_recent_alpha,
+                                     r.arm_recent_beta, r.arm_total_alpha, r.arm_total_beta,
+                                     r.arm_changes)
+                for r in rows if r.arm_task_type is not None}
+        return agent
 
     def count(self, tenant: str) -> int:
         stmt = select(func.count()).select_from(t.agents).where(t.agents.c.tenant == tenant)
@@ -222,6 +286,33 @@ def _children_statement() -> Any:
              (t.specializations, t.specializations.c.label)))))
 
 
+@lru_cache(maxsize=1)
+def _locked_statement() -> Any:
+    """PostgreSQL: one agent ``FOR UPDATE OF agents``, its task types, languages and labels
+    as arrays, its version in the statement's snapshot, and one row per arm (built once)."""
+    ag, arms = t.agents.c, t.arms.c
+    snapshot = t.agents.alias("snapshot")
+
+    def values(table: Any, column: Any, label: str) -> Any:
+        return (select(func.array_agg(column)).where(table.c.agent_uid == ag.uid)
+                .scalar_subquery().label(label))
+
+    return (select(*AGENT_COLUMNS,
+                   values(t.task_types, t.task_types.c.task_type, "agent_task_types"),
+                   values(t.languages, t.languages.c.language, "agent_languages"),
+                   values(t.specializations, t.specializations.c.label, "agent_labels"),
+                   select(snapshot.c.version).where(snapshot.c.uid == ag.uid)
+                   .scalar_subquery().label("snapshot_version"),
+                   now_expr("postgresql", statement=True).label("audit_at"),
+                   *head_columns(ag.tenant),
+                   *(column.label(f"arm_{column.name}") for column in (
+                       arms.task_type, arms.alpha, arms.beta, arms.outcomes, arms.recent_alpha,
+                       arms.recent_beta, arms.total_alpha, arms.total_beta, arms.changes)))
+            .select_from(t.agents.outerjoin(t.arms, arms.agent_uid == ag.uid))
+            .where(ag.tenant == bindparam("tenant"), ag.id == bindparam("id"))
+            .with_for_update(of=t.agents))
+
+
 def _chunks(items: builtins.list[str], size: int) -> builtins.list[builtins.list[str]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
@@ -310,16 +401,22 @@ class SqlUnitOfWork:
         written = current_written.get()
         if written is not None and self._write:
             written.begin()  # what an earlier, rolled-back attempt noted does not count
-        self.agents = SqlAgents(self._conn)
-        self.tenants = SqlTenants(self._conn)
-        self.routing = SqlRouting(self._conn)
-        self.decisions = SqlDecisions(
-            self._conn, self.moment,
-            stamp_in_sql=self._clock_offset_s is None and conn.dialect.name == "postgresql",
-            clock=self._clock)
-        self.tokens = SqlTokens(self._conn, self._clock)
-        self.rate = SqlRate(self._conn)
-        self.audit = SqlAudit(self._conn, self._audit_key)
+        arms: dict[str, dict[str, Arm]] = {}  # read with an agent's lock (``SqlAgents.get``)
+        stamp_in_sql = self._clock_offset_s is None and conn.dialect.name == "postgresql"
+        self._deferring = (DeferringConnection(self._conn) if stamp_in_sql and self._write
+                           else None)
+        shared = self._conn if self._deferring is None else cast(Connection, self._deferring)
+        self.audit = SqlAudit(shared, self._audit_key, self._deferring)
+        self.agents = SqlAgents(shared, arms, self._deferring,
+                                self.audit if self._deferring is not None else None)
+        self.tenants = SqlTenants(shared)
+        self.routing = SqlRouting(shared, arms, self._deferring)
+        self.decisions = SqlDecisions(shared, self.moment, stamp_in_sql=stamp_in_sql,
+                                      clock=self._clock,
+                                      audit=self.audit if stamp_in_sql else None,
+                                      deferring=self._deferring)
+        self.tokens = SqlTokens(shared, self._clock)
+        self.rate = SqlRate(shared)
         return self
 
     def __exit__(
@@ -358,9 +455,19 @@ class SqlUnitOfWork:
         op = self._op
         if op is not None and self._write and not op.recorded:
             # The op's id goes in with its effect: a replay after an ambiguous commit sees it.
-            self._conn.execute(insert(t.applied_ops).values(
-                op_id=op.op_id, tenant=op.tenant, kind=op.kind, applied_at=op.now()))
+            stmt = insert(t.applied_ops).values(
+                op_id=op.op_id, tenant=op.tenant, kind=op.kind, applied_at=op.now())
+            if self._deferring is None:
+                self._conn.execute(stmt)
+            else:  # with the writes still deferred: one statement
+                self._deferring.defer(
+                    insert(t.applied_ops).values(**bound(t.applied_ops, {
+                        "op_id": op.op_id, "tenant": op.tenant, "kind": op.kind,
+                        "applied_at": op.now()})).returning(t.applied_ops.c.op_id),
+                    f"op {op.op_id} was not recorded")
             op.recorded = True
+        if self._deferring is not None:
+            self._deferring.flush()
         try:
             self._tx.commit()
         except DBAPIError as exc:

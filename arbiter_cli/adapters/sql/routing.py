@@ -26,6 +26,8 @@ from sqlalchemy.engine import Connection, Row
 from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.capability import conditions, fit_shares
 from arbiter_cli.adapters.sql.clock import now_expr
+from arbiter_cli.adapters.sql.deferred import DeferringConnection, bound
+from arbiter_cli.adapters.sql.security import SqlAudit, head_columns
 from arbiter_cli.adapters.sql.types import UtcDateTime
 from arbiter_cli.adapters.sql.written import current_written
 from arbiter_cli.domain.agents import Status
@@ -36,26 +38,39 @@ a = t.agents.c
 
 
 class SqlRouting:
-    def __init__(self, conn: Connection) -> None:
+    """``arms``: an agent's arms as its locking lookup read them (``SqlAgents.get``), by
+    uid, then task type; kept current by ``save_arm``."""
+
+    def __init__(self, conn: Connection, arms: dict[str, dict[str, Arm]] | None = None,
+                 deferring: DeferringConnection | None = None) -> None:
         self._conn = conn
+        self._arms = arms if arms is not None else {}
+        self._deferring = deferring
 
     def pool(self, tenant: str, task: Task) -> Pool:
+        """The capable agents with their arms, and the exclusion counts, in one round trip:
+        the counts are a one-row select the pool is outer-joined to (so they come back even
+        when no agent is capable)."""
         import numpy as np
 
         has_type, with_languages, capable = conditions(task.task_type, task.languages,
                                                        task.specializations)
         arms = t.arms.c
-        rows = self._conn.execute(
-            select(a.uid, a.id, a.active_tasks, a.capacity, a.status, a.average_latency_ms,
-                   a.average_quality, arms.alpha, arms.beta, arms.outcomes, arms.total_alpha,
-                   arms.total_beta)
-            .select_from(t.agents.outerjoin(t.arms, and_(arms.agent_uid == a.uid,
-                                                         arms.task_type == task.task_type)))
-            .where(a.tenant == tenant, capable)
-            .order_by(a.id)
+        pool = (select(a.uid, a.id, a.active_tasks, a.capacity, a.status, a.average_latency_ms,
+                       a.average_quality, arms.alpha, arms.beta, arms.outcomes, arms.total_alpha,
+                       arms.total_beta)
+                .select_from(t.agents.outerjoin(t.arms, and_(arms.agent_uid == a.uid,
+                                                             arms.task_type == task.task_type)))
+                .where(a.tenant == tenant, capable)
+                .subquery("pool"))
+        counts = self._counts(tenant, task, with_languages).subquery("counts")
+        found = self._conn.execute(
+            select(counts, pool).select_from(counts.outerjoin(pool, true())).order_by(pool.c.id)
         ).fetchall()
-        excluded, examples = self._exclusions(tenant, task, (has_type, with_languages, capable),
-                                              len(rows))
+        rows = [r for r in found if r.uid is not None]
+        excluded, examples = self._exclusions(tenant, (found[0].total, found[0].typed,
+                                                       found[0].languaged),
+                                              (has_type, with_languages, capable), len(rows))
         uids = [r.uid for r in rows]
         return Pool(
             ids=[r.id for r in rows], uids=uids,
@@ -73,21 +88,26 @@ class SqlRouting:
             arm_total_beta=np.array([r.total_beta or 0.0 for r in rows], dtype=np.float64),
         )
 
-    def _exclusions(self, tenant: str, task: Task, conditions: tuple[Any, Any, Any],
-                    n_capable: int) -> tuple[dict[str, int], dict[str, list[str]]]:
-        """Counts per capability reason from index-backed counts; examples only when needed."""
-        has_type, with_languages, capable = conditions
+    @staticmethod
+    def _counts(tenant: str, task: Task, with_languages: Any) -> Any:
+        """The tenant's agents, those with the task type, and those with its languages too:
+        index-backed counts, as one row (``total``, ``typed``, ``languaged``)."""
         tt = t.task_types.c
         typed_count = (select(func.count()).select_from(t.task_types)
                        .where(tt.tenant == tenant, tt.task_type == task.task_type)
                        .scalar_subquery())
-        total, typed, languaged = self._conn.execute(  # one round trip for the three counts
-            select(select(func.count()).where(a.tenant == tenant).scalar_subquery(),
-                   typed_count,
-                   select(func.count()).where(a.tenant == tenant, with_languages)
-                   .scalar_subquery() if task.languages else typed_count)
-        ).one()
-        total, typed, languaged = int(total), int(typed), int(languaged)
+        return select(
+            select(func.count()).where(a.tenant == tenant).scalar_subquery().label("total"),
+            typed_count.label("typed"),
+            (select(func.count()).where(a.tenant == tenant, with_languages).scalar_subquery()
+             if task.languages else typed_count).label("languaged"))
+
+    def _exclusions(self, tenant: str, counts: tuple[Any, Any, Any],
+                    conditions: tuple[Any, Any, Any], n_capable: int
+                    ) -> tuple[dict[str, int], dict[str, list[str]]]:
+        """Counts per capability reason (``counts``: ``_counts``); examples only when needed."""
+        has_type, with_languages, capable = conditions
+        total, typed, languaged = (int(n) for n in counts)
         excluded = {"task_type": total - typed, "language": typed - languaged,
                     "specialization": languaged - n_capable}
         failing = {"task_type": ~has_type, "language": and_(has_type, ~with_languages),
@@ -127,6 +147,9 @@ class SqlRouting:
         )
 
     def arm(self, tenant: str, agent_uid: str, task_type: str) -> Arm | None:
+        known = self._arms.get(agent_uid)
+        if known is not None:  # read with the agent's lock, which this transaction holds
+            return known.get(task_type)
         arms = t.arms.c
         row = self._conn.execute(
             select(arms.alpha, arms.beta, arms.outcomes, arms.recent_alpha, arms.recent_beta,
@@ -141,12 +164,32 @@ class SqlRouting:
         """Update, else insert: callers hold the agent's row lock, so no two race here."""
         arms = t.arms.c
         values = {**dataclasses.asdict(arm), "updated_at": now}
-        result = self._conn.execute(
+        known = self._arms.get(agent_uid)
+        if known is not None and self._deferring is not None:  # under the agent's lock
+            if task_type in known:
+                stmt: Any = (update(t.arms).where(arms.agent_uid == agent_uid,
+                                                  arms.task_type == task_type)
+                             .values(**bound(t.arms, values)))
+            else:
+                stmt = insert(t.arms).values(**bound(t.arms, {
+                    "agent_uid": agent_uid, "task_type": task_type, "tenant": tenant,
+                    **values}))
+            self._deferring.defer(stmt.returning(arms.agent_uid),
+                                  f"the arm of agent uid {agent_uid} changed meanwhile; retry")
+            known[task_type] = arm
+            return
+        exists = (task_type in known if known is not None else self._conn.execute(
             update(t.arms).where(arms.agent_uid == agent_uid, arms.task_type == task_type)
-            .values(**values))
-        if result.rowcount == 0:
+            .values(**values)).rowcount == 1)
+        if known is not None and exists:
+            self._conn.execute(
+                update(t.arms).where(arms.agent_uid == agent_uid, arms.task_type == task_type)
+                .values(**values))
+        elif not exists:
             self._conn.execute(insert(t.arms).values(agent_uid=agent_uid, task_type=task_type,
                                                      tenant=tenant, **values))
+        if known is not None:
+            known[task_type] = arm
 
 
 def updated_agent(conn: Connection, stmt: Any) -> bool:
@@ -203,7 +246,11 @@ def _claim_and_insert() -> Any:
 
     The decision is inserted only from the claimed row (none when the claim lost), stamped
     with the statement's time, never before the transaction's (``SqlUnitOfWork.moment``); the
-    claimed agent row comes back whole (for ``written.py``) with the stamp."""
+    claimed agent row comes back whole (for ``written.py``) with the stamp, and the tenant's
+    audit chain head as this statement saw it (``SqlAudit.prime``: the route's audit event is
+    then one statement, stamped like the decision), with the agent's version in the
+    statement's snapshot: a claim that waited for the agent's lock has a head as old as that
+    wait, which is not used."""
     claimed = (update(t.agents)
                .where(a.uid == bindparam("claim_uid"), a.tenant == bindparam("claim_tenant"),
                       a.active_tasks < a.capacity, a.status == Status.AVAILABLE.value)
@@ -216,7 +263,11 @@ def _claim_and_insert() -> Any:
                     *(bindparam(f"d_{name}", type_=t.decisions.c[name].type) for name in names),
                     stamp).select_from(claimed))
                 .returning(d.created_at.label("decision_created_at")).cte("inserted"))
-    return select(claimed, inserted.c.decision_created_at).select_from(
+    snapshot = t.agents.alias("claim_snapshot")
+    return select(claimed, inserted.c.decision_created_at,
+                  *head_columns(bindparam("claim_tenant")),
+                  select(snapshot.c.version).where(snapshot.c.uid == bindparam("claim_uid"))
+                  .scalar_subquery().label("claim_snapshot_version")).select_from(
         claimed.join(inserted, true()))
 
 
@@ -226,11 +277,17 @@ _CLAIM_AND_INSERT: list[Any] = []
 
 class SqlDecisions:
     """``moment``: the unit of work's (``SqlUnitOfWork.moment``); ``stamp_in_sql``: the claim
-    and the insert may be one statement stamped by PostgreSQL itself."""
+    and the insert may be one statement stamped by PostgreSQL itself; ``audit``: that
+    statement also reads the tenant's audit chain head for it."""
 
     def __init__(self, conn: Connection, moment: Callable[[], datetime] | None = None,
-                 *, stamp_in_sql: bool = False, clock: Any = None) -> None:
+                 *, stamp_in_sql: bool = False, clock: Any = None,
+                 audit: SqlAudit | None = None,
+                 deferring: DeferringConnection | None = None) -> None:
         self._conn = conn
+        self._audit = audit
+        self._deferring = deferring
+        self._held: dict[str, str] = {}  # decision id -> status, of those this one locked
         self._moment = moment
         self._stamp_in_sql = stamp_in_sql
         self._clock = clock  # a lookup carries the database's time for it (no extra trip)
@@ -254,10 +311,16 @@ class SqlDecisions:
         if row is None:
             return None
         stored = dataclasses.replace(decision, created_at=row.decision_created_at)
+        if self._audit is not None and row.version == row.claim_snapshot_version + 1:
+            # No wait for the agent's lock: the head is as fresh as the claim.
+            self._audit.prime(decision.tenant, row.decision_created_at, row.audit_head_seq,
+                              row.audit_head_hash)
         written = current_written.get()
         if written is not None:
             agent = dict(row._mapping)
-            del agent["decision_created_at"]
+            for extra in ("decision_created_at", "audit_head_seq", "audit_head_hash",
+                          "claim_snapshot_version"):
+                del agent[extra]
             written.agent(agent)
             if stored.status == OPEN:
                 written.decision_opened(_decision_values(stored))
@@ -274,6 +337,21 @@ class SqlDecisions:
         written = current_written.get()
         if written is not None and decision.status != OPEN and decision.decision_id:
             written.decision_closed(decision.decision_id)
+        if (self._deferring is not None and decision.decision_id is not None
+                and self._held.get(decision.decision_id) == was):
+            # Locked with that status by this transaction: it matches (``deferred.py``).
+            self._deferring.defer(
+                update(t.decisions)
+                .where(d.decision_id == decision.decision_id, d.tenant == decision.tenant,
+                       d.status == was)
+                .values(**bound(t.decisions, {
+                    "status": decision.status, "closed_at": decision.closed_at,
+                    "outcome": None if decision.outcome is None else dict(decision.outcome),
+                    "over_capacity": decision.over_capacity}))
+                .returning(d.decision_id),
+                f"decision {decision.decision_id} changed meanwhile; retry")
+            self._held[decision.decision_id] = decision.status
+            return True
         result = self._conn.execute(
             update(t.decisions)
             .where(d.decision_id == decision.decision_id, d.tenant == decision.tenant,
@@ -297,6 +375,8 @@ class SqlDecisions:
         now = now_expr(self._conn.dialect.name).label("database_now")
         if stmt._for_update_arg is not None:
             row = self._conn.execute(stmt.add_columns(now)).first()
+            if row is not None and self._deferring is not None:
+                self._held[row.decision_id] = row.status  # its save may be deferred
         else:
             found = stmt.subquery("found")
             one = select(literal(1).label("one")).subquery("one")
