@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from arbiter_cli.adapters.sql import tables as t
+from arbiter_cli.adapters.sql.capabilities import encode
 from arbiter_cli.adapters.sql.capability import has
 from arbiter_cli.adapters.sql.clock import DatabaseClock, EstimatedClock, now_expr
 from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
@@ -56,6 +57,7 @@ def _agent_values(agent: Agent) -> dict[str, Any]:
         "metadata": dict(agent.metadata),
         "registered_at": agent.registered_at, "last_active_at": agent.last_active_at,
         "updated_at": agent.updated_at, "version": agent.version,
+        "capabilities": encode(agent.task_types, agent.languages, agent.specializations),
     }
 
 
