@@ -223,3 +223,24 @@ def test_the_ranking_statement_reads_no_child_table(dialect: str) -> None:
     assert "capabilities" in sql
     assert not any(child in sql for child in
                    ("agent_task_types", "agent_languages", "agent_specializations"))
+
+
+def test_a_query_and_a_listing_take_the_pinned_number_of_statements(sql_app):  # type: ignore[no-untyped-def]
+    """Agents come with their capabilities from their own row: a query is its ranking
+    statement, a listing its select (SQLite adds the BEGIN it issues), with no second
+    statement for the child rows."""
+    from arbiter_cli.tools.bench import StatementCounter
+
+    admin = Principal.local_admin()
+    sql_app.agents.register(admin, [
+        {"id": f"a{i}", "name": "A", "model_family": "m", "task_types": ["testing"],
+         "languages": ["Go"], "specializations": ["x", "y"]} for i in range(3)])
+    counter = StatementCounter(sql_app.engine)
+    found = counter.count("query", lambda: sql_app.agents.query(
+        admin, {"task_type": "testing", "languages": ["go"], "prefer": ["x"]}))
+    listed = counter.count("list", lambda: sql_app.agents.list(admin))
+    begin = 1 if sql_app.engine.dialect.name == "sqlite" else 0
+    assert counter.per_operation() == {"query": 1.0 + begin, "list": 1.0 + begin}
+    assert len(found) == 3
+    assert [(a.task_types, a.languages, a.specializations) for a in listed.items] == [
+        (("testing",), ("Go",), ("x", "y"))] * 3

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import builtins
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import bindparam, case, delete, func, insert, literal, select, union_all, update
+from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from arbiter_cli.adapters.sql import tables as t
-from arbiter_cli.adapters.sql.capabilities import encode
+from arbiter_cli.adapters.sql.capabilities import decode, encode
 from arbiter_cli.adapters.sql.capability import has
 from arbiter_cli.adapters.sql.clock import DatabaseClock, EstimatedClock, now_expr
 from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
@@ -31,8 +29,8 @@ from arbiter_cli.errors import Conflict
 AGENT_COLUMNS = [c for c in t.agents.c]
 
 
-def _row_to_agent(row: Row[Any], children: Mapping[str, tuple[Any, Any, Any]]) -> Agent:
-    task_types, languages, labels = children.get(row.uid, ((), (), ()))
+def _row_to_agent(row: Row[Any]) -> Agent:
+    task_types, languages, labels = decode(row.capabilities)
     return Agent(
         uid=row.uid, tenant=row.tenant, id=row.id, name=row.name, model_family=row.model_family,
         task_types=tuple(sorted(task_types)), languages=tuple(sorted(languages)),
@@ -194,38 +192,11 @@ class SqlAgents:
         return self._agents(self._conn.execute(stmt).fetchall())
 
     def _agents(self, rows: Sequence[Row[Any]]) -> builtins.list[Agent]:
-        if not rows:
-            return []
-        children = self._children([r.uid for r in rows])
-        agents = [_row_to_agent(r, children) for r in rows]
+        """Agents of ``rows``: their task types, languages and labels come from the row's
+        ``capabilities`` (no second statement for the child rows)."""
+        agents = [_row_to_agent(r) for r in rows]
         self._seen.update((a.uid, a) for a in agents)
         return agents
-
-    def _children(self, uids: builtins.list[str]) -> dict[str, tuple[Any, Any, Any]]:
-        """Task types, languages and labels of ``uids`` in one round trip (UNION ALL)."""
-        found: dict[str, tuple[builtins.list[str], builtins.list[str], builtins.list[str]]] = (
-            defaultdict(lambda: ([], [], [])))
-        for chunk in _chunks(uids, 900):
-            for kind, uid, value in self._conn.execute(_children_statement(), {"uids": chunk}):
-                found[uid][kind].append(value)
-        return dict(found)
-
-
-@lru_cache(maxsize=1)
-def _children_statement() -> Any:
-    """Task types (0), languages (1) and labels (2) of the agents ``uids``, built once."""
-    uids = bindparam("uids", type_=t.agents.c.uid.type, expanding=True)
-    return union_all(*(
-        select(literal(position).label("kind"), table.c.agent_uid, column.label("value"))
-        .where(table.c.agent_uid.in_(uids))
-        for position, (table, column) in enumerate(
-            ((t.task_types, t.task_types.c.task_type),
-             (t.languages, t.languages.c.language),
-             (t.specializations, t.specializations.c.label)))))
-
-
-def _chunks(items: builtins.list[str], size: int) -> builtins.list[builtins.list[str]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 class SqlTenants:
