@@ -123,3 +123,33 @@ def test_four_concurrent_upgrades_on_a_fresh_postgres_all_succeed(clean_env):
         results = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
         assert [code for _, _, code in results] == [0, 0, 0, 0], results
         assert cli("db", "check", "--database-url", url).exit_code == 0
+
+
+def test_0006_backfills_the_capabilities_the_writer_writes(sql_url: str, clean_env, test_settings):
+    """Downgrading past 0006 drops agents.capabilities; upgrading again fills it from the child
+    rows with the very string register writes (awkward labels included), without drift."""
+    from arbiter_cli.adapters.sql.capabilities import decode
+
+    assert cli("init", "--database-url", sql_url).exit_code == 0
+    env = {"ARBITER_DATABASE__URL": sql_url}
+    for agent_id, labels in (("a", ["x|sFoo", "B=%7C", "Ä"]), ("b", []), ("c", ["%"])):
+        flags = [arg for label in labels for arg in ("--specialization", label)]
+        done = cli("agents", "register", "--id", agent_id, "--name", agent_id, "--model-family",
+                   "m", "--task-type", "code-review", "--task-type", "testing",
+                   "--language", "Python", "--language", "go", *flags, env=env)
+        assert done.exit_code == 0, done
+    engine = _engine(sql_url, test_settings)
+    try:
+        select = text("SELECT id, capabilities FROM agents ORDER BY id")
+        with engine.connect() as conn:
+            written = conn.execute(select).all()
+        assert decode(written[0][1])[2] and sorted(decode(written[0][1])[2]) == sorted(
+            ["x|sFoo", "B=%7C", "Ä"])
+        migrations.downgrade(engine, "0005_arm_change_detector", io.StringIO())
+        assert "capabilities" not in {c["name"] for c in inspect(engine).get_columns("agents")}
+        migrations.upgrade(engine, "head", io.StringIO())
+        with engine.connect() as conn:
+            assert conn.execute(select).all() == written
+        assert migrations.check(engine) == []
+    finally:
+        engine.dispose()

@@ -168,3 +168,79 @@ def test_sql_scores_every_candidate_with_the_scorers_bits(sql_app, fleet, query,
     ranking = rank(Columns.from_agents(candidates, query.prefer), everything, weights)
     assert [row.id for row in rows] == [candidates[i].id for i in ranking.rows]
     assert [row.score for row in rows] == ranking.scores
+
+
+def test_capability_filters_are_exact_on_awkward_labels_and_follow_updates(sql_app):  # type: ignore[no-untyped-def]
+    """The row's ``capabilities`` string narrows exactly: separators, ``=`` and escapes inside
+    labels never match another label, case is ignored as the memory store ignores it, and an
+    update of the languages moves the agent between queries."""
+    def agent(agent_id: str, task_types: list[str], languages: list[str],
+              labels: list[str]) -> dict[str, Any]:
+        return {"id": agent_id, "name": agent_id, "model_family": "m", "task_types": task_types,
+                "languages": languages, "specializations": labels, "capacity": 10,
+                "performance": {"success_rate": 0.8, "average_quality": 0.7},
+                "active_tasks": 0, "status": "available"}
+
+    seed(sql_app, [agent("p", ["testing"], ["Python"], ["x|sFoo", "a=b"]),
+                   agent("q", ["testing", "debugging"], ["Go"], ["foo"]),
+                   agent("r", ["debugging"], [], ["%7C", "%"])])
+
+    def ids(query: Query) -> list[str]:
+        return sorted(agent_id for agent_id, *_ in search(sql_app, query, WEIGHTS))
+
+    assert ids(Query("testing", specializations=("foo",))) == ["q"]
+    assert ids(Query("testing", specializations=("FOO",))) == ["q"]
+    assert ids(Query("testing", specializations=("x|sfoo",))) == ["p"]
+    assert ids(Query("testing", specializations=("a=b",))) == ["p"]
+    assert ids(Query("testing", specializations=("a",))) == []
+    assert ids(Query("debugging", specializations=("|",))) == []
+    assert ids(Query("debugging", specializations=("%7c",))) == ["r"]
+    assert ids(Query("debugging", specializations=("%",))) == ["r"]
+    assert ids(Query("testing", languages=("PYTHON",))) == ["p"]
+    assert ids(Query("testing", languages=("Py",))) == []
+    assert ids(Query("code-review")) == []
+    fits = {agent_id: parts["fit"] for agent_id, _, parts in
+            search(sql_app, Query("testing", prefer=("FOO", "a=b", "x|sfoo")), WEIGHTS)}
+    assert fits == {"p": 0.2, "q": 0.1}  # weighted: 0.3 · 2/3 and 0.3 · 1/3
+    sql_app.agents.update(Principal.local_admin(), "q", {"languages": ["Rust"]})
+    assert ids(Query("testing", languages=("go",))) == []
+    assert ids(Query("testing", languages=("rust",))) == ["q"]
+    with sql_app.uow() as uow:
+        moved = uow.agents.get("default", "q")
+    assert moved is not None and moved.languages == ("Rust",)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_the_ranking_statement_reads_no_child_table(dialect: str) -> None:
+    """Capability filters and the fit share test the agents row's ``capabilities``: the scan
+    neither joins nor semi-joins agent_task_types, agent_languages or agent_specializations."""
+    from arbiter_cli.adapters.sql.ranking import top
+
+    query = Query("testing", languages=("Go", "Rust"), specializations=("a",), prefer=("b", "c"),
+                  status="available", limit=3)
+    stmt, _ = top("default", query, WEIGHTS, dialect)
+    sql = str(stmt)
+    assert "capabilities" in sql
+    assert not any(child in sql for child in
+                   ("agent_task_types", "agent_languages", "agent_specializations"))
+
+
+def test_a_query_and_a_listing_take_the_pinned_number_of_statements(sql_app):  # type: ignore[no-untyped-def]
+    """Agents come with their capabilities from their own row: a query is its ranking
+    statement, a listing its select (SQLite adds the BEGIN it issues), with no second
+    statement for the child rows."""
+    from arbiter_cli.tools.bench import StatementCounter
+
+    admin = Principal.local_admin()
+    sql_app.agents.register(admin, [
+        {"id": f"a{i}", "name": "A", "model_family": "m", "task_types": ["testing"],
+         "languages": ["Go"], "specializations": ["x", "y"]} for i in range(3)])
+    counter = StatementCounter(sql_app.engine)
+    found = counter.count("query", lambda: sql_app.agents.query(
+        admin, {"task_type": "testing", "languages": ["go"], "prefer": ["x"]}))
+    listed = counter.count("list", lambda: sql_app.agents.list(admin))
+    begin = 1 if sql_app.engine.dialect.name == "sqlite" else 0
+    assert counter.per_operation() == {"query": 1.0 + begin, "list": 1.0 + begin}
+    assert len(found) == 3
+    assert [(a.task_types, a.languages, a.specializations) for a in listed.items] == [
+        (("testing",), ("Go",), ("x", "y"))] * 3

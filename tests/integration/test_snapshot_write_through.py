@@ -31,7 +31,7 @@ def agent_row(uid: str, *, active: int = 0, version: int = 1) -> dict[str, Any]:
             "status_reason": None, "success_rate": 0.0, "average_quality": 0.0,
             "average_latency_ms": 0.0, "task_count": 0, "latency_count": None,
             "metadata": {}, "registered_at": NOW, "last_active_at": NOW, "updated_at": NOW,
-            "version": version}
+            "version": version, "capabilities": "|ttesting=testing|"}
 
 
 def decision_row(decision_id: str, agent_uid: str) -> dict[str, Any]:

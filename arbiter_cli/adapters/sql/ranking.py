@@ -15,6 +15,11 @@ way); the fit share is a count divided by the number of preferred labels (``fit_
 property test in ``tests/integration/test_query_ranking.py`` holds the two to the same bits on
 random fleets.
 
+The capability filters (task type, languages, specializations) and the fit share test the
+row's own ``capabilities`` string (``capabilities.py``): the scan joins no child table. The
+``EXISTS`` semi-joins on the three child tables they replace were most of the statement (at
+10 000 agents on PostgreSQL, 25.7 ms with them against 5.2 ms without).
+
 The statements are built once per shape (dialect, how many languages, specializations and
 preferred labels, whether a status or a limit is given) with bound parameters: building the
 expression tree costs more than running it.
@@ -26,10 +31,10 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Float, Select, bindparam, case, cast, func, literal, select
+from sqlalchemy import Float, Select, bindparam, case, cast, literal, select
 
 from arbiter_cli.adapters.sql import tables as t
-from arbiter_cli.adapters.sql.capability import has
+from arbiter_cli.adapters.sql.capabilities import LABEL, LANGUAGE, TASK_TYPE, holds, needle
 from arbiter_cli.domain.query import COMPONENTS, Query, match_score
 
 
@@ -40,14 +45,16 @@ def top(tenant: str, query: Query, weights: Mapping[str, float], dialect: str
     stmt = _statement(dialect, len(query.languages), len(query.specializations),
                       len(query.prefer), query.status is not None, query.limit > 0)
     params: dict[str, Any] = {
-        "tenant": tenant, "task_type": query.task_type,
+        "tenant": tenant, "task_type": needle(TASK_TYPE, query.task_type),
         "max_utilization": query.max_utilization, "min_success_rate": query.min_success_rate,
         **{f"w_{name}": float(weights[name]) for name in COMPONENTS},
-        **{f"language_{i}": lang.lower() for i, lang in enumerate(query.languages)},
-        **{f"label_{i}": label.lower() for i, label in enumerate(query.specializations)},
+        **{f"language_{i}": needle(LANGUAGE, lang.lower())
+           for i, lang in enumerate(query.languages)},
+        **{f"label_{i}": needle(LABEL, label.lower())
+           for i, label in enumerate(query.specializations)},
+        **{f"prefer_{i}": needle(LABEL, label.lower()) for i, label in enumerate(query.prefer)},
     }
     if query.prefer:
-        params["prefer"] = [label.lower() for label in query.prefer]
         params["prefer_count"] = float(len(query.prefer))
     if query.status is not None:
         params["status"] = query.status
@@ -65,15 +72,15 @@ def _statement(dialect: str, languages: int, labels: int, prefer: int, status: b
     score = match_score(
         {name: double(f"w_{name}") for name in COMPONENTS}, a.success_rate, a.average_quality,
         double(1.0) - case((utilization < double(1.0), utilization), else_=double(1.0)),
-        _fit(double) if prefer else None).label("score")
+        _fit(double, prefer, dialect) if prefer else None).label("score")
     narrow = dialect == "postgresql"
     best = (
         select(*((a.uid, a.id) if narrow else (t.agents,)), score)
         .where(a.tenant == bindparam("tenant"),
-               has(t.task_types, t.task_types.c.task_type, bindparam("task_type")),
-               *(has(t.languages, t.languages.c.language_key, bindparam(f"language_{i}"))
+               holds(a.capabilities, bindparam("task_type"), dialect),
+               *(holds(a.capabilities, bindparam(f"language_{i}"), dialect)
                  for i in range(languages)),
-               *(has(t.specializations, t.specializations.c.label_key, bindparam(f"label_{i}"))
+               *(holds(a.capabilities, bindparam(f"label_{i}"), dialect)
                  for i in range(labels)),
                utilization <= double("max_utilization"),
                a.success_rate >= double("min_success_rate"))
@@ -86,20 +93,20 @@ def _statement(dialect: str, languages: int, labels: int, prefer: int, status: b
     if not narrow:
         return best
     # PostgreSQL ranks narrow rows, then joins the winners' full rows: hashing and sorting the
-    # wide rows took a third of the statement at 10 000 agents (SQLite evaluates its EXISTS
-    # per row and was faster in one pass)
+    # wide rows took a third of the statement at 10 000 agents (SQLite was faster in one pass)
     ranked = best.subquery("best")
     return (select(t.agents, ranked.c.score)
             .join_from(t.agents, ranked, ranked.c.uid == a.uid)
             .order_by(ranked.c.score.desc(), ranked.c.id))
 
 
-def _fit(double: _Doubles) -> Any:
-    """Share of the preferred labels the agent has (``domain.query.fit_share``)."""
-    sp = t.specializations.c
-    held = (select(func.count()).where(sp.agent_uid == t.agents.c.uid,
-                                       sp.label_key.in_(bindparam("prefer", expanding=True)))
-            .scalar_subquery())
+def _fit(double: _Doubles, prefer: int, dialect: str) -> Any:
+    """Share of the preferred labels the agent has (``domain.query.fit_share``): a count of
+    the labels held, over the number preferred, both doubles."""
+    held = sum((case((holds(t.agents.c.capabilities, bindparam(f"prefer_{i}"), dialect), 1),
+                     else_=0) for i in range(1, prefer)),
+               start=case((holds(t.agents.c.capabilities, bindparam("prefer_0"), dialect), 1),
+                          else_=0))
     return _divide(cast(held, Float), double("prefer_count"))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,11 +10,12 @@ from functools import lru_cache
 from types import TracebackType
 from typing import Any, Self, cast
 
-from sqlalchemy import bindparam, case, delete, func, insert, literal, select, union_all, update
+from sqlalchemy import bindparam, case, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from arbiter_cli.adapters.sql import tables as t
+from arbiter_cli.adapters.sql.capabilities import decode, encode
 from arbiter_cli.adapters.sql.capability import has
 from arbiter_cli.adapters.sql.clock import DatabaseClock, EstimatedClock, now_expr
 from arbiter_cli.adapters.sql.deferred import DeferringConnection, bound
@@ -32,8 +32,8 @@ from arbiter_cli.errors import Conflict
 AGENT_COLUMNS = [c for c in t.agents.c]
 
 
-def _row_to_agent(row: Row[Any], children: Mapping[str, tuple[Any, Any, Any]]) -> Agent:
-    task_types, languages, labels = children.get(row.uid, ((), (), ()))
+def _row_to_agent(row: Row[Any]) -> Agent:
+    task_types, languages, labels = decode(row.capabilities)
     return Agent(
         uid=row.uid, tenant=row.tenant, id=row.id, name=row.name, model_family=row.model_family,
         task_types=tuple(sorted(task_types)), languages=tuple(sorted(languages)),
@@ -58,6 +58,7 @@ def _agent_values(agent: Agent) -> dict[str, Any]:
         "metadata": dict(agent.metadata),
         "registered_at": agent.registered_at, "last_active_at": agent.last_active_at,
         "updated_at": agent.updated_at, "version": agent.version,
+        "capabilities": encode(agent.task_types, agent.languages, agent.specializations),
     }
 
 
@@ -157,11 +158,11 @@ class SqlAgents:
     def _get_locked(self, tenant: str, agent_id: str) -> Agent | None:
         """The agent row locked, with its capabilities and its arms: one round trip.
 
-        Only the agent row is locked and re-read after a wait (READ COMMITTED); the
-        capabilities and the arms are read in the statement's snapshot. Every write of them
-        bumps the agent's ``version`` in the same transaction, so when the version in the
-        snapshot is the version locked, they are current; otherwise (a commit on the agent
-        while this statement waited for its lock) they are read again, after the lock. The
+        Only the agent row (capabilities included) is locked and re-read after a wait (READ
+        COMMITTED); the arms are read in the statement's snapshot. Every write of them bumps
+        the agent's ``version`` in the same transaction, so when the version in the snapshot
+        is the version locked, they are current; otherwise (a commit on the agent while this
+        statement waited for its lock) they are read again, after the lock. The
         tenant's audit chain head comes along (``SqlAudit.prime``), used only in the first
         case too: after such a wait it is likely stale.
         """
@@ -177,9 +178,7 @@ class SqlAgents:
             # The lock comes just before an outcome's writes and audit event: the head too.
             self._audit.prime(first.tenant, first.audit_at, first.audit_head_seq,
                               first.audit_head_hash)
-        agent = _row_to_agent(first, {first.uid: (first.agent_task_types or (),
-                                                   first.agent_languages or (),
-                                                   first.agent_labels or ())})
+        agent = _row_to_agent(first)
         self._seen[agent.uid] = agent
         if self._arms is not None:
             self._arms[agent.uid] = {
@@ -256,51 +255,20 @@ class SqlAgents:
         return self._agents(self._conn.execute(stmt).fetchall())
 
     def _agents(self, rows: Sequence[Row[Any]]) -> builtins.list[Agent]:
-        if not rows:
-            return []
-        children = self._children([r.uid for r in rows])
-        agents = [_row_to_agent(r, children) for r in rows]
+        """Agents of ``rows``: their task types, languages and labels come from the row's
+        ``capabilities`` (no second statement for the child rows)."""
+        agents = [_row_to_agent(r) for r in rows]
         self._seen.update((a.uid, a) for a in agents)
         return agents
-
-    def _children(self, uids: builtins.list[str]) -> dict[str, tuple[Any, Any, Any]]:
-        """Task types, languages and labels of ``uids`` in one round trip (UNION ALL)."""
-        found: dict[str, tuple[builtins.list[str], builtins.list[str], builtins.list[str]]] = (
-            defaultdict(lambda: ([], [], [])))
-        for chunk in _chunks(uids, 900):
-            for kind, uid, value in self._conn.execute(_children_statement(), {"uids": chunk}):
-                found[uid][kind].append(value)
-        return dict(found)
-
-
-@lru_cache(maxsize=1)
-def _children_statement() -> Any:
-    """Task types (0), languages (1) and labels (2) of the agents ``uids``, built once."""
-    uids = bindparam("uids", type_=t.agents.c.uid.type, expanding=True)
-    return union_all(*(
-        select(literal(position).label("kind"), table.c.agent_uid, column.label("value"))
-        .where(table.c.agent_uid.in_(uids))
-        for position, (table, column) in enumerate(
-            ((t.task_types, t.task_types.c.task_type),
-             (t.languages, t.languages.c.language),
-             (t.specializations, t.specializations.c.label)))))
 
 
 @lru_cache(maxsize=1)
 def _locked_statement() -> Any:
-    """PostgreSQL: one agent ``FOR UPDATE OF agents``, its task types, languages and labels
-    as arrays, its version in the statement's snapshot, and one row per arm (built once)."""
+    """PostgreSQL: one agent ``FOR UPDATE OF agents`` (its capabilities are on the row), its
+    version in the statement's snapshot, and one row per arm (built once)."""
     ag, arms = t.agents.c, t.arms.c
     snapshot = t.agents.alias("snapshot")
-
-    def values(table: Any, column: Any, label: str) -> Any:
-        return (select(func.array_agg(column)).where(table.c.agent_uid == ag.uid)
-                .scalar_subquery().label(label))
-
     return (select(*AGENT_COLUMNS,
-                   values(t.task_types, t.task_types.c.task_type, "agent_task_types"),
-                   values(t.languages, t.languages.c.language, "agent_languages"),
-                   values(t.specializations, t.specializations.c.label, "agent_labels"),
                    select(snapshot.c.version).where(snapshot.c.uid == ag.uid)
                    .scalar_subquery().label("snapshot_version"),
                    now_expr("postgresql", statement=True).label("audit_at"),
@@ -311,10 +279,6 @@ def _locked_statement() -> Any:
             .select_from(t.agents.outerjoin(t.arms, arms.agent_uid == ag.uid))
             .where(ag.tenant == bindparam("tenant"), ag.id == bindparam("id"))
             .with_for_update(of=t.agents))
-
-
-def _chunks(items: builtins.list[str], size: int) -> builtins.list[builtins.list[str]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 class SqlTenants:

@@ -25,6 +25,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
     false,
     text,
@@ -82,6 +83,9 @@ agents = Table(
     _when("last_active_at"),
     _when("updated_at"),
     Column("version", Integer, nullable=False),
+    # task types, languages and labels in one exact string, beside the child rows, so that
+    # the ranking of a capability query joins nothing (capabilities.py, migration 0006)
+    Column("capabilities", Text, nullable=False),
     UniqueConstraint("tenant", "id", name="uq_agents_tenant_id"),
     CheckConstraint("active_tasks >= 0", name="ck_agents_active_tasks"),
     CheckConstraint("capacity BETWEEN 1 AND 1000", name="ck_agents_capacity"),
