@@ -1,7 +1,8 @@
-"""A locking agent lookup on PostgreSQL reads the capabilities and the arms with the lock
-(``SqlAgents._get_locked``): one round trip. They come from the statement's snapshot, so a
-commit on the agent while the lookup waited for its lock must make it read them again: the
-caller (an outcome folding its arm, an agent update) never works from the earlier ones."""
+"""A locking agent lookup on PostgreSQL reads the agent (its capabilities are on the row) and
+its arms with the lock (``SqlAgents._get_locked``): one round trip. The arms come from the
+statement's snapshot, so a commit on the agent while the lookup waited for its lock must make
+it read them again: the caller (an outcome folding its arm, an agent update) never works from
+the earlier ones."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from arbiter_cli.adapters.sql.capabilities import encode
 from arbiter_cli.domain.principal import Principal
 from tests.helpers import fresh_postgres_database
 
@@ -41,8 +43,10 @@ def test_a_lookup_that_waited_for_the_lock_reads_the_committed_capabilities_and_
             thread.start()
             time.sleep(0.5)  # the waiter's statement took its snapshot and waits for the lock
             conn = holder._conn
-            conn.execute(text("UPDATE agents SET version = version + 1 WHERE uid = :u"),
-                         {"u": uid})
+            # as an update does: the row's capabilities and version, and the child rows
+            conn.execute(text("UPDATE agents SET version = version + 1, capabilities = :c "
+                              "WHERE uid = :u"),
+                         {"u": uid, "c": encode(("code-editing",), ("Rust",), ())})
             conn.execute(text("INSERT INTO agent_languages (agent_uid, language_key, language,"
                               " tenant) VALUES (:u, 'rust', 'Rust', 'default')"), {"u": uid})
             conn.execute(text("INSERT INTO arms (agent_uid, task_type, tenant, alpha, beta,"
