@@ -108,15 +108,18 @@ class Api:
     def error(self, exc: ArbiterError, headers: dict[str, str], *, command: str,
               tenant: str | None) -> JSONResponse:
         status = api_errors.status_of(exc)
+        cid = headers["X-Correlation-ID"]  # the request's, not the server's (bound at start)
         if status == 500:  # the answer says nothing: the log has what happened
             log.get_logger().error("request failed", command=command, tenant=tenant,
-                                   code=exc.code, status=status, error=exc.message)
+                                   code=exc.code, status=status, error=exc.message,
+                                   correlation_id=cid)
         elif status == 503:  # nor does an outage's: the reason is the operator's to see
             log.get_logger().warning("request unavailable", command=command, tenant=tenant,
-                                     code=exc.code, status=status, error=exc.message)
+                                     code=exc.code, status=status, error=exc.message,
+                                     correlation_id=cid)
         else:
             log.get_logger().info("request refused", command=command, tenant=tenant,
-                                  code=exc.code, status=status)
+                                  code=exc.code, status=status, correlation_id=cid)
         retry = self.settings.breaker.reset_timeout
         return JSONResponse(api_errors.body_of(exc), status_code=status,
                             headers={**headers, **api_errors.headers_of(
@@ -236,7 +239,8 @@ def create_api(settings: Settings, engine: Engine) -> FastAPI:
             error = InvalidInput(f"body: {exc.detail}", field="body", rule="json")
         headers = {"X-Correlation-ID": correlation_of(request), **(exc.headers or {})}
         log.get_logger().info("request refused", command=request.url.path, tenant=None,
-                              code=error.code, status=exc.status_code)
+                              code=error.code, status=exc.status_code,
+                              correlation_id=headers["X-Correlation-ID"])
         return JSONResponse(api_errors.body_of(error), status_code=exc.status_code,
                             headers=headers)
 
