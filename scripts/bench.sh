@@ -8,7 +8,8 @@
 #   BENCH_REPEAT=3   runs of each registry-v1 memory benchmark
 #   BENCH_RUNS=20    timed runs of each CLI command (after BENCH_WARMUP=3 warm-up runs)
 #   BENCH_TIMER=auto hyperfine, loop, or auto (hyperfine when installed)
-#   BENCH_DATABASE_URL=  a PostgreSQL server: also run the api workload there (1 and 2 serve
+#   BENCH_DATABASE_URL=  a PostgreSQL server: also run pgbench (the reference), e2e, registry-v1
+#                        at 1 000 and 10 000 agents and the api workload there (1 and 2 serve
 #                        workers, interleaved, BENCH_REPEAT times; scratch databases only)
 #
 # Everything runs in a throwaway data and config directory, removed on exit; the real store
@@ -59,6 +60,37 @@ for agents in 100 1000; do
     "$ARBITER" --json bench --workload route --agents "$agents" --queries 1000
 done
 
+# --- the real path of SPEC §13.1: SQLite always, PostgreSQL with BENCH_DATABASE_URL ----------
+for _ in $(seq "$REPEAT"); do
+    "$ARBITER" --json bench --workload e2e --agents 100 --backend sqlite --processes 4 --seconds 10
+    "$ARBITER" --json bench --workload registry-v1 --agents 1000 --backend sqlite \
+        --queries 300 --seconds 3
+done
+if [[ -n ${BENCH_DATABASE_URL:-} ]]; then
+    # The physical reference, in the same session: pgbench TPC-B with 4 clients on a scratch
+    # database of the same server (created and dropped here; needs pgbench and psql).
+    if command -v pgbench >/dev/null 2>&1 && command -v psql >/dev/null 2>&1; then
+        libpq=${BENCH_DATABASE_URL/postgresql+psycopg2:/postgresql:}
+        reference="arbiter_bench_pgbench_$$"
+        psql -q "$libpq" -c "CREATE DATABASE $reference" >/dev/null
+        pgurl="${libpq%/*}/$reference"
+        pgbench -q -i -s 10 "$pgurl" >/dev/null 2>&1
+        for _ in $(seq "$REPEAT"); do
+            tps=$(pgbench -c 4 -j 2 -T 20 "$pgurl" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+            echo "{\"reference\": \"pgbench TPC-B\", \"clients\": 4, \"seconds\": 20, \"tps\": ${tps:-null}}"
+        done
+        psql -q "$libpq" -c "DROP DATABASE $reference" >/dev/null
+    fi
+    for _ in $(seq "$REPEAT"); do
+        "$ARBITER" --json bench --workload e2e --agents 100 --backend postgres \
+            --database-url "$BENCH_DATABASE_URL" --processes 4 --seconds 10
+        for agents in 1000 10000; do
+            "$ARBITER" --json bench --workload registry-v1 --agents "$agents" --backend postgres \
+                --database-url "$BENCH_DATABASE_URL" --queries 300 --seconds 3
+        done
+    done
+fi
+
 # --- route + outcome over HTTP through arbiter serve on PostgreSQL (SPEC §13.1) -----------
 if [[ -n ${BENCH_DATABASE_URL:-} ]]; then
     for _ in $(seq "$REPEAT"); do
@@ -70,11 +102,11 @@ if [[ -n ${BENCH_DATABASE_URL:-} ]]; then
     done
 fi
 
-# --- CLI wall time on SQLite with 5 agents ------------------------------------------------
+# --- CLI wall time on SQLite with 5 agents of capacity 100 (route task never runs out) ---
 "$ARBITER" init >/dev/null
 for i in 1 2 3 4 5; do
     "$ARBITER" agents register --id "coder-$i" --name "Coder $i" --model-family claude-3.5 \
-        --task-type code-editing --language Python --capacity 4 >/dev/null
+        --task-type code-editing --language Python --capacity 100 >/dev/null
 done
 
 # Print {"command", "runs", "mean_s", "median_s", "min_s", "max_s"} from seconds on stdin.
@@ -111,3 +143,11 @@ for t in json.load(open(sys.argv[1]))["results"][0]["times"]:
 time_command "arbiter --version" "$ARBITER" --version
 time_command "arbiter --help" "$ARBITER" --help
 time_command "arbiter agents list" "$ARBITER" agents list
+time_command "arbiter route task" "$ARBITER" route task --task-type code-editing
+# The floor every data command stands on (SPEC §13.1): the interpreter of the arbiter script
+# importing SQLAlchemy, typer and rich; report each command as a multiple of it.
+python=$(head -n 1 "$(command -v "$ARBITER")" | sed -n 's/^#! *//p')
+echo "import sqlalchemy, typer, rich" > "$scratch/floor.py"
+if [[ -x ${python%% *} ]]; then
+    time_command "floor: python -c 'import sqlalchemy, typer, rich'" "$python" "$scratch/floor.py"
+fi
