@@ -30,6 +30,12 @@ SHIFT = 2.0**52  # 0 ≤ x < 2⁵²: (x + SHIFT) − SHIFT is x rounded to an in
 STATUS_CODES = {name: code for code, name in enumerate(STATUSES)}
 
 
+#: The fields of a capability query (``prefer_specializations`` is ``prefer``, as in a task).
+QUERY_FIELDS = frozenset({"task_type", "languages", "specializations", "prefer",
+                          "prefer_specializations", "max_utilization", "min_success_rate",
+                          "status", "limit"})
+
+
 @dataclass(frozen=True)
 class Query:
     task_type: str
@@ -43,6 +49,10 @@ class Query:
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], policy: RegistryPolicy) -> Query:
+        unknown = sorted(k for k, value in raw.items()
+                         if k not in QUERY_FIELDS and value is not None)
+        if unknown:  # a misspelt filter must not be silently no filter (the API's bodies)
+            raise v.fail(unknown[0], "unknown_field", "is not a query field")
         if not raw.get("task_type"):
             raise v.fail("task_type", "required", "is required")
         status = raw.get("status")
@@ -56,7 +66,8 @@ class Query:
                                policy.languages, "languages"),
             specializations=v.labels(v.string_list(raw.get("specializations") or [],
                                                    "specializations"), "specializations"),
-            prefer=v.labels(v.string_list(raw.get("prefer") or [], "prefer_specializations"),
+            prefer=v.labels(v.string_list(raw.get("prefer") or raw.get("prefer_specializations")
+                                          or [], "prefer_specializations"),
                             "prefer_specializations"),
             max_utilization=1.0 if max_util is None else v.fraction(max_util, "max_utilization"),
             min_success_rate=0.0 if min_success is None

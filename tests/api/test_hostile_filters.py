@@ -33,3 +33,22 @@ def test_a_filter_with_a_nul_byte_is_400_never_500(live: Live, path: str, param:
         fine = http.get(path, params={param: "code-editing" if param == "task_type" else
                                       "abcdefghijkl" if path == "/v1/tokens" else "x1"})
         assert fine.status_code == 200, fine.text
+
+
+def test_a_query_body_with_a_field_that_is_not_a_query_field_is_400(live: Live):
+    """A misspelt filter in a query body is refused, never silently no filter at all; and
+    ``prefer_specializations`` (the task's name of it) is ``prefer``, with its rules."""
+    with live.client() as http:
+        typo = http.post("/v1/agents/query", json={"task_type": "code-editing",
+                                                   "langauges": ["Python"]})
+        assert typo.status_code == 400, typo.text
+        error = typo.json()["error"]
+        assert (error["details"]["field"], error["details"]["rule"]) == ("langauges",
+                                                                         "unknown_field")
+        nul = http.post("/v1/agents/query", json={"task_type": "code-editing",
+                                                  "prefer_specializations": ["a\x00b"]})
+        assert nul.status_code == 400, nul.text
+        assert nul.json()["error"]["details"]["field"] == "prefer_specializations"
+        fine = http.post("/v1/agents/query", json={"task_type": "code-editing",
+                                                   "prefer_specializations": ["security"]})
+        assert fine.status_code == 200, fine.text

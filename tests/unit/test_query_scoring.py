@@ -509,3 +509,21 @@ def test_match_score_rounds_exact_halves_to_even(whole):
         pytest.skip("not an exact half once scaled")
     even = whole if whole % 2 == 0 else whole + 1
     assert match_score(weights, half, 0.0, 0.0, None) == even / 1e6
+
+
+@pytest.mark.parametrize("field", ["langauges", "prefer_specialization", "max_util", "offset"])
+def test_a_field_that_is_not_a_query_field_is_refused_by_name(field: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        Query.parse({"task_type": "testing", field: ["x"]}, POLICY)
+    assert (caught.value.details["field"], caught.value.details["rule"]) == (field,
+                                                                             "unknown_field")
+
+
+def test_an_unset_field_is_no_field_and_prefer_specializations_is_prefer() -> None:
+    assert Query.parse({"task_type": "testing", "offset": None}, POLICY).prefer == ()
+    named = Query.parse({"task_type": "testing", "prefer_specializations": ["b", "A"]}, POLICY)
+    assert named.prefer == ("A", "b") == Query.parse({"task_type": "testing",
+                                                      "prefer": ["b", "A"]}, POLICY).prefer
+    with pytest.raises(InvalidInput) as caught:
+        Query.parse({"task_type": "testing", "prefer_specializations": ["a\x00b"]}, POLICY)
+    assert caught.value.details["field"] == "prefer_specializations"
