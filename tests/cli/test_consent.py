@@ -239,7 +239,8 @@ def test_downgrade_prints_what_it_drops_before_asking(store: Store):
     assert result.exit_code == 2
     plan, error = result.stderr.splitlines()[:-1], result.stderr.splitlines()[-1]
     text = "\n".join(plan)
-    assert ("0005_arm_change_detector, 0004_decision_agent_unavailable, 0003_database_identity, "
+    assert ("0006_agent_capabilities, 0005_arm_change_detector, "
+            "0004_decision_agent_unavailable, 0003_database_identity, "
             "0002_decision_examples, "
             "0001_initial") in text
     assert "audit_events (" in text and "agents (1 row)" in text and "tokens (1 row)" in text
@@ -247,8 +248,8 @@ def test_downgrade_prints_what_it_drops_before_asking(store: Store):
     to_first = cli("--json", "db", "downgrade", "0001_initial", "--yes")
     assert to_first.exit_code == 0, to_first
     assert to_first.json()["columns"] == [
-        "agents.latency_count", "arms.changes", "arms.recent_alpha", "arms.recent_beta",
-        "arms.total_alpha", "arms.total_beta", "decisions.agent_unavailable",
+        "agents.capabilities", "agents.latency_count", "arms.changes", "arms.recent_alpha",
+        "arms.recent_beta", "arms.total_alpha", "arms.total_beta", "decisions.agent_unavailable",
         "decisions.excluded_examples"]
     assert to_first.json()["tables"] == {"database_identity": 1}
     again = cli("--json", "db", "downgrade", "0001_initial")  # nothing to drop: nothing to ask
