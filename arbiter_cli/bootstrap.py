@@ -342,7 +342,7 @@ def serving_app(settings: Settings, engine: Engine, *, correlation_id: str,
                                     primary=engine, clock=clock,
                                     engine_for=lambda url: sql_engine(settings, url),
                                     pending_of=pending_probe(settings),
-                                    _breaker=process_breaker(settings))
+                                    keep_journal=True, _breaker=process_breaker(settings))
         app.resilience.correlation_id = correlation_id
         app._closers.append(app.resilience.close)
     return app

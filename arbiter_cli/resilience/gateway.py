@@ -109,6 +109,10 @@ class Resilience:
     #: A cheaper count of a tenant's pending entries than opening this command's own journal
     #: (``serve``: one per process, ``journal.PendingProbe``); None when it cannot tell.
     pending_of: Callable[[str], int | None] | None = None
+    #: Keep this thread's journal open for the next layer (``serve``: one layer per request,
+    #: ``_OpenJournals``). A command of its own opens and closes it, so every command sees the
+    #: file as it is now (a journal damaged or replaced since is reported, not served).
+    keep_journal: bool = False
     _journal: Journal | None = None
     _journal_shared: bool = False
     _local_engine: Engine | None = None
@@ -130,12 +134,15 @@ class Resilience:
             max_entries = self.settings.resilience.journal.max_entries
             data_dir = self.settings.paths.data_dir
             try:
-                if self.folder is None:
+                if self.folder is None and self.keep_journal:
                     self._journal = _OPEN.journal(
                         self.directory / "journal.db", max_entries,
                         lambda: open_journal(data_dir, self.url, max_entries=max_entries,
                                              clock=self.primary_time))
                     self._journal_shared = True
+                elif self.folder is None:
+                    self._journal = open_journal(data_dir, self.url, max_entries=max_entries,
+                                                 clock=self.primary_time)
                 else:
                     self._journal = Journal(self.folder / "journal.db", max_entries=max_entries,
                                             clock=self.primary_time, key_file=key_path(data_dir))

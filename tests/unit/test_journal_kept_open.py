@@ -34,8 +34,9 @@ def layer(tmp_path: Path) -> Any:
                                       "HOME": str(tmp_path / "home")})
     engine = create_engine(URL)
 
-    def make() -> gateway.Resilience:
-        return gateway.Resilience(settings=settings, url=URL, primary=engine, clock=time.time)
+    def make(keep: bool = True) -> gateway.Resilience:
+        return gateway.Resilience(settings=settings, url=URL, primary=engine, clock=time.time,
+                                  keep_journal=keep)
 
     return make
 
@@ -160,3 +161,16 @@ def test_a_replay_folder_journal_is_not_kept(layer: Any, tmp_path: Path) -> None
     assert other.journal is not res.journal
     other.close()
     res.close()
+
+
+def test_a_command_of_its_own_keeps_no_journal_open(layer: Any) -> None:
+    """Outside ``serve`` every layer opens the journal anew: a journal damaged in place since
+    the last command is reported by the next one (tests/cli/test_damaged_journal.py)."""
+    first = layer(keep=False)
+    journal = first.journal
+    first.close()
+    second = layer(keep=False)
+    try:
+        assert second.journal is not journal
+    finally:
+        second.close()
