@@ -99,14 +99,20 @@ def test_a_kept_journal_stamps_with_the_clock_of_the_command_using_it(layer: Any
     second.close()
 
 
+def used_once(layer: Any) -> Path:
+    """A layer that opened the journal, read it and closed: the kept journal's path."""
+    first = layer()
+    first.journal.pending()
+    path: Path = first.journal.path
+    first.close()
+    return path
+
+
 def test_a_journal_moved_aside_is_not_written_again(
     layer: Any, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seen = opened(monkeypatch)
-    first = layer()
-    first.journal.pending()
-    path = first.journal.path
-    first.close()
+    path = used_once(layer)
     aside = path.with_name("journal.db.aside")
     shutil.move(path, aside)
     for suffix in ("-wal", "-shm"):
@@ -125,10 +131,7 @@ def test_a_journal_made_readable_by_others_is_opened_anew_and_tightened(
     layer: Any, monkeypatch: pytest.MonkeyPatch, which: str,
 ) -> None:
     seen = opened(monkeypatch)
-    first = layer()
-    first.journal.pending()
-    path = first.journal.path
-    first.close()
+    path = used_once(layer)
     target = path if which == "file" else path.parent
     os.chmod(target, 0o644 if which == "file" else 0o755)
     second = layer()
