@@ -8,12 +8,22 @@ with the next ``seq``, chained to the event that won, and the chain must verify.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import event
 
 from arbiter_cli.domain.principal import Principal
 from tests.helpers import fresh_postgres_database
 
+
+def commit_winner(app: Any) -> int:
+    """An audit append on another connection, committed: the seq it took."""
+    with app.uow(write=True) as other:
+        won = other.audit.append("default", actor=None, action="winner", target=None,
+                                 result="ok", correlation_id=None, details={})
+        other.commit()
+    return int(won.seq)
 
 @pytest.mark.postgres
 def test_an_append_that_loses_its_seq_chains_at_the_new_head(test_settings):
@@ -28,12 +38,7 @@ def test_an_append_that_loses_its_seq_chains_at_the_new_head(test_settings):
             if (statement.startswith("INSERT INTO audit_events") and not interleaved
                     and params.get("action") == "late"):
                 interleaved.append(params["seq"])
-                with app.uow(write=True) as other:  # another connection, committed first
-                    won = other.audit.append("default", actor=None, action="winner",
-                                             target=None, result="ok", correlation_id=None,
-                                             details={})
-                    other.commit()
-                interleaved.append(won.seq)
+                interleaved.append(commit_winner(app))  # another connection, first
 
         event.listen(app.engine, "before_cursor_execute", other_append_first)
         try:
@@ -82,12 +87,7 @@ def test_a_head_read_with_the_claim_or_the_lock_that_went_stale_chains_again(tes
             if action in values and not interleaved:
                 with app.uow() as uow:  # the seq this insert tries: the committed head's next
                     interleaved.append(uow.audit.events("default")[0].seq + 1)
-                with app.uow(write=True) as other:  # another connection, committed first
-                    won = other.audit.append("default", actor=None, action="winner",
-                                             target=None, result="ok", correlation_id=None,
-                                             details={})
-                    other.commit()
-                interleaved.append(won.seq)
+                interleaved.append(commit_winner(app))  # another connection, first
 
         event.listen(app.engine, "before_cursor_execute", other_append_first)
         try:
