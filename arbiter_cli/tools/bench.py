@@ -462,6 +462,7 @@ def _e2e_loop(app: Any, token: str, timer: Timer, seconds: float,
         for op, value in (("route", t1 - t0), ("outcome", t2 - t1), ("e2e", t2 - t0)):
             timer.samples.setdefault(op, []).append(value)
         n += 1
+    progress.update(min(time.perf_counter() - started, seconds))  # the last, whatever n was
 
 
 def _api(app: Any, principal: Principal, agents: int, seconds: float, processes: int,
