@@ -6,7 +6,8 @@ pysqlite's own transaction handling is switched off so that a write unit of work
 interleave), while reads start with a plain ``BEGIN``.
 
 PostgreSQL: psycopg2 with a pool, ``application_name=arbiter``, ``connect_timeout`` and
-``statement_timeout``. A pooled connection is pinged (``SELECT 1``) before use only when it
+``statement_timeout``; a statement run ``database.prepare_threshold`` times on a connection is
+prepared there (``prepared.py``). A pooled connection is pinged (``SELECT 1``) before use only when it
 sat idle for ``PING_IDLE_S`` or more (:func:`ping_when_idle`), not at every checkout.
 """
 
@@ -48,6 +49,7 @@ def sqlite_path(url: str) -> Path | None:
 def make_engine(
     url: str, *, pool_size: int = 5, max_overflow: int = 5, connect_timeout_s: float = 5,
     statement_timeout_s: float = 30, busy_timeout_s: float = 30, create: bool = False,
+    prepare_threshold: int = 0,
 ) -> Engine:
     """An engine for ``url``; with ``create`` a missing SQLite file is made, 0600 in 0700 folders.
 
@@ -68,6 +70,10 @@ def make_engine(
         },
     )
     ping_when_idle(engine)
+    if prepare_threshold:
+        from arbiter_cli.adapters.sql.prepared import prepare_repeated  # deferred: start-up
+
+        prepare_repeated(engine, prepare_threshold)
     return engine
 
 
@@ -131,6 +137,7 @@ def engine_for(settings: Settings, url: str | None = None, *, create: bool = Fal
         statement_timeout_s=settings.database.statement_timeout,
         busy_timeout_s=settings.database.busy_timeout,
         create=create,
+        prepare_threshold=settings.database.prepare_threshold,
     )
 
 
