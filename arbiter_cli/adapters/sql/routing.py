@@ -95,42 +95,25 @@ class SqlRouting:
         return excluded, examples
 
     def claim(self, tenant: str, agent_uid: str) -> bool:
-        return updated_agent(
-            self._conn,
-            update(t.agents)
-            .where(a.uid == agent_uid, a.tenant == tenant, a.active_tasks < a.capacity,
-                   a.status == Status.AVAILABLE.value)
-            .values(active_tasks=a.active_tasks + 1, version=a.version + 1)
-        )
+        return self._update_agent("claim", tenant, agent_uid)
 
     def force_claim(self, tenant: str, agent_uid: str) -> bool:
-        return updated_agent(
-            self._conn,
-            update(t.agents)
-            .where(a.uid == agent_uid, a.tenant == tenant)
-            .values(active_tasks=a.active_tasks + 1, version=a.version + 1)
-        )
+        return self._update_agent("force_claim", tenant, agent_uid)
 
     def release(self, tenant: str, agent_uid: str) -> bool:
-        return updated_agent(
-            self._conn,
-            update(t.agents)
-            .where(a.uid == agent_uid, a.tenant == tenant)
-            .values(active_tasks=case((a.active_tasks > 0, a.active_tasks - 1), else_=0),
-                    version=a.version + 1)
-        )
+        return self._update_agent("release", tenant, agent_uid)
+
+    def _update_agent(self, kind: str, tenant: str, agent_uid: str) -> bool:
+        return updated_agent(self._conn, _agent_update(kind, returning=False),
+                             {"slot_uid": agent_uid, "slot_tenant": tenant},
+                             returning=_agent_update(kind, returning=True))
 
     def arm(self, tenant: str, agent_uid: str, task_type: str) -> Arm | None:
         known = self._arms.get(agent_uid)
         if known is not None:  # read with the agent's lock, which this transaction holds
             return known.get(task_type)
-        arms = t.arms.c
-        row = self._conn.execute(
-            select(arms.alpha, arms.beta, arms.outcomes, arms.recent_alpha, arms.recent_beta,
-                   arms.total_alpha, arms.total_beta, arms.changes)
-            .where(arms.agent_uid == agent_uid, arms.task_type == task_type,
-                   arms.tenant == tenant)
-        ).first()
+        row = self._conn.execute(_arm_statement(), {
+            "agent_uid": agent_uid, "task_type": task_type, "tenant": tenant}).first()
         return None if row is None else Arm(*row)
 
     def save_arm(self, tenant: str, agent_uid: str, task_type: str, arm: Arm, now: datetime
@@ -166,13 +149,17 @@ class SqlRouting:
             known[task_type] = arm
 
 
-def updated_agent(conn: Connection, stmt: Any) -> bool:
+def updated_agent(conn: Connection, stmt: Any, params: Mapping[str, Any] | None = None,
+                  *, returning: Any = None) -> bool:
     """Run an UPDATE of one agent row; True if it matched. While a write on a network primary
-    collects its rows (``written.py``), the row as updated is read back and noted."""
+    collects its rows (``written.py``), the row as updated is read back and noted: with
+    ``returning`` (``stmt`` returning every agents column, when built once with it), else
+    with ``stmt`` made to return them here."""
     written = current_written.get()
     if written is None:
-        return conn.execute(stmt).rowcount == 1
-    row = conn.execute(stmt.returning(*t.agents.c)).first()
+        return conn.execute(stmt, params).rowcount == 1
+    row = conn.execute(stmt.returning(*t.agents.c) if returning is None else returning,
+                       params).first()
     if row is None:
         return False
     written.agent(dict(row._mapping))
@@ -219,6 +206,32 @@ def _examples_statement(reason: str, languages: int, labels: int) -> Select[Any]
                "specialization": and_(with_languages, ~capable)}
     return (select(a.id).where(a.tenant == bindparam("tenant"), failing[reason])
             .order_by(a.id).limit(EXAMPLES_PER_REASON))
+
+
+@lru_cache(maxsize=8)
+def _agent_update(kind: str, *, returning: bool) -> Any:
+    """The slot ``claim`` (only of an available agent with a free slot), ``force_claim`` or
+    ``release`` of agent ``slot_uid`` of ``slot_tenant``, built once with ``RETURNING`` every
+    column and once without. Prefixed names: a parameter named like an agents column would
+    join the SET."""
+    if returning:
+        return _agent_update(kind, returning=False).returning(*t.agents.c)
+    where = [a.uid == bindparam("slot_uid"), a.tenant == bindparam("slot_tenant")]
+    if kind == "claim":
+        where += [a.active_tasks < a.capacity, a.status == Status.AVAILABLE.value]
+    active = (case((a.active_tasks > 0, a.active_tasks - 1), else_=0) if kind == "release"
+              else a.active_tasks + 1)
+    return update(t.agents).where(*where).values(active_tasks=active, version=a.version + 1)
+
+
+@lru_cache(maxsize=1)
+def _arm_statement() -> Select[Any]:
+    """An agent's arm for a task type (``SqlRouting.arm``): built once."""
+    arms = t.arms.c
+    return select(arms.alpha, arms.beta, arms.outcomes, arms.recent_alpha, arms.recent_beta,
+                  arms.total_alpha, arms.total_beta, arms.changes).where(
+        arms.agent_uid == bindparam("agent_uid"), arms.task_type == bindparam("task_type"),
+        arms.tenant == bindparam("tenant"))
 
 
 d = t.decisions.c
