@@ -7,10 +7,11 @@ parity tests hold the two to the same answers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, exists, select
+from sqlalchemy import Select, and_, bindparam, exists, select
 from sqlalchemy.engine import Connection
 
 from arbiter_cli.adapters.sql import tables as t
@@ -23,15 +24,26 @@ def has(table: Any, column: Any, value: Any) -> Any:
     return exists().where(and_(table.c.agent_uid == t.agents.c.uid, column == value))
 
 
-def conditions(task_type: str, languages: Iterable[str], specializations: Iterable[str]
-               ) -> tuple[Any, Any, Any]:
-    """SQL conditions: supports the type; also has the languages; also the specializations."""
-    has_type = has(t.task_types, t.task_types.c.task_type, task_type)
-    with_languages = and_(has_type, *(has(t.languages, t.languages.c.language_key, lang.lower())
-                                      for lang in languages))
+def conditions(languages: int, labels: int) -> tuple[Any, Any, Any]:
+    """SQL conditions: supports the type; also has the languages; also the specializations.
+
+    Over bound parameters, for statements built once per shape: ``task_type``,
+    ``language_0``… (``languages`` of them) and ``label_0``… (``labels``); their values are
+    ``condition_params``'."""
+    has_type = has(t.task_types, t.task_types.c.task_type, bindparam("task_type"))
+    with_languages = and_(has_type, *(has(t.languages, t.languages.c.language_key,
+                                          bindparam(f"language_{i}")) for i in range(languages)))
     capable = and_(with_languages, *(has(t.specializations, t.specializations.c.label_key,
-                                         label.lower()) for label in specializations))
+                                         bindparam(f"label_{i}")) for i in range(labels)))
     return has_type, with_languages, capable
+
+
+def condition_params(task_type: str, languages: Sequence[str], specializations: Sequence[str]
+                     ) -> dict[str, str]:
+    """The values of ``conditions``' parameters: languages and labels matched lower-cased."""
+    return {"task_type": task_type,
+            **{f"language_{i}": lang.lower() for i, lang in enumerate(languages)},
+            **{f"label_{i}": label.lower() for i, label in enumerate(specializations)}}
 
 
 def fit_shares(conn: Connection, uids: list[str], prefer: tuple[str, ...]) -> list[float]:
@@ -40,10 +52,17 @@ def fit_shares(conn: Connection, uids: list[str], prefer: tuple[str, ...]) -> li
         return [1.0] * len(uids)
     labels: dict[str, list[str]] = {}
     keys = [p.lower() for p in prefer]
-    sp = t.specializations.c
     for start in range(0, len(uids), 900):
-        stmt = select(sp.agent_uid, sp.label).where(sp.agent_uid.in_(uids[start:start + 900]),
-                                                    sp.label_key.in_(keys))
-        for uid, label in conn.execute(stmt):
+        for uid, label in conn.execute(_preferred_labels(),
+                                       {"uids": uids[start:start + 900], "keys": keys}):
             labels.setdefault(uid, []).append(label)
     return [fit_share(labels.get(uid, []), prefer) for uid in uids]
+
+
+@lru_cache(maxsize=1)
+def _preferred_labels() -> Select[Any]:
+    """The labels among ``keys`` the agents ``uids`` have (both expanding): built once."""
+    sp = t.specializations.c
+    return select(sp.agent_uid, sp.label).where(
+        sp.agent_uid.in_(bindparam("uids", expanding=True)),
+        sp.label_key.in_(bindparam("keys", expanding=True)))

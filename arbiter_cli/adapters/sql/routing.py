@@ -6,9 +6,12 @@ import builtins
 import dataclasses
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
+    Select,
     and_,
     bindparam,
     case,
@@ -24,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Row
 
 from arbiter_cli.adapters.sql import tables as t
-from arbiter_cli.adapters.sql.capability import conditions, fit_shares
+from arbiter_cli.adapters.sql.capability import condition_params, conditions, fit_shares
 from arbiter_cli.adapters.sql.clock import now_expr
 from arbiter_cli.adapters.sql.deferred import DeferringConnection, bound
 from arbiter_cli.adapters.sql.security import SqlAudit, head_columns
@@ -53,24 +56,13 @@ class SqlRouting:
         when no agent is capable)."""
         import numpy as np
 
-        has_type, with_languages, capable = conditions(task.task_type, task.languages,
-                                                       task.specializations)
-        arms = t.arms.c
-        pool = (select(a.uid, a.id, a.active_tasks, a.capacity, a.status, a.average_latency_ms,
-                       a.average_quality, arms.alpha, arms.beta, arms.outcomes, arms.total_alpha,
-                       arms.total_beta)
-                .select_from(t.agents.outerjoin(t.arms, and_(arms.agent_uid == a.uid,
-                                                             arms.task_type == task.task_type)))
-                .where(a.tenant == tenant, capable)
-                .subquery("pool"))
-        counts = self._counts(tenant, task, with_languages).subquery("counts")
-        found = self._conn.execute(
-            select(counts, pool).select_from(counts.outerjoin(pool, true())).order_by(pool.c.id)
-        ).fetchall()
+        shape = (len(task.languages), len(task.specializations))
+        params = {"tenant": tenant,
+                  **condition_params(task.task_type, task.languages, task.specializations)}
+        found = self._conn.execute(_pool_statement(*shape), params).fetchall()
         rows = [r for r in found if r.uid is not None]
-        excluded, examples = self._exclusions(tenant, (found[0].total, found[0].typed,
-                                                       found[0].languaged),
-                                              (has_type, with_languages, capable), len(rows))
+        excluded, examples = self._exclusions(params, shape, (found[0].total, found[0].typed,
+                                                              found[0].languaged), len(rows))
         uids = [r.uid for r in rows]
         return Pool(
             ids=[r.id for r in rows], uids=uids,
@@ -88,75 +80,40 @@ class SqlRouting:
             arm_total_beta=np.array([r.total_beta or 0.0 for r in rows], dtype=np.float64),
         )
 
-    @staticmethod
-    def _counts(tenant: str, task: Task, with_languages: Any) -> Any:
-        """The tenant's agents, those with the task type, and those with its languages too:
-        index-backed counts, as one row (``total``, ``typed``, ``languaged``)."""
-        tt = t.task_types.c
-        typed_count = (select(func.count()).select_from(t.task_types)
-                       .where(tt.tenant == tenant, tt.task_type == task.task_type)
-                       .scalar_subquery())
-        return select(
-            select(func.count()).where(a.tenant == tenant).scalar_subquery().label("total"),
-            typed_count.label("typed"),
-            (select(func.count()).where(a.tenant == tenant, with_languages).scalar_subquery()
-             if task.languages else typed_count).label("languaged"))
-
-    def _exclusions(self, tenant: str, counts: tuple[Any, Any, Any],
-                    conditions: tuple[Any, Any, Any], n_capable: int
+    def _exclusions(self, params: dict[str, str], shape: tuple[int, int],
+                    counts: tuple[Any, Any, Any], n_capable: int
                     ) -> tuple[dict[str, int], dict[str, list[str]]]:
         """Counts per capability reason (``counts``: ``_counts``); examples only when needed."""
-        has_type, with_languages, capable = conditions
         total, typed, languaged = (int(n) for n in counts)
         excluded = {"task_type": total - typed, "language": typed - languaged,
                     "specialization": languaged - n_capable}
-        failing = {"task_type": ~has_type, "language": and_(has_type, ~with_languages),
-                   "specialization": and_(with_languages, ~capable)}
         examples = {
-            reason: list(self._conn.execute(
-                select(a.id).where(a.tenant == tenant, failing[reason])
-                .order_by(a.id).limit(EXAMPLES_PER_REASON)).scalars())
+            reason: list(self._conn.execute(_examples_statement(reason, *shape), params)
+                         .scalars())
             for reason, n in excluded.items() if n
         }
         return excluded, examples
 
     def claim(self, tenant: str, agent_uid: str) -> bool:
-        return updated_agent(
-            self._conn,
-            update(t.agents)
-            .where(a.uid == agent_uid, a.tenant == tenant, a.active_tasks < a.capacity,
-                   a.status == Status.AVAILABLE.value)
-            .values(active_tasks=a.active_tasks + 1, version=a.version + 1)
-        )
+        return self._update_agent("claim", tenant, agent_uid)
 
     def force_claim(self, tenant: str, agent_uid: str) -> bool:
-        return updated_agent(
-            self._conn,
-            update(t.agents)
-            .where(a.uid == agent_uid, a.tenant == tenant)
-            .values(active_tasks=a.active_tasks + 1, version=a.version + 1)
-        )
+        return self._update_agent("force_claim", tenant, agent_uid)
 
     def release(self, tenant: str, agent_uid: str) -> bool:
-        return updated_agent(
-            self._conn,
-            update(t.agents)
-            .where(a.uid == agent_uid, a.tenant == tenant)
-            .values(active_tasks=case((a.active_tasks > 0, a.active_tasks - 1), else_=0),
-                    version=a.version + 1)
-        )
+        return self._update_agent("release", tenant, agent_uid)
+
+    def _update_agent(self, kind: str, tenant: str, agent_uid: str) -> bool:
+        return updated_agent(self._conn, _agent_update(kind, returning=False),
+                             {"slot_uid": agent_uid, "slot_tenant": tenant},
+                             returning=_agent_update(kind, returning=True))
 
     def arm(self, tenant: str, agent_uid: str, task_type: str) -> Arm | None:
         known = self._arms.get(agent_uid)
         if known is not None:  # read with the agent's lock, which this transaction holds
             return known.get(task_type)
-        arms = t.arms.c
-        row = self._conn.execute(
-            select(arms.alpha, arms.beta, arms.outcomes, arms.recent_alpha, arms.recent_beta,
-                   arms.total_alpha, arms.total_beta, arms.changes)
-            .where(arms.agent_uid == agent_uid, arms.task_type == task_type,
-                   arms.tenant == tenant)
-        ).first()
+        row = self._conn.execute(_arm_statement(), {
+            "agent_uid": agent_uid, "task_type": task_type, "tenant": tenant}).first()
         return None if row is None else Arm(*row)
 
     def save_arm(self, tenant: str, agent_uid: str, task_type: str, arm: Arm, now: datetime
@@ -192,17 +149,89 @@ class SqlRouting:
             known[task_type] = arm
 
 
-def updated_agent(conn: Connection, stmt: Any) -> bool:
+def updated_agent(conn: Connection, stmt: Any, params: Mapping[str, Any] | None = None,
+                  *, returning: Any = None) -> bool:
     """Run an UPDATE of one agent row; True if it matched. While a write on a network primary
-    collects its rows (``written.py``), the row as updated is read back and noted."""
+    collects its rows (``written.py``), the row as updated is read back and noted: with
+    ``returning`` (``stmt`` returning every agents column, when built once with it), else
+    with ``stmt`` made to return them here."""
     written = current_written.get()
     if written is None:
-        return conn.execute(stmt).rowcount == 1
-    row = conn.execute(stmt.returning(*t.agents.c)).first()
+        return conn.execute(stmt, params).rowcount == 1
+    row = conn.execute(stmt.returning(*t.agents.c) if returning is None else returning,
+                       params).first()
     if row is None:
         return False
     written.agent(dict(row._mapping))
     return True
+
+
+@lru_cache(maxsize=64)
+def _pool_statement(languages: int, labels: int) -> Select[Any]:
+    """``SqlRouting.pool``'s statement, built once per shape: over ``tenant`` and the
+    parameters of ``capability.conditions``."""
+    _, with_languages, capable = conditions(languages, labels)
+    arms = t.arms.c
+    pool = (select(a.uid, a.id, a.active_tasks, a.capacity, a.status, a.average_latency_ms,
+                   a.average_quality, arms.alpha, arms.beta, arms.outcomes, arms.total_alpha,
+                   arms.total_beta)
+            .select_from(t.agents.outerjoin(t.arms, and_(
+                arms.agent_uid == a.uid, arms.task_type == bindparam("task_type"))))
+            .where(a.tenant == bindparam("tenant"), capable)
+            .subquery("pool"))
+    counts = _counts(with_languages, languages > 0).subquery("counts")
+    return select(counts, pool).select_from(counts.outerjoin(pool, true())).order_by(pool.c.id)
+
+
+def _counts(with_languages: Any, languages: bool) -> Select[Any]:
+    """The tenant's agents, those with the task type, and those with its languages too:
+    index-backed counts, as one row (``total``, ``typed``, ``languaged``)."""
+    tt = t.task_types.c
+    tenant: BindParameter[str] = bindparam("tenant")
+    typed_count = (select(func.count()).select_from(t.task_types)
+                   .where(tt.tenant == tenant, tt.task_type == bindparam("task_type"))
+                   .scalar_subquery())
+    return select(
+        select(func.count()).where(a.tenant == tenant).scalar_subquery().label("total"),
+        typed_count.label("typed"),
+        (select(func.count()).where(a.tenant == tenant, with_languages).scalar_subquery()
+         if languages else typed_count).label("languaged"))
+
+
+@lru_cache(maxsize=128)
+def _examples_statement(reason: str, languages: int, labels: int) -> Select[Any]:
+    """The first agents of ``tenant`` excluded for ``reason``, built once per shape."""
+    has_type, with_languages, capable = conditions(languages, labels)
+    failing = {"task_type": ~has_type, "language": and_(has_type, ~with_languages),
+               "specialization": and_(with_languages, ~capable)}
+    return (select(a.id).where(a.tenant == bindparam("tenant"), failing[reason])
+            .order_by(a.id).limit(EXAMPLES_PER_REASON))
+
+
+@lru_cache(maxsize=8)
+def _agent_update(kind: str, *, returning: bool) -> Any:
+    """The slot ``claim`` (only of an available agent with a free slot), ``force_claim`` or
+    ``release`` of agent ``slot_uid`` of ``slot_tenant``, built once with ``RETURNING`` every
+    column and once without. Prefixed names: a parameter named like an agents column would
+    join the SET."""
+    if returning:
+        return _agent_update(kind, returning=False).returning(*t.agents.c)
+    where = [a.uid == bindparam("slot_uid"), a.tenant == bindparam("slot_tenant")]
+    if kind == "claim":
+        where += [a.active_tasks < a.capacity, a.status == Status.AVAILABLE.value]
+    active = (case((a.active_tasks > 0, a.active_tasks - 1), else_=0) if kind == "release"
+              else a.active_tasks + 1)
+    return update(t.agents).where(*where).values(active_tasks=active, version=a.version + 1)
+
+
+@lru_cache(maxsize=1)
+def _arm_statement() -> Select[Any]:
+    """An agent's arm for a task type (``SqlRouting.arm``): built once."""
+    arms = t.arms.c
+    return select(arms.alpha, arms.beta, arms.outcomes, arms.recent_alpha, arms.recent_beta,
+                  arms.total_alpha, arms.total_beta, arms.changes).where(
+        arms.agent_uid == bindparam("agent_uid"), arms.task_type == bindparam("task_type"),
+        arms.tenant == bindparam("tenant"))
 
 
 d = t.decisions.c
