@@ -194,13 +194,17 @@ class SqlRouting:
             known[task_type] = arm
 
 
-def updated_agent(conn: Connection, stmt: Any) -> bool:
+def updated_agent(conn: Connection, stmt: Any, params: Mapping[str, Any] | None = None,
+                  *, returning: Any = None) -> bool:
     """Run an UPDATE of one agent row; True if it matched. While a write on a network primary
-    collects its rows (``written.py``), the row as updated is read back and noted."""
+    collects its rows (``written.py``), the row as updated is read back and noted: with
+    ``returning`` (``stmt`` returning every agents column, when built once with it), else
+    with ``stmt`` made to return them here."""
     written = current_written.get()
     if written is None:
-        return conn.execute(stmt).rowcount == 1
-    row = conn.execute(stmt.returning(*t.agents.c)).first()
+        return conn.execute(stmt, params).rowcount == 1
+    row = conn.execute(stmt.returning(*t.agents.c) if returning is None else returning,
+                       params).first()
     if row is None:
         return False
     written.agent(dict(row._mapping))
