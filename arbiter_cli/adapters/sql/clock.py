@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Float, cast, extract, func, select, type_coerce
@@ -52,6 +53,12 @@ def epoch_expr(dialect: str) -> Any:
     return (func.julianday("now") - UNIX_EPOCH_JULIAN_DAY) * 86400.0
 
 
+@lru_cache(maxsize=2)
+def _now_select(dialect: str) -> Any:
+    """The database's time (``now_expr``) as a one-row select: built once per dialect."""
+    return select(now_expr(dialect))
+
+
 class DatabaseClock:
     """The database's time for one transaction, read at most once."""
 
@@ -61,7 +68,7 @@ class DatabaseClock:
 
     def __call__(self) -> datetime:
         if self._now is None:
-            self._now = self._conn.execute(select(now_expr(self._conn.dialect.name))).scalar_one()
+            self._now = self._conn.execute(_now_select(self._conn.dialect.name)).scalar_one()
         return self._now
 
     def remember(self, moment: datetime) -> None:

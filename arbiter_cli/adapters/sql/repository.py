@@ -95,7 +95,7 @@ class SqlAgents:
         for table, rows in ((t.task_types, task_rows), (t.languages, language_rows),
                             (t.specializations, label_rows)):
             if rows:
-                self._conn.execute(insert(table), rows)
+                self._conn.execute(_insert(table), rows)
 
     def update(self, agent: Agent, *, expect_version: int) -> bool:
         values = _agent_values(agent)
@@ -118,17 +118,18 @@ class SqlAgents:
             self._locked[agent.uid] = agent.version
             self._seen[agent.uid] = agent
             return True
-        if not updated_agent(self._conn, update(t.agents)
-                             .where(t.agents.c.uid == agent.uid,
-                                    t.agents.c.version == expect_version)
-                             .values(**values)):
+        names = tuple(values)
+        if not updated_agent(self._conn, _versioned_update(names, returning=False),
+                             {**{f"set_{name}": value for name, value in values.items()},
+                              "where_uid": agent.uid, "where_version": expect_version},
+                             returning=_versioned_update(names, returning=True)):
             return False
         before = self._seen.get(agent.uid)
         if before is None or (before.task_types, before.languages, before.specializations) != (
             agent.task_types, agent.languages, agent.specializations
         ):
             for table in (t.task_types, t.languages, t.specializations):
-                self._conn.execute(delete(table).where(table.c.agent_uid == agent.uid))
+                self._conn.execute(_delete_children(table), {"agent_uid": agent.uid})
             self._insert_children([agent])
             written = current_written.get()
             if written is not None:  # its capabilities may have changed: the refresh copies it
@@ -151,8 +152,7 @@ class SqlAgents:
     def get(self, tenant: str, agent_id: str, *, for_update: bool = False) -> Agent | None:
         if for_update and self._postgres:
             return self._get_locked(tenant, agent_id)
-        found = self._load(select(*AGENT_COLUMNS).where(t.agents.c.tenant == tenant,
-                                                         t.agents.c.id == agent_id))
+        found = self._load(_agent_by_id(), {"tenant": tenant, "id": agent_id})
         return found[0] if found else None
 
     def _get_locked(self, tenant: str, agent_id: str) -> Agent | None:
@@ -189,8 +189,7 @@ class SqlAgents:
         return agent
 
     def count(self, tenant: str) -> int:
-        stmt = select(func.count()).select_from(t.agents).where(t.agents.c.tenant == tenant)
-        return int(self._conn.execute(stmt).scalar_one())
+        return int(self._conn.execute(_agent_count(), {"tenant": tenant}).scalar_one())
 
     def list(
         self, tenant: str, *, status: str | None = None, task_type: str | None = None,
@@ -251,8 +250,8 @@ class SqlAgents:
 
     # ------------------------------------------------------------------ helpers
 
-    def _load(self, stmt: Any) -> builtins.list[Agent]:
-        return self._agents(self._conn.execute(stmt).fetchall())
+    def _load(self, stmt: Any, params: Mapping[str, Any] | None = None) -> builtins.list[Agent]:
+        return self._agents(self._conn.execute(stmt, params).fetchall())
 
     def _agents(self, rows: Sequence[Row[Any]]) -> builtins.list[Agent]:
         """Agents of ``rows``: their task types, languages and labels come from the row's
@@ -281,6 +280,53 @@ def _locked_statement() -> Any:
             .with_for_update(of=t.agents))
 
 
+@lru_cache(maxsize=1)
+def _agent_by_id() -> Any:
+    """The agent ``id`` of ``tenant``, unlocked: built once."""
+    return select(*AGENT_COLUMNS).where(t.agents.c.tenant == bindparam("tenant"),
+                                        t.agents.c.id == bindparam("id"))
+
+
+@lru_cache(maxsize=1)
+def _agent_count() -> Any:
+    """How many agents ``tenant`` has: built once."""
+    return select(func.count()).select_from(t.agents).where(
+        t.agents.c.tenant == bindparam("tenant"))
+
+
+@lru_cache(maxsize=4)
+def _versioned_update(names: tuple[str, ...], *, returning: bool) -> Any:
+    """The agent ``where_uid`` at version ``where_version`` gets ``set_<name>`` for each of
+    ``names``, typed like its column; with ``returning``, the row as updated comes back.
+    Prefixed names: a parameter named like an agents column would join the SET. Built once
+    per shape."""
+    ag = t.agents.c
+    stmt = (update(t.agents)
+            .where(ag.uid == bindparam("where_uid"), ag.version == bindparam("where_version"))
+            .values({name: bindparam(f"set_{name}", type_=ag[name].type) for name in names}))
+    return stmt.returning(*t.agents.c) if returning else stmt
+
+
+@lru_cache(maxsize=4)
+def _delete_children(table: Any) -> Any:
+    """The rows of one of an agent's child tables (``agent_uid``): built once per table."""
+    return delete(table).where(table.c.agent_uid == bindparam("agent_uid"))
+
+
+@lru_cache(maxsize=8)
+def _insert(table: Any) -> Any:
+    """An INSERT into ``table`` whose values come as parameters named like its columns:
+    built once per table."""
+    return insert(table)
+
+
+@lru_cache(maxsize=2)
+def _tenant(*, locked: bool) -> Any:
+    """The tenant ``name``; ``locked``: ``FOR KEY SHARE``. Built once per shape."""
+    stmt = select(t.tenants.c.name).where(t.tenants.c.name == bindparam("name"))
+    return stmt.with_for_update(key_share=True) if locked else stmt
+
+
 class SqlTenants:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -293,12 +339,10 @@ class SqlTenants:
 
     def lock(self, name: str) -> None:
         if self._conn.dialect.name == "postgresql":  # SQLite: BEGIN IMMEDIATE already did
-            self._conn.execute(select(t.tenants.c.name).where(t.tenants.c.name == name)
-                               .with_for_update(key_share=True))
+            self._conn.execute(_tenant(locked=True), {"name": name})
 
     def exists(self, name: str) -> bool:
-        stmt = select(t.tenants.c.name).where(t.tenants.c.name == name)
-        return self._conn.execute(stmt).first() is not None
+        return self._conn.execute(_tenant(locked=False), {"name": name}).first() is not None
 
     def list(self) -> builtins.list[str]:
         return list(self._conn.execute(select(t.tenants.c.name).order_by(t.tenants.c.name)).scalars())
@@ -411,18 +455,17 @@ class SqlUnitOfWork:
         transaction's time."""
         if self._clock_offset_s is not None or self._conn.dialect.name != "postgresql":
             return self.now()
-        moment: datetime = self._conn.execute(
-            select(now_expr("postgresql", statement=True))).scalar_one()
+        moment: datetime = self._conn.execute(_statement_time()).scalar_one()
         return max(moment, self.now())
 
     def commit(self) -> None:
         op = self._op
         if op is not None and self._write and not op.recorded:
             # The op's id goes in with its effect: a replay after an ambiguous commit sees it.
-            stmt = insert(t.applied_ops).values(
-                op_id=op.op_id, tenant=op.tenant, kind=op.kind, applied_at=op.now())
+            values = {"op_id": op.op_id, "tenant": op.tenant, "kind": op.kind,
+                      "applied_at": op.now()}
             if self._deferring is None:
-                self._conn.execute(stmt)
+                self._conn.execute(_insert(t.applied_ops), values)
             else:  # with the writes still deferred: one statement
                 self._deferring.defer(
                     insert(t.applied_ops).values(**bound(t.applied_ops, {
@@ -445,6 +488,12 @@ class SqlUnitOfWork:
 
     def rollback(self) -> None:
         self._tx.rollback()
+
+
+@lru_cache(maxsize=1)
+def _statement_time() -> Any:
+    """PostgreSQL's time of this statement (``clock_timestamp()``): built once."""
+    return select(now_expr("postgresql", statement=True))
 
 
 def _first_line(exc: DBAPIError) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
+    Integer,
     Select,
     and_,
     bindparam,
@@ -304,6 +305,70 @@ def _claim_and_insert() -> Any:
 _CLAIM_AND_INSERT: list[Any] = []
 
 
+@lru_cache(maxsize=16)
+def _lookup(by: str, locked: bool, clock: str | None) -> Any:
+    """A decision by ``decision_id`` (``by`` "id"), or ``tenant``'s latest for ``task_id``,
+    an open one first ("task"); ``locked``: ``FOR UPDATE`` (PostgreSQL; SQLite's write
+    transaction began with ``BEGIN IMMEDIATE``). With the ``clock`` dialect's time as
+    ``database_now``: a locking lookup carries it as a column (found or not, the caller
+    fails or goes on without needing it); any other is outer-joined to a one-row select of
+    the time, so the time comes back even when no decision does. Built once per shape."""
+    stmt = select(t.decisions)
+    if by == "id":
+        stmt = stmt.where(d.decision_id == bindparam("decision_id"))
+    else:
+        stmt = (stmt.where(d.tenant == bindparam("tenant"), d.task_id == bindparam("task_id"))
+                .order_by((d.status == OPEN).desc(), d.decision_id.desc()).limit(1))
+    if locked:
+        stmt = stmt.with_for_update()
+    if clock is None:
+        return stmt
+    now = now_expr(clock).label("database_now")
+    if locked:
+        return stmt.add_columns(now)
+    found = stmt.subquery("found")
+    one = select(literal(1).label("one")).subquery("one")
+    return select(now, *found.c).select_from(one.outerjoin(found, true()))
+
+
+@lru_cache(maxsize=2)
+def _expired(locked: bool) -> Any:
+    """``tenant``'s open decisions created before ``cutoff``, oldest first, at most
+    ``limit``; ``locked``: those no other transaction holds, locked (PostgreSQL). Built
+    once per shape."""
+    stmt = (select(t.decisions)
+            .where(d.tenant == bindparam("tenant"), d.status == OPEN,
+                   d.created_at < bindparam("cutoff"))
+            .order_by(d.created_at, d.decision_id).limit(bindparam("limit", type_=Integer)))
+    return stmt.with_for_update(skip_locked=True) if locked else stmt
+
+
+@lru_cache(maxsize=1)
+def _open_count() -> Any:
+    """How many decisions of the agent (``tenant``, ``agent_id``, ``agent_uid``) are open:
+    built once."""
+    return select(func.count()).select_from(t.decisions).where(
+        d.tenant == bindparam("tenant"), d.agent_id == bindparam("agent_id"),
+        d.agent_uid == bindparam("agent_uid"), d.status == OPEN)
+
+
+@lru_cache(maxsize=1)
+def _claims() -> Any:
+    """The agent's decisions open, or closed at or after ``since``, by id: built once."""
+    return (select(d.decision_id, d.created_at, d.closed_at, d.over_capacity)
+            .where(d.tenant == bindparam("tenant"), d.agent_id == bindparam("agent_id"),
+                   d.agent_uid == bindparam("agent_uid"),
+                   or_(d.closed_at.is_(None), d.closed_at >= bindparam("since")))
+            .order_by(d.decision_id))
+
+
+@lru_cache(maxsize=1)
+def _insert_decision() -> Any:
+    """A decision's INSERT, built once: its values come as parameters named like the
+    columns, bound with the columns' types (their JSON and time processors run)."""
+    return insert(t.decisions)
+
+
 class SqlDecisions:
     """``moment``: the unit of work's (``SqlUnitOfWork.moment``); ``stamp_in_sql``: the claim
     and the insert may be one statement stamped by PostgreSQL itself; ``audit``: that
@@ -318,6 +383,8 @@ class SqlDecisions:
         self._deferring = deferring
         self._held: dict[str, str] = {}  # decision id -> status, of those this one locked
         self._moment = moment
+        self._dialect = conn.dialect.name
+        self._postgres = self._dialect == "postgresql"
         self._stamp_in_sql = stamp_in_sql
         self._clock = clock  # a lookup carries the database's time for it (no extra trip)
 
@@ -357,7 +424,7 @@ class SqlDecisions:
 
     def add(self, decision: Decision) -> None:
         values = _decision_values(decision)
-        self._conn.execute(insert(t.decisions).values(**values))
+        self._conn.execute(_insert_decision(), values)
         written = current_written.get()
         if written is not None and decision.status == OPEN:
             written.decision_opened(values)
@@ -391,67 +458,43 @@ class SqlDecisions:
         )
         return result.rowcount == 1
 
-    def _one(self, stmt: Any) -> Decision | None:
-        """The first decision of ``stmt``, and the database's time with it (``clock``).
-
-        A locking lookup carries the time as a column (found or not, the caller fails or
-        goes on without needing it); any other lookup is outer-joined to a one-row select of
-        the time, so the time comes back even when no decision does.
-        """
+    def _one(self, by: str, params: dict[str, Any], for_update: bool) -> Decision | None:
+        """The decision ``by`` finds (``_lookup``), and the database's time with it
+        (``clock``)."""
+        locked = for_update and self._postgres
+        row = self._conn.execute(_lookup(by, locked, None if self._clock is None
+                                         else self._dialect), params).first()
         if self._clock is None:
-            row = self._conn.execute(stmt).first()
             return None if row is None else _row_to_decision(row)
-        now = now_expr(self._conn.dialect.name).label("database_now")
-        if stmt._for_update_arg is not None:
-            row = self._conn.execute(stmt.add_columns(now)).first()
-            if row is not None and self._deferring is not None:
-                self._held[row.decision_id] = row.status  # its save may be deferred
-        else:
-            found = stmt.subquery("found")
-            one = select(literal(1).label("one")).subquery("one")
-            row = self._conn.execute(select(now, *found.c).select_from(
-                one.outerjoin(found, true()))).first()
+        if locked and row is not None and self._deferring is not None:
+            self._held[row.decision_id] = row.status  # its save may be deferred
         if row is None:
             return None
         self._clock.remember(row.database_now)
         return None if row.decision_id is None else _row_to_decision(row)
 
-    def _locked(self, stmt: Any, for_update: bool, **options: bool) -> Any:
-        if for_update and self._conn.dialect.name == "postgresql":
-            return stmt.with_for_update(**options)
-        return stmt  # SQLite: the write transaction began with BEGIN IMMEDIATE
-
     def get(self, decision_id: str, *, for_update: bool = False) -> Decision | None:
-        return self._one(self._locked(select(t.decisions).where(d.decision_id == decision_id),
-                                      for_update))
+        return self._one("id", {"decision_id": decision_id}, for_update)
 
     def for_task(self, tenant: str, task_id: str, *, for_update: bool = False
                  ) -> Decision | None:
-        return self._one(self._locked(
-            select(t.decisions).where(d.tenant == tenant, d.task_id == task_id)
-            .order_by((d.status == OPEN).desc(), d.decision_id.desc()).limit(1), for_update))
+        return self._one("task", {"tenant": tenant, "task_id": task_id}, for_update)
 
     def expired(self, tenant: str, cutoff: datetime, limit: int) -> builtins.list[Decision]:
-        stmt = (select(t.decisions)
-                .where(d.tenant == tenant, d.status == OPEN, d.created_at < cutoff)
-                .order_by(d.created_at, d.decision_id).limit(limit))
-        rows = self._conn.execute(self._locked(stmt, True, skip_locked=True)).fetchall()
+        rows = self._conn.execute(_expired(self._postgres), {
+            "tenant": tenant, "cutoff": cutoff, "limit": limit}).fetchall()
         return [_row_to_decision(r) for r in rows]
 
     def open_count(self, tenant: str, agent_id: str, agent_uid: str) -> int:
-        stmt = select(func.count()).select_from(t.decisions).where(
-            d.tenant == tenant, d.agent_id == agent_id, d.agent_uid == agent_uid,
-            d.status == OPEN)
-        return int(self._conn.execute(stmt).scalar_one())
+        return int(self._conn.execute(_open_count(), {
+            "tenant": tenant, "agent_id": agent_id, "agent_uid": agent_uid}).scalar_one())
 
     def claims(self, tenant: str, agent_id: str, agent_uid: str, since: datetime
                ) -> builtins.list[Claim]:
-        stmt = (select(d.decision_id, d.created_at, d.closed_at, d.over_capacity)
-                .where(d.tenant == tenant, d.agent_id == agent_id, d.agent_uid == agent_uid,
-                       or_(d.closed_at.is_(None), d.closed_at >= since))
-                .order_by(d.decision_id))
+        rows = self._conn.execute(_claims(), {"tenant": tenant, "agent_id": agent_id,
+                                              "agent_uid": agent_uid, "since": since})
         return [Claim(r.decision_id, r.created_at, r.closed_at, bool(r.over_capacity))
-                for r in self._conn.execute(stmt).fetchall()]
+                for r in rows.fetchall()]
 
     def flag(self, tenant: str, flags: Mapping[str, bool]) -> None:
         for value in (True, False):
