@@ -81,7 +81,8 @@ def serve(
     tls = _tls(tls_cert, tls_key)
     limits = Limits(read_timeout_s=settings.serve.read_timeout,
                     max_connections=settings.serve.max_connections,
-                    shutdown_timeout_s=settings.serve.shutdown_timeout)
+                    shutdown_timeout_s=settings.serve.shutdown_timeout,
+                    http=settings.serve.http)
     sock = listen(host, port)
     url, bound_host, bound_port = url_of(sock, tls=tls is not None)
     options = _uvicorn_options(settings, tls, forwarded_allow_ips, workers)
