@@ -185,6 +185,9 @@ KEYS: tuple[Key, ...] = (
         "more are answered 503 at once.", 1, 10_000),
     Key("serve.max_body", "size", "10MiB", "Largest request body `arbiter serve` accepts "
         "(by Content-Length or as it streams); larger ones are answered 413.", 1, 2**40),
+    Key("serve.http", "choice", "auto", "HTTP/1.1 parser of `arbiter serve`: httptools (C), "
+        "h11 (pure Python, more CPU per request) or auto (httptools when installed).",
+        choices=("auto", "httptools", "h11")),
 )
 KEYS_BY_NAME = {k.name: k for k in KEYS}
 WEIGHT_GROUPS = ("query.weights", "routing.weights")
@@ -361,6 +364,7 @@ class ServeSettings:
     read_timeout: Seconds
     max_connections: int
     max_body: Bytes
+    http: str
 
 
 SECTIONS: dict[str, type[Any]] = {cls.__name__: cls for cls in (

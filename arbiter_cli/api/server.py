@@ -199,7 +199,8 @@ class JsonBodies:
         if (scope["type"] == "http" and scope["method"] in ("POST", "PATCH", "PUT")
                 and scope["path"].startswith("/v1/")):
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+            headers.append((b"content-type", b"application/json"))
+            scope["headers"] = headers  # in place: serve reads the route the router sets
         await self.app(scope, receive, send)
 
 

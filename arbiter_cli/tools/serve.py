@@ -225,7 +225,10 @@ class ServeApp:
             await self.api(scope, receive, send)
             return
         path = scope["path"]
-        route = path if path in OWN else self._route_of(scope)
+        # A /v1 request's route is the one the API's router picks (it sets scope["route"]);
+        # matching every route here as well is for the other paths and the refused.
+        v1 = path.startswith("/v1/")
+        route = path if path in OWN else None if v1 else self._route_of(scope)
         status = [500]
 
         async def sending(message: Message) -> None:
@@ -237,7 +240,7 @@ class ServeApp:
         try:
             if path in OWN:
                 await self._own(scope, sending)
-            elif route is None and not path.startswith("/v1/"):
+            elif route is None and not v1:
                 await _answer(sending, 404, "application/json", _json(
                     {"error": f"no such endpoint {path!r}",
                      "endpoints": [*OWN, "/openapi.json", "/v1/..."]}))
@@ -246,6 +249,8 @@ class ServeApp:
             else:
                 await self._limited(scope, receive, sending)
         finally:
+            if v1:
+                route = _template(scope) or self._route_of(scope)
             label = route or "other"
             method = scope["method"] if scope["method"] in METHODS else "other"
             metrics = self.server.metrics
@@ -336,8 +341,7 @@ class ServeApp:
         """The API, with request bodies held to ``max_body``: a Content-Length past it is
         refused before any byte is read; a streamed body is refused as it crosses it."""
         limit = self.max_body
-        headers = _headers(scope)
-        declared = headers.get("content-length", "")
+        declared = _header(scope, b"content-length")
         if declared.isdigit() and int(declared) > limit:
             await self._too_large(scope, send)
             return
@@ -391,6 +395,21 @@ def _loopback_host(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def _template(scope: Scope) -> str | None:
+    """The path template of the route the API's router served ``scope`` with, if it did."""
+    template = getattr(scope.get("route"), "path", None)
+    return None if template is None else str(template)
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    """One header's value, the last one given ('' if absent), as ``_headers`` reads it."""
+    found = b""
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            found = value
+    return str(found.decode("latin-1"))
 
 
 def _headers(scope: Scope) -> dict[str, str]:

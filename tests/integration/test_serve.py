@@ -230,6 +230,10 @@ def test_a_port_in_use_exits_2_with_one_line(clean_env, tmp_path: Path):
 
 # ---------------------------------------------------------------------------- slow clients (L1)
 
+#: The transport's bounds hold for either HTTP/1.1 parser (``serve.http``).
+PARSERS = pytest.mark.parametrize("http", ["httptools", "h11"])
+
+
 class SlowClient(threading.Thread):
     """A request line, then one header line every ``every_s``, never the blank line."""
 
@@ -305,10 +309,11 @@ def _stop_within(server: Served, limit_s: float) -> tuple[float, dict[str, Any]]
 
 
 @pytest.mark.slow
-def test_slow_clients_cannot_hold_serve_open_after_sigterm(clean_env):
+@PARSERS
+def test_slow_clients_cannot_hold_serve_open_after_sigterm(clean_env, http: str):
     """Five clients trickling a header line a second (the attack) delay the exit by at most
     serve.shutdown_timeout; their connections are closed."""
-    with _served({**os.environ, **clean_env}, shutdown_timeout="3s") as server:
+    with _served({**os.environ, **clean_env}, http=http, shutdown_timeout="3s") as server:
         clients = [SlowClient(server.port) for _ in range(5)]
         for client in clients:
             client.start()
@@ -322,7 +327,8 @@ def test_slow_clients_cannot_hold_serve_open_after_sigterm(clean_env):
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_a_request_in_flight_completes_during_the_drain(clean_env):
+@PARSERS
+def test_a_request_in_flight_completes_during_the_drain(clean_env, http: str):
     """SIGTERM while /health waits on a slow database: the answer still arrives whole, the
     slow clients are cut at the end of the drain, and serve exits in time."""
     from sqlalchemy.engine import make_url
@@ -334,7 +340,7 @@ def test_a_request_in_flight_completes_during_the_drain(clean_env):
         with FaultProxy((server_url.host or "127.0.0.1", server_url.port or 5432)) as proxy:
             proxied = server_url.set(port=proxy.port).render_as_string(hide_password=False)
             with _served({**os.environ, **clean_env, "ARBITER_DATABASE__URL": proxied},
-                         shutdown_timeout="6s") as server:
+                         http=http, shutdown_timeout="6s") as server:
                 clients = [SlowClient(server.port) for _ in range(5)]
                 for client in clients:
                     client.start()
@@ -380,8 +386,9 @@ def _closed_after(sock: socket.socket, trickle_s: float | None, limit_s: float) 
 
 
 @pytest.mark.slow
-def test_idle_and_trickling_clients_are_cut_off_at_the_read_timeout(clean_env):
-    with _served({**os.environ, **clean_env}, read_timeout="2s") as server:
+@PARSERS
+def test_idle_and_trickling_clients_are_cut_off_at_the_read_timeout(clean_env, http: str):
+    with _served({**os.environ, **clean_env}, http=http, read_timeout="2s") as server:
         for trickle_s in (0.5, None):
             with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
                 closed = _closed_after(sock, trickle_s, limit_s=8)
@@ -391,8 +398,9 @@ def test_idle_and_trickling_clients_are_cut_off_at_the_read_timeout(clean_env):
 
 
 @pytest.mark.slow
-def test_connections_over_the_cap_are_answered_503_at_once(clean_env):
-    with _served({**os.environ, **clean_env}, max_connections="3",
+@PARSERS
+def test_connections_over_the_cap_are_answered_503_at_once(clean_env, http: str):
+    with _served({**os.environ, **clean_env}, http=http, max_connections="3",
                  read_timeout="30s") as server:
         held = [socket.create_connection(("127.0.0.1", server.port), timeout=10)
                 for _ in range(3)]
@@ -457,8 +465,9 @@ def test_the_api_is_served_beside_health_and_counted_by_route_template(clean_env
 
 
 @pytest.mark.slow
-def test_bodies_past_serve_max_body_are_answered_413_announced_or_streamed(clean_env):
-    with _served({**os.environ, **clean_env}, max_body="1KiB") as server:
+@PARSERS
+def test_bodies_past_serve_max_body_are_answered_413_announced_or_streamed(clean_env, http: str):
+    with _served({**os.environ, **clean_env}, http=http, max_body="1KiB") as server:
         agent = {"id": "coder-1", "name": "coder", "model_family": "claude-3.5",
                  "task_types": ["code-review"], "capacity": 2}
         code, _, body = _api(server, "POST", "/v1/agents", json.dumps(agent).encode())
@@ -580,9 +589,10 @@ def test_two_workers_answer_and_stop_on_sigterm(clean_env):
 
 
 @pytest.mark.slow
-def test_the_slow_header_attack_cannot_hold_serve_open_after_sigterm(clean_env):
+@PARSERS
+def test_the_slow_header_attack_cannot_hold_serve_open_after_sigterm(clean_env, http: str):
     """The attack: a few clients sending one header line every 8 s kept serve alive > 45 s."""
-    with _served({**os.environ, **clean_env}, shutdown_timeout="3s",
+    with _served({**os.environ, **clean_env}, http=http, shutdown_timeout="3s",
                  read_timeout="60s") as server:
         clients = [SlowClient(server.port, every_s=8) for _ in range(4)]
         for client in clients:
@@ -595,8 +605,9 @@ def test_the_slow_header_attack_cannot_hold_serve_open_after_sigterm(clean_env):
 
 
 @pytest.mark.slow
-def test_a_trickled_body_is_cut_at_the_read_timeout(clean_env):
-    with _served({**os.environ, **clean_env}, read_timeout="2s") as server:
+@PARSERS
+def test_a_trickled_body_is_cut_at_the_read_timeout(clean_env, http: str):
+    with _served({**os.environ, **clean_env}, http=http, read_timeout="2s") as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             sock.sendall(b"POST /v1/agents HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n"
                          b"Content-Type: application/json\r\n\r\n")
