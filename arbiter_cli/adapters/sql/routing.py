@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Row
 from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.capability import conditions, fit_shares
 from arbiter_cli.adapters.sql.clock import now_expr
-from arbiter_cli.adapters.sql.deferred import DeferringConnection, bound
+from arbiter_cli.adapters.sql.deferred import DeferringConnection, InsertInto, UpdateOf
 from arbiter_cli.adapters.sql.security import SqlAudit, head_columns
 from arbiter_cli.adapters.sql.types import UtcDateTime
 from arbiter_cli.adapters.sql.written import current_written
@@ -166,16 +166,17 @@ class SqlRouting:
         values = {**dataclasses.asdict(arm), "updated_at": now}
         known = self._arms.get(agent_uid)
         if known is not None and self._deferring is not None:  # under the agent's lock
+            failure = f"the arm of agent uid {agent_uid} changed meanwhile; retry"
             if task_type in known:
-                stmt: Any = (update(t.arms).where(arms.agent_uid == agent_uid,
-                                                  arms.task_type == task_type)
-                             .values(**bound(t.arms, values)))
+                self._deferring.defer(
+                    UpdateOf(t.arms, ("agent_uid", "task_type"), tuple(values), ("agent_uid",)),
+                    {**values, "where_agent_uid": agent_uid, "where_task_type": task_type},
+                    failure)
             else:
-                stmt = insert(t.arms).values(**bound(t.arms, {
-                    "agent_uid": agent_uid, "task_type": task_type, "tenant": tenant,
-                    **values}))
-            self._deferring.defer(stmt.returning(arms.agent_uid),
-                                  f"the arm of agent uid {agent_uid} changed meanwhile; retry")
+                keyed = {"agent_uid": agent_uid, "task_type": task_type, "tenant": tenant,
+                         **values}
+                self._deferring.defer(InsertInto(t.arms, tuple(keyed), ("agent_uid",)), keyed,
+                                      failure)
             known[task_type] = arm
             return
         exists = (task_type in known if known is not None else self._conn.execute(
@@ -341,14 +342,13 @@ class SqlDecisions:
                 and self._held.get(decision.decision_id) == was):
             # Locked with that status by this transaction: it matches (``deferred.py``).
             self._deferring.defer(
-                update(t.decisions)
-                .where(d.decision_id == decision.decision_id, d.tenant == decision.tenant,
-                       d.status == was)
-                .values(**bound(t.decisions, {
-                    "status": decision.status, "closed_at": decision.closed_at,
-                    "outcome": None if decision.outcome is None else dict(decision.outcome),
-                    "over_capacity": decision.over_capacity}))
-                .returning(d.decision_id),
+                UpdateOf(t.decisions, ("decision_id", "tenant", "status"),
+                       ("status", "closed_at", "outcome", "over_capacity"), ("decision_id",)),
+                {"where_decision_id": decision.decision_id, "where_tenant": decision.tenant,
+                 "where_status": was, "status": decision.status,
+                 "closed_at": decision.closed_at,
+                 "outcome": None if decision.outcome is None else dict(decision.outcome),
+                 "over_capacity": decision.over_capacity},
                 f"decision {decision.decision_id} changed meanwhile; retry")
             self._held[decision.decision_id] = decision.status
             return True

@@ -216,10 +216,9 @@ def _head(dialect: str) -> Any:
     return select(now_expr(dialect, statement=True), *head_columns(bindparam("tenant")))
 
 
-def _append(dialect: str, values: Mapping[str, Any] | None = None) -> Any:
-    """Insert the event at ``seq`` unless that ``seq`` exists (then: no row returned); with
-    ``values``, bound in the statement (``DeferringConnection.flush``), else as parameters
-    of the same names."""
+def _append(dialect: str, prefix: str = "") -> Any:
+    """Insert the event at ``seq`` unless that ``seq`` exists (then: no row returned), its
+    values the parameters named ``prefix`` + their column's name."""
     upsert: Any
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as upsert
@@ -228,13 +227,15 @@ def _append(dialect: str, values: Mapping[str, Any] | None = None) -> Any:
     columns = ("tenant", "seq", "at", "actor", "action", "target", "result", "correlation_id",
                "details", "prev_hash", "hash")
     return (upsert(t.audit_events)
-            .values({name: bindparam(name if values is None else None,
-                                     None if values is None else values[name],
-                                     type_=t.audit_events.c[name].type,
-                                     unique=values is not None)
+            .values({name: bindparam(prefix + name, type_=t.audit_events.c[name].type)
                      for name in columns})
             .on_conflict_do_nothing(index_elements=["tenant", "seq"])
             .returning(a.seq))
+
+
+def _append_deferred(prefix: str) -> Any:
+    """The append as the ``main`` of a deferring flush (PostgreSQL; built once per shape)."""
+    return _append("postgresql", prefix)
 
 
 #: Statements built once per dialect (SQLAlchemy then reuses their compiled form).
@@ -300,7 +301,7 @@ class SqlAudit:
             }
             inserted = (self._conn.execute(self._insert_statement(), params).first()
                         if self._deferring is None or not self._deferring.pending
-                        else self._deferring.flush(_append(self._dialect, params)))
+                        else self._deferring.flush(_append_deferred, params))
             if inserted is not None:
                 return event
 
