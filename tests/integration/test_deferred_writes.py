@@ -53,7 +53,8 @@ def test_the_returned_rows_reach_on_row_and_main_comes_back(app: Any) -> None:
     seen: list[dict[str, Any]] = []
     with app.engine.connect() as conn:
         deferring = DeferringConnection(conn)
-        deferring.defer(UpdateOf(t.agents, ("id",), ("name",)), {"where_id": "a1", "name": "C"},
+        deferring.defer(UpdateOf(t.agents, ("id",), ("name",), tuple(t.agents.c.keys())),
+                        {"where_id": "a1", "name": "C"},
                         "gone", seen.append)
         row = deferring.flush(RENAME, {"where_id": "nobody", "name": "D"})
         assert row is None  # main changed no row: None, as ``.first()`` would say

@@ -32,17 +32,18 @@ from sqlalchemy.engine import Connection, Row
 
 from arbiter_cli.errors import Conflict
 
-#: A kind of write: called with a prefix, it builds its INSERT/UPDATE … RETURNING (at least
-#: one column) with every parameter named ``prefix`` + its name. Hashable: it keys the cache.
+#: A kind of write: called with a prefix, it builds its INSERT/UPDATE (deferred: with RETURNING
+#: at least one column) with every parameter named ``prefix`` + its name. Hashable: it keys
+#: the cache.
 Kind = Callable[[str], Any]
 OnRow = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
 class UpdateOf:
-    """``UPDATE table SET columns WHERE`` each of ``where`` equals its value ``RETURNING``
-    ``returning`` (every column when empty). Its values are named after the columns, those of
-    ``where`` prefixed ``where_`` (``status`` to set, ``where_status`` to match)."""
+    """``UPDATE table SET columns WHERE`` each of ``where`` equals its value, ``RETURNING``
+    ``returning`` if any. Its values are named after the columns, those of ``where`` prefixed
+    ``where_`` (``status`` to set, ``where_status`` to match)."""
 
     table: Table
     where: tuple[str, ...]
@@ -51,25 +52,26 @@ class UpdateOf:
 
     def __call__(self, prefix: str) -> Any:
         c = self.table.c
-        return (update(self.table)
+        stmt = (update(self.table)
                 .where(*(c[name] == bindparam(f"{prefix}where_{name}", type_=c[name].type)
                          for name in self.where))
-                .values(_named(self.table, self.columns, prefix))
-                .returning(*(c[name] for name in self.returning) if self.returning else c))
+                .values(_named(self.table, self.columns, prefix)))
+        return stmt.returning(*(c[name] for name in self.returning)) if self.returning else stmt
 
 
 @dataclass(frozen=True)
 class InsertInto:
-    """``INSERT INTO table (columns) … RETURNING returning``; its values named after the
-    columns."""
+    """``INSERT INTO table (columns)``, ``RETURNING returning`` if any; its values named
+    after the columns."""
 
     table: Table
     columns: tuple[str, ...]
-    returning: tuple[str, ...]
+    returning: tuple[str, ...] = ()
 
     def __call__(self, prefix: str) -> Any:
-        return (insert(self.table).values(_named(self.table, self.columns, prefix))
-                .returning(*(self.table.c[name] for name in self.returning)))
+        stmt = insert(self.table).values(_named(self.table, self.columns, prefix))
+        return (stmt.returning(*(self.table.c[name] for name in self.returning))
+                if self.returning else stmt)
 
 
 def _named(table: Table, columns: tuple[str, ...], prefix: str) -> dict[str, Any]:
@@ -123,10 +125,11 @@ def _combined(slots: tuple[tuple[Kind, bool], ...], main: Kind | None) -> _Combi
     return _Combined(select(*columns).select_from(joined).add_cte(*ctes), tuple(rows))
 
 
-@lru_cache(maxsize=16)
-def _alone(main: Kind) -> Any:
-    """``main`` with nothing deferred before it (built once)."""
-    return main(MAIN)
+@lru_cache(maxsize=64)
+def built(kind: Kind, prefix: str = "") -> Any:
+    """``kind``'s statement, its parameters named ``prefix`` + name (built once): a write
+    sent now rather than deferred."""
+    return kind(prefix)
 
 
 def _prefixed(prefix: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -158,7 +161,7 @@ class DeferringConnection:
         pending, self.pending = self.pending, []
         if not pending:
             return None if main is None else self._conn.execute(
-                _alone(main), _prefixed(MAIN, params or {})).first()
+                built(main, MAIN), _prefixed(MAIN, params or {})).first()
         combined = _combined(tuple((item.kind, item.on_row is not None) for item in pending),
                              main)
         values: dict[str, Any] = {} if main is None else _prefixed(MAIN, params or {})

@@ -109,7 +109,7 @@ class SqlAgents:
             written = current_written.get()  # wants the row as updated, whole
             self._deferring.defer(
                 UpdateOf(t.agents, ("uid", "version"), tuple(values),
-                       () if written is not None else ("uid",)),
+                         tuple(t.agents.c.keys()) if written is not None else ("uid",)),
                 {**values, "where_uid": agent.uid, "where_version": expect_version},
                 f"agent {agent.id!r} changed meanwhile; retry",
                 None if written is None else written.agent)
