@@ -18,7 +18,7 @@ from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.capabilities import decode, encode
 from arbiter_cli.adapters.sql.capability import has
 from arbiter_cli.adapters.sql.clock import DatabaseClock, EstimatedClock, now_expr
-from arbiter_cli.adapters.sql.deferred import DeferringConnection, bound
+from arbiter_cli.adapters.sql.deferred import DeferringConnection, InsertInto, UpdateOf
 from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
 from arbiter_cli.adapters.sql.ranking import top
 from arbiter_cli.adapters.sql.routing import SqlDecisions, SqlRouting, updated_agent
@@ -106,13 +106,11 @@ class SqlAgents:
                                             before.specializations)
                 == (agent.task_types, agent.languages, agent.specializations)):
             # Locked at that version by this transaction: it matches (``deferred.py``).
-            stmt = (update(t.agents).where(t.agents.c.uid == agent.uid,
-                                           t.agents.c.version == expect_version)
-                    .values(**bound(t.agents, values)))
-            written = current_written.get()
+            written = current_written.get()  # wants the row as updated, whole
             self._deferring.defer(
-                stmt.returning(*t.agents.c) if written is not None
-                else stmt.returning(t.agents.c.uid),
+                UpdateOf(t.agents, ("uid", "version"), tuple(values),
+                         tuple(t.agents.c.keys()) if written is not None else ("uid",)),
+                {**values, "where_uid": agent.uid, "where_version": expect_version},
                 f"agent {agent.id!r} changed meanwhile; retry",
                 None if written is None else written.agent)
             self._locked[agent.uid] = agent.version
@@ -468,9 +466,10 @@ class SqlUnitOfWork:
                 self._conn.execute(_insert(t.applied_ops), values)
             else:  # with the writes still deferred: one statement
                 self._deferring.defer(
-                    insert(t.applied_ops).values(**bound(t.applied_ops, {
-                        "op_id": op.op_id, "tenant": op.tenant, "kind": op.kind,
-                        "applied_at": op.now()})).returning(t.applied_ops.c.op_id),
+                    InsertInto(t.applied_ops, ("op_id", "tenant", "kind", "applied_at"),
+                           ("op_id",)),
+                    {"op_id": op.op_id, "tenant": op.tenant, "kind": op.kind,
+                     "applied_at": op.now()},
                     f"op {op.op_id} was not recorded")
             op.recorded = True
         if self._deferring is not None:

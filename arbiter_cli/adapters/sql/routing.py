@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection, Row
 from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.capability import condition_params, conditions, fit_shares
 from arbiter_cli.adapters.sql.clock import now_expr
-from arbiter_cli.adapters.sql.deferred import DeferringConnection, bound
+from arbiter_cli.adapters.sql.deferred import DeferringConnection, InsertInto, UpdateOf, built
 from arbiter_cli.adapters.sql.security import SqlAudit, head_columns
 from arbiter_cli.adapters.sql.types import UtcDateTime
 from arbiter_cli.adapters.sql.written import current_written
@@ -120,32 +120,27 @@ class SqlRouting:
     def save_arm(self, tenant: str, agent_uid: str, task_type: str, arm: Arm, now: datetime
                  ) -> None:
         """Update, else insert: callers hold the agent's row lock, so no two race here."""
-        arms = t.arms.c
         values = {**dataclasses.asdict(arm), "updated_at": now}
+        changed = {**values, "where_agent_uid": agent_uid, "where_task_type": task_type}
+        added = {"agent_uid": agent_uid, "task_type": task_type, "tenant": tenant, **values}
         known = self._arms.get(agent_uid)
         if known is not None and self._deferring is not None:  # under the agent's lock
+            failure = f"the arm of agent uid {agent_uid} changed meanwhile; retry"
             if task_type in known:
-                stmt: Any = (update(t.arms).where(arms.agent_uid == agent_uid,
-                                                  arms.task_type == task_type)
-                             .values(**bound(t.arms, values)))
+                self._deferring.defer(UpdateOf(t.arms, ("agent_uid", "task_type"), tuple(values),
+                                               ("agent_uid",)), changed, failure)
             else:
-                stmt = insert(t.arms).values(**bound(t.arms, {
-                    "agent_uid": agent_uid, "task_type": task_type, "tenant": tenant,
-                    **values}))
-            self._deferring.defer(stmt.returning(arms.agent_uid),
-                                  f"the arm of agent uid {agent_uid} changed meanwhile; retry")
+                self._deferring.defer(InsertInto(t.arms, tuple(added), ("agent_uid",)), added,
+                                      failure)
             known[task_type] = arm
             return
-        exists = (task_type in known if known is not None else self._conn.execute(
-            update(t.arms).where(arms.agent_uid == agent_uid, arms.task_type == task_type)
-            .values(**values)).rowcount == 1)
+        update_arm = built(UpdateOf(t.arms, ("agent_uid", "task_type"), tuple(values)))
+        exists = (task_type in known if known is not None
+                  else self._conn.execute(update_arm, changed).rowcount == 1)
         if known is not None and exists:
-            self._conn.execute(
-                update(t.arms).where(arms.agent_uid == agent_uid, arms.task_type == task_type)
-                .values(**values))
+            self._conn.execute(update_arm, changed)
         elif not exists:
-            self._conn.execute(insert(t.arms).values(agent_uid=agent_uid, task_type=task_type,
-                                                     tenant=tenant, **values))
+            self._conn.execute(built(InsertInto(t.arms, tuple(added))), added)
         if known is not None:
             known[task_type] = arm
 
@@ -433,30 +428,23 @@ class SqlDecisions:
         written = current_written.get()
         if written is not None and decision.status != OPEN and decision.decision_id:
             written.decision_closed(decision.decision_id)
+        key = ("decision_id", "tenant", "status")
+        columns = ("status", "closed_at", "outcome", "over_capacity")
+        closing = {"where_decision_id": decision.decision_id, "where_tenant": decision.tenant,
+                   "where_status": was, "status": decision.status,
+                   "closed_at": decision.closed_at,
+                   "outcome": None if decision.outcome is None else dict(decision.outcome),
+                   "over_capacity": decision.over_capacity}
         if (self._deferring is not None and decision.decision_id is not None
                 and self._held.get(decision.decision_id) == was):
             # Locked with that status by this transaction: it matches (``deferred.py``).
-            self._deferring.defer(
-                update(t.decisions)
-                .where(d.decision_id == decision.decision_id, d.tenant == decision.tenant,
-                       d.status == was)
-                .values(**bound(t.decisions, {
-                    "status": decision.status, "closed_at": decision.closed_at,
-                    "outcome": None if decision.outcome is None else dict(decision.outcome),
-                    "over_capacity": decision.over_capacity}))
-                .returning(d.decision_id),
-                f"decision {decision.decision_id} changed meanwhile; retry")
+            failure = f"decision {decision.decision_id} changed meanwhile; retry"
+            self._deferring.defer(UpdateOf(t.decisions, key, columns, ("decision_id",)),
+                                  closing, failure)
             self._held[decision.decision_id] = decision.status
             return True
-        result = self._conn.execute(
-            update(t.decisions)
-            .where(d.decision_id == decision.decision_id, d.tenant == decision.tenant,
-                   d.status == was)
-            .values(status=decision.status, closed_at=decision.closed_at,
-                    outcome=None if decision.outcome is None else dict(decision.outcome),
-                    over_capacity=decision.over_capacity)
-        )
-        return result.rowcount == 1
+        stmt = built(UpdateOf(t.decisions, key, columns))
+        return self._conn.execute(stmt, closing).rowcount == 1
 
     def _one(self, by: str, params: dict[str, Any], for_update: bool) -> Decision | None:
         """The decision ``by`` finds (``_lookup``), and the database's time with it

@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -69,13 +70,14 @@ class SqlTokens:
             last_used_at=token.last_used_at, rate=token.rate, burst=token.burst))
 
     def save(self, token: TokenRecord) -> None:
-        self._conn.execute(update(t.tokens).where(k.id == token.id).values(
-            revoked_at=token.revoked_at, last_used_at=token.last_used_at))
+        self._conn.execute(_save_statement(), {"token_id": token.id,
+                                               "token_revoked_at": token.revoked_at,
+                                               "token_last_used_at": token.last_used_at})
 
     def get(self, token_id: str) -> TokenRecord | None:
         """The token, read with the database's time: checking it needs no extra round trip."""
-        stmt = select(t.tokens, now_expr(self._conn.dialect.name).label("database_now"))
-        row = self._conn.execute(stmt.where(k.id == token_id)).first()
+        row = self._conn.execute(_get_statement(self._conn.dialect.name),
+                                 {"token_id": token_id}).first()
         if row is None:
             return None
         self._clock.remember(row.database_now)
@@ -113,6 +115,22 @@ class SqlTokens:
 
     def count(self) -> int:
         return int(self._conn.execute(select(func.count()).select_from(t.tokens)).scalar_one())
+
+
+@lru_cache(maxsize=1)
+def _save_statement() -> Any:
+    """A token's revocation and last use (built once; the parameters are named apart from the
+    columns, which they would otherwise join in the SET)."""
+    return update(t.tokens).where(k.id == bindparam("token_id")).values(
+        revoked_at=bindparam("token_revoked_at", type_=k.revoked_at.type),
+        last_used_at=bindparam("token_last_used_at", type_=k.last_used_at.type))
+
+
+@lru_cache(maxsize=4)
+def _get_statement(dialect: str) -> Any:
+    """A token with the database's time (built once per dialect)."""
+    return (select(t.tokens, now_expr(dialect).label("database_now"))
+            .where(k.id == bindparam("token_id")))
 
 
 #: PostgreSQL: the token (with the transaction's time), its bucket spent only if the token is
@@ -174,26 +192,39 @@ class SqlRate:
         self._conn = conn
 
     def spend(self, token_id: str, tenant: str, rate: float, burst: int) -> Bucket:
-        dialect = self._conn.dialect.name
-        upsert: Any
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as upsert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as upsert
-        hi, lo = (func.greatest, func.least) if dialect == "postgresql" else (func.max, func.min)
-        b = t.rate_buckets.c
-        fresh = upsert(t.rate_buckets).values(token_id=token_id, tenant=tenant,
-                                               tokens=float(burst) - 1.0,
-                                               updated_at=epoch_expr(dialect))
-        now = fresh.excluded.updated_at
-        refill = b.tokens + hi(0.0, now - b.updated_at) * rate
-        stmt = fresh.on_conflict_do_update(
-            index_elements=[b.token_id],
-            set_={"tokens": hi(-float(burst), lo(float(burst), refill) - 1.0),
-                  "updated_at": now},
-        ).returning(t.rate_buckets.c.tokens, t.rate_buckets.c.updated_at)
-        row = self._conn.execute(stmt).one()
+        row = self._conn.execute(_spend_statement(self._conn.dialect.name), {
+            "bucket_token_id": token_id, "bucket_tenant": tenant,
+            "bucket_fresh": float(burst) - 1.0, "bucket_rate": rate,
+            "bucket_floor": -float(burst), "bucket_burst": float(burst),
+        }).one()
         return Bucket(tokens=float(row[0]), updated_at=float(row[1]))
+
+
+@lru_cache(maxsize=4)
+def _spend_statement(dialect: str) -> Any:
+    """``SqlRate.spend``'s upsert (built once per dialect): a fresh bucket holds ``burst - 1``
+    tokens; a known one refills at ``rate`` since its stamp, up to ``burst``, and spends one,
+    down to ``-burst``. The values are computed as Python floats and sent as such."""
+    upsert: Any
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert
+    hi, lo = (func.greatest, func.least) if dialect == "postgresql" else (func.max, func.min)
+    b = t.rate_buckets.c
+    fresh = upsert(t.rate_buckets).values(
+        token_id=bindparam("bucket_token_id", type_=b.token_id.type),
+        tenant=bindparam("bucket_tenant", type_=b.tenant.type),
+        tokens=bindparam("bucket_fresh", type_=b.tokens.type),
+        updated_at=epoch_expr(dialect))
+    now = fresh.excluded.updated_at
+    refill = b.tokens + hi(0.0, now - b.updated_at) * bindparam("bucket_rate", type_=Float())
+    return fresh.on_conflict_do_update(
+        index_elements=[b.token_id],
+        set_={"tokens": hi(bindparam("bucket_floor", type_=Float()),
+                           lo(bindparam("bucket_burst", type_=Float()), refill) - 1.0),
+              "updated_at": now},
+    ).returning(b.tokens, b.updated_at)
 
 
 a = t.audit_events.c
@@ -216,10 +247,9 @@ def _head(dialect: str) -> Any:
     return select(now_expr(dialect, statement=True), *head_columns(bindparam("tenant")))
 
 
-def _append(dialect: str, values: Mapping[str, Any] | None = None) -> Any:
-    """Insert the event at ``seq`` unless that ``seq`` exists (then: no row returned); with
-    ``values``, bound in the statement (``DeferringConnection.flush``), else as parameters
-    of the same names."""
+def _append(dialect: str, prefix: str = "") -> Any:
+    """Insert the event at ``seq`` unless that ``seq`` exists (then: no row returned), its
+    values the parameters named ``prefix`` + their column's name."""
     upsert: Any
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as upsert
@@ -228,13 +258,15 @@ def _append(dialect: str, values: Mapping[str, Any] | None = None) -> Any:
     columns = ("tenant", "seq", "at", "actor", "action", "target", "result", "correlation_id",
                "details", "prev_hash", "hash")
     return (upsert(t.audit_events)
-            .values({name: bindparam(name if values is None else None,
-                                     None if values is None else values[name],
-                                     type_=t.audit_events.c[name].type,
-                                     unique=values is not None)
+            .values({name: bindparam(prefix + name, type_=t.audit_events.c[name].type)
                      for name in columns})
             .on_conflict_do_nothing(index_elements=["tenant", "seq"])
             .returning(a.seq))
+
+
+def _append_deferred(prefix: str) -> Any:
+    """The append as the ``main`` of a deferring flush (PostgreSQL; built once per shape)."""
+    return _append("postgresql", prefix)
 
 
 #: Statements built once per dialect (SQLAlchemy then reuses their compiled form).
@@ -300,7 +332,7 @@ class SqlAudit:
             }
             inserted = (self._conn.execute(self._insert_statement(), params).first()
                         if self._deferring is None or not self._deferring.pending
-                        else self._deferring.flush(_append(self._dialect, params)))
+                        else self._deferring.flush(_append_deferred, params))
             if inserted is not None:
                 return event
 
