@@ -466,10 +466,7 @@ class SqlUnitOfWork:
                 self._conn.execute(_insert(t.applied_ops), values)
             else:  # with the writes still deferred: one statement
                 self._deferring.defer(
-                    InsertInto(t.applied_ops, ("op_id", "tenant", "kind", "applied_at"),
-                           ("op_id",)),
-                    {"op_id": op.op_id, "tenant": op.tenant, "kind": op.kind,
-                     "applied_at": op.now()},
+                    InsertInto(t.applied_ops, tuple(values), ("op_id",)), values,
                     f"op {op.op_id} was not recorded")
             op.recorded = True
         if self._deferring is not None:
