@@ -80,6 +80,19 @@ def test_off_at_zero_and_on_sqlite(url: str, tmp_path: Any) -> None:
         engine.dispose()
 
 
+def test_a_streamed_result_is_never_prepared(url: str) -> None:
+    """A server-side cursor declares its query (``DECLARE … CURSOR FOR``), which cannot be an
+    ``EXECUTE``: streamed statements go as text, however often they run."""
+    engine = _engine(url, threshold=1)
+    sent = Sent(engine)
+    with engine.connect() as conn:
+        streamed = conn.execution_options(stream_results=True)
+        rows = [streamed.execute(SELECT, {"top": 4, "low": 2}).all() for _ in range(3)]
+    assert rows == [[(3, 6), (4, 8)]] * 3
+    assert not any(q.startswith("EXECUTE") for q in sent.take())
+    engine.dispose()
+
+
 def test_one_postgres_cannot_prepare_goes_as_text_and_the_transaction_survives(
     url: str,
 ) -> None:

@@ -139,8 +139,8 @@ def prepare_repeated(engine: Engine, threshold: int = DEFAULT_THRESHOLD,
 
     @event.listens_for(engine, "do_execute")
     def _execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool | None:
-        if context.compiled is None or cursor.connection.autocommit:
-            return None
+        if context.compiled is None or cursor.connection.autocommit or cursor.name:
+            return None  # driver SQL; outside a transaction; a server-side (named) cursor
         state = context.root_connection.info.get(_STATE)
         if state is None:
             state = context.root_connection.info[_STATE] = _Connection()
