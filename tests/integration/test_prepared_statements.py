@@ -182,3 +182,47 @@ def test_the_decision_path_runs_prepared_with_the_same_results(clean_env: dict[s
         assert steady and all(q.startswith("EXECUTE") for q in steady), [
             q[:100] for q in steady if not q.startswith("EXECUTE")]
         assert app.security.verify(admin).ok
+
+
+def _abort(conn: Any) -> None:
+    """Fail a statement (sent as text) so that the transaction is aborted."""
+    with pytest.raises(DBAPIError, match="division by zero"):
+        conn.exec_driver_sql("SELECT 1/0")
+
+
+def test_a_statement_in_an_aborted_transaction_fails_as_it_would_as_text(url: str) -> None:
+    """The first PREPARE of a statement, attempted in a transaction already aborted, neither
+    changes the caller's error (it was "savepoint does not exist") nor marks the statement
+    as one PostgreSQL cannot prepare."""
+    engine = _engine(url, threshold=1)
+    sent = Sent(engine)
+    with engine.connect() as conn:
+        _abort(conn)
+        with pytest.raises(DBAPIError, match="current transaction is aborted"):
+            conn.execute(SELECT, {"top": 3, "low": 0})
+        conn.rollback()
+        sent.take()
+        assert conn.execute(SELECT, {"top": 3, "low": 1}).all() == [(2, 4), (3, 6)]
+    assert sent.take()[-1].startswith("EXECUTE")
+    engine.dispose()
+
+
+def test_an_eviction_in_an_aborted_transaction_leaves_the_statement_usable(url: str) -> None:
+    """A statement whose eviction (DEALLOCATE) failed in an aborted transaction is still
+    prepared on the session: it was forgotten, so preparing it again failed on every later
+    call on that connection ("prepared statement … already exists")."""
+    engine = _engine(url, threshold=1, capacity=1)
+    first, second = (text(f"SELECT :v || '{i}'").bindparams(bindparam("v", type_=String))
+                     for i in range(2))
+    with engine.connect() as conn:
+        assert conn.execute(first, {"v": "a"}).scalar_one() == "a0"  # prepared: capacity full
+        conn.commit()
+        _abort(conn)
+        with pytest.raises(DBAPIError, match="current transaction is aborted"):
+            conn.execute(second, {"v": "a"})
+        conn.rollback()
+        for _ in range(2):
+            assert conn.execute(first, {"v": "b"}).scalar_one() == "b0"
+            assert conn.execute(second, {"v": "b"}).scalar_one() == "b1"
+            conn.commit()
+    engine.dispose()

@@ -18,11 +18,14 @@ Parameter types are declared from SQLAlchemy's types (integers as ``bigint``, do
 booleans, time stamps, JSON), strings as ``text``, anything else left for PostgreSQL to infer as
 it would for the literal. A statement PostgreSQL cannot prepare is never retried: the first
 ``PREPARE`` of each statement runs inside a savepoint, so its failure leaves the caller's
-transaction as it was, and that statement is sent as text from then on.
+transaction as it was, and that statement is sent as text from then on. Nothing is prepared,
+deallocated or counted in a transaction already aborted: the statement goes as text, and fails
+as it would have.
 
 State per connection lives in the pool record's ``info``, which SQLAlchemy clears when the
 connection is replaced (a reconnect after an outage starts with nothing prepared). At most
-``capacity`` statements stay prepared per connection (the oldest is deallocated). A schema
+``capacity`` statements stay prepared per connection (the oldest is deallocated, and forgotten
+only once it is). A schema
 change under a running server can make a prepared plan's result type stale (PostgreSQL:
 "cached plan must not change result type"): that error marks the connection's statements to be
 deallocated before its next statement, and the call fails once, like any statement failing
@@ -134,13 +137,15 @@ def prepare_repeated(engine: Engine, threshold: int = DEFAULT_THRESHOLD,
         return
     dialect = engine.dialect
     driver_error = dialect.loaded_dbapi.Error
+    in_error = dialect.loaded_dbapi.extensions.TRANSACTION_STATUS_INERROR
     forms: dict[str, Form | None] = {}  # by statement, for the process; None: sent as text
     proven: set[str] = set()  # prepared without error once: no savepoint needed again
 
     @event.listens_for(engine, "do_execute")
     def _execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool | None:
-        if context.compiled is None or cursor.connection.autocommit:
-            return None
+        if (context.compiled is None or cursor.connection.autocommit
+                or cursor.connection.info.transaction_status == in_error):
+            return None  # an aborted transaction: as text, to fail as it would have
         state = context.root_connection.info.get(_STATE)
         if state is None:
             state = context.root_connection.info[_STATE] = _Connection()
@@ -166,9 +171,10 @@ def prepare_repeated(engine: Engine, threshold: int = DEFAULT_THRESHOLD,
             form = forms[statement]
             if form is None:
                 return None
-            if len(state.prepared) >= capacity:
-                _, oldest = state.prepared.popitem(last=False)
+            if len(state.prepared) >= capacity:  # forgotten once deallocated, not before
+                evicted, oldest = next(iter(state.prepared.items()))
                 cursor.execute(f"DEALLOCATE {oldest.name}")
+                del state.prepared[evicted]
             if statement in proven:
                 cursor.execute(form.prepare)
             elif _prepare_first(cursor, form, driver_error, dialect):
