@@ -9,6 +9,7 @@ change and a full per-connection budget are each recovered on the next call.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -225,4 +226,31 @@ def test_an_eviction_in_an_aborted_transaction_leaves_the_statement_usable(url: 
             assert conn.execute(first, {"v": "b"}).scalar_one() == "b0"
             assert conn.execute(second, {"v": "b"}).scalar_one() == "b1"
             conn.commit()
+    engine.dispose()
+
+
+def test_a_first_prepare_cut_by_the_statement_timeout_fails_the_call_once(url: str) -> None:
+    """A first PREPARE that waited for a lock (a migration's) until ``statement_timeout`` is
+    the statement's timeout, once: the statement was neither run again as text, waiting as
+    long a second time, nor marked as one PostgreSQL cannot prepare (sent as text for the
+    rest of the process)."""
+    engine = make_engine(url, pool_size=1, max_overflow=0, statement_timeout_s=1)
+    prepare_repeated(engine, 1)
+    sent = Sent(engine)
+    locked = text("SELECT count(*) FROM held WHERE n > :n").bindparams(
+        bindparam("n", type_=Integer))
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE held (n int)"))
+    holder = make_engine(url, pool_size=1, max_overflow=0)
+    with holder.connect() as migration:
+        migration.execute(text("LOCK TABLE held IN ACCESS EXCLUSIVE MODE"))
+        began = time.monotonic()
+        with pytest.raises(DBAPIError, match="statement timeout"), engine.connect() as conn:
+            conn.execute(locked, {"n": 0})
+        assert time.monotonic() - began < 1.8, "waited for the lock a second time, as text"
+        migration.rollback()
+    holder.dispose()
+    with engine.connect() as conn:
+        assert [conn.execute(locked, {"n": 0}).scalar_one() for _ in range(2)] == [0, 0]
+    assert sent.take()[-1].startswith("EXECUTE")
     engine.dispose()

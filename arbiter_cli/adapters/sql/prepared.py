@@ -15,21 +15,21 @@ see the statement itself. A one-off command never reaches the threshold, so it p
 round trip; a server or worker prepares each of its hot statements once per connection.
 
 Parameter types are declared from SQLAlchemy's types (integers as ``bigint``, doubles,
-booleans, time stamps, JSON), strings as ``text``, anything else left for PostgreSQL to infer as
-it would for the literal. A statement PostgreSQL cannot prepare is never retried: the first
+booleans, time stamps, JSON), strings as ``text``, anything else left for PostgreSQL to infer
+as it would for the literal. A statement PostgreSQL cannot prepare is never retried: the first
 ``PREPARE`` of each statement runs inside a savepoint, so its failure leaves the caller's
-transaction as it was, and that statement is sent as text from then on. Nothing is prepared,
-deallocated or counted in a transaction already aborted: the statement goes as text, and fails
-as it would have.
+transaction as it was, and that statement is sent as text from then on (a ``PREPARE`` cut while
+it waited, by ``statement_timeout`` or a cancel, is the statement's error instead, once, and is
+tried again later). Nothing is prepared, deallocated or counted in a transaction already
+aborted: the statement goes as text, and fails as it would have.
 
 State per connection lives in the pool record's ``info``, which SQLAlchemy clears when the
 connection is replaced (a reconnect after an outage starts with nothing prepared). At most
 ``capacity`` statements stay prepared per connection (the oldest is deallocated, and forgotten
-only once it is). A schema
-change under a running server can make a prepared plan's result type stale (PostgreSQL:
-"cached plan must not change result type"): that error marks the connection's statements to be
-deallocated before its next statement, and the call fails once, like any statement failing
-during a migration.
+only once it is). A schema change under a running server can make a prepared plan's result type
+stale (PostgreSQL: "cached plan must not change result type"): that error marks the
+connection's statements to be deallocated before its next statement, and the call fails once,
+like any statement failing during a migration.
 
 Off with ``database.prepare_threshold = 0``: a transaction-mode connection pooler in front of
 PostgreSQL (PgBouncer) hands each transaction a different server session, where a statement
@@ -56,6 +56,10 @@ _STATE = "arbiter_prepared"
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
 _VERBS = ("SELECT", "WITH", "INSERT", "UPDATE", "DELETE")
 _STALE_PLAN = "cached plan must not change result type"
+#: SQLSTATE classes of a PREPARE cut rather than refused: transaction rollback (deadlock),
+#: insufficient resources, object not in prerequisite state (lock not available), operator
+#: intervention (statement timeout, cancel).
+_CUT = ("40", "53", "55", "57")
 
 
 @dataclass(frozen=True)
@@ -203,7 +207,9 @@ def _prepare_first(cursor: Any, form: Form, driver_error: type[Exception], diale
                    ) -> bool:
     """The first ``PREPARE`` of a statement in this process, in a savepoint: False, and the
     transaction as it was, when PostgreSQL cannot prepare it. A lost connection raises, as
-    the statement itself would have."""
+    the statement itself would have; so does a PREPARE cut while it waited (a lock held by a
+    migration until ``statement_timeout``, a cancel, a deadlock): the statement would have
+    waited for the same locks, and PostgreSQL may well prepare it next time."""
     try:
         cursor.execute(f"SAVEPOINT arbiter_prepare; {form.prepare}; "
                        "RELEASE SAVEPOINT arbiter_prepare")
@@ -212,5 +218,7 @@ def _prepare_first(cursor: Any, form: Form, driver_error: type[Exception], diale
             raise
         cursor.execute("ROLLBACK TO SAVEPOINT arbiter_prepare; "
                        "RELEASE SAVEPOINT arbiter_prepare")
+        if str(getattr(exc, "pgcode", None) or "")[:2] in _CUT:
+            raise
         return False
     return True
