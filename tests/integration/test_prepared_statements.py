@@ -254,3 +254,29 @@ def test_a_first_prepare_cut_by_the_statement_timeout_fails_the_call_once(url: s
         assert [conn.execute(locked, {"n": 0}).scalar_one() for _ in range(2)] == [0, 0]
     assert sent.take()[-1].startswith("EXECUTE")
     engine.dispose()
+
+
+def test_a_stale_plan_reported_in_the_servers_language_resets_the_session(url: str) -> None:
+    """PostgreSQL words its errors in ``lc_messages``: a stale plan is known by its SQLSTATE
+    (0A000), not by its English text, or a server speaking German would fail that statement on
+    every later call on the connection instead of once. (A function raises the error as a
+    German server would; this server has no German messages to give.)"""
+    engine = _engine(url, threshold=1)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "CREATE FUNCTION stale(n bigint) RETURNS bigint LANGUAGE plpgsql AS $$ BEGIN "
+            "IF n > 0 THEN RAISE EXCEPTION USING ERRCODE = '0A000', "
+            "MESSAGE = 'gecachter Plan darf den Ergebnistyp nicht ändern'; END IF; "
+            "RETURN n; END $$"))
+    calling = text("SELECT stale(:n)").bindparams(bindparam("n", type_=Integer))
+    with engine.connect() as conn:
+        assert conn.execute(calling, {"n": 0}).scalar_one() == 0
+        assert conn.execute(SELECT, {"top": 2, "low": 0}).all() == [(1, 2), (2, 4)]
+        with pytest.raises(DBAPIError, match="gecachter Plan"):
+            conn.execute(calling, {"n": 1})
+        conn.rollback()
+        assert conn.execute(SELECT, {"top": 2, "low": 1}).all() == [(2, 4)]
+        held = conn.exec_driver_sql("SELECT count(*) FROM pg_prepared_statements "
+                                    "WHERE name LIKE 'arbiter_%%'").scalar_one()
+    assert held == 1, "the session's statements were deallocated, the next one prepared again"
+    engine.dispose()

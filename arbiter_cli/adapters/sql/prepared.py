@@ -27,9 +27,10 @@ State per connection lives in the pool record's ``info``, which SQLAlchemy clear
 connection is replaced (a reconnect after an outage starts with nothing prepared). At most
 ``capacity`` statements stay prepared per connection (the oldest is deallocated, and forgotten
 only once it is). A schema change under a running server can make a prepared plan's result type
-stale (PostgreSQL: "cached plan must not change result type"): that error marks the
-connection's statements to be deallocated before its next statement, and the call fails once,
-like any statement failing during a migration.
+stale (PostgreSQL: "cached plan must not change result type", SQLSTATE 0A000 in any
+``lc_messages``): that error, or any other 0A000, marks the connection's statements to be
+deallocated before its next statement, and the call fails once, like any statement failing
+during a migration.
 
 Off with ``database.prepare_threshold = 0``: a transaction-mode connection pooler in front of
 PostgreSQL (PgBouncer) hands each transaction a different server session, where a statement
@@ -56,6 +57,8 @@ _STATE = "arbiter_prepared"
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
 _VERBS = ("SELECT", "WITH", "INSERT", "UPDATE", "DELETE")
 _STALE_PLAN = "cached plan must not change result type"
+#: Its SQLSTATE (feature_not_supported): the message is in the server's ``lc_messages``.
+_STALE_PLAN_STATE = "0A000"
 #: SQLSTATE classes of a PREPARE cut rather than refused: transaction rollback (deadlock),
 #: insufficient resources, object not in prerequisite state (lock not available), operator
 #: intervention (statement timeout, cancel).
@@ -193,7 +196,9 @@ def prepare_repeated(engine: Engine, threshold: int = DEFAULT_THRESHOLD,
 
     @event.listens_for(engine, "handle_error")
     def _stale(context: Any) -> None:
-        if _STALE_PLAN not in str(context.original_exception) or context.connection is None:
+        error = context.original_exception
+        if context.connection is None or not (
+                getattr(error, "pgcode", None) == _STALE_PLAN_STATE or _STALE_PLAN in str(error)):
             return
         try:
             state = context.connection.info.get(_STATE)
