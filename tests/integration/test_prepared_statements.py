@@ -9,6 +9,7 @@ change and a full per-connection budget are each recovered on the next call.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -195,3 +196,100 @@ def test_the_decision_path_runs_prepared_with_the_same_results(clean_env: dict[s
         assert steady and all(q.startswith("EXECUTE") for q in steady), [
             q[:100] for q in steady if not q.startswith("EXECUTE")]
         assert app.security.verify(admin).ok
+
+
+def _abort(conn: Any) -> None:
+    """Fail a statement (sent as text) so that the transaction is aborted."""
+    with pytest.raises(DBAPIError, match="division by zero"):
+        conn.exec_driver_sql("SELECT 1/0")
+
+
+def test_a_statement_in_an_aborted_transaction_fails_as_it_would_as_text(url: str) -> None:
+    """The first PREPARE of a statement, attempted in a transaction already aborted, neither
+    changes the caller's error (it was "savepoint does not exist") nor marks the statement
+    as one PostgreSQL cannot prepare."""
+    engine = _engine(url, threshold=1)
+    sent = Sent(engine)
+    with engine.connect() as conn:
+        _abort(conn)
+        with pytest.raises(DBAPIError, match="current transaction is aborted"):
+            conn.execute(SELECT, {"top": 3, "low": 0})
+        conn.rollback()
+        sent.take()
+        assert conn.execute(SELECT, {"top": 3, "low": 1}).all() == [(2, 4), (3, 6)]
+    assert sent.take()[-1].startswith("EXECUTE")
+    engine.dispose()
+
+
+def test_an_eviction_in_an_aborted_transaction_leaves_the_statement_usable(url: str) -> None:
+    """A statement whose eviction (DEALLOCATE) failed in an aborted transaction is still
+    prepared on the session: it was forgotten, so preparing it again failed on every later
+    call on that connection ("prepared statement … already exists")."""
+    engine = _engine(url, threshold=1, capacity=1)
+    first, second = (text(f"SELECT :v || '{i}'").bindparams(bindparam("v", type_=String))
+                     for i in range(2))
+    with engine.connect() as conn:
+        assert conn.execute(first, {"v": "a"}).scalar_one() == "a0"  # prepared: capacity full
+        conn.commit()
+        _abort(conn)
+        with pytest.raises(DBAPIError, match="current transaction is aborted"):
+            conn.execute(second, {"v": "a"})
+        conn.rollback()
+        for _ in range(2):
+            assert conn.execute(first, {"v": "b"}).scalar_one() == "b0"
+            assert conn.execute(second, {"v": "b"}).scalar_one() == "b1"
+            conn.commit()
+    engine.dispose()
+
+
+def test_a_first_prepare_cut_by_the_statement_timeout_fails_the_call_once(url: str) -> None:
+    """A first PREPARE that waited for a lock (a migration's) until ``statement_timeout`` is
+    the statement's timeout, once: the statement was neither run again as text, waiting as
+    long a second time, nor marked as one PostgreSQL cannot prepare (sent as text for the
+    rest of the process)."""
+    engine = make_engine(url, pool_size=1, max_overflow=0, statement_timeout_s=1)
+    prepare_repeated(engine, 1)
+    sent = Sent(engine)
+    locked = text("SELECT count(*) FROM held WHERE n > :n").bindparams(
+        bindparam("n", type_=Integer))
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE held (n int)"))
+    holder = make_engine(url, pool_size=1, max_overflow=0)
+    with holder.connect() as migration:
+        migration.execute(text("LOCK TABLE held IN ACCESS EXCLUSIVE MODE"))
+        began = time.monotonic()
+        with pytest.raises(DBAPIError, match="statement timeout"), engine.connect() as conn:
+            conn.execute(locked, {"n": 0})
+        assert time.monotonic() - began < 1.8, "waited for the lock a second time, as text"
+        migration.rollback()
+    holder.dispose()
+    with engine.connect() as conn:
+        assert [conn.execute(locked, {"n": 0}).scalar_one() for _ in range(2)] == [0, 0]
+    assert sent.take()[-1].startswith("EXECUTE")
+    engine.dispose()
+
+
+def test_a_stale_plan_reported_in_the_servers_language_resets_the_session(url: str) -> None:
+    """PostgreSQL words its errors in ``lc_messages``: a stale plan is known by its SQLSTATE
+    (0A000), not by its English text, or a server speaking German would fail that statement on
+    every later call on the connection instead of once. (A function raises the error as a
+    German server would; this server has no German messages to give.)"""
+    engine = _engine(url, threshold=1)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "CREATE FUNCTION stale(n bigint) RETURNS bigint LANGUAGE plpgsql AS $$ BEGIN "
+            "IF n > 0 THEN RAISE EXCEPTION USING ERRCODE = '0A000', "
+            "MESSAGE = 'gecachter Plan darf den Ergebnistyp nicht ändern'; END IF; "
+            "RETURN n; END $$"))
+    calling = text("SELECT stale(:n)").bindparams(bindparam("n", type_=Integer))
+    with engine.connect() as conn:
+        assert conn.execute(calling, {"n": 0}).scalar_one() == 0
+        assert conn.execute(SELECT, {"top": 2, "low": 0}).all() == [(1, 2), (2, 4)]
+        with pytest.raises(DBAPIError, match="gecachter Plan"):
+            conn.execute(calling, {"n": 1})
+        conn.rollback()
+        assert conn.execute(SELECT, {"top": 2, "low": 1}).all() == [(2, 4)]
+        held = conn.exec_driver_sql("SELECT count(*) FROM pg_prepared_statements "
+                                    "WHERE name LIKE 'arbiter_%%'").scalar_one()
+    assert held == 1, "the session's statements were deallocated, the next one prepared again"
+    engine.dispose()

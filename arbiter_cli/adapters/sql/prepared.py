@@ -15,16 +15,20 @@ see the statement itself. A one-off command never reaches the threshold, so it p
 round trip; a server or worker prepares each of its hot statements once per connection.
 
 Parameter types are declared from SQLAlchemy's types (integers as ``bigint``, doubles,
-booleans, time stamps, JSON), strings as ``text``, anything else left for PostgreSQL to infer as
-it would for the literal. A statement PostgreSQL cannot prepare is never retried: the first
+booleans, time stamps, JSON), strings as ``text``, anything else left for PostgreSQL to infer
+as it would for the literal. A statement PostgreSQL cannot prepare is never retried: the first
 ``PREPARE`` of each statement runs inside a savepoint, so its failure leaves the caller's
-transaction as it was, and that statement is sent as text from then on.
+transaction as it was, and that statement is sent as text from then on (a ``PREPARE`` cut while
+it waited, by ``statement_timeout`` or a cancel, is the statement's error instead, once, and is
+tried again later). Nothing is prepared, deallocated or counted in a transaction already
+aborted: the statement goes as text, and fails as it would have.
 
 State per connection lives in the pool record's ``info``, which SQLAlchemy clears when the
 connection is replaced (a reconnect after an outage starts with nothing prepared). At most
-``capacity`` statements stay prepared per connection (the oldest is deallocated). A schema
-change under a running server can make a prepared plan's result type stale (PostgreSQL:
-"cached plan must not change result type"): that error marks the connection's statements to be
+``capacity`` statements stay prepared per connection (the oldest is deallocated, and forgotten
+only once it is). A schema change under a running server can make a prepared plan's result type
+stale (PostgreSQL: "cached plan must not change result type", SQLSTATE 0A000 in any
+``lc_messages``): that error, or any other 0A000, marks the connection's statements to be
 deallocated before its next statement, and the call fails once, like any statement failing
 during a migration.
 
@@ -53,6 +57,12 @@ _STATE = "arbiter_prepared"
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
 _VERBS = ("SELECT", "WITH", "INSERT", "UPDATE", "DELETE")
 _STALE_PLAN = "cached plan must not change result type"
+#: Its SQLSTATE (feature_not_supported): the message is in the server's ``lc_messages``.
+_STALE_PLAN_STATE = "0A000"
+#: SQLSTATE classes of a PREPARE cut rather than refused: transaction rollback (deadlock),
+#: insufficient resources, object not in prerequisite state (lock not available), operator
+#: intervention (statement timeout, cancel).
+_CUT = ("40", "53", "55", "57")
 
 
 @dataclass(frozen=True)
@@ -134,13 +144,17 @@ def prepare_repeated(engine: Engine, threshold: int = DEFAULT_THRESHOLD,
         return
     dialect = engine.dialect
     driver_error = dialect.loaded_dbapi.Error
+    in_error = dialect.loaded_dbapi.extensions.TRANSACTION_STATUS_INERROR
     forms: dict[str, Form | None] = {}  # by statement, for the process; None: sent as text
     proven: set[str] = set()  # prepared without error once: no savepoint needed again
 
     @event.listens_for(engine, "do_execute")
     def _execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool | None:
-        if context.compiled is None or cursor.connection.autocommit or cursor.name:
-            return None  # driver SQL; outside a transaction; a server-side (named) cursor
+        if (context.compiled is None or cursor.connection.autocommit or cursor.name
+                or cursor.connection.info.transaction_status == in_error):
+            # Driver SQL; outside a transaction; a server-side (named) cursor; an aborted
+            # transaction (as text, to fail as it would have).
+            return None
         state = context.root_connection.info.get(_STATE)
         if state is None:
             state = context.root_connection.info[_STATE] = _Connection()
@@ -166,9 +180,10 @@ def prepare_repeated(engine: Engine, threshold: int = DEFAULT_THRESHOLD,
             form = forms[statement]
             if form is None:
                 return None
-            if len(state.prepared) >= capacity:
-                _, oldest = state.prepared.popitem(last=False)
+            if len(state.prepared) >= capacity:  # forgotten once deallocated, not before
+                evicted, oldest = next(iter(state.prepared.items()))
                 cursor.execute(f"DEALLOCATE {oldest.name}")
+                del state.prepared[evicted]
             if statement in proven:
                 cursor.execute(form.prepare)
             elif _prepare_first(cursor, form, driver_error, dialect):
@@ -183,7 +198,9 @@ def prepare_repeated(engine: Engine, threshold: int = DEFAULT_THRESHOLD,
 
     @event.listens_for(engine, "handle_error")
     def _stale(context: Any) -> None:
-        if _STALE_PLAN not in str(context.original_exception) or context.connection is None:
+        error = context.original_exception
+        if context.connection is None or not (
+                getattr(error, "pgcode", None) == _STALE_PLAN_STATE or _STALE_PLAN in str(error)):
             return
         try:
             state = context.connection.info.get(_STATE)
@@ -197,7 +214,9 @@ def _prepare_first(cursor: Any, form: Form, driver_error: type[Exception], diale
                    ) -> bool:
     """The first ``PREPARE`` of a statement in this process, in a savepoint: False, and the
     transaction as it was, when PostgreSQL cannot prepare it. A lost connection raises, as
-    the statement itself would have."""
+    the statement itself would have; so does a PREPARE cut while it waited (a lock held by a
+    migration until ``statement_timeout``, a cancel, a deadlock): the statement would have
+    waited for the same locks, and PostgreSQL may well prepare it next time."""
     try:
         cursor.execute(f"SAVEPOINT arbiter_prepare; {form.prepare}; "
                        "RELEASE SAVEPOINT arbiter_prepare")
@@ -206,5 +225,7 @@ def _prepare_first(cursor: Any, form: Form, driver_error: type[Exception], diale
             raise
         cursor.execute("ROLLBACK TO SAVEPOINT arbiter_prepare; "
                        "RELEASE SAVEPOINT arbiter_prepare")
+        if str(getattr(exc, "pgcode", None) or "")[:2] in _CUT:
+            raise
         return False
     return True
