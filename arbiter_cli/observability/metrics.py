@@ -133,6 +133,11 @@ class Metrics:
         prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or prometheus_client.CollectorRegistry()
         self._made: dict[str, Any] = {}
+        #: Each labelled child as prometheus-client made it, by name and label values: serve
+        #: observes ``arbiter_db_call_seconds`` per statement, and ``labels()`` validates the
+        #: names, builds the key and takes the metric's lock on every call. Children are never
+        #: removed here, so the one kept is the one ``labels()`` would return.
+        self._children: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
 
     def get(self, name: str) -> Any:
         """The prometheus-client metric for ``name`` (which must be in ``SPECS``)."""
@@ -162,8 +167,13 @@ class Metrics:
         return made
 
     def _child(self, name: str, labels: dict[str, str]) -> Any:
-        metric = self.get(name)
-        return metric.labels(**labels) if labels else metric
+        if not labels:
+            return self.get(name)
+        key = (name, tuple(labels.items()))
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.get(name).labels(**labels)
+        return child
 
 
 def _make(spec: MetricSpec, registry: CollectorRegistry) -> Any:

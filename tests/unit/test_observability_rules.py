@@ -117,6 +117,29 @@ def test_metrics_come_from_the_table_and_refuse_unknown_names():
         metrics.inc("arbiter_made_up_total")
 
 
+def test_a_labelled_child_is_made_once_per_label_values(monkeypatch):
+    """serve observes arbiter_db_call_seconds per statement: labels() runs once per verb."""
+    from arbiter_cli.observability.metrics import Metrics
+
+    metrics = Metrics()
+    histogram = metrics.get("arbiter_db_call_seconds")
+    made: list[dict[str, str]] = []
+    labels = histogram.labels
+
+    def counting(**values: str) -> object:
+        made.append(values)
+        return labels(**values)
+
+    monkeypatch.setattr(histogram, "labels", counting)
+    for _ in range(3):
+        metrics.observe("arbiter_db_call_seconds", 0.001, operation="select")
+    metrics.observe("arbiter_db_call_seconds", 0.001, operation="insert")
+    get = metrics.registry.get_sample_value
+    assert made == [{"operation": "select"}, {"operation": "insert"}]
+    assert get("arbiter_db_call_seconds_count", {"operation": "select"}) == 3
+    assert get("arbiter_db_call_seconds_count", {"operation": "insert"}) == 1
+
+
 def test_record_resilience_maps_the_breaker_state():
     from arbiter_cli.observability.metrics import Metrics, record_resilience
 
