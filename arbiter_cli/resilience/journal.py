@@ -25,7 +25,6 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +59,7 @@ MAC_VERSION = "arbiter-journal-v1"
 MAX_ATTEMPTS = 3
 
 
-@lru_cache(maxsize=64)
 def resilience_dir(data_dir: Path, url: str) -> Path:
-    """The resilience folder of the primary at ``url`` (computed once: serve asks per request)."""
     return data_dir / "resilience" / store_key(url)
 
 
