@@ -293,3 +293,26 @@ def test_a_stale_plan_reported_in_the_servers_language_resets_the_session(url: s
                                     "WHERE name LIKE 'arbiter_%%'").scalar_one()
     assert held == 1, "the session's statements were deallocated, the next one prepared again"
     engine.dispose()
+
+
+def test_admission_survives_a_column_added_to_tokens(clean_env: dict[str, str]) -> None:
+    """The admission statement names the token's columns: prepared on every pooled connection,
+    it keeps working when a migration adds a column to ``tokens`` under a running server (with
+    ``tokens.*`` each connection failed one admission with a stale plan)."""
+    from arbiter_cli.bootstrap import scratch_app
+    from arbiter_cli.config import load_settings
+
+    settings = load_settings(environ={**clean_env, "ARBITER_DATABASE__PREPARE_THRESHOLD": "1"})
+    admin = Principal.local_admin()
+    with scratch_app(settings, "postgres", purpose="t", database_url=postgres_url()) as (app, _):
+        assert app.engine is not None
+        token = app.security.issue(admin, role="orchestrator", name="n",
+                                   expires_in_s=None).token
+        sent = Sent(app.engine)
+        for _ in range(12):  # every pooled connection it uses prepares it
+            app.security.admit(token, "route task")
+        assert any(q.startswith("EXECUTE") for q in sent.take())
+        with app.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE tokens ADD COLUMN added_later text"))
+        for _ in range(12):
+            assert app.security.admit(token, "route task").tenant == "default"

@@ -137,10 +137,14 @@ def _get_statement(dialect: str) -> Any:
 #: admissible then (hash, revocation, expiry, role: ``domain.security.admissible``; the caller
 #: still judges with ``check_token``'s constant-time comparison), and ``last_used_at`` stamped
 #: when the spend was allowed and the last stamp is not within the resolution before now: one
-#: round trip. The bucket arithmetic is ``SqlRate.spend``'s, at ``clock_timestamp()``.
+#: round trip. The bucket arithmetic is ``SqlRate.spend``'s, at ``clock_timestamp()``. The
+#: token's columns are named, not ``tokens.*``: the statement is prepared on long-lived
+#: connections (``prepared.py``), and a column a migration adds would change its result type.
 ADMIT = """
 WITH tok AS (
-    SELECT tokens.*, now() AS database_now,
+    SELECT tokens.id, tokens.tenant, tokens.name, tokens.role, tokens.secret_hash,
+           tokens.created_at, tokens.expires_at, tokens.revoked_at, tokens.last_used_at,
+           tokens.rate, tokens.burst, now() AS database_now,
            CAST(coalesce(tokens.rate, :rate) AS FLOAT) AS eff_rate,
            CAST(coalesce(tokens.burst, :burst) AS FLOAT) AS eff_burst,
            (tokens.secret_hash = :secret_hash AND tokens.revoked_at IS NULL
