@@ -101,9 +101,9 @@ KEYS: tuple[Key, ...] = (
     Key("database.per_item_timeout", "duration", "2ms", "Budget added to "
         "database.command_timeout per item of a batch write (`agents register --file`).",
         0, 60),
-    Key("database.prepare_threshold", "int", 5, "PostgreSQL: prepare a statement on a "
-        "connection once it ran there this many times (0: never; set 0 behind a "
-        "transaction-mode pooler such as PgBouncer).", 0, 1000),
+    Key("database.prepare_threshold", "int", 0, "PostgreSQL: prepare a statement on a "
+        "connection once it ran there this many times (0, the default: never; keep 0 behind "
+        "a transaction-mode pooler such as PgBouncer).", 0, 1000),
     Key("database.busy_timeout", "duration", "30s", "SQLite busy_timeout while another process "
         "writes.", 1, 3600),
     Key("registry.task_types", "list", DEFAULT_TASK_TYPES, "Task types agents may declare "
