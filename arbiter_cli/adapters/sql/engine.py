@@ -7,8 +7,9 @@ interleave), while reads start with a plain ``BEGIN``.
 
 PostgreSQL: psycopg2 with a pool, ``application_name=arbiter``, ``connect_timeout`` and
 ``statement_timeout``; with ``database.prepare_threshold`` above 0 (off by default), a
-statement run that many times on a connection is prepared there (``prepared.py``). A pooled connection is pinged (``SELECT 1``) before use only when it
-sat idle for ``PING_IDLE_S`` or more (:func:`ping_when_idle`), not at every checkout.
+statement run that many times on a connection is prepared there (``prepared.py``). A pooled
+connection is pinged (``SELECT 1``) before use only when it sat idle for ``PING_IDLE_S`` or
+more (:func:`ping_when_idle`), not at every checkout.
 """
 
 from __future__ import annotations
