@@ -7,6 +7,7 @@ throughput. Results have the shape of SPEC §13's JSON.
 from __future__ import annotations
 
 import random
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -305,6 +306,13 @@ class StatementCounter:
         return found
 
 
+def python_command(*args: str) -> list[str]:
+    """This Python running ``args``, without the working directory on ``sys.path`` (``-P``):
+    ``-c``/``-m`` would put it first, and a folder holding an ``arbiter_cli`` (a source
+    checkout of another version, say) would then run instead of the arbiter being measured."""
+    return [sys.executable, "-P", *args]
+
+
 class CapacityWatch:
     """Checks, every 100 ms while the workers run (more often would take CPU from the workers
     on a 2-core machine) and once after, that no agent of the scratch
@@ -391,7 +399,6 @@ def _e2e(app: Any, principal: Principal, agents: int, seconds: float, processes:
     """
     import json
     import subprocess
-    import sys
 
     app.agents.register(principal, _route_agents(agents, 1000))
     refresh_statistics(app.engine)
@@ -407,7 +414,7 @@ def _e2e(app: Any, principal: Principal, agents: int, seconds: float, processes:
     else:
         url = render(app.engine.url)
         say(f"{processes} processes routing and reporting for {seconds:g} s")
-        workers = [subprocess.Popen([sys.executable, "-c", E2E_WORKER], stdin=subprocess.PIPE,
+        workers = [subprocess.Popen(python_command("-c", E2E_WORKER), stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                    for _ in range(processes)]
         for number, worker in enumerate(workers):  # the URL and token never go in argv

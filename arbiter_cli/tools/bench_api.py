@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from arbiter_cli.dburl import render
 from arbiter_cli.observability.progress import Tracker
+from arbiter_cli.tools.bench import python_command
 
 Log = Callable[[str], None]
 LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
@@ -97,8 +98,8 @@ class Served:
         env = {**os.environ, "ARBITER_DATABASE__URL": database_url, "ARBITER_DATA_DIR": data_dir,
                "ARBITER_LOGGING__LEVEL": "warning"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "arbiter_cli", "serve", "--port", "0", "--workers",
-             str(workers)], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            python_command("-m", "arbiter_cli", "serve", "--port", "0", "--workers",
+                           str(workers)), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.tail: list[str] = []
@@ -296,7 +297,7 @@ def run_api(app: Any, principal: Any, *, seconds: float, processes: int, workers
 def _start_clients(url: str, token: str, seconds: float,
                    processes: int) -> list[subprocess.Popen[str]]:
     """The client processes, each ready (imports done, its client open) and waiting for go."""
-    clients = [subprocess.Popen([sys.executable, "-c", API_CLIENT], stdin=subprocess.PIPE,
+    clients = [subprocess.Popen(python_command("-c", API_CLIENT), stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(processes)]
     for number, client in enumerate(clients):  # the token never goes in argv
