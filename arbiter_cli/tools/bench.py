@@ -7,7 +7,6 @@ throughput. Results have the shape of SPEC §13's JSON.
 from __future__ import annotations
 
 import random
-import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -22,6 +21,7 @@ from arbiter_cli.domain.routing import OPEN, Outcome
 from arbiter_cli.errors import InvalidInput
 from arbiter_cli.observability.progress import NO_PROGRESS, Tracker
 from arbiter_cli.ports import AgentsPort
+from arbiter_cli.tools.spawn import python_command
 from arbiter_cli.tools.wiring import ScratchStore
 
 WORKLOADS = ("registry-v1", "registry-v2", "route", "e2e", "api")
@@ -304,13 +304,6 @@ class StatementCounter:
         if decisions:
             found["decision"] = round(sum(self.totals.values()) / decisions, 2)
         return found
-
-
-def python_command(*args: str) -> list[str]:
-    """This Python running ``args``, without the working directory on ``sys.path`` (``-P``):
-    ``-c``/``-m`` would put it first, and a folder holding an ``arbiter_cli`` (a source
-    checkout of another version, say) would then run instead of the arbiter being measured."""
-    return [sys.executable, "-P", *args]
 
 
 class CapacityWatch:

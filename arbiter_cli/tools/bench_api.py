@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from arbiter_cli.dburl import render
 from arbiter_cli.observability.progress import Tracker
-from arbiter_cli.tools.bench import python_command
+from arbiter_cli.tools.spawn import python_command
 
 Log = Callable[[str], None]
 LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")

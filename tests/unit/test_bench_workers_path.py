@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import arbiter_cli
-from arbiter_cli.tools.bench import python_command
+from arbiter_cli.tools.spawn import python_command
 
 
 def test_a_worker_ignores_an_arbiter_cli_in_the_working_directory(tmp_path: Path) -> None:
