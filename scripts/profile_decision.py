@@ -23,6 +23,7 @@ import cProfile
 import os
 import pstats
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,22 @@ def backend_cpu_s(database: str) -> float:
         if title.startswith("postgres: ") and f" {database} " in title:
             total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def plain_decide(app: Any, token: str) -> Callable[[int], None]:
+    """One decision (admit, route the named task ``t-<n>``, admit, outcome) on a
+    ``build(...)`` app, as a bench worker runs it."""
+    from arbiter_cli.domain.routing import Outcome
+    from arbiter_cli.tools.bench import TASK
+
+    def decide(n: int) -> None:
+        routed = app.routing.route(app.security.admit(token, "route task"),
+                                   {**TASK, "task_id": f"t-{n}"})
+        app.routing.outcome(app.security.admit(token, "route outcome"),
+                            Outcome(success=True, quality=0.9),
+                            decision_id=routed.decision.decision_id)
+
+    return decide
 
 
 def by_package(stats: pstats.Stats, decisions: int, top: int) -> None:
@@ -81,8 +98,7 @@ def main() -> None:
     from arbiter_cli.config import load_settings
     from arbiter_cli.dburl import render
     from arbiter_cli.domain.principal import Principal
-    from arbiter_cli.domain.routing import Outcome
-    from arbiter_cli.tools.bench import TASK, _route_agents
+    from arbiter_cli.tools.bench import _route_agents
 
     settings = load_settings()
     admin = Principal.local_admin()
@@ -96,13 +112,7 @@ def main() -> None:
         token = scratch.security.issue(admin, role="orchestrator", name="profile",
                                        expires_in_s=None, rate=1e6, burst=10**7).token
         app = build(settings, url=render(engine.url))  # as a bench worker does
-
-        def decide(n: int) -> None:
-            routed = app.routing.route(app.security.admit(token, "route task"),
-                                       {**TASK, "task_id": f"t-{n}"})
-            app.routing.outcome(app.security.admit(token, "route outcome"),
-                                Outcome(success=True, quality=0.9),
-                                decision_id=routed.decision.decision_id)
+        decide = plain_decide(app, token)
 
         for n in range(50):
             decide(n)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profile_decision import backend_cpu_s, by_package  # noqa: E402 - the sibling script
+from profile_decision import backend_cpu_s, by_package, plain_decide  # noqa: E402 - the sibling script
 
 
 def serve_decide(settings: Any, engine: Any, token: str) -> Callable[[int], None]:
@@ -68,21 +68,6 @@ def serve_decide(settings: Any, engine: Any, token: str) -> Callable[[int], None
         done = outcome(request=request("/v1/outcomes"),
                        body={"decision_id": decision_id, "success": True, "quality": 0.9})
         assert done.status_code == 200, done.body
-
-    return decide
-
-
-def plain_decide(app: Any, token: str) -> Callable[[int], None]:
-    """The same decision on one ``build(...)`` app, as a bench worker runs it."""
-    from arbiter_cli.domain.routing import Outcome
-    from arbiter_cli.tools.bench import TASK
-
-    def decide(n: int) -> None:
-        routed = app.routing.route(app.security.admit(token, "route task"),
-                                   {**TASK, "task_id": f"t-{n}"})
-        app.routing.outcome(app.security.admit(token, "route outcome"),
-                            Outcome(success=True, quality=0.9),
-                            decision_id=routed.decision.decision_id)
 
     return decide
 
