@@ -31,7 +31,7 @@ from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.capability import condition_params, conditions, fit_shares
 from arbiter_cli.adapters.sql.clock import now_expr
 from arbiter_cli.adapters.sql.deferred import DeferringConnection, InsertInto, UpdateOf, built
-from arbiter_cli.adapters.sql.security import SqlAudit, head_columns
+from arbiter_cli.adapters.sql.security import SqlAudit, chain_lock, head_columns
 from arbiter_cli.adapters.sql.types import UtcDateTime
 from arbiter_cli.adapters.sql.written import current_written
 from arbiter_cli.domain.agents import Status
@@ -292,7 +292,8 @@ def _claim_and_insert() -> Any:
     return select(claimed, inserted.c.decision_created_at,
                   *head_columns(bindparam("claim_tenant")),
                   select(snapshot.c.version).where(snapshot.c.uid == bindparam("claim_uid"))
-                  .scalar_subquery().label("claim_snapshot_version")).select_from(
+                  .scalar_subquery().label("claim_snapshot_version"),
+                  chain_lock(bindparam("claim_tenant")).label("audit_fresh")).select_from(
         claimed.join(inserted, true()))
 
 
@@ -402,15 +403,16 @@ class SqlDecisions:
         if row is None:
             return None
         stored = dataclasses.replace(decision, created_at=row.decision_created_at)
-        if self._audit is not None and row.version == row.claim_snapshot_version + 1:
-            # No wait for the agent's lock: the head is as fresh as the claim.
+        if (self._audit is not None and row.version == row.claim_snapshot_version + 1
+                and row.audit_fresh):
+            # No wait for the agent's lock nor the chain's: the head is as fresh as the claim.
             self._audit.prime(decision.tenant, row.decision_created_at, row.audit_head_seq,
                               row.audit_head_hash)
         written = current_written.get()
         if written is not None:
             agent = dict(row._mapping)
             for extra in ("decision_created_at", "audit_head_seq", "audit_head_hash",
-                          "claim_snapshot_version"):
+                          "claim_snapshot_version", "audit_fresh"):
                 del agent[extra]
             written.agent(agent)
             if stored.status == OPEN:
