@@ -281,20 +281,24 @@ def _claim_and_insert() -> Any:
                       a.active_tasks < a.capacity, a.status == Status.AVAILABLE.value)
                .values(active_tasks=a.active_tasks + 1, version=a.version + 1)
                .returning(*t.agents.c).cte("claimed"))
+    # The chain lock once the agent's row is claimed, and before the decision's insert: a
+    # claim waiting for it holds no key of the decisions' unique index, for which a holder's
+    # insert (a replayed decision of the same task) would wait (a deadlock).
+    locked = select(claimed, chain_lock(bindparam("claim_tenant")).label("audit_fresh")).cte(
+        "locked").prefix_with("MATERIALIZED")
     names = [c.name for c in t.decisions.c if c.name != "created_at"]
     stamp = type_coerce(func.greatest(func.clock_timestamp(), func.now()), UtcDateTime())
     inserted = (insert(t.decisions)
                 .from_select([*names, "created_at"], select(
                     *(bindparam(f"d_{name}", type_=t.decisions.c[name].type) for name in names),
-                    stamp).select_from(claimed))
+                    stamp).select_from(locked))
                 .returning(d.created_at.label("decision_created_at")).cte("inserted"))
     snapshot = t.agents.alias("claim_snapshot")
-    return select(claimed, inserted.c.decision_created_at,
+    return select(locked, inserted.c.decision_created_at,
                   *head_columns(bindparam("claim_tenant")),
                   select(snapshot.c.version).where(snapshot.c.uid == bindparam("claim_uid"))
-                  .scalar_subquery().label("claim_snapshot_version"),
-                  chain_lock(bindparam("claim_tenant")).label("audit_fresh")).select_from(
-        claimed.join(inserted, true()))
+                  .scalar_subquery().label("claim_snapshot_version")).select_from(
+        locked.join(inserted, true()))
 
 
 #: Built once: SQLAlchemy then reuses the compiled form from its cache.

@@ -272,11 +272,13 @@ def chain_lock(tenant: Any) -> Any:
     token changes, denials) still chain through the conditional insert.
 
     Deadlock-free because a holder never waits for a lock a waiter holds: a waiter holds only
-    the row locks its statement took (an agent it claims or locks, the decision it opens or
-    closes) and waits in that statement; the holder took its own agent's lock before the
-    chain lock, and afterwards writes only that agent, its arms and its decisions (a waiter's
-    claimed agent is another one, and a decision of the holder's agent can only be held by a
-    transaction waiting for that agent, not for the chain lock), then inserts its event."""
+    the row locks taken before it waits (the agent it claims or locks, the decision it
+    closes), and no key of a unique index (a route's claim takes the chain lock before it
+    inserts its decision: a replayed decision of the same task, inserted by a holder, would
+    wait for that key); the holder took its own agent's lock before the chain lock, and
+    afterwards writes only that agent, its arms and its decisions (a waiter's agent is
+    another one, and a decision of the holder's agent can only be held by a transaction
+    waiting for that agent, not for the chain lock), then inserts its event."""
     key = func.hashtext(tenant)
     cls: Any = literal_column(str(CHAIN_LOCK_CLASS))
     waited = select(false()).select_from(func.pg_advisory_xact_lock(cls, key)).scalar_subquery()
