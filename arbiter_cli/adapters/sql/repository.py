@@ -22,7 +22,13 @@ from arbiter_cli.adapters.sql.deferred import DeferringConnection, InsertInto, U
 from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
 from arbiter_cli.adapters.sql.ranking import top
 from arbiter_cli.adapters.sql.routing import SqlDecisions, SqlRouting, updated_agent
-from arbiter_cli.adapters.sql.security import SqlAudit, SqlRate, SqlTokens, head_columns
+from arbiter_cli.adapters.sql.security import (
+    SqlAudit,
+    SqlRate,
+    SqlTokens,
+    chain_lock,
+    head_columns,
+)
 from arbiter_cli.adapters.sql.written import current_written
 from arbiter_cli.domain.agents import Agent, FleetStats, Performance, Status
 from arbiter_cli.domain.query import Columns, Query, Ranking, rank
@@ -172,7 +178,7 @@ class SqlAgents:
         self._locked[first.uid] = first.version
         if first.snapshot_version != first.version:
             return self._agents([first])[0]
-        if self._audit is not None:
+        if self._audit is not None and first.audit_fresh:
             # The lock comes just before an outcome's writes and audit event: the head too.
             self._audit.prime(first.tenant, first.audit_at, first.audit_head_seq,
                               first.audit_head_hash)
@@ -262,20 +268,25 @@ class SqlAgents:
 @lru_cache(maxsize=1)
 def _locked_statement() -> Any:
     """PostgreSQL: one agent ``FOR UPDATE OF agents`` (its capabilities are on the row), its
-    version in the statement's snapshot, and one row per arm (built once)."""
+    version in the statement's snapshot, and one row per arm; then, the row locked, the
+    tenant's audit chain lock (``chain_lock``: a materialized CTE, because the columns of a
+    locking select are computed below the lock). Built once."""
     ag, arms = t.agents.c, t.arms.c
     snapshot = t.agents.alias("snapshot")
-    return (select(*AGENT_COLUMNS,
-                   select(snapshot.c.version).where(snapshot.c.uid == ag.uid)
-                   .scalar_subquery().label("snapshot_version"),
-                   now_expr("postgresql", statement=True).label("audit_at"),
-                   *head_columns(ag.tenant),
-                   *(column.label(f"arm_{column.name}") for column in (
-                       arms.task_type, arms.alpha, arms.beta, arms.outcomes, arms.recent_alpha,
-                       arms.recent_beta, arms.total_alpha, arms.total_beta, arms.changes)))
-            .select_from(t.agents.outerjoin(t.arms, arms.agent_uid == ag.uid))
-            .where(ag.tenant == bindparam("tenant"), ag.id == bindparam("id"))
-            .with_for_update(of=t.agents))
+    locked = (select(*AGENT_COLUMNS,
+                     select(snapshot.c.version).where(snapshot.c.uid == ag.uid)
+                     .scalar_subquery().label("snapshot_version"),
+                     now_expr("postgresql", statement=True).label("audit_at"),
+                     *head_columns(ag.tenant),
+                     *(column.label(f"arm_{column.name}") for column in (
+                         arms.task_type, arms.alpha, arms.beta, arms.outcomes,
+                         arms.recent_alpha, arms.recent_beta, arms.total_alpha,
+                         arms.total_beta, arms.changes)))
+              .select_from(t.agents.outerjoin(t.arms, arms.agent_uid == ag.uid))
+              .where(ag.tenant == bindparam("tenant"), ag.id == bindparam("id"))
+              .with_for_update(of=t.agents)
+              .cte("locked").prefix_with("MATERIALIZED"))
+    return select(locked, chain_lock(locked.c.tenant).label("audit_fresh"))
 
 
 @lru_cache(maxsize=1)

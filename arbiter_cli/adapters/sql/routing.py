@@ -31,7 +31,7 @@ from arbiter_cli.adapters.sql import tables as t
 from arbiter_cli.adapters.sql.capability import condition_params, conditions, fit_shares
 from arbiter_cli.adapters.sql.clock import now_expr
 from arbiter_cli.adapters.sql.deferred import DeferringConnection, InsertInto, UpdateOf, built
-from arbiter_cli.adapters.sql.security import SqlAudit, head_columns
+from arbiter_cli.adapters.sql.security import SqlAudit, chain_lock, head_columns
 from arbiter_cli.adapters.sql.types import UtcDateTime
 from arbiter_cli.adapters.sql.written import current_written
 from arbiter_cli.domain.agents import Status
@@ -281,19 +281,24 @@ def _claim_and_insert() -> Any:
                       a.active_tasks < a.capacity, a.status == Status.AVAILABLE.value)
                .values(active_tasks=a.active_tasks + 1, version=a.version + 1)
                .returning(*t.agents.c).cte("claimed"))
+    # The chain lock once the agent's row is claimed, and before the decision's insert: a
+    # claim waiting for it holds no key of the decisions' unique index, for which a holder's
+    # insert (a replayed decision of the same task) would wait (a deadlock).
+    locked = select(claimed, chain_lock(bindparam("claim_tenant")).label("audit_fresh")).cte(
+        "locked").prefix_with("MATERIALIZED")
     names = [c.name for c in t.decisions.c if c.name != "created_at"]
     stamp = type_coerce(func.greatest(func.clock_timestamp(), func.now()), UtcDateTime())
     inserted = (insert(t.decisions)
                 .from_select([*names, "created_at"], select(
                     *(bindparam(f"d_{name}", type_=t.decisions.c[name].type) for name in names),
-                    stamp).select_from(claimed))
+                    stamp).select_from(locked))
                 .returning(d.created_at.label("decision_created_at")).cte("inserted"))
     snapshot = t.agents.alias("claim_snapshot")
-    return select(claimed, inserted.c.decision_created_at,
+    return select(locked, inserted.c.decision_created_at,
                   *head_columns(bindparam("claim_tenant")),
                   select(snapshot.c.version).where(snapshot.c.uid == bindparam("claim_uid"))
                   .scalar_subquery().label("claim_snapshot_version")).select_from(
-        claimed.join(inserted, true()))
+        locked.join(inserted, true()))
 
 
 #: Built once: SQLAlchemy then reuses the compiled form from its cache.
@@ -402,15 +407,16 @@ class SqlDecisions:
         if row is None:
             return None
         stored = dataclasses.replace(decision, created_at=row.decision_created_at)
-        if self._audit is not None and row.version == row.claim_snapshot_version + 1:
-            # No wait for the agent's lock: the head is as fresh as the claim.
+        if (self._audit is not None and row.version == row.claim_snapshot_version + 1
+                and row.audit_fresh):
+            # No wait for the agent's lock nor the chain's: the head is as fresh as the claim.
             self._audit.prime(decision.tenant, row.decision_created_at, row.audit_head_seq,
                               row.audit_head_hash)
         written = current_written.get()
         if written is not None:
             agent = dict(row._mapping)
             for extra in ("decision_created_at", "audit_head_seq", "audit_head_hash",
-                          "claim_snapshot_version"):
+                          "claim_snapshot_version", "audit_fresh"):
                 del agent[extra]
             written.agent(agent)
             if stored.status == OPEN:

@@ -19,11 +19,15 @@ from sqlalchemy import (
     Float,
     String,
     bindparam,
+    case,
     extract,
+    false,
     func,
     insert,
+    literal_column,
     select,
     text,
+    true,
     type_coerce,
     update,
 )
@@ -244,6 +248,41 @@ def head_columns(tenant: Any) -> tuple[Any, Any]:
     last = select(a.seq, a.hash).where(a.tenant == tenant).order_by(a.seq.desc()).limit(1)
     return (last.with_only_columns(a.seq).scalar_subquery().label("audit_head_seq"),
             last.with_only_columns(a.hash).scalar_subquery().label("audit_head_hash"))
+
+
+#: The class of the audit chains' advisory locks (``pg_advisory_xact_lock(int4, int4)``,
+#: 'audt'); the second key is ``hashtext(tenant)`` (a collision only makes two tenants wait
+#: for each other).
+CHAIN_LOCK_CLASS = 0x61756474
+
+
+def chain_lock(tenant: Any) -> Any:
+    """PostgreSQL: take ``tenant``'s chain lock until the end of the transaction, as a column
+    of a statement that also reads the chain head (``head_columns``) and has taken its row
+    locks before this column is evaluated. True when the lock was free: the head that
+    statement read is then current (an append of a lock holder commits before its lock is
+    released), so the append is one insert. False after waiting for it: the head is as old
+    as the wait, and the append reads it again, once, in a new statement (nobody else holding
+    the lock can append meanwhile).
+
+    Without it, appends of one tenant raced: each read the head, and every loser of a race
+    for a ``seq`` (its conditional insert inserted nothing) read it again and retried; with 4
+    processes routing for one tenant an append lost 1.35 times on average, two statements
+    each. Correctness never rested on the lock: appends that do not take it (registrations,
+    token changes, denials) still chain through the conditional insert.
+
+    Deadlock-free because a holder never waits for a lock a waiter holds: a waiter holds only
+    the row locks taken before it waits (the agent it claims or locks, the decision it
+    closes), and no key of a unique index (a route's claim takes the chain lock before it
+    inserts its decision: a replayed decision of the same task, inserted by a holder, would
+    wait for that key); the holder took its own agent's lock before the chain lock, and
+    afterwards writes only that agent, its arms and its decisions (a waiter's agent is
+    another one, and a decision of the holder's agent can only be held by a transaction
+    waiting for that agent, not for the chain lock), then inserts its event."""
+    key = func.hashtext(tenant)
+    cls: Any = literal_column(str(CHAIN_LOCK_CLASS))
+    waited = select(false()).select_from(func.pg_advisory_xact_lock(cls, key)).scalar_subquery()
+    return case((func.pg_try_advisory_xact_lock(cls, key), true()), else_=waited)
 
 
 def _head(dialect: str) -> Any:
