@@ -59,3 +59,20 @@ def test_help_loads_no_markdown_and_rich_markdown_stays_importable():
                           check=False, env={**os.environ, "COLUMNS": "100"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[] True"
+
+
+def test_a_tsv_list_imports_no_rich_console(initialized):
+    """tsv mode writes render.table's rows itself (cli/tsv.py); table mode still draws them."""
+    assert cli("agents", "register", *AGENT).exit_code == 0
+    probe = ("import sys\nfrom arbiter_cli.cli.app import main\n"
+             "assert main(sys.argv[1:]) == 0\n"
+             "print(sorted(m for m in ('rich.console', 'rich.table', 'rich.text', "
+             "'arbiter_cli.cli.tables') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe, "agents", "list"], capture_output=True,
+                          text=True, check=True)
+    lines = done.stdout.splitlines()
+    assert lines[0].split("\t")[:2] == ["id", "name"] and lines[1].startswith("coder-1\t")
+    assert lines[-1] == "[]"
+    table = cli("--format", "table", "agents", "list")
+    assert table.exit_code == 0 and "1 agents" in table.stdout and "┃" in table.stdout
+
