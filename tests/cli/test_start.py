@@ -105,3 +105,13 @@ def test_the_collector_is_off_until_admission_and_restored_after(initialized,
     assert gc.isenabled() and gc.get_freeze_count() == 0
     assert cli("agents", "list", "--limit", "many").exit_code == 2  # a usage error: no body
     assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_a_sqlite_command_loads_no_breaker(initialized):
+    """resilience/identity.py imports the breaker only for a PostgreSQL store's key."""
+    probe = ("import sys\nfrom arbiter_cli.cli.app import main\n"
+             "assert main(sys.argv[1:]) == 0\n"
+             "print('arbiter_cli.resilience.breaker' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe, "agents", "list"], capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "False"
