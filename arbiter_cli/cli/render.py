@@ -11,7 +11,7 @@ Three output formats (SPEC §16), chosen by ``--format table|tsv|json`` (``--jso
 - ``json``: one ``json.dumps`` object.
 
 Hints such as ``more: --cursor …`` go to stderr in every format. rich is imported only when a
-table or console is needed (``cli/tables.py``).
+table or console is drawn (``cli/tables.py``; tsv mode writes tables without it, ``cli/tsv.py``).
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from arbiter_cli.cli.cells import Stamp as Stamp  # the cells of `table`, as render.Stamp
 from arbiter_cli.errors import ArbiterError
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.table import Table
 
     from arbiter_cli.cli.state import State
+    from arbiter_cli.cli.tsv import Rows, TsvConsole
 
 FORMATS = ("table", "tsv", "json")
 
@@ -52,10 +52,24 @@ def _isatty(stream: Any) -> bool:
 
 def stdout_console(state: State | None = None, *, titles: bool = True) -> Console:
     """The console of results: tables in table mode, TSV rows in tsv mode (``titles``: a
-    table's title on a line above it; a list has none, its stdout is header and rows)."""
+    table's title on a line above it; a list has none, its stdout is header and rows).
+
+    In tsv mode it is a ``tsv.TsvConsole``: the commands only ``print`` to it, and it prints
+    as ``ResultConsole(tsv=True)`` does, importing rich only for what is not a table."""
+    if output_format(state) == "tsv":
+        from arbiter_cli.cli.tsv import TsvConsole  # deferred: start-up of `arbiter --help`
+
+        return cast("Console", TsvConsole(sys.stdout, titles=titles, fallback=_tsv_fallback))
     from arbiter_cli.cli.tables import ResultConsole  # deferred: start-up of `arbiter --help`
 
-    return ResultConsole(sys.stdout, tsv=output_format(state) == "tsv", titles=titles)
+    return ResultConsole(sys.stdout, tsv=False, titles=titles)
+
+
+def _tsv_fallback(tsv: TsvConsole) -> Console:
+    """What a ``TsvConsole`` prints that is not a table: the rich console of tsv mode."""
+    from arbiter_cli.cli.tables import ResultConsole  # deferred: rich only when needed
+
+    return ResultConsole(tsv.file, tsv=True, titles=tsv.titles, tsv_out=tsv)
 
 
 def stderr_console() -> Console:
@@ -140,11 +154,14 @@ def warn(message: str) -> None:
     log.get_logger().warning(message)
 
 
-def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> Table:
-    """A result table; cells are text, ``None`` (empty) or a ``Stamp``. No cell is markup."""
-    from arbiter_cli.cli.tables import grid  # deferred: start-up of `arbiter --help`
+def table(title: str | None, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> Rows:
+    """A result table; cells are text, ``None`` (empty) or a ``Stamp``. No cell is markup.
 
-    return grid(title, list(columns), [list(row) for row in rows], now=datetime.now(UTC))
+    Printed on a result console: TSV in tsv mode (no rich), else the rich table of
+    ``tables.grid``; ages are counted from now."""
+    from arbiter_cli.cli.tsv import Rows  # deferred: start-up of `arbiter --help`
+
+    return Rows(title, list(columns), [list(row) for row in rows], now=datetime.now(UTC))
 
 
 def percent(value: float) -> str:

@@ -3,9 +3,10 @@
 ``grid`` builds the table of table mode: each column is at least as wide as its longest word,
 so ids, timestamps and numbers are never broken across lines (prose wraps at spaces; a table
 wider than the terminal overflows rather than folding an id). ``ResultConsole`` prints tables
-as TSV in tsv mode: a header line, one line per row, cells escaped, no rich involved; a list
-prints its table alone, a single result (``demo``, ``route explain``) keeps each table's title
-on a line of its own above it, and a blank line between tables.
+as TSV in tsv mode through ``cli/tsv.py``: a header line, one line per row, cells escaped; a
+list prints its table alone, a single result (``demo``, ``route explain``) keeps each table's
+title on a line of its own above it, and a blank line between tables. In tsv mode the commands
+print through ``tsv.TsvConsole``, which imports this module only for what is not a table.
 """
 
 from __future__ import annotations
@@ -19,14 +20,10 @@ from rich.table import Table
 from rich.text import Text
 
 from arbiter_cli.cli.cells import Stamp
+from arbiter_cli.cli.tsv import Rows, TsvConsole
+from arbiter_cli.cli.tsv import escape as escape  # re-exported: tables.escape
+from arbiter_cli.cli.tsv import plain as _plain
 from arbiter_cli.observability.logging import colour
-
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def escape(cell: str) -> str:
-    """One TSV cell on one line: backslash, tab, newline and carriage return escaped."""
-    return cell.translate(_ESCAPES)
 
 
 class Grid(Table):
@@ -57,12 +54,6 @@ def _shown(cell: Any, now: datetime) -> str:
     return "" if cell is None else str(cell)
 
 
-def _plain(cell: Any) -> str:
-    if isinstance(cell, Stamp):
-        return cell.text()
-    return "" if cell is None else str(cell)
-
-
 def _longest_word(text: str) -> int:
     return max((len(word) for word in text.split()), default=1)
 
@@ -73,19 +64,22 @@ class ResultConsole(Console):
     Colour follows NO_COLOR and TERM=dumb (``observability.logging.colour``), as logs do.
     """
 
-    def __init__(self, file: IO[str], *, tsv: bool, titles: bool = True) -> None:
+    def __init__(self, file: IO[str], *, tsv: bool, titles: bool = True,
+                 tsv_out: TsvConsole | None = None) -> None:
         super().__init__(file=file, highlight=False, soft_wrap=True,
                          color_system="auto" if colour(file) else None)
         self.tsv = tsv
         self.titles = titles
-        self._tables = 0
+        self._tsv = tsv_out or TsvConsole(file, titles=titles)  # writes the TSV tables
 
     def print(self, *objects: Any, **options: Any) -> None:
         if not self.tsv:
-            super().print(*objects, **options)
+            super().print(*(_drawn(obj) for obj in objects), **options)
             return
         for obj in objects:
-            if isinstance(obj, Table):
+            if isinstance(obj, Rows):
+                self._tsv.print(obj)
+            elif isinstance(obj, Table):
                 self._write_tsv(obj)
             else:
                 super().print(obj, **options)
@@ -97,13 +91,14 @@ class ResultConsole(Console):
             headers = [_text(column.header) for column in table.columns]
             rows = [list(cells) for cells in zip(*([_text(c) for c in column.cells]
                                                    for column in table.columns), strict=True)]
-        lines = ["\t".join(escape(cell) for cell in row) for row in [headers, *rows]]
-        if self.titles and table.title:
-            lines.insert(0, " ".join(_text(table.title).split()))
-        out = self.file
-        out.write(("\n" if self._tables else "") + "\n".join(lines) + "\n")
-        out.flush()
-        self._tables += 1
+        self._tsv.write(_text(table.title) if table.title else None, headers, rows)
+
+
+def _drawn(obj: Any) -> Any:
+    """A ``Rows`` (``render.table``) as its rich table; anything else as it is."""
+    if isinstance(obj, Rows):
+        return grid(obj.title, obj.headers, obj.rows, now=obj.now)
+    return obj
 
 
 def _text(cell: Any) -> str:

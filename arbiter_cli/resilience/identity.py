@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from arbiter_cli.errors import Conflict, InvalidInput, NotFound, SchemaOutdated
 from arbiter_cli.observability.logging import get_logger
-from arbiter_cli.resilience.breaker import url_without_password
 from arbiter_cli.resilience.files import FILE_MODE, private_dir
 
 if TYPE_CHECKING:
@@ -71,6 +70,9 @@ class Guarded(Protocol):
 
 def store_key(url: str) -> str:
     """A stable, password-free name for the primary at ``url`` (the breaker's key too)."""
+    # deferred: a SQLite command checks for stranded journals without loading the breaker
+    from arbiter_cli.resilience.breaker import url_without_password
+
     return hashlib.sha256(url_without_password(url).encode()).hexdigest()[:16]
 
 

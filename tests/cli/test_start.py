@@ -59,3 +59,59 @@ def test_help_loads_no_markdown_and_rich_markdown_stays_importable():
                           check=False, env={**os.environ, "COLUMNS": "100"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[] True"
+
+
+def test_a_tsv_list_imports_no_rich_console(initialized):
+    """tsv mode writes render.table's rows itself (cli/tsv.py); table mode still draws them."""
+    assert cli("agents", "register", *AGENT).exit_code == 0
+    probe = ("import sys\nfrom arbiter_cli.cli.app import main\n"
+             "assert main(sys.argv[1:]) == 0\n"
+             "print(sorted(m for m in ('rich.console', 'rich.table', 'rich.text', "
+             "'arbiter_cli.cli.tables') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe, "agents", "list"], capture_output=True,
+                          text=True, check=True)
+    lines = done.stdout.splitlines()
+    assert lines[0].split("\t")[:2] == ["id", "name"] and lines[1].startswith("coder-1\t")
+    assert lines[-1] == "[]"
+    table = cli("--format", "table", "agents", "list")
+    assert table.exit_code == 0 and "1 agents" in table.stdout and "┃" in table.stdout
+
+
+def test_the_collector_is_off_until_admission_and_restored_after(initialized,
+                                                                 monkeypatch: pytest.MonkeyPatch):
+    """cli/state.py, collector_paused: no collection over the start-up's imports; the body
+    collects as before; main() hands the collector back as it found it (on, nothing frozen)."""
+    import gc
+
+    from arbiter_cli.cli import render
+    from arbiter_cli.cli.state import State
+
+    seen: dict[str, tuple[bool, bool]] = {}
+    admit, emit_list = State.admit, render.emit_list
+
+    def admitting(self: State) -> None:
+        seen["admission"] = (gc.isenabled(), gc.get_freeze_count() > 0)
+        admit(self)
+
+    def emitting(*args: object, **kwargs: object) -> None:
+        seen["body"] = (gc.isenabled(), gc.get_freeze_count() > 0)
+        emit_list(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(State, "admit", admitting)
+    monkeypatch.setattr(render, "emit_list", emitting)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert cli("agents", "list").exit_code == 0
+    assert seen == {"admission": (False, False), "body": (True, True)}
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert cli("agents", "list", "--limit", "many").exit_code == 2  # a usage error: no body
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_a_sqlite_command_loads_no_breaker(initialized):
+    """resilience/identity.py imports the breaker only for a PostgreSQL store's key."""
+    probe = ("import sys\nfrom arbiter_cli.cli.app import main\n"
+             "assert main(sys.argv[1:]) == 0\n"
+             "print('arbiter_cli.resilience.breaker' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe, "agents", "list"], capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "False"

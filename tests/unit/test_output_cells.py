@@ -142,3 +142,42 @@ def test_no_color_and_a_dumb_terminal_turn_colour_off_in_console_logs(
     assert ANSI in logged({"TERM": "xterm-256color"})  # a terminal: colour
     text = logged({"TERM": "xterm-256color", **environ})
     assert "disk.low" in text and ANSI not in text
+
+
+def test_tsv_console_prints_as_the_rich_result_console_does(monkeypatch: pytest.MonkeyPatch):
+    """cli/tsv.TsvConsole (no rich) against ResultConsole(tsv=True): tables, titles, blank lines
+    between tables, messages between them, stamps as full times."""
+    from arbiter_cli.cli.render import stdout_console, table
+    from arbiter_cli.cli.state import State
+
+    rows = [("a\tb", Stamp.of(NOW), None), ("c", Stamp(None, "never"), "x\ny")]
+    for titles in (True, False):
+        outs = []
+        for rich in (True, False):
+            out = io.StringIO()
+            if rich:
+                console = ResultConsole(out, tsv=True, titles=titles)
+            else:
+                monkeypatch.setattr("sys.stdout", out)
+                console = stdout_console(State(format="tsv"), titles=titles)
+                assert type(console).__name__ == "TsvConsole"
+            console.print(table("first  table", ("id", "at", "why"), rows))
+            console.print("a [bold]message[/] between")
+            console.print(table(None, ("one",), [("1",)]), table("third", ("two",), []))
+            outs.append(out.getvalue())
+        assert outs[0] == outs[1]
+        assert outs[1].startswith(("first table\n" if titles else "") + "id\tat\twhy\n"
+                                  "a\\tb\t2026-12-07T09:00:00")
+        assert "\na message between\n" in outs[1] and "\n\none\n1\n" in outs[1]
+
+
+def test_render_table_draws_the_grid_on_a_terminal():
+    from arbiter_cli.cli.render import table
+
+    stamp = datetime.now(UTC) - timedelta(minutes=3)
+    for rows in ([("coder-1", stamp, "why")], []):
+        drawn, direct = Tty(), Tty()
+        ResultConsole(drawn, tsv=False).print(table("t", ("id", "at", "why"), rows))
+        ResultConsole(direct, tsv=False).print(grid("t", ("id", "at", "why"), rows,
+                                                    now=datetime.now(UTC)))
+        assert drawn.getvalue() == direct.getvalue() and any(ch in drawn.getvalue() for ch in BOX)

@@ -1,0 +1,90 @@
+"""Result tables as data, and their tab-separated form without rich (SPEC §16, tsv mode).
+
+``render.table`` returns a ``Rows``: the title, the headers and the cells as given. Off a
+terminal, ``TsvConsole`` writes it as TSV without importing rich (≈ 45 modules, rich's
+console and table); anything else it is asked to print (a message, a hand-built rich table)
+goes to the console ``fallback`` builds on first use (``render``: a ``ResultConsole`` sharing
+this one's table count, for the blank line between tables). On a terminal, ``ResultConsole``
+draws a ``Rows`` as the rich table of ``tables.grid``. This module imports no rich and no
+``cli.tables``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import IO, Any, Protocol
+
+from arbiter_cli.cli.cells import Stamp
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def escape(cell: str) -> str:
+    """One TSV cell on one line: backslash, tab, newline and carriage return escaped."""
+    return cell.translate(_ESCAPES)
+
+
+def plain(cell: Any) -> str:
+    """A cell in tsv mode: a ``Stamp``'s full time, ``None`` empty, else its text."""
+    if isinstance(cell, Stamp):
+        return cell.text()
+    return "" if cell is None else str(cell)
+
+
+class Rows:
+    """A result table as data (cells are text, ``None`` or a ``Stamp``; never markup)."""
+
+    def __init__(self, title: str | None, headers: Sequence[str],
+                 rows: Sequence[Sequence[Any]], *, now: datetime) -> None:
+        self.title = title
+        self.headers = list(headers)
+        self.rows = rows
+        self.now = now
+
+    @property
+    def plain_rows(self) -> list[list[str]]:
+        return [[plain(cell) for cell in row] for row in self.rows]
+
+
+
+class Printer(Protocol):
+    def print(self, *objects: Any, **options: Any) -> None: ...
+
+
+class TsvConsole:
+    """The console of results in tsv mode: ``print`` as ``ResultConsole(tsv=True)`` does."""
+
+    def __init__(self, file: IO[str], *, titles: bool = True,
+                 fallback: Callable[[TsvConsole], Printer] | None = None) -> None:
+        self.file = file
+        self.titles = titles
+        self.tables = 0
+        self._fallback = fallback
+        self._rich: Printer | None = None
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        for obj in objects:
+            if isinstance(obj, Rows):
+                self.write(obj.title, obj.headers, obj.plain_rows)
+            else:
+                self.rich().print(obj, **options)
+
+    def write(self, title: str | None, headers: Sequence[str],
+              rows: Sequence[Sequence[str]]) -> None:
+        """A header line, one line per row, cells escaped; the title on a line above it
+        (``titles``), and a blank line before every table but the first."""
+        lines = ["\t".join(escape(cell) for cell in row) for row in [headers, *rows]]
+        if self.titles and title:
+            lines.insert(0, " ".join(title.split()))
+        self.file.write(("\n" if self.tables else "") + "\n".join(lines) + "\n")
+        self.file.flush()
+        self.tables += 1
+
+    def rich(self) -> Printer:
+        """The console behind this one, for what is not a ``Rows``."""
+        if self._rich is None:
+            if self._fallback is None:
+                raise TypeError("this TsvConsole prints tables only (no fallback console)")
+            self._rich = self._fallback(self)
+        return self._rich
