@@ -100,7 +100,7 @@ def _make(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]
     (a kept row does not keep its neighbours alive)."""
     import numpy as np
 
-    out = np.empty((a.size, STRIDE))
+    out = np.zeros((a.size, STRIDE))  # zero: left of the first cell, and in the one past the end
     mean = a / (a + b)
     sd = np.sqrt(mean * (1.0 - mean) / (a + b + 1.0))
     lo = np.maximum(mean - SPREAD * sd, 0.0)
@@ -112,7 +112,7 @@ def _make(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]
     total = below[:, -1]
     out[:, LO], out[:, WIDTH], out[:, TOTAL] = lo, width, total
     out[:, MIDS:MASS], out[:, MASS:BELOW] = mids, mass
-    out[:, BELOW], out[:, SHARE - 1], out[:, STRIDE - 1] = 0.0, 1.0, 0.0  # past the end
+    out[:, SHARE - 1] = 1.0  # left of the cell past the end: all of it
     out[:, BELOW + 1:SHARE - 1] = below[:, :-1] / total[:, None]  # left of cells 1 … CELLS − 1
     out[:, SHARE:STRIDE - 1] = mass / total[:, None]
     rows = [row.copy() for row in out]

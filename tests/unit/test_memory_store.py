@@ -9,8 +9,8 @@ import pytest
 
 from arbiter_cli.adapters.memory import CAPABLE_SHAPES, MemoryUnitOfWorkFactory, _Bits
 from arbiter_cli.domain.agents import Status
-from arbiter_cli.domain.routing import Arm, Task
 from arbiter_cli.domain.query import Query
+from arbiter_cli.domain.routing import Arm, Task
 from arbiter_cli.errors import ArbiterError
 from tests.unit.conftest import T0
 
