@@ -113,6 +113,8 @@ class MemoryStore:
         self.by_uid: dict[str, Agent] = {}
         self.arms: dict[tuple[str, str], dict[str, Arm]] = {}  # (tenant, task type) → uid → arm
         self.arm_cache: dict[tuple[str, str], tuple[_Index, Any, Any, Any, Any, Any]] = {}
+        self.capable_cache: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]],
+                                 tuple[_Index, Any, dict[str, int], dict[str, list[str]]]] = {}
         self.decisions: dict[str, Decision] = {}
         self.tokens: dict[str, TokenRecord] = {}
         self.buckets: dict[str, Bucket] = {}
@@ -146,6 +148,22 @@ class MemoryStore:
         index.position = {agent_id: row for row, agent_id in enumerate(index.ids)}
         index.uids = [a.uid for a in agents]
         return index
+
+    def capable(self, tenant: str, task: Task, index: _Index
+                ) -> tuple[npt.NDArray[np.intp] | None, dict[str, int], dict[str, list[str]]]:
+        """The index rows of the agents capable of ``task`` (None: every row), the exclusions
+        by capability and their examples; kept per task shape while the index stands (an
+        index is rebuilt whenever an agent's capabilities change, and only then). Callers copy
+        what they hand on."""
+        key = (tenant, task.task_type, task.languages, task.specializations)
+        cached = self.capable_cache.get(key)
+        if cached is not None and cached[0] is index:
+            return cached[1], cached[2], cached[3]
+        found = _capable(self, index, task)
+        if len(self.capable_cache) >= CAPABLE_SHAPES:
+            self.capable_cache.clear()
+        self.capable_cache[key] = (index, *found)
+        return found
 
     def arm_columns(self, tenant: str, task_type: str, index: _Index
                     ) -> tuple[Any, Any, Any, Any, Any]:
@@ -200,6 +218,41 @@ class MemoryStore:
             index.refresh(agent)
         else:
             del self.indexes[tenant]
+
+
+CAPABLE_SHAPES = 256  # task shapes whose capable rows a store keeps (all dropped past it)
+
+
+def _capable(store: MemoryStore, index: _Index, task: Task
+             ) -> tuple[npt.NDArray[np.intp] | None, dict[str, int], dict[str, list[str]]]:
+    import numpy as np
+
+    n = len(index.ids)
+    task_mask = store.task_bits.mask((task.task_type,), grow=False)
+    language_mask = store.language_bits.mask(task.languages, grow=False)
+    has_type = np.zeros(n, dtype=bool) if task_mask is None else (
+        index.task_bits & np.uint64(task_mask)) != 0
+    has_languages = has_type.copy() if language_mask is None or not language_mask else (
+        has_type & ((index.language_bits & np.uint64(language_mask))
+                    == np.uint64(language_mask)))
+    if language_mask is None:
+        has_languages[:] = False
+    rows = np.flatnonzero(has_languages)
+    if task.specializations:
+        rows = np.array([r for r in rows if index.agents[r].has_specializations(
+            task.specializations)], dtype=np.intp)
+    typed, languaged = int(has_type.sum()), int(has_languages.sum())
+    excluded = {"task_type": n - typed, "language": typed - languaged,
+                "specialization": languaged - int(rows.size)}
+    examples = {}
+    if excluded["task_type"]:
+        examples["task_type"] = _first_ids(index, ~has_type)
+    if excluded["language"]:
+        examples["language"] = _first_ids(index, has_type & ~has_languages)
+    if excluded["specialization"]:
+        examples["specialization"] = [index.ids[r] for r in np.setdiff1d(
+            np.flatnonzero(has_languages), rows)[:EXAMPLES_PER_REASON]]
+    return None if rows.size == n else rows, excluded, examples
 
 
 def _same_shape(old: Agent, new: Agent) -> bool:
@@ -320,45 +373,31 @@ class MemoryRouting:
         import numpy as np
 
         index = self._store.index(tenant)
-        n = len(index.ids)
-        task_mask = self._store.task_bits.mask((task.task_type,), grow=False)
-        language_mask = self._store.language_bits.mask(task.languages, grow=False)
-        has_type = np.zeros(n, dtype=bool) if task_mask is None else (
-            index.task_bits & np.uint64(task_mask)) != 0
-        has_languages = has_type.copy() if language_mask is None or not language_mask else (
-            has_type & ((index.language_bits & np.uint64(language_mask))
-                        == np.uint64(language_mask)))
-        if language_mask is None:
-            has_languages[:] = False
-        rows = np.flatnonzero(has_languages)
-        if task.specializations:
-            rows = np.array([r for r in rows if index.agents[r].has_specializations(
-                task.specializations)], dtype=np.intp)
-        typed, languaged = int(has_type.sum()), int(has_languages.sum())
-        excluded = {"task_type": n - typed, "language": typed - languaged,
-                    "specialization": languaged - int(rows.size)}
-        examples = {}
-        if excluded["task_type"]:
-            examples["task_type"] = _first_ids(index, ~has_type)
-        if excluded["language"]:
-            examples["language"] = _first_ids(index, has_type & ~has_languages)
-        if excluded["specialization"]:
-            examples["specialization"] = [index.ids[r] for r in np.setdiff1d(
-                np.flatnonzero(has_languages), rows)[:EXAMPLES_PER_REASON]]
+        rows, excluded, examples = self._store.capable(tenant, task, index)
         alpha, beta, outcomes, total_alpha, total_beta = self._store.arm_columns(
             tenant, task.task_type, index)
-        everyone = rows.size == n
+        if rows is None:  # every agent is capable: the columns as they are (copied), no gathers
+            return Pool(
+                ids=index.ids, uids=index.uids, active=index.active.copy(),
+                capacity=index.capacity.copy(),
+                available=index.status == STATUS_CODES[Status.AVAILABLE],
+                latency_ms=index.latency.copy(), mean_reward=index.quality.copy(),
+                fit=np.ones(len(index.ids)) if not task.prefer else fit_column(
+                    index.agents, task.prefer),  # type: ignore[arg-type]
+                arm_alpha=alpha.copy(), arm_beta=beta.copy(), arm_outcomes=outcomes.copy(),
+                excluded=dict(excluded), examples={k: list(v) for k, v in examples.items()},
+                arm_total_alpha=total_alpha.copy(), arm_total_beta=total_beta.copy(),
+            )
         return Pool(
-            ids=index.ids if everyone else [index.ids[r] for r in rows],
-            uids=index.uids if everyone else [index.uids[r] for r in rows],
+            ids=[index.ids[r] for r in rows], uids=[index.uids[r] for r in rows],
             active=index.active[rows], capacity=index.capacity[rows],
             available=index.status[rows] == STATUS_CODES[Status.AVAILABLE],
             latency_ms=index.latency[rows], mean_reward=index.quality[rows],
             fit=np.ones(rows.size) if not task.prefer else fit_column(
                 [index.agents[r] for r in rows], task.prefer),  # type: ignore[arg-type]
             arm_alpha=alpha[rows], arm_beta=beta[rows], arm_outcomes=outcomes[rows],
-            excluded=excluded, examples=examples, arm_total_alpha=total_alpha[rows],
-            arm_total_beta=total_beta[rows],
+            excluded=dict(excluded), examples={k: list(v) for k, v in examples.items()},
+            arm_total_alpha=total_alpha[rows], arm_total_beta=total_beta[rows],
         )
 
     def _slot(self, tenant: str, agent_uid: str, delta: int, force: bool = False) -> bool:

@@ -35,13 +35,16 @@ if TYPE_CHECKING:
 
 CELLS = 48  # grid cells per candidate: about 0.4 standard deviation each
 SPREAD = 10.0  # the grid covers mean ± SPREAD standard deviations
-GRIDS = 512  # posteriors whose grid is kept: about 1.3 KB each
-# A kept grid is one row: lo, width, total mass, then the midpoints, the cells' masses and the
-# mass left of each cell (CELLS each).
+GRIDS = 512  # posteriors whose grid is kept: about 1.6 KB each
+# A kept grid is one row: lo, width, total mass, the midpoints and the cells' masses (CELLS
+# each; the chosen candidate's side), then the share of the mass left of each cell and each
+# cell's share, with one cell more past the end (left of it 1, in it 0) so that a point at the
+# grid's end needs no clamp (CELLS + 1 each; the other candidates' side).
 LO, WIDTH, TOTAL, MIDS = 0, 1, 2, 3
 MASS = MIDS + CELLS
 BELOW = MASS + CELLS
-STRIDE = BELOW + CELLS
+SHARE = BELOW + CELLS + 1
+STRIDE = SHARE + CELLS + 1
 
 _grids: dict[tuple[float, float], npt.NDArray[np.float64]] = {}
 _grids_lock = threading.Lock()  # the API server routes on several threads
@@ -62,12 +65,15 @@ def win_probability(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64],
     # cells of their own grids: a cell's mass grows linearly across it.
     at = ((first[MIDS:MASS] + ((base[0] - base[1:]) / weight - grid[1:, LO])[:, None])
           / grid[1:, WIDTH, None])
-    at = np.minimum(np.maximum(at, 0.0), float(CELLS))
-    cell = np.minimum(at.astype(np.intp), CELLS - 1)
-    share = at - cell
+    np.maximum(at, 0.0, out=at)
+    np.minimum(at, float(CELLS), out=at)
+    cell = at.astype(np.intp)
+    at -= cell  # now the part of its cell left of each point
     cell += _offsets(a.size)
     flat = grid.ravel()
-    beaten = (flat[cell + BELOW] + share * flat[cell + MASS]) / grid[1:, TOTAL, None]
+    beaten = flat[cell + (SHARE - BELOW)]
+    beaten *= at
+    beaten += flat[cell]
     win = float(first[MASS:BELOW] @ beaten.prod(axis=0)) / float(first[TOTAL])
     return min(max(win, 0.0), 1.0)
 
@@ -94,7 +100,7 @@ def _make(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]
     (a kept row does not keep its neighbours alive)."""
     import numpy as np
 
-    out = np.empty((a.size, STRIDE))
+    out = np.zeros((a.size, STRIDE))  # zero: left of the first cell, and in the one past the end
     mean = a / (a + b)
     sd = np.sqrt(mean * (1.0 - mean) / (a + b + 1.0))
     lo = np.maximum(mean - SPREAD * sd, 0.0)
@@ -103,9 +109,12 @@ def _make(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]
     log_pdf = (a - 1.0)[:, None] * np.log(mids) + (b - 1.0)[:, None] * np.log1p(-mids)
     mass = np.exp(log_pdf - log_pdf.max(axis=1, keepdims=True))
     below = np.cumsum(mass, axis=1)
-    out[:, LO], out[:, WIDTH], out[:, TOTAL] = lo, width, below[:, -1]
+    total = below[:, -1]
+    out[:, LO], out[:, WIDTH], out[:, TOTAL] = lo, width, total
     out[:, MIDS:MASS], out[:, MASS:BELOW] = mids, mass
-    out[:, BELOW:] = below - mass  # the mass left of each cell
+    out[:, SHARE - 1] = 1.0  # left of the cell past the end: all of it
+    out[:, BELOW + 1:SHARE - 1] = below[:, :-1] / total[:, None]  # left of cells 1 … CELLS − 1
+    out[:, SHARE:STRIDE - 1] = mass / total[:, None]
     rows = [row.copy() for row in out]
     for row in rows:
         row.flags.writeable = False
@@ -122,7 +131,7 @@ def _half() -> npt.NDArray[np.float64]:
 
 @functools.cache
 def _offsets(size: int) -> npt.NDArray[np.intp]:
-    """The flat offsets of grid rows 1 … size − 1, as a column."""
+    """The flat offsets of the cdf parts of grid rows 1 … size − 1, as a column."""
     import numpy as np
 
-    return (np.arange(1, size) * STRIDE)[:, None]
+    return (np.arange(1, size) * STRIDE + BELOW)[:, None]

@@ -11,7 +11,7 @@ import functools
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -108,7 +108,7 @@ class Task:
                             "prefer_specializations"),
             priority=5 if raw.get("priority") is None
             else v.integer(raw["priority"], "priority", low=1, high=10),
-            metadata=v.metadata({} if raw.get("metadata") is None else raw["metadata"]),
+            metadata={} if raw.get("metadata") is None else v.metadata(raw["metadata"]),
         )
 
     def requirements(self) -> dict[str, Any]:
@@ -272,48 +272,68 @@ def choose(pool: Pool, policy: RoutingPolicy, strategy: str, rng: np.random.Gene
         active, capacity = pool.active[rows], pool.capacity[rows]
         outcomes = pool.arm_outcomes[rows]
     a, b = _posterior(pool, rows, stationary=strategy == "thompson-stationary")
-    mean = a / (a + b)
+    # Every column a decision reports, and the two scores, as rows of one matrix: the greedy
+    # and the sampled score take the same numpy calls together, and the recorded candidates
+    # are one gather of it.
+    m = np.empty((COLUMNS, n))
+    mean = np.divide(a, a + b, out=m[MEAN])
     utilization = active / capacity
-    load, fit, latency = _fixed_parts(pool, rows, utilization, policy)
-    value = _value(strategy, mean, a, b, outcomes, rng)
+    load, fit, latency = _fixed_parts(pool, rows, utilization, policy, m[LOAD:SCORE])
+    m[VALUE] = _value(strategy, mean, a, b, outcomes, rng)
     weight = policy.weights["performance"]
-    performance = weight * value
-    score = (performance + load + fit + latency).round(6)
+    np.multiply(weight, m[VALUE:PERFORMANCE], out=m[PERFORMANCE:LOAD])  # and weight · mean
+    # score·10⁶ and the greedy score·10⁶, each rounded to an integer: what round(6) computes
+    # before its division (the keys of the ranking take them as they are)
+    micro = m[PERFORMANCE:LOAD] + load
+    micro += fit
+    micro += latency
+    micro *= 1e6
+    np.rint(micro, out=micro)
+    np.divide(micro[0], 1e6, out=m[SCORE])
+    # The ranking keys (the greedy's and the sampled score's) share their load and id bits.
+    keys = _score_keys(micro, _tail_keys(utilization, n if rows is None else rows))
+    greedy = int(keys[1].argmax())
     keep = max(policy.record_candidates, policy.max_claim_attempts)
-    # The ranking keys' load and id bits, shared by the greedy choice and the ranking.
-    tail = _tail_keys(utilization, n if rows is None else rows)
-    greedy = int(_score_keys((weight * mean + load + fit + latency).round(6), tail).argmax())
     untried = _starved(pool, rows, strategy, outcomes)
+    ranking = keys[0]
     if untried is not None:  # untried (or, for weighted, under-evaluated) arms first
-        ranked = _best(_score_keys(score, tail, first=untried), keep)
-    else:
-        ranked = _best(_score_keys(score, tail), keep)
-        if strategy == "epsilon-greedy" and rng.random() < policy.epsilon(int(outcomes.sum())):
-            pick = int(rng.integers(n))
-            ranked = [pick] + [i for i in ranked if i != pick][: keep - 1]
+        ranking |= _first_bit(untried)
+    ranked = _best(ranking, keep)
+    if untried is None and strategy == "epsilon-greedy" and rng.random() < policy.epsilon(
+            int(outcomes.sum())):
+        pick = int(rng.integers(n))
+        ranked = [pick] + [i for i in ranked if i != pick][: keep - 1]
+    top = np.asarray(ranked)
     # SPEC §3.4 gives a confidence to thompson only (not to the stationary baseline); it takes
     # no draws, so thompson and thompson-stationary still share one random stream
-    confidence = (_confidence(ranked, a, b, (load, fit, latency), weight)
+    confidence = (_confidence(top[:CONFIDENCE_TOP], a, b, m[LOAD:SCORE], weight)
                   if strategy == "thompson" else None)
-    top = np.asarray(ranked)
     chosen_rows = ranked if rows is None else rows[top].tolist()
-    # One gather and one rounding for the six columns of the recorded candidates.
-    columns = np.array((value, mean, performance, load, fit, latency))[:, top].round(6)
+    # One gather and one rounding for the columns of the recorded candidates (the score is
+    # rounded already: rounding it again changes nothing).
+    value_, mean_, performance_, _, load_, fit_, latency_, score_ = m[:, top].round(6).tolist()
     components = {
-        row: {"value": v_, "posterior_mean": m, "performance": p, "load": ld, "fit": f,
+        row: {"value": v_, "posterior_mean": m_, "performance": p, "load": ld, "fit": f,
               "latency": lt, "outcomes": c}
-        for row, v_, m, p, ld, f, lt, c in zip(chosen_rows, *columns.tolist(),
-                                               outcomes[top].tolist(), strict=True)
+        for row, v_, m_, p, ld, f, lt, c in zip(chosen_rows, value_, mean_, performance_, load_,
+                                                fit_, latency_, outcomes[top].tolist(),
+                                                strict=True)
     }
     return Choice(
         order=chosen_rows,
-        scores=dict(zip(chosen_rows, score[top].tolist(), strict=True)),
+        scores=dict(zip(chosen_rows, score_, strict=True)),
         components=components,
         explored=ranked[0] != greedy,
         confidence=confidence,
         excluded=_nonzero(excluded),
         examples={k: v_ for k, v_ in examples.items() if v_},
     )
+
+
+# The rows of choose's matrix: the value, the posterior mean, performance (weight · value),
+# weight · mean (the greedy score's performance part), load, fit, latency, and the score.
+VALUE, MEAN, PERFORMANCE, GREEDY, LOAD, FIT, LATENCY, SCORE, COLUMNS = range(9)
+SCORE_CAP = (1 << 22) - 1  # score·10⁶ above this (a UCB index above 4.19) share the cap
 
 
 def _posterior(pool: Pool, rows: npt.NDArray[np.intp] | None, *, stationary: bool
@@ -360,12 +380,11 @@ def _exclude(excluded: dict[str, int], examples: dict[str, list[str]], pool: Poo
     examples[reason] = examples[reason][:EXAMPLES_PER_REASON]
 
 
-Parts = tuple["npt.NDArray[np.float64]", "npt.NDArray[np.float64]", "npt.NDArray[np.float64]"]
-
-
 def _fixed_parts(pool: Pool, rows: npt.NDArray[np.intp] | None,
-                 utilization: npt.NDArray[np.float64], policy: RoutingPolicy) -> Parts:
-    """The weighted load, fit and latency parts of the eligible rows' scores."""
+                 utilization: npt.NDArray[np.float64], policy: RoutingPolicy,
+                 out: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The weighted load, fit and latency parts of the eligible rows' scores, written to the
+    three rows of ``out`` (returned)."""
     import numpy as np
 
     weights = policy.weights
@@ -373,8 +392,10 @@ def _fixed_parts(pool: Pool, rows: npt.NDArray[np.intp] | None,
     if rows is not None:
         latency_ms, fit = latency_ms[rows], fit[rows]
     latency_score = 1.0 / (1.0 + latency_ms / policy.latency_ref_ms)
-    return (weights["load"] * (1.0 - np.minimum(utilization, 1.0)), weights["fit"] * fit,
-            weights["latency"] * latency_score)
+    np.multiply(weights["load"], 1.0 - np.minimum(utilization, 1.0), out=out[0])
+    np.multiply(weights["fit"], fit, out=out[1])
+    np.multiply(weights["latency"], latency_score, out=out[2])
+    return out
 
 
 def _value(strategy: str, mean: npt.NDArray[np.float64], a: npt.NDArray[np.float64],
@@ -396,41 +417,66 @@ SORT_ALL_BELOW = 256  # up to this many rows a full argsort beats argpartition +
 
 def _tail_keys(utilization: npt.NDArray[np.float64], rows: npt.NDArray[np.intp] | int
                ) -> npt.NDArray[np.int64]:
-    """The load and id bits of the ranking keys (``_ranked``); ``rows`` an int n means 0…n−1."""
+    """The load and id bits of the ranking keys; ``rows`` an int n means 0…n−1.
+
+    A ranking key packs into one unique int64: the ``first`` bit at 2⁶² (forced exploration),
+    score·10⁶ capped below 2²² (``SCORE_CAP``), utilization floored to 10⁻⁶ of an eligible
+    agent < 2²⁰ (lower first), and the row < 2²⁰ (rows are in id order; lower first), so a
+    linear ``argpartition`` finds the best even when a cold fleet ties everywhere. Two
+    utilizations of capacities ≤ 1000 differ by more than 10⁻⁶, so flooring never merges
+    them; only UCB indexes above 4.19 share the cap, and then utilization and id decide.
+    """
     import numpy as np
 
-    if isinstance(rows, int):
-        rows = np.arange(rows)
+    ids = _id_bits(rows) if isinstance(rows, int) else (1 << 20) - 1 - rows.astype(np.int64)
     load_key = 999_999 - np.minimum(np.floor(utilization * 1e6), 999_999).astype(np.int64)
-    tail: npt.NDArray[np.int64] = (load_key << 20) | ((1 << 20) - 1 - rows.astype(np.int64))
-    return tail
+    load_key <<= 20
+    load_key |= ids
+    return load_key
 
 
-def _score_keys(score: npt.NDArray[np.float64], tail: npt.NDArray[np.int64],
-                first: npt.NDArray[np.bool_] | None = None) -> npt.NDArray[np.int64]:
-    """The whole ranking keys: the score's bits above ``tail``, the ``first`` bit above all."""
+def _score_keys(micro: npt.NDArray[np.float64], tail: npt.NDArray[np.int64]
+                ) -> npt.NDArray[np.int64]:
+    """Whole ranking keys but the ``first`` bit: score·10⁶ (rounded already, in ``micro``,
+    one row or several) capped, above the load and id bits of ``tail``."""
     import numpy as np
 
-    keys: npt.NDArray[np.int64] = (
-        np.minimum(np.rint(score * 1e6), (1 << 22) - 1).astype(np.int64) << 40) | tail
-    if first is not None:
-        keys |= first.astype(np.int64) << 62
+    keys: npt.NDArray[np.int64] = np.minimum(micro, SCORE_CAP).astype(np.int64)
+    keys <<= 40
+    keys |= tail
     return keys
+
+
+def _first_bit(first: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
+    """The bit above all others of the ranking keys, for the rows to try first."""
+    import numpy as np
+
+    bits: npt.NDArray[np.int64] = first.astype(np.int64) << 62
+    return bits
 
 
 def _ranked(score: npt.NDArray[np.float64], utilization: npt.NDArray[np.float64],
             rows: npt.NDArray[np.intp], keep: int,
             first: npt.NDArray[np.bool_] | None = None) -> list[int]:
     """The best ``keep`` positions: ``first`` ones before all others (forced exploration),
-    then by score descending, then lower utilization, then id.
+    then by score descending, then lower utilization, then id (the keys ``choose`` ranks by,
+    see ``_tail_keys``)."""
+    import numpy as np
 
-    The keys pack into one unique int64 (the ``first`` bit at 2⁶², score·10⁶ capped below 2²²,
-    utilization floored to 10⁻⁶ of an eligible agent < 2²⁰, row < 2²⁰ since rows are in id
-    order), so a linear ``argpartition`` finds the best even when a cold fleet ties everywhere.
-    Two utilizations of capacities ≤ 1000 differ by more than 10⁻⁶, so flooring never merges
-    them; only UCB indexes above 4.19 share the cap, and then utilization and id decide.
-    """
-    return _best(_score_keys(score, _tail_keys(utilization, rows), first), keep)
+    keys = _score_keys(np.rint(score * 1e6), _tail_keys(utilization, rows))
+    if first is not None:
+        keys |= _first_bit(first)
+    return _best(keys, keep)
+
+
+@functools.lru_cache(maxsize=64)
+def _id_bits(n: int) -> npt.NDArray[np.int64]:
+    """The id bits of rows 0…n−1 (read-only; kept per pool size)."""
+    import numpy as np
+
+    bits: npt.NDArray[np.int64] = (1 << 20) - 1 - np.arange(n, dtype=np.int64)
+    bits.flags.writeable = False
+    return bits
 
 
 def _best(keys: npt.NDArray[np.int64], keep: int) -> list[int]:
@@ -439,25 +485,23 @@ def _best(keys: npt.NDArray[np.int64], keep: int) -> list[int]:
 
     size = keys.size
     if size <= SORT_ALL_BELOW or size <= keep:  # one sort of a few hundred beats partition + sort
-        ranked: list[int] = np.argsort(keys)[::-1][:keep].tolist()
+        ranked: list[int] = keys.argsort()[::-1][:keep].tolist()
         return ranked
     top = np.argpartition(keys, size - keep)[size - keep:]
     ranked = top[np.argsort(-keys[top])].tolist()
     return ranked
 
 
-def _confidence(ranked: Sequence[int], a: npt.NDArray[np.float64], b: npt.NDArray[np.float64],
-                fixed: Parts, weight: float) -> float:
-    """The probability that the chosen candidate wins a posterior draw over the top 10
-    (SPEC §3.4), computed by ``domain/confidence.py`` instead of sampled (§13.1)."""
-    import numpy as np
-
+def _confidence(top: npt.NDArray[np.intp], a: npt.NDArray[np.float64],
+                b: npt.NDArray[np.float64], fixed: npt.NDArray[np.float64],
+                weight: float) -> float:
+    """The probability that the chosen candidate (``top[0]``) wins a posterior draw over the
+    candidates ``top`` (SPEC §3.4: the top 10), computed by ``domain/confidence.py`` instead of
+    sampled (§13.1). ``fixed`` holds the load, fit and latency rows."""
     from arbiter_cli.domain.confidence import win_probability
 
-    top = np.asarray(ranked[:CONFIDENCE_TOP])
-    load, fit, latency = fixed
-    base = load[top] + fit[top] + latency[top]
-    return round(win_probability(a[top], b[top], base, weight), 4)
+    load, fit, latency = fixed[:, top]
+    return round(win_probability(a[top], b[top], load + fit + latency, weight), 4)
 
 
 # ---------------------------------------------------------------------------- decisions

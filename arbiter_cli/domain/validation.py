@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -85,7 +86,7 @@ def string_list(value: Any, field: str) -> list[str]:
 
 def choose(values: Iterable[str], allowed: Iterable[str], field: str) -> tuple[str, ...]:
     """Map each value to its canonical spelling in ``allowed`` (case-insensitive), deduplicated."""
-    canonical = {a.lower(): a for a in allowed}
+    canonical = _canonical(tuple(allowed))
     chosen: dict[str, None] = {}
     for value in values:
         match = canonical.get(value.lower()) if isinstance(value, str) else None
@@ -94,6 +95,13 @@ def choose(values: Iterable[str], allowed: Iterable[str], field: str) -> tuple[s
             raise fail(field, "allowed", f"unknown value {_show(value)} (allowed: {shown})")
         chosen[match] = None
     return tuple(sorted(chosen))
+
+
+@functools.lru_cache(maxsize=64)
+def _canonical(allowed: tuple[str, ...]) -> dict[str, str]:
+    """Lower-cased spelling → canonical one; kept per tuple of allowed values (configured once,
+    asked on every task and registration). Callers only read it."""
+    return {a.lower(): a for a in allowed}
 
 
 def labels(values: Iterable[str], field: str) -> tuple[str, ...]:

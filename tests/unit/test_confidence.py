@@ -135,3 +135,20 @@ def test_at_most_grids_posteriors_are_kept_the_oldest_dropped_first():
     assert (a[-1], a[-1] + 0.5) in confidence._grids
     assert (a[0], a[0] + 0.5) not in confidence._grids
     assert all(not row.flags.writeable for row in confidence._grids.values())
+
+
+def test_a_kept_grid_holds_its_cdf_from_zero_to_one_with_a_cell_past_the_end():
+    """The other candidates' side of a grid: the share of the mass left of each cell rises from
+    0 to 1, each cell's share is what it adds, and the cell past the end adds nothing."""
+    rng = np.random.default_rng(5)
+    a, b, _ = posteriors(rng, 1)
+    confidence._grids.clear()
+    for row in confidence._make(a, b):
+        below = row[confidence.BELOW:confidence.SHARE]
+        share = row[confidence.SHARE:confidence.STRIDE]
+        assert below.size == share.size == confidence.CELLS + 1
+        assert (below[0], below[-1], share[-1]) == (0.0, 1.0, 0.0)
+        assert np.all(np.diff(below) >= 0.0)
+        assert np.allclose(below[1:], np.cumsum(share[:-1]), atol=1e-12)
+        mass = row[confidence.MASS:confidence.BELOW]
+        assert np.allclose(share[:-1], mass / row[confidence.TOTAL], atol=1e-15)

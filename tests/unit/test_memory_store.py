@@ -7,10 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from arbiter_cli.adapters.memory import MemoryUnitOfWorkFactory, _Bits
+from arbiter_cli.adapters.memory import CAPABLE_SHAPES, MemoryUnitOfWorkFactory, _Bits
 from arbiter_cli.domain.agents import Status
 from arbiter_cli.domain.query import Query
+from arbiter_cli.domain.routing import Arm, Task
 from arbiter_cli.errors import ArbiterError
+from tests.unit.conftest import T0
 
 WEIGHTS = {"fit": 0.3, "success": 0.3, "quality": 0.2, "load": 0.2}
 
@@ -350,6 +352,70 @@ def test_index_is_restored_by_a_rollback(uow_factory, make_agent):
         uow.agents.update(replace(a, status=Status.OFFLINE, version=2), expect_version=1)
         assert search_ids(uow_factory, Query(task_type="code-review", status="available")) == []
     assert search_ids(uow_factory, Query(task_type="code-review", status="available")) == ["a"]
+
+
+def pool_of(factory, task_type="code-review", languages=("Python",), specializations=()):
+    task = Task(task_id="t", task_type=task_type, languages=languages,
+                specializations=specializations)
+    with factory() as uow:
+        return uow.routing.pool("default", task)
+
+
+def test_routing_pool_keeps_capable_rows_but_reads_live_columns(uow_factory, make_agent):
+    """The pool's capable rows are kept per task shape while the index stands, but its load,
+    status and arm columns are the agents' current ones, and it never shares them."""
+    a, b = make_agent("a"), make_agent("b", languages=("Go",))
+    add(uow_factory, a, b)
+    first = pool_of(uow_factory)
+    assert first.ids == ["a"] and first.excluded == {"task_type": 0, "language": 1,
+                                                     "specialization": 0}
+    assert first.examples == {"language": ["b"]}
+    first.excluded["language"] = 99  # a caller's copy: the kept one is untouched
+    first.examples["language"].append("x")
+    first.active[0] = 99
+    with uow_factory(write=True) as uow:
+        uow.agents.update(replace(a, active_tasks=3, status=Status.DRAINING, version=2),
+                          expect_version=1)
+        uow.routing.save_arm("default", a.uid, "code-review", Arm(alpha=2.0, beta=1.0,
+                                                                  outcomes=3), T0)
+        uow.commit()
+    again = pool_of(uow_factory)
+    assert again.ids == ["a"] and again.excluded["language"] == 1
+    assert again.examples == {"language": ["b"]}
+    assert again.active.tolist() == [3] and again.available.tolist() == [False]
+    assert again.arm_alpha.tolist() == [2.0] and again.arm_outcomes.tolist() == [3]
+    everyone = pool_of(uow_factory, languages=())
+    assert everyone.ids == ["a", "b"] and everyone.active.tolist() == [3, 0]
+    everyone.active[1] = 99
+    everyone.arm_alpha[0] = 99.0
+    assert pool_of(uow_factory, languages=()).active.tolist() == [3, 0]
+    assert pool_of(uow_factory, languages=()).arm_alpha.tolist() == [2.0, 0.0]
+
+
+def test_routing_pool_follows_capability_changes(uow_factory, make_agent):
+    """A change of task types, languages or labels rebuilds what the pool keeps."""
+    a = make_agent("a")
+    add(uow_factory, a, make_agent("b"))
+    assert pool_of(uow_factory).ids == ["a", "b"]
+    assert pool_of(uow_factory, specializations=("react",)).ids == []
+    with uow_factory(write=True) as uow:
+        uow.agents.update(replace(a, languages=("Go",), specializations=("react",), version=2),
+                          expect_version=1)
+        uow.commit()
+    assert pool_of(uow_factory).ids == ["b"]
+    assert pool_of(uow_factory, languages=("Go",), specializations=("react",)).ids == ["a"]
+    with uow_factory(write=True) as uow:
+        uow.agents.add_many([make_agent("c")])
+        uow.commit()
+    assert pool_of(uow_factory).ids == ["b", "c"]
+
+
+def test_routing_pool_keeps_a_bounded_number_of_task_shapes(uow_factory, make_agent):
+    add(uow_factory, make_agent("a"))
+    for k in range(CAPABLE_SHAPES + 5):
+        pool_of(uow_factory, specializations=(f"label-{k}",))
+    assert 0 < len(uow_factory.store.capable_cache) <= CAPABLE_SHAPES
+    assert pool_of(uow_factory).ids == ["a"]
 
 
 # ---------------------------------------------------------------------------- label bits

@@ -56,6 +56,17 @@ def test_a_dry_run_neither_claims_nor_audits(world):
     assert world.active("a1") == [0]
 
 
+def test_a_dry_run_decision_carries_the_correlation_id(world):
+    """The decision a dry run returns is the one a claim would store, correlation id included
+    (built once, not copied with it afterwards)."""
+    world.register("a1")
+    decision = world.routing.route(ADMIN, {**TASK, "task_id": "T-1"}, dry_run=True, seed=4,
+                                   correlation_id="c-dry").decision
+    assert (decision.correlation_id, decision.seed, decision.task_id) == ("c-dry", 4, "T-1")
+    assert decision.status == "open" and decision.confidence == 1.0
+    assert [c["agent_id"] for c in decision.candidates] == ["a1"]
+
+
 def test_a_reap_is_audited_with_the_count_and_the_first_hundred_ids(world):
     world.register("a1", capacity=200)
     routed = [world.route(f"T-{n:03d}") for n in range(101)]
