@@ -20,7 +20,7 @@ from arbiter_cli.adapters.sql.capabilities import decode, encode
 from arbiter_cli.adapters.sql.capability import has
 from arbiter_cli.adapters.sql.clock import DatabaseClock, EstimatedClock, now_expr
 from arbiter_cli.adapters.sql.deferred import DeferringConnection, InsertInto, UpdateOf
-from arbiter_cli.adapters.sql.engine import WRITE_OPTION, unavailable
+from arbiter_cli.adapters.sql.engine import ONE_STATEMENT_OPTION, WRITE_OPTION, unavailable
 from arbiter_cli.adapters.sql.ranking import top
 from arbiter_cli.adapters.sql.routing import SqlDecisions, SqlRouting, updated_agent
 from arbiter_cli.adapters.sql.security import SqlAudit, SqlRate, SqlTokens, head_columns
@@ -397,9 +397,14 @@ class SqlUnitOfWork:
     audit: SqlAudit
 
     def __init__(self, engine: Engine, *, write: bool = False, audit_key: bytes | None = None,
-                 clock_offset_s: float | None = None, op: OpContext | None = None) -> None:
+                 clock_offset_s: float | None = None, op: OpContext | None = None,
+                 one_statement: bool = False) -> None:
         self._engine = engine
         self._write = write
+        # a read of one statement runs outside a transaction (the statement is its own
+        # snapshot): SQLite gets no BEGIN (``engine._begin``), psycopg2 is switched to
+        # autocommit for it, so it sends no BEGIN and no ROLLBACK (two round trips)
+        self._one_statement = one_statement and not write
         self._audit_key = audit_key
         self._clock_offset_s = clock_offset_s  # set: a snapshot standing in for the primary
         self._op = op
@@ -409,8 +414,13 @@ class SqlUnitOfWork:
             conn = self._engine.connect()
         except DBAPIError as exc:
             raise unavailable(self._engine, exc) from None
-        self._conn = conn.execution_options(**{WRITE_OPTION: self._write})
+        self._conn = conn.execution_options(**{WRITE_OPTION: self._write,
+                                                 ONE_STATEMENT_OPTION: self._one_statement})
         try:
+            if self._one_statement and conn.dialect.name == "postgresql":
+                dbapi: Any = conn.connection.dbapi_connection
+                if not dbapi.closed:  # a closed one fails at its statement, as before
+                    dbapi.autocommit = True  # set back at checkin (``engine.make_engine``)
             self._tx = self._conn.begin()
         except DBAPIError as exc:
             self._conn.close()
@@ -527,6 +537,7 @@ class SqlUnitOfWorkFactory:
         return SqlUnitOfWorkFactory(self.engine, audit_key=self.audit_key,
                                     clock_offset_s=self.clock_offset_s, op=op)
 
-    def __call__(self, *, write: bool = False) -> SqlUnitOfWork:
+    def __call__(self, *, write: bool = False, one_statement: bool = False) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, write=write, audit_key=self.audit_key,
-                             clock_offset_s=self.clock_offset_s, op=self.op)
+                             clock_offset_s=self.clock_offset_s, op=self.op,
+                             one_statement=one_statement and not write)
