@@ -249,7 +249,11 @@ class UnitOfWork(Protocol):
 
 
 class UnitOfWorkFactory(Protocol):
-    def __call__(self, *, write: bool = False) -> UnitOfWork: ...
+    def __call__(self, *, write: bool = False, one_statement: bool = False) -> UnitOfWork:
+        """A unit of work; ``write`` when it may write. ``one_statement``: a read that runs
+        a single statement, which is its own snapshot, so no transaction is opened around
+        it (on SQL stores, no ``BEGIN`` and ``ROLLBACK`` round trips)."""
+        ...
 
 
 Clock = Callable[[], datetime]

@@ -719,5 +719,6 @@ class MemoryUnitOfWorkFactory:
                  audit_key: bytes | None = None) -> None:
         self.store = store or MemoryStore(clock or _utc_now, audit_key)
 
-    def __call__(self, *, write: bool = False) -> MemoryUnitOfWork:
+    def __call__(self, *, write: bool = False, one_statement: bool = False
+                 ) -> MemoryUnitOfWork:
         return MemoryUnitOfWork(self.store)

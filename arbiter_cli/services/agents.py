@@ -224,7 +224,7 @@ class AgentService:
 
     def query(self, principal: Principal, raw: Mapping[str, Any]) -> builtins.list[dict[str, Any]]:
         query = Query.parse(raw, self.policy)
-        with self._uow() as uow:
+        with self._uow(one_statement=True) as uow:  # the search is one statement
             agents, ranking = uow.agents.search(principal.tenant, query, self._weights)
         return [
             match_item(agent, score, parts, query)

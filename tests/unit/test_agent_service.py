@@ -556,11 +556,13 @@ class RecordingFactory(MemoryUnitOfWorkFactory):
     def __init__(self, clock: Callable[[], datetime]) -> None:
         super().__init__(clock=clock)
         self.writes: list[bool] = []
+        self.one_statement: list[bool] = []
         self.locked_reads: list[bool] = []
 
-    def __call__(self, *, write: bool = False):  # type: ignore[no-untyped-def]
+    def __call__(self, *, write: bool = False, one_statement: bool = False):  # type: ignore[no-untyped-def]
         self.writes.append(write)
-        uow = super().__call__(write=write)
+        self.one_statement.append(one_statement)
+        uow = super().__call__(write=write, one_statement=one_statement)
         plain_get = uow.agents.get
 
         def get(tenant, agent_id, *, for_update=False):  # type: ignore[no-untyped-def]
@@ -579,8 +581,12 @@ def recorded(policy, clock, uids, admin, raw):  # type: ignore[no-untyped-def]
                                              "load": 0.2}, uids)
     service.register(admin, [raw("a")])
     factory.writes.clear()
+    factory.one_statement.clear()
     factory.locked_reads.clear()
     return service, factory
+
+
+READS = {"query": lambda s, p: s.query(p, {"task_type": "code-review"})}
 
 
 @pytest.mark.parametrize(("action", "write"), [
@@ -595,7 +601,7 @@ def recorded(policy, clock, uids, admin, raw):  # type: ignore[no-untyped-def]
     (lambda s, p: s.cleanup(p, 60, dry_run=True), False),
     (lambda s, p: s.show(p, "a"), False),
     (lambda s, p: s.list(p), False),
-    (lambda s, p: s.query(p, {"task_type": "code-review"}), False),
+    (READS["query"], False),
     (lambda s, p: s.stats(p), False),
 ], ids=["register", "update", "status", "heartbeat", "record", "remove", "cleanup",
         "cleanup-dry-run", "show", "list", "query", "stats"])
@@ -604,6 +610,8 @@ def test_writes_open_write_units_of_work_and_reads_do_not(recorded, admin, actio
     service, factory = recorded
     action(service, admin)
     assert factory.writes == [write]
+    # only the query is a single statement, run without a transaction around it
+    assert factory.one_statement == [action is READS["query"]]
 
 
 @pytest.mark.parametrize(("action", "locked"), [

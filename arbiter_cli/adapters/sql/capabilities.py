@@ -39,6 +39,8 @@ def _escape(value: str) -> str:
 
 
 def _unescape(value: str) -> str:
+    if "%" not in value:  # the common case: nothing escaped, no regex
+        return value
     return _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), value)
 
 

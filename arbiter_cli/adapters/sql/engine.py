@@ -3,13 +3,15 @@
 SQLite: WAL, ``synchronous=FULL``, ``busy_timeout`` and foreign keys on every connection.
 pysqlite's own transaction handling is switched off so that a write unit of work can start with
 ``BEGIN IMMEDIATE`` (take the write lock first: two read-modify-write transactions never
-interleave), while reads start with a plain ``BEGIN``.
+interleave), while reads start with a plain ``BEGIN``, and a read of one statement
+(``ONE_STATEMENT_OPTION``) with none: the statement is its own snapshot.
 
 PostgreSQL: psycopg2 with a pool, ``application_name=arbiter``, ``connect_timeout`` and
 ``statement_timeout``; with ``database.prepare_threshold`` above 0 (off by default), a
 statement run that many times on a connection is prepared there (``prepared.py``). A pooled
 connection is pinged (``SELECT 1``) before use only when it sat idle for ``PING_IDLE_S`` or
-more (:func:`ping_when_idle`), not at every checkout.
+more (:func:`ping_when_idle`), not at every checkout. A read of one statement runs in
+autocommit (no ``BEGIN``, no ``ROLLBACK`` round trip); the pool's checkin ends it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
     from arbiter_cli.config import Settings
 
 WRITE_OPTION = "arbiter_write"
+#: A read unit of work of one statement: no transaction around it (``SqlUnitOfWork``).
+ONE_STATEMENT_OPTION = "arbiter_one_statement"
 #: A pooled PostgreSQL connection idle this long or longer is pinged before it is used.
 PING_IDLE_S = 1.0
 _IDLE_SINCE = "arbiter_idle_since"
@@ -71,6 +75,13 @@ def make_engine(
         },
     )
     ping_when_idle(engine)
+
+    @event.listens_for(engine.pool, "checkin")
+    def _transactional(dbapi_connection: Any, _record: Any) -> None:
+        # a one-statement read switched the connection to autocommit (``SqlUnitOfWork``)
+        if dbapi_connection is not None and dbapi_connection.autocommit:
+            dbapi_connection.autocommit = False
+
     if prepare_threshold:
         from arbiter_cli.adapters.sql.prepared import prepare_repeated  # deferred: start-up
 
@@ -163,8 +174,10 @@ def _sqlite_engine(url: str, busy_timeout_s: float, create: bool) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get(WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        options = conn.get_execution_options()
+        if options.get(ONE_STATEMENT_OPTION, False):
+            return  # one read statement: SQLite runs it in a snapshot of its own
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get(WRITE_OPTION, False) else "BEGIN")
 
     return engine
 
