@@ -260,10 +260,11 @@ def chain_lock(tenant: Any) -> Any:
     """PostgreSQL: take ``tenant``'s chain lock until the end of the transaction, as a column
     of a statement that also reads the chain head (``head_columns``) and has taken its row
     locks before this column is evaluated. True when the lock was free: the head that
-    statement read is then current (an append of a lock holder commits before its lock is
-    released), so the append is one insert. False after waiting for it: the head is as old
-    as the wait, and the append reads it again, once, in a new statement (nobody else holding
-    the lock can append meanwhile).
+    statement read is then current, so the append is one insert, unless a holder committed
+    between the statement's snapshot and this try (a narrow window: then the conditional
+    insert inserts nothing and the append reads the head again, as without the lock). False
+    after waiting for it: the head is as old as the wait, and the append reads it again,
+    once, in a new statement (nobody else holding the lock can append meanwhile).
 
     Without it, appends of one tenant raced: each read the head, and every loser of a race
     for a ``seq`` (its conditional insert inserted nothing) read it again and retried; with 4
