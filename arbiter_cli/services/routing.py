@@ -111,7 +111,7 @@ class RoutingService:
 
         if dry_run:  # no claim: the first choice, built without the claim loop's closure
             row = choice.order[0]
-            return Decision(
+            decision = Decision(
                 decision_id=None, tenant=principal.tenant, task_id=task.task_id,
                 task_type=task.task_type, requirements=task.requirements(),
                 metadata=task.metadata, priority=task.priority, agent_id=pool.ids[row],
@@ -119,8 +119,8 @@ class RoutingService:
                 explored=choice.explored, confidence=choice.confidence,
                 candidates=candidates, excluded=choice.excluded, examples=choice.examples,
                 config_hash=self.policy.config_hash,
-                latency_us=(time.perf_counter_ns() - started) // 1000, created_at=now,
-                correlation_id=correlation_id)
+                latency_us=(time.perf_counter_ns() - started) // 1000, created_at=now)
+            return replace(decision, correlation_id=correlation_id)
 
         def decision_for(row: int) -> Decision:
             return Decision(
