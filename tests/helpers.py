@@ -201,3 +201,24 @@ def local_principals_only(app: Any) -> None:
     if getattr(app, "through_api", False):
         pytest.skip("through the API the token is the caller: see the isolation matrix's "
                     "api backend")
+
+
+def deadlocks(conn: Any) -> int:
+    """Deadlocks PostgreSQL detected in ``conn``'s database so far (``pg_stat_database``)."""
+    from sqlalchemy import text
+
+    return int(conn.execute(text("SELECT deadlocks FROM pg_stat_database "
+                                 "WHERE datname = current_database()")).scalar_one())
+
+
+def waiting_for_chain_lock(app: Any) -> bool:
+    """Whether a session of ``app``'s database waits for a tenant's audit chain lock."""
+    from sqlalchemy import text
+
+    from arbiter_cli.adapters.sql.security import CHAIN_LOCK_CLASS
+
+    with app.engine.connect() as conn:
+        return bool(conn.execute(text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND classid = :cls AND database = (SELECT oid FROM pg_database "
+            "WHERE datname = current_database())"), {"cls": CHAIN_LOCK_CLASS}).scalar_one())

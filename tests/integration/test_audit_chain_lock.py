@@ -19,16 +19,7 @@ from sqlalchemy import event, text
 
 from arbiter_cli.adapters.sql.security import CHAIN_LOCK_CLASS
 from arbiter_cli.domain.principal import Principal
-from tests.helpers import fresh_postgres_database
-
-
-def waiting_for_chain_lock(app: Any) -> bool:
-    """Whether a session of this database waits for an advisory lock of the chains' class."""
-    with app.engine.connect() as conn:
-        return bool(conn.execute(text(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-            "AND classid = :cls AND database = (SELECT oid FROM pg_database "
-            "WHERE datname = current_database())"), {"cls": CHAIN_LOCK_CLASS}).scalar_one())
+from tests.helpers import deadlocks, fresh_postgres_database, waiting_for_chain_lock
 
 
 @pytest.mark.postgres
@@ -151,10 +142,6 @@ def test_routes_outcomes_and_agent_changes_on_shared_agents_never_deadlock(test_
     from arbiter_cli.domain.agents import TaskResult
     from arbiter_cli.domain.routing import Outcome
     from arbiter_cli.errors import AtCapacity
-
-    def deadlocks(conn: Any) -> int:
-        return int(conn.execute(text("SELECT deadlocks FROM pg_stat_database "
-                                     "WHERE datname = current_database()")).scalar_one())
 
     with fresh_postgres_database("chainmix") as url, \
             scratch_app(test_settings, "postgres", purpose="t", database_url=url) as (app, _):

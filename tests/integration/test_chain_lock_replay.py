@@ -19,20 +19,7 @@ from sqlalchemy import event, text
 from arbiter_cli.adapters.sql.security import CHAIN_LOCK_CLASS
 from arbiter_cli.domain.principal import Principal
 from arbiter_cli.ids import uuid7
-from tests.helpers import fresh_postgres_database
-
-
-def _deadlocks(conn: Any) -> int:
-    return int(conn.execute(text("SELECT deadlocks FROM pg_stat_database "
-                                 "WHERE datname = current_database()")).scalar_one())
-
-
-def _waiting_for_chain_lock(app: Any) -> bool:
-    with app.engine.connect() as conn:
-        return bool(conn.execute(text(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-            "AND classid = :cls AND database = (SELECT oid FROM pg_database "
-            "WHERE datname = current_database())"), {"cls": CHAIN_LOCK_CLASS}).scalar_one())
+from tests.helpers import deadlocks, fresh_postgres_database, waiting_for_chain_lock
 
 
 @pytest.mark.postgres
@@ -55,7 +42,7 @@ def test_a_replayed_decision_and_a_live_route_of_one_task_never_deadlock(test_se
         journaled = dataclasses.replace(planned, decision_id=uuid7())
         assert journaled.agent_id == "a1"
         with app.engine.connect() as conn:
-            before = _deadlocks(conn)
+            before = deadlocks(conn)
 
         done: dict[str, Any] = {}
         replaying: list[threading.Thread] = []
@@ -66,7 +53,7 @@ def test_a_replayed_decision_and_a_live_route_of_one_task_never_deadlock(test_se
             if (threading.current_thread() in replaying
                     and statement.lstrip().startswith("INSERT INTO decisions")):
                 deadline = time.monotonic() + 10
-                while not _waiting_for_chain_lock(app) and time.monotonic() < deadline:
+                while not waiting_for_chain_lock(app) and time.monotonic() < deadline:
                     time.sleep(0.02)
 
         def replay() -> None:
@@ -112,7 +99,7 @@ def test_a_replayed_decision_and_a_live_route_of_one_task_never_deadlock(test_se
         app.engine.dispose()  # every backend reports its statistics
         time.sleep(0.5)
         with app.engine.connect() as conn:
-            assert _deadlocks(conn) == before, {k: repr(v) for k, v in done.items()}
+            assert deadlocks(conn) == before, {k: repr(v) for k, v in done.items()}
             # exactly one open decision for T, and the chain verifies
             assert conn.execute(text("SELECT count(*) FROM decisions WHERE task_id = 'T' "
                                      "AND status = 'open'")).scalar_one() == 1
