@@ -21,7 +21,7 @@ from arbiter_cli.cli import completion, render
 from arbiter_cli.cli.helptext import HelpGroup
 from arbiter_cli.cli.lazy import Entry, LazyGroup
 from arbiter_cli.cli.options import FormatOpt, JsonOpt, TokenOpt, choose_format
-from arbiter_cli.cli.state import State, collector_paused
+from arbiter_cli.cli.state import State
 from arbiter_cli.errors import InvalidInput
 
 
@@ -193,11 +193,6 @@ def main(argv: list[str] | None = None) -> int:
     if args == ["--version"]:
         sys.stdout.write(f"arbiter {__version__}\n")
         return 0
-    with collector_paused():  # until the command is admitted (cli/state.py)
-        return _run(args)
-
-
-def _run(args: list[str]) -> int:
     try:
         result = build_app()(args=args, prog_name="arbiter", standalone_mode=False)
     except typer.TyperException as exc:  # the public base of typer's usage and parameter errors

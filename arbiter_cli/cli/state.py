@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import gc
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -320,54 +318,3 @@ class State:
                 from arbiter_cli.observability.logging import get_logger
 
                 get_logger().warning(exc.message)
-
-
-# ------------------------------------------------------------- the collector during start-up
-# The cyclic garbage collector during a command's start-up (docs/performance.md, Start-up):
-# here, not in a module of its own, because `arbiter --help` pauses it too and loads only
-# the cli modules tests/cli/test_commands.py allows.
-#
-# Before a command does its work it imports several hundred modules (SQLAlchemy, typer,
-# arbiter's own) and builds its store: tens of thousands of objects that live until the process
-# exits. CPython's collector, triggered by allocation counts, traversed them again and again: ≈
-# 120 young, 11 middle and one full collection in every `arbiter agents list`, none of which can
-# find garbage among them. ``collector_paused`` (around ``main()``) turns the collector off;
-# ``resume_collector`` (once the command is admitted, its store and services built) moves every
-# object alive into the permanent generation (``gc.freeze``) and turns it back on, so what the
-# command itself allocates (a long ``serve``, ``soak`` or ``bench`` included) is collected as
-# before. Leaving ``collector_paused`` undoes both: an in-process caller, such as the tests,
-# gets its collector as it was.
-
-
-class _Pause:
-    active = False  # the collector is off because of ``collector_paused``
-    froze = False  # ``resume_collector`` froze the objects alive then
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """The collector off until ``resume_collector`` or the end of the block; a no-op when it
-    is off already (the caller's choice, or an outer ``collector_paused``)."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    _Pause.active = True
-    try:
-        yield
-    finally:
-        if _Pause.froze:
-            gc.unfreeze()
-        _Pause.active = _Pause.froze = False
-        gc.enable()
-
-
-def resume_collector() -> None:
-    """Start-up is over: what is alive now stays (``gc.freeze``), the collector runs again."""
-    if not _Pause.active:
-        return
-    if gc.get_freeze_count() == 0:  # never unfreeze objects someone else froze
-        gc.freeze()
-        _Pause.froze = True
-    _Pause.active = False
-    gc.enable()

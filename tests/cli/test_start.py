@@ -77,36 +77,6 @@ def test_a_tsv_list_imports_no_rich_console(initialized):
     assert table.exit_code == 0 and "1 agents" in table.stdout and "┃" in table.stdout
 
 
-def test_the_collector_is_off_until_admission_and_restored_after(initialized,
-                                                                 monkeypatch: pytest.MonkeyPatch):
-    """cli/state.py, collector_paused: no collection over the start-up's imports; the body
-    collects as before; main() hands the collector back as it found it (on, nothing frozen)."""
-    import gc
-
-    from arbiter_cli.cli import render
-    from arbiter_cli.cli.state import State
-
-    seen: dict[str, tuple[bool, bool]] = {}
-    admit, emit_list = State.admit, render.emit_list
-
-    def admitting(self: State) -> None:
-        seen["admission"] = (gc.isenabled(), gc.get_freeze_count() > 0)
-        admit(self)
-
-    def emitting(*args: object, **kwargs: object) -> None:
-        seen["body"] = (gc.isenabled(), gc.get_freeze_count() > 0)
-        emit_list(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(State, "admit", admitting)
-    monkeypatch.setattr(render, "emit_list", emitting)
-    assert gc.isenabled() and gc.get_freeze_count() == 0
-    assert cli("agents", "list").exit_code == 0
-    assert seen == {"admission": (False, False), "body": (True, True)}
-    assert gc.isenabled() and gc.get_freeze_count() == 0
-    assert cli("agents", "list", "--limit", "many").exit_code == 2  # a usage error: no body
-    assert gc.isenabled() and gc.get_freeze_count() == 0
-
-
 def test_a_sqlite_command_loads_no_breaker(initialized):
     """resilience/identity.py imports the breaker only for a PostgreSQL store's key."""
     probe = ("import sys\nfrom arbiter_cli.cli.app import main\n"
