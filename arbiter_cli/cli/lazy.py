@@ -8,12 +8,17 @@ more than the whole command needs of them (docs/performance.md, Start-up).
 ``arbiter --help`` lists the commands without importing them: each ``Entry`` carries the first
 paragraph of its command's help, and ``tests/cli/test_commands.py`` checks that the listing
 is the one the loaded commands would print.
+
+A loaded command group (``agents``, ``route`` …) builds its subcommands on first use too
+(``LazyCommands``): ``arbiter agents list`` builds ``list`` and none of the ten others.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import importlib
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -57,7 +62,10 @@ class LazyGroup(TyperGroup):
         loaded = importlib.import_module(f"arbiter_cli.cli.{module}")
         scratch = typer.Typer(rich_markup_mode=self.rich_markup_mode)
         loaded.add_commands(scratch)
+        groups = _defer_subcommands(scratch)
         built = typer.main.get_group(scratch)
+        for name, (info, options) in groups.items():
+            built.commands[name].commands = LazyCommands(info.typer_instance, options)
         for name, command in built.commands.items():
             self.commands.setdefault(name, command)
 
@@ -80,3 +88,83 @@ class LazyGroup(TyperGroup):
                 suggestions = ", ".join(f"{name!r}" for name in close)
                 exc.message = f"{exc.message.rstrip('.')}. Did you mean {suggestions}?"
             raise
+
+
+class LazyCommands(MutableMapping[str, Any]):
+    """A group's commands by name, in typer's order, each built from its typer definition
+    the first time it is looked up (``get``, ``[]``); iterating names builds nothing,
+    ``items()`` and ``values()`` build them all (help, completion)."""
+
+    def __init__(self, group: typer.Typer, options: dict[str, Any]) -> None:
+        self._options = options
+        self._pending: dict[str, Callable[[], Any]] = {}
+        self._built: dict[str, Any] = {}
+        self._names: dict[str, None] = {}  # every name, in typer's order (commands, groups)
+        for info in group.registered_commands:
+            assert info.callback is not None, "a command needs a callback"
+            name = info.name or typer.main.get_command_name(info.callback.__name__)
+            self._add(name, lambda info=info: typer.main.get_command_from_info(
+                info, pretty_exceptions_short=options["pretty_exceptions_short"],
+                rich_markup_mode=options["rich_markup_mode"]))
+        for group_info in group.registered_groups:
+            name = typer.main.solve_typer_info_defaults(group_info).name
+            if not name:  # typer merges an unnamed group's commands: not deferred
+                for sub, command in typer.main.get_group_from_info(group_info, **options
+                                                                   ).commands.items():
+                    self[sub] = command
+                continue
+            self._add(name, lambda info=group_info: typer.main.get_group_from_info(
+                info, **options))
+
+    def _add(self, name: str, build: Callable[[], Any]) -> None:
+        self._names.setdefault(name, None)  # a name defined again keeps its place, as in typer
+        self._built.pop(name, None)
+        self._pending[name] = build
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._pending:
+            self._built[name] = self._pending.pop(name)()
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._names.setdefault(name, None)
+        self._pending.pop(name, None)
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._names[name]
+        self._pending.pop(name, None)
+        self._built.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def _defer_subcommands(scratch: typer.Typer) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """Replace each named command group of ``scratch`` by a copy without subcommands, so
+    ``get_group`` builds only the group itself; its name → (its typer info, the options of
+    ``get_group_from_info``), for ``LazyCommands``. The group's own ``typer.Typer`` (a
+    module's ``app``) is not changed."""
+    options = {"pretty_exceptions_short": scratch.pretty_exceptions_short,
+               "rich_markup_mode": scratch.rich_markup_mode,
+               "suggest_commands": scratch.suggest_commands}
+    names = [typer.main.solve_typer_info_defaults(info).name
+             for info in scratch.registered_groups]
+    deferred: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for index, (info, name) in enumerate(zip(scratch.registered_groups, names, strict=True)):
+        if not name or names.count(name) > 1:  # unnamed or defined twice: built as typer does
+            continue
+        shell = copy.copy(info.typer_instance)
+        shell.registered_commands = []
+        shell.registered_groups = []
+        shell_info = copy.copy(info)
+        shell_info.typer_instance = shell
+        scratch.registered_groups[index] = shell_info
+        deferred[name] = (info, options)
+    return deferred
