@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import importlib
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
@@ -64,8 +65,9 @@ class LazyGroup(TyperGroup):
         loaded.add_commands(scratch)
         groups = _defer_subcommands(scratch)
         built = typer.main.get_group(scratch)
-        for name, (info, options) in groups.items():
-            built.commands[name].commands = LazyCommands(info.typer_instance, options)
+        for name, (group, options) in groups.items():
+            command: Any = built.commands[name]  # the TyperGroup built from the shell
+            command.commands = LazyCommands(group, options)
         for name, command in built.commands.items():
             self.commands.setdefault(name, command)
 
@@ -103,18 +105,19 @@ class LazyCommands(MutableMapping[str, Any]):
         for info in group.registered_commands:
             assert info.callback is not None, "a command needs a callback"
             name = info.name or typer.main.get_command_name(info.callback.__name__)
-            self._add(name, lambda info=info: typer.main.get_command_from_info(
-                info, pretty_exceptions_short=options["pretty_exceptions_short"],
+            self._add(name, functools.partial(
+                typer.main.get_command_from_info, info,
+                pretty_exceptions_short=options["pretty_exceptions_short"],
                 rich_markup_mode=options["rich_markup_mode"]))
         for group_info in group.registered_groups:
-            name = typer.main.solve_typer_info_defaults(group_info).name
-            if not name:  # typer merges an unnamed group's commands: not deferred
+            group_name = typer.main.solve_typer_info_defaults(group_info).name
+            if not group_name:  # typer merges an unnamed group's commands: not deferred
                 for sub, command in typer.main.get_group_from_info(group_info, **options
                                                                    ).commands.items():
                     self[sub] = command
                 continue
-            self._add(name, lambda info=group_info: typer.main.get_group_from_info(
-                info, **options))
+            self._add(group_name, functools.partial(typer.main.get_group_from_info,
+                                                    group_info, **options))
 
     def _add(self, name: str, build: Callable[[], Any]) -> None:
         self._names.setdefault(name, None)  # a name defined again keeps its place, as in typer
@@ -146,7 +149,7 @@ class LazyCommands(MutableMapping[str, Any]):
         return len(self._names)
 
 
-def _defer_subcommands(scratch: typer.Typer) -> dict[str, tuple[Any, dict[str, Any]]]:
+def _defer_subcommands(scratch: typer.Typer) -> dict[str, tuple[typer.Typer, dict[str, Any]]]:
     """Replace each named command group of ``scratch`` by a copy without subcommands, so
     ``get_group`` builds only the group itself; its name → (its typer info, the options of
     ``get_group_from_info``), for ``LazyCommands``. The group's own ``typer.Typer`` (a
@@ -156,15 +159,16 @@ def _defer_subcommands(scratch: typer.Typer) -> dict[str, tuple[Any, dict[str, A
                "suggest_commands": scratch.suggest_commands}
     names = [typer.main.solve_typer_info_defaults(info).name
              for info in scratch.registered_groups]
-    deferred: dict[str, tuple[Any, dict[str, Any]]] = {}
+    deferred: dict[str, tuple[typer.Typer, dict[str, Any]]] = {}
     for index, (info, name) in enumerate(zip(scratch.registered_groups, names, strict=True)):
-        if not name or names.count(name) > 1:  # unnamed or defined twice: built as typer does
+        group = info.typer_instance
+        if not name or group is None or names.count(name) > 1:  # built as typer does
             continue
-        shell = copy.copy(info.typer_instance)
+        shell = copy.copy(group)
         shell.registered_commands = []
         shell.registered_groups = []
         shell_info = copy.copy(info)
         shell_info.typer_instance = shell
         scratch.registered_groups[index] = shell_info
-        deferred[name] = (info, options)
+        deferred[name] = (group, options)
     return deferred
