@@ -85,3 +85,51 @@ def test_a_sqlite_command_loads_no_breaker(initialized):
     done = subprocess.run([sys.executable, "-c", probe, "agents", "list"], capture_output=True,
                           text=True, check=True)
     assert done.stdout.splitlines()[-1] == "False"
+
+
+#: What `agents list` and `route task` on SQLite never need (SPEC §13.1, start-up): the
+#: PostgreSQL driver and dialect, the ORM, migrations, the HTTP client, rich in tsv mode, the
+#: breaker, pydantic; and numpy outside routing.
+NOT_ON_SQLITE = ("psycopg2", "sqlalchemy.dialects.postgresql", "sqlalchemy.orm", "alembic",
+                 "httpx", "rich", "arbiter_cli.resilience.breaker", "pydantic", "fastapi",
+                 "opentelemetry.sdk", "memray")
+
+
+def _loaded(*args: str) -> set[str]:
+    probe = ("import sys\nfrom arbiter_cli.cli.app import main\n"
+             "assert main(sys.argv[1:]) == 0\nprint(','.join(sorted(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True,
+                          text=True, check=True)
+    return set(done.stdout.strip().splitlines()[-1].split(","))
+
+
+def _any_of(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    return sorted(n for n in names if any(m == n or m.startswith(n + ".") for m in modules))
+
+
+def test_sqlite_commands_import_only_what_they_need(initialized):
+    assert cli("agents", "register", *AGENT).exit_code == 0
+    assert _any_of(_loaded("agents", "list"), (*NOT_ON_SQLITE, "numpy")) == []
+    routed = _loaded("route", "task", "--task-type", "code-editing", "--dry-run")
+    assert _any_of(routed, NOT_ON_SQLITE) == [] and "numpy" in routed
+
+
+def test_a_command_group_builds_only_the_subcommand_that_runs():
+    """cli/lazy.LazyCommands: names in typer's order without building; one lookup, one build."""
+    import typer.main
+
+    from arbiter_cli.cli import agents
+    from arbiter_cli.cli.app import build_app
+
+    root = typer.main.get_group(build_app())
+    group = root.get_command(None, "agents")  # type: ignore[arg-type]
+    scratch = typer.Typer()
+    agents.add_commands(scratch)
+    eager = typer.main.get_group(scratch).commands["agents"]
+    assert list(group.commands) == list(eager.commands) and "list" in group.commands
+    assert group.commands._built == {}
+    listed = group.get_command(None, "list")
+    assert list(group.commands._built) == ["list"]
+    assert listed.params[-1].name == eager.commands["list"].params[-1].name
+    assert [p.opts for p in listed.params] == [p.opts for p in eager.commands["list"].params]
+    assert dict(group.commands.items()).keys() == eager.commands.keys()  # help: all built
