@@ -89,6 +89,13 @@ class Task:
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], policy: RegistryPolicy, new_task_id: str) -> Task:
+        if raw.keys() <= PLAIN_TASK_FIELDS:  # the common shape: a task type and its languages
+            task_type, languages = raw.get("task_type"), raw.get("languages")
+            if (type(task_type) is str and task_type and (languages is None or (
+                    type(languages) is list and all(type(x) is str for x in languages)))):
+                found = _plain_task(task_type, tuple(languages or ()), tuple(policy.task_types),
+                                    tuple(policy.languages))
+                return cls(task_id=new_task_id, task_type=found[0], languages=found[1])
         unknown = sorted(k for k, value in raw.items() if k not in TASK_FIELDS and value is not None)
         if unknown:
             raise v.fail(unknown[0], "unknown_field", "is not a task field")
@@ -115,6 +122,18 @@ class Task:
         return {"task_type": self.task_type, "languages": list(self.languages),
                 "specializations": list(self.specializations),
                 "prefer_specializations": list(self.prefer), "priority": self.priority}
+
+
+PLAIN_TASK_FIELDS = frozenset({"task_type", "languages"})
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_task(task_type: str, languages: tuple[str, ...], task_types: tuple[str, ...],
+                allowed_languages: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """The canonical task type and languages of a task giving only these, as ``Task.parse``
+    checks them (a refusal raises, and is not kept); kept per spelling and allowed values."""
+    return (v.choose([task_type], task_types, "task_type")[0],
+            v.choose(list(languages), allowed_languages, "languages"))
 
 
 def parse_strategy(value: str | None, default: str) -> str:

@@ -221,6 +221,45 @@ def test_task_parse_canonicalises_languages_sorted_and_deduplicated():
     assert Task.parse({"task_type": "testing", "languages": "go"}, REGISTRY, GENERATED).languages == ("Go",)
 
 
+@pytest.mark.parametrize("raw", [
+    {"task_type": "testing"}, {"task_type": "Code-REVIEW", "languages": ["rust", "PYTHON", "Python"]},
+    {"task_type": "testing", "languages": []}, {"task_type": "testing", "languages": None},
+    {"task_type": "testing", "languages": "go"}, {"task_type": "testing", "languages": ("Go",)},
+    {"languages": ["Go"]}, {"task_type": "", "languages": ["Go"]}, {"task_type": 7},
+    {"task_type": "cooking"}, {"task_type": "testing", "languages": ["COBOL"]},
+    {"task_type": "testing", "languages": ["Go", 3]}, {"task_type": ["testing"]},
+])
+def test_task_parse_of_a_type_and_languages_matches_the_general_path(raw):
+    """A task of only a type and languages (kept per spelling) parses, or is refused, exactly as
+    the same task with another field given as null (which takes every check in turn)."""
+    def outcome(task_raw: dict[str, Any]) -> Any:
+        try:
+            return Task.parse(task_raw, REGISTRY, GENERATED)
+        except InvalidInput as error:
+            return (error.field, error.rule, str(error))
+
+    for _ in range(2):  # the second time from the kept spelling
+        plain = outcome(raw)
+        assert plain == outcome({**raw, "priority": None})
+    if isinstance(plain, Task):
+        assert plain.task_id == GENERATED and plain.metadata == {} and plain.priority == 5
+        assert plain.specializations == () and plain.prefer == ()
+
+
+def test_task_parse_of_a_plain_task_follows_the_registry_policy():
+    """What is kept per spelling is kept per policy too: another policy's allowed values apply."""
+    narrow = RegistryPolicy(task_types=("testing",), languages=("Go",))
+    raw = {"task_type": "TESTING", "languages": ["go"]}
+    assert Task.parse(raw, REGISTRY, GENERATED).languages == ("Go",)
+    assert Task.parse(raw, narrow, GENERATED) == Task(task_id=GENERATED, task_type="testing",
+                                                      languages=("Go",))
+    error = invalid(Task.parse, {"task_type": "code-review"}, narrow, GENERATED)
+    assert (error.field, error.rule) == ("task_type", "allowed")
+    error = invalid(Task.parse, {"task_type": "testing", "languages": ["Python"]}, narrow,
+                    GENERATED)
+    assert (error.field, error.rule) == ("languages", "allowed")
+
+
 def test_task_parse_rejects_an_unknown_language():
     """A language outside registry.languages is rule allowed."""
     error = invalid(Task.parse, {"task_type": "testing", "languages": ["COBOL"]}, REGISTRY, GENERATED)
