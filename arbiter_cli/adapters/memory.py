@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import builtins
+import functools
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -696,16 +697,39 @@ class MemoryTenants:
 
 
 class MemoryUnitOfWork:
+    """A unit of work's repositories are made when first used (a dry-run route uses one)."""
+
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
         self.undo: builtins.list[Any] = []
-        self.agents = MemoryAgents(self)
-        self.tenants = MemoryTenants(self)
-        self.routing = MemoryRouting(self)
-        self.decisions = MemoryDecisions(self)
-        self.tokens = MemoryTokens(self)
-        self.rate = MemoryRate(self)
-        self.audit = MemoryAudit(self)
+
+    @functools.cached_property
+    def agents(self) -> MemoryAgents:
+        return MemoryAgents(self)
+
+    @functools.cached_property
+    def tenants(self) -> MemoryTenants:
+        return MemoryTenants(self)
+
+    @functools.cached_property
+    def routing(self) -> MemoryRouting:
+        return MemoryRouting(self)
+
+    @functools.cached_property
+    def decisions(self) -> MemoryDecisions:
+        return MemoryDecisions(self)
+
+    @functools.cached_property
+    def tokens(self) -> MemoryTokens:
+        return MemoryTokens(self)
+
+    @functools.cached_property
+    def rate(self) -> MemoryRate:
+        return MemoryRate(self)
+
+    @functools.cached_property
+    def audit(self) -> MemoryAudit:
+        return MemoryAudit(self)
 
     def __enter__(self) -> Self:
         self.store.lock.acquire()
