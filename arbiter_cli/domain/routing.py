@@ -281,10 +281,10 @@ def choose(pool: Pool, policy: RoutingPolicy, strategy: str, rng: np.random.Gene
     if kept is not None and kept[0] is policy:
         fixed = kept[1]
     else:
-        fixed = _prepare(pool, policy, strategy)
+        fixed = _prepare(pool, policy, strategy, keep=pool.shared)
         if pool.shared:
             pool.prepared[strategy] = (policy, fixed)
-    m = fixed.matrix.copy()
+    m = fixed.matrix.copy() if pool.shared else fixed.matrix  # a kept one is never written
     outcomes = fixed.outcomes
     m[VALUE] = _value(strategy, m[MEAN], fixed.a, fixed.b, outcomes, rng)
     weight = policy.weights["performance"]
@@ -353,9 +353,10 @@ class Prepared:
     examples: dict[str, list[str]]
 
 
-def _prepare(pool: Pool, policy: RoutingPolicy, strategy: str) -> Prepared:
+def _prepare(pool: Pool, policy: RoutingPolicy, strategy: str, *, keep: bool) -> Prepared:
     """Eligibility (raising 8 or 9 when nobody fits), the posteriors, the fixed parts of every
-    score and the greedy choice: everything of a decision that no draw changes."""
+    score and the greedy choice: everything of a decision that no draw changes; read-only when
+    it is kept for later decisions (``keep``)."""
     import numpy as np
 
     excluded = {reason: int(pool.excluded.get(reason, 0)) for reason in REASONS}
@@ -397,8 +398,9 @@ def _prepare(pool: Pool, policy: RoutingPolicy, strategy: str) -> Prepared:
         tail |= _first_bit(untried)
     base = load + fit
     base += latency
-    for column in (a, b, m, base, tail):
-        column.flags.writeable = False
+    if keep:
+        for column in (a, b, m, base, tail):
+            column.flags.writeable = False
     return Prepared(
         rows=rows, n=n, a=a, b=b, outcomes=outcomes, total_outcomes=int(outcomes.sum()),
         matrix=m, base=base, tail=tail, untried=untried, greedy=greedy,

@@ -1060,6 +1060,10 @@ def test_a_shared_pool_decides_as_a_fresh_one_decision_after_decision(strategy):
                       choose(shared, policy, each, shared_rng))
                 assert fresh_rng.random() == shared_rng.random()
     assert {strategy, "thompson"} <= set(shared.prepared)
+    kept = shared.prepared[strategy][1]
+    assert shared.prepared[strategy][0] is other  # kept for the policy that asked last
+    assert not any(column.flags.writeable for column in (kept.a, kept.b, kept.matrix,
+                                                            kept.base, kept.tail))
     choice = choose(shared, other, strategy, np.random.default_rng(0))
     choice.excluded["language"] = 99  # a decision's own copies: the next one is untouched
     choice.examples["status"].append("y")
@@ -1073,6 +1077,7 @@ def test_an_unshared_pool_keeps_nothing_and_stays_writable():
     pick(pool, "thompson")
     assert pool.prepared == {}
     assert all(getattr(pool, name).flags.writeable for name in ("active", "arm_outcomes"))
+    _same(pick(pool, "thompson", seed=3), pick(tried_pool([0.5, 0.6, 0.7]), "thompson", seed=3))
 
 
 def test_a_shared_pool_with_nobody_eligible_refuses_every_time():
