@@ -121,11 +121,12 @@ class MemoryStore:
         self.buckets: dict[str, Bucket] = {}
         self.audit: dict[str, list[AuditEvent]] = {}
         self.open_tasks: dict[tuple[str, str], str] = {}  # (tenant, task id) → decision id
-        #: Bumped by every change of an agent or an arm: a kept routing pool is good while it
-        #: has not moved (``pools``: task shape → (generation, read-only Pool)).
+        #: Bumped by every change of an agent or an arm: the kept routing pools (task shape →
+        #: read-only Pool) are those of ``pools_generation``, all dropped once it moves on.
         self.generation = 0
+        self.pools_generation = 0
         self.pools: dict[tuple[str, str, tuple[str, ...], tuple[str, ...], tuple[str, ...]],
-                         tuple[int, Pool]] = {}
+                         Pool] = {}
 
     def index(self, tenant: str) -> _Index:
         index = self.indexes.get(tenant)
@@ -229,6 +230,7 @@ class MemoryStore:
 
 
 CAPABLE_SHAPES = 256  # task shapes whose capable rows a store keeps (all dropped past it)
+POOL_SHAPES = 32  # task shapes whose whole pool a store keeps while nothing changes (idem)
 
 
 def _capable(store: MemoryStore, index: _Index, task: Task
@@ -383,9 +385,12 @@ class MemoryRouting:
         store = self._store
         key = (tenant, task.task_type, task.languages, task.specializations, task.prefer)
         generation = store.generation
+        if store.pools_generation != generation:  # something changed: none is good any more
+            store.pools.clear()
+            store.pools_generation = generation
         kept = store.pools.get(key)
-        if kept is not None and kept[0] == generation:
-            return kept[1]
+        if kept is not None:
+            return kept
         pool = self._build_pool(tenant, task)
         for column in (pool.active, pool.capacity, pool.available, pool.latency_ms,
                        pool.mean_reward, pool.fit, pool.arm_alpha, pool.arm_beta,
@@ -396,9 +401,9 @@ class MemoryRouting:
         pool.examples = MappingProxyType(  # type: ignore[assignment]
             {k: tuple(v) for k, v in pool.examples.items()})
         pool.shared = True
-        if len(store.pools) >= CAPABLE_SHAPES:
+        if len(store.pools) >= POOL_SHAPES:
             store.pools.clear()
-        store.pools[key] = (generation, pool)
+        store.pools[key] = pool
         return pool
 
     def _build_pool(self, tenant: str, task: Task) -> Pool:

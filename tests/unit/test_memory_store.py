@@ -7,7 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from arbiter_cli.adapters.memory import CAPABLE_SHAPES, MemoryUnitOfWorkFactory, _Bits
+from arbiter_cli.adapters.memory import (
+    CAPABLE_SHAPES,
+    POOL_SHAPES,
+    MemoryUnitOfWorkFactory,
+    _Bits,
+)
 from arbiter_cli.domain.agents import Status
 from arbiter_cli.domain.query import Query
 from arbiter_cli.domain.routing import Arm, Task
@@ -451,7 +456,22 @@ def test_routing_pool_keeps_a_bounded_number_of_task_shapes(uow_factory, make_ag
     for k in range(CAPABLE_SHAPES + 5):
         pool_of(uow_factory, specializations=(f"label-{k}",))
     assert 0 < len(uow_factory.store.capable_cache) <= CAPABLE_SHAPES
+    assert 0 < len(uow_factory.store.pools) <= POOL_SHAPES
     assert pool_of(uow_factory).ids == ["a"]
+
+
+def test_kept_routing_pools_are_only_those_of_the_current_state(uow_factory, make_agent):
+    """Once anything changes, every kept pool is dropped, not only the one asked for next."""
+    a = make_agent("a")
+    add(uow_factory, a)
+    pool_of(uow_factory)
+    pool_of(uow_factory, languages=())
+    assert len(uow_factory.store.pools) == 2
+    with uow_factory(write=True) as uow:
+        assert uow.routing.claim("default", a.uid)
+        uow.commit()
+    assert pool_of(uow_factory).active.tolist() == [1]
+    assert len(uow_factory.store.pools) == 1
 
 
 # ---------------------------------------------------------------------------- label bits
