@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import bisect
 import builtins
+import functools
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from arbiter_cli.adapters.admission import admit_stepwise
@@ -120,6 +121,12 @@ class MemoryStore:
         self.buckets: dict[str, Bucket] = {}
         self.audit: dict[str, list[AuditEvent]] = {}
         self.open_tasks: dict[tuple[str, str], str] = {}  # (tenant, task id) → decision id
+        #: Bumped by every change of an agent or an arm: the kept routing pools (task shape →
+        #: read-only Pool) are those of ``pools_generation``, all dropped once it moves on.
+        self.generation = 0
+        self.pools_generation = 0
+        self.pools: dict[tuple[str, str, tuple[str, ...], tuple[str, ...], tuple[str, ...]],
+                         Pool] = {}
 
     def index(self, tenant: str) -> _Index:
         index = self.indexes.get(tenant)
@@ -188,6 +195,7 @@ class MemoryStore:
         return columns
 
     def refresh_arm(self, tenant: str, task_type: str, agent_uid: str, arm: Arm) -> None:
+        self.generation += 1
         cached = self.arm_cache.get((tenant, task_type))
         agent = self.by_uid.get(agent_uid)
         if cached is None or agent is None or cached[0] is not self.indexes.get(tenant):
@@ -202,6 +210,7 @@ class MemoryStore:
 
     def put(self, tenant: str, agent_id: str, agent: Agent | None) -> None:
         """Store or delete one agent, keeping the tenant's index current."""
+        self.generation += 1
         bucket = self.agents.setdefault(tenant, {})
         old = bucket.get(agent_id)
         if old is not None:
@@ -221,6 +230,7 @@ class MemoryStore:
 
 
 CAPABLE_SHAPES = 256  # task shapes whose capable rows a store keeps (all dropped past it)
+POOL_SHAPES = 32  # task shapes whose whole pool a store keeps while nothing changes (idem)
 
 
 def _capable(store: MemoryStore, index: _Index, task: Task
@@ -370,6 +380,33 @@ class MemoryRouting:
         self._store = uow.store
 
     def pool(self, tenant: str, task: Task) -> Pool:
+        """The task's pool, kept per task shape while nothing in the store changes (its
+        columns read-only and shared, so ``choose`` may keep what it derives from them)."""
+        store = self._store
+        key = (tenant, task.task_type, task.languages, task.specializations, task.prefer)
+        generation = store.generation
+        if store.pools_generation != generation:  # something changed: none is good any more
+            store.pools.clear()
+            store.pools_generation = generation
+        kept = store.pools.get(key)
+        if kept is not None:
+            return kept
+        pool = self._build_pool(tenant, task)
+        for column in (pool.active, pool.capacity, pool.available, pool.latency_ms,
+                       pool.mean_reward, pool.fit, pool.arm_alpha, pool.arm_beta,
+                       pool.arm_outcomes, pool.arm_total_alpha, pool.arm_total_beta):
+            if column is not None:
+                column.flags.writeable = False
+        pool.excluded = MappingProxyType(dict(pool.excluded))  # type: ignore[assignment]
+        pool.examples = MappingProxyType(  # type: ignore[assignment]
+            {k: tuple(v) for k, v in pool.examples.items()})
+        pool.shared = True
+        if len(store.pools) >= POOL_SHAPES:
+            store.pools.clear()
+        store.pools[key] = pool
+        return pool
+
+    def _build_pool(self, tenant: str, task: Task) -> Pool:
         import numpy as np
 
         index = self._store.index(tenant)
@@ -430,9 +467,11 @@ class MemoryRouting:
         table = store.arms.setdefault((tenant, task_type), {})
         previous = table.get(agent_uid)
         table[agent_uid] = arm
+        store.generation += 1
         store.refresh_arm(tenant, task_type, agent_uid, arm)
 
         def undo() -> None:
+            store.generation += 1
             if previous is None:
                 table.pop(agent_uid, None)
             else:
@@ -663,16 +702,39 @@ class MemoryTenants:
 
 
 class MemoryUnitOfWork:
+    """A unit of work's repositories are made when first used (a dry-run route uses one)."""
+
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
         self.undo: builtins.list[Any] = []
-        self.agents = MemoryAgents(self)
-        self.tenants = MemoryTenants(self)
-        self.routing = MemoryRouting(self)
-        self.decisions = MemoryDecisions(self)
-        self.tokens = MemoryTokens(self)
-        self.rate = MemoryRate(self)
-        self.audit = MemoryAudit(self)
+
+    @functools.cached_property
+    def agents(self) -> MemoryAgents:
+        return MemoryAgents(self)
+
+    @functools.cached_property
+    def tenants(self) -> MemoryTenants:
+        return MemoryTenants(self)
+
+    @functools.cached_property
+    def routing(self) -> MemoryRouting:
+        return MemoryRouting(self)
+
+    @functools.cached_property
+    def decisions(self) -> MemoryDecisions:
+        return MemoryDecisions(self)
+
+    @functools.cached_property
+    def tokens(self) -> MemoryTokens:
+        return MemoryTokens(self)
+
+    @functools.cached_property
+    def rate(self) -> MemoryRate:
+        return MemoryRate(self)
+
+    @functools.cached_property
+    def audit(self) -> MemoryAudit:
+        return MemoryAudit(self)
 
     def __enter__(self) -> Self:
         self.store.lock.acquire()

@@ -89,6 +89,13 @@ class Task:
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], policy: RegistryPolicy, new_task_id: str) -> Task:
+        if raw.keys() <= PLAIN_TASK_FIELDS:  # the common shape: a task type and its languages
+            task_type, languages = raw.get("task_type"), raw.get("languages")
+            if (type(task_type) is str and task_type and (languages is None or (
+                    type(languages) is list and all(type(x) is str for x in languages)))):
+                found = _plain_task(task_type, tuple(languages or ()), tuple(policy.task_types),
+                                    tuple(policy.languages))
+                return cls(task_id=new_task_id, task_type=found[0], languages=found[1])
         unknown = sorted(k for k, value in raw.items() if k not in TASK_FIELDS and value is not None)
         if unknown:
             raise v.fail(unknown[0], "unknown_field", "is not a task field")
@@ -115,6 +122,18 @@ class Task:
         return {"task_type": self.task_type, "languages": list(self.languages),
                 "specializations": list(self.specializations),
                 "prefer_specializations": list(self.prefer), "priority": self.priority}
+
+
+PLAIN_TASK_FIELDS = frozenset({"task_type", "languages"})
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_task(task_type: str, languages: tuple[str, ...], task_types: tuple[str, ...],
+                allowed_languages: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """The canonical task type and languages of a task giving only these, as ``Task.parse``
+    checks them (a refusal raises, and is not kept); kept per spelling and allowed values."""
+    return (v.choose([task_type], task_types, "task_type")[0],
+            v.choose(list(languages), allowed_languages, "languages"))
 
 
 def parse_strategy(value: str | None, default: str) -> str:
@@ -215,6 +234,12 @@ class Pool:
     #: Every reward ever seen (``thompson-stationary``); None reads as the arm evidence.
     arm_total_alpha: npt.NDArray[np.float64] | None = None
     arm_total_beta: npt.NDArray[np.float64] | None = None
+    #: The store hands this same pool out again while nothing changes, its columns read-only:
+    #: ``choose`` then keeps what it derives from them (``prepared``) instead of deriving it
+    #: again on every decision.
+    shared: bool = False
+    prepared: dict[str, tuple[RoutingPolicy, Prepared]] = field(
+        default_factory=dict, repr=False, compare=False)
 
     @property
     def size(self) -> int:
@@ -246,8 +271,92 @@ def choose(pool: Pool, policy: RoutingPolicy, strategy: str, rng: np.random.Gene
 
     Vectorised over the eligible rows with as few numpy calls as give the same numbers: at 100
     agents a call's overhead, not its arithmetic, is most of a decision's CPU (docs/performance.md,
-    route). When every capable agent is eligible the pool's columns are used as they are.
+    route). What does not depend on the generator (eligibility, posteriors, the fixed parts of
+    the scores, the greedy choice, the load and id bits of the ranking keys) is ``_prepare``d
+    first, and kept with a ``shared`` pool; only the draw and what follows from it are per call.
     """
+    import numpy as np
+
+    kept = pool.prepared.get(strategy) if pool.shared else None
+    if kept is not None and kept[0] is policy:
+        fixed = kept[1]
+    else:
+        fixed = _prepare(pool, policy, strategy, keep=pool.shared)
+        if pool.shared:
+            pool.prepared[strategy] = (policy, fixed)
+    m = fixed.matrix.copy() if pool.shared else fixed.matrix  # a kept one is never written
+    outcomes = fixed.outcomes
+    m[VALUE] = _value(strategy, m[MEAN], fixed.a, fixed.b, outcomes, rng)
+    weight = policy.weights["performance"]
+    np.multiply(weight, m[VALUE], out=m[PERFORMANCE])
+    # score·10⁶ rounded to an integer: what round(6) computes before its division (the ranking
+    # key takes it as it is); the greedy score's is prepared
+    micro = m[PERFORMANCE] + m[LOAD]
+    micro += m[FIT]
+    micro += m[LATENCY]
+    micro *= 1e6
+    np.rint(micro, out=micro)
+    np.divide(micro, 1e6, out=m[SCORE])
+    ranked = _best(_score_keys(micro, fixed.tail), fixed.keep)
+    if fixed.untried is None and strategy == "epsilon-greedy" and rng.random() < policy.epsilon(
+            fixed.total_outcomes):
+        pick = int(rng.integers(fixed.n))
+        ranked = [pick] + [i for i in ranked if i != pick][: fixed.keep - 1]
+    top = np.asarray(ranked)
+    # SPEC §3.4 gives a confidence to thompson only (not to the stationary baseline); it takes
+    # no draws, so thompson and thompson-stationary still share one random stream
+    confidence = (_confidence(top[:CONFIDENCE_TOP], fixed.a, fixed.b, fixed.base, weight)
+                  if strategy == "thompson" else None)
+    rows = fixed.rows
+    chosen_rows = ranked if rows is None else rows[top].tolist()
+    # One gather and one rounding for the columns of the recorded candidates (the score is
+    # rounded already: rounding it again changes nothing).
+    value_, mean_, performance_, _, load_, fit_, latency_, score_ = m[:, top].round(6).tolist()
+    components = {
+        row: {"value": v_, "posterior_mean": m_, "performance": p, "load": ld, "fit": f,
+              "latency": lt, "outcomes": c}
+        for row, v_, m_, p, ld, f, lt, c in zip(chosen_rows, value_, mean_, performance_, load_,
+                                                fit_, latency_, outcomes[top].tolist(),
+                                                strict=True)
+    }
+    return Choice(
+        order=chosen_rows,
+        scores=dict(zip(chosen_rows, score_, strict=True)),
+        components=components,
+        explored=ranked[0] != fixed.greedy,
+        confidence=confidence,
+        excluded=dict(fixed.excluded),
+        examples={k: list(v_) for k, v_ in fixed.examples.items()},
+    )
+
+
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~1 µs a field
+class Prepared:
+    """What ``choose`` derives from a pool, a policy and a strategy before any draw (read-only
+    arrays: a shared pool's are handed to every decision on it; never changed once made)."""
+
+    rows: npt.NDArray[np.intp] | None  # the eligible pool rows; None: all of them
+    n: int
+    a: npt.NDArray[np.float64]  # the posteriors Beta(a, b)
+    b: npt.NDArray[np.float64]
+    outcomes: npt.NDArray[np.int64]
+    total_outcomes: int
+    #: choose's matrix with the posterior mean, the greedy score's performance part and the
+    #: load, fit and latency parts filled in
+    matrix: npt.NDArray[np.float64]
+    base: npt.NDArray[np.float64]  # load + fit + latency (the confidence's fixed score parts)
+    tail: npt.NDArray[np.int64]  # the ranking keys' load and id bits, with the ``first`` bit
+    untried: npt.NDArray[np.bool_] | None
+    greedy: int  # the position the greedy score ranks first
+    keep: int
+    excluded: dict[str, int]
+    examples: dict[str, list[str]]
+
+
+def _prepare(pool: Pool, policy: RoutingPolicy, strategy: str, *, keep: bool) -> Prepared:
+    """Eligibility (raising 8 or 9 when nobody fits), the posteriors, the fixed parts of every
+    score and the greedy choice: everything of a decision that no draw changes; read-only when
+    it is kept for later decisions (``keep``)."""
     import numpy as np
 
     excluded = {reason: int(pool.excluded.get(reason, 0)) for reason in REASONS}
@@ -272,62 +381,31 @@ def choose(pool: Pool, policy: RoutingPolicy, strategy: str, rng: np.random.Gene
         active, capacity = pool.active[rows], pool.capacity[rows]
         outcomes = pool.arm_outcomes[rows]
     a, b = _posterior(pool, rows, stationary=strategy == "thompson-stationary")
-    # Every column a decision reports, and the two scores, as rows of one matrix: the greedy
-    # and the sampled score take the same numpy calls together, and the recorded candidates
-    # are one gather of it.
-    m = np.empty((COLUMNS, n))
+    m = np.zeros((COLUMNS, n))
     mean = np.divide(a, a + b, out=m[MEAN])
     utilization = active / capacity
     load, fit, latency = _fixed_parts(pool, rows, utilization, policy, m[LOAD:SCORE])
-    m[VALUE] = _value(strategy, mean, a, b, outcomes, rng)
-    weight = policy.weights["performance"]
-    np.multiply(weight, m[VALUE:PERFORMANCE], out=m[PERFORMANCE:LOAD])  # and weight · mean
-    # score·10⁶ and the greedy score·10⁶, each rounded to an integer: what round(6) computes
-    # before its division (the keys of the ranking take them as they are)
-    micro = m[PERFORMANCE:LOAD] + load
-    micro += fit
-    micro += latency
-    micro *= 1e6
-    np.rint(micro, out=micro)
-    np.divide(micro[0], 1e6, out=m[SCORE])
-    # The ranking keys (the greedy's and the sampled score's) share their load and id bits.
-    keys = _score_keys(micro, _tail_keys(utilization, n if rows is None else rows))
-    greedy = int(keys[1].argmax())
-    keep = max(policy.record_candidates, policy.max_claim_attempts)
+    np.multiply(policy.weights["performance"], mean, out=m[GREEDY])
+    greedy_micro = m[GREEDY] + load
+    greedy_micro += fit
+    greedy_micro += latency
+    greedy_micro *= 1e6
+    np.rint(greedy_micro, out=greedy_micro)
+    tail = _tail_keys(utilization, n if rows is None else rows)
+    greedy = int(_score_keys(greedy_micro, tail).argmax())
     untried = _starved(pool, rows, strategy, outcomes)
-    ranking = keys[0]
     if untried is not None:  # untried (or, for weighted, under-evaluated) arms first
-        ranking |= _first_bit(untried)
-    ranked = _best(ranking, keep)
-    if untried is None and strategy == "epsilon-greedy" and rng.random() < policy.epsilon(
-            int(outcomes.sum())):
-        pick = int(rng.integers(n))
-        ranked = [pick] + [i for i in ranked if i != pick][: keep - 1]
-    top = np.asarray(ranked)
-    # SPEC §3.4 gives a confidence to thompson only (not to the stationary baseline); it takes
-    # no draws, so thompson and thompson-stationary still share one random stream
-    confidence = (_confidence(top[:CONFIDENCE_TOP], a, b, m[LOAD:SCORE], weight)
-                  if strategy == "thompson" else None)
-    chosen_rows = ranked if rows is None else rows[top].tolist()
-    # One gather and one rounding for the columns of the recorded candidates (the score is
-    # rounded already: rounding it again changes nothing).
-    value_, mean_, performance_, _, load_, fit_, latency_, score_ = m[:, top].round(6).tolist()
-    components = {
-        row: {"value": v_, "posterior_mean": m_, "performance": p, "load": ld, "fit": f,
-              "latency": lt, "outcomes": c}
-        for row, v_, m_, p, ld, f, lt, c in zip(chosen_rows, value_, mean_, performance_, load_,
-                                                fit_, latency_, outcomes[top].tolist(),
-                                                strict=True)
-    }
-    return Choice(
-        order=chosen_rows,
-        scores=dict(zip(chosen_rows, score_, strict=True)),
-        components=components,
-        explored=ranked[0] != greedy,
-        confidence=confidence,
-        excluded=_nonzero(excluded),
-        examples={k: v_ for k, v_ in examples.items() if v_},
-    )
+        tail |= _first_bit(untried)
+    base = load + fit
+    base += latency
+    if keep:
+        for column in (a, b, m, base, tail):
+            column.flags.writeable = False
+    return Prepared(
+        rows=rows, n=n, a=a, b=b, outcomes=outcomes, total_outcomes=int(outcomes.sum()),
+        matrix=m, base=base, tail=tail, untried=untried, greedy=greedy,
+        keep=max(policy.record_candidates, policy.max_claim_attempts),
+        excluded=_nonzero(excluded), examples={k: v_ for k, v_ in examples.items() if v_})
 
 
 # The rows of choose's matrix: the value, the posterior mean, performance (weight · value),
@@ -493,15 +571,14 @@ def _best(keys: npt.NDArray[np.int64], keep: int) -> list[int]:
 
 
 def _confidence(top: npt.NDArray[np.intp], a: npt.NDArray[np.float64],
-                b: npt.NDArray[np.float64], fixed: npt.NDArray[np.float64],
+                b: npt.NDArray[np.float64], base: npt.NDArray[np.float64],
                 weight: float) -> float:
     """The probability that the chosen candidate (``top[0]``) wins a posterior draw over the
     candidates ``top`` (SPEC §3.4: the top 10), computed by ``domain/confidence.py`` instead of
-    sampled (§13.1). ``fixed`` holds the load, fit and latency rows."""
+    sampled (§13.1). ``base`` holds each row's load + fit + latency."""
     from arbiter_cli.domain.confidence import win_probability
 
-    load, fit, latency = fixed[:, top]
-    return round(win_probability(a[top], b[top], load + fit + latency, weight), 4)
+    return round(win_probability(a[top], b[top], base[top], weight), 4)
 
 
 # ---------------------------------------------------------------------------- decisions

@@ -110,6 +110,10 @@ class RoutingService:
         candidates = choice.candidates(pool, self.policy.record_candidates)
 
         if dry_run:  # no claim: the first choice, built without the claim loop's closure
+            # One call, no dataclasses.replace. Not with exactly 20 keyword arguments: the
+            # call packs their names into a 20-item tuple, and CPython 3.11 puts freed 20-item
+            # tuples on a free list it never takes from (~200 B kept per decision, which
+            # tests/unit/test_memory_limits.py catches); ``status`` is given to make it 21.
             row = choice.order[0]
             decision = Decision(
                 decision_id=None, tenant=principal.tenant, task_id=task.task_id,
@@ -119,8 +123,9 @@ class RoutingService:
                 explored=choice.explored, confidence=choice.confidence,
                 candidates=candidates, excluded=choice.excluded, examples=choice.examples,
                 config_hash=self.policy.config_hash,
-                latency_us=(time.perf_counter_ns() - started) // 1000, created_at=now)
-            return replace(decision, correlation_id=correlation_id)
+                latency_us=(time.perf_counter_ns() - started) // 1000, created_at=now,
+                correlation_id=correlation_id, status=OPEN)
+            return decision
 
         def decision_for(row: int) -> Decision:
             return Decision(

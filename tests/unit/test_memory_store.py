@@ -7,7 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from arbiter_cli.adapters.memory import CAPABLE_SHAPES, MemoryUnitOfWorkFactory, _Bits
+from arbiter_cli.adapters.memory import (
+    CAPABLE_SHAPES,
+    POOL_SHAPES,
+    MemoryUnitOfWorkFactory,
+    _Bits,
+)
 from arbiter_cli.domain.agents import Status
 from arbiter_cli.domain.query import Query
 from arbiter_cli.domain.routing import Arm, Task
@@ -363,16 +368,24 @@ def pool_of(factory, task_type="code-review", languages=("Python",), specializat
 
 def test_routing_pool_keeps_capable_rows_but_reads_live_columns(uow_factory, make_agent):
     """The pool's capable rows are kept per task shape while the index stands, but its load,
-    status and arm columns are the agents' current ones, and it never shares them."""
+    status and arm columns are the agents' current ones. The pool itself is kept while nothing
+    in the store changes, and is read-only: no caller can change what the next one reads."""
     a, b = make_agent("a"), make_agent("b", languages=("Go",))
     add(uow_factory, a, b)
     first = pool_of(uow_factory)
     assert first.ids == ["a"] and first.excluded == {"task_type": 0, "language": 1,
                                                      "specialization": 0}
-    assert first.examples == {"language": ["b"]}
-    first.excluded["language"] = 99  # a caller's copy: the kept one is untouched
-    first.examples["language"].append("x")
-    first.active[0] = 99
+    assert dict(first.examples) == {"language": ("b",)}
+    assert first.shared and pool_of(uow_factory) is first  # nothing changed: the same pool
+    with pytest.raises(TypeError):
+        first.excluded["language"] = 99  # type: ignore[index]
+    with pytest.raises(TypeError):
+        first.examples["language"] = ["x"]  # type: ignore[index]
+    for column in (first.active, first.capacity, first.available, first.latency_ms,
+                   first.mean_reward, first.fit, first.arm_alpha, first.arm_beta,
+                   first.arm_outcomes, first.arm_total_alpha, first.arm_total_beta):
+        with pytest.raises(ValueError):
+            column[0] = 99
     with uow_factory(write=True) as uow:
         uow.agents.update(replace(a, active_tasks=3, status=Status.DRAINING, version=2),
                           expect_version=1)
@@ -380,16 +393,44 @@ def test_routing_pool_keeps_capable_rows_but_reads_live_columns(uow_factory, mak
                                                                   outcomes=3), T0)
         uow.commit()
     again = pool_of(uow_factory)
+    assert again is not first and first.active.tolist() == [0]  # a kept pool never moves
     assert again.ids == ["a"] and again.excluded["language"] == 1
-    assert again.examples == {"language": ["b"]}
+    assert dict(again.examples) == {"language": ("b",)}
     assert again.active.tolist() == [3] and again.available.tolist() == [False]
     assert again.arm_alpha.tolist() == [2.0] and again.arm_outcomes.tolist() == [3]
     everyone = pool_of(uow_factory, languages=())
     assert everyone.ids == ["a", "b"] and everyone.active.tolist() == [3, 0]
-    everyone.active[1] = 99
-    everyone.arm_alpha[0] = 99.0
-    assert pool_of(uow_factory, languages=()).active.tolist() == [3, 0]
-    assert pool_of(uow_factory, languages=()).arm_alpha.tolist() == [2.0, 0.0]
+    assert pool_of(uow_factory, languages=()) is everyone
+
+
+def test_a_kept_routing_pool_is_dropped_by_every_change_and_every_rollback(uow_factory,
+                                                                           make_agent):
+    """An agent's update, a claim, an arm's update and their rollbacks each give a new pool
+    with the current columns."""
+    a = make_agent("a")
+    add(uow_factory, a, make_agent("b"))
+    kept = pool_of(uow_factory)
+    with uow_factory(write=True) as uow:
+        assert uow.routing.claim("default", a.uid)
+        uow.commit()
+    claimed = pool_of(uow_factory)
+    assert claimed is not kept and claimed.active.tolist() == [1, 0]
+    with uow_factory(write=True) as uow:
+        uow.routing.save_arm("default", a.uid, "code-review", Arm(alpha=1.0, outcomes=1), T0)
+        inside = pool_of(uow_factory)
+        assert inside.arm_alpha.tolist() == [1.0, 0.0]
+        uow.rollback()
+    assert pool_of(uow_factory).arm_alpha.tolist() == [0.0, 0.0]
+    with uow_factory(write=True) as uow:
+        assert uow.routing.release("default", a.uid)
+        assert pool_of(uow_factory).active.tolist() == [0, 0]
+        uow.rollback()
+    assert pool_of(uow_factory).active.tolist() == [1, 0]
+    with uow_factory(write=True) as uow:
+        uow.routing.save_arm("default", a.uid, "code-review", Arm(alpha=2.0, outcomes=2), T0)
+        uow.commit()
+    assert pool_of(uow_factory).arm_alpha.tolist() == [2.0, 0.0]
+    assert pool_of(uow_factory).arm_outcomes.tolist() == [2, 0]
 
 
 def test_routing_pool_follows_capability_changes(uow_factory, make_agent):
@@ -415,7 +456,22 @@ def test_routing_pool_keeps_a_bounded_number_of_task_shapes(uow_factory, make_ag
     for k in range(CAPABLE_SHAPES + 5):
         pool_of(uow_factory, specializations=(f"label-{k}",))
     assert 0 < len(uow_factory.store.capable_cache) <= CAPABLE_SHAPES
+    assert 0 < len(uow_factory.store.pools) <= POOL_SHAPES
     assert pool_of(uow_factory).ids == ["a"]
+
+
+def test_kept_routing_pools_are_only_those_of_the_current_state(uow_factory, make_agent):
+    """Once anything changes, every kept pool is dropped, not only the one asked for next."""
+    a = make_agent("a")
+    add(uow_factory, a)
+    pool_of(uow_factory)
+    pool_of(uow_factory, languages=())
+    assert len(uow_factory.store.pools) == 2
+    with uow_factory(write=True) as uow:
+        assert uow.routing.claim("default", a.uid)
+        uow.commit()
+    assert pool_of(uow_factory).active.tolist() == [1]
+    assert len(uow_factory.store.pools) == 1
 
 
 # ---------------------------------------------------------------------------- label bits

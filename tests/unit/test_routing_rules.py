@@ -221,6 +221,45 @@ def test_task_parse_canonicalises_languages_sorted_and_deduplicated():
     assert Task.parse({"task_type": "testing", "languages": "go"}, REGISTRY, GENERATED).languages == ("Go",)
 
 
+@pytest.mark.parametrize("raw", [
+    {"task_type": "testing"}, {"task_type": "Code-REVIEW", "languages": ["rust", "PYTHON", "Python"]},
+    {"task_type": "testing", "languages": []}, {"task_type": "testing", "languages": None},
+    {"task_type": "testing", "languages": "go"}, {"task_type": "testing", "languages": ("Go",)},
+    {"languages": ["Go"]}, {"task_type": "", "languages": ["Go"]}, {"task_type": 7},
+    {"task_type": "cooking"}, {"task_type": "testing", "languages": ["COBOL"]},
+    {"task_type": "testing", "languages": ["Go", 3]}, {"task_type": ["testing"]},
+])
+def test_task_parse_of_a_type_and_languages_matches_the_general_path(raw):
+    """A task of only a type and languages (kept per spelling) parses, or is refused, exactly as
+    the same task with another field given as null (which takes every check in turn)."""
+    def outcome(task_raw: dict[str, Any]) -> Any:
+        try:
+            return Task.parse(task_raw, REGISTRY, GENERATED)
+        except InvalidInput as error:
+            return (error.field, error.rule, str(error))
+
+    for _ in range(2):  # the second time from the kept spelling
+        plain = outcome(raw)
+        assert plain == outcome({**raw, "priority": None})
+    if isinstance(plain, Task):
+        assert plain.task_id == GENERATED and plain.metadata == {} and plain.priority == 5
+        assert plain.specializations == () and plain.prefer == ()
+
+
+def test_task_parse_of_a_plain_task_follows_the_registry_policy():
+    """What is kept per spelling is kept per policy too: another policy's allowed values apply."""
+    narrow = RegistryPolicy(task_types=("testing",), languages=("Go",))
+    raw = {"task_type": "TESTING", "languages": ["go"]}
+    assert Task.parse(raw, REGISTRY, GENERATED).languages == ("Go",)
+    assert Task.parse(raw, narrow, GENERATED) == Task(task_id=GENERATED, task_type="testing",
+                                                      languages=("Go",))
+    error = invalid(Task.parse, {"task_type": "code-review"}, narrow, GENERATED)
+    assert (error.field, error.rule) == ("task_type", "allowed")
+    error = invalid(Task.parse, {"task_type": "testing", "languages": ["Python"]}, narrow,
+                    GENERATED)
+    assert (error.field, error.rule) == ("languages", "allowed")
+
+
 def test_task_parse_rejects_an_unknown_language():
     """A language outside registry.languages is rule allowed."""
     error = invalid(Task.parse, {"task_type": "testing", "languages": ["COBOL"]}, REGISTRY, GENERATED)
@@ -978,3 +1017,72 @@ def test_the_two_thompson_samplers_agree_while_no_change_was_detected():
     assert same == dataclasses.replace(stationary, confidence=same.confidence)
     pool.arm_total_alpha = pool.arm_total_alpha + np.array([0.0, 0.0, 90.0])
     assert pick(pool, "thompson", 9) != pick(pool, "thompson-stationary", 9)
+
+
+# ---------------------------------------------------------------------------- shared pools
+
+
+def _shared(pool: Pool) -> Pool:
+    """``pool`` as the memory store hands it out again and again: read-only and shared."""
+    for name in ("active", "capacity", "available", "latency_ms", "mean_reward", "fit",
+                 "arm_alpha", "arm_beta", "arm_outcomes"):
+        getattr(pool, name).flags.writeable = False
+    return dataclasses.replace(pool, shared=True, prepared={})
+
+
+def _same(first: Choice, second: Choice) -> None:
+    assert repr((first.order, first.scores, first.components, first.explored, first.confidence,
+                 first.excluded, first.examples)) == repr(
+        (second.order, second.scores, second.components, second.explored, second.confidence,
+         second.excluded, second.examples))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_shared_pool_decides_as_a_fresh_one_decision_after_decision(strategy):
+    """What choose keeps with a shared pool gives every later decision on it (other seeds,
+    other strategies, another policy) exactly the fresh pool's choice, random stream included."""
+    rng = np.random.default_rng(11)
+    n = 30
+    columns = dict(
+        active=rng.integers(0, 4, n), capacity=np.full(n, 3), available=rng.random(n) < 0.9,
+        latency_ms=rng.uniform(100, 9000, n), mean_reward=rng.uniform(0.2, 0.9, n),
+        fit=rng.uniform(0, 1, n), arm_alpha=rng.uniform(0, 20, n) * (rng.random(n) < 0.8),
+        arm_beta=rng.uniform(0, 20, n), arm_outcomes=rng.integers(0, 40, n) * (rng.random(n) < 0.8),
+        excluded={"language": 2}, examples={"language": ["x1", "x2"]})
+    shared = _shared(make_pool(n, **columns))
+    other = RoutingPolicy(weights={"performance": 0.3, "load": 0.3, "fit": 0.2, "latency": 0.2},
+                          record_candidates=7, epsilon_initial=0.9)
+    for seed in range(12):
+        for policy in (RoutingPolicy(), other) if seed % 3 == 0 else (other,):
+            for each in (strategy, "thompson"):
+                fresh_rng, shared_rng = np.random.default_rng(seed), np.random.default_rng(seed)
+                _same(choose(make_pool(n, **columns), policy, each, fresh_rng),
+                      choose(shared, policy, each, shared_rng))
+                assert fresh_rng.random() == shared_rng.random()
+    assert {strategy, "thompson"} <= set(shared.prepared)
+    kept = shared.prepared[strategy][1]
+    assert shared.prepared[strategy][0] is other  # kept for the policy that asked last
+    assert not any(column.flags.writeable for column in (kept.a, kept.b, kept.matrix,
+                                                            kept.base, kept.tail))
+    choice = choose(shared, other, strategy, np.random.default_rng(0))
+    choice.excluded["language"] = 99  # a decision's own copies: the next one is untouched
+    choice.examples["status"].append("y")
+    _same(choose(make_pool(n, **columns), other, strategy, np.random.default_rng(1)),
+          choose(shared, other, strategy, np.random.default_rng(1)))
+
+
+def test_an_unshared_pool_keeps_nothing_and_stays_writable():
+    """A pool built per call (SQL stores) is not written to: choose keeps nothing with it."""
+    pool = tried_pool([0.5, 0.6, 0.7])
+    pick(pool, "thompson")
+    assert pool.prepared == {}
+    assert all(getattr(pool, name).flags.writeable for name in ("active", "arm_outcomes"))
+    _same(pick(pool, "thompson", seed=3), pick(tried_pool([0.5, 0.6, 0.7]), "thompson", seed=3))
+
+
+def test_a_shared_pool_with_nobody_eligible_refuses_every_time():
+    pool = _shared(make_pool(2, available=[False, True], active=[0, 10]))
+    for _ in range(2):
+        with pytest.raises(AtCapacity):
+            pick(pool, "thompson")
+    assert pool.prepared == {}

@@ -410,6 +410,30 @@ def test_dry_runs_with_the_same_seed_agree(world, strategy):
     assert dry() == dry()
 
 
+@pytest.mark.parametrize("task", [{"task_id": "T"}, {"task_id": "T", "priority": 8,
+                                                   "metadata": {"k": 1}}])
+def test_a_dry_run_decides_what_the_same_route_would_record(task):
+    """A dry run's decision is the live route's in every field but its id (none) and its
+    latency: the same agent, candidates, confidence, status and correlation id."""
+    def world_with_history() -> World:
+        world = build()
+        for name in ("a1", "a2", "a3"):
+            world.register(name, capacity=3)
+        world.succeed(world.route("T-warm", seed=1), quality=0.9)
+        return world
+
+    raw = {**TASK, **task}
+    dry = world_with_history().routing.route(ADMIN, raw, seed=5, dry_run=True,
+                                             correlation_id="c-1").decision
+    live = world_with_history().routing.route(ADMIN, raw, seed=5, correlation_id="c-1").decision
+    assert dry.decision_id is None and live.decision_id is not None
+    assert (dry.status, dry.correlation_id, dry.closed_at, dry.outcome) == ("open", "c-1", None,
+                                                                             None)
+    ignored = ("decision_id", "latency_us")
+    assert ({k: v for k, v in dry.to_dict().items() if k not in ignored}
+            == {k: v for k, v in live.to_dict().items() if k not in ignored})
+
+
 # ---------------------------------------------------------------------------- outcome
 
 
