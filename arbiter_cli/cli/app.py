@@ -21,7 +21,7 @@ from arbiter_cli.cli import completion, render
 from arbiter_cli.cli.helptext import HelpGroup
 from arbiter_cli.cli.lazy import Entry, LazyGroup
 from arbiter_cli.cli.options import FormatOpt, JsonOpt, TokenOpt, choose_format
-from arbiter_cli.cli.state import State
+from arbiter_cli.cli.state import State, console_start
 from arbiter_cli.errors import InvalidInput
 
 
@@ -210,5 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
+def run() -> int:
+    """The console script (``arbiter``, ``python -m arbiter_cli``): ``main`` with the collector
+    off during start-up (``cli/state.console_start``). A process runs one command, so what its
+    start-up allocated lives to the end; an in-process caller uses ``main``."""
+    with console_start():
+        return main()
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run())

@@ -20,7 +20,7 @@ import typer
 from arbiter_cli.cli import render
 from arbiter_cli.cli.helptext import HelpCommand
 from arbiter_cli.cli.options import FormatOpt, choose_format, state_of
-from arbiter_cli.cli.state import State
+from arbiter_cli.cli.state import State, resume_collector
 from arbiter_cli.errors import ArbiterError, Forbidden, Interrupted, InvalidInput
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -112,6 +112,7 @@ def command(group: typer.Typer, name: str | None = None, **options: Any) -> Call
             state.command = ctx.command_path.partition(" ")[2] or ctx.command_path
             with boundary(state), observed(state):
                 _gate(state)
+                resume_collector()  # the console script's start-up is over (cli/state.py)
                 return fn(*args, **kwargs)
 
         wrapper.__signature__ = _with_format(fn)  # type: ignore[attr-defined]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -318,3 +320,48 @@ class State:
                 from arbiter_cli.observability.logging import get_logger
 
                 get_logger().warning(exc.message)
+
+
+# ------------------------------------------------------------- the collector during start-up
+# Here, not in a module of its own: `arbiter --help` runs through it too and may load only the
+# cli modules tests/cli/test_commands.py allows (docs/performance.md, Start-up).
+#
+# Before a command does its work it imports several hundred modules (SQLAlchemy, typer,
+# arbiter's own): tens of thousands of objects that live until the process exits. CPython's
+# collector, triggered by allocation counts, traversed them again and again (about 120 young,
+# 11 middle and one full collection in every `arbiter agents list`), and none of them can be
+# garbage. So the console script (``app.run``, never an in-process ``main()``) starts with the
+# collector off; once the command is admitted, ``resume_collector`` moves what is alive into
+# the permanent generation (``gc.freeze``) and turns the collector back on, so what the command
+# itself allocates (a long ``serve``, ``soak`` or ``bench`` included) is collected as before.
+# In-process callers (the tests, an embedding program) never pause it: a freeze per call would
+# keep each call's start-up garbage for the life of their process.
+
+
+class _Pause:
+    active = False  # the collector is off because of ``console_start``
+
+
+@contextmanager
+def console_start() -> Iterator[None]:
+    """The console script's collector off until ``resume_collector`` (or the end: a usage
+    error or ``--help`` never reaches admission); a no-op when it is off already."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    _Pause.active = True
+    try:
+        yield
+    finally:
+        _Pause.active = False
+        gc.enable()
+
+
+def resume_collector() -> None:
+    """Start-up is over: what is alive now stays (``gc.freeze``), the collector runs again."""
+    if not _Pause.active:
+        return
+    _Pause.active = False
+    gc.freeze()
+    gc.enable()
