@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
+from arbiter_cli import ids
 from arbiter_cli.ids import uuid7
+
+
+@pytest.fixture(autouse=True)
+def fresh_sequence(monkeypatch):
+    """Each test starts the process's sequence afresh: ids minted before (by other tests, or
+    by this one in an earlier run of the same process, as mutmut's stats pass does) would
+    carry their millisecond and counter into these ones."""
+    monkeypatch.setattr(ids, "_last", [-1, 0])
 
 
 def test_the_text_is_the_canonical_uuid_form_of_version_7():
