@@ -51,7 +51,8 @@ def top(tenant: str, query: Query, weights: Mapping[str, float], dialect: str
         ) -> tuple[Select[Any], dict[str, Any]]:
     """Agent rows of ``tenant`` that pass every hard filter of ``query``, with their rounded
     ``score``, best ``query.limit`` first (0 = all): the statement and its parameters."""
-    stmt = _statement(dialect, len(query.prefer), query.status is not None, query.limit > 0)
+    stmt = _statement(dialect, len(query.prefer), query.status is not None, query.limit > 0,
+                      query.max_utilization > 1.0)
     params: dict[str, Any] = {
         "tenant": tenant,
         "capabilities": pattern(
@@ -71,13 +72,18 @@ def top(tenant: str, query: Query, weights: Mapping[str, float], dialect: str
 
 
 @lru_cache(maxsize=128)
-def _statement(dialect: str, prefer: int, status: bool, limited: bool) -> Select[Any]:
+def _statement(dialect: str, prefer: int, status: bool, limited: bool, clamped: bool
+               ) -> Select[Any]:
     a = t.agents.c
     double = _Doubles(dialect)
     utilization = _divide(cast(a.active_tasks, Float), a.capacity)
+    # the load is 1 - min(utilization, 1); a row that passed ``utilization <= max_utilization``
+    # with ``max_utilization`` at most 1 (always, for a parsed query) has utilization <= 1, and
+    # min() returns it unchanged (the same bits): the clamp is only written for a larger bound
+    load = double(1.0) - (_least(utilization, double(1.0), dialect) if clamped else utilization)
     score = match_score(
         {name: double(f"w_{name}") for name in COMPONENTS}, a.success_rate, a.average_quality,
-        double(1.0) - _least(utilization, double(1.0), dialect),
+        load,
         _fit(double, prefer, dialect) if prefer else None).label("score")
     narrow = dialect == "postgresql"
     best = (
@@ -119,9 +125,8 @@ def _fit(double: _Doubles, prefer: int, dialect: str) -> Any:
 
 
 def _least(value: Any, bound: Any, dialect: str) -> Any:
-    """The smaller of two doubles (``numpy.minimum``: one of them, so the same bits):
-    ``utilization`` is computed once, where ``CASE WHEN u < 1 THEN u ELSE 1`` computed it
-    twice per row."""
+    """The smaller of two doubles (``numpy.minimum``: one of them, so the same bits), with
+    ``value`` computed once (``CASE WHEN u < 1 THEN u ELSE 1`` computed it twice per row)."""
     return (func.least if dialect == "postgresql" else func.min)(value, bound, type_=Float())
 
 
