@@ -64,7 +64,9 @@ queries = st.builds(
     specializations=st.just(()) | st.lists(st.sampled_from(LABELS), max_size=1).map(tuple),
     prefer=st.lists(st.sampled_from(["security", "backend", "Frontend", "other"]),
                     unique=True, max_size=3).map(tuple),
-    max_utilization=st.sampled_from([1.0, 1.0, 0.5]) | unit,
+    # above 1 only when built by hand (a parsed query's bound is a fraction): the SQL load
+    # clamps utilization only then (``ranking._statement``)
+    max_utilization=st.sampled_from([1.0, 1.0, 0.5, 2.0]) | unit,
     min_success_rate=st.sampled_from([0.0, 0.0, 0.5]) | unit,
     status=st.sampled_from([None, None, None, *STATUSES]),
     limit=st.sampled_from([1, 2, 3, 0]),
@@ -168,6 +170,26 @@ def test_sql_scores_every_candidate_with_the_scorers_bits(sql_app, fleet, query,
     ranking = rank(Columns.from_agents(candidates, query.prefer), everything, weights)
     assert [row.id for row in rows] == [candidates[i].id for i in ranking.rows]
     assert [row.score for row in rows] == ranking.scores
+
+
+def test_a_bound_above_one_clamps_the_load_in_sql(sql_app):  # type: ignore[no-untyped-def]
+    """An overloaded agent (utilization 2) under a hand-built bound of 2 has load 0 in the
+    database's score too: the SQL load clamps utilization whenever the bound lets it past 1."""
+    from arbiter_cli.adapters.sql.ranking import top
+
+    fleet = [{"id": agent_id, "name": agent_id, "model_family": "m", "task_types": ["testing"],
+              "languages": [], "specializations": [], "capacity": 2,
+              "performance": {"success_rate": 0.9, "average_quality": 0.9},
+              "active_tasks": active, "status": "available"}
+             for agent_id, active in (("over", 4), ("idle", 0), ("full", 2))]
+    seed(sql_app, fleet)
+    query = Query("testing", max_utilization=2.0, limit=0)
+    with sql_app.engine.connect() as conn:
+        rows = conn.execute(*top("default", query, WEIGHTS, conn.dialect.name)).fetchall()
+    assert [(row.id, row.score) for row in rows] == [
+        (agent_id, score) for agent_id, score, _ in search(sql_app, query, WEIGHTS)]
+    assert [row.id for row in rows] == ["idle", "full", "over"]
+    assert rows[1].score == rows[2].score  # full and over: both load 0
 
 
 def test_capability_filters_are_exact_on_awkward_labels_and_follow_updates(sql_app):  # type: ignore[no-untyped-def]
