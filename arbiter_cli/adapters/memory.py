@@ -125,6 +125,7 @@ class MemoryStore:
         #: read-only Pool) are those of ``pools_generation``, all dropped once it moves on.
         self.generation = 0
         self.pools_generation = 0
+        self.pool_rows = 0  # the rows of the kept pools, all shapes together
         self.pools: dict[tuple[str, str, tuple[str, ...], tuple[str, ...], tuple[str, ...]],
                          Pool] = {}
 
@@ -231,6 +232,10 @@ class MemoryStore:
 
 CAPABLE_SHAPES = 256  # task shapes whose capable rows a store keeps (all dropped past it)
 POOL_SHAPES = 32  # task shapes whose whole pool a store keeps while nothing changes (idem)
+#: and at most this many rows over all of them (the one asked for always kept): a row costs
+#: about 600 B with what every strategy prepares on it, so a large fleet asked for many shapes
+#: keeps ~25 MB, not POOL_SHAPES whole fleets (190 MB at 10 000 agents)
+POOL_ROWS = 40_000
 
 
 def _capable(store: MemoryStore, index: _Index, task: Task
@@ -387,6 +392,7 @@ class MemoryRouting:
         generation = store.generation
         if store.pools_generation != generation:  # something changed: none is good any more
             store.pools.clear()
+            store.pool_rows = 0
             store.pools_generation = generation
         kept = store.pools.get(key)
         if kept is not None:
@@ -401,9 +407,11 @@ class MemoryRouting:
         pool.examples = MappingProxyType(  # type: ignore[assignment]
             {k: tuple(v) for k, v in pool.examples.items()})
         pool.shared = True
-        if len(store.pools) >= POOL_SHAPES:
+        if len(store.pools) >= POOL_SHAPES or store.pool_rows + pool.size > POOL_ROWS:
             store.pools.clear()
+            store.pool_rows = 0
         store.pools[key] = pool
+        store.pool_rows += pool.size
         return pool
 
     def _build_pool(self, tenant: str, task: Task) -> Pool:

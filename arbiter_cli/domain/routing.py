@@ -92,7 +92,8 @@ class Task:
         if raw.keys() <= PLAIN_TASK_FIELDS:  # the common shape: a task type and its languages
             task_type, languages = raw.get("task_type"), raw.get("languages")
             if (type(task_type) is str and task_type and (languages is None or (
-                    type(languages) is list and all(type(x) is str for x in languages)))):
+                    type(languages) is list and len(languages) <= PLAIN_LANGUAGES
+                    and all(type(x) is str for x in languages)))):
                 found = _plain_task(task_type, tuple(languages or ()), tuple(policy.task_types),
                                     tuple(policy.languages))
                 return cls(task_id=new_task_id, task_type=found[0], languages=found[1])
@@ -125,6 +126,9 @@ class Task:
 
 
 PLAIN_TASK_FIELDS = frozenset({"task_type", "languages"})
+#: Longer language lists take the general path: the kept spellings hold their key, and a
+#: request's list is as long as its body allows (serve.max_body).
+PLAIN_LANGUAGES = 16
 
 
 @functools.lru_cache(maxsize=256)

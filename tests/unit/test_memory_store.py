@@ -460,6 +460,40 @@ def test_routing_pool_keeps_a_bounded_number_of_task_shapes(uow_factory, make_ag
     assert pool_of(uow_factory).ids == ["a"]
 
 
+def _kept_bytes(store) -> int:
+    """The arrays the store's kept pools hold, with what choose prepared on them."""
+    import numpy as np
+
+    total = 0
+    for pool in store.pools.values():
+        arrays = [value for value in vars(pool).values() if isinstance(value, np.ndarray)]
+        for _, prepared in pool.prepared.values():
+            arrays += [prepared.a, prepared.b, prepared.matrix, prepared.base, prepared.tail]
+        total += sum(array.nbytes for array in arrays)
+    return total
+
+
+def test_kept_routing_pools_are_bounded_in_size_not_only_in_shapes(uow_factory, make_agent):
+    """A large fleet asked for many task shapes (here 32 preferences, every strategy) while
+    nothing changes: the kept pools hold a bounded amount, not POOL_SHAPES whole fleets (at
+    10 000 agents that was 190 MB of arrays kept by a dry-run-only store)."""
+    import numpy as np
+
+    from arbiter_cli.domain.routing import STRATEGIES, RoutingPolicy, choose
+
+    add(uow_factory, *(make_agent(f"a{i:05d}") for i in range(6000)))
+    policy = RoutingPolicy()
+    for k in range(POOL_SHAPES):
+        task = Task(task_id="t", task_type="code-review", languages=("Python",),
+                    prefer=(f"label-{k}",))
+        with uow_factory() as uow:
+            pool = uow.routing.pool("default", task)
+            for strategy in STRATEGIES:
+                choose(pool, policy, strategy, np.random.default_rng(1))
+    assert pool.size == 6000 and uow_factory.store.pools  # the last one is kept
+    assert _kept_bytes(uow_factory.store) < 32 * 2**20, _kept_bytes(uow_factory.store)
+
+
 def test_kept_routing_pools_are_only_those_of_the_current_state(uow_factory, make_agent):
     """Once anything changes, every kept pool is dropped, not only the one asked for next."""
     a = make_agent("a")

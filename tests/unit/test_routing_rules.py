@@ -260,6 +260,29 @@ def test_task_parse_of_a_plain_task_follows_the_registry_policy():
     assert (error.field, error.rule) == ("languages", "allowed")
 
 
+def test_task_parse_keeps_nothing_of_a_long_language_list():
+    """A request's languages list can be as long as its body allows (serve.max_body, 10 MiB):
+    what Task.parse keeps per spelling must not hold on to it (the plain path kept each
+    distinct list, up to 256 of them, for the life of the server)."""
+    import gc
+    import json
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for extra in range(4):
+            raw = json.loads(json.dumps({"task_type": "testing",
+                                         "languages": ["Python"] * (20_000 + extra)}))
+            assert Task.parse(raw, REGISTRY, GENERATED).languages == ("Python",)
+            del raw
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 200_000, f"{kept} bytes kept after parsing four long language lists"
+
+
 def test_task_parse_rejects_an_unknown_language():
     """A language outside registry.languages is rule allowed."""
     error = invalid(Task.parse, {"task_type": "testing", "languages": ["COBOL"]}, REGISTRY, GENERATED)

@@ -975,3 +975,111 @@ def test_the_routing_path_follows_a_drifting_fleet():
     assert {w["best_agent"] for w in before} == {"garnet"}
     assert before[-1]["best_agent_share"] >= 0.8
     assert all(w["best_agent"] == "harbor" and w["best_agent_share"] >= 0.8 for w in after)
+
+
+# ---------------------------------------------------------------------------- kept pools
+
+KEPT_SHAPES = [{"task_type": "code-review"}, {"task_type": "testing", "languages": ["Python"]},
+               {"task_type": "code-review", "languages": ["Go"]},
+               {"task_type": "testing", "specializations": ["api"]},
+               {"task_type": "code-review", "prefer": ["api"]}]
+
+
+def _decided(service: RoutingService, principal: Principal, raw: dict[str, Any], strategy: str,
+             seed: int) -> Any:
+    try:
+        d = service.route(principal, dict(raw), strategy=strategy, seed=seed,
+                          dry_run=True).decision
+    except (AtCapacity, NoCapableAgent) as error:
+        return type(error).__name__, error.details
+    return d.candidates, dict(d.excluded), dict(d.examples), d.confidence, d.explored
+
+
+def _fresh(world: World, service: RoutingService, principal: Principal, raw: dict[str, Any],
+           strategy: str, seed: int) -> Any:
+    """The same decision on a pool built afresh (never kept, never shared)."""
+    import numpy as np
+
+    from arbiter_cli.adapters.memory import MemoryRouting
+    from arbiter_cli.domain.routing import Task, choose
+
+    task = Task.parse(raw, service.registry, "t")
+    with world.uow() as uow:
+        pool = MemoryRouting(uow)._build_pool(principal.tenant, task)
+    try:
+        choice = choose(pool, service.policy, strategy, np.random.default_rng(seed))
+    except (AtCapacity, NoCapableAgent) as error:
+        return type(error).__name__, error.details
+    return (choice.candidates(pool, service.policy.record_candidates), choice.excluded,
+            choice.examples, choice.confidence, choice.explored)
+
+
+@pytest.mark.parametrize("trial", range(8))
+def test_a_kept_pool_decides_as_a_fresh_one_whatever_happened_before(trial):
+    """Registrations, routes, outcomes, status changes, heartbeats, removals, reaps, journal
+    replays and rolled-back units of work, in two tenants, with two routing policies on one
+    store: every dry run on the kept pools decides as a pool built afresh would."""
+    import random
+
+    from arbiter_cli.ids import uuid7
+
+    rnd = random.Random(trial)
+    world = build(record_candidates=rnd.choice([1, 3, 20]))
+    services = [world.routing, RoutingService(
+        world.uow, world.routing.registry, RoutingPolicy(record_candidates=2, weights={
+            "performance": 0.1, "load": 0.5, "fit": 0.2, "latency": 0.2}))]
+    opened: list[tuple[Principal, Decision]] = []
+    count = 0
+    for step in range(120):
+        op, who = rnd.random(), rnd.choice([ADMIN, OTHER])
+        some = f"a{rnd.randint(1, max(count, 1))}"
+        try:
+            if op < 0.15 or count < 3:
+                count += 1
+                world.register(f"a{count}", principal=who, capacity=rnd.choice([1, 2, 3]),
+                               languages=rnd.sample(["Python", "Go", "Rust"], rnd.randint(1, 2)),
+                               specializations=rnd.sample(["api", "db"], rnd.randint(0, 2)))
+            elif op < 0.4:
+                opened.append((who, world.routing.route(
+                    who, dict(rnd.choice(KEPT_SHAPES)), strategy=rnd.choice(STRATEGIES),
+                    seed=rnd.randint(0, 99)).decision))
+            elif op < 0.55 and opened:
+                owner, decision = opened.pop(rnd.randrange(len(opened)))
+                world.routing.outcome(owner, Outcome(success=rnd.random() < 0.5,
+                                                     quality=rnd.random()),
+                                      decision_id=decision.decision_id)
+            elif op < 0.65:
+                world.agents.set_status(who, some, rnd.choice(
+                    ["available", "draining", "offline", "maintenance"]), "r")
+            elif op < 0.7:
+                world.agents.remove(who, some)
+            elif op < 0.75:
+                world.clock.advance(hours=rnd.choice([0.5, 3]))
+                world.routing.reap(who)
+            elif op < 0.8:
+                world.agents.heartbeat(who, some)
+            elif op < 0.9 and opened:
+                owner, decision = rnd.choice(opened)
+                world.routing.apply_decision(owner, replace(decision, decision_id=uuid7(),
+                                                            task_id=f"j-{step}"))
+            else:  # a pool kept from uncommitted writes, then the unit of work fails
+                with pytest.raises(RuntimeError), world.uow(write=True) as uow:
+                    agent = uow.agents.get(who.tenant, some)
+                    if agent is not None:
+                        if rnd.random() < 0.5:  # or the arm alone
+                            uow.routing.force_claim(who.tenant, agent.uid)
+                        uow.routing.save_arm(who.tenant, agent.uid, "code-review",
+                                             Arm(alpha=5.0, outcomes=5), world.clock())
+                        from arbiter_cli.domain.routing import Task
+
+                        uow.routing.pool(who.tenant, Task.parse(
+                            {"task_type": "code-review"}, world.routing.registry, "t"))
+                    raise RuntimeError("rolled back")
+        except (AtCapacity, NoCapableAgent, NotFound, Conflict):
+            pass
+        for _ in range(2):
+            who, raw = rnd.choice([ADMIN, OTHER]), rnd.choice(KEPT_SHAPES)
+            strategy, seed, service = rnd.choice(STRATEGIES), rnd.randint(0, 99), rnd.choice(
+                services)
+            assert _decided(service, who, raw, strategy, seed) == _fresh(
+                world, service, who, raw, strategy, seed), (trial, step, raw, strategy)
