@@ -1,5 +1,5 @@
 """``python -m arbiter_cli`` runs the CLI."""
 
-from arbiter_cli.cli.app import run
+from arbiter_cli.cli.app import main
 
-raise SystemExit(run())
+raise SystemExit(main())

@@ -184,8 +184,19 @@ def _asks_json(args: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: run the app with ``standalone_mode=False`` and return the exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """Console entry point: run the app with ``standalone_mode=False`` and return the exit code.
+
+    Without ``argv`` (the console script, ``python -m arbiter_cli``) this process runs the one
+    command on its own command line, so its start-up runs with the collector off
+    (``cli/state.console_start``); an in-process caller passes ``argv`` and its collector is
+    left alone."""
+    if argv is None:
+        with console_start():
+            return _main(sys.argv[1:])
+    return _main(list(argv))
+
+
+def _main(args: list[str]) -> int:
     # numpy's OpenBLAS starts a thread per core at import, which spins for a while: ≈ 60 ms of
     # CPU per `route task` on 2 cores, for vectors of tens to thousands of numbers that BLAS
     # never splits. One thread, unless the caller chose (docs/performance.md, Start-up).
@@ -210,13 +221,5 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
-def run() -> int:
-    """The console script (``arbiter``, ``python -m arbiter_cli``): ``main`` with the collector
-    off during start-up (``cli/state.console_start``). A process runs one command, so what its
-    start-up allocated lives to the end; an in-process caller uses ``main``."""
-    with console_start():
-        return main()
-
-
 if __name__ == "__main__":
-    raise SystemExit(run())
+    raise SystemExit(main())

@@ -330,12 +330,13 @@ class State:
 # arbiter's own): tens of thousands of objects that live until the process exits. CPython's
 # collector, triggered by allocation counts, traversed them again and again (about 120 young,
 # 11 middle and one full collection in every `arbiter agents list`), and none of them can be
-# garbage. So the console script (``app.run``, never an in-process ``main()``) starts with the
-# collector off; once the command is admitted, ``resume_collector`` moves what is alive into
-# the permanent generation (``gc.freeze``) and turns the collector back on, so what the command
-# itself allocates (a long ``serve``, ``soak`` or ``bench`` included) is collected as before.
-# In-process callers (the tests, an embedding program) never pause it: a freeze per call would
-# keep each call's start-up garbage for the life of their process.
+# garbage. So the console script (``main()`` without ``argv``: the process's own command
+# line) starts with the collector off; once the command is admitted, ``resume_collector``
+# moves what is alive into the permanent generation (``gc.freeze``) and turns the collector
+# back on, so what the command itself allocates (a long ``serve``, ``soak`` or ``bench``
+# included) is collected as before. In-process callers pass ``argv`` (the tests, an embedding
+# program) and are never paused: a freeze per call would keep each call's start-up garbage for
+# the life of their process.
 
 
 class _Pause:
